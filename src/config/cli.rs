@@ -1,0 +1,163 @@
+//! Command-line flags: memcached 1.6's, plus repcached's `-x`, `-X`, `-q` and `--config`.
+//!
+//! Every field is optional so that a flag given on the command line can override the same
+//! setting from `--config FILE`, and an absent one falls back to the file, then the default.
+//! The same struct is what the TOML file deserializes into (with long names as keys).
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Parser};
+use serde::Deserialize;
+
+#[derive(Debug, Default, Clone, Parser, Deserialize)]
+#[command(
+    name = "repcached",
+    disable_help_flag = true,
+    disable_version_flag = true,
+    about = "memcached-compatible, replicated in-memory cache"
+)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Args {
+    /// TCP port to listen on (default 11211; 0 turns TCP off)
+    #[arg(short = 'p', long = "port")]
+    pub port: Option<u16>,
+    /// UDP port (default 0, off)
+    #[arg(short = 'U', long = "udp-port")]
+    pub udp_port: Option<u16>,
+    /// Unix socket path (turns TCP off)
+    #[arg(short = 's', long = "unix-socket")]
+    pub unix_socket: Option<PathBuf>,
+    /// Access mask for the unix socket, in octal (default 0700)
+    #[arg(short = 'a', long = "unix-mask")]
+    pub unix_mask: Option<String>,
+    /// Allow the shutdown command
+    #[arg(short = 'A', long = "enable-shutdown", action = ArgAction::SetTrue)]
+    #[serde(default)]
+    pub enable_shutdown: bool,
+    /// Interfaces to listen on, comma-separated (default all)
+    #[arg(short = 'l', long = "listen")]
+    pub listen: Option<String>,
+    /// Run as a daemon
+    #[arg(short = 'd', long = "daemon", action = ArgAction::SetTrue)]
+    pub daemon: bool,
+    /// Keep core dumps (accepted; the system setting decides)
+    #[arg(short = 'r', long = "enable-coredumps", action = ArgAction::SetTrue)]
+    pub enable_coredumps: bool,
+    /// Drop root privileges to this user
+    #[arg(short = 'u', long = "user")]
+    pub user: Option<String>,
+    /// Memory budget for items, in megabytes (default 64)
+    #[arg(short = 'm', long = "memory-limit")]
+    pub memory_limit: Option<u64>,
+    /// Maximum simultaneous connections (default 1024)
+    #[arg(short = 'c', long = "conn-limit")]
+    pub conn_limit: Option<usize>,
+    /// Lock memory pages (accepted, see README)
+    #[arg(short = 'k', long = "lock-memory", action = ArgAction::SetTrue)]
+    pub lock_memory: bool,
+    /// Verbose logging; -vv for more
+    #[arg(short = 'v', long = "verbose", action = ArgAction::Count)]
+    pub verbose: u8,
+    /// Print this help and exit
+    #[arg(short = 'h', long = "help", action = ArgAction::SetTrue)]
+    #[serde(skip)]
+    pub help: bool,
+    /// Print the license and exit
+    #[arg(short = 'i', long = "license", action = ArgAction::SetTrue)]
+    #[serde(skip)]
+    pub license: bool,
+    /// Print the version and exit
+    #[arg(short = 'V', long = "version", action = ArgAction::SetTrue)]
+    #[serde(skip)]
+    pub version: bool,
+    /// Write the daemon's pid to this file
+    #[arg(short = 'P', long = "pidfile")]
+    pub pidfile: Option<PathBuf>,
+    /// Slab growth factor (accepted; the store has no slab classes)
+    #[arg(short = 'f', long = "slab-growth-factor")]
+    pub slab_growth_factor: Option<f64>,
+    /// Minimum item space (accepted; the store has no slab classes)
+    #[arg(short = 'n', long = "slab-min-size")]
+    pub slab_min_size: Option<u32>,
+    /// Use large memory pages (accepted, see README)
+    #[arg(short = 'L', long = "enable-largepages", action = ArgAction::SetTrue)]
+    pub enable_largepages: bool,
+    /// Delimiter between key prefix and id for `stats detail`
+    #[arg(short = 'D')]
+    pub prefix_delimiter: Option<char>,
+    /// Worker threads (default 4)
+    #[arg(short = 't', long = "threads")]
+    pub threads: Option<usize>,
+    /// Requests handled per event before yielding (default 20)
+    #[arg(short = 'R', long = "max-reqs-per-event")]
+    pub max_reqs_per_event: Option<usize>,
+    /// Disable CAS (gets then returns 0)
+    #[arg(short = 'C', long = "disable-cas", action = ArgAction::SetTrue)]
+    pub disable_cas: bool,
+    /// TCP listen backlog (default 1024)
+    #[arg(short = 'b', long = "listen-backlog")]
+    pub listen_backlog: Option<i32>,
+    /// Protocol: auto, ascii or binary (default auto)
+    #[arg(short = 'B', long = "protocol")]
+    pub protocol: Option<String>,
+    /// Largest item, with optional k/m suffix (default 1m)
+    #[arg(short = 'I', long = "max-item-size")]
+    pub max_item_size: Option<String>,
+    /// Turn on SASL authentication (binary protocol)
+    #[arg(short = 'S', long = "enable-sasl", action = ArgAction::SetTrue)]
+    pub enable_sasl: bool,
+    /// Refuse flush_all
+    #[arg(short = 'F', long = "disable-flush-all", action = ArgAction::SetTrue)]
+    pub disable_flush_all: bool,
+    /// ASCII authentication file of user:password lines
+    #[arg(short = 'Y', long = "auth-file")]
+    pub auth_file: Option<PathBuf>,
+    /// Memory file for restartable cache (accepted, see README)
+    #[arg(short = 'e', long = "memory-file")]
+    pub memory_file: Option<PathBuf>,
+    /// Return an error instead of evicting when memory is full
+    #[arg(short = 'M', long = "disable-evictions", action = ArgAction::SetTrue)]
+    pub disable_evictions: bool,
+    /// Extended options, comma-separated (memcached's -o)
+    #[arg(short = 'o', long = "extended")]
+    pub extended: Vec<String>,
+    /// Replication peer host (repcached)
+    #[arg(short = 'x', long = "peer")]
+    pub peer: Option<String>,
+    /// Replication port, or LISTEN:CONNECT ports (repcached; default 11212)
+    #[arg(short = 'X', long = "replication-port")]
+    pub replication_port: Option<String>,
+    /// Replication queue size (repcached)
+    #[arg(short = 'q', long = "replication-queue")]
+    pub replication_queue: Option<usize>,
+    /// Read settings from this TOML file; flags override it
+    #[arg(long = "config")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+}
+
+macro_rules! fill_from {
+    ($self:ident, $file:ident; options: $($opt:ident),*; switches: $($sw:ident),*) => {
+        $( if $self.$opt.is_none() { $self.$opt = $file.$opt.clone(); } )*
+        $( $self.$sw = $self.$sw || $file.$sw; )*
+    };
+}
+
+impl Args {
+    /// Fills settings not given on the command line from a config file's.
+    pub fn fill_from(&mut self, file: &Args) {
+        fill_from!(self, file;
+            options: port, udp_port, unix_socket, unix_mask, listen, user, memory_limit,
+                conn_limit, pidfile, slab_growth_factor, slab_min_size, prefix_delimiter, threads,
+                max_reqs_per_event, listen_backlog, protocol, max_item_size, auth_file,
+                memory_file, peer, replication_port, replication_queue;
+            switches: enable_shutdown, daemon, enable_coredumps, lock_memory, enable_largepages,
+                disable_cas, enable_sasl, disable_flush_all, disable_evictions);
+        if self.verbose == 0 {
+            self.verbose = file.verbose;
+        }
+        if self.extended.is_empty() {
+            self.extended = file.extended.clone();
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! Configuration: built once from memcached-compatible flags (and an optional TOML file),
+//! validated once, then read-only. Each component takes only its own section, so tests build
+//! those sections directly.
+
+pub mod cli;
+pub mod validate;
+
+use std::path::PathBuf;
+
+pub use cli::Args;
+
+use crate::store::{StoreConfig, DEFAULT_ITEM_SIZE_MAX, DEFAULT_LIMIT_MB};
+
+/// memcached's default TCP port.
+pub const DEFAULT_PORT: u16 = 11211;
+/// repcached's default replication port.
+pub const DEFAULT_REPLICATION_PORT: u16 = 11212;
+/// memcached's default `-c`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// memcached's default `-t`.
+pub const DEFAULT_THREADS: usize = 4;
+/// memcached's default `-b`.
+pub const DEFAULT_BACKLOG: i32 = 1024;
+/// memcached's default `-R`.
+pub const DEFAULT_REQS_PER_EVENT: usize = 20;
+/// memcached's default `-a` (octal 0700).
+pub const DEFAULT_UNIX_MASK: u32 = 0o700;
+
+/// What could be wrong with the configuration; each message says what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("cannot read config file {path}: {source}; check the path given to --config")]
+    ReadFile { path: PathBuf, source: std::io::Error },
+    #[error("config file {path} is not valid TOML for repcached: {message}")]
+    ParseFile { path: PathBuf, message: String },
+}
+
+/// Where clients connect.
+#[derive(Debug, Clone)]
+pub struct ListenConfig {
+    /// TCP port; 0 means no TCP listener.
+    pub port: u16,
+    pub udp_port: u16,
+    /// Interfaces; empty means all (IPv4 and IPv6).
+    pub addrs: Vec<String>,
+    pub unix_socket: Option<PathBuf>,
+    pub unix_mask: u32,
+    pub backlog: i32,
+}
+
+/// repcached's replication settings (used by the replication component).
+#[derive(Debug, Clone, Default)]
+pub struct ReplicationConfig {
+    /// `-x`: the peer to pair with.
+    pub peer: Option<String>,
+    /// `-X`: the port to listen on for peers.
+    pub listen_port: u16,
+    /// `-X LISTEN:CONNECT`: the peer's port, when it differs.
+    pub connect_port: u16,
+    /// `-q`: replication queue length.
+    pub queue: Option<usize>,
+}
+
+/// The server's settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: ListenConfig,
+    pub store: StoreConfig,
+    pub replication: ReplicationConfig,
+    pub threads: usize,
+    pub max_connections: usize,
+    pub verbose: u8,
+    pub daemonize: bool,
+    pub pid_file: Option<PathBuf>,
+    pub user: Option<String>,
+    pub enable_shutdown: bool,
+    pub flush_enabled: bool,
+    pub cas_enabled: bool,
+    /// Seconds a connection may sit idle; 0 is forever.
+    pub idle_timeout_secs: u64,
+    pub reqs_per_event: usize,
+    pub binding_protocol: String,
+    pub growth_factor: f64,
+    pub chunk_size: u32,
+    pub prefix_delimiter: char,
+    pub sasl: bool,
+    pub auth_file: Option<PathBuf>,
+    /// `-o` options as given, for `stats settings`.
+    pub extended: Vec<(String, Option<String>)>,
+    /// Notes for the operator about accepted-but-ignored settings, logged at start.
+    pub warnings: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: ListenConfig {
+                port: DEFAULT_PORT,
+                udp_port: 0,
+                addrs: Vec::new(),
+                unix_socket: None,
+                unix_mask: DEFAULT_UNIX_MASK,
+                backlog: DEFAULT_BACKLOG,
+            },
+            store: StoreConfig::default(),
+            replication: ReplicationConfig {
+                peer: None,
+                listen_port: DEFAULT_REPLICATION_PORT,
+                connect_port: DEFAULT_REPLICATION_PORT,
+                queue: None,
+            },
+            threads: DEFAULT_THREADS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            verbose: 0,
+            daemonize: false,
+            pid_file: None,
+            user: None,
+            enable_shutdown: false,
+            flush_enabled: true,
+            cas_enabled: true,
+            idle_timeout_secs: 0,
+            reqs_per_event: DEFAULT_REQS_PER_EVENT,
+            binding_protocol: "auto-negotiate".into(),
+            growth_factor: 1.25,
+            chunk_size: 48,
+            prefix_delimiter: ':',
+            sasl: false,
+            auth_file: None,
+            extended: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// A config for tests: loopback, an ephemeral port, small memory.
+    pub fn for_tests() -> Config {
+        let mut c = Config::default();
+        c.listen.addrs = vec!["127.0.0.1".into()];
+        c.listen.port = 0;
+        c.threads = 2;
+        c
+    }
+
+    /// Builds and validates the configuration from parsed flags, reading `--config` first.
+    pub fn from_args(mut args: Args) -> Result<Config, ConfigError> {
+        if let Some(path) = args.config.clone() {
+            let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::ReadFile {
+                path: path.clone(),
+                source,
+            })?;
+            let file: Args = toml::from_str(&text).map_err(|e| ConfigError::ParseFile {
+                path: path.clone(),
+                message: e.message().to_string(),
+            })?;
+            args.fill_from(&file);
+        }
+        let mut c = Config::default();
+        let invalid = |m: String| ConfigError::Invalid(m);
+        if let Some(p) = args.port {
+            c.listen.port = p;
+        }
+        if let Some(p) = args.udp_port {
+            c.listen.udp_port = p;
+        }
+        if let Some(l) = &args.listen {
+            c.listen.addrs = l.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+        }
+        c.listen.unix_socket = args.unix_socket.clone();
+        if let Some(m) = &args.unix_mask {
+            c.listen.unix_mask = u32::from_str_radix(m.trim_start_matches("0o"), 8)
+                .map_err(|_| invalid(format!("-a {m}: the unix socket mask must be octal, like 0700")))?;
+        }
+        if let Some(b) = args.listen_backlog {
+            c.listen.backlog = b;
+        }
+        let mb = args.memory_limit.unwrap_or(DEFAULT_LIMIT_MB as u64);
+        c.store.limit_bytes = (mb as usize).saturating_mul(1024 * 1024);
+        c.store.item_size_max = match &args.max_item_size {
+            Some(s) => validate::parse_size(s)?,
+            None => DEFAULT_ITEM_SIZE_MAX,
+        };
+        c.store.evict = !args.disable_evictions;
+        if let Some(n) = args.conn_limit {
+            c.max_connections = n;
+        }
+        if let Some(t) = args.threads {
+            c.threads = t;
+        }
+        c.store.shards = (c.threads * 16).next_power_of_two().max(16);
+        c.verbose = args.verbose;
+        c.daemonize = args.daemon;
+        c.pid_file = args.pidfile.clone();
+        c.user = args.user.clone();
+        c.enable_shutdown = args.enable_shutdown;
+        c.flush_enabled = !args.disable_flush_all;
+        c.cas_enabled = !args.disable_cas;
+        if let Some(r) = args.max_reqs_per_event {
+            c.reqs_per_event = r;
+        }
+        if let Some(p) = &args.protocol {
+            c.binding_protocol = match p.as_str() {
+                "auto" => "auto-negotiate".into(),
+                "ascii" | "binary" => p.clone(),
+                other => {
+                    return Err(invalid(format!(
+                        "-B {other}: unknown protocol; use auto, ascii or binary"
+                    )))
+                }
+            };
+        }
+        if let Some(f) = args.slab_growth_factor {
+            c.growth_factor = f;
+        }
+        if let Some(n) = args.slab_min_size {
+            c.chunk_size = n;
+        }
+        if let Some(d) = args.prefix_delimiter {
+            c.prefix_delimiter = d;
+        }
+        c.sasl = args.enable_sasl;
+        c.auth_file = args.auth_file.clone();
+        for (flag, on) in [
+            ("-k (lock memory)", args.lock_memory),
+            ("-L (large pages)", args.enable_largepages),
+            ("-r (core dumps)", args.enable_coredumps),
+        ] {
+            if on {
+                c.warnings.push(format!("{flag} is accepted but has no effect here"));
+            }
+        }
+        if args.memory_file.is_some() {
+            c.warnings.push("-e (memory file) is accepted but the cache is not restartable from it".into());
+        }
+        for group in &args.extended {
+            for opt in group.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                validate::apply_extended(&mut c, opt)?;
+            }
+        }
+        c.replication.peer = args.peer.clone();
+        if let Some(x) = &args.replication_port {
+            let (l, r) = validate::parse_replication_port(x)?;
+            c.replication.listen_port = l;
+            c.replication.connect_port = r;
+        }
+        c.replication.queue = args.replication_queue;
+        validate::validate(&c)?;
+        Ok(c)
+    }
+}

@@ -1,0 +1,119 @@
+//! repcached: flags -> Config -> bind -> (daemonize, drop privileges) -> serve.
+//! Startup errors are printed as one line saying what to fix, with a non-zero exit code.
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+use repcached::config::{Args, Config};
+use repcached::server::{Server, VERSION};
+
+/// memcached's exit code for usage errors (EX_USAGE).
+const EXIT_USAGE: u8 = 64;
+/// memcached's exit code for OS errors such as a busy port (EX_OSERR).
+const EXIT_OSERR: u8 = 71;
+
+fn fail(code: u8, msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("repcached: {msg}");
+    ExitCode::from(code)
+}
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            // clap's message is several lines; keep its first and say where the usage is.
+            let first = e.to_string();
+            let first = first.lines().next().unwrap_or("bad command line").trim_start_matches("error: ");
+            return fail(EXIT_USAGE, format!("{first}; run repcached -h for usage"));
+        }
+    };
+    if args.help {
+        let _ = Args::command().print_help();
+        return ExitCode::SUCCESS;
+    }
+    if args.version {
+        println!("repcached {VERSION}");
+        return ExitCode::SUCCESS;
+    }
+    if args.license {
+        println!("repcached is distributed under the BSD 3-clause license.");
+        return ExitCode::SUCCESS;
+    }
+    let config = match Config::from_args(args) {
+        Ok(c) => c,
+        Err(e) => return fail(EXIT_USAGE, e),
+    };
+    init_logging(config.verbose);
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root && config.user.is_none() {
+        return fail(EXIT_USAGE, "can't run as root without the -u switch; give -u USER to drop privileges");
+    }
+    let server = match Server::bind(config.clone()) {
+        Ok(s) => s,
+        Err(e) => return fail(EXIT_OSERR, e),
+    };
+    if config.daemonize {
+        if let Err(e) = repcached::server::process::daemonize() {
+            return fail(EXIT_OSERR, format!("cannot daemonize: {e}"));
+        }
+    }
+    if let Some(path) = &config.pid_file {
+        if let Err(e) = std::fs::write(path, format!("{}\n", std::process::id())) {
+            return fail(EXIT_OSERR, format!("cannot write pid file {}: {e}; check -P", path.display()));
+        }
+    }
+    if root {
+        if let Some(user) = &config.user {
+            if let Err(e) = repcached::server::process::drop_privileges(user) {
+                return fail(EXIT_OSERR, e);
+            }
+        }
+    }
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    if let Some(peer) = &config.replication.peer {
+        tracing::warn!(
+            "replication peer {peer}:{} configured, but this build does not replicate yet; serving as a standalone cache",
+            config.replication.connect_port
+        );
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.threads)
+        .thread_name("repcached-worker")
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(EXIT_OSERR, format!("cannot start worker threads: {e}")),
+    };
+    let result = runtime.block_on(async {
+        let shared = server.shared();
+        tokio::spawn(async move {
+            repcached::server::process::wait_for_signal().await;
+            shared.shutdown();
+        });
+        server.run().await
+    });
+    if let Some(path) = &config.pid_file {
+        let _ = std::fs::remove_file(path);
+    }
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(EXIT_OSERR, e),
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => tracing::Level::WARN,
+        1 => tracing::Level::INFO,
+        _ => tracing::Level::DEBUG,
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}

@@ -1,0 +1,34 @@
+//! Size limits that the parser enforces before a body arrives, so no client can make the
+//! server buffer without bound.
+
+/// protocol.txt "Keys": at most 250 bytes.
+pub const KEY_MAX_LENGTH: usize = 250;
+/// A request line this long without a newline closes the connection (memcached's 2048),
+/// except for get/gets, whose key lists may be long.
+pub const LINE_MAX_LENGTH: usize = 2048;
+/// Bound on a get/gets line, so even a multiget cannot buffer without end.
+pub const GET_LINE_MAX_LENGTH: usize = 2 * 1024 * 1024;
+/// Meta commands take at most this many tokens (memcached's MFLAG_MAX_OPT_LENGTH).
+pub const META_MAX_TOKENS: usize = 20;
+/// An `O` opaque token is at most this long, flag letter included.
+pub const META_MAX_OPAQUE_LENGTH: usize = 32;
+
+/// Parser limits that depend on configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// `-I`: the largest item, in memcached's accounting (header, key, value).
+    pub item_size_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            item_size_max: 1024 * 1024,
+        }
+    }
+}
+
+/// A key is valid if it is short enough and has no control characters or spaces.
+pub fn is_valid_key(key: &[u8]) -> bool {
+    !key.is_empty() && key.len() <= KEY_MAX_LENGTH && key.iter().all(|&b| b > b' ' && b != 0x7f)
+}

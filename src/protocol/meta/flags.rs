@@ -1,0 +1,166 @@
+//! The meta flag tokenizer shared by mg, ms, md and ma.
+//!
+//! Each flag is one character, optionally followed by a token (`T30`, `Oabc`). Flags are
+//! parsed once into [`MetaFlags`]; the raw flag tokens are kept too, because return flags are
+//! echoed in the order the client sent them. Error precedence follows memcached: a duplicate
+//! or unknown flag stops at once; a bad token is remembered and the last one wins.
+
+use std::borrow::Cow;
+
+use base64::Engine;
+
+use crate::protocol::number::{parse_i32, parse_u32, parse_u64};
+use crate::protocol::ErrorKind;
+
+#[derive(Debug, Clone, Default)]
+pub struct MetaFlags<'a> {
+    /// The flag tokens as sent, for echoing return flags in order.
+    pub raw: &'a [u8],
+    pub base64: bool,
+    pub quiet: bool,
+    pub value: bool,
+    pub no_update: bool,
+    pub invalidate: bool,
+    pub strip_value: bool,
+    pub client_flags: u32,
+    pub compare_cas: Option<u64>,
+    pub new_cas: Option<u64>,
+    pub ttl: Option<i32>,
+    pub vivify: Option<i32>,
+    pub recache: Option<i32>,
+    pub mode: Option<u8>,
+    pub initial: u64,
+    pub delta: u64,
+    /// An `O` token longer than memcached allows (reported when the reply is built).
+    pub opaque_too_long: bool,
+}
+
+/// Iterates the flag tokens of `raw`.
+pub fn tokens(raw: &[u8]) -> impl Iterator<Item = &[u8]> {
+    raw.split(|&b| b == b' ').filter(|t| !t.is_empty())
+}
+
+/// Parses flag tokens; decodes the key in place of `key` if `b` is present.
+pub fn parse<'a>(raw: &'a [u8], key: &mut Cow<'a, [u8]>) -> Result<MetaFlags<'a>, ErrorKind> {
+    let mut f = MetaFlags {
+        raw,
+        delta: 1,
+        ..Default::default()
+    };
+    let mut seen = [false; 128];
+    let mut error: Option<ErrorKind> = None;
+    for tok in tokens(raw) {
+        let c = tok[0];
+        if c >= 127 || seen[c as usize] {
+            return Err(ErrorKind::MetaDuplicateFlag);
+        }
+        seen[c as usize] = true;
+        let arg = &tok[1..];
+        let mut fail = |kind| error = Some(kind);
+        match c {
+            b'b' => {
+                f.base64 = true;
+                match base64::engine::general_purpose::STANDARD.decode(key.as_ref()) {
+                    Ok(k) if !k.is_empty() => *key = Cow::Owned(k),
+                    _ => fail(ErrorKind::MetaKeyDecode),
+                }
+            }
+            b'N' => match parse_i32(arg) {
+                Some(v) => f.vivify = Some(v),
+                None => fail(ErrorKind::MetaBadToken),
+            },
+            b'T' => match parse_i32(arg) {
+                Some(v) => f.ttl = Some(v),
+                None => fail(ErrorKind::MetaBadToken),
+            },
+            b'R' => match parse_i32(arg) {
+                Some(v) => f.recache = Some(v),
+                None => fail(ErrorKind::MetaBadToken),
+            },
+            b'F' => match parse_u32(arg) {
+                Some(v) => f.client_flags = v,
+                None => fail(ErrorKind::BadFormat),
+            },
+            b'C' => match parse_u64(arg) {
+                Some(v) => f.compare_cas = Some(v),
+                None => fail(ErrorKind::MetaBadToken),
+            },
+            b'E' => match parse_u64(arg) {
+                Some(v) => f.new_cas = Some(v),
+                None => fail(ErrorKind::MetaBadToken),
+            },
+            b'M' => {
+                if tok.len() != 2 {
+                    fail(ErrorKind::MetaModeLength);
+                } else {
+                    f.mode = Some(tok[1]);
+                }
+            }
+            b'J' => match parse_u64(arg) {
+                Some(v) => f.initial = v,
+                None => fail(ErrorKind::MetaInitial),
+            },
+            b'D' => match parse_u64(arg) {
+                Some(v) => f.delta = v,
+                None => fail(ErrorKind::MetaDelta),
+            },
+            b'O' => {
+                if tok.len() > crate::protocol::limits::META_MAX_OPAQUE_LENGTH {
+                    f.opaque_too_long = true;
+                }
+            }
+            b'q' => f.quiet = true,
+            b'v' => f.value = true,
+            b'u' => f.no_update = true,
+            b'I' => f.invalidate = true,
+            b'x' => f.strip_value = true,
+            b'P' | b'L' | b'k' | b's' | b't' | b'c' | b'f' | b'h' | b'l' => {}
+            _ => return Err(ErrorKind::MetaInvalidFlag),
+        }
+    }
+    match error {
+        Some(e) => Err(e),
+        None => Ok(f),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(raw: &str) -> Result<MetaFlags<'_>, ErrorKind> {
+        let mut key = Cow::Borrowed(&b"foo"[..]);
+        parse(raw.as_bytes(), &mut key)
+    }
+
+    #[test]
+    fn parses_flags_and_tokens() {
+        let f = p("v t T30 Oabc C5 D7 J9 MD q").unwrap();
+        assert!(f.value && f.quiet);
+        assert_eq!(f.ttl, Some(30));
+        assert_eq!(f.compare_cas, Some(5));
+        assert_eq!(f.delta, 7);
+        assert_eq!(f.initial, 9);
+        assert_eq!(f.mode, Some(b'D'));
+    }
+
+    #[test]
+    fn errors_like_memcached() {
+        assert_eq!(p("v v").unwrap_err(), ErrorKind::MetaDuplicateFlag);
+        assert_eq!(p("!").unwrap_err(), ErrorKind::MetaInvalidFlag);
+        assert_eq!(p("Tabc").unwrap_err(), ErrorKind::MetaBadToken);
+        assert_eq!(p("MAB").unwrap_err(), ErrorKind::MetaModeLength);
+        assert_eq!(p("Dx").unwrap_err(), ErrorKind::MetaDelta);
+        assert_eq!(p("Fx").unwrap_err(), ErrorKind::BadFormat);
+    }
+
+    #[test]
+    fn base64_key() {
+        let mut key = Cow::Borrowed(&b"Zm9v"[..]);
+        let f = parse(b"b", &mut key).unwrap();
+        assert!(f.base64);
+        assert_eq!(key.as_ref(), b"foo");
+        let mut bad = Cow::Borrowed(&b"!!!"[..]);
+        assert_eq!(parse(b"b", &mut bad).unwrap_err(), ErrorKind::MetaKeyDecode);
+    }
+}

@@ -1,0 +1,210 @@
+//! Meta commands: mg, ms, md, ma, mn, me (protocol.txt "Meta Commands").
+//!
+//! `<cm> <key> [<datalen>] <flag>*`. One request type serves all six; the verb is a field and
+//! the flags are parsed by [`flags`]. Errors in meta commands are always reported, even with
+//! `q`, and an ms whose header is bad swallows its data block, as memcached does.
+
+pub mod flags;
+pub mod reply;
+
+use std::borrow::Cow;
+
+use super::limits::{is_valid_key, Limits, META_MAX_TOKENS};
+use super::number::parse_i32;
+use super::text::storage::{body, Body};
+use super::text::Tokens;
+use super::{ErrorKind, Parsed, ProtocolError, Request};
+use crate::store::{item_total_size, SetMode};
+pub use flags::MetaFlags;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetaCmd {
+    Get,
+    Set,
+    Delete,
+    Arith,
+    Noop,
+    Debug,
+}
+
+#[derive(Debug, Clone)]
+pub struct MetaRequest<'a> {
+    pub cmd: MetaCmd,
+    /// The key as stored (decoded if `b` was given).
+    pub key: Cow<'a, [u8]>,
+    pub flags: MetaFlags<'a>,
+    /// The ms data block.
+    pub data: &'a [u8],
+}
+
+impl MetaRequest<'_> {
+    /// ms mode: `M` flag, set by default.
+    pub fn set_mode(&self) -> Option<SetMode> {
+        Some(match self.flags.mode {
+            None | Some(b'S') | Some(b's') => SetMode::Set,
+            Some(b'E') | Some(b'e') => SetMode::Add,
+            Some(b'A') | Some(b'a') => SetMode::Append,
+            Some(b'P') | Some(b'p') => SetMode::Prepend,
+            Some(b'R') | Some(b'r') => SetMode::Replace,
+            _ => return None,
+        })
+    }
+
+    /// ma mode: increment unless `MD`/`M-`.
+    pub fn arith_incr(&self) -> Option<bool> {
+        match self.flags.mode {
+            None | Some(b'I') | Some(b'i') | Some(b'+') => Some(true),
+            Some(b'D') | Some(b'd') | Some(b'-') => Some(false),
+            _ => None,
+        }
+    }
+}
+
+/// The flag section of a meta line: the tokens from `start` on, as one slice.
+fn flag_section<'a>(t: &Tokens<'a>, start: usize, line_start: *const u8, buf: &'a [u8]) -> &'a [u8] {
+    let first = t.get(start);
+    if first.is_empty() {
+        return &[];
+    }
+    let last = t.get(t.len() - 1);
+    let from = first.as_ptr() as usize - line_start as usize;
+    let to = last.as_ptr() as usize - line_start as usize + last.len();
+    &buf[from..to]
+}
+
+pub fn parse<'a>(verb: u8, t: &Tokens<'a>, buf: &'a [u8], used: usize, limits: &Limits) -> Parsed<'a> {
+    let err = |kind, consumed| Parsed::Invalid(ProtocolError::new(kind, consumed));
+    let cmd = match verb {
+        b'g' => MetaCmd::Get,
+        b's' => MetaCmd::Set,
+        b'd' => MetaCmd::Delete,
+        b'a' => MetaCmd::Arith,
+        b'n' => MetaCmd::Noop,
+        b'e' => MetaCmd::Debug,
+        _ => return err(ErrorKind::UnknownCommand, used),
+    };
+    let raw_key = t.get(1);
+    if cmd == MetaCmd::Noop {
+        let req = MetaRequest {
+            cmd,
+            key: Cow::Borrowed(raw_key),
+            flags: MetaFlags::default(),
+            data: &[],
+        };
+        return Parsed::Done(Request::Meta(req), used);
+    }
+    if t.ntokens < 3 {
+        return err(
+            if cmd == MetaCmd::Debug {
+                ErrorKind::BadFormat
+            } else {
+                ErrorKind::UnknownCommand
+            },
+            used,
+        );
+    }
+    if !is_valid_key(raw_key) {
+        return err(ErrorKind::BadFormat, used);
+    }
+    let mut key = Cow::Borrowed(raw_key);
+    let line_start = buf.as_ptr();
+    if cmd == MetaCmd::Debug {
+        let mut flags = MetaFlags::default();
+        if t.get(2) == b"b" {
+            flags.base64 = true;
+            use base64::Engine;
+            match base64::engine::general_purpose::STANDARD.decode(raw_key) {
+                Ok(k) if !k.is_empty() => key = Cow::Owned(k),
+                _ => return err(ErrorKind::BadFormat, used),
+            }
+        }
+        return Parsed::Done(Request::Meta(MetaRequest { cmd, key, flags, data: &[] }), used);
+    }
+    if cmd == MetaCmd::Set {
+        return parse_set(t, buf, used, limits, key);
+    }
+    if t.ntokens > META_MAX_TOKENS {
+        return err(
+            if cmd == MetaCmd::Get {
+                ErrorKind::MetaGetTooManyFlags
+            } else {
+                ErrorKind::MetaTooManyFlags
+            },
+            used,
+        );
+    }
+    let raw = flag_section(t, 2, line_start, buf);
+    let flags = match flags::parse(raw, &mut key) {
+        Ok(f) => f,
+        Err(kind) if cmd == MetaCmd::Get => return err(kind, used),
+        Err(_) => return err(ErrorKind::MetaInvalidOrDuplicateFlag, used),
+    };
+    let req = MetaRequest {
+        cmd,
+        key,
+        flags,
+        data: &[],
+    };
+    if req.flags.opaque_too_long {
+        return err(ErrorKind::MetaOpaqueTooLong, used);
+    }
+    if cmd == MetaCmd::Arith && req.arith_incr().is_none() {
+        return err(ErrorKind::MetaArithMode, used);
+    }
+    Parsed::Done(Request::Meta(req), used)
+}
+
+/// `ms <key> <datalen> <flag>*\r\n<data>\r\n`
+fn parse_set<'a>(t: &Tokens<'a>, buf: &'a [u8], used: usize, limits: &Limits, mut key: Cow<'a, [u8]>) -> Parsed<'a> {
+    let err = |kind, swallow| {
+        let mut e = ProtocolError::new(kind, used);
+        e.swallow = swallow;
+        Parsed::Invalid(e)
+    };
+    if t.ntokens == 3 {
+        return err(ErrorKind::BadFormat, 0);
+    }
+    if t.ntokens > META_MAX_TOKENS {
+        return err(ErrorKind::MetaTooManyFlags, 0);
+    }
+    let vlen = match parse_i32(t.get(2)) {
+        Some(v) if v >= 0 => v as usize,
+        _ => return err(ErrorKind::BadFormat, 0),
+    };
+    let swallow = vlen + 2;
+    let raw = flag_section(t, 3, buf.as_ptr(), buf);
+    let flags = match flags::parse(raw, &mut key) {
+        Ok(f) => f,
+        Err(kind) => return err(kind, swallow),
+    };
+    let req = MetaRequest {
+        cmd: MetaCmd::Set,
+        key,
+        flags,
+        data: &[],
+    };
+    if req.flags.opaque_too_long {
+        return err(ErrorKind::MetaOpaqueTooLong, swallow);
+    }
+    let Some(mode) = req.set_mode() else {
+        return err(ErrorKind::MetaSetMode, swallow);
+    };
+    if item_total_size(req.key.len(), vlen) > limits.item_size_max {
+        let key = t.get(1);
+        return Parsed::Done(
+            Request::TooLarge {
+                mode,
+                key,
+                swallow,
+                noreply: false,
+                meta: Some(req),
+            },
+            used,
+        );
+    }
+    match body(buf, used, vlen) {
+        Body::Incomplete => Parsed::Incomplete,
+        Body::BadChunk(end) => Parsed::Invalid(ProtocolError::new(ErrorKind::BadDataChunk, end)),
+        Body::Ready(data, end) => Parsed::Done(Request::Meta(MetaRequest { data, ..req }), end),
+    }
+}

@@ -1,0 +1,57 @@
+//! Number tokens, read the way memcached's `safe_strto*` read them: an optional sign, then
+//! decimal digits to the end of the token; unsigned fields refuse a minus sign; overflow fails.
+
+fn digits(s: &[u8]) -> Option<u64> {
+    if s.is_empty() {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &b in s {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add((b - b'0') as u64)?;
+    }
+    Some(n)
+}
+
+/// Unsigned 64-bit (`safe_strtoull`).
+pub fn parse_u64(s: &[u8]) -> Option<u64> {
+    digits(s.strip_prefix(b"+").unwrap_or(s))
+}
+
+/// Unsigned 32-bit (`safe_strtoul`): client flags.
+pub fn parse_u32(s: &[u8]) -> Option<u32> {
+    parse_u64(s).and_then(|n| u32::try_from(n).ok())
+}
+
+/// Signed 32-bit (`safe_strtol`): exptimes and lengths.
+pub fn parse_i32(s: &[u8]) -> Option<i32> {
+    let (neg, rest) = match s.first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let n = digits(rest)? as i64;
+    let n = if neg { -n } else { n };
+    i32::try_from(n).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_memcached() {
+        assert_eq!(parse_u64(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(parse_u64(b"18446744073709551616"), None);
+        assert_eq!(parse_u64(b"-1"), None);
+        assert_eq!(parse_u64(b"+7"), Some(7));
+        assert_eq!(parse_u64(b""), None);
+        assert_eq!(parse_u64(b"1a"), None);
+        assert_eq!(parse_u32(b"4294967296"), None);
+        assert_eq!(parse_i32(b"-5"), Some(-5));
+        assert_eq!(parse_i32(b"2147483648"), None);
+        assert_eq!(parse_i32(b"-"), None);
+    }
+}

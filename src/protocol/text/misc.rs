@@ -1,0 +1,127 @@
+//! The one-line commands: delete, incr/decr, touch, flush_all, verbosity, cache_memlimit,
+//! stats, version, quit, shutdown and the admin verbs we answer for compatibility.
+
+use super::Tokens;
+use crate::protocol::limits::is_valid_key;
+use crate::protocol::number::{parse_i32, parse_u32, parse_u64};
+use crate::protocol::{ErrorKind, Parsed, ProtocolError, Request};
+
+fn invalid<'a>(kind: ErrorKind, used: usize, noreply: bool) -> Parsed<'a> {
+    let mut e = ProtocolError::new(kind, used);
+    e.noreply = noreply;
+    Parsed::Invalid(e)
+}
+
+/// `incr|decr <key> <delta> [noreply]`
+pub fn parse_arith<'a>(incr: bool, t: &Tokens<'a>, used: usize) -> Parsed<'a> {
+    let noreply = t.noreply();
+    let key = t.get(1);
+    if !is_valid_key(key) {
+        return invalid(ErrorKind::BadFormat, used, noreply);
+    }
+    let Some(delta) = parse_u64(t.get(2)) else {
+        return invalid(ErrorKind::InvalidDelta, used, noreply);
+    };
+    Parsed::Done(Request::Arith { key, incr, delta, noreply }, used)
+}
+
+/// `delete <key> [0] [noreply]`: memcached still accepts a zero hold time.
+pub fn parse_delete<'a>(t: &Tokens<'a>, used: usize) -> Parsed<'a> {
+    let noreply = t.noreply();
+    let n = t.ntokens;
+    if n > 3 {
+        let hold_is_zero = t.get(2) == b"0";
+        let valid = (n == 4 && (hold_is_zero || noreply)) || (n == 5 && hold_is_zero && noreply);
+        if !valid {
+            return invalid(ErrorKind::DeleteUsage, used, noreply);
+        }
+    }
+    let key = t.get(1);
+    if !is_valid_key(key) {
+        return invalid(ErrorKind::BadFormat, used, noreply);
+    }
+    Parsed::Done(Request::Delete { key, noreply }, used)
+}
+
+/// `touch <key> <exptime> [noreply]`
+pub fn parse_touch<'a>(t: &Tokens<'a>, used: usize) -> Parsed<'a> {
+    let noreply = t.noreply();
+    let key = t.get(1);
+    if !is_valid_key(key) {
+        return invalid(ErrorKind::BadFormat, used, noreply);
+    }
+    let Some(exptime) = parse_i32(t.get(2)) else {
+        return invalid(ErrorKind::InvalidExptime, used, noreply);
+    };
+    Parsed::Done(Request::Touch { key, exptime, noreply }, used)
+}
+
+/// `flush_all [delay] [noreply]`
+pub fn parse_flush_all<'a>(t: &Tokens<'a>, used: usize) -> Parsed<'a> {
+    let noreply = t.noreply();
+    let mut delay = 0;
+    if t.ntokens != if noreply { 3 } else { 2 } {
+        match parse_i32(t.get(1)) {
+            Some(d) => delay = d,
+            None => return invalid(ErrorKind::InvalidExptime, used, noreply),
+        }
+    }
+    Parsed::Done(Request::FlushAll { delay, noreply }, used)
+}
+
+/// `verbosity <level> [noreply]`
+pub fn parse_verbosity<'a>(t: &Tokens<'a>, used: usize) -> Parsed<'a> {
+    let noreply = t.noreply();
+    match parse_u32(t.get(1)) {
+        Some(level) => Parsed::Done(Request::Verbosity { level, noreply }, used),
+        None => invalid(ErrorKind::BadFormat, used, noreply),
+    }
+}
+
+/// `cache_memlimit <megabytes> [noreply]`
+pub fn parse_memlimit<'a>(t: &Tokens<'a>, used: usize) -> Parsed<'a> {
+    let noreply = t.noreply();
+    match parse_u32(t.get(1)) {
+        Some(megabytes) => Parsed::Done(Request::CacheMemlimit { megabytes, noreply }, used),
+        None => invalid(ErrorKind::BadFormat, used, noreply),
+    }
+}
+
+/// Everything else: stats, version, quit, shutdown, admin verbs, or an unknown command.
+pub fn parse_other<'a>(t: &Tokens<'a>, used: usize) -> Parsed<'a> {
+    let fixed = |reply: &'static [u8]| Parsed::Done(Request::Fixed { reply }, used);
+    match t.get(0) {
+        b"stats" => {
+            let args = t.get(1);
+            Parsed::Done(Request::Stats { args }, used)
+        }
+        b"version" => Parsed::Done(Request::Version, used),
+        b"quit" => Parsed::Done(Request::Quit, used),
+        b"shutdown" => match (t.ntokens, t.get(1)) {
+            (2, _) => Parsed::Done(Request::Shutdown { graceful: Some(false) }, used),
+            (3, b"graceful") => Parsed::Done(Request::Shutdown { graceful: Some(true) }, used),
+            _ => Parsed::Done(Request::Shutdown { graceful: None }, used),
+        },
+        // No slab classes here: pages are not moved between classes.
+        b"slabs" => match (t.ntokens, t.get(1)) {
+            (5, b"reassign") => fixed(b"CLIENT_ERROR slab reassignment disabled\r\n"),
+            (4, b"automove") => fixed(b"OK\r\n"),
+            _ => fixed(b"ERROR\r\n"),
+        },
+        // Expiry is reclaimed by a background task that is always on.
+        b"lru_crawler" => match (t.ntokens, t.get(1)) {
+            (3, b"enable") | (3, b"disable") | (4, b"sleep") | (4, b"tocrawl") => fixed(b"OK\r\n"),
+            _ => fixed(b"ERROR\r\n"),
+        },
+        b"lru" if t.ntokens >= 3 => fixed(b"OK\r\n"),
+        b"watch" => fixed(b"CLIENT_ERROR watch commands not allowed\r\n"),
+        _ => {
+            let last = t.get(t.len().saturating_sub(1));
+            if last.starts_with(b"HTTP/") {
+                Parsed::Invalid(ProtocolError::new(ErrorKind::Http, used))
+            } else {
+                Parsed::Invalid(ProtocolError::new(ErrorKind::UnknownCommand, used))
+            }
+        }
+    }
+}

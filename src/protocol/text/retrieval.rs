@@ -1,0 +1,45 @@
+//! get, gets, gat, gats: `get <key>*` and `gat <exptime> <key>*`.
+//!
+//! The key list is handed on as the raw rest of the line (no per-key allocation); every key
+//! is checked here first, because memcached answers a bad key in a multiget with only the
+//! error, whatever it found before it.
+
+use super::Tokens;
+use crate::protocol::limits::is_valid_key;
+use crate::protocol::number::parse_i32;
+use crate::protocol::{ErrorKind, GetKind, Parsed, ProtocolError, Request};
+
+/// Iterates the keys of a validated key list.
+pub fn keys(list: &[u8]) -> impl Iterator<Item = &[u8]> {
+    list.split(|&b| b == b' ').filter(|k| !k.is_empty())
+}
+
+pub fn parse<'a>(t: &Tokens<'a>, line: &'a [u8], used: usize) -> Parsed<'a> {
+    let verb = t.get(0);
+    let kind = GetKind {
+        cas: verb == b"gets" || verb == b"gats",
+        touch: verb == b"gat" || verb == b"gats",
+    };
+    let mut exptime = 0;
+    // The key list starts after the verb (and the exptime for gat).
+    let mut rest = skip_token(line);
+    if kind.touch {
+        match parse_i32(t.get(1)) {
+            Some(e) => exptime = e,
+            None => return Parsed::Invalid(ProtocolError::new(ErrorKind::InvalidExptime, used)),
+        }
+        rest = skip_token(rest);
+    }
+    if keys(rest).any(|k| !is_valid_key(k)) {
+        return Parsed::Invalid(ProtocolError::new(ErrorKind::BadFormat, used));
+    }
+    Parsed::Done(Request::Get { kind, exptime, keys: rest }, used)
+}
+
+/// The line after its first token.
+fn skip_token(s: &[u8]) -> &[u8] {
+    let start = s.iter().position(|&b| b != b' ').unwrap_or(s.len());
+    let s = &s[start..];
+    let end = s.iter().position(|&b| b == b' ').unwrap_or(s.len());
+    &s[end..]
+}

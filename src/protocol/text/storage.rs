@@ -1,0 +1,91 @@
+//! set, add, replace, append, prepend and cas: one grammar, the verb is a field.
+//!
+//! `<verb> <key> <flags> <exptime> <bytes> [<cas>] [noreply]\r\n<data>\r\n`. The header is
+//! checked before the data arrives: a bad header is answered at once (and, as in memcached,
+//! its data line is then read as a command); a too-large item is refused and its data
+//! swallowed, so the server never buffers more than `-I` for one request.
+
+use super::Tokens;
+use crate::protocol::limits::{is_valid_key, Limits};
+use crate::protocol::number::{parse_i32, parse_u32, parse_u64};
+use crate::protocol::{ErrorKind, Parsed, ProtocolError, Request};
+use crate::store::{item_total_size, SetMode};
+
+/// Where the data block of a storage request sits, once the header is valid.
+pub enum Body<'a> {
+    Ready(&'a [u8], usize),
+    Incomplete,
+    BadChunk(usize),
+}
+
+/// Finds `len` bytes of data plus CRLF after `start`.
+pub fn body(buf: &[u8], start: usize, len: usize) -> Body<'_> {
+    let end = start + len;
+    if buf.len() < end + 2 {
+        return Body::Incomplete;
+    }
+    if &buf[end..end + 2] != b"\r\n" {
+        return Body::BadChunk(end + 2);
+    }
+    Body::Ready(&buf[start..end], end + 2)
+}
+
+pub fn parse<'a>(mode: SetMode, is_cas: bool, t: &Tokens<'a>, buf: &'a [u8], used: usize, limits: &Limits) -> Parsed<'a> {
+    let noreply = t.noreply();
+    let err = |kind| {
+        let mut e = ProtocolError::new(kind, used);
+        e.noreply = noreply;
+        Parsed::Invalid(e)
+    };
+    let key = t.get(1);
+    if !is_valid_key(key) {
+        return err(ErrorKind::BadFormat);
+    }
+    let (Some(flags), Some(exptime), Some(vlen)) = (parse_u32(t.get(2)), parse_i32(t.get(3)), parse_i32(t.get(4))) else {
+        return err(ErrorKind::BadFormat);
+    };
+    let cas = if is_cas {
+        match parse_u64(t.get(5)) {
+            Some(c) => Some(c),
+            None => return err(ErrorKind::BadFormat),
+        }
+    } else {
+        None
+    };
+    if vlen < 0 {
+        return err(ErrorKind::BadFormat);
+    }
+    let vlen = vlen as usize;
+    if item_total_size(key.len(), vlen) > limits.item_size_max {
+        return Parsed::Done(
+            Request::TooLarge {
+                mode,
+                key,
+                swallow: vlen + 2,
+                noreply,
+                meta: None,
+            },
+            used,
+        );
+    }
+    match body(buf, used, vlen) {
+        Body::Incomplete => Parsed::Incomplete,
+        Body::BadChunk(end) => {
+            let mut e = ProtocolError::new(ErrorKind::BadDataChunk, end);
+            e.noreply = noreply;
+            Parsed::Invalid(e)
+        }
+        Body::Ready(data, end) => Parsed::Done(
+            Request::Store {
+                mode,
+                key,
+                flags,
+                exptime,
+                data,
+                cas,
+                noreply,
+            },
+            end,
+        ),
+    }
+}

@@ -1,0 +1,150 @@
+//! One client connection: read, parse every complete request, reply, repeat.
+//!
+//! The task owns its buffers. Each read is followed by parsing all complete requests in the
+//! buffer and one write of all their replies, so a pipelined batch costs one read and one
+//! write system call. Output is bounded: once the pending replies pass a high-water mark they
+//! are written (waiting for the client to read) before more requests are parsed, so a client
+//! that sends but never reads stalls only itself.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::dispatch::{self, After, Session};
+use super::Shared;
+use crate::protocol::{text, Next, Parsed};
+
+/// Initial read buffer; grows for large values, shrinks back when idle.
+const READ_BUF: usize = 16 * 1024;
+/// Pending output that triggers a write before parsing more.
+const OUT_HIGH_WATER: usize = 256 * 1024;
+/// Buffers above this are released when empty, so one large value does not pin memory.
+const SHRINK_ABOVE: usize = 1024 * 1024;
+
+/// Why the read loop stopped.
+enum Stop {
+    Close,
+    Shutdown,
+}
+
+pub async fn serve<S>(stream: S, shared: Arc<Shared>, addr: String, listen_addr: String)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (id, last_cmd) = shared.register(addr, listen_addr);
+    let result = run(stream, &shared, &last_cmd).await;
+    shared.unregister(id);
+    shared.curr_conns.fetch_sub(1, Ordering::AcqRel);
+    if let Ok(Stop::Shutdown) = result {
+        shared.shutdown();
+    }
+}
+
+async fn run<S>(mut stream: S, shared: &Shared, last_cmd: &std::sync::atomic::AtomicU32) -> std::io::Result<Stop>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut rbuf = BytesMut::with_capacity(READ_BUF);
+    let mut out: Vec<u8> = Vec::with_capacity(READ_BUF);
+    let mut swallow = 0usize;
+    let mut stop = shared.shutdown_signal();
+    let idle = shared.config.idle_timeout_secs;
+    let mut session = Session {
+        shared,
+        counts: Default::default(),
+        now: shared.clock.now(),
+    };
+    loop {
+        // Parse and execute every complete request in the buffer.
+        session.now = shared.clock.now();
+        let mut consumed = 0;
+        let mut after = After::Continue;
+        while consumed < rbuf.len() {
+            if swallow > 0 {
+                let n = swallow.min(rbuf.len() - consumed);
+                consumed += n;
+                swallow -= n;
+                continue;
+            }
+            let buf = &rbuf[consumed..];
+            if buf[0] == 0x80 {
+                // The binary protocol is not served yet: close rather than misread it.
+                after = After::Close;
+                break;
+            }
+            match text::parse(buf, &shared.limits) {
+                Parsed::Done(req, used) => {
+                    consumed += used;
+                    match dispatch::execute(req, &mut session, &mut out) {
+                        After::Continue => {}
+                        After::Swallow(n) => swallow = n,
+                        other => {
+                            after = other;
+                            break;
+                        }
+                    }
+                }
+                Parsed::Incomplete => break,
+                Parsed::Invalid(e) => {
+                    out.extend_from_slice(&e.reply_bytes());
+                    consumed += e.consumed;
+                    swallow = e.swallow;
+                    if e.kind.next() == Next::Close {
+                        after = After::Close;
+                        break;
+                    }
+                }
+            }
+            if out.len() >= OUT_HIGH_WATER {
+                session.counts.bytes_written += out.len() as u64;
+                stream.write_all(&out).await?;
+                out.clear();
+            }
+        }
+        if consumed > 0 {
+            last_cmd.store(session.now, Ordering::Relaxed);
+        }
+        rbuf.advance(consumed.min(rbuf.len()));
+        if !out.is_empty() {
+            session.counts.bytes_written += out.len() as u64;
+            stream.write_all(&out).await?;
+            out.clear();
+            if out.capacity() > SHRINK_ABOVE {
+                out = Vec::with_capacity(READ_BUF);
+            }
+        }
+        shared.counts.absorb(&mut session.counts);
+        match after {
+            After::Close => return Ok(Stop::Close),
+            After::Shutdown { .. } => return Ok(Stop::Shutdown),
+            _ => {}
+        }
+        if rbuf.is_empty() && rbuf.capacity() > SHRINK_ABOVE {
+            rbuf = BytesMut::with_capacity(READ_BUF);
+        }
+        if rbuf.capacity() - rbuf.len() < READ_BUF / 4 {
+            rbuf.reserve(READ_BUF.max(rbuf.len()));
+        }
+        let read = stream.read_buf(&mut rbuf);
+        let n = tokio::select! {
+            r = async {
+                if idle > 0 {
+                    match tokio::time::timeout(Duration::from_secs(idle), read).await {
+                        Ok(r) => r,
+                        Err(_) => Ok(0),
+                    }
+                } else {
+                    read.await
+                }
+            } => r?,
+            _ = stop.changed() => return Ok(Stop::Close),
+        };
+        if n == 0 {
+            return Ok(Stop::Close);
+        }
+        session.counts.bytes_read += n as u64;
+    }
+}

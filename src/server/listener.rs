@@ -1,0 +1,195 @@
+//! Listening sockets and accept loops.
+//!
+//! Sockets are bound with socket2 (for the `-b` backlog and address reuse) before the
+//! runtime starts, then handed to tokio. `-c` is enforced at accept: past it the client gets
+//! memcached's `ERROR Too many open connections` and is closed.
+
+use std::net::{SocketAddr, TcpListener as StdTcpListener, ToSocketAddrs};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixListener as StdUnixListener;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, UnixListener};
+use tokio_util::task::TaskTracker;
+
+use super::{connection, ServerError, Shared};
+use crate::config::ListenConfig;
+
+/// Listeners bound but not yet serving.
+pub struct Bound {
+    pub tcp: Vec<StdTcpListener>,
+    pub unix: Option<StdUnixListener>,
+}
+
+fn bind_error(addr: &str, port: u16, e: &std::io::Error) -> ServerError {
+    let reason = match e.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            format!("port {port} is already in use; stop the other server or pick another port with -p")
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            format!("permission denied for port {port}; ports below 1024 need root, pick another with -p")
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            "no such address on this machine; check the address given to -l".to_string()
+        }
+        _ => format!("{e}"),
+    };
+    ServerError::Bind {
+        addr: addr.to_string(),
+        reason,
+    }
+}
+
+fn bind_tcp(addr: SocketAddr, backlog: i32) -> std::io::Result<StdTcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(backlog)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// Binds every listener the config names.
+pub fn bind(cfg: &ListenConfig) -> Result<Bound, ServerError> {
+    let mut bound = Bound {
+        tcp: Vec::new(),
+        unix: None,
+    };
+    if let Some(path) = &cfg.unix_socket {
+        // memcached: a unix socket replaces TCP. A stale socket file from a previous run
+        // would make bind fail, so remove it if nothing answers on it.
+        if std::os::unix::net::UnixStream::connect(path).is_err() {
+            let _ = std::fs::remove_file(path);
+        }
+        let l = StdUnixListener::bind(path).map_err(|e| ServerError::Bind {
+            addr: path.display().to_string(),
+            reason: format!("{e}; pick another path with -s"),
+        })?;
+        // `-a` is the access mode of the socket file, as in memcached (default 0700).
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(cfg.unix_mask & 0o777));
+        l.set_nonblocking(true)?;
+        bound.unix = Some(l);
+        return Ok(bound);
+    }
+    if cfg.port == 0 && cfg.addrs.is_empty() {
+        return Ok(bound);
+    }
+    let hosts: Vec<String> = if cfg.addrs.is_empty() {
+        if cfg.port == 0 {
+            vec!["0.0.0.0".into()]
+        } else {
+            vec!["0.0.0.0".into(), "::".into()]
+        }
+    } else {
+        cfg.addrs.clone()
+    };
+    let wildcard = cfg.addrs.is_empty();
+    for host in hosts {
+        let spec = if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]:{}", cfg.port)
+        } else {
+            format!("{host}:{}", cfg.port)
+        };
+        let addrs = spec.to_socket_addrs().map_err(|e| ServerError::Resolve {
+            addr: host.clone(),
+            reason: e.to_string(),
+        })?;
+        for addr in addrs {
+            match bind_tcp(addr, cfg.backlog) {
+                Ok(l) => bound.tcp.push(l),
+                // No IPv6 on this machine: the IPv4 wildcard still serves.
+                Err(_) if wildcard && addr.is_ipv6() => {}
+                Err(e) => return Err(bind_error(&addr.to_string(), cfg.port, &e)),
+            }
+        }
+    }
+    Ok(bound)
+}
+
+/// Starts one accept task per listener.
+pub fn spawn_accept_loops(bound: Bound, shared: Arc<Shared>, tracker: &TaskTracker) -> Result<(), ServerError> {
+    for l in bound.tcp {
+        let l = TcpListener::from_std(l)?;
+        let shared = shared.clone();
+        let tracker = tracker.clone();
+        tokio::spawn(async move {
+            let listen_addr = l.local_addr().map(|a| format!("tcp:{a}")).unwrap_or_default();
+            let mut stop = shared.shutdown_signal();
+            loop {
+                let (stream, peer) = tokio::select! {
+                    r = l.accept() => match r {
+                        Ok(x) => x,
+                        Err(e) => {
+                            tracing::debug!("accept failed: {e}");
+                            // Out of file descriptors and the like: back off briefly.
+                            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                            continue;
+                        }
+                    },
+                    _ = stop.changed() => return,
+                };
+                let _ = stream.set_nodelay(true);
+                let Some(stream) = admit(&shared, stream).await else { continue };
+                let shared = shared.clone();
+                let listen_addr = listen_addr.clone();
+                tracker.spawn(async move {
+                    connection::serve(stream, shared, format!("tcp:{peer}"), listen_addr).await;
+                });
+            }
+        });
+    }
+    if let Some(l) = bound.unix {
+        let l = UnixListener::from_std(l)?;
+        let shared = shared.clone();
+        let tracker = tracker.clone();
+        tokio::spawn(async move {
+            let path = shared
+                .config
+                .listen
+                .unix_socket
+                .as_ref()
+                .map(|p| format!("unix:{}", p.display()))
+                .unwrap_or_default();
+            let mut stop = shared.shutdown_signal();
+            loop {
+                let stream = tokio::select! {
+                    r = l.accept() => match r {
+                        Ok((s, _)) => s,
+                        Err(_) => {
+                            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                            continue;
+                        }
+                    },
+                    _ = stop.changed() => return,
+                };
+                let Some(stream) = admit(&shared, stream).await else { continue };
+                let shared = shared.clone();
+                let path = path.clone();
+                tracker.spawn(async move {
+                    connection::serve(stream, shared, path.clone(), path).await;
+                });
+            }
+        });
+    }
+    Ok(())
+}
+
+/// Applies `-c`: counts the connection in, or turns it away with memcached's message.
+async fn admit<S: tokio::io::AsyncWrite + Unpin>(shared: &Shared, mut stream: S) -> Option<S> {
+    let curr = shared.curr_conns.fetch_add(1, Ordering::AcqRel) + 1;
+    if curr as usize > shared.config.max_connections {
+        shared.curr_conns.fetch_sub(1, Ordering::AcqRel);
+        shared.rejected_conns.fetch_add(1, Ordering::Relaxed);
+        let _ = stream.write_all(b"ERROR Too many open connections\r\n").await;
+        let _ = stream.shutdown().await;
+        return None;
+    }
+    shared.total_conns.fetch_add(1, Ordering::Relaxed);
+    Some(stream)
+}

@@ -1,0 +1,230 @@
+//! The network server: listeners, one task per connection, background tasks, shutdown.
+//!
+//! Binding is synchronous and separate from running, so `main` can report a busy port before
+//! it daemonizes, and tests can learn the ephemeral port before traffic starts. `run` then
+//! serves until the shutdown signal, waits for connections to finish the replies they owe,
+//! and returns.
+
+pub mod connection;
+pub mod dispatch;
+pub mod listener;
+pub mod process;
+pub mod settings;
+pub mod stats;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::protocol::text::reply::stat;
+use crate::protocol::Limits;
+use crate::store::{Clock, Store};
+use listener::Bound;
+use stats::SharedCounts;
+
+/// The version clients see: the memcached protocol level we match, and our own.
+pub const VERSION: &str = concat!("1.6.18-repcached-", env!("CARGO_PKG_VERSION"));
+
+/// Slots visited per shard per reclaim tick: bounded so a tick never holds a lock long.
+const RECLAIM_BUDGET: usize = 4096;
+
+/// Errors that stop the server from starting, each saying what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {reason}")]
+    Bind { addr: String, reason: String },
+    #[error("cannot resolve listen address {addr}: {reason}; give an IP address or hostname with -l")]
+    Resolve { addr: String, reason: String },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A connection as `stats conns` shows it.
+pub struct ConnEntry {
+    pub addr: String,
+    pub listen_addr: String,
+    pub last_cmd: Arc<AtomicU32>,
+}
+
+/// State shared by every connection task.
+pub struct Shared {
+    pub config: Config,
+    pub store: Store,
+    pub clock: Arc<Clock>,
+    pub limits: Limits,
+    pub counts: SharedCounts,
+    curr_conns: AtomicU64,
+    total_conns: AtomicU64,
+    rejected_conns: AtomicU64,
+    verbosity: AtomicU32,
+    tcp_port: AtomicU32,
+    next_conn_id: AtomicU64,
+    conns: Mutex<HashMap<u64, ConnEntry>>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Shared {
+    pub fn curr_connections(&self) -> u64 {
+        self.curr_conns.load(Ordering::Relaxed)
+    }
+    pub fn total_connections(&self) -> u64 {
+        self.total_conns.load(Ordering::Relaxed)
+    }
+    pub fn rejected_connections(&self) -> u64 {
+        self.rejected_conns.load(Ordering::Relaxed)
+    }
+    pub fn reset_connection_counts(&self) {
+        self.total_conns.store(0, Ordering::Relaxed);
+        self.rejected_conns.store(0, Ordering::Relaxed);
+    }
+    pub fn verbosity(&self) -> u32 {
+        self.verbosity.load(Ordering::Relaxed)
+    }
+    pub fn set_verbosity(&self, v: u32) {
+        self.verbosity.store(v, Ordering::Relaxed);
+    }
+    pub fn tcp_port(&self) -> u32 {
+        self.tcp_port.load(Ordering::Relaxed)
+    }
+
+    /// Asks the server to stop.
+    pub fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    fn register(&self, addr: String, listen_addr: String) -> (u64, Arc<AtomicU32>) {
+        let id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
+        let last = Arc::new(AtomicU32::new(self.clock.now()));
+        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        conns.insert(
+            id,
+            ConnEntry {
+                addr,
+                listen_addr,
+                last_cmd: last.clone(),
+            },
+        );
+        (id, last)
+    }
+
+    fn unregister(&self, id: u64) {
+        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        conns.remove(&id);
+    }
+
+    pub fn write_conns(&self, out: &mut Vec<u8>) {
+        let now = self.clock.now();
+        let conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ids: Vec<_> = conns.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let c = &conns[&id];
+            let _ = write!(out, "STAT {id}:addr {}\r\n", c.addr);
+            let _ = write!(out, "STAT {id}:listen_addr {}\r\n", c.listen_addr);
+            stat(out, &format!("{id}:state"), "conn_parse_cmd");
+            let secs = now.saturating_sub(c.last_cmd.load(Ordering::Relaxed));
+            stat(out, &format!("{id}:secs_since_last_cmd"), secs);
+        }
+    }
+}
+
+/// A bound, not yet running server.
+pub struct Server {
+    shared: Arc<Shared>,
+    bound: Bound,
+}
+
+impl Server {
+    /// Opens the listeners named in `config`. Fails with a message naming the address and
+    /// what to change if one cannot be bound.
+    pub fn bind(config: Config) -> Result<Server, ServerError> {
+        Self::bind_with_clock(config, Arc::new(Clock::new()))
+    }
+
+    /// As [`Server::bind`], with a clock the caller controls (tests advance it).
+    pub fn bind_with_clock(config: Config, clock: Arc<Clock>) -> Result<Server, ServerError> {
+        let bound = listener::bind(&config.listen)?;
+        let store = Store::new(config.store.clone(), clock.clone());
+        let (tx, _) = watch::channel(false);
+        let port = bound.tcp.first().and_then(|l| l.local_addr().ok()).map_or(0, |a| a.port());
+        let shared = Arc::new(Shared {
+            limits: Limits {
+                item_size_max: config.store.item_size_max,
+            },
+            verbosity: AtomicU32::new(config.verbose as u32),
+            config,
+            store,
+            clock,
+            counts: SharedCounts::default(),
+            curr_conns: AtomicU64::new(0),
+            total_conns: AtomicU64::new(0),
+            rejected_conns: AtomicU64::new(0),
+            tcp_port: AtomicU32::new(port as u32),
+            next_conn_id: AtomicU64::new(1),
+            conns: Mutex::new(HashMap::new()),
+            shutdown: tx,
+        });
+        Ok(Server { shared, bound })
+    }
+
+    /// The TCP addresses actually bound (useful with port 0).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.bound.tcp.iter().filter_map(|l| l.local_addr().ok()).collect()
+    }
+
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
+    /// Serves until shutdown is signalled (SIGTERM/SIGINT in `main`, `shutdown` with `-A`,
+    /// or [`Shared::shutdown`]), then lets open connections finish and returns.
+    pub async fn run(self) -> Result<(), ServerError> {
+        let shared = self.shared;
+        let tracker = TaskTracker::new();
+        listener::spawn_accept_loops(self.bound, shared.clone(), &tracker)?;
+        spawn_reclaimer(shared.clone());
+        let mut stop = shared.shutdown_signal();
+        while !*stop.borrow() {
+            if stop.changed().await.is_err() {
+                break;
+            }
+        }
+        // Connections see the same signal, finish the batch they hold, and close.
+        tracker.close();
+        let _ = tokio::time::timeout(Duration::from_secs(10), tracker.wait()).await;
+        if let Some(path) = &shared.config.listen.unix_socket {
+            let _ = std::fs::remove_file(path);
+        }
+        Ok(())
+    }
+}
+
+/// Drops expired items in the background so they do not hold memory until touched.
+fn spawn_reclaimer(shared: Arc<Shared>) {
+    let mut stop = shared.shutdown_signal();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    let now = shared.clock.now();
+                    let store = shared.store.clone();
+                    // The walk takes shard locks; keep it off the reactor thread's hot loop.
+                    let _ = tokio::task::spawn_blocking(move || store.reclaim(RECLAIM_BUDGET, now)).await;
+                }
+                _ = stop.changed() => return,
+            }
+        }
+    });
+}

@@ -1,0 +1,66 @@
+//! Process-level duties: daemonizing (`-d`), dropping root (`-u`) and waiting for signals.
+//! These are a few libc calls each; they run before the runtime's threads exist.
+
+use std::ffi::CString;
+
+/// Forks into the background the way memcached does: the parent exits, the child starts a
+/// new session and points stdio at /dev/null. Listeners are already bound, so a busy port
+/// was reported on the terminal before this.
+pub fn daemonize() -> std::io::Result<()> {
+    // SAFETY: called while the process is single-threaded (before the runtime starts);
+    // fork/setsid/open/dup2 have no other preconditions.
+    unsafe {
+        match libc::fork() {
+            -1 => return Err(std::io::Error::last_os_error()),
+            0 => {}
+            _ => libc::_exit(0),
+        }
+        if libc::setsid() == -1 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let devnull = CString::new("/dev/null").expect("no NUL in a literal");
+        let fd = libc::open(devnull.as_ptr(), libc::O_RDWR);
+        if fd >= 0 {
+            libc::dup2(fd, 0);
+            libc::dup2(fd, 1);
+            libc::dup2(fd, 2);
+            if fd > 2 {
+                libc::close(fd);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Switches to `user`'s uid and gid.
+pub fn drop_privileges(user: &str) -> Result<(), String> {
+    let name = CString::new(user).map_err(|_| format!("-u {user}: not a valid user name"))?;
+    // SAFETY: getpwnam returns a pointer to static storage or null; we read it at once.
+    unsafe {
+        let pw = libc::getpwnam(name.as_ptr());
+        if pw.is_null() {
+            return Err(format!("can't find the user {user} to switch to; check -u"));
+        }
+        let (uid, gid) = ((*pw).pw_uid, (*pw).pw_gid);
+        if libc::setgroups(0, std::ptr::null()) != 0 && uid != 0 {
+            return Err(format!("failed to drop supplementary groups for {user}"));
+        }
+        if libc::setgid(gid) != 0 || libc::setuid(uid) != 0 {
+            return Err(format!("failed to assume the identity of {user}; run as root or leave out -u"));
+        }
+    }
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        // Without signal handlers the default action (exit) still applies.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

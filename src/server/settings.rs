@@ -1,0 +1,65 @@
+//! `stats settings`: the configuration in memcached's names, so tooling that reads it works.
+
+use super::Shared;
+use crate::protocol::text::reply::stat;
+
+fn yes_no(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+pub fn write(sh: &Shared, out: &mut Vec<u8>) {
+    let c = &sh.config;
+    let ext = |name: &str| c.extended.iter().find(|(n, _)| n == name).and_then(|(_, v)| v.clone());
+    stat(out, "maxbytes", sh.store.limit_bytes());
+    stat(out, "maxconns", c.max_connections);
+    stat(out, "tcpport", sh.tcp_port());
+    stat(out, "udpport", c.listen.udp_port);
+    stat(out, "inter", if c.listen.addrs.is_empty() { "NULL".to_string() } else { c.listen.addrs.join(",") });
+    stat(out, "verbosity", sh.verbosity());
+    stat(out, "oldest", 0);
+    stat(out, "evictions", if c.store.evict { "on" } else { "off" });
+    stat(
+        out,
+        "domain_socket",
+        c.listen.unix_socket.as_ref().map_or("NULL".to_string(), |p| p.display().to_string()),
+    );
+    stat(out, "umask", format!("{:o}", c.listen.unix_mask));
+    stat(out, "shutdown_command", yes_no(c.enable_shutdown));
+    stat(out, "growth_factor", format!("{:.2}", c.growth_factor));
+    stat(out, "chunk_size", c.chunk_size);
+    stat(out, "num_threads", c.threads);
+    stat(out, "num_threads_per_udp", c.threads);
+    stat(out, "stat_key_prefix", c.prefix_delimiter);
+    stat(out, "detail_enabled", "no");
+    stat(out, "reqs_per_event", c.reqs_per_event);
+    stat(out, "cas_enabled", yes_no(c.cas_enabled));
+    stat(out, "tcp_backlog", c.listen.backlog);
+    stat(out, "binding_protocol", &c.binding_protocol);
+    stat(out, "auth_enabled_sasl", yes_no(c.sasl));
+    stat(out, "auth_enabled_ascii", yes_no(c.auth_file.is_some()));
+    stat(out, "item_size_max", c.store.item_size_max);
+    stat(out, "maxconns_fast", "yes");
+    stat(out, "hashpower_init", ext("hashpower").unwrap_or_else(|| "0".into()));
+    stat(out, "slab_reassign", "no");
+    stat(out, "slab_automove", 0);
+    stat(out, "lru_crawler", "yes");
+    stat(out, "tail_repair_time", 0);
+    stat(out, "flush_enabled", yes_no(c.flush_enabled));
+    stat(out, "dump_enabled", "yes");
+    stat(out, "hash_algorithm", "foldhash");
+    stat(out, "lru_maintainer_thread", "no");
+    stat(out, "lru_segmented", "no");
+    stat(out, "temporary_ttl", 0);
+    stat(out, "idle_timeout", c.idle_timeout_secs);
+    stat(out, "track_sizes", "no");
+    stat(out, "inline_ascii_response", "no");
+    stat(out, "shards", sh.store.shard_count());
+    stat(out, "eviction_policy", "clock");
+    stat(out, "replication_peer", c.replication.peer.as_deref().unwrap_or("NULL"));
+    stat(out, "replication_port", c.replication.listen_port);
+    stat(out, "memory_file", "NULL");
+}

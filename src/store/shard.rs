@@ -1,0 +1,338 @@
+//! One shard: a hash index over a vector of item slots, with CLOCK eviction.
+//!
+//! Items live in `slots`, and the hash table holds only 4-byte slot numbers, so the index
+//! costs ~5 bytes an item and a slot number is a stable cursor for snapshots. CLOCK needs
+//! one bit per item and no list surgery on a hit, which keeps gets cheap under the lock.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use hashbrown::HashTable;
+
+use super::item::{bits, Item};
+use super::stats::ShardStats;
+use super::version::Hlc;
+
+/// Hash of a key; the same function picks the shard and the bucket.
+pub fn hash_key(key: &[u8]) -> u64 {
+    use std::hash::BuildHasher;
+    // A fixed seed: placement is deterministic across runs, which tests and benches like.
+    foldhash::fast::FixedState::with_seed(0x5eed_cafe).hash_one(key)
+}
+
+/// Why a lookup found nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Miss {
+    Absent,
+    Expired,
+    Flushed,
+}
+
+#[derive(Default)]
+pub struct Shard {
+    table: HashTable<u32>,
+    slots: Vec<Option<Item>>,
+    free: Vec<u32>,
+    hand: usize,
+    reclaim_cursor: usize,
+    pub hlc: Hlc,
+    /// Items with a stamp below this are flushed, once `flush_at` has come.
+    pub flush_before: u64,
+    pub flush_at: u32,
+    pub stats: ShardStats,
+}
+
+impl Shard {
+    fn slot_hash(slots: &[Option<Item>], idx: u32) -> u64 {
+        match &slots[idx as usize] {
+            Some(it) => hash_key(it.key()),
+            None => 0,
+        }
+    }
+
+    /// Slot of `key`, live or not.
+    pub fn find(&self, hash: u64, key: &[u8]) -> Option<u32> {
+        let slots = &self.slots;
+        self.table
+            .find(hash, |&i| matches!(&slots[i as usize], Some(it) if it.key() == key))
+            .copied()
+    }
+
+    pub fn item(&self, idx: u32) -> &Item {
+        self.slots[idx as usize]
+            .as_ref()
+            .expect("slot numbers come from the index, which only holds occupied slots")
+    }
+
+    pub fn item_mut(&mut self, idx: u32) -> &mut Item {
+        self.slots[idx as usize]
+            .as_mut()
+            .expect("slot numbers come from the index, which only holds occupied slots")
+    }
+
+    pub fn is_flushed(&self, it: &Item, now: u32) -> bool {
+        self.flush_before != 0 && now >= self.flush_at && it.cas < self.flush_before
+    }
+
+    /// The live item for `key`, removing it if it has expired or been flushed.
+    pub fn lookup(&mut self, hash: u64, key: &[u8], now: u32, used: &AtomicUsize) -> Result<u32, Miss> {
+        let idx = self.find(hash, key).ok_or(Miss::Absent)?;
+        let it = self.item(idx);
+        if it.is_tombstone() {
+            if it.is_expired(now) {
+                self.remove(hash, idx, used);
+            }
+            return Err(Miss::Absent);
+        }
+        let why = if it.is_expired(now) {
+            Miss::Expired
+        } else if self.is_flushed(it, now) {
+            Miss::Flushed
+        } else {
+            return Ok(idx);
+        };
+        self.unlink_dead(hash, idx, used);
+        Err(why)
+    }
+
+    /// Drops an item found dead by TTL or flush, counting it as memcached does.
+    fn unlink_dead(&mut self, hash: u64, idx: u32, used: &AtomicUsize) {
+        if !self.item(idx).has(bits::FETCHED) {
+            self.stats.expired_unfetched += 1;
+        }
+        self.stats.reclaimed += 1;
+        self.remove(hash, idx, used);
+    }
+
+    /// Stores `item` under its key, replacing whatever was there. Returns its slot.
+    pub fn insert(&mut self, hash: u64, item: Item, used: &AtomicUsize) -> u32 {
+        let charge = item.charge();
+        let live = !item.is_tombstone();
+        used.fetch_add(charge, Ordering::Relaxed);
+        self.stats.bytes += charge as u64;
+        if live {
+            self.stats.curr_items += 1;
+            self.stats.total_items += 1;
+        } else {
+            self.stats.tombstones += 1;
+        }
+        if let Some(idx) = self.find(hash, item.key()) {
+            let old = self.slots[idx as usize].replace(item);
+            if let Some(old) = old {
+                self.discount(&old, used);
+            }
+            return idx;
+        }
+        let idx = match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize] = Some(item);
+                i
+            }
+            None => {
+                self.slots.push(Some(item));
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let slots = &self.slots;
+        self.table
+            .insert_unique(hash, idx, |&i| Self::slot_hash(slots, i));
+        idx
+    }
+
+    fn discount(&mut self, old: &Item, used: &AtomicUsize) {
+        let charge = old.charge();
+        used.fetch_sub(charge, Ordering::Relaxed);
+        self.stats.bytes -= charge as u64;
+        if old.is_tombstone() {
+            self.stats.tombstones -= 1;
+        } else {
+            self.stats.curr_items -= 1;
+        }
+    }
+
+    /// Removes the item in `idx` and returns it.
+    pub fn remove(&mut self, hash: u64, idx: u32, used: &AtomicUsize) -> Item {
+        if let Ok(entry) = self.table.find_entry(hash, |&i| i == idx) {
+            entry.remove();
+        }
+        let old = self.slots[idx as usize]
+            .take()
+            .expect("remove is only called on occupied slots");
+        self.discount(&old, used);
+        self.free.push(idx);
+        old
+    }
+
+    /// Resizes an item in place (incr/decr growing the number): the charge follows.
+    pub fn replace_in_place(&mut self, idx: u32, item: Item, used: &AtomicUsize) {
+        let new_charge = item.charge();
+        let old = self.slots[idx as usize].replace(item);
+        if let Some(old) = old {
+            let old_charge = old.charge();
+            used.fetch_sub(old_charge, Ordering::Relaxed);
+            used.fetch_add(new_charge, Ordering::Relaxed);
+            self.stats.bytes = self.stats.bytes - old_charge as u64 + new_charge as u64;
+        }
+    }
+
+    /// Evicts one item by CLOCK, never the one in `protect`. Expired items found on the way
+    /// are reclaimed first, since they cost nobody anything. Returns false if nothing is left.
+    pub fn evict_one(&mut self, now: u32, protect: Option<u32>, used: &AtomicUsize) -> bool {
+        let n = self.slots.len();
+        if n == 0 {
+            return false;
+        }
+        for _ in 0..2 * n + 1 {
+            self.hand = (self.hand + 1) % n;
+            let idx = self.hand as u32;
+            if Some(idx) == protect {
+                continue;
+            }
+            let (hash, dead, referenced, fetched, tomb) = match &self.slots[self.hand] {
+                None => continue,
+                Some(it) => (
+                    hash_key(it.key()),
+                    it.is_expired(now) || self.is_flushed(it, now),
+                    it.has(bits::REFERENCED),
+                    it.has(bits::FETCHED),
+                    it.is_tombstone(),
+                ),
+            };
+            if dead {
+                if tomb {
+                    self.remove(hash, idx, used);
+                } else {
+                    self.unlink_dead(hash, idx, used);
+                }
+                return true;
+            }
+            if referenced {
+                self.item_mut(idx).clear(bits::REFERENCED);
+                continue;
+            }
+            if !tomb {
+                self.stats.evictions += 1;
+                if !fetched {
+                    self.stats.evicted_unfetched += 1;
+                }
+            }
+            self.remove(hash, idx, used);
+            return true;
+        }
+        false
+    }
+
+    /// Walks up to `budget` slots from where the last walk stopped and drops dead items, so
+    /// expired data does not hold memory until someone asks for it. Returns items dropped.
+    pub fn reclaim(&mut self, budget: usize, now: u32, used: &AtomicUsize) -> usize {
+        let n = self.slots.len();
+        let mut dropped = 0;
+        for _ in 0..budget.min(n) {
+            self.reclaim_cursor = (self.reclaim_cursor + 1) % n;
+            let idx = self.reclaim_cursor as u32;
+            let (hash, dead, tomb) = match &self.slots[idx as usize] {
+                None => continue,
+                Some(it) => (
+                    hash_key(it.key()),
+                    it.is_expired(now) || self.is_flushed(it, now),
+                    it.is_tombstone(),
+                ),
+            };
+            if dead {
+                if tomb {
+                    self.remove(hash, idx, used);
+                } else {
+                    self.unlink_dead(hash, idx, used);
+                }
+                dropped += 1;
+            }
+        }
+        dropped
+    }
+
+    /// Items from slot `from` on, up to `max`, for a snapshot cursor; returns the next slot.
+    pub fn scan(&self, from: usize, max: usize, out: &mut Vec<Item>) -> Option<usize> {
+        let mut i = from;
+        while i < self.slots.len() {
+            if out.len() >= max {
+                return Some(i);
+            }
+            if let Some(it) = &self.slots[i] {
+                out.push(it.clone());
+            }
+            i += 1;
+        }
+        None
+    }
+
+    pub fn slot_count(&self) -> usize {
+        self.slots.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(s: &mut Shard, key: &[u8], used: &AtomicUsize) -> u32 {
+        s.insert(hash_key(key), Item::new(key, &[b"v"], 0, 0, 2), used)
+    }
+
+    #[test]
+    fn insert_find_remove_keeps_accounting() {
+        let used = AtomicUsize::new(0);
+        let mut s = Shard::default();
+        let a = put(&mut s, b"a", &used);
+        put(&mut s, b"b", &used);
+        assert_eq!(s.stats.curr_items, 2);
+        assert_eq!(s.find(hash_key(b"a"), b"a"), Some(a));
+        // Replacing keeps one item and the same slot.
+        assert_eq!(put(&mut s, b"a", &used), a);
+        assert_eq!(s.stats.curr_items, 2);
+        s.remove(hash_key(b"a"), a, &used);
+        assert_eq!(s.find(hash_key(b"a"), b"a"), None);
+        assert_eq!(used.load(Ordering::Relaxed) as u64, s.stats.bytes);
+        // The freed slot is reused.
+        assert_eq!(put(&mut s, b"c", &used), a);
+    }
+
+    #[test]
+    fn clock_spares_referenced_and_protected_items() {
+        let used = AtomicUsize::new(0);
+        let mut s = Shard::default();
+        let a = put(&mut s, b"a", &used);
+        let b = put(&mut s, b"b", &used);
+        s.item_mut(a).set(bits::REFERENCED);
+        assert!(s.evict_one(2, None, &used));
+        assert!(s.find(hash_key(b"b"), b"b").is_none(), "unreferenced b goes first");
+        assert!(s.find(hash_key(b"a"), b"a").is_some());
+        let _ = b;
+        // Only the protected item is left: nothing to evict.
+        let c = put(&mut s, b"c", &used);
+        s.remove(hash_key(b"a"), a, &used);
+        assert!(!s.evict_one(2, Some(c), &used));
+        assert_eq!(s.stats.evictions, 1);
+    }
+
+    #[test]
+    fn lookup_drops_expired_items() {
+        let used = AtomicUsize::new(0);
+        let mut s = Shard::default();
+        s.insert(hash_key(b"k"), Item::new(b"k", &[b"v"], 0, 5, 2), &used);
+        assert!(s.lookup(hash_key(b"k"), b"k", 4, &used).is_ok());
+        assert_eq!(s.lookup(hash_key(b"k"), b"k", 5, &used), Err(Miss::Expired));
+        assert_eq!(s.stats.curr_items, 0);
+        assert_eq!(used.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn reclaim_walks_and_frees() {
+        let used = AtomicUsize::new(0);
+        let mut s = Shard::default();
+        for i in 0..10u8 {
+            s.insert(hash_key(&[i]), Item::new(&[i], &[b"v"], 0, 3, 2), &used);
+        }
+        assert_eq!(s.reclaim(100, 10, &used), 10);
+        assert_eq!(s.stats.reclaimed, 10);
+        assert_eq!(used.load(Ordering::Relaxed), 0);
+    }
+}

@@ -1,0 +1,49 @@
+//! Counters the store keeps per shard (under the shard lock, so plain integers) and their
+//! sum for `stats`. Counters about requests (hits, misses) live in the server, which knows
+//! what the client asked; these are the ones only the store can see.
+
+use std::ops::AddAssign;
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ShardStats {
+    /// Live items (tombstones excluded), `curr_items`.
+    pub curr_items: u64,
+    /// Items ever stored, `total_items`.
+    pub total_items: u64,
+    /// Bytes charged against `-m`, `bytes`.
+    pub bytes: u64,
+    /// Live items removed to make room, `evictions`.
+    pub evictions: u64,
+    /// Items removed by TTL or flush, `reclaimed`.
+    pub reclaimed: u64,
+    /// Expired items that had never been fetched, `expired_unfetched`.
+    pub expired_unfetched: u64,
+    /// Evicted items that had never been fetched, `evicted_unfetched`.
+    pub evicted_unfetched: u64,
+    /// Delete markers held for replication.
+    pub tombstones: u64,
+}
+
+impl AddAssign for ShardStats {
+    fn add_assign(&mut self, o: Self) {
+        self.curr_items += o.curr_items;
+        self.total_items += o.total_items;
+        self.bytes += o.bytes;
+        self.evictions += o.evictions;
+        self.reclaimed += o.reclaimed;
+        self.expired_unfetched += o.expired_unfetched;
+        self.evicted_unfetched += o.evicted_unfetched;
+        self.tombstones += o.tombstones;
+    }
+}
+
+/// Resets the counters `stats reset` clears; gauges (items, bytes) stay.
+impl ShardStats {
+    pub fn reset_counters(&mut self) {
+        self.total_items = 0;
+        self.evictions = 0;
+        self.reclaimed = 0;
+        self.expired_unfetched = 0;
+        self.evicted_unfetched = 0;
+    }
+}
