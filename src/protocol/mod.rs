@@ -78,8 +78,10 @@ pub enum Request<'a> {
         exptime: i32,
         noreply: bool,
     },
+    /// `flush_all [delay]`; `delay` is None if it was not a number (memcached still counts
+    /// the command before refusing it).
     FlushAll {
-        delay: i32,
+        delay: Option<i32>,
         noreply: bool,
     },
     Verbosity {
@@ -90,9 +92,10 @@ pub enum Request<'a> {
         megabytes: u32,
         noreply: bool,
     },
+    /// `stats [group [arg]]`
     Stats {
-        /// Everything after `stats`, trimmed.
-        args: &'a [u8],
+        group: &'a [u8],
+        arg: &'a [u8],
     },
     Version,
     Quit,

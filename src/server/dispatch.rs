@@ -146,10 +146,12 @@ pub fn execute(req: Request<'_>, s: &mut Session<'_>, out: &mut Vec<u8>) -> Afte
             s.counts.cmd_flush += 1;
             let r: &[u8] = if !s.shared.config.flush_enabled {
                 b"CLIENT_ERROR flush_all not allowed\r\n"
-            } else {
+            } else if let Some(delay) = delay {
                 let at = (delay > 0).then(|| s.exptime(delay));
                 s.shared.store.flush_all(at, s.now);
                 reply::OK
+            } else {
+                b"CLIENT_ERROR invalid exptime argument\r\n"
             };
             if !noreply {
                 out.extend_from_slice(r);
@@ -175,8 +177,8 @@ pub fn execute(req: Request<'_>, s: &mut Session<'_>, out: &mut Vec<u8>) -> Afte
             }
             After::Continue
         }
-        Request::Stats { args } => {
-            write_stats(s, args, out);
+        Request::Stats { group, arg } => {
+            write_stats(s, group, arg, out);
             After::Continue
         }
         Request::Version => {
@@ -521,11 +523,11 @@ fn meta_get(s: &mut Session<'_>, m: &MetaRequest<'_>, out: &mut Vec<u8>) {
     let _ = key_flag;
 }
 
-fn write_stats(s: &mut Session<'_>, args: &[u8], out: &mut Vec<u8>) {
+fn write_stats(s: &mut Session<'_>, group: &[u8], arg: &[u8], out: &mut Vec<u8>) {
     let sh = s.shared;
     // A connection's own counts so far belong in its own stats reply.
     sh.counts.absorb(&mut s.counts);
-    match args {
+    match group {
         b"" => {
             let (user, system) = stats::rusage();
             let g = General {
@@ -578,7 +580,16 @@ fn write_stats(s: &mut Session<'_>, args: &[u8], out: &mut Vec<u8>) {
             out.extend_from_slice(b"RESET\r\n");
             return;
         }
-        b"detail" | b"cachedump" | b"sizes" | b"extstore" => {}
+        // Per-prefix detail is not collected; accept the switches so tools do not break.
+        b"detail" => {
+            out.extend_from_slice(match arg {
+                b"on" | b"off" => reply::OK,
+                b"dump" => reply::END,
+                _ => b"CLIENT_ERROR usage: stats detail on|off|dump\r\n",
+            });
+            return;
+        }
+        b"cachedump" | b"sizes" | b"extstore" => {}
         _ => {
             out.extend_from_slice(b"ERROR\r\n");
             return;

@@ -59,13 +59,11 @@ pub fn parse_touch<'a>(t: &Tokens<'a>, used: usize) -> Parsed<'a> {
 /// `flush_all [delay] [noreply]`
 pub fn parse_flush_all<'a>(t: &Tokens<'a>, used: usize) -> Parsed<'a> {
     let noreply = t.noreply();
-    let mut delay = 0;
-    if t.ntokens != if noreply { 3 } else { 2 } {
-        match parse_i32(t.get(1)) {
-            Some(d) => delay = d,
-            None => return invalid(ErrorKind::InvalidExptime, used, noreply),
-        }
-    }
+    let delay = if t.ntokens != if noreply { 3 } else { 2 } {
+        parse_i32(t.get(1))
+    } else {
+        Some(0)
+    };
     Parsed::Done(Request::FlushAll { delay, noreply }, used)
 }
 
@@ -83,7 +81,7 @@ pub fn parse_memlimit<'a>(t: &Tokens<'a>, used: usize) -> Parsed<'a> {
     let noreply = t.noreply();
     match parse_u32(t.get(1)) {
         Some(megabytes) => Parsed::Done(Request::CacheMemlimit { megabytes, noreply }, used),
-        None => invalid(ErrorKind::BadFormat, used, noreply),
+        None => invalid(ErrorKind::UnknownCommand, used, noreply),
     }
 }
 
@@ -91,10 +89,13 @@ pub fn parse_memlimit<'a>(t: &Tokens<'a>, used: usize) -> Parsed<'a> {
 pub fn parse_other<'a>(t: &Tokens<'a>, used: usize) -> Parsed<'a> {
     let fixed = |reply: &'static [u8]| Parsed::Done(Request::Fixed { reply }, used);
     match t.get(0) {
-        b"stats" => {
-            let args = t.get(1);
-            Parsed::Done(Request::Stats { args }, used)
-        }
+        b"stats" => Parsed::Done(
+            Request::Stats {
+                group: t.get(1),
+                arg: t.get(2),
+            },
+            used,
+        ),
         b"version" => Parsed::Done(Request::Version, used),
         b"quit" => Parsed::Done(Request::Quit, used),
         b"shutdown" => match (t.ntokens, t.get(1)) {

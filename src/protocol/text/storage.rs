@@ -7,7 +7,7 @@
 
 use super::Tokens;
 use crate::protocol::limits::{is_valid_key, Limits};
-use crate::protocol::number::{parse_i32, parse_u32, parse_u64};
+use crate::protocol::number::{parse_i32, parse_u64};
 use crate::protocol::{ErrorKind, Parsed, ProtocolError, Request};
 use crate::store::{item_total_size, SetMode};
 
@@ -41,7 +41,8 @@ pub fn parse<'a>(mode: SetMode, is_cas: bool, t: &Tokens<'a>, buf: &'a [u8], use
     if !is_valid_key(key) {
         return err(ErrorKind::BadFormat);
     }
-    let (Some(flags), Some(exptime), Some(vlen)) = (parse_u32(t.get(2)), parse_i32(t.get(3)), parse_i32(t.get(4))) else {
+    // Client flags: memcached reads an unsigned long and keeps its low 32 bits.
+    let (Some(flags), Some(exptime), Some(vlen)) = (parse_u64(t.get(2)).map(|f| f as u32), parse_i32(t.get(3)), parse_i32(t.get(4))) else {
         return err(ErrorKind::BadFormat);
     };
     let cas = if is_cas {
