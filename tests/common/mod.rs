@@ -179,7 +179,10 @@ impl Client {
     /// Sends `req` and asserts the reply is exactly `want`, with nothing after it.
     pub fn expect(&mut self, req: &[u8], want: &[u8]) {
         self.send(req);
-        let got = self.read_n(want.len());
+        let mut got = vec![0; want.len()];
+        if let Err(e) = self.stream.read_exact(&mut got) {
+            panic!("request {:?}: no full reply ({e}); wanted {:?}", String::from_utf8_lossy(req), String::from_utf8_lossy(want));
+        }
         assert_eq!(
             String::from_utf8_lossy(&got),
             String::from_utf8_lossy(want),
