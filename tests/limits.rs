@@ -1,0 +1,184 @@
+//! Resource limits: memory (-m, -M, -I), connections (-c), idle timeout, slow readers and
+//! background expiry, over real sockets.
+
+mod common;
+
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use common::{InProc, Proc};
+use repcached::config::Config;
+
+fn config(f: impl FnOnce(&mut Config)) -> Config {
+    let mut c = Config::for_tests();
+    f(&mut c);
+    c
+}
+
+#[test]
+fn eviction_keeps_memory_within_the_limit() {
+    let limit = 2 * 1024 * 1024;
+    let s = InProc::start(config(|c| {
+        c.store.limit_bytes = limit;
+        c.store.item_size_max = 512 * 1024;
+    }));
+    let mut c = s.client();
+    let value = "v".repeat(1000);
+    let mut batch = String::new();
+    for i in 0..10_000 {
+        batch.push_str(&format!("set key{i} 0 0 1000 noreply\r\n{value}\r\n"));
+        if i % 500 == 499 {
+            c.send(batch.as_bytes());
+            batch.clear();
+            let bytes: usize = c.stat("bytes").parse().unwrap();
+            assert!(bytes <= limit, "bytes {bytes} over the limit {limit}");
+        }
+    }
+    let evictions: u64 = c.stat("evictions").parse().unwrap();
+    let items: u64 = c.stat("curr_items").parse().unwrap();
+    assert!(evictions > 0);
+    assert!(items < 10_000 && items > 500, "items {items}");
+    // The newest item is never the one evicted.
+    c.expect(b"get key9999\r\n", format!("VALUE key9999 0 1000\r\n{value}\r\nEND\r\n").as_bytes());
+    // A large item still fits by evicting many small ones.
+    let big = "b".repeat(400_000);
+    c.expect(format!("set big 0 0 400000\r\n{big}\r\n").as_bytes(), b"STORED\r\n");
+    let bytes: usize = c.stat("bytes").parse().unwrap();
+    assert!(bytes <= limit);
+}
+
+#[test]
+fn disabled_evictions_answer_out_of_memory() {
+    let s = InProc::start(config(|c| {
+        c.store.limit_bytes = 1024 * 1024;
+        c.store.item_size_max = 256 * 1024;
+        c.store.evict = false;
+    }));
+    let mut c = s.client();
+    let value = "v".repeat(10_000);
+    let mut saw_oom = false;
+    for i in 0..200 {
+        c.send(format!("set key{i} 0 0 10000\r\n{value}\r\n").as_bytes());
+        let mut line = Vec::new();
+        let mut b = [0u8; 1];
+        while !line.ends_with(b"\r\n") {
+            c.stream.read_exact(&mut b).unwrap();
+            line.push(b[0]);
+        }
+        if line == b"SERVER_ERROR out of memory storing object\r\n" {
+            saw_oom = true;
+            break;
+        }
+        assert_eq!(line, b"STORED\r\n");
+    }
+    assert!(saw_oom);
+    assert_eq!(c.stat("evictions"), "0");
+    c.expect(b"get key0\r\n", format!("VALUE key0 0 10000\r\n{value}\r\nEND\r\n").as_bytes());
+}
+
+#[test]
+fn too_large_items_are_refused_and_swallowed() {
+    let s = InProc::start(config(|c| c.store.item_size_max = 64 * 1024));
+    let mut c = s.client();
+    c.expect(b"set a 0 0 1\r\nx\r\n", b"STORED\r\n");
+    let mut req = b"set a 0 0 100000\r\n".to_vec();
+    req.extend(std::iter::repeat_n(b'x', 100_000));
+    req.extend_from_slice(b"\r\nget a\r\n");
+    c.expect(&req, b"SERVER_ERROR object too large for cache\r\nEND\r\n");
+    // Just under the limit still works.
+    let n = 64 * 1024 - 100;
+    let mut req = format!("set b 0 0 {n}\r\n").into_bytes();
+    req.extend(std::iter::repeat_n(b'y', n));
+    req.extend_from_slice(b"\r\n");
+    c.expect(&req, b"STORED\r\n");
+    assert_eq!(c.stat("store_too_large"), "1");
+}
+
+#[test]
+fn connection_limit() {
+    let s = InProc::start(config(|c| c.max_connections = 2));
+    let mut a = s.client();
+    let mut b = s.client();
+    a.expect(b"version\r\n", format!("VERSION {}\r\n", repcached::server::VERSION).as_bytes());
+    b.expect(b"mn\r\n", b"MN\r\n");
+    let mut c = s.client();
+    let mut buf = Vec::new();
+    c.stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = c.stream.read_to_end(&mut buf);
+    assert_eq!(buf, b"ERROR Too many open connections\r\n");
+    assert_eq!(a.stat("rejected_connections"), "1");
+    drop(b);
+    // Once a slot frees up, new clients are served again.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut d = s.client();
+        d.send(b"mn\r\n");
+        let mut r = [0u8; 4];
+        if d.stream.read_exact(&mut r).is_ok() && &r == b"MN\r\n" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "slot never freed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn idle_connections_are_closed() {
+    let s = InProc::start(config(|c| c.idle_timeout_secs = 1));
+    let mut c = s.client();
+    c.expect(b"mn\r\n", b"MN\r\n");
+    let start = Instant::now();
+    assert!(c.is_closed());
+    assert!(start.elapsed() < Duration::from_secs(3));
+}
+
+#[test]
+fn expired_items_are_reclaimed_in_the_background() {
+    let s = InProc::default();
+    let mut c = s.client();
+    let mut batch = String::new();
+    for i in 0..1000 {
+        batch.push_str(&format!("set t{i} 0 1 1 noreply\r\nx\r\n"));
+    }
+    c.send(batch.as_bytes());
+    assert_eq!(c.stat("curr_items"), "1000");
+    s.clock.advance(5);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.stat("curr_items") != "0" {
+        assert!(Instant::now() < deadline, "expired items were not reclaimed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(c.stat("reclaimed"), "1000");
+    assert_eq!(c.stat("expired_unfetched"), "1000");
+    assert_eq!(c.stat("bytes"), "0");
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn a_client_that_never_reads_cannot_grow_server_memory() {
+    let p = Proc::start(&["-m", "64"]);
+    let mut setup = p.client();
+    let value = "v".repeat(512 * 1024);
+    setup.expect(format!("set big 0 0 {}\r\n{value}\r\n", value.len()).as_bytes(), b"STORED\r\n");
+    let before = rss_kb(p.child.id());
+    // 2000 gets of 512 KiB = 1 GiB of replies that this client never reads.
+    let mut hog = p.client();
+    hog.stream.set_write_timeout(Some(Duration::from_secs(3))).unwrap();
+    let req = "get big\r\n".repeat(2000);
+    let _ = std::io::Write::write_all(&mut hog.stream, req.as_bytes());
+    std::thread::sleep(Duration::from_millis(500));
+    let after = rss_kb(p.child.id());
+    assert!(after < before + 64 * 1024, "RSS grew from {before} KiB to {after} KiB");
+    // Others are still served.
+    let mut other = p.client();
+    other.expect(b"mn\r\n", b"MN\r\n");
+}
