@@ -1,0 +1,234 @@
+//! The real binary as a process: flags, errors, signals, daemon mode, pid file, unix socket,
+//! config file and the seed's repcached command line.
+
+mod common;
+
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{free_port, run_bin, wait_ready, Client, Proc, TempDir, BIN};
+
+fn one_line_error(args: &[&str]) -> String {
+    let (code, _, err) = run_bin(args);
+    assert!(matches!(code, Some(c) if c != 0), "{args:?} should fail, got {code:?}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line expected, got {err:?}");
+    err
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn wait_exit(child: &mut std::process::Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Ok(Some(st)) = child.try_wait() {
+            return Some(st);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+#[test]
+fn help_and_version() {
+    let (code, out, _) = run_bin(&["-h"]);
+    assert_eq!(code, Some(0));
+    for flag in ["-p", "-m", "-c", "-t", "-x", "-X", "--config"] {
+        assert!(out.contains(flag), "usage lacks {flag}");
+    }
+    let (code, out, _) = run_bin(&["-V"]);
+    assert_eq!(code, Some(0));
+    assert!(out.starts_with("repcached 1.6"), "{out}");
+}
+
+#[test]
+fn bad_flags_fail_with_one_line() {
+    let e = one_line_error(&["--bogus"]);
+    assert!(e.contains("-h"), "{e}");
+    let e = one_line_error(&["-p", "abc"]);
+    assert!(e.contains("abc"), "{e}");
+    let e = one_line_error(&["-u", "root", "-t", "0"]);
+    assert!(e.contains("-t"), "{e}");
+    let e = one_line_error(&["-u", "root", "-o", "no_such_option"]);
+    assert!(e.contains("no_such_option"), "{e}");
+    let e = one_line_error(&["-u", "root", "-U", "11211"]);
+    assert!(e.contains("UDP"), "{e}");
+    let e = one_line_error(&["-u", "root", "-m", "1", "-I", "1m"]);
+    assert!(e.contains("-I"), "{e}");
+}
+
+#[test]
+fn busy_port_is_reported() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port().to_string();
+    let e = one_line_error(&["-u", "root", "-l", "127.0.0.1", "-p", &port]);
+    assert!(e.contains("already in use") && e.contains("-p"), "{e}");
+}
+
+#[test]
+fn root_needs_a_user() {
+    let port = free_port().to_string();
+    if is_root() {
+        let e = one_line_error(&["-l", "127.0.0.1", "-p", &port]);
+        assert!(e.contains("-u"), "{e}");
+    } else {
+        // Not root: no -u needed, the server starts.
+        let mut child = Command::new(BIN)
+            .args(["-l", "127.0.0.1", "-p", &port])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let ok = wait_ready(SocketAddr::from(([127, 0, 0, 1], port.parse().unwrap())), Duration::from_secs(10));
+        let _ = child.kill();
+        assert!(ok);
+    }
+}
+
+#[test]
+fn sigterm_exits_cleanly() {
+    let mut p = Proc::start(&[]);
+    let mut c = p.client();
+    c.expect(b"set a 0 0 1\r\nx\r\n", b"STORED\r\n");
+    // SAFETY: sending a signal to our own child.
+    unsafe { libc::kill(p.child.id() as i32, libc::SIGTERM) };
+    let st = wait_exit(&mut p.child, Duration::from_secs(10)).expect("exit after SIGTERM");
+    assert!(st.success(), "{st:?}");
+    assert!(c.is_closed());
+}
+
+#[test]
+fn shutdown_command_needs_dash_a() {
+    let mut p = Proc::start(&["-A"]);
+    let mut c = p.client();
+    c.expect(b"shutdown foo\r\n", b"CLIENT_ERROR invalid shutdown mode\r\n");
+    c.send(b"shutdown\r\n");
+    let st = wait_exit(&mut p.child, Duration::from_secs(10)).expect("exit after shutdown");
+    assert!(st.success());
+}
+
+/// The seed's repcached line, with a loopback peer and our own port and pid file.
+#[test]
+fn seed_command_line_daemonizes() {
+    let dir = TempDir::new("seed");
+    let pidfile = dir.0.join("memcachedrep.pid");
+    let port = free_port();
+    let st = Command::new(BIN)
+        .args(["-m", "128", "-p", &port.to_string(), "-u", "root", "-P"])
+        .arg(&pidfile)
+        .args(["-d", "-x", "127.0.0.9", "-l", "127.0.0.1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "the foreground process returns at once");
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    assert!(wait_ready(addr, Duration::from_secs(10)));
+    let mut c = Client::connect(addr);
+    c.expect(b"set foo 0 0 3\r\nbar\r\n", b"STORED\r\n");
+    c.expect(b"get foo\r\n", b"VALUE foo 0 3\r\nbar\r\nEND\r\n");
+    assert_eq!(c.stat("limit_maxbytes"), (128 * 1024 * 1024).to_string());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !pidfile.exists() {
+        assert!(Instant::now() < deadline, "no pid file");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    assert_eq!(c.stat("pid"), pid.to_string());
+    // SAFETY: signalling the daemon this test started.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert!(c.is_closed());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pidfile.exists() {
+        assert!(Instant::now() < deadline, "pid file not removed on exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn unix_socket() {
+    use std::io::{Read, Write};
+    let dir = TempDir::new("unix");
+    let path = dir.0.join("repcached.sock");
+    let mut child = Command::new(BIN)
+        .args(["-u", "root", "-a", "0700", "-s"])
+        .arg(&path)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut s = loop {
+        if let Ok(s) = std::os::unix::net::UnixStream::connect(&path) {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "unix socket never came up");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+    s.write_all(b"set a 0 0 1\r\nx\r\nget a\r\n").unwrap();
+    let want = b"STORED\r\nVALUE a 0 1\r\nx\r\nEND\r\n";
+    let mut got = vec![0; want.len()];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(&got, want);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn config_file_and_flag_override() {
+    let dir = TempDir::new("toml");
+    let file = dir.0.join("repcached.toml");
+    let port = free_port();
+    std::fs::write(
+        &file,
+        format!(
+            "port = {port}\nlisten = \"127.0.0.1\"\nmemory-limit = 8\nconn-limit = 77\nthreads = 2\nuser = \"root\"\nextended = [\"idle_timeout=30\"]\n"
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(&file)
+        .args(["-m", "16"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    assert!(wait_ready(addr, Duration::from_secs(10)));
+    let mut c = Client::connect(addr);
+    assert_eq!(c.stat("limit_maxbytes"), (16 * 1024 * 1024).to_string());
+    assert_eq!(c.stat("max_connections"), "77");
+    assert_eq!(c.stat("threads"), "2");
+    assert_eq!(c.stat_group("settings", "idle_timeout"), "30");
+    let _ = child.kill();
+    let _ = child.wait();
+    std::fs::write(&file, "bogus-key = 1\n").unwrap();
+    let e = one_line_error(&["--config", file.to_str().unwrap()]);
+    assert!(e.contains("bogus-key"), "{e}");
+}
+
+#[test]
+fn accepted_memcached_options_start_with_warnings() {
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .args(["-u", "root", "-l", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-o", "modern,tail_repair_time=0", "-k", "-f", "1.5", "-n", "64", "-R", "10", "-b", "128", "-B", "ascii", "-C"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    assert!(wait_ready(addr, Duration::from_secs(10)));
+    let mut c = Client::connect(addr);
+    c.expect(b"set a 0 0 1\r\nx\r\n", b"STORED\r\n");
+    // -C: CAS disabled, gets reports 0.
+    c.expect(b"gets a\r\n", b"VALUE a 0 1 0\r\nx\r\nEND\r\n");
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("tail_repair_time"), "{err}");
+}
