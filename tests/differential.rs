@@ -1,0 +1,167 @@
+//! Byte-for-byte comparison with the real memcached: the same request streams go to
+//! Debian's memcached and to repcached, and the replies must match once CAS values (which
+//! legitimately differ) are masked. The test command installs memcached; this test fails,
+//! rather than skips, if it is missing.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{free_port, wait_ready, Proc};
+use regex::bytes::Regex;
+
+struct Memcached(Child, u16);
+
+impl Memcached {
+    fn start() -> Memcached {
+        let port = free_port();
+        let child = Command::new("memcached")
+            .args(["-u", "root", "-l", "127.0.0.1", "-U", "0", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("memcached must be installed (the README's test command installs it)");
+        assert!(wait_ready(SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(10)));
+        Memcached(child, port)
+    }
+}
+
+impl Drop for Memcached {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Sends `req` then `mn`, and reads until the `MN` sentinel, the connection closes, or 1.5 s.
+fn exchange(port: u16, req: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let _ = s.write_all(req);
+    let _ = s.write_all(b"mn\r\n");
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    while !out.ends_with(b"MN\r\n") && Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) => {
+                out.extend_from_slice(b"<closed>");
+                break;
+            }
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                out.extend_from_slice(b"<closed>");
+                break;
+            }
+            Err(_) => {}
+        }
+    }
+    out
+}
+
+fn normalize(b: &[u8]) -> Vec<u8> {
+    let rules = [
+        (r"(VALUE \S+ \d+ \d+) \d+", "$1 CAS"),
+        (r" c\d+", " cCAS"),
+        (r"cas=\d+", "cas=CAS"),
+        (r"size=\d+", "size=N"),
+    ];
+    let mut v = b.to_vec();
+    for (re, with) in rules {
+        v = Regex::new(re).unwrap().replace_all(&v, with.as_bytes()).into_owned();
+    }
+    v
+}
+
+fn corpus() -> Vec<Vec<u8>> {
+    let k251 = "k".repeat(251);
+    let big = "v".repeat(1_048_400);
+    let mut cases: Vec<Vec<u8>> = [
+        "set a 0 0 1\r\nx\r\nget a b\r\n",
+        "get\r\n",
+        "gets\r\n",
+        "set a 0 0\r\n",
+        "set a 0 0 1 2 3\r\n",
+        "set a b c d\r\nx\r\n",
+        "set a 0 0 -1\r\n",
+        "set a 0 0 3\r\nabcd\r\nget a\r\n",
+        "set a 0 0 3 noreply\r\nabcd\r\n",
+        &format!("set {k251} 0 0 1\r\nx\r\n"),
+        &format!("get {k251}\r\n"),
+        "set a 0 0 1\r\n1\r\nincr a 5\r\ndecr a 100\r\nincr a abc\r\nincr a -1\r\nincr nokey 1\r\n",
+        "set a 0 0 20\r\n18446744073709551615\r\nincr a 1\r\nget a\r\n",
+        "set a 0 0 2\r\n10\r\ndecr a 1\r\nget a\r\nincr a 1\r\nget a\r\nincr a 100\r\nget a\r\n",
+        "delete a\r\ndelete a 0\r\ndelete a 1\r\ndelete a noreply\r\ndelete a 0 noreply\r\ndelete a 1 noreply\r\ndelete a b c d\r\n",
+        "touch a 10\r\nset a 0 0 1\r\nx\r\ntouch a 10\r\ntouch a abc\r\n",
+        "flush_all\r\nflush_all 0\r\nflush_all abc\r\nflush_all noreply\r\nflush_all 1 2 3\r\nflush_all -1\r\n",
+        "verbosity\r\nverbosity 1\r\nverbosity abc\r\nverbosity 1 noreply\r\n",
+        "foo\r\n",
+        "\r\n",
+        "a\r\n",
+        "GET / HTTP/1.1\r\n",
+        "set a 0 0 1\r\nx\r\nappend a 0 0 1\r\ny\r\nprepend a 0 0 1\r\nz\r\nget a\r\nappend nokey 0 0 1\r\nx\r\n",
+        "add a 0 0 1\r\nx\r\nadd a 0 0 1\r\ny\r\nreplace a 0 0 1\r\nz\r\nreplace nokey 0 0 1\r\nz\r\nget a\r\n",
+        "cas a 0 0 1 1\r\nx\r\ncas nokey 0 0 1 1\r\nx\r\ncas a 0 0 1\r\nx\r\ncas a 0 0 1 abc\r\nx\r\n",
+        "gat 10 a\r\ngats 10 a nokey\r\ngat abc a\r\ngat 10\r\ngats\r\n",
+        "mg\r\nmg a\r\nmg nokey\r\nmg nokey v\r\nmg nokey q\r\nmg nokey k O123 q\r\nmg nokey k O123\r\n",
+        "set a 3 0 2\r\nhi\r\nmg a v f s k Oabc\r\nmg a\r\nmg a h l\r\nmg a v v\r\nmg a !\r\nmg a Tx\r\nmg a N\r\n",
+        "ms a 2\r\nhi\r\nms a 2 T0 F5 k\r\nhi\r\nmg a f v\r\nms a\r\nms a x\r\nhi\r\nms a 2 MX\r\nhi\r\nms a 2 MEE\r\nhi\r\nms a 2 ME\r\nhi\r\nms a 2 q\r\nhi\r\n",
+        "ms a 2 MA\r\nXY\r\nmg a v\r\nms nokey 2 MA\r\nXY\r\nms nokey 2 MR\r\nXY\r\n",
+        "md a\r\nmd a\r\nmd a q\r\nmd nokey q\r\nmd a k Oxx\r\nmd a zz\r\n",
+        "set a 0 0 1\r\n5\r\nma a\r\nma a v\r\nma a MD D2 v\r\nma nokey\r\nma nokey N0 J10 v\r\nma nokey v\r\nma a MX\r\nma a Dabc\r\nma a q\r\n",
+        "set b 0 0 3\r\nabc\r\nma b\r\nme nokey\r\nme\r\n",
+        &format!("mg a O{}\r\n", "x".repeat(40)),
+        "mg a v t T30\r\nmg a t\r\nms a 2 I\r\nhi\r\n",
+        "set c 0 0 1\r\nx\r\nmg c v N30\r\nmg newk v N30 t\r\nmg newk v N30\r\nmd c I\r\nmg c v c\r\nmg c v\r\n",
+        "stats foo\r\nstats reset\r\nstats detail\r\n",
+        "shutdown\r\nshutdown x y\r\n",
+        "set a 0 0 1\r\nxx\r\nget a\r\n",
+        "set a 0 0 1\nx\nget a\n",
+        "set a 4294967295 0 1\r\nx\r\nget a\r\nset a 4294967296 0 1\r\nx\r\nget a\r\n",
+        "get a a a a a a a a a a a a a a a a a a a a a a a a a a a a a\r\n",
+        "incr\r\nincr a\r\ntouch a\r\ndelete\r\n",
+        "set a 0 -1 1\r\nx\r\nget a\r\n",
+        "mg  a  v\r\nms a 2   T0\r\nhi\r\n",
+        "cache_memlimit 100\r\ncache_memlimit 1\r\ncache_memlimit abc\r\nslabs automove 1\r\n",
+        "ms a 2 b\r\nhi\r\nms YWJj 2 b k c\r\nhi\r\nmg YWJj b k v\r\nmg abc v\r\nme YWJj b\r\nmg !!! b\r\nmd YWJj b k\r\n",
+        "set a 0 0 5\r\nab\r\n\r\n",
+        &format!("set big 0 0 {}\r\n{big}\r\nget big\r\n", big.len()),
+        &format!("set a 0 0 1\r\nx\r\nset a 0 0 2000000\r\n{}\r\nget a\r\n", "x".repeat(2_000_000)),
+        &format!("set a 0 0 2000000 noreply\r\n{}\r\n", "x".repeat(20)),
+        &format!("get {}\r\n", "k ".repeat(2000)),
+        &format!("ms big 1048576\r\n{}\r\n", "x".repeat(1_048_576)),
+        &format!("set a 0 0 1\r\nx\r\n{}", "get a\r\n".repeat(500)),
+    ]
+    .iter()
+    .map(|s| s.as_bytes().to_vec())
+    .collect();
+    // Connection-closing inputs: the sentinel never gets an answer.
+    cases.push(vec![b'x'; 3000]);
+    cases.push(format!("     get {}", "k".repeat(3000)).into_bytes());
+    cases
+}
+
+#[test]
+fn replies_match_memcached() {
+    let mc = Memcached::start();
+    let ours = Proc::start(&[]);
+    let mut failures = Vec::new();
+    for case in corpus() {
+        exchange(mc.1, b"flush_all\r\n");
+        exchange(ours.port, b"flush_all\r\n");
+        let a = normalize(&exchange(mc.1, &case));
+        let b = normalize(&exchange(ours.port, &case));
+        if a != b {
+            failures.push(format!(
+                "request {:?}\n  memcached: {:?}\n  repcached: {:?}",
+                String::from_utf8_lossy(&case[..case.len().min(100)]),
+                String::from_utf8_lossy(&a[..a.len().min(300)]),
+                String::from_utf8_lossy(&b[..b.len().min(300)])
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{} differences:\n{}", failures.len(), failures.join("\n"));
+}
