@@ -1,0 +1,327 @@
+//! Store tests: the operations, the replication hooks, and a model test against a HashMap.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn store() -> Store {
+    Store::new(StoreConfig::default(), Arc::new(Clock::new()))
+}
+
+fn set(s: &Store, key: &[u8], value: &[u8]) -> SetOutcome {
+    s.set(&SetRequest::new(SetMode::Set, key, value), 2).unwrap()
+}
+
+fn get(s: &Store, key: &[u8]) -> Option<Vec<u8>> {
+    s.read(key, 2, ReadOptions::default(), |r| r.ok().map(|h| h.item.value().to_vec()))
+}
+
+fn cas_of(s: &Store, key: &[u8]) -> u64 {
+    s.read(key, 2, ReadOptions::default(), |r| r.map(|h| h.item.cas).unwrap_or(0))
+}
+
+#[test]
+fn storage_modes() {
+    let s = store();
+    assert!(matches!(set(&s, b"a", b"1"), SetOutcome::Stored { .. }));
+    let add = SetRequest::new(SetMode::Add, b"a", b"2");
+    assert_eq!(s.set(&add, 2).unwrap(), SetOutcome::NotStored);
+    let rep = SetRequest::new(SetMode::Replace, b"zz", b"2");
+    assert_eq!(s.set(&rep, 2).unwrap(), SetOutcome::NotStored);
+    let app = SetRequest::new(SetMode::Append, b"a", b"9");
+    assert!(matches!(s.set(&app, 2).unwrap(), SetOutcome::Stored { size: 2, .. }));
+    let pre = SetRequest::new(SetMode::Prepend, b"a", b"0");
+    s.set(&pre, 2).unwrap();
+    assert_eq!(get(&s, b"a").unwrap(), b"019");
+}
+
+#[test]
+fn cas_is_unique_and_increasing_per_version() {
+    let s = store();
+    set(&s, b"a", b"1");
+    let c1 = cas_of(&s, b"a");
+    set(&s, b"a", b"2");
+    let c2 = cas_of(&s, b"a");
+    assert!(c2 > c1);
+    let mut r = SetRequest::new(SetMode::Set, b"a", b"3");
+    r.compare_cas = Some(c1);
+    assert_eq!(s.set(&r, 2).unwrap(), SetOutcome::Exists);
+    r.compare_cas = Some(c2);
+    assert!(matches!(s.set(&r, 2).unwrap(), SetOutcome::Stored { .. }));
+}
+
+#[test]
+fn versions_carry_the_node_id() {
+    let cfg = StoreConfig {
+        node: NodeId(7),
+        ..Default::default()
+    };
+    let s = Store::new(cfg, Arc::new(Clock::new()));
+    set(&s, b"a", b"1");
+    let (batch, _) = s.scan(Cursor::default(), 10);
+    match &batch[0].state {
+        ItemState::Live { version, .. } => assert_eq!(version.node, NodeId(7)),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn arith_wraps_and_floors() {
+    let s = store();
+    set(&s, b"n", b"18446744073709551615");
+    let r = s.arith(
+        &ArithRequest {
+            key: b"n",
+            incr: true,
+            delta: 2,
+            ..Default::default()
+        },
+        2,
+    );
+    assert!(matches!(r, ArithOutcome::Value { value: 1, .. }));
+    let r = s.arith(
+        &ArithRequest {
+            key: b"n",
+            incr: false,
+            delta: 5,
+            ..Default::default()
+        },
+        2,
+    );
+    assert!(matches!(r, ArithOutcome::Value { value: 0, .. }));
+    set(&s, b"x", b"abc");
+    let r = s.arith(
+        &ArithRequest {
+            key: b"x",
+            incr: true,
+            delta: 1,
+            ..Default::default()
+        },
+        2,
+    );
+    assert_eq!(r, ArithOutcome::NonNumeric);
+    assert_eq!(parse_counter(b" 12 "), Some(12));
+    assert_eq!(parse_counter(b""), None);
+    assert_eq!(parse_counter(b"1a"), None);
+}
+
+#[test]
+fn tombstones_keep_the_delete_version_until_their_window_ends() {
+    let clock = Arc::new(Clock::new());
+    let cfg = StoreConfig {
+        tombstone_secs: 60,
+        ..Default::default()
+    };
+    let s = Store::new(cfg, clock.clone());
+    let now = clock.now();
+    s.set(&SetRequest::new(SetMode::Set, b"a", b"1"), now).unwrap();
+    let before = s.read(b"a", now, ReadOptions::default(), |r| r.unwrap().item.version());
+    let d = s.delete(
+        &DeleteRequest {
+            key: b"a",
+            ..Default::default()
+        },
+        now,
+    );
+    assert_eq!(d, DeleteOutcome::Deleted);
+    assert!(s.read(b"a", now, ReadOptions::default(), |r| r.is_err()));
+    assert_eq!(s.stats().curr_items, 0);
+    assert_eq!(s.stats().tombstones, 1);
+    let (batch, _) = s.scan(Cursor::default(), 10);
+    match &batch[0].state {
+        ItemState::Deleted { version } => assert!(*version > before),
+        other => panic!("{other:?}"),
+    }
+    // Add works over a tombstone; a new version orders after the delete.
+    s.set(&SetRequest::new(SetMode::Add, b"a", b"2"), now).unwrap();
+    assert_eq!(s.stats().tombstones, 0);
+    s.delete(
+        &DeleteRequest {
+            key: b"a",
+            ..Default::default()
+        },
+        now,
+    );
+    // After the window, the reclaimer drops it.
+    assert_eq!(s.reclaim(1000, now + 61), 1);
+    assert_eq!(s.stats().tombstones, 0);
+    assert_eq!(s.used_bytes(), 0);
+}
+
+#[test]
+fn subscribers_see_every_change_as_item_state() {
+    let s = store();
+    let sub = s.subscribe(16);
+    set(&s, b"a", b"1");
+    s.arith(
+        &ArithRequest {
+            key: b"a",
+            incr: true,
+            delta: 1,
+            ..Default::default()
+        },
+        2,
+    );
+    s.delete(
+        &DeleteRequest {
+            key: b"a",
+            ..Default::default()
+        },
+        2,
+    );
+    let got: Vec<_> = sub.rx.try_iter().collect();
+    assert_eq!(got.len(), 3);
+    assert!(matches!(&got[0].state, ItemState::Live { value, .. } if &**value == b"1"));
+    assert!(matches!(&got[1].state, ItemState::Live { value, .. } if &**value == b"2"));
+    assert!(matches!(&got[2].state, ItemState::Deleted { .. }));
+    // A full channel marks the subscription lagged instead of blocking.
+    let small = s.subscribe(1);
+    set(&s, b"b", b"1");
+    set(&s, b"b", b"2");
+    assert!(small.take_lagged());
+    drop(sub);
+    drop(small);
+    set(&s, b"c", b"1");
+    assert!(!s.inner.observers.is_observed());
+}
+
+#[test]
+fn scan_walks_everything_while_serving() {
+    let s = store();
+    for i in 0..1000u32 {
+        set(&s, format!("k{i}").as_bytes(), b"v");
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut cur = Some(Cursor::default());
+    let mut round = 0;
+    while let Some(c) = cur {
+        let (batch, next) = s.scan(c, 64);
+        // Writes in between do not disturb the walk.
+        set(&s, format!("new{round}").as_bytes(), b"v");
+        round += 1;
+        for m in batch {
+            seen.insert(m.key.to_vec());
+        }
+        cur = next;
+    }
+    for i in 0..1000u32 {
+        assert!(seen.contains(format!("k{i}").as_bytes()));
+    }
+}
+
+#[test]
+fn memory_budget_is_hard() {
+    let cfg = StoreConfig {
+        limit_bytes: 256 * 1024,
+        item_size_max: 64 * 1024,
+        ..Default::default()
+    };
+    let s = Store::new(cfg, Arc::new(Clock::new()));
+    for i in 0..5000u32 {
+        set(&s, format!("key{i}").as_bytes(), &[b'x'; 300]);
+        assert!(s.used_bytes() <= 256 * 1024);
+    }
+    assert!(s.stats().evictions > 0);
+    assert_eq!(s.stats().bytes as usize, s.used_bytes());
+    assert!(get(&s, b"key4999").is_some());
+}
+
+#[test]
+fn flush_invalidates_older_versions_only() {
+    let s = store();
+    set(&s, b"a", b"1");
+    s.flush_all(None, 2);
+    assert!(get(&s, b"a").is_none());
+    set(&s, b"a", b"2");
+    assert_eq!(get(&s, b"a").unwrap(), b"2");
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Set(u8, u8),
+    Add(u8, u8),
+    Replace(u8, u8),
+    Append(u8, u8),
+    Delete(u8),
+    Get(u8),
+    Incr(u8, u8),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let k = 0u8..8;
+    prop_oneof![
+        (k.clone(), any::<u8>()).prop_map(|(k, v)| Op::Set(k, v)),
+        (k.clone(), any::<u8>()).prop_map(|(k, v)| Op::Add(k, v)),
+        (k.clone(), any::<u8>()).prop_map(|(k, v)| Op::Replace(k, v)),
+        (k.clone(), any::<u8>()).prop_map(|(k, v)| Op::Append(k, v)),
+        k.clone().prop_map(Op::Delete),
+        k.clone().prop_map(Op::Get),
+        (k, any::<u8>()).prop_map(|(k, d)| Op::Incr(k, d)),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn store_matches_a_hashmap_model(ops in proptest::collection::vec(op(), 1..200), tombstones in any::<bool>()) {
+        let cfg = StoreConfig { tombstone_secs: if tombstones { 60 } else { 0 }, ..Default::default() };
+        let s = Store::new(cfg, Arc::new(Clock::new()));
+        let mut model: HashMap<u8, Vec<u8>> = HashMap::new();
+        for op in ops {
+            match op {
+                Op::Set(k, v) => {
+                    s.set(&SetRequest::new(SetMode::Set, &[b'k', k], &[v]), 2).unwrap();
+                    model.insert(k, vec![v]);
+                }
+                Op::Add(k, v) => {
+                    let r = s.set(&SetRequest::new(SetMode::Add, &[b'k', k], &[v]), 2).unwrap();
+                    let expect_stored = !model.contains_key(&k);
+                    prop_assert_eq!(matches!(r, SetOutcome::Stored { .. }), expect_stored);
+                    model.entry(k).or_insert(vec![v]);
+                }
+                Op::Replace(k, v) => {
+                    let r = s.set(&SetRequest::new(SetMode::Replace, &[b'k', k], &[v]), 2).unwrap();
+                    prop_assert_eq!(matches!(r, SetOutcome::Stored { .. }), model.contains_key(&k));
+                    if let Some(e) = model.get_mut(&k) { *e = vec![v]; }
+                }
+                Op::Append(k, v) => {
+                    let r = s.set(&SetRequest::new(SetMode::Append, &[b'k', k], &[v]), 2).unwrap();
+                    prop_assert_eq!(matches!(r, SetOutcome::Stored { .. }), model.contains_key(&k));
+                    if let Some(e) = model.get_mut(&k) { e.push(v); }
+                }
+                Op::Delete(k) => {
+                    let r = s.delete(&DeleteRequest { key: &[b'k', k], ..Default::default() }, 2);
+                    prop_assert_eq!(r == DeleteOutcome::Deleted, model.remove(&k).is_some());
+                }
+                Op::Get(k) => {
+                    prop_assert_eq!(get(&s, &[b'k', k]), model.get(&k).cloned());
+                }
+                Op::Incr(k, d) => {
+                    let r = s.arith(&ArithRequest { key: &[b'k', k], incr: true, delta: d as u64, ..Default::default() }, 2);
+                    match model.get_mut(&k) {
+                        None => prop_assert_eq!(r, ArithOutcome::NotFound),
+                        Some(v) => match parse_counter(v) {
+                            None => prop_assert_eq!(r, ArithOutcome::NonNumeric),
+                            Some(n) => {
+                                let new = n.wrapping_add(d as u64);
+                                let ok = matches!(r, ArithOutcome::Value { value, .. } if value == new);
+                                prop_assert!(ok, "incr gave {:?}, want {}", r, new);
+                                let digits = new.to_string().into_bytes();
+                                if digits.len() <= v.len() {
+                                    let mut padded = digits.clone();
+                                    padded.resize(v.len(), b' ');
+                                    *v = padded;
+                                } else {
+                                    *v = digits;
+                                }
+                            }
+                        },
+                    }
+                }
+            }
+        }
+        prop_assert_eq!(s.stats().curr_items as usize, model.len());
+    }
+}

@@ -1,0 +1,190 @@
+//! Parser tests: good lines, every strict prefix (need more), bad lines (exact error), and
+//! properties over arbitrary bytes and arbitrary splits.
+
+use proptest::prelude::*;
+
+use super::parse;
+use crate::protocol::{ErrorKind, Limits, Parsed, Request};
+use crate::store::SetMode;
+
+fn limits() -> Limits {
+    Limits::default()
+}
+
+fn done(input: &[u8]) -> (Request<'_>, usize) {
+    match parse(input, &Limits::default()) {
+        Parsed::Done(r, n) => (r, n),
+        other => panic!("{:?}: {other:?}", String::from_utf8_lossy(input)),
+    }
+}
+
+fn error(input: &[u8]) -> ErrorKind {
+    match parse(input, &limits()) {
+        Parsed::Invalid(e) => e.kind,
+        other => panic!("{:?}: {other:?}", String::from_utf8_lossy(input)),
+    }
+}
+
+#[test]
+fn set_parses_with_its_data() {
+    let input = b"set k 5 10 3 noreply\r\nabc\r\nget k\r\n";
+    let (r, n) = done(input);
+    assert_eq!(n, 27);
+    match r {
+        Request::Store {
+            mode,
+            key,
+            flags,
+            exptime,
+            data,
+            cas,
+            noreply,
+        } => {
+            assert_eq!(mode, SetMode::Set);
+            assert_eq!((key, flags, exptime, data, cas, noreply), (&b"k"[..], 5, 10, &b"abc"[..], None, true));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn every_strict_prefix_needs_more() {
+    let requests: &[&[u8]] = &[
+        b"set k 0 0 3\r\nabc\r\n",
+        b"cas k 0 0 3 99\r\nabc\r\n",
+        b"get a b c\r\n",
+        b"gat 10 a\r\n",
+        b"incr k 1\r\n",
+        b"delete k\r\n",
+        b"mg k v t\r\n",
+        b"ms k 2 T10\r\nhi\r\n",
+        b"ma k D5\r\n",
+        b"md k q\r\n",
+        b"mn\r\n",
+        b"stats\r\n",
+    ];
+    for req in requests {
+        for cut in 0..req.len() {
+            match parse(&req[..cut], &limits()) {
+                Parsed::Incomplete => {}
+                other => panic!("{:?} cut at {cut}: {other:?}", String::from_utf8_lossy(req)),
+            }
+        }
+        let (_, n) = done(req);
+        assert_eq!(n, req.len());
+    }
+}
+
+#[test]
+fn bad_lines_get_memcached_errors() {
+    assert_eq!(error(b"bogus\r\n"), ErrorKind::UnknownCommand);
+    assert_eq!(error(b"set k 0 0\r\n"), ErrorKind::UnknownCommand);
+    assert_eq!(error(b"set k x 0 1\r\n"), ErrorKind::BadFormat);
+    assert_eq!(error(b"set k 0 0 1\r\nxy\r\n"), ErrorKind::BadDataChunk);
+    assert_eq!(error(b"incr k x\r\n"), ErrorKind::InvalidDelta);
+    assert_eq!(error(b"touch k x\r\n"), ErrorKind::InvalidExptime);
+    assert_eq!(error(b"gat x k\r\n"), ErrorKind::InvalidExptime);
+    assert_eq!(error(b"delete k 5\r\n"), ErrorKind::DeleteUsage);
+    assert_eq!(error(b"GET / HTTP/1.1\r\n"), ErrorKind::Http);
+    assert_eq!(error(&[b'x'; 2049]), ErrorKind::LineTooLong);
+    assert_eq!(error(b"mg k v v\r\n"), ErrorKind::MetaDuplicateFlag);
+    assert_eq!(error(b"md k v v\r\n"), ErrorKind::MetaInvalidOrDuplicateFlag);
+    assert_eq!(error(b"ms k 2 MZ\r\nhi\r\n"), ErrorKind::MetaSetMode);
+}
+
+#[test]
+fn too_large_is_a_request_that_swallows() {
+    let (r, n) = done(b"set k 0 0 2000000\r\n");
+    assert_eq!(n, 19);
+    match r {
+        Request::TooLarge { swallow, .. } => assert_eq!(swallow, 2_000_002),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Parses a whole stream as a connection would, returning a printable trace.
+fn trace(stream: &[u8], chunks: &[usize]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut pos = 0;
+    let mut cuts = chunks.iter().copied().chain(std::iter::once(usize::MAX));
+    let mut swallow = 0usize;
+    loop {
+        // Feed the next chunk.
+        let take = cuts.next().unwrap_or(usize::MAX).min(stream.len() - pos);
+        buf.extend_from_slice(&stream[pos..pos + take]);
+        pos += take;
+        loop {
+            if swallow > 0 {
+                let n = swallow.min(buf.len());
+                buf.drain(..n);
+                swallow -= n;
+                if swallow > 0 {
+                    break;
+                }
+            }
+            if buf.is_empty() {
+                break;
+            }
+            match parse(&buf, &limits()) {
+                Parsed::Done(r, n) => {
+                    let s = format!("{r:?}");
+                    if let Request::TooLarge { swallow: w, .. } = r {
+                        swallow = w;
+                    }
+                    out.push(s);
+                    buf.drain(..n);
+                }
+                Parsed::Incomplete => break,
+                Parsed::Invalid(e) => {
+                    out.push(format!("{e:?}"));
+                    if e.kind.next() == crate::protocol::Next::Close {
+                        return out;
+                    }
+                    buf.drain(..e.consumed.min(buf.len()));
+                    swallow = e.swallow;
+                }
+            }
+        }
+        if pos >= stream.len() {
+            return out;
+        }
+    }
+}
+
+fn request_stream() -> impl Strategy<Value = Vec<u8>> {
+    let one = prop_oneof![
+        Just(b"set k 0 0 3\r\nabc\r\n".to_vec()),
+        Just(b"get k j\r\n".to_vec()),
+        Just(b"mg k v t c\r\n".to_vec()),
+        Just(b"ms k 2 T5\r\nhi\r\n".to_vec()),
+        Just(b"incr k 1\r\n".to_vec()),
+        Just(b"bogus line\r\n".to_vec()),
+        Just(b"set k 0 0 1\r\nxyz\r\n".to_vec()),
+        Just(b"set k 0 0 5000000\r\n".to_vec()),
+        "[a-z]{1,8}".prop_map(|k| format!("get {k}\n").into_bytes()),
+        proptest::collection::vec(any::<u8>(), 0..40),
+    ];
+    proptest::collection::vec(one, 1..12).prop_map(|v| v.concat())
+}
+
+proptest! {
+    #[test]
+    fn any_bytes_never_panic_and_consume_within_bounds(input in proptest::collection::vec(any::<u8>(), 0..600)) {
+        match parse(&input, &limits()) {
+            Parsed::Done(_, n) => prop_assert!(n <= input.len() && n > 0),
+            Parsed::Invalid(e) => prop_assert!(e.consumed <= input.len()),
+            Parsed::Incomplete => {}
+        }
+    }
+
+    #[test]
+    fn splitting_a_stream_anywhere_gives_the_same_requests(
+        stream in request_stream(),
+        chunks in proptest::collection::vec(1usize..16, 0..40),
+    ) {
+        let whole = trace(&stream, &[]);
+        let split = trace(&stream, &chunks);
+        prop_assert_eq!(whole, split);
+    }
+}
