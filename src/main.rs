@@ -79,9 +79,10 @@ fn main() -> ExitCode {
             config.replication.connect_port
         );
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.threads)
-        .thread_name("repcached-worker")
+    // This runtime accepts connections, handles signals and runs background tasks; the
+    // `-t` worker threads that serve connections are started by the server.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .thread_name("repcached-main")
         .enable_all()
         .build()
     {

@@ -30,12 +30,12 @@ enum Stop {
     Shutdown,
 }
 
-pub async fn serve<S>(stream: S, shared: Arc<Shared>, addr: String, listen_addr: String)
+pub async fn serve<S>(stream: S, shared: Arc<Shared>, worker: usize, addr: String, listen_addr: String)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let (id, last_cmd) = shared.register(addr, listen_addr);
-    let result = run(stream, &shared, &last_cmd).await;
+    let result = run(stream, &shared, worker, &last_cmd).await;
     shared.unregister(id);
     shared.curr_conns.fetch_sub(1, Ordering::AcqRel);
     if let Ok(Stop::Shutdown) = result {
@@ -43,7 +43,7 @@ where
     }
 }
 
-async fn run<S>(mut stream: S, shared: &Shared, last_cmd: &std::sync::atomic::AtomicU32) -> std::io::Result<Stop>
+async fn run<S>(mut stream: S, shared: &Shared, worker: usize, last_cmd: &std::sync::atomic::AtomicU32) -> std::io::Result<Stop>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -56,6 +56,7 @@ where
         shared,
         counts: Default::default(),
         now: shared.clock.now(),
+        worker,
     };
     loop {
         // Parse and execute every complete request in the buffer.
@@ -116,7 +117,7 @@ where
                 out = Vec::with_capacity(READ_BUF);
             }
         }
-        shared.counts.absorb(&mut session.counts);
+        shared.counts.slot(worker).absorb(&mut session.counts);
         match after {
             After::Close => return Ok(Stop::Close),
             After::Shutdown { .. } => return Ok(Stop::Shutdown),

@@ -34,6 +34,8 @@ pub struct Session<'s> {
     pub counts: Counts,
     /// Relative seconds, read once per batch.
     pub now: u32,
+    /// The worker thread this connection lives on (its counter slot).
+    pub worker: usize,
 }
 
 impl Session<'_> {
@@ -526,7 +528,7 @@ fn meta_get(s: &mut Session<'_>, m: &MetaRequest<'_>, out: &mut Vec<u8>) {
 fn write_stats(s: &mut Session<'_>, group: &[u8], arg: &[u8], out: &mut Vec<u8>) {
     let sh = s.shared;
     // A connection's own counts so far belong in its own stats reply.
-    sh.counts.absorb(&mut s.counts);
+    sh.counts.slot(s.worker).absorb(&mut s.counts);
     match group {
         b"" => {
             let (user, system) = stats::rusage();
@@ -543,7 +545,7 @@ fn write_stats(s: &mut Session<'_>, group: &[u8], arg: &[u8], out: &mut Vec<u8>)
                 rejected_connections: sh.rejected_connections(),
                 limit_maxbytes: sh.store.limit_bytes(),
                 threads: sh.config.threads,
-                counts: sh.counts.snapshot(),
+                counts: sh.counts.sum(),
                 store: sh.store.stats(),
                 slots: sh.store.slot_count(),
             };

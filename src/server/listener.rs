@@ -13,9 +13,9 @@ use std::sync::Arc;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, UnixListener};
-use tokio_util::task::TaskTracker;
 
-use super::{connection, ServerError, Shared};
+use super::worker::{Accepted, Workers};
+use super::{ServerError, Shared};
 use crate::config::ListenConfig;
 
 /// Listeners bound but not yet serving.
@@ -113,11 +113,11 @@ pub fn bind(cfg: &ListenConfig) -> Result<Bound, ServerError> {
 }
 
 /// Starts one accept task per listener.
-pub fn spawn_accept_loops(bound: Bound, shared: Arc<Shared>, tracker: &TaskTracker) -> Result<(), ServerError> {
+pub fn spawn_accept_loops(bound: Bound, shared: Arc<Shared>, workers: Arc<Workers>) -> Result<(), ServerError> {
     for l in bound.tcp {
         let l = TcpListener::from_std(l)?;
         let shared = shared.clone();
-        let tracker = tracker.clone();
+        let workers = workers.clone();
         tokio::spawn(async move {
             let listen_addr = l.local_addr().map(|a| format!("tcp:{a}")).unwrap_or_default();
             let mut stop = shared.shutdown_signal();
@@ -136,10 +136,11 @@ pub fn spawn_accept_loops(bound: Bound, shared: Arc<Shared>, tracker: &TaskTrack
                 };
                 let _ = stream.set_nodelay(true);
                 let Some(stream) = admit(&shared, stream).await else { continue };
-                let shared = shared.clone();
-                let listen_addr = listen_addr.clone();
-                tracker.spawn(async move {
-                    connection::serve(stream, shared, format!("tcp:{peer}"), listen_addr).await;
+                let Ok(stream) = stream.into_std() else { continue };
+                workers.dispatch(Accepted::Tcp {
+                    stream,
+                    peer: format!("tcp:{peer}"),
+                    listen: listen_addr.clone(),
                 });
             }
         });
@@ -147,7 +148,6 @@ pub fn spawn_accept_loops(bound: Bound, shared: Arc<Shared>, tracker: &TaskTrack
     if let Some(l) = bound.unix {
         let l = UnixListener::from_std(l)?;
         let shared = shared.clone();
-        let tracker = tracker.clone();
         tokio::spawn(async move {
             let path = shared
                 .config
@@ -169,10 +169,10 @@ pub fn spawn_accept_loops(bound: Bound, shared: Arc<Shared>, tracker: &TaskTrack
                     _ = stop.changed() => return,
                 };
                 let Some(stream) = admit(&shared, stream).await else { continue };
-                let shared = shared.clone();
-                let path = path.clone();
-                tracker.spawn(async move {
-                    connection::serve(stream, shared, path.clone(), path).await;
+                let Ok(stream) = stream.into_std() else { continue };
+                workers.dispatch(Accepted::Unix {
+                    stream,
+                    path: path.clone(),
                 });
             }
         });

@@ -11,6 +11,7 @@ pub mod listener;
 pub mod process;
 pub mod settings;
 pub mod stats;
+pub mod worker;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -20,14 +21,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::protocol::text::reply::stat;
 use crate::protocol::Limits;
 use crate::store::{Clock, Store};
 use listener::Bound;
-use stats::SharedCounts;
+use stats::PerWorker;
 
 /// The version clients see: the memcached protocol level we match, and our own.
 pub const VERSION: &str = concat!("1.6.18-repcached-", env!("CARGO_PKG_VERSION"));
@@ -59,7 +59,8 @@ pub struct Shared {
     pub store: Store,
     pub clock: Arc<Clock>,
     pub limits: Limits,
-    pub counts: SharedCounts,
+    /// Request counters, one cache-line-padded slot per worker thread.
+    pub counts: PerWorker,
     curr_conns: AtomicU64,
     total_conns: AtomicU64,
     rejected_conns: AtomicU64,
@@ -157,6 +158,7 @@ impl Server {
         let bound = listener::bind(&config.listen)?;
         let store = Store::new(config.store.clone(), clock.clone());
         let (tx, _) = watch::channel(false);
+        let config_threads = config.threads.max(1);
         let port = bound.tcp.first().and_then(|l| l.local_addr().ok()).map_or(0, |a| a.port());
         let shared = Arc::new(Shared {
             limits: Limits {
@@ -166,7 +168,7 @@ impl Server {
             config,
             store,
             clock,
-            counts: SharedCounts::default(),
+            counts: PerWorker::new(config_threads),
             curr_conns: AtomicU64::new(0),
             total_conns: AtomicU64::new(0),
             rejected_conns: AtomicU64::new(0),
@@ -191,8 +193,8 @@ impl Server {
     /// or [`Shared::shutdown`]), then lets open connections finish and returns.
     pub async fn run(self) -> Result<(), ServerError> {
         let shared = self.shared;
-        let tracker = TaskTracker::new();
-        listener::spawn_accept_loops(self.bound, shared.clone(), &tracker)?;
+        let workers = Arc::new(worker::Workers::start(&shared)?);
+        listener::spawn_accept_loops(self.bound, shared.clone(), workers.clone())?;
         spawn_reclaimer(shared.clone());
         let mut stop = shared.shutdown_signal();
         while !*stop.borrow() {
@@ -200,14 +202,29 @@ impl Server {
                 break;
             }
         }
-        // Connections see the same signal, finish the batch they hold, and close.
-        tracker.close();
-        let _ = tokio::time::timeout(Duration::from_secs(10), tracker.wait()).await;
+        // Connections see the same signal, finish the batch they hold, and close. The accept
+        // loops have stopped too, so this is the last handle on the workers.
+        tokio::task::yield_now().await;
+        if let Some(workers) = wait_unique(workers).await {
+            workers.join(Duration::from_secs(10)).await;
+        }
         if let Some(path) = &shared.config.listen.unix_socket {
             let _ = std::fs::remove_file(path);
         }
         Ok(())
     }
+}
+
+/// Waits briefly for the accept loops to drop their handles.
+async fn wait_unique<T>(mut a: Arc<T>) -> Option<T> {
+    for _ in 0..200 {
+        match Arc::try_unwrap(a) {
+            Ok(t) => return Some(t),
+            Err(back) => a = back,
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    None
 }
 
 /// Drops expired items in the background so they do not hold memory until touched.

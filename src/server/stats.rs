@@ -16,7 +16,7 @@ macro_rules! counters {
         #[derive(Debug, Default, Clone, Copy)]
         pub struct Counts { $(pub $name: u64,)* }
 
-        /// Server-wide counts.
+        /// Counts shared by the connections of one worker.
         #[derive(Debug, Default)]
         pub struct SharedCounts { $(pub $name: AtomicU64,)* }
 
@@ -36,6 +36,12 @@ macro_rules! counters {
             }
         }
 
+        impl std::ops::AddAssign for Counts {
+            fn add_assign(&mut self, o: Counts) {
+                $( self.$name += o.$name; )*
+            }
+        }
+
         /// Names of the counters, for the uniqueness test.
         pub const COUNTER_NAMES: &[&str] = &[$(stringify!($name)),*];
     };
@@ -47,6 +53,38 @@ counters!(
     cas_misses, cas_hits, cas_badval, touch_hits, touch_misses, store_too_large,
     store_no_memory, auth_cmds, auth_errors, bytes_read, bytes_written, conn_yields,
 );
+
+#[repr(align(128))]
+#[derive(Default)]
+struct Padded(SharedCounts);
+
+/// One counter block per worker thread, so threads never share a counter cache line;
+/// `stats` adds them up.
+pub struct PerWorker(Box<[Padded]>);
+
+impl PerWorker {
+    pub fn new(workers: usize) -> PerWorker {
+        PerWorker((0..workers.max(1)).map(|_| Padded::default()).collect())
+    }
+
+    pub fn slot(&self, worker: usize) -> &SharedCounts {
+        &self.0[worker % self.0.len()].0
+    }
+
+    pub fn sum(&self) -> Counts {
+        let mut total = Counts::default();
+        for p in self.0.iter() {
+            total += p.0.snapshot();
+        }
+        total
+    }
+
+    pub fn reset(&self) {
+        for p in self.0.iter() {
+            p.0.reset();
+        }
+    }
+}
 
 /// Gauges and process facts the general block needs besides counters.
 pub struct General<'a> {

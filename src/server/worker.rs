@@ -1,0 +1,99 @@
+//! Worker threads: one single-threaded runtime per `-t` thread, each owning the connections
+//! handed to it.
+//!
+//! This is memcached's model (a dispatcher hands each accepted connection to one worker) and
+//! it is what keeps CPU per request low: a connection's reads, parsing, store calls and
+//! writes all happen on one thread, with no work stealing and no cross-thread wake-ups.
+
+use std::net::TcpStream as StdTcpStream;
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::net::{TcpStream, UnixStream};
+use tokio::sync::mpsc;
+use tokio_util::task::TaskTracker;
+
+use super::{connection, Shared};
+
+/// A connection accepted by a listener, on its way to a worker.
+pub enum Accepted {
+    Tcp {
+        stream: StdTcpStream,
+        peer: String,
+        listen: String,
+    },
+    Unix {
+        stream: StdUnixStream,
+        path: String,
+    },
+}
+
+pub struct Workers {
+    senders: Vec<mpsc::UnboundedSender<Accepted>>,
+    next: AtomicUsize,
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl Workers {
+    pub fn start(shared: &Arc<Shared>) -> std::io::Result<Workers> {
+        let n = shared.config.threads.max(1);
+        let mut senders = Vec::with_capacity(n);
+        let mut handles = Vec::with_capacity(n);
+        for index in 0..n {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let shared = shared.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("repcached-worker-{index}"))
+                .spawn(move || runtime.block_on(serve_connections(index, rx, shared)))?;
+            senders.push(tx);
+            handles.push(handle);
+        }
+        Ok(Workers {
+            senders,
+            next: AtomicUsize::new(0),
+            handles,
+        })
+    }
+
+    /// Hands a connection to the next worker, round robin.
+    pub fn dispatch(&self, conn: Accepted) {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.senders.len();
+        // A worker only goes away at shutdown; a connection arriving then is simply dropped.
+        let _ = self.senders[i].send(conn);
+    }
+
+    /// Stops handing out connections and waits (up to `limit`) for the workers to finish
+    /// the connections they hold.
+    pub async fn join(self, limit: Duration) {
+        drop(self.senders);
+        let deadline = Instant::now() + limit;
+        for h in self.handles {
+            while !h.is_finished() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    }
+}
+
+async fn serve_connections(index: usize, mut rx: mpsc::UnboundedReceiver<Accepted>, shared: Arc<Shared>) {
+    let local = TaskTracker::new();
+    while let Some(conn) = rx.recv().await {
+        let shared = shared.clone();
+        match conn {
+            Accepted::Tcp { stream, peer, listen } => {
+                let Ok(stream) = TcpStream::from_std(stream) else { continue };
+                local.spawn(connection::serve(stream, shared, index, peer, listen));
+            }
+            Accepted::Unix { stream, path } => {
+                let Ok(stream) = UnixStream::from_std(stream) else { continue };
+                local.spawn(connection::serve(stream, shared, index, path.clone(), path));
+            }
+        }
+    }
+    local.close();
+    local.wait().await;
+}
