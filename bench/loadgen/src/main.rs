@@ -25,8 +25,8 @@ struct Args {
     /// Concurrent connections
     #[arg(long, default_value_t = 64)]
     conns: usize,
-    /// Threads that fill the key space (the run itself uses a thread per connection)
-    #[arg(long, default_value_t = 2)]
+    /// Client threads (each an event loop over its share of the connections)
+    #[arg(long, default_value_t = 1)]
     threads: usize,
     /// Number of distinct keys
     #[arg(long, default_value_t = 100_000)]
@@ -127,6 +127,65 @@ fn fill(args: &Args) {
     });
 }
 
+/// One closed-loop connection: send, wait for the whole reply, repeat until told to stop.
+async fn drive(c: usize, args: &Args, stop: &AtomicBool, ops: &AtomicU64, keys_done: &AtomicU64) -> Vec<u32> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect((args.host.as_str(), args.port)).await.expect("connect");
+    s.set_nodelay(true).ok();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((c as u64 + 1) * 0x1234_5678));
+    let value = vec![b'v'; args.value_size];
+    let mut req = Vec::new();
+    let mut buf = Vec::with_capacity(65536);
+    let mut lat = Vec::with_capacity(1 << 16);
+    while !stop.load(Ordering::Relaxed) {
+        req.clear();
+        let (end, nkeys): (&[u8], u64) = match args.workload.as_str() {
+            "multiget" => {
+                req.extend_from_slice(b"get");
+                for _ in 0..args.batch {
+                    req.push(b' ');
+                    req.extend_from_slice(&key(rng.next() as usize % args.keys, args.key_size));
+                }
+                req.extend_from_slice(b"\r\n");
+                (b"END\r\n", args.batch as u64)
+            }
+            w => {
+                let is_get = w == "mixed" && (rng.next() % 10_000) as f64 / 10_000.0 < args.get_ratio;
+                let k = key(rng.next() as usize % args.keys, args.key_size);
+                if is_get {
+                    req.extend_from_slice(b"get ");
+                    req.extend_from_slice(&k);
+                    req.extend_from_slice(b"\r\n");
+                    (b"END\r\n", 1)
+                } else {
+                    req.extend_from_slice(b"set ");
+                    req.extend_from_slice(&k);
+                    req.extend_from_slice(format!(" 0 0 {}\r\n", value.len()).as_bytes());
+                    req.extend_from_slice(&value);
+                    req.extend_from_slice(b"\r\n");
+                    (b"STORED\r\n", 1)
+                }
+            }
+        };
+        let t0 = Instant::now();
+        if s.write_all(&req).await.is_err() {
+            break;
+        }
+        buf.clear();
+        loop {
+            match s.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return lat,
+                Ok(_) if buf.ends_with(end) => break,
+                Ok(_) => {}
+            }
+        }
+        lat.push(t0.elapsed().as_micros().min(u32::MAX as u128) as u32);
+        ops.fetch_add(1, Ordering::Relaxed);
+        keys_done.fetch_add(nkeys, Ordering::Relaxed);
+    }
+    lat
+}
+
 fn main() {
     let args = Args::parse();
     if args.warmup || args.fill_only {
@@ -140,76 +199,28 @@ fn main() {
     let ops = Arc::new(AtomicU64::new(0));
     let keys_done = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
-    let mut handles = Vec::new();
     let threads = args.threads.max(1);
+    let mut handles = Vec::new();
     for t in 0..threads {
         let args = args.clone();
-        let stop = stop.clone();
-        let ops = ops.clone();
-        let keys_done = keys_done.clone();
+        let (stop, ops, keys_done) = (stop.clone(), ops.clone(), keys_done.clone());
+        // A few event-loop threads drive all connections, so the client costs the machine
+        // little and the servers see the batching a real client fleet gives them.
         handles.push(std::thread::spawn(move || {
-            // One blocking thread per connection: the simplest closed loop, and its client
-            // cost is the same whichever server is measured.
-            let mine: Vec<usize> = (0..args.conns).filter(|c| c % threads == t).collect();
-            let lat = std::sync::Mutex::new(Vec::<u32>::new());
-            std::thread::scope(|sc| {
-                for c in mine {
-                    let args = &args;
-                    let stop = &stop;
-                    let ops = &ops;
-                    let keys_done = &keys_done;
-                    let lat = &lat;
-                    sc.spawn(move || {
-                        let mut s = TcpStream::connect((args.host.as_str(), args.port)).expect("connect");
-                        s.set_nodelay(true).ok();
-                        let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (c as u64 + 1) * 0x1234_5678);
-                        let value = vec![b'v'; args.value_size];
-                        let mut req = Vec::new();
-                        let mut buf = Vec::new();
-                        let mut local = Vec::with_capacity(1 << 16);
-                        while !stop.load(Ordering::Relaxed) {
-                            req.clear();
-                            let (end, nkeys): (&[u8], u64) = match args.workload.as_str() {
-                                "multiget" => {
-                                    req.extend_from_slice(b"get");
-                                    for _ in 0..args.batch {
-                                        req.push(b' ');
-                                        req.extend_from_slice(&key(rng.next() as usize % args.keys, args.key_size));
-                                    }
-                                    req.extend_from_slice(b"\r\n");
-                                    (b"END\r\n", args.batch as u64)
-                                }
-                                w => {
-                                    let is_get = w == "mixed" && (rng.next() % 10_000) as f64 / 10_000.0 < args.get_ratio;
-                                    let k = key(rng.next() as usize % args.keys, args.key_size);
-                                    if is_get {
-                                        req.extend_from_slice(b"get ");
-                                        req.extend_from_slice(&k);
-                                        req.extend_from_slice(b"\r\n");
-                                        (b"END\r\n", 1)
-                                    } else {
-                                        req.extend_from_slice(b"set ");
-                                        req.extend_from_slice(&k);
-                                        req.extend_from_slice(format!(" 0 0 {}\r\n", value.len()).as_bytes());
-                                        req.extend_from_slice(&value);
-                                        req.extend_from_slice(b"\r\n");
-                                        (b"STORED\r\n", 1)
-                                    }
-                                }
-                            };
-                            let t0 = Instant::now();
-                            if s.write_all(&req).is_err() || !read_reply(&mut s, &mut buf, end) {
-                                break;
-                            }
-                            local.push(t0.elapsed().as_micros().min(u32::MAX as u128) as u32);
-                            ops.fetch_add(1, Ordering::Relaxed);
-                            keys_done.fetch_add(nkeys, Ordering::Relaxed);
-                        }
-                        lat.lock().unwrap().extend_from_slice(&local);
-                    });
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            rt.block_on(async move {
+                let mut tasks = Vec::new();
+                for c in (0..args.conns).filter(|c| c % threads == t) {
+                    let args = args.clone();
+                    let (stop, ops, keys_done) = (stop.clone(), ops.clone(), keys_done.clone());
+                    tasks.push(tokio::spawn(async move { drive(c, &args, &stop, &ops, &keys_done).await }));
                 }
-            });
-            lat.into_inner().unwrap()
+                let mut lat = Vec::new();
+                for task in tasks {
+                    lat.extend(task.await.unwrap_or_default());
+                }
+                lat
+            })
         }));
     }
     std::thread::sleep(Duration::from_secs_f64(args.duration));
