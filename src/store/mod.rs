@@ -478,7 +478,9 @@ impl Store {
             item.set(bits::REFERENCED);
             let size = item.value().len();
             let cas = item.cas;
-            let idx = shard.insert(hash, item, used);
+            // A tombstone under this key is replaced in place (the lookup reports it absent).
+            let slot = existing.or_else(|| shard.find(hash, req.key));
+            let idx = shard.insert_at(hash, slot, item, used);
             if self.inner.observers.is_observed() {
                 let it = shard.item(idx).clone();
                 drop(shard);

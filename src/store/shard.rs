@@ -105,21 +105,20 @@ impl Shard {
 
     /// Stores `item` under its key, replacing whatever was there. Returns its slot.
     pub fn insert(&mut self, hash: u64, item: Item, used: &AtomicUsize) -> u32 {
-        let charge = item.charge();
-        let live = !item.is_tombstone();
-        used.fetch_add(charge, Ordering::Relaxed);
-        self.stats.bytes += charge as u64;
-        if live {
-            self.stats.curr_items += 1;
-            self.stats.total_items += 1;
-        } else {
-            self.stats.tombstones += 1;
-        }
-        if let Some(idx) = self.find(hash, item.key()) {
-            let old = self.slots[idx as usize].replace(item);
-            if let Some(old) = old {
-                self.discount(&old, used);
-            }
+        let existing = self.find(hash, item.key());
+        self.insert_at(hash, existing, item, used)
+    }
+
+    /// As [`Shard::insert`], when the caller already knows the key's slot (`existing`).
+    pub fn insert_at(&mut self, hash: u64, existing: Option<u32>, item: Item, used: &AtomicUsize) -> u32 {
+        let charge = item.charge() as isize;
+        self.count(&item, 1);
+        if let Some(idx) = existing {
+            let old = self.slots[idx as usize]
+                .replace(item)
+                .expect("an existing slot is occupied");
+            self.count(&old, -1);
+            self.charge(used, charge - old.charge() as isize);
             return idx;
         }
         let idx = match self.free.pop() {
@@ -135,17 +134,30 @@ impl Shard {
         let slots = &self.slots;
         self.table
             .insert_unique(hash, idx, |&i| Self::slot_hash(slots, i));
+        self.charge(used, charge);
         idx
     }
 
-    fn discount(&mut self, old: &Item, used: &AtomicUsize) {
-        let charge = old.charge();
-        used.fetch_sub(charge, Ordering::Relaxed);
-        self.stats.bytes -= charge as u64;
-        if old.is_tombstone() {
-            self.stats.tombstones -= 1;
+    /// Applies a change in charged bytes. The global counter is shared by all shards, so it
+    /// is touched only when the total really changes (same-size overwrites skip it).
+    fn charge(&mut self, used: &AtomicUsize, delta: isize) {
+        if delta > 0 {
+            used.fetch_add(delta as usize, Ordering::Relaxed);
+        } else if delta < 0 {
+            used.fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
+        }
+        self.stats.bytes = (self.stats.bytes as i64 + delta as i64) as u64;
+    }
+
+    /// Counts an item in (+1) or out (-1) of the item gauges.
+    fn count(&mut self, it: &Item, sign: i64) {
+        if it.is_tombstone() {
+            self.stats.tombstones = (self.stats.tombstones as i64 + sign) as u64;
         } else {
-            self.stats.curr_items -= 1;
+            self.stats.curr_items = (self.stats.curr_items as i64 + sign) as u64;
+            if sign > 0 {
+                self.stats.total_items += 1;
+            }
         }
     }
 
@@ -157,21 +169,19 @@ impl Shard {
         let old = self.slots[idx as usize]
             .take()
             .expect("remove is only called on occupied slots");
-        self.discount(&old, used);
+        self.count(&old, -1);
+        self.charge(used, -(old.charge() as isize));
         self.free.push(idx);
         old
     }
 
-    /// Resizes an item in place (incr/decr growing the number): the charge follows.
+    /// Replaces an item in place (incr/decr growing the number): the charge follows.
     pub fn replace_in_place(&mut self, idx: u32, item: Item, used: &AtomicUsize) {
-        let new_charge = item.charge();
-        let old = self.slots[idx as usize].replace(item);
-        if let Some(old) = old {
-            let old_charge = old.charge();
-            used.fetch_sub(old_charge, Ordering::Relaxed);
-            used.fetch_add(new_charge, Ordering::Relaxed);
-            self.stats.bytes = self.stats.bytes - old_charge as u64 + new_charge as u64;
-        }
+        let new_charge = item.charge() as isize;
+        let old = self.slots[idx as usize]
+            .replace(item)
+            .expect("replace_in_place is only called on occupied slots");
+        self.charge(used, new_charge - old.charge() as isize);
     }
 
     /// Evicts one item by CLOCK, never the one in `protect`. Expired items found on the way
