@@ -23,7 +23,11 @@ fn main() -> ExitCode {
         Err(e) => {
             // clap's message is several lines; keep its first and say where the usage is.
             let first = e.to_string();
-            let first = first.lines().next().unwrap_or("bad command line").trim_start_matches("error: ");
+            let first = first
+                .lines()
+                .next()
+                .unwrap_or("bad command line")
+                .trim_start_matches("error: ");
             return fail(EXIT_USAGE, format!("{first}; run repcached -h for usage"));
         }
     };
@@ -47,7 +51,10 @@ fn main() -> ExitCode {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     if root && config.user.is_none() {
-        return fail(EXIT_USAGE, "can't run as root without the -u switch; give -u USER to drop privileges");
+        return fail(
+            EXIT_USAGE,
+            "can't run as root without the -u switch; give -u USER to drop privileges",
+        );
     }
     let server = match Server::bind(config.clone()) {
         Ok(s) => s,
@@ -60,7 +67,10 @@ fn main() -> ExitCode {
     }
     if let Some(path) = &config.pid_file {
         if let Err(e) = std::fs::write(path, format!("{}\n", std::process::id())) {
-            return fail(EXIT_OSERR, format!("cannot write pid file {}: {e}; check -P", path.display()));
+            return fail(
+                EXIT_OSERR,
+                format!("cannot write pid file {}: {e}; check -P", path.display()),
+            );
         }
     }
     if root {

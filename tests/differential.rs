@@ -19,12 +19,24 @@ impl Memcached {
     fn start() -> Memcached {
         let port = free_port();
         let child = Command::new("memcached")
-            .args(["-u", "root", "-l", "127.0.0.1", "-U", "0", "-p", &port.to_string()])
+            .args([
+                "-u",
+                "root",
+                "-l",
+                "127.0.0.1",
+                "-U",
+                "0",
+                "-p",
+                &port.to_string(),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("memcached must be installed (the README's test command installs it)");
-        assert!(wait_ready(SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(10)));
+        assert!(wait_ready(
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            Duration::from_secs(10)
+        ));
         Memcached(child, port)
     }
 }
@@ -39,7 +51,8 @@ impl Drop for Memcached {
 /// Sends `req` then `mn`, and reads until the `MN` sentinel, the connection closes, or 1.5 s.
 fn exchange(port: u16, req: &[u8]) -> Vec<u8> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     let _ = s.write_all(req);
     let _ = s.write_all(b"mn\r\n");
     let mut out = Vec::new();
@@ -71,7 +84,10 @@ fn normalize(b: &[u8]) -> Vec<u8> {
     ];
     let mut v = b.to_vec();
     for (re, with) in rules {
-        v = Regex::new(re).unwrap().replace_all(&v, with.as_bytes()).into_owned();
+        v = Regex::new(re)
+            .unwrap()
+            .replace_all(&v, with.as_bytes())
+            .into_owned();
     }
     v
 }
@@ -163,5 +179,10 @@ fn replies_match_memcached() {
             ));
         }
     }
-    assert!(failures.is_empty(), "{} differences:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} differences:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

@@ -39,10 +39,16 @@ fn eviction_keeps_memory_within_the_limit() {
     assert!(evictions > 0);
     assert!(items < 10_000 && items > 500, "items {items}");
     // The newest item is never the one evicted.
-    c.expect(b"get key9999\r\n", format!("VALUE key9999 0 1000\r\n{value}\r\nEND\r\n").as_bytes());
+    c.expect(
+        b"get key9999\r\n",
+        format!("VALUE key9999 0 1000\r\n{value}\r\nEND\r\n").as_bytes(),
+    );
     // A large item still fits by evicting many small ones.
     let big = "b".repeat(400_000);
-    c.expect(format!("set big 0 0 400000\r\n{big}\r\n").as_bytes(), b"STORED\r\n");
+    c.expect(
+        format!("set big 0 0 400000\r\n{big}\r\n").as_bytes(),
+        b"STORED\r\n",
+    );
     let bytes: usize = c.stat("bytes").parse().unwrap();
     assert!(bytes <= limit);
 }
@@ -73,7 +79,10 @@ fn disabled_evictions_answer_out_of_memory() {
     }
     assert!(saw_oom);
     assert_eq!(c.stat("evictions"), "0");
-    c.expect(b"get key0\r\n", format!("VALUE key0 0 10000\r\n{value}\r\nEND\r\n").as_bytes());
+    c.expect(
+        b"get key0\r\n",
+        format!("VALUE key0 0 10000\r\n{value}\r\nEND\r\n").as_bytes(),
+    );
 }
 
 #[test]
@@ -99,11 +108,16 @@ fn connection_limit() {
     let s = InProc::start(config(|c| c.max_connections = 2));
     let mut a = s.client();
     let mut b = s.client();
-    a.expect(b"version\r\n", format!("VERSION {}\r\n", repcached::server::VERSION).as_bytes());
+    a.expect(
+        b"version\r\n",
+        format!("VERSION {}\r\n", repcached::server::VERSION).as_bytes(),
+    );
     b.expect(b"mn\r\n", b"MN\r\n");
     let mut c = s.client();
     let mut buf = Vec::new();
-    c.stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     let _ = c.stream.read_to_end(&mut buf);
     assert_eq!(buf, b"ERROR Too many open connections\r\n");
     assert_eq!(a.stat("rejected_connections"), "1");
@@ -145,7 +159,10 @@ fn expired_items_are_reclaimed_in_the_background() {
     s.clock.advance(5);
     let deadline = Instant::now() + Duration::from_secs(10);
     while c.stat("curr_items") != "0" {
-        assert!(Instant::now() < deadline, "expired items were not reclaimed");
+        assert!(
+            Instant::now() < deadline,
+            "expired items were not reclaimed"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(c.stat("reclaimed"), "1000");
@@ -168,16 +185,24 @@ fn a_client_that_never_reads_cannot_grow_server_memory() {
     let p = Proc::start(&["-m", "64"]);
     let mut setup = p.client();
     let value = "v".repeat(512 * 1024);
-    setup.expect(format!("set big 0 0 {}\r\n{value}\r\n", value.len()).as_bytes(), b"STORED\r\n");
+    setup.expect(
+        format!("set big 0 0 {}\r\n{value}\r\n", value.len()).as_bytes(),
+        b"STORED\r\n",
+    );
     let before = rss_kb(p.child.id());
     // 2000 gets of 512 KiB = 1 GiB of replies that this client never reads.
     let mut hog = p.client();
-    hog.stream.set_write_timeout(Some(Duration::from_secs(3))).unwrap();
+    hog.stream
+        .set_write_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
     let req = "get big\r\n".repeat(2000);
     let _ = std::io::Write::write_all(&mut hog.stream, req.as_bytes());
     std::thread::sleep(Duration::from_millis(500));
     let after = rss_kb(p.child.id());
-    assert!(after < before + 64 * 1024, "RSS grew from {before} KiB to {after} KiB");
+    assert!(
+        after < before + 64 * 1024,
+        "RSS grew from {before} KiB to {after} KiB"
+    );
     // Others are still served.
     let mut other = p.client();
     other.expect(b"mn\r\n", b"MN\r\n");

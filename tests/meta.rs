@@ -12,8 +12,13 @@ fn table(c: &mut Client, cases: &[(&str, &str)]) {
 
 /// The CAS of `key`, read with mg.
 fn cas_of(c: &mut Client, key: &str) -> u64 {
-    let out = String::from_utf8(c.call_until(format!("mg {key} c\r\n").as_bytes(), b"\r\n")).unwrap();
-    out.trim_end().strip_prefix("HD c").unwrap().parse().unwrap()
+    let out =
+        String::from_utf8(c.call_until(format!("mg {key} c\r\n").as_bytes(), b"\r\n")).unwrap();
+    out.trim_end()
+        .strip_prefix("HD c")
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 #[test]
@@ -54,7 +59,10 @@ fn meta_get() {
             ("mg a q v\r\n", "VA 2\r\nhi\r\n"),
             ("mg a v v\r\n", "CLIENT_ERROR duplicate flag\r\n"),
             ("mg a !\r\n", "CLIENT_ERROR invalid flag\r\n"),
-            ("mg a Tx\r\n", "CLIENT_ERROR bad token in command line format\r\n"),
+            (
+                "mg a Tx\r\n",
+                "CLIENT_ERROR bad token in command line format\r\n",
+            ),
             ("mg a T30 t\r\n", "HD t30\r\n"),
             (
                 &format!("mg a O{}\r\n", "x".repeat(40)),
@@ -83,7 +91,14 @@ fn meta_get_hit_and_last_access() {
         ],
     );
     s.clock.advance(3);
-    table(&mut c, &[("mg a l u\r\n", "HD l3\r\n"), ("mg a l\r\n", "HD l3\r\n"), ("mg a l\r\n", "HD l0\r\n")]);
+    table(
+        &mut c,
+        &[
+            ("mg a l u\r\n", "HD l3\r\n"),
+            ("mg a l\r\n", "HD l3\r\n"),
+            ("mg a l\r\n", "HD l0\r\n"),
+        ],
+    );
 }
 
 #[test]
@@ -118,9 +133,18 @@ fn meta_set() {
             ("ms a 2 T0 F5 k\r\nhi\r\n", "HD ka\r\n"),
             ("mg a f v\r\n", "VA 2 f5\r\nhi\r\n"),
             ("ms a\r\n", "CLIENT_ERROR bad command line format\r\n"),
-            ("ms a x\r\nhi\r\n", "CLIENT_ERROR bad command line format\r\nERROR\r\n"),
-            ("ms a 2 MX\r\nhi\r\n", "CLIENT_ERROR invalid mode for ms M token\r\n"),
-            ("ms a 2 MEE\r\nhi\r\n", "CLIENT_ERROR incorrect length for M token\r\n"),
+            (
+                "ms a x\r\nhi\r\n",
+                "CLIENT_ERROR bad command line format\r\nERROR\r\n",
+            ),
+            (
+                "ms a 2 MX\r\nhi\r\n",
+                "CLIENT_ERROR invalid mode for ms M token\r\n",
+            ),
+            (
+                "ms a 2 MEE\r\nhi\r\n",
+                "CLIENT_ERROR incorrect length for M token\r\n",
+            ),
             ("ms a 2 ME\r\nhi\r\n", "NS\r\n"),
             ("ms a 2 q\r\nhi\r\nmn\r\n", "MN\r\n"),
             ("ms a 2 MA\r\nXY\r\n", "HD\r\n"),
@@ -131,7 +155,10 @@ fn meta_set() {
             ("ms nokey 2 MA N30\r\nXY\r\n", "HD\r\n"),
             ("mg nokey v\r\n", "VA 2\r\nXY\r\n"),
             ("ms a 2 s\r\nab\r\n", "HD s2\r\n"),
-            ("ms a 3\r\nabcd\r\n", "CLIENT_ERROR bad data chunk\r\nERROR\r\n"),
+            (
+                "ms a 3\r\nabcd\r\n",
+                "CLIENT_ERROR bad data chunk\r\nERROR\r\n",
+            ),
         ],
     );
 }
@@ -142,10 +169,20 @@ fn meta_set_cas_and_invalidate() {
     let mut c = s.client();
     c.expect(b"ms a 1\r\nx\r\n", b"HD\r\n");
     let cas = cas_of(&mut c, "a");
-    c.expect(format!("ms a 1 C{}\r\ny\r\n", cas + 1).as_bytes(), b"EX\r\n");
+    c.expect(
+        format!("ms a 1 C{}\r\ny\r\n", cas + 1).as_bytes(),
+        b"EX\r\n",
+    );
     c.expect(b"ms nokey 1 C5\r\ny\r\n", b"NF\r\n");
-    let out = String::from_utf8(c.call_until(format!("ms a 1 C{cas} c\r\ny\r\n").as_bytes(), b"\r\n")).unwrap();
-    let new_cas: u64 = out.trim_end().strip_prefix("HD c").unwrap().parse().unwrap();
+    let out =
+        String::from_utf8(c.call_until(format!("ms a 1 C{cas} c\r\ny\r\n").as_bytes(), b"\r\n"))
+            .unwrap();
+    let new_cas: u64 = out
+        .trim_end()
+        .strip_prefix("HD c")
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(new_cas > cas);
     // With I, an older CAS still stores, but the item is marked stale.
     c.expect(format!("ms a 1 I C{cas}\r\nz\r\n").as_bytes(), b"HD\r\n");
@@ -193,11 +230,20 @@ fn meta_arithmetic() {
             ("ma nokey\r\n", "NF\r\n"),
             ("ma nokey N0 J10 v\r\n", "VA 2\r\n10\r\n"),
             ("ma nokey v t\r\n", "VA 2 t-1\r\n11\r\n"),
-            ("ma a MX\r\n", "CLIENT_ERROR invalid mode for ma M token\r\n"),
-            ("ma a Dabc\r\n", "CLIENT_ERROR invalid or duplicate flag\r\n"),
+            (
+                "ma a MX\r\n",
+                "CLIENT_ERROR invalid mode for ma M token\r\n",
+            ),
+            (
+                "ma a Dabc\r\n",
+                "CLIENT_ERROR invalid or duplicate flag\r\n",
+            ),
             ("ma a q\r\nmn\r\n", "MN\r\n"),
             ("set s 0 0 3\r\nabc\r\n", "STORED\r\n"),
-            ("ma s\r\n", "CLIENT_ERROR cannot increment or decrement non-numeric value\r\n"),
+            (
+                "ma s\r\n",
+                "CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
+            ),
             ("ma a C1\r\n", "EX\r\n"),
             ("ma a T30 t v\r\n", "VA 1 t30\r\n2\r\n"),
         ],

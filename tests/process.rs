@@ -12,8 +12,15 @@ use common::{free_port, run_bin, wait_ready, Client, Proc, TempDir, BIN};
 
 fn one_line_error(args: &[&str]) -> String {
     let (code, _, err) = run_bin(args);
-    assert!(matches!(code, Some(c) if c != 0), "{args:?} should fail, got {code:?}");
-    assert_eq!(err.trim_end().lines().count(), 1, "one line expected, got {err:?}");
+    assert!(
+        matches!(code, Some(c) if c != 0),
+        "{args:?} should fail, got {code:?}"
+    );
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "one line expected, got {err:?}"
+    );
     err
 }
 
@@ -82,8 +89,12 @@ fn root_needs_a_user() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let ok = wait_ready(SocketAddr::from(([127, 0, 0, 1], port.parse().unwrap())), Duration::from_secs(10));
+        let ok = wait_ready(
+            SocketAddr::from(([127, 0, 0, 1], port.parse().unwrap())),
+            Duration::from_secs(10),
+        );
         let _ = child.kill();
+        let _ = child.wait();
         assert!(ok);
     }
 }
@@ -104,7 +115,10 @@ fn sigterm_exits_cleanly() {
 fn shutdown_command_needs_dash_a() {
     let mut p = Proc::start(&["-A"]);
     let mut c = p.client();
-    c.expect(b"shutdown foo\r\n", b"CLIENT_ERROR invalid shutdown mode\r\n");
+    c.expect(
+        b"shutdown foo\r\n",
+        b"CLIENT_ERROR invalid shutdown mode\r\n",
+    );
     c.send(b"shutdown\r\n");
     let st = wait_exit(&mut p.child, Duration::from_secs(10)).expect("exit after shutdown");
     assert!(st.success());
@@ -137,7 +151,11 @@ fn seed_command_line_daemonizes() {
         assert!(Instant::now() < deadline, "no pid file");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     assert_eq!(c.stat("pid"), pid.to_string());
     // SAFETY: signalling the daemon this test started.
     unsafe { libc::kill(pid, libc::SIGTERM) };
@@ -217,7 +235,22 @@ fn accepted_memcached_options_start_with_warnings() {
     let port = free_port();
     let mut child = Command::new(BIN)
         .args(["-u", "root", "-l", "127.0.0.1", "-p", &port.to_string()])
-        .args(["-o", "modern,tail_repair_time=0", "-k", "-f", "1.5", "-n", "64", "-R", "10", "-b", "128", "-B", "ascii", "-C"])
+        .args([
+            "-o",
+            "modern,tail_repair_time=0",
+            "-k",
+            "-f",
+            "1.5",
+            "-n",
+            "64",
+            "-R",
+            "10",
+            "-b",
+            "128",
+            "-B",
+            "ascii",
+            "-C",
+        ])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();

@@ -13,8 +13,10 @@ use regex::bytes::Regex;
 fn command() -> impl Strategy<Value = Vec<u8>> {
     let key = "[a-c]{1,2}";
     prop_oneof![
-        (key, "[a-z0-9]{0,12}").prop_map(|(k, v)| format!("set {k} 0 0 {}\r\n{v}\r\n", v.len()).into_bytes()),
-        (key, "[0-9]{1,3}").prop_map(|(k, v)| format!("set {k} 0 0 {}\r\n{v}\r\n", v.len()).into_bytes()),
+        (key, "[a-z0-9]{0,12}")
+            .prop_map(|(k, v)| format!("set {k} 0 0 {}\r\n{v}\r\n", v.len()).into_bytes()),
+        (key, "[0-9]{1,3}")
+            .prop_map(|(k, v)| format!("set {k} 0 0 {}\r\n{v}\r\n", v.len()).into_bytes()),
         (key, key).prop_map(|(a, b)| format!("get {a} {b}\r\n").into_bytes()),
         key.prop_map(|k| format!("gets {k}\r\n").into_bytes()),
         key.prop_map(|k| format!("incr {k} 7\r\n").into_bytes()),
@@ -32,8 +34,14 @@ fn command() -> impl Strategy<Value = Vec<u8>> {
 }
 
 fn normalize(b: &[u8]) -> Vec<u8> {
-    let v = Regex::new(r"(VALUE \S+ \d+ \d+) \d+").unwrap().replace_all(b, &b"$1 CAS"[..]).into_owned();
-    Regex::new(r" c\d+").unwrap().replace_all(&v, &b" cCAS"[..]).into_owned()
+    let v = Regex::new(r"(VALUE \S+ \d+ \d+) \d+")
+        .unwrap()
+        .replace_all(b, &b"$1 CAS"[..])
+        .into_owned();
+    Regex::new(r" c\d+")
+        .unwrap()
+        .replace_all(&v, &b" cCAS"[..])
+        .into_owned()
 }
 
 /// Sends `parts` with a pause between them, then `mn`, and reads to the `MN` sentinel.
@@ -49,7 +57,11 @@ fn replies(c: &mut Client, parts: &[&[u8]]) -> Vec<u8> {
     let mut buf = [0u8; 8192];
     let deadline = Instant::now() + Duration::from_secs(5);
     while !out.ends_with(b"MN\r\n") {
-        assert!(Instant::now() < deadline, "no sentinel; got {:?}", String::from_utf8_lossy(&out));
+        assert!(
+            Instant::now() < deadline,
+            "no sentinel; got {:?}",
+            String::from_utf8_lossy(&out)
+        );
         match c.stream.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => out.extend_from_slice(&buf[..n]),
@@ -112,5 +124,8 @@ fn garbage_never_takes_the_server_down() {
         let _ = c.stream.write_all(b"\r\n");
     }
     let mut c = s.client();
-    c.expect(b"set ok 0 0 2\r\nok\r\nget ok\r\n", b"STORED\r\nVALUE ok 0 2\r\nok\r\nEND\r\n");
+    c.expect(
+        b"set ok 0 0 2\r\nok\r\nget ok\r\n",
+        b"STORED\r\nVALUE ok 0 2\r\nok\r\nEND\r\n",
+    );
 }

@@ -22,7 +22,10 @@ fn storage_commands() {
         ("add b 5 0 1\r\ny\r\n", "STORED\r\n"),
         ("replace nokey 0 0 1\r\nz\r\n", "NOT_STORED\r\n"),
         ("replace a 7 0 1\r\nz\r\n", "STORED\r\n"),
-        ("get a b\r\n", "VALUE a 7 1\r\nz\r\nVALUE b 5 1\r\ny\r\nEND\r\n"),
+        (
+            "get a b\r\n",
+            "VALUE a 7 1\r\nz\r\nVALUE b 5 1\r\ny\r\nEND\r\n",
+        ),
         ("append a 0 0 2\r\n12\r\n", "STORED\r\n"),
         ("prepend a 0 0 2\r\n00\r\n", "STORED\r\n"),
         ("get a\r\n", "VALUE a 7 5\r\n00z12\r\nEND\r\n"),
@@ -44,15 +47,33 @@ fn storage_errors() {
         ("set a 0 0\r\n", "ERROR\r\n"),
         ("set a 0 0 1 2 3\r\n", "ERROR\r\n"),
         // A bad header is answered at once; its data line is then read as a command.
-        ("set a b c d\r\nx\r\n", "CLIENT_ERROR bad command line format\r\nERROR\r\n"),
-        ("set a 0 0 -1\r\n", "CLIENT_ERROR bad command line format\r\n"),
-        (&format!("set {long_key} 0 0 1\r\nx\r\n"), "CLIENT_ERROR bad command line format\r\nERROR\r\n"),
+        (
+            "set a b c d\r\nx\r\n",
+            "CLIENT_ERROR bad command line format\r\nERROR\r\n",
+        ),
+        (
+            "set a 0 0 -1\r\n",
+            "CLIENT_ERROR bad command line format\r\n",
+        ),
+        (
+            &format!("set {long_key} 0 0 1\r\nx\r\n"),
+            "CLIENT_ERROR bad command line format\r\nERROR\r\n",
+        ),
         // The block is read by length: "abc" then "d\r" is no CRLF; the lone "\n" is an
         // empty command line.
-        ("set a 0 0 3\r\nabcd\r\n", "CLIENT_ERROR bad data chunk\r\nERROR\r\n"),
+        (
+            "set a 0 0 3\r\nabcd\r\n",
+            "CLIENT_ERROR bad data chunk\r\nERROR\r\n",
+        ),
         ("set a 0 0 3 noreply\r\nabcd\r\n", "ERROR\r\n"),
-        ("set a 0 0 1\r\nxx\r\n", "CLIENT_ERROR bad data chunk\r\nERROR\r\n"),
-        ("set k\x01ey 0 0 1\r\nx\r\n", "CLIENT_ERROR bad command line format\r\nERROR\r\n"),
+        (
+            "set a 0 0 1\r\nxx\r\n",
+            "CLIENT_ERROR bad data chunk\r\nERROR\r\n",
+        ),
+        (
+            "set k\x01ey 0 0 1\r\nx\r\n",
+            "CLIENT_ERROR bad command line format\r\nERROR\r\n",
+        ),
     ]);
 }
 
@@ -62,17 +83,45 @@ fn cas() {
     let mut c = s.client();
     c.expect(b"set a 0 0 1\r\nx\r\n", b"STORED\r\n");
     let out = String::from_utf8(c.call_until(b"gets a\r\n", b"END\r\n")).unwrap();
-    let cas: u64 = out.lines().next().unwrap().rsplit(' ').next().unwrap().parse().unwrap();
+    let cas: u64 = out
+        .lines()
+        .next()
+        .unwrap()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(cas > 0);
-    c.expect(format!("cas a 0 0 1 {}\r\ny\r\n", cas + 1).as_bytes(), b"EXISTS\r\n");
-    c.expect(format!("cas a 0 0 1 {cas}\r\ny\r\n").as_bytes(), b"STORED\r\n");
-    c.expect(format!("cas a 0 0 1 {cas}\r\nz\r\n").as_bytes(), b"EXISTS\r\n");
+    c.expect(
+        format!("cas a 0 0 1 {}\r\ny\r\n", cas + 1).as_bytes(),
+        b"EXISTS\r\n",
+    );
+    c.expect(
+        format!("cas a 0 0 1 {cas}\r\ny\r\n").as_bytes(),
+        b"STORED\r\n",
+    );
+    c.expect(
+        format!("cas a 0 0 1 {cas}\r\nz\r\n").as_bytes(),
+        b"EXISTS\r\n",
+    );
     c.expect(b"cas nokey 0 0 1 1\r\nx\r\n", b"NOT_FOUND\r\n");
     c.expect(b"cas a 0 0 1\r\nx\r\n", b"ERROR\r\nERROR\r\n");
-    c.expect(b"cas a 0 0 1 abc\r\nx\r\n", b"CLIENT_ERROR bad command line format\r\nERROR\r\n");
+    c.expect(
+        b"cas a 0 0 1 abc\r\nx\r\n",
+        b"CLIENT_ERROR bad command line format\r\nERROR\r\n",
+    );
     // A new version always gets a new, larger CAS.
     let out = String::from_utf8(c.call_until(b"gets a\r\n", b"END\r\n")).unwrap();
-    let cas2: u64 = out.lines().next().unwrap().rsplit(' ').next().unwrap().parse().unwrap();
+    let cas2: u64 = out
+        .lines()
+        .next()
+        .unwrap()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(cas2 > cas);
     assert_eq!(c.stat("cas_hits"), "1");
     assert_eq!(c.stat("cas_badval"), "2");
@@ -87,10 +136,19 @@ fn retrieval() {
         ("gets\r\n", "ERROR\r\n"),
         ("get nokey\r\n", "END\r\n"),
         ("set a 0 0 1\r\nx\r\n", "STORED\r\n"),
-        ("get a a nokey a\r\n", "VALUE a 0 1\r\nx\r\nVALUE a 0 1\r\nx\r\nVALUE a 0 1\r\nx\r\nEND\r\n"),
+        (
+            "get a a nokey a\r\n",
+            "VALUE a 0 1\r\nx\r\nVALUE a 0 1\r\nx\r\nVALUE a 0 1\r\nx\r\nEND\r\n",
+        ),
         // One bad key fails the whole multiget.
-        (&format!("get a {long_key}\r\n"), "CLIENT_ERROR bad command line format\r\n"),
-        ("get  a   a\r\n", "VALUE a 0 1\r\nx\r\nVALUE a 0 1\r\nx\r\nEND\r\n"),
+        (
+            &format!("get a {long_key}\r\n"),
+            "CLIENT_ERROR bad command line format\r\n",
+        ),
+        (
+            "get  a   a\r\n",
+            "VALUE a 0 1\r\nx\r\nVALUE a 0 1\r\nx\r\nEND\r\n",
+        ),
     ]);
 }
 
@@ -109,7 +167,10 @@ fn multiget_of_hundreds_of_keys() {
     c.expect(sets.as_bytes(), "STORED\r\n".repeat(600).as_bytes());
     req.push_str("\r\n");
     want.push_str("END\r\n");
-    assert!(req.len() > 2048, "the line must exceed the plain line limit");
+    assert!(
+        req.len() > 2048,
+        "the line must exceed the plain line limit"
+    );
     c.expect(req.as_bytes(), want.as_bytes());
 }
 
@@ -121,7 +182,10 @@ fn deletion() {
         ("delete a\r\n", "DELETED\r\n"),
         ("get a\r\n", "END\r\n"),
         ("delete a 0\r\n", "NOT_FOUND\r\n"),
-        ("delete a 1\r\n", "CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n"),
+        (
+            "delete a 1\r\n",
+            "CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n",
+        ),
         ("delete a noreply\r\n", ""),
         ("delete a 0 noreply\r\n", ""),
         ("delete a b c d\r\n", "ERROR\r\n"),
@@ -136,18 +200,30 @@ fn increment_decrement() {
         ("set a 0 0 1\r\n1\r\n", "STORED\r\n"),
         ("incr a 5\r\n", "6\r\n"),
         ("decr a 100\r\n", "0\r\n"),
-        ("incr a abc\r\n", "CLIENT_ERROR invalid numeric delta argument\r\n"),
-        ("incr a -1\r\n", "CLIENT_ERROR invalid numeric delta argument\r\n"),
+        (
+            "incr a abc\r\n",
+            "CLIENT_ERROR invalid numeric delta argument\r\n",
+        ),
+        (
+            "incr a -1\r\n",
+            "CLIENT_ERROR invalid numeric delta argument\r\n",
+        ),
         ("set b 0 0 20\r\n18446744073709551615\r\n", "STORED\r\n"),
         ("incr b 1\r\n", "0\r\n"),
-        ("get b\r\n", "VALUE b 0 20\r\n0                   \r\nEND\r\n"),
+        (
+            "get b\r\n",
+            "VALUE b 0 20\r\n0                   \r\nEND\r\n",
+        ),
         ("set c 0 0 2\r\n10\r\n", "STORED\r\n"),
         ("decr c 1\r\n", "9\r\n"),
         ("get c\r\n", "VALUE c 0 2\r\n9 \r\nEND\r\n"),
         ("incr c 100\r\n", "109\r\n"),
         ("get c\r\n", "VALUE c 0 3\r\n109\r\nEND\r\n"),
         ("set d 0 0 3\r\nabc\r\n", "STORED\r\n"),
-        ("incr d 1\r\n", "CLIENT_ERROR cannot increment or decrement non-numeric value\r\n"),
+        (
+            "incr d 1\r\n",
+            "CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
+        ),
         ("incr d 1 noreply\r\n", ""),
         ("incr\r\n", "ERROR\r\n"),
         ("incr a\r\n", "ERROR\r\n"),
@@ -160,7 +236,10 @@ fn touch_and_gat() {
         ("touch a 10\r\n", "NOT_FOUND\r\n"),
         ("set a 0 0 1\r\nx\r\n", "STORED\r\n"),
         ("touch a 10\r\n", "TOUCHED\r\n"),
-        ("touch a abc\r\n", "CLIENT_ERROR invalid exptime argument\r\n"),
+        (
+            "touch a abc\r\n",
+            "CLIENT_ERROR invalid exptime argument\r\n",
+        ),
         ("touch a\r\n", "ERROR\r\n"),
         ("gat 10 a nokey\r\n", "VALUE a 0 1\r\nx\r\nEND\r\n"),
         ("gat abc a\r\n", "CLIENT_ERROR invalid exptime argument\r\n"),
@@ -177,10 +256,16 @@ fn expiration_times() {
     c.expect(b"set neg 0 -1 1\r\nx\r\n", b"STORED\r\n");
     c.expect(b"get neg\r\n", b"END\r\n");
     let unix = s.clock.unix_secs() + 100;
-    c.expect(format!("set abs 0 {unix} 1\r\nx\r\n").as_bytes(), b"STORED\r\n");
+    c.expect(
+        format!("set abs 0 {unix} 1\r\nx\r\n").as_bytes(),
+        b"STORED\r\n",
+    );
     c.expect(b"set past 0 2592001 1\r\nx\r\n", b"STORED\r\n");
     c.expect(b"get past\r\n", b"END\r\n");
-    c.expect(b"get a abs\r\n", b"VALUE a 0 1\r\nx\r\nVALUE abs 0 1\r\nx\r\nEND\r\n");
+    c.expect(
+        b"get a abs\r\n",
+        b"VALUE a 0 1\r\nx\r\nVALUE abs 0 1\r\nx\r\nEND\r\n",
+    );
     s.clock.advance(11);
     c.expect(b"get a abs\r\n", b"VALUE abs 0 1\r\nx\r\nEND\r\n");
     c.expect(b"touch abs 1\r\n", b"TOUCHED\r\n");
@@ -203,7 +288,10 @@ fn flush_all() {
     s.clock.advance(11);
     c.expect(b"get a\r\n", b"END\r\n");
     c.expect(b"flush_all noreply\r\n", b"");
-    c.expect(b"flush_all abc\r\n", b"CLIENT_ERROR invalid exptime argument\r\n");
+    c.expect(
+        b"flush_all abc\r\n",
+        b"CLIENT_ERROR invalid exptime argument\r\n",
+    );
     c.expect(b"flush_all 1 2 3\r\n", b"ERROR\r\n");
     assert_eq!(c.stat("cmd_flush"), "4");
     assert_eq!(c.stat("get_flushed"), "2");
@@ -212,20 +300,32 @@ fn flush_all() {
 #[test]
 fn misc_commands() {
     table(&[
-        ("version\r\n", &format!("VERSION {}\r\n", repcached::server::VERSION)),
+        (
+            "version\r\n",
+            &format!("VERSION {}\r\n", repcached::server::VERSION),
+        ),
         ("verbosity 1\r\n", "OK\r\n"),
         ("verbosity\r\n", "ERROR\r\n"),
-        ("verbosity abc\r\n", "CLIENT_ERROR bad command line format\r\n"),
+        (
+            "verbosity abc\r\n",
+            "CLIENT_ERROR bad command line format\r\n",
+        ),
         ("verbosity 1 noreply\r\n", ""),
         ("foo\r\n", "ERROR\r\n"),
         ("\r\n", "ERROR\r\n"),
         ("a\r\n", "ERROR\r\n"),
         ("shutdown\r\n", "ERROR: shutdown not enabled\r\n"),
         ("cache_memlimit 100\r\n", "OK\r\n"),
-        ("cache_memlimit 1\r\n", "MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m\r\n"),
+        (
+            "cache_memlimit 1\r\n",
+            "MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m\r\n",
+        ),
         ("cache_memlimit abc\r\n", "ERROR\r\n"),
         ("stats foo\r\n", "ERROR\r\n"),
-        ("stats detail\r\n", "CLIENT_ERROR usage: stats detail on|off|dump\r\n"),
+        (
+            "stats detail\r\n",
+            "CLIENT_ERROR usage: stats detail on|off|dump\r\n",
+        ),
         ("stats reset\r\n", "RESET\r\n"),
     ]);
 }
@@ -233,7 +333,10 @@ fn misc_commands() {
 #[test]
 fn bare_newlines_and_pipelining() {
     table(&[
-        ("set a 0 0 1\nx\r\nget a\n", "STORED\r\nVALUE a 0 1\r\nx\r\nEND\r\n"),
+        (
+            "set a 0 0 1\nx\r\nget a\n",
+            "STORED\r\nVALUE a 0 1\r\nx\r\nEND\r\n",
+        ),
         (
             "set a 0 0 1\r\n1\r\nincr a 1\r\nincr a 1\r\nget a\r\ndelete a\r\nget a\r\n",
             "STORED\r\n2\r\n3\r\nVALUE a 0 1\r\n3\r\nEND\r\nDELETED\r\nEND\r\n",

@@ -32,7 +32,10 @@ pub enum ConfigError {
     #[error("{0}")]
     Invalid(String),
     #[error("cannot read config file {path}: {source}; check the path given to --config")]
-    ReadFile { path: PathBuf, source: std::io::Error },
+    ReadFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path} is not valid TOML for repcached: {message}")]
     ParseFile { path: PathBuf, message: String },
 }
@@ -166,12 +169,20 @@ impl Config {
             c.listen.udp_port = p;
         }
         if let Some(l) = &args.listen {
-            c.listen.addrs = l.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+            c.listen.addrs = l
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect();
         }
         c.listen.unix_socket = args.unix_socket.clone();
         if let Some(m) = &args.unix_mask {
-            c.listen.unix_mask = u32::from_str_radix(m.trim_start_matches("0o"), 8)
-                .map_err(|_| invalid(format!("-a {m}: the unix socket mask must be octal, like 0700")))?;
+            c.listen.unix_mask =
+                u32::from_str_radix(m.trim_start_matches("0o"), 8).map_err(|_| {
+                    invalid(format!(
+                        "-a {m}: the unix socket mask must be octal, like 0700"
+                    ))
+                })?;
         }
         if let Some(b) = args.listen_backlog {
             c.listen.backlog = b;
@@ -228,11 +239,14 @@ impl Config {
             ("-r (core dumps)", args.enable_coredumps),
         ] {
             if on {
-                c.warnings.push(format!("{flag} is accepted but has no effect here"));
+                c.warnings
+                    .push(format!("{flag} is accepted but has no effect here"));
             }
         }
         if args.memory_file.is_some() {
-            c.warnings.push("-e (memory file) is accepted but the cache is not restartable from it".into());
+            c.warnings.push(
+                "-e (memory file) is accepted but the cache is not restartable from it".into(),
+            );
         }
         for group in &args.extended {
             for opt in group.split(',').map(str::trim).filter(|s| !s.is_empty()) {

@@ -5,28 +5,92 @@ use super::{Config, ConfigError};
 /// Every `-o` option memcached 1.6 knows. The ones this server acts on are handled in
 /// [`apply_extended`]; the rest are accepted with a warning so existing command lines work.
 const MEMCACHED_EXTENDED: &[&str] = &[
-    "maxconns_fast", "hashpower", "no_hashexpand", "slab_reassign", "slab_automove",
-    "slab_automove_ratio", "slab_automove_window", "tail_repair_time", "hash_algorithm",
-    "lru_crawler", "lru_crawler_sleep", "lru_crawler_tocrawl", "lru_maintainer", "hot_lru_pct",
-    "warm_lru_pct", "hot_max_factor", "warm_max_factor", "temporary_ttl", "idle_timeout",
-    "watcher_logbuf_size", "worker_logbuf_size", "slab_sizes", "slab_chunk_max", "track_sizes",
-    "no_inline_ascii_resp", "modern", "no_modern", "no_chunked_items", "no_slab_reassign",
-    "no_slab_automove", "no_maxconns_fast", "inline_ascii_resp", "no_lru_crawler",
-    "no_lru_maintainer", "no_drop_privileges", "drop_privileges", "resp_obj_mem_limit",
-    "read_buf_mem_limit", "ssl_chain_cert", "ssl_key", "ssl_verify_mode", "ssl_keyformat",
-    "ssl_ciphers", "ssl_ca_cert", "ssl_wbuf_size", "ssl_session_cache", "ssl_kernel_tls",
-    "ssl_min_version", "proxy_config", "proxy_uring", "relaxed_privileges", "sock_cookie_id",
-    "ext_path", "ext_wbuf_size", "ext_threads", "ext_io_depth", "ext_page_size",
-    "ext_item_size", "ext_item_age", "ext_low_ttl", "ext_recache_rate", "ext_compact_under",
-    "ext_drop_under", "ext_max_sleep", "ext_max_frag", "ext_drop_unread", "slab_automove_freeratio",
-    "sasl_file", "ext_max_pages",
+    "maxconns_fast",
+    "hashpower",
+    "no_hashexpand",
+    "slab_reassign",
+    "slab_automove",
+    "slab_automove_ratio",
+    "slab_automove_window",
+    "tail_repair_time",
+    "hash_algorithm",
+    "lru_crawler",
+    "lru_crawler_sleep",
+    "lru_crawler_tocrawl",
+    "lru_maintainer",
+    "hot_lru_pct",
+    "warm_lru_pct",
+    "hot_max_factor",
+    "warm_max_factor",
+    "temporary_ttl",
+    "idle_timeout",
+    "watcher_logbuf_size",
+    "worker_logbuf_size",
+    "slab_sizes",
+    "slab_chunk_max",
+    "track_sizes",
+    "no_inline_ascii_resp",
+    "modern",
+    "no_modern",
+    "no_chunked_items",
+    "no_slab_reassign",
+    "no_slab_automove",
+    "no_maxconns_fast",
+    "inline_ascii_resp",
+    "no_lru_crawler",
+    "no_lru_maintainer",
+    "no_drop_privileges",
+    "drop_privileges",
+    "resp_obj_mem_limit",
+    "read_buf_mem_limit",
+    "ssl_chain_cert",
+    "ssl_key",
+    "ssl_verify_mode",
+    "ssl_keyformat",
+    "ssl_ciphers",
+    "ssl_ca_cert",
+    "ssl_wbuf_size",
+    "ssl_session_cache",
+    "ssl_kernel_tls",
+    "ssl_min_version",
+    "proxy_config",
+    "proxy_uring",
+    "relaxed_privileges",
+    "sock_cookie_id",
+    "ext_path",
+    "ext_wbuf_size",
+    "ext_threads",
+    "ext_io_depth",
+    "ext_page_size",
+    "ext_item_size",
+    "ext_item_age",
+    "ext_low_ttl",
+    "ext_recache_rate",
+    "ext_compact_under",
+    "ext_drop_under",
+    "ext_max_sleep",
+    "ext_max_frag",
+    "ext_drop_unread",
+    "slab_automove_freeratio",
+    "sasl_file",
+    "ext_max_pages",
 ];
 
 /// Options that change behaviour here and take no warning.
 const HONOURED: &[&str] = &[
-    "idle_timeout", "maxconns_fast", "no_maxconns_fast", "modern", "no_modern", "lru_crawler",
-    "no_lru_crawler", "lru_maintainer", "no_lru_maintainer", "hash_algorithm", "hashpower",
-    "no_hashexpand", "sasl_file",
+    "idle_timeout",
+    "maxconns_fast",
+    "no_maxconns_fast",
+    "modern",
+    "no_modern",
+    "lru_crawler",
+    "no_lru_crawler",
+    "lru_maintainer",
+    "no_lru_maintainer",
+    "hash_algorithm",
+    "hashpower",
+    "no_hashexpand",
+    "sasl_file",
 ];
 
 /// Parses a size such as `1m`, `512k` or `2097152`.
@@ -40,7 +104,11 @@ pub fn parse_size(s: &str) -> Result<usize, ConfigError> {
     num.parse::<usize>()
         .ok()
         .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| ConfigError::Invalid(format!("-I {s}: not a size; write bytes, or a number with k or m, like 1m")))
+        .ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "-I {s}: not a size; write bytes, or a number with k or m, like 1m"
+            ))
+        })
 }
 
 /// Applies one `-o name[=value]` option.
@@ -57,10 +125,14 @@ pub fn apply_extended(c: &mut Config, opt: &str) -> Result<(), ConfigError> {
     if name == "idle_timeout" {
         let v = value.as_deref().unwrap_or("");
         c.idle_timeout_secs = v.parse().map_err(|_| {
-            ConfigError::Invalid(format!("-o idle_timeout={v}: give a number of seconds, like idle_timeout=60"))
+            ConfigError::Invalid(format!(
+                "-o idle_timeout={v}: give a number of seconds, like idle_timeout=60"
+            ))
         })?;
     } else if !HONOURED.contains(&name) {
-        c.warnings.push(format!("-o {name} is accepted for compatibility but has no effect here"));
+        c.warnings.push(format!(
+            "-o {name} is accepted for compatibility but has no effect here"
+        ));
     }
     c.extended.push((name.to_string(), value));
     Ok(())
@@ -68,7 +140,11 @@ pub fn apply_extended(c: &mut Config, opt: &str) -> Result<(), ConfigError> {
 
 /// `-X PORT` or `-X LISTEN:CONNECT`.
 pub fn parse_replication_port(s: &str) -> Result<(u16, u16), ConfigError> {
-    let bad = || ConfigError::Invalid(format!("-X {s}: give a port, or LISTEN:CONNECT ports, like -X 11212"));
+    let bad = || {
+        ConfigError::Invalid(format!(
+            "-X {s}: give a port, or LISTEN:CONNECT ports, like -X 11212"
+        ))
+    };
     match s.split_once(':') {
         Some((l, r)) => Ok((l.parse().map_err(|_| bad())?, r.parse().map_err(|_| bad())?)),
         None => {
@@ -111,10 +187,17 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
     if c.auth_file.is_some() {
         return bad("-Y: ascii authentication is not supported yet; run without -Y");
     }
-    if c.listen.port == 0 && c.listen.unix_socket.is_none() && !c.listen.addrs.is_empty() && c.listen.addrs.iter().all(|a| a.is_empty()) {
+    if c.listen.port == 0
+        && c.listen.unix_socket.is_none()
+        && !c.listen.addrs.is_empty()
+        && c.listen.addrs.iter().all(|a| a.is_empty())
+    {
         return bad("nothing to listen on: give -p PORT or -s SOCKET");
     }
-    if c.replication.peer.is_some() && c.replication.listen_port == c.listen.port && c.listen.port != 0 {
+    if c.replication.peer.is_some()
+        && c.replication.listen_port == c.listen.port
+        && c.listen.port != 0
+    {
         return bad("-X: the replication port must differ from the client port -p");
     }
     Ok(())

@@ -30,8 +30,13 @@ enum Stop {
     Shutdown,
 }
 
-pub async fn serve<S>(stream: S, shared: Arc<Shared>, worker: usize, addr: String, listen_addr: String)
-where
+pub async fn serve<S>(
+    stream: S,
+    shared: Arc<Shared>,
+    worker: usize,
+    addr: String,
+    listen_addr: String,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let (id, last_cmd) = shared.register(addr, listen_addr);
@@ -43,7 +48,12 @@ where
     }
 }
 
-async fn run<S>(mut stream: S, shared: &Shared, worker: usize, last_cmd: &std::sync::atomic::AtomicU32) -> std::io::Result<Stop>
+async fn run<S>(
+    mut stream: S,
+    shared: &Shared,
+    worker: usize,
+    last_cmd: &std::sync::atomic::AtomicU32,
+) -> std::io::Result<Stop>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {

@@ -12,8 +12,8 @@ use crate::protocol::text::reply::{self, stat};
 use crate::protocol::text::retrieval::keys;
 use crate::protocol::{GetKind, Request};
 use crate::store::{
-    bits, ArithOutcome, ArithRequest, DeleteOutcome, DeleteRequest, Miss, ReadOptions, SetMode, SetOutcome,
-    SetRequest, StoreError,
+    bits, ArithOutcome, ArithRequest, DeleteOutcome, DeleteRequest, Miss, ReadOptions, SetMode,
+    SetOutcome, SetRequest, StoreError,
 };
 
 /// What the connection does after a request.
@@ -25,7 +25,9 @@ pub enum After {
     /// Skip this many more bytes of input (a refused data block).
     Swallow(usize),
     /// Flush, then stop the server.
-    Shutdown { graceful: bool },
+    Shutdown {
+        graceful: bool,
+    },
 }
 
 /// One connection's view while it executes a batch.
@@ -54,7 +56,11 @@ impl Session<'_> {
 
 pub fn execute(req: Request<'_>, s: &mut Session<'_>, out: &mut Vec<u8>) -> After {
     match req {
-        Request::Get { kind, exptime, keys } => get(s, kind, exptime, keys, out),
+        Request::Get {
+            kind,
+            exptime,
+            keys,
+        } => get(s, kind, exptime, keys, out),
         Request::Store {
             mode,
             key,
@@ -92,7 +98,13 @@ pub fn execute(req: Request<'_>, s: &mut Session<'_>, out: &mut Vec<u8>) -> Afte
             let key = meta.as_ref().map_or(key, |m| m.key.as_ref());
             // memcached drops the old value so a failed set never leaves stale data behind.
             if mode == SetMode::Set || meta.is_some() {
-                s.shared.store.delete(&DeleteRequest { key, ..Default::default() }, s.now);
+                s.shared.store.delete(
+                    &DeleteRequest {
+                        key,
+                        ..Default::default()
+                    },
+                    s.now,
+                );
             }
             if !noreply {
                 out.extend_from_slice(reply::TOO_LARGE);
@@ -100,18 +112,33 @@ pub fn execute(req: Request<'_>, s: &mut Session<'_>, out: &mut Vec<u8>) -> Afte
             After::Swallow(swallow)
         }
         Request::Delete { key, noreply } => {
-            let r = s.shared.store.delete(&DeleteRequest { key, ..Default::default() }, s.now);
+            let r = s.shared.store.delete(
+                &DeleteRequest {
+                    key,
+                    ..Default::default()
+                },
+                s.now,
+            );
             if r == DeleteOutcome::Deleted {
                 s.counts.delete_hits += 1;
             } else {
                 s.counts.delete_misses += 1;
             }
             if !noreply {
-                out.extend_from_slice(if r == DeleteOutcome::Deleted { reply::DELETED } else { reply::NOT_FOUND });
+                out.extend_from_slice(if r == DeleteOutcome::Deleted {
+                    reply::DELETED
+                } else {
+                    reply::NOT_FOUND
+                });
             }
             After::Continue
         }
-        Request::Arith { key, incr, delta, noreply } => {
+        Request::Arith {
+            key,
+            incr,
+            delta,
+            noreply,
+        } => {
             let r = s.shared.store.arith(
                 &ArithRequest {
                     key,
@@ -131,7 +158,11 @@ pub fn execute(req: Request<'_>, s: &mut Session<'_>, out: &mut Vec<u8>) -> Afte
             }
             After::Continue
         }
-        Request::Touch { key, exptime, noreply } => {
+        Request::Touch {
+            key,
+            exptime,
+            noreply,
+        } => {
             s.counts.cmd_touch += 1;
             let hit = s.shared.store.touch(key, s.exptime(exptime), s.now);
             if hit {
@@ -140,7 +171,11 @@ pub fn execute(req: Request<'_>, s: &mut Session<'_>, out: &mut Vec<u8>) -> Afte
                 s.counts.touch_misses += 1;
             }
             if !noreply {
-                out.extend_from_slice(if hit { reply::TOUCHED } else { reply::NOT_FOUND });
+                out.extend_from_slice(if hit {
+                    reply::TOUCHED
+                } else {
+                    reply::NOT_FOUND
+                });
             }
             After::Continue
         }
@@ -216,7 +251,10 @@ pub fn execute(req: Request<'_>, s: &mut Session<'_>, out: &mut Vec<u8>) -> Afte
 }
 
 fn count_arith(c: &mut Counts, incr: bool, r: &ArithOutcome) {
-    let hit = matches!(r, ArithOutcome::Value { created: false, .. } | ArithOutcome::NonNumeric);
+    let hit = matches!(
+        r,
+        ArithOutcome::Value { created: false, .. } | ArithOutcome::NonNumeric
+    );
     match (incr, hit) {
         (true, true) => c.incr_hits += 1,
         (true, false) => c.incr_misses += 1,
@@ -307,11 +345,19 @@ fn meta(s: &mut Session<'_>, m: MetaRequest<'_>, out: &mut Vec<u8>) {
                     out.extend_from_slice(b"ME ");
                     if it.has(bits::KEY_BINARY) {
                         use base64::Engine;
-                        out.extend_from_slice(base64::engine::general_purpose::STANDARD.encode(it.key()).as_bytes());
+                        out.extend_from_slice(
+                            base64::engine::general_purpose::STANDARD
+                                .encode(it.key())
+                                .as_bytes(),
+                        );
                     } else {
                         out.extend_from_slice(it.key());
                     }
-                    let exp: i64 = if it.exptime == 0 { -1 } else { it.exptime as i64 - now as i64 };
+                    let exp: i64 = if it.exptime == 0 {
+                        -1
+                    } else {
+                        it.exptime as i64 - now as i64
+                    };
                     let _ = write!(
                         out,
                         " exp={} la={} cas={} fetch={} cls=1 size={}\r\n",
@@ -413,7 +459,12 @@ fn meta(s: &mut Session<'_>, m: MetaRequest<'_>, out: &mut Vec<u8>) {
             );
             count_arith(&mut s.counts, incr, &r);
             match r {
-                ArithOutcome::Value { value, cas, exptime, .. } => {
+                ArithOutcome::Value {
+                    value,
+                    cas,
+                    exptime,
+                    ..
+                } => {
                     if f.quiet {
                         return;
                     }

@@ -27,7 +27,9 @@ pub struct Bound {
 fn bind_error(addr: &str, port: u16, e: &std::io::Error) -> ServerError {
     let reason = match e.kind() {
         std::io::ErrorKind::AddrInUse => {
-            format!("port {port} is already in use; stop the other server or pick another port with -p")
+            format!(
+                "port {port} is already in use; stop the other server or pick another port with -p"
+            )
         }
         std::io::ErrorKind::PermissionDenied => {
             format!("permission denied for port {port}; ports below 1024 need root, pick another with -p")
@@ -72,7 +74,8 @@ pub fn bind(cfg: &ListenConfig) -> Result<Bound, ServerError> {
             reason: format!("{e}; pick another path with -s"),
         })?;
         // `-a` is the access mode of the socket file, as in memcached (default 0700).
-        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(cfg.unix_mask & 0o777));
+        let _ =
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(cfg.unix_mask & 0o777));
         l.set_nonblocking(true)?;
         bound.unix = Some(l);
         return Ok(bound);
@@ -113,13 +116,20 @@ pub fn bind(cfg: &ListenConfig) -> Result<Bound, ServerError> {
 }
 
 /// Starts one accept task per listener.
-pub fn spawn_accept_loops(bound: Bound, shared: Arc<Shared>, workers: Arc<Workers>) -> Result<(), ServerError> {
+pub fn spawn_accept_loops(
+    bound: Bound,
+    shared: Arc<Shared>,
+    workers: Arc<Workers>,
+) -> Result<(), ServerError> {
     for l in bound.tcp {
         let l = TcpListener::from_std(l)?;
         let shared = shared.clone();
         let workers = workers.clone();
         tokio::spawn(async move {
-            let listen_addr = l.local_addr().map(|a| format!("tcp:{a}")).unwrap_or_default();
+            let listen_addr = l
+                .local_addr()
+                .map(|a| format!("tcp:{a}"))
+                .unwrap_or_default();
             let mut stop = shared.shutdown_signal();
             loop {
                 let (stream, peer) = tokio::select! {
@@ -135,8 +145,12 @@ pub fn spawn_accept_loops(bound: Bound, shared: Arc<Shared>, workers: Arc<Worker
                     _ = stop.changed() => return,
                 };
                 let _ = stream.set_nodelay(true);
-                let Some(stream) = admit(&shared, stream).await else { continue };
-                let Ok(stream) = stream.into_std() else { continue };
+                let Some(stream) = admit(&shared, stream).await else {
+                    continue;
+                };
+                let Ok(stream) = stream.into_std() else {
+                    continue;
+                };
                 workers.dispatch(Accepted::Tcp {
                     stream,
                     peer: format!("tcp:{peer}"),
@@ -168,8 +182,12 @@ pub fn spawn_accept_loops(bound: Bound, shared: Arc<Shared>, workers: Arc<Worker
                     },
                     _ = stop.changed() => return,
                 };
-                let Some(stream) = admit(&shared, stream).await else { continue };
-                let Ok(stream) = stream.into_std() else { continue };
+                let Some(stream) = admit(&shared, stream).await else {
+                    continue;
+                };
+                let Ok(stream) = stream.into_std() else {
+                    continue;
+                };
                 workers.dispatch(Accepted::Unix {
                     stream,
                     path: path.clone(),
@@ -186,7 +204,9 @@ async fn admit<S: tokio::io::AsyncWrite + Unpin>(shared: &Shared, mut stream: S)
     if curr as usize > shared.config.max_connections {
         shared.curr_conns.fetch_sub(1, Ordering::AcqRel);
         shared.rejected_conns.fetch_add(1, Ordering::Relaxed);
-        let _ = stream.write_all(b"ERROR Too many open connections\r\n").await;
+        let _ = stream
+            .write_all(b"ERROR Too many open connections\r\n")
+            .await;
         let _ = stream.shutdown().await;
         return None;
     }

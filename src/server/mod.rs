@@ -40,7 +40,9 @@ const RECLAIM_BUDGET: usize = 4096;
 pub enum ServerError {
     #[error("cannot listen on {addr}: {reason}")]
     Bind { addr: String, reason: String },
-    #[error("cannot resolve listen address {addr}: {reason}; give an IP address or hostname with -l")]
+    #[error(
+        "cannot resolve listen address {addr}: {reason}; give an IP address or hostname with -l"
+    )]
     Resolve { addr: String, reason: String },
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -159,7 +161,11 @@ impl Server {
         let store = Store::new(config.store.clone(), clock.clone());
         let (tx, _) = watch::channel(false);
         let config_threads = config.threads.max(1);
-        let port = bound.tcp.first().and_then(|l| l.local_addr().ok()).map_or(0, |a| a.port());
+        let port = bound
+            .tcp
+            .first()
+            .and_then(|l| l.local_addr().ok())
+            .map_or(0, |a| a.port());
         let shared = Arc::new(Shared {
             limits: Limits {
                 item_size_max: config.store.item_size_max,
@@ -182,7 +188,11 @@ impl Server {
 
     /// The TCP addresses actually bound (useful with port 0).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.bound.tcp.iter().filter_map(|l| l.local_addr().ok()).collect()
+        self.bound
+            .tcp
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
     }
 
     pub fn shared(&self) -> Arc<Shared> {

@@ -46,7 +46,9 @@ pub fn drop_privileges(user: &str) -> Result<(), String> {
             return Err(format!("failed to drop supplementary groups for {user}"));
         }
         if libc::setgid(gid) != 0 || libc::setuid(uid) != 0 {
-            return Err(format!("failed to assume the identity of {user}; run as root or leave out -u"));
+            return Err(format!(
+                "failed to assume the identity of {user}; run as root or leave out -u"
+            ));
         }
     }
     Ok(())
@@ -55,7 +57,10 @@ pub fn drop_privileges(user: &str) -> Result<(), String> {
 /// Resolves on SIGTERM or SIGINT.
 pub async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         // Without signal handlers the default action (exit) still applies.
         return std::future::pending().await;
     };

@@ -13,19 +13,35 @@ fn yes_no(b: bool) -> &'static str {
 
 pub fn write(sh: &Shared, out: &mut Vec<u8>) {
     let c = &sh.config;
-    let ext = |name: &str| c.extended.iter().find(|(n, _)| n == name).and_then(|(_, v)| v.clone());
+    let ext = |name: &str| {
+        c.extended
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, v)| v.clone())
+    };
     stat(out, "maxbytes", sh.store.limit_bytes());
     stat(out, "maxconns", c.max_connections);
     stat(out, "tcpport", sh.tcp_port());
     stat(out, "udpport", c.listen.udp_port);
-    stat(out, "inter", if c.listen.addrs.is_empty() { "NULL".to_string() } else { c.listen.addrs.join(",") });
+    stat(
+        out,
+        "inter",
+        if c.listen.addrs.is_empty() {
+            "NULL".to_string()
+        } else {
+            c.listen.addrs.join(",")
+        },
+    );
     stat(out, "verbosity", sh.verbosity());
     stat(out, "oldest", 0);
     stat(out, "evictions", if c.store.evict { "on" } else { "off" });
     stat(
         out,
         "domain_socket",
-        c.listen.unix_socket.as_ref().map_or("NULL".to_string(), |p| p.display().to_string()),
+        c.listen
+            .unix_socket
+            .as_ref()
+            .map_or("NULL".to_string(), |p| p.display().to_string()),
     );
     stat(out, "umask", format!("{:o}", c.listen.unix_mask));
     stat(out, "shutdown_command", yes_no(c.enable_shutdown));
@@ -43,7 +59,11 @@ pub fn write(sh: &Shared, out: &mut Vec<u8>) {
     stat(out, "auth_enabled_ascii", yes_no(c.auth_file.is_some()));
     stat(out, "item_size_max", c.store.item_size_max);
     stat(out, "maxconns_fast", "yes");
-    stat(out, "hashpower_init", ext("hashpower").unwrap_or_else(|| "0".into()));
+    stat(
+        out,
+        "hashpower_init",
+        ext("hashpower").unwrap_or_else(|| "0".into()),
+    );
     stat(out, "slab_reassign", "no");
     stat(out, "slab_automove", 0);
     stat(out, "lru_crawler", "yes");
@@ -59,7 +79,11 @@ pub fn write(sh: &Shared, out: &mut Vec<u8>) {
     stat(out, "inline_ascii_response", "no");
     stat(out, "shards", sh.store.shard_count());
     stat(out, "eviction_policy", "clock");
-    stat(out, "replication_peer", c.replication.peer.as_deref().unwrap_or("NULL"));
+    stat(
+        out,
+        "replication_peer",
+        c.replication.peer.as_deref().unwrap_or("NULL"),
+    );
     stat(out, "replication_port", c.replication.listen_port);
     stat(out, "memory_file", "NULL");
 }

@@ -44,7 +44,9 @@ impl Workers {
         let mut handles = Vec::with_capacity(n);
         for index in 0..n {
             let (tx, rx) = mpsc::unbounded_channel();
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             let shared = shared.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("repcached-worker-{index}"))
@@ -79,17 +81,29 @@ impl Workers {
     }
 }
 
-async fn serve_connections(index: usize, mut rx: mpsc::UnboundedReceiver<Accepted>, shared: Arc<Shared>) {
+async fn serve_connections(
+    index: usize,
+    mut rx: mpsc::UnboundedReceiver<Accepted>,
+    shared: Arc<Shared>,
+) {
     let local = TaskTracker::new();
     while let Some(conn) = rx.recv().await {
         let shared = shared.clone();
         match conn {
-            Accepted::Tcp { stream, peer, listen } => {
-                let Ok(stream) = TcpStream::from_std(stream) else { continue };
+            Accepted::Tcp {
+                stream,
+                peer,
+                listen,
+            } => {
+                let Ok(stream) = TcpStream::from_std(stream) else {
+                    continue;
+                };
                 local.spawn(connection::serve(stream, shared, index, peer, listen));
             }
             Accepted::Unix { stream, path } => {
-                let Ok(stream) = UnixStream::from_std(stream) else { continue };
+                let Ok(stream) = UnixStream::from_std(stream) else {
+                    continue;
+                };
                 local.spawn(connection::serve(stream, shared, index, path.clone(), path));
             }
         }

@@ -240,7 +240,9 @@ pub fn item_total_size(key_len: usize, value_len: usize) -> usize {
 impl Store {
     pub fn new(cfg: StoreConfig, clock: Arc<Clock>) -> Store {
         let n = cfg.shards.max(1).next_power_of_two();
-        let shards = (0..n).map(|_| Padded(Mutex::new(Shard::default()))).collect();
+        let shards = (0..n)
+            .map(|_| Padded(Mutex::new(Shard::default())))
+            .collect();
         Store {
             inner: Arc::new(Inner {
                 limit: AtomicUsize::new(cfg.limit_bytes),
@@ -269,7 +271,10 @@ impl Store {
 
     fn lock(&self, i: usize) -> MutexGuard<'_, Shard> {
         // A panic while holding a shard lock leaves consistent-enough state for a cache.
-        self.inner.shards[i].0.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.shards[i]
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// Bytes charged now.
@@ -329,7 +334,13 @@ impl Store {
 
     /// Reads `key`, applying `opts`, and hands what it saw to `f` while the shard is locked
     /// (so a reply can be written without copying the value twice).
-    pub fn read<R>(&self, key: &[u8], now: u32, opts: ReadOptions, f: impl FnOnce(Result<Hit<'_>, Miss>) -> R) -> R {
+    pub fn read<R>(
+        &self,
+        key: &[u8],
+        now: u32,
+        opts: ReadOptions,
+        f: impl FnOnce(Result<Hit<'_>, Miss>) -> R,
+    ) -> R {
         let hash = hash_key(key);
         let si = self.shard_of(hash);
         let mut shard = self.lock(si);
@@ -337,7 +348,10 @@ impl Store {
         let (idx, created) = match shard.lookup(hash, key, now, used) {
             Ok(idx) => (idx, false),
             Err(miss) => match opts.vivify {
-                Some(exptime) if self.fits(key.len(), 0) && !self.over_budget(item::charge_for(key.len()), 0) => {
+                Some(exptime)
+                    if self.fits(key.len(), 0)
+                        && !self.over_budget(item::charge_for(key.len()), 0) =>
+                {
                     let mut it = Item::new(key, &[], 0, exptime, now);
                     it.cas = self.new_stamp(&mut shard, None);
                     it.node = self.inner.cfg.node;
@@ -413,7 +427,8 @@ impl Store {
                             if cas_match == Some(false) && !stale_ok {
                                 return Ok(SetOutcome::Exists);
                             }
-                            let mut it = Item::new(req.key, &[req.value], req.flags, req.exptime, now);
+                            let mut it =
+                                Item::new(req.key, &[req.value], req.flags, req.exptime, now);
                             if cas_match == Some(false) {
                                 it.exptime = old.exptime;
                                 it.set(bits::STALE);
@@ -438,7 +453,9 @@ impl Store {
                     }
                 }
                 None => {
-                    if req.compare_cas.is_some() && matches!(req.mode, SetMode::Set | SetMode::Replace) {
+                    if req.compare_cas.is_some()
+                        && matches!(req.mode, SetMode::Set | SetMode::Replace)
+                    {
                         return Ok(SetOutcome::NotFound);
                     }
                     match req.mode {
@@ -446,7 +463,9 @@ impl Store {
                             Item::new(req.key, &[req.value], req.flags, req.exptime, now)
                         }
                         SetMode::Append | SetMode::Prepend => match req.vivify {
-                            Some(exptime) => Item::new(req.key, &[req.value], req.flags, exptime, now),
+                            Some(exptime) => {
+                                Item::new(req.key, &[req.value], req.flags, exptime, now)
+                            }
                             None => return Ok(SetOutcome::NotStored),
                         },
                         SetMode::Replace => return Ok(SetOutcome::NotStored),
@@ -560,7 +579,9 @@ impl Store {
                 let mut buf = itoa::Buffer::new();
                 let digits = buf.format(initial).as_bytes();
                 let need = item::charge_for(req.key.len() + digits.len());
-                if self.over_budget(need, 0) && !(self.inner.cfg.evict && shard.evict_one(now, None, used)) {
+                if self.over_budget(need, 0)
+                    && !(self.inner.cfg.evict && shard.evict_one(now, None, used))
+                {
                     return ArithOutcome::NotStored;
                 }
                 let mut it = Item::new(req.key, &[digits], 0, exptime, now);
@@ -606,7 +627,13 @@ impl Store {
             }
         } else {
             let old = shard.item(idx);
-            let mut it = Item::new(req.key, &[digits], old.flags, req.exptime.unwrap_or(old.exptime), now);
+            let mut it = Item::new(
+                req.key,
+                &[digits],
+                old.flags,
+                req.exptime.unwrap_or(old.exptime),
+                now,
+            );
             it.bits = old.bits;
             it.cas = stamp;
             it.node = node;
@@ -723,7 +750,9 @@ impl Store {
 
     /// Slots allocated across shards (`stats slabs` describes these).
     pub fn slot_count(&self) -> usize {
-        (0..self.inner.shards.len()).map(|i| self.lock(i).slot_count()).sum()
+        (0..self.inner.shards.len())
+            .map(|i| self.lock(i).slot_count())
+            .sum()
     }
 
     /// A read-only look at an item's metadata without updating it (`me`).
@@ -742,7 +771,10 @@ impl Store {
 pub fn parse_counter(v: &[u8]) -> Option<u64> {
     let start = v.iter().position(|b| !b.is_ascii_whitespace())?;
     let digits = &v[start..];
-    let end = digits.iter().position(|b| !b.is_ascii_digit()).unwrap_or(digits.len());
+    let end = digits
+        .iter()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(digits.len());
     if end == 0 || !digits[end..].iter().all(|b| b.is_ascii_whitespace()) {
         return None;
     }

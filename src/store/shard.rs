@@ -53,7 +53,10 @@ impl Shard {
     pub fn find(&self, hash: u64, key: &[u8]) -> Option<u32> {
         let slots = &self.slots;
         self.table
-            .find(hash, |&i| matches!(&slots[i as usize], Some(it) if it.key() == key))
+            .find(
+                hash,
+                |&i| matches!(&slots[i as usize], Some(it) if it.key() == key),
+            )
             .copied()
     }
 
@@ -74,7 +77,13 @@ impl Shard {
     }
 
     /// The live item for `key`, removing it if it has expired or been flushed.
-    pub fn lookup(&mut self, hash: u64, key: &[u8], now: u32, used: &AtomicUsize) -> Result<u32, Miss> {
+    pub fn lookup(
+        &mut self,
+        hash: u64,
+        key: &[u8],
+        now: u32,
+        used: &AtomicUsize,
+    ) -> Result<u32, Miss> {
         let idx = self.find(hash, key).ok_or(Miss::Absent)?;
         let it = self.item(idx);
         if it.is_tombstone() {
@@ -110,7 +119,13 @@ impl Shard {
     }
 
     /// As [`Shard::insert`], when the caller already knows the key's slot (`existing`).
-    pub fn insert_at(&mut self, hash: u64, existing: Option<u32>, item: Item, used: &AtomicUsize) -> u32 {
+    pub fn insert_at(
+        &mut self,
+        hash: u64,
+        existing: Option<u32>,
+        item: Item,
+        used: &AtomicUsize,
+    ) -> u32 {
         let charge = item.charge() as isize;
         self.count(&item, 1);
         if let Some(idx) = existing {
@@ -313,7 +328,10 @@ mod tests {
         let b = put(&mut s, b"b", &used);
         s.item_mut(a).set(bits::REFERENCED);
         assert!(s.evict_one(2, None, &used));
-        assert!(s.find(hash_key(b"b"), b"b").is_none(), "unreferenced b goes first");
+        assert!(
+            s.find(hash_key(b"b"), b"b").is_none(),
+            "unreferenced b goes first"
+        );
         assert!(s.find(hash_key(b"a"), b"a").is_some());
         let _ = b;
         // Only the protected item is left: nothing to evict.

@@ -12,15 +12,20 @@ fn store() -> Store {
 }
 
 fn set(s: &Store, key: &[u8], value: &[u8]) -> SetOutcome {
-    s.set(&SetRequest::new(SetMode::Set, key, value), 2).unwrap()
+    s.set(&SetRequest::new(SetMode::Set, key, value), 2)
+        .unwrap()
 }
 
 fn get(s: &Store, key: &[u8]) -> Option<Vec<u8>> {
-    s.read(key, 2, ReadOptions::default(), |r| r.ok().map(|h| h.item.value().to_vec()))
+    s.read(key, 2, ReadOptions::default(), |r| {
+        r.ok().map(|h| h.item.value().to_vec())
+    })
 }
 
 fn cas_of(s: &Store, key: &[u8]) -> u64 {
-    s.read(key, 2, ReadOptions::default(), |r| r.map(|h| h.item.cas).unwrap_or(0))
+    s.read(key, 2, ReadOptions::default(), |r| {
+        r.map(|h| h.item.cas).unwrap_or(0)
+    })
 }
 
 #[test]
@@ -32,7 +37,10 @@ fn storage_modes() {
     let rep = SetRequest::new(SetMode::Replace, b"zz", b"2");
     assert_eq!(s.set(&rep, 2).unwrap(), SetOutcome::NotStored);
     let app = SetRequest::new(SetMode::Append, b"a", b"9");
-    assert!(matches!(s.set(&app, 2).unwrap(), SetOutcome::Stored { size: 2, .. }));
+    assert!(matches!(
+        s.set(&app, 2).unwrap(),
+        SetOutcome::Stored { size: 2, .. }
+    ));
     let pre = SetRequest::new(SetMode::Prepend, b"a", b"0");
     s.set(&pre, 2).unwrap();
     assert_eq!(get(&s, b"a").unwrap(), b"019");
@@ -117,8 +125,11 @@ fn tombstones_keep_the_delete_version_until_their_window_ends() {
     };
     let s = Store::new(cfg, clock.clone());
     let now = clock.now();
-    s.set(&SetRequest::new(SetMode::Set, b"a", b"1"), now).unwrap();
-    let before = s.read(b"a", now, ReadOptions::default(), |r| r.unwrap().item.version());
+    s.set(&SetRequest::new(SetMode::Set, b"a", b"1"), now)
+        .unwrap();
+    let before = s.read(b"a", now, ReadOptions::default(), |r| {
+        r.unwrap().item.version()
+    });
     let d = s.delete(
         &DeleteRequest {
             key: b"a",
@@ -136,7 +147,8 @@ fn tombstones_keep_the_delete_version_until_their_window_ends() {
         other => panic!("{other:?}"),
     }
     // Add works over a tombstone; a new version orders after the delete.
-    s.set(&SetRequest::new(SetMode::Add, b"a", b"2"), now).unwrap();
+    s.set(&SetRequest::new(SetMode::Add, b"a", b"2"), now)
+        .unwrap();
     assert_eq!(s.stats().tombstones, 0);
     s.delete(
         &DeleteRequest {

@@ -33,7 +33,11 @@ impl Hlc {
     /// A new stamp above every stamp issued or observed so far.
     pub fn tick(&mut self, unix_ms: u64) -> u64 {
         let wall = Self::stamp_of_ms(unix_ms);
-        self.last = if wall > self.last { wall } else { self.last + 1 };
+        self.last = if wall > self.last {
+            wall
+        } else {
+            self.last + 1
+        };
         self.last
     }
 
@@ -74,9 +78,18 @@ mod tests {
 
     #[test]
     fn versions_order_by_stamp_then_node() {
-        let a = Version { stamp: 5, node: NodeId(9) };
-        let b = Version { stamp: 6, node: NodeId(1) };
-        let c = Version { stamp: 6, node: NodeId(2) };
+        let a = Version {
+            stamp: 5,
+            node: NodeId(9),
+        };
+        let b = Version {
+            stamp: 6,
+            node: NodeId(1),
+        };
+        let c = Version {
+            stamp: 6,
+            node: NodeId(2),
+        };
         assert!(a < b && b < c);
     }
 }

@@ -67,7 +67,11 @@ impl Drop for InProc {
 
 /// A port free right now on 127.0.0.1.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Polls connect until it succeeds or `limit` passes.
@@ -101,7 +105,10 @@ impl Proc {
             .spawn()
             .expect("spawn repcached");
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        assert!(wait_ready(addr, Duration::from_secs(10)), "server did not start");
+        assert!(
+            wait_ready(addr, Duration::from_secs(10)),
+            "server did not start"
+        );
         Proc { child, port }
     }
 
@@ -140,7 +147,11 @@ pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("repcached-test-{tag}-{}-{}", std::process::id(), free_port()));
+        let p = std::env::temp_dir().join(format!(
+            "repcached-test-{tag}-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
         std::fs::create_dir_all(&p).unwrap();
         TempDir(p)
     }
@@ -161,7 +172,9 @@ impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
         let stream = TcpStream::connect(addr).expect("connect");
         stream.set_nodelay(true).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
         Client { stream }
     }
 
@@ -181,7 +194,11 @@ impl Client {
         self.send(req);
         let mut got = vec![0; want.len()];
         if let Err(e) = self.stream.read_exact(&mut got) {
-            panic!("request {:?}: no full reply ({e}); wanted {:?}", String::from_utf8_lossy(req), String::from_utf8_lossy(want));
+            panic!(
+                "request {:?}: no full reply ({e}); wanted {:?}",
+                String::from_utf8_lossy(req),
+                String::from_utf8_lossy(want)
+            );
         }
         assert_eq!(
             String::from_utf8_lossy(&got),
@@ -194,14 +211,21 @@ impl Client {
 
     /// Asserts no more bytes arrive within a short wait.
     pub fn assert_quiet(&mut self) {
-        self.stream.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        self.stream
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
         let mut b = [0u8; 256];
         match self.stream.read(&mut b) {
             Ok(0) => {}
-            Ok(n) => panic!("unexpected extra reply: {:?}", String::from_utf8_lossy(&b[..n])),
+            Ok(n) => panic!(
+                "unexpected extra reply: {:?}",
+                String::from_utf8_lossy(&b[..n])
+            ),
             Err(_) => {}
         }
-        self.stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        self.stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
     }
 
     /// Sends `req` and reads until the reply ends with `end` (e.g. "END\r\n").
@@ -219,7 +243,9 @@ impl Client {
 
     /// True if the server closed the connection (read returns 0 or reset) within 2 s.
     pub fn is_closed(&mut self) -> bool {
-        self.stream.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        self.stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
         let mut b = [0u8; 1024];
         loop {
             match self.stream.read(&mut b) {
@@ -246,7 +272,8 @@ impl Client {
         text.lines()
             .find_map(|l| {
                 let mut p = l.splitn(3, ' ');
-                (p.next() == Some("STAT") && p.next() == Some(name)).then(|| p.next().unwrap_or("").to_string())
+                (p.next() == Some("STAT") && p.next() == Some(name))
+                    .then(|| p.next().unwrap_or("").to_string())
             })
             .unwrap_or_else(|| panic!("no stat {name}"))
     }

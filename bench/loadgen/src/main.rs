@@ -128,9 +128,17 @@ fn fill(args: &Args) {
 }
 
 /// One closed-loop connection: send, wait for the whole reply, repeat until told to stop.
-async fn drive(c: usize, args: &Args, stop: &AtomicBool, ops: &AtomicU64, keys_done: &AtomicU64) -> Vec<u32> {
+async fn drive(
+    c: usize,
+    args: &Args,
+    stop: &AtomicBool,
+    ops: &AtomicU64,
+    keys_done: &AtomicU64,
+) -> Vec<u32> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect((args.host.as_str(), args.port)).await.expect("connect");
+    let mut s = tokio::net::TcpStream::connect((args.host.as_str(), args.port))
+        .await
+        .expect("connect");
     s.set_nodelay(true).ok();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((c as u64 + 1) * 0x1234_5678));
     let value = vec![b'v'; args.value_size];
@@ -150,7 +158,8 @@ async fn drive(c: usize, args: &Args, stop: &AtomicBool, ops: &AtomicU64, keys_d
                 (b"END\r\n", args.batch as u64)
             }
             w => {
-                let is_get = w == "mixed" && (rng.next() % 10_000) as f64 / 10_000.0 < args.get_ratio;
+                let is_get =
+                    w == "mixed" && (rng.next() % 10_000) as f64 / 10_000.0 < args.get_ratio;
                 let k = key(rng.next() as usize % args.keys, args.key_size);
                 if is_get {
                     req.extend_from_slice(b"get ");
@@ -207,13 +216,18 @@ fn main() {
         // A few event-loop threads drive all connections, so the client costs the machine
         // little and the servers see the batching a real client fleet gives them.
         handles.push(std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
             rt.block_on(async move {
                 let mut tasks = Vec::new();
                 for c in (0..args.conns).filter(|c| c % threads == t) {
                     let args = args.clone();
                     let (stop, ops, keys_done) = (stop.clone(), ops.clone(), keys_done.clone());
-                    tasks.push(tokio::spawn(async move { drive(c, &args, &stop, &ops, &keys_done).await }));
+                    tasks.push(tokio::spawn(async move {
+                        drive(c, &args, &stop, &ops, &keys_done).await
+                    }));
                 }
                 let mut lat = Vec::new();
                 for task in tasks {
@@ -228,7 +242,10 @@ fn main() {
     let elapsed_at_stop = start.elapsed().as_secs_f64();
     let total_ops = ops.load(Ordering::Relaxed);
     let total_keys = keys_done.load(Ordering::Relaxed);
-    let mut lat: Vec<u32> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    let mut lat: Vec<u32> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
     lat.sort_unstable();
     let pct = |p: f64| -> u32 {
         if lat.is_empty() {

@@ -61,7 +61,12 @@ impl MetaRequest<'_> {
 }
 
 /// The flag section of a meta line: the tokens from `start` on, as one slice.
-fn flag_section<'a>(t: &Tokens<'a>, start: usize, line_start: *const u8, buf: &'a [u8]) -> &'a [u8] {
+fn flag_section<'a>(
+    t: &Tokens<'a>,
+    start: usize,
+    line_start: *const u8,
+    buf: &'a [u8],
+) -> &'a [u8] {
     let first = t.get(start);
     if first.is_empty() {
         return &[];
@@ -72,7 +77,13 @@ fn flag_section<'a>(t: &Tokens<'a>, start: usize, line_start: *const u8, buf: &'
     &buf[from..to]
 }
 
-pub fn parse<'a>(verb: u8, t: &Tokens<'a>, buf: &'a [u8], used: usize, limits: &Limits) -> Parsed<'a> {
+pub fn parse<'a>(
+    verb: u8,
+    t: &Tokens<'a>,
+    buf: &'a [u8],
+    used: usize,
+    limits: &Limits,
+) -> Parsed<'a> {
     let err = |kind, consumed| Parsed::Invalid(ProtocolError::new(kind, consumed));
     let cmd = match verb {
         b'g' => MetaCmd::Get,
@@ -118,7 +129,15 @@ pub fn parse<'a>(verb: u8, t: &Tokens<'a>, buf: &'a [u8], used: usize, limits: &
                 _ => return err(ErrorKind::BadFormat, used),
             }
         }
-        return Parsed::Done(Request::Meta(MetaRequest { cmd, key, flags, data: &[] }), used);
+        return Parsed::Done(
+            Request::Meta(MetaRequest {
+                cmd,
+                key,
+                flags,
+                data: &[],
+            }),
+            used,
+        );
     }
     if cmd == MetaCmd::Set {
         return parse_set(t, buf, used, limits, key);
@@ -155,7 +174,13 @@ pub fn parse<'a>(verb: u8, t: &Tokens<'a>, buf: &'a [u8], used: usize, limits: &
 }
 
 /// `ms <key> <datalen> <flag>*\r\n<data>\r\n`
-fn parse_set<'a>(t: &Tokens<'a>, buf: &'a [u8], used: usize, limits: &Limits, mut key: Cow<'a, [u8]>) -> Parsed<'a> {
+fn parse_set<'a>(
+    t: &Tokens<'a>,
+    buf: &'a [u8],
+    used: usize,
+    limits: &Limits,
+    mut key: Cow<'a, [u8]>,
+) -> Parsed<'a> {
     let err = |kind, swallow| {
         let mut e = ProtocolError::new(kind, used);
         e.swallow = swallow;

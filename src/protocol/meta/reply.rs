@@ -26,7 +26,13 @@ pub fn key_flag(out: &mut Vec<u8>, key: &[u8], binary: bool) {
 
 /// Appends the echoed flags of `raw`: `O` and `k` always, the rest through `value_of`, which
 /// writes a flag it knows and ignores the others.
-pub fn echo_flags(out: &mut Vec<u8>, raw: &[u8], key: &[u8], binary: bool, mut value_of: impl FnMut(u8, &mut Vec<u8>)) {
+pub fn echo_flags(
+    out: &mut Vec<u8>,
+    raw: &[u8],
+    key: &[u8],
+    binary: bool,
+    mut value_of: impl FnMut(u8, &mut Vec<u8>),
+) {
     for tok in tokens(raw) {
         match tok[0] {
             b'O' => {

@@ -22,7 +22,15 @@ pub fn parse_arith<'a>(incr: bool, t: &Tokens<'a>, used: usize) -> Parsed<'a> {
     let Some(delta) = parse_u64(t.get(2)) else {
         return invalid(ErrorKind::InvalidDelta, used, noreply);
     };
-    Parsed::Done(Request::Arith { key, incr, delta, noreply }, used)
+    Parsed::Done(
+        Request::Arith {
+            key,
+            incr,
+            delta,
+            noreply,
+        },
+        used,
+    )
 }
 
 /// `delete <key> [0] [noreply]`: memcached still accepts a zero hold time.
@@ -53,7 +61,14 @@ pub fn parse_touch<'a>(t: &Tokens<'a>, used: usize) -> Parsed<'a> {
     let Some(exptime) = parse_i32(t.get(2)) else {
         return invalid(ErrorKind::InvalidExptime, used, noreply);
     };
-    Parsed::Done(Request::Touch { key, exptime, noreply }, used)
+    Parsed::Done(
+        Request::Touch {
+            key,
+            exptime,
+            noreply,
+        },
+        used,
+    )
 }
 
 /// `flush_all [delay] [noreply]`
@@ -99,8 +114,18 @@ pub fn parse_other<'a>(t: &Tokens<'a>, used: usize) -> Parsed<'a> {
         b"version" => Parsed::Done(Request::Version, used),
         b"quit" => Parsed::Done(Request::Quit, used),
         b"shutdown" => match (t.ntokens, t.get(1)) {
-            (2, _) => Parsed::Done(Request::Shutdown { graceful: Some(false) }, used),
-            (3, b"graceful") => Parsed::Done(Request::Shutdown { graceful: Some(true) }, used),
+            (2, _) => Parsed::Done(
+                Request::Shutdown {
+                    graceful: Some(false),
+                },
+                used,
+            ),
+            (3, b"graceful") => Parsed::Done(
+                Request::Shutdown {
+                    graceful: Some(true),
+                },
+                used,
+            ),
             _ => Parsed::Done(Request::Shutdown { graceful: None }, used),
         },
         // No slab classes here: pages are not moved between classes.

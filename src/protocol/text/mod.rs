@@ -123,19 +123,37 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
     if verb.len() == 2 && verb[0] == b'm' {
         return super::meta::parse(verb[1], &t, buf, used, limits);
     }
-    let want = |ok: bool, p: &dyn Fn() -> Parsed<'a>| if ok { p() } else { bad(ErrorKind::UnknownCommand) };
+    let want = |ok: bool, p: &dyn Fn() -> Parsed<'a>| {
+        if ok {
+            p()
+        } else {
+            bad(ErrorKind::UnknownCommand)
+        }
+    };
     let n = t.ntokens;
     use crate::store::SetMode::*;
     match verb {
         b"get" | b"gets" | b"gat" | b"gats" | b"bget" => {
             want(n >= 3, &|| retrieval::parse(&t, line, used))
         }
-        b"set" => want(n == 6 || n == 7, &|| storage::parse(Set, false, &t, buf, used, limits)),
-        b"add" => want(n == 6 || n == 7, &|| storage::parse(Add, false, &t, buf, used, limits)),
-        b"replace" => want(n == 6 || n == 7, &|| storage::parse(Replace, false, &t, buf, used, limits)),
-        b"append" => want(n == 6 || n == 7, &|| storage::parse(Append, false, &t, buf, used, limits)),
-        b"prepend" => want(n == 6 || n == 7, &|| storage::parse(Prepend, false, &t, buf, used, limits)),
-        b"cas" => want(n == 7 || n == 8, &|| storage::parse(Set, true, &t, buf, used, limits)),
+        b"set" => want(n == 6 || n == 7, &|| {
+            storage::parse(Set, false, &t, buf, used, limits)
+        }),
+        b"add" => want(n == 6 || n == 7, &|| {
+            storage::parse(Add, false, &t, buf, used, limits)
+        }),
+        b"replace" => want(n == 6 || n == 7, &|| {
+            storage::parse(Replace, false, &t, buf, used, limits)
+        }),
+        b"append" => want(n == 6 || n == 7, &|| {
+            storage::parse(Append, false, &t, buf, used, limits)
+        }),
+        b"prepend" => want(n == 6 || n == 7, &|| {
+            storage::parse(Prepend, false, &t, buf, used, limits)
+        }),
+        b"cas" => want(n == 7 || n == 8, &|| {
+            storage::parse(Set, true, &t, buf, used, limits)
+        }),
         b"incr" => want(n == 4 || n == 5, &|| misc::parse_arith(true, &t, used)),
         b"decr" => want(n == 4 || n == 5, &|| misc::parse_arith(false, &t, used)),
         b"delete" => want((3..=5).contains(&n), &|| misc::parse_delete(&t, used)),

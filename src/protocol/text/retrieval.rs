@@ -33,7 +33,14 @@ pub fn parse<'a>(t: &Tokens<'a>, line: &'a [u8], used: usize) -> Parsed<'a> {
     if keys(rest).any(|k| !is_valid_key(k)) {
         return Parsed::Invalid(ProtocolError::new(ErrorKind::BadFormat, used));
     }
-    Parsed::Done(Request::Get { kind, exptime, keys: rest }, used)
+    Parsed::Done(
+        Request::Get {
+            kind,
+            exptime,
+            keys: rest,
+        },
+        used,
+    )
 }
 
 /// The line after its first token.

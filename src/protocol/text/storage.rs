@@ -30,7 +30,14 @@ pub fn body(buf: &[u8], start: usize, len: usize) -> Body<'_> {
     Body::Ready(&buf[start..end], end + 2)
 }
 
-pub fn parse<'a>(mode: SetMode, is_cas: bool, t: &Tokens<'a>, buf: &'a [u8], used: usize, limits: &Limits) -> Parsed<'a> {
+pub fn parse<'a>(
+    mode: SetMode,
+    is_cas: bool,
+    t: &Tokens<'a>,
+    buf: &'a [u8],
+    used: usize,
+    limits: &Limits,
+) -> Parsed<'a> {
     let noreply = t.noreply();
     let err = |kind| {
         let mut e = ProtocolError::new(kind, used);
@@ -42,7 +49,11 @@ pub fn parse<'a>(mode: SetMode, is_cas: bool, t: &Tokens<'a>, buf: &'a [u8], use
         return err(ErrorKind::BadFormat);
     }
     // Client flags: memcached reads an unsigned long and keeps its low 32 bits.
-    let (Some(flags), Some(exptime), Some(vlen)) = (parse_u64(t.get(2)).map(|f| f as u32), parse_i32(t.get(3)), parse_i32(t.get(4))) else {
+    let (Some(flags), Some(exptime), Some(vlen)) = (
+        parse_u64(t.get(2)).map(|f| f as u32),
+        parse_i32(t.get(3)),
+        parse_i32(t.get(4)),
+    ) else {
         return err(ErrorKind::BadFormat);
     };
     let cas = if is_cas {

@@ -41,7 +41,10 @@ fn set_parses_with_its_data() {
             noreply,
         } => {
             assert_eq!(mode, SetMode::Set);
-            assert_eq!((key, flags, exptime, data, cas, noreply), (&b"k"[..], 5, 10, &b"abc"[..], None, true));
+            assert_eq!(
+                (key, flags, exptime, data, cas, noreply),
+                (&b"k"[..], 5, 10, &b"abc"[..], None, true)
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -88,7 +91,10 @@ fn bad_lines_get_memcached_errors() {
     assert_eq!(error(b"GET / HTTP/1.1\r\n"), ErrorKind::Http);
     assert_eq!(error(&[b'x'; 2049]), ErrorKind::LineTooLong);
     assert_eq!(error(b"mg k v v\r\n"), ErrorKind::MetaDuplicateFlag);
-    assert_eq!(error(b"md k v v\r\n"), ErrorKind::MetaInvalidOrDuplicateFlag);
+    assert_eq!(
+        error(b"md k v v\r\n"),
+        ErrorKind::MetaInvalidOrDuplicateFlag
+    );
     assert_eq!(error(b"ms k 2 MZ\r\nhi\r\n"), ErrorKind::MetaSetMode);
 }
 
