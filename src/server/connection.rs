@@ -6,14 +6,14 @@
 //! are written (waiting for the client to read) before more requests are parsed, so a client
 //! that sends but never reads stalls only itself.
 
-use std::sync::atomic::Ordering;
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-
 use super::dispatch::{self, After, Session};
+use super::io::{ReadBuf, Socket};
 use super::Shared;
 use crate::protocol::{text, Next, Parsed};
 
@@ -30,6 +30,7 @@ enum Stop {
     Shutdown,
 }
 
+/// Serves one accepted, non-blocking socket until it closes.
 pub async fn serve<S>(
     stream: S,
     shared: Arc<Shared>,
@@ -37,10 +38,14 @@ pub async fn serve<S>(
     addr: String,
     listen_addr: String,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsRawFd,
+    for<'a> &'a S: Read + Write,
 {
     let (id, last_cmd) = shared.register(addr, listen_addr);
-    let result = run(stream, &shared, worker, &last_cmd).await;
+    let result = match Socket::new(stream) {
+        Ok(sock) => run(&sock, &shared, worker, &last_cmd).await,
+        Err(e) => Err(e),
+    };
     shared.unregister(id);
     shared.curr_conns.fetch_sub(1, Ordering::AcqRel);
     if let Ok(Stop::Shutdown) = result {
@@ -49,15 +54,16 @@ pub async fn serve<S>(
 }
 
 async fn run<S>(
-    mut stream: S,
+    sock: &Socket<S>,
     shared: &Shared,
     worker: usize,
-    last_cmd: &std::sync::atomic::AtomicU32,
+    last_cmd: &AtomicU32,
 ) -> std::io::Result<Stop>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsRawFd,
+    for<'a> &'a S: Read + Write,
 {
-    let mut rbuf = BytesMut::with_capacity(READ_BUF);
+    let mut rbuf = ReadBuf::with_capacity(READ_BUF);
     let mut out: Vec<u8> = Vec::with_capacity(READ_BUF);
     let mut swallow = 0usize;
     let mut stop = shared.shutdown_signal();
@@ -73,14 +79,15 @@ where
         session.now = shared.clock.now();
         let mut consumed = 0;
         let mut after = After::Continue;
-        while consumed < rbuf.len() {
+        let data = rbuf.data();
+        while consumed < data.len() {
             if swallow > 0 {
-                let n = swallow.min(rbuf.len() - consumed);
+                let n = swallow.min(data.len() - consumed);
                 consumed += n;
                 swallow -= n;
                 continue;
             }
-            let buf = &rbuf[consumed..];
+            let buf = &data[consumed..];
             if buf[0] == 0x80 {
                 // The binary protocol is not served yet: close rather than misread it.
                 after = After::Close;
@@ -111,17 +118,17 @@ where
             }
             if out.len() >= OUT_HIGH_WATER {
                 session.counts.bytes_written += out.len() as u64;
-                stream.write_all(&out).await?;
+                sock.write_all(&out).await?;
                 out.clear();
             }
         }
         if consumed > 0 {
             last_cmd.store(session.now, Ordering::Relaxed);
         }
-        rbuf.advance(consumed.min(rbuf.len()));
+        rbuf.consume(consumed);
         if !out.is_empty() {
             session.counts.bytes_written += out.len() as u64;
-            stream.write_all(&out).await?;
+            sock.write_all(&out).await?;
             out.clear();
             if out.capacity() > SHRINK_ABOVE {
                 out = Vec::with_capacity(READ_BUF);
@@ -133,22 +140,16 @@ where
             After::Shutdown { .. } => return Ok(Stop::Shutdown),
             _ => {}
         }
-        if rbuf.is_empty() && rbuf.capacity() > SHRINK_ABOVE {
-            rbuf = BytesMut::with_capacity(READ_BUF);
+        if rbuf.capacity() > SHRINK_ABOVE {
+            rbuf.shrink_to(READ_BUF);
         }
-        if rbuf.capacity() - rbuf.len() < READ_BUF / 4 {
-            rbuf.reserve(READ_BUF.max(rbuf.len()));
-        }
-        let read = stream.read_buf(&mut rbuf);
+        let spare = rbuf.spare(READ_BUF / 4);
         let n = tokio::select! {
             r = async {
                 if idle > 0 {
-                    match tokio::time::timeout(Duration::from_secs(idle), read).await {
-                        Ok(r) => r,
-                        Err(_) => Ok(0),
-                    }
+                    tokio::time::timeout(Duration::from_secs(idle), sock.read(spare)).await.unwrap_or(Ok(0))
                 } else {
-                    read.await
+                    sock.read(spare).await
                 }
             } => r?,
             _ = stop.changed() => return Ok(Stop::Close),
@@ -156,6 +157,7 @@ where
         if n == 0 {
             return Ok(Stop::Close);
         }
+        rbuf.filled(n);
         session.counts.bytes_read += n as u64;
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod connection;
 pub mod dispatch;
+pub mod io;
 pub mod listener;
 pub mod process;
 pub mod settings;

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 
@@ -95,16 +94,14 @@ async fn serve_connections(
                 peer,
                 listen,
             } => {
-                let Ok(stream) = TcpStream::from_std(stream) else {
-                    continue;
-                };
-                local.spawn(connection::serve(stream, shared, index, peer, listen));
+                if stream.set_nonblocking(true).is_ok() {
+                    local.spawn(connection::serve(stream, shared, index, peer, listen));
+                }
             }
             Accepted::Unix { stream, path } => {
-                let Ok(stream) = UnixStream::from_std(stream) else {
-                    continue;
-                };
-                local.spawn(connection::serve(stream, shared, index, path.clone(), path));
+                if stream.set_nonblocking(true).is_ok() {
+                    local.spawn(connection::serve(stream, shared, index, path.clone(), path));
+                }
             }
         }
     }
