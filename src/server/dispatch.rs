@@ -6,7 +6,7 @@
 
 use super::stats::{self, Counts, General};
 use super::Shared;
-use crate::protocol::meta::reply::{echo_flags, flag_num, key_flag, EN, MN};
+use crate::protocol::meta::reply::{echo_flags, flag_num, EN, MN};
 use crate::protocol::meta::{MetaCmd, MetaRequest};
 use crate::protocol::text::reply::{self, stat};
 use crate::protocol::text::retrieval::keys;
@@ -336,7 +336,6 @@ fn meta(s: &mut Session<'_>, m: MetaRequest<'_>, out: &mut Vec<u8>) {
     match m.cmd {
         MetaCmd::Noop => out.extend_from_slice(MN),
         MetaCmd::Debug => {
-            let clock = s.shared.clock.clone();
             let now = s.now;
             s.shared.store.peek(key, now, |it| match it {
                 None => out.extend_from_slice(EN),
@@ -367,7 +366,6 @@ fn meta(s: &mut Session<'_>, m: MetaRequest<'_>, out: &mut Vec<u8>) {
                         if it.has(bits::FETCHED) { "yes" } else { "no" },
                         it.charge()
                     );
-                    let _ = clock;
                 }
             });
         }
@@ -573,7 +571,6 @@ fn meta_get(s: &mut Session<'_>, m: &MetaRequest<'_>, out: &mut Vec<u8>) {
             end_line(out);
         }
     }
-    let _ = key_flag;
 }
 
 fn write_stats(s: &mut Session<'_>, group: &[u8], arg: &[u8], out: &mut Vec<u8>) {

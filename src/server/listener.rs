@@ -115,6 +115,71 @@ pub fn bind(cfg: &ListenConfig) -> Result<Bound, ServerError> {
     Ok(bound)
 }
 
+/// A listener the accept loop can drive: TCP or unix.
+trait Listen: Send + 'static {
+    type Stream: tokio::io::AsyncWrite + Unpin + Send;
+    /// Accepts one connection and names its peer for `stats conns`.
+    fn accept_one(
+        &self,
+    ) -> impl std::future::Future<Output = std::io::Result<(Self::Stream, String)>> + Send;
+    /// Prepares an admitted connection for a worker.
+    fn hand_off(stream: Self::Stream, peer: String, listen: &str) -> Option<Accepted>;
+}
+
+impl Listen for TcpListener {
+    type Stream = tokio::net::TcpStream;
+    async fn accept_one(&self) -> std::io::Result<(Self::Stream, String)> {
+        let (s, peer) = self.accept().await?;
+        let _ = s.set_nodelay(true);
+        Ok((s, format!("tcp:{peer}")))
+    }
+    fn hand_off(stream: Self::Stream, peer: String, listen: &str) -> Option<Accepted> {
+        Some(Accepted::Tcp {
+            stream: stream.into_std().ok()?,
+            peer,
+            listen: listen.to_string(),
+        })
+    }
+}
+
+impl Listen for UnixListener {
+    type Stream = tokio::net::UnixStream;
+    async fn accept_one(&self) -> std::io::Result<(Self::Stream, String)> {
+        let (s, _) = self.accept().await?;
+        Ok((s, String::new()))
+    }
+    fn hand_off(stream: Self::Stream, _peer: String, listen: &str) -> Option<Accepted> {
+        Some(Accepted::Unix {
+            stream: stream.into_std().ok()?,
+            path: listen.to_string(),
+        })
+    }
+}
+
+/// Accepts until shutdown, admitting each connection against `-c` and handing it to a worker.
+async fn accept_loop<L: Listen>(l: L, listen: String, shared: Arc<Shared>, workers: Arc<Workers>) {
+    let mut stop = shared.shutdown_signal();
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = l.accept_one() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::debug!("accept failed: {e}");
+                    // Out of file descriptors and the like: back off briefly.
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
+        };
+        if let Some(stream) = admit(&shared, stream).await {
+            if let Some(conn) = L::hand_off(stream, peer, &listen) {
+                workers.dispatch(conn);
+            }
+        }
+    }
+}
+
 /// Starts one accept task per listener.
 pub fn spawn_accept_loops(
     bound: Bound,
@@ -123,77 +188,22 @@ pub fn spawn_accept_loops(
 ) -> Result<(), ServerError> {
     for l in bound.tcp {
         let l = TcpListener::from_std(l)?;
-        let shared = shared.clone();
-        let workers = workers.clone();
-        tokio::spawn(async move {
-            let listen_addr = l
-                .local_addr()
-                .map(|a| format!("tcp:{a}"))
-                .unwrap_or_default();
-            let mut stop = shared.shutdown_signal();
-            loop {
-                let (stream, peer) = tokio::select! {
-                    r = l.accept() => match r {
-                        Ok(x) => x,
-                        Err(e) => {
-                            tracing::debug!("accept failed: {e}");
-                            // Out of file descriptors and the like: back off briefly.
-                            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                            continue;
-                        }
-                    },
-                    _ = stop.changed() => return,
-                };
-                let _ = stream.set_nodelay(true);
-                let Some(stream) = admit(&shared, stream).await else {
-                    continue;
-                };
-                let Ok(stream) = stream.into_std() else {
-                    continue;
-                };
-                workers.dispatch(Accepted::Tcp {
-                    stream,
-                    peer: format!("tcp:{peer}"),
-                    listen: listen_addr.clone(),
-                });
-            }
-        });
+        let listen = l
+            .local_addr()
+            .map(|a| format!("tcp:{a}"))
+            .unwrap_or_default();
+        tokio::spawn(accept_loop(l, listen, shared.clone(), workers.clone()));
     }
     if let Some(l) = bound.unix {
         let l = UnixListener::from_std(l)?;
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let path = shared
-                .config
-                .listen
-                .unix_socket
-                .as_ref()
-                .map(|p| format!("unix:{}", p.display()))
-                .unwrap_or_default();
-            let mut stop = shared.shutdown_signal();
-            loop {
-                let stream = tokio::select! {
-                    r = l.accept() => match r {
-                        Ok((s, _)) => s,
-                        Err(_) => {
-                            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                            continue;
-                        }
-                    },
-                    _ = stop.changed() => return,
-                };
-                let Some(stream) = admit(&shared, stream).await else {
-                    continue;
-                };
-                let Ok(stream) = stream.into_std() else {
-                    continue;
-                };
-                workers.dispatch(Accepted::Unix {
-                    stream,
-                    path: path.clone(),
-                });
-            }
-        });
+        let listen = shared
+            .config
+            .listen
+            .unix_socket
+            .as_ref()
+            .map(|p| format!("unix:{}", p.display()))
+            .unwrap_or_default();
+        tokio::spawn(accept_loop(l, listen, shared.clone(), workers));
     }
     Ok(())
 }

@@ -27,6 +27,13 @@ pub enum Miss {
     Flushed,
 }
 
+/// What [`Shard::reap`] found in a slot.
+enum Slot<'a> {
+    Empty,
+    Reaped,
+    Live(&'a Item),
+}
+
 #[derive(Default)]
 pub struct Shard {
     table: HashTable<u32>,
@@ -212,24 +219,15 @@ impl Shard {
             if Some(idx) == protect {
                 continue;
             }
-            let (hash, dead, referenced, fetched, tomb) = match &self.slots[self.hand] {
-                None => continue,
-                Some(it) => (
-                    hash_key(it.key()),
-                    it.is_expired(now) || self.is_flushed(it, now),
+            let (referenced, fetched, tomb) = match self.reap(idx, now, used) {
+                Slot::Empty => continue,
+                Slot::Reaped => return true,
+                Slot::Live(it) => (
                     it.has(bits::REFERENCED),
                     it.has(bits::FETCHED),
                     it.is_tombstone(),
                 ),
             };
-            if dead {
-                if tomb {
-                    self.remove(hash, idx, used);
-                } else {
-                    self.unlink_dead(hash, idx, used);
-                }
-                return true;
-            }
             if referenced {
                 self.item_mut(idx).clear(bits::REFERENCED);
                 continue;
@@ -240,10 +238,29 @@ impl Shard {
                     self.stats.evicted_unfetched += 1;
                 }
             }
+            let hash = hash_key(self.item(idx).key());
             self.remove(hash, idx, used);
             return true;
         }
         false
+    }
+
+    /// Drops the item in `idx` if it is expired or flushed (a tombstone past its window
+    /// included), counting it as memcached does.
+    fn reap(&mut self, idx: u32, now: u32, used: &AtomicUsize) -> Slot<'_> {
+        let (hash, tomb) = match &self.slots[idx as usize] {
+            None => return Slot::Empty,
+            Some(it) if it.is_expired(now) || self.is_flushed(it, now) => {
+                (hash_key(it.key()), it.is_tombstone())
+            }
+            Some(_) => return Slot::Live(self.item(idx)),
+        };
+        if tomb {
+            self.remove(hash, idx, used);
+        } else {
+            self.unlink_dead(hash, idx, used);
+        }
+        Slot::Reaped
     }
 
     /// Walks up to `budget` slots from where the last walk stopped and drops dead items, so
@@ -253,21 +270,7 @@ impl Shard {
         let mut dropped = 0;
         for _ in 0..budget.min(n) {
             self.reclaim_cursor = (self.reclaim_cursor + 1) % n;
-            let idx = self.reclaim_cursor as u32;
-            let (hash, dead, tomb) = match &self.slots[idx as usize] {
-                None => continue,
-                Some(it) => (
-                    hash_key(it.key()),
-                    it.is_expired(now) || self.is_flushed(it, now),
-                    it.is_tombstone(),
-                ),
-            };
-            if dead {
-                if tomb {
-                    self.remove(hash, idx, used);
-                } else {
-                    self.unlink_dead(hash, idx, used);
-                }
+            if let Slot::Reaped = self.reap(self.reclaim_cursor as u32, now, used) {
                 dropped += 1;
             }
         }
