@@ -402,3 +402,61 @@ fn binary_safe_values() {
     want.extend_from_slice(b"\r\nEND\r\n");
     c.expect(b"get bin\r\n", &want);
 }
+
+#[test]
+fn stats_counters_are_exact() {
+    let s = InProc::default();
+    let mut c = s.client();
+    c.expect(b"set a 0 0 1\r\n1\r\n", b"STORED\r\n");
+    c.expect(b"get a nokey\r\n", b"VALUE a 0 1\r\n1\r\nEND\r\n");
+    c.expect(
+        b"incr a 1\r\nincr nokey 1\r\ndecr a 1\r\n",
+        b"2\r\nNOT_FOUND\r\n1\r\n",
+    );
+    c.expect(
+        b"touch a 0\r\ntouch nokey 0\r\n",
+        b"TOUCHED\r\nNOT_FOUND\r\n",
+    );
+    c.expect(b"delete a\r\ndelete a\r\n", b"DELETED\r\nNOT_FOUND\r\n");
+    for (name, want) in [
+        ("cmd_get", "2"),
+        ("get_hits", "1"),
+        ("get_misses", "1"),
+        ("cmd_set", "1"),
+        ("incr_hits", "1"),
+        ("incr_misses", "1"),
+        ("decr_hits", "1"),
+        ("decr_misses", "0"),
+        ("cmd_touch", "2"),
+        ("touch_hits", "1"),
+        ("touch_misses", "1"),
+        ("delete_hits", "1"),
+        ("delete_misses", "1"),
+        ("curr_items", "0"),
+        ("total_items", "1"),
+        ("curr_connections", "1"),
+        ("threads", "2"),
+    ] {
+        assert_eq!(c.stat(name), want, "{name}");
+    }
+    let read: u64 = c.stat("bytes_read").parse().unwrap();
+    assert!(read > 100);
+    c.expect(b"stats reset\r\n", b"RESET\r\n");
+    assert_eq!(c.stat("cmd_get"), "0");
+    assert_eq!(c.stat("total_items"), "0");
+}
+
+#[test]
+fn stats_groups() {
+    let s = InProc::default();
+    let mut c = s.client();
+    c.expect(b"set a 0 0 1\r\n1\r\n", b"STORED\r\n");
+    assert_eq!(c.stat_group("settings", "maxconns"), "1024");
+    assert_eq!(c.stat_group("settings", "item_size_max"), "1048576");
+    assert_eq!(c.stat_group("settings", "evictions"), "on");
+    assert_eq!(c.stat_group("items", "items:1:number"), "1");
+    assert_eq!(c.stat_group("slabs", "active_slabs"), "1");
+    let conns = String::from_utf8(c.call_until(b"stats conns\r\n", b"END\r\n")).unwrap();
+    assert!(conns.contains(":addr tcp:127.0.0.1:"), "{conns}");
+    assert!(conns.contains(":secs_since_last_cmd "), "{conns}");
+}
