@@ -1,6 +1,7 @@
-//! Real clients against the real binary: libmemcached's `memccapable` (ascii suite) and a
-//! pymemcache round trip. The README's test command installs both; a missing client fails
-//! the test instead of skipping it.
+//! Real clients against the real binary: libmemcached's `memccapable` (ascii and binary
+//! suites), a pymemcache round trip, and PHP's Memcached extension over the binary protocol
+//! (plain and with SASL). The README's test command installs them all; a missing client
+//! fails the test instead of skipping it.
 
 mod common;
 
@@ -8,11 +9,10 @@ use std::process::Command;
 
 use common::Proc;
 
-#[test]
-fn memccapable_ascii_passes() {
+fn memccapable(mode: &str, min_tests: usize) {
     let p = Proc::start(&[]);
     let out = Command::new("memccapable")
-        .args(["-h", "127.0.0.1", "-p", &p.port.to_string(), "-a"])
+        .args(["-h", "127.0.0.1", "-p", &p.port.to_string(), mode])
         .output()
         .expect("memccapable must be installed (libmemcached-tools)");
     let text =
@@ -21,7 +21,17 @@ fn memccapable_ascii_passes() {
     assert!(text.contains("All tests passed"), "{text}");
     assert!(!text.contains("[fail]"), "{text}");
     let passed = text.matches("[pass]").count();
-    assert!(passed >= 27, "only {passed} ascii tests ran:\n{text}");
+    assert!(passed >= min_tests, "only {passed} tests ran:\n{text}");
+}
+
+#[test]
+fn memccapable_ascii_passes() {
+    memccapable("-a", 27);
+}
+
+#[test]
+fn memccapable_binary_passes() {
+    memccapable("-b", 27);
 }
 
 #[test]
@@ -41,4 +51,49 @@ fn pymemcache_round_trip() {
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("pymemcache round trip: ok"), "{text}");
+}
+
+fn php(port: u16, sasl: Option<(&str, &str)>) -> (bool, String) {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/php_memcached.php"
+    );
+    let mut cmd = Command::new("php");
+    if sasl.is_some() {
+        cmd.args(["-d", "memcached.use_sasl=1"]);
+    }
+    cmd.arg(script).arg(port.to_string());
+    if let Some((user, pass)) = sasl {
+        cmd.args([user, pass]);
+    }
+    let out = cmd
+        .output()
+        .expect("php-cli with php-memcached must be installed");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (
+        out.status.success() && text.contains("php memcached round trip: ok"),
+        text,
+    )
+}
+
+#[test]
+fn php_memcached_binary_protocol() {
+    let p = Proc::start(&[]);
+    let (ok, text) = php(p.port, None);
+    assert!(ok, "{text}");
+}
+
+#[test]
+fn php_memcached_with_sasl() {
+    let dir = common::TempDir::new("phpsasl");
+    let pw = dir.0.join("sasl.pw");
+    std::fs::write(&pw, "alice:secret\n").unwrap();
+    let opt = format!("sasl_file={}", pw.display());
+    let p = Proc::start(&["-S", "-o", &opt]);
+    let (ok, text) = php(p.port, Some(("alice", "secret")));
+    assert!(ok, "{text}");
+    let (ok, text) = php(p.port, Some(("alice", "wrong")));
+    assert!(!ok, "a wrong password must fail: {text}");
+    assert!(text.contains("FAIL"), "{text}");
 }

@@ -89,6 +89,8 @@ pub struct Config {
     pub chunk_size: u32,
     pub prefix_delimiter: char,
     pub sasl: bool,
+    /// SASL password file: `-o sasl_file=FILE`, else `MEMCACHED_SASL_PWDB`.
+    pub sasl_file: Option<PathBuf>,
     pub auth_file: Option<PathBuf>,
     /// `-o` options as given, for `stats settings`.
     pub extended: Vec<(String, Option<String>)>,
@@ -130,6 +132,7 @@ impl Default for Config {
             chunk_size: 48,
             prefix_delimiter: ':',
             sasl: false,
+            sasl_file: None,
             auth_file: None,
             extended: Vec::new(),
             warnings: Vec::new(),
@@ -252,6 +255,9 @@ impl Config {
             for opt in group.split(',').map(str::trim).filter(|s| !s.is_empty()) {
                 validate::apply_extended(&mut c, opt)?;
             }
+        }
+        if c.sasl && c.sasl_file.is_none() {
+            c.sasl_file = std::env::var_os(crate::server::auth::SASL_PWDB_ENV).map(PathBuf::from);
         }
         c.replication.peer = args.peer.clone();
         if let Some(x) = &args.replication_port {

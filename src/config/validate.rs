@@ -122,7 +122,9 @@ pub fn apply_extended(c: &mut Config, opt: &str) -> Result<(), ConfigError> {
             "-o {name}: unknown extended option; see memcached's -o list (e.g. -o idle_timeout=60)"
         )));
     }
-    if name == "idle_timeout" {
+    if name == "sasl_file" {
+        c.sasl_file = value.clone().map(Into::into);
+    } else if name == "idle_timeout" {
         let v = value.as_deref().unwrap_or("");
         c.idle_timeout_secs = v.parse().map_err(|_| {
             ConfigError::Invalid(format!(
@@ -181,11 +183,8 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
     if c.listen.udp_port != 0 {
         return bad("-U: UDP is not supported by repcached; leave -U at 0 and use TCP");
     }
-    if c.sasl {
-        return bad("-S: SASL is not supported yet; run without -S");
-    }
-    if c.auth_file.is_some() {
-        return bad("-Y: ascii authentication is not supported yet; run without -Y");
+    if c.sasl && c.sasl_file.is_none() {
+        return bad("-S needs a password file of user:password lines: give -o sasl_file=FILE or set MEMCACHED_SASL_PWDB");
     }
     if c.listen.port == 0
         && c.listen.unix_socket.is_none()

@@ -8,6 +8,7 @@
 //!
 //! Meta commands are text lines too, so the text parser hands `m?` verbs to [`meta`].
 
+pub mod binary;
 pub mod limits;
 pub mod meta;
 pub mod number;

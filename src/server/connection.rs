@@ -15,6 +15,8 @@ use std::time::Duration;
 use super::dispatch::{self, After, Session};
 use super::io::{ReadBuf, Socket};
 use super::Shared;
+use crate::protocol::binary::{self, BinParsed};
+use crate::protocol::text::auth::AuthParsed;
 use crate::protocol::{text, Next, Parsed};
 
 /// Initial read buffer; grows for large values, shrinks back when idle.
@@ -73,7 +75,9 @@ where
         counts: Default::default(),
         now: shared.clock.now(),
         worker,
+        authenticated: false,
     };
+    let mut proto = Proto::Unknown;
     loop {
         // Parse and execute every complete request in the buffer.
         session.now = shared.clock.now();
@@ -88,32 +92,27 @@ where
                 continue;
             }
             let buf = &data[consumed..];
-            if buf[0] == 0x80 {
-                // The binary protocol is not served yet: close rather than misread it.
-                after = After::Close;
-                break;
+            if proto == Proto::Unknown {
+                proto = Proto::detect(buf[0], &shared.config.binding_protocol);
             }
-            match text::parse(buf, &shared.limits) {
-                Parsed::Done(req, used) => {
-                    consumed += used;
-                    match dispatch::execute(req, &mut session, &mut out) {
-                        After::Continue => {}
-                        After::Swallow(n) => swallow = n,
-                        other => {
-                            after = other;
-                            break;
-                        }
-                    }
+            let step = match proto {
+                Proto::Binary => binary_step(buf, &mut session, &mut out),
+                Proto::Text if shared.ascii_credentials.is_some() && !session.authenticated => {
+                    auth_step(buf, &mut session, &mut out)
                 }
-                Parsed::Incomplete => break,
-                Parsed::Invalid(e) => {
-                    out.extend_from_slice(&e.reply_bytes());
-                    consumed += e.consumed;
-                    swallow = e.swallow;
-                    if e.kind.next() == Next::Close {
-                        after = After::Close;
-                        break;
-                    }
+                Proto::Text => text_step(buf, &mut session, &mut out),
+                Proto::Unknown | Proto::Refused => Step::close(0),
+            };
+            consumed += step.used;
+            if step.swallow > 0 {
+                swallow = step.swallow;
+            }
+            match step.after {
+                None => break,
+                Some(After::Continue) | Some(After::Swallow(_)) => {}
+                Some(other) => {
+                    after = other;
+                    break;
                 }
             }
             if out.len() >= OUT_HIGH_WATER {
@@ -159,5 +158,132 @@ where
         }
         rbuf.filled(n);
         session.counts.bytes_read += n as u64;
+    }
+}
+
+/// Which protocol a connection speaks, decided by its first byte as memcached does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Proto {
+    Unknown,
+    Text,
+    Binary,
+    /// The first byte asked for a protocol `-B` turned off.
+    Refused,
+}
+
+impl Proto {
+    fn detect(first: u8, binding: &str) -> Proto {
+        let binary = first == crate::protocol::binary::REQUEST;
+        match (binding, binary) {
+            ("ascii", true) | ("binary", false) => Proto::Refused,
+            (_, true) => Proto::Binary,
+            (_, false) => Proto::Text,
+        }
+    }
+}
+
+/// One parse-and-execute step: bytes used, bytes to skip next, and what to do after
+/// (`None`: wait for more input).
+struct Step {
+    used: usize,
+    swallow: usize,
+    after: Option<After>,
+}
+
+impl Step {
+    fn close(used: usize) -> Step {
+        Step {
+            used,
+            swallow: 0,
+            after: Some(After::Close),
+        }
+    }
+
+    fn wait() -> Step {
+        Step {
+            used: 0,
+            swallow: 0,
+            after: None,
+        }
+    }
+
+    fn done(used: usize, after: After) -> Step {
+        let swallow = if let After::Swallow(n) = after { n } else { 0 };
+        Step {
+            used,
+            swallow,
+            after: Some(after),
+        }
+    }
+}
+
+fn text_step(buf: &[u8], session: &mut Session<'_>, out: &mut Vec<u8>) -> Step {
+    match text::parse(buf, &session.shared.limits) {
+        Parsed::Done(req, used) => Step::done(used, dispatch::execute(req, session, out)),
+        Parsed::Incomplete => Step::wait(),
+        Parsed::Invalid(e) => {
+            out.extend_from_slice(&e.reply_bytes());
+            if e.kind.next() == Next::Close {
+                return Step::close(e.consumed);
+            }
+            Step {
+                used: e.consumed,
+                swallow: e.swallow,
+                after: Some(After::Continue),
+            }
+        }
+    }
+}
+
+fn binary_step(buf: &[u8], session: &mut Session<'_>, out: &mut Vec<u8>) -> Step {
+    match binary::parse(buf, &session.shared.limits) {
+        BinParsed::Done(req, used) => Step::done(used, super::binary::execute(req, session, out)),
+        BinParsed::Incomplete => Step::wait(),
+        BinParsed::BadMagic => Step::close(0),
+        BinParsed::Error {
+            header,
+            status,
+            consumed,
+            swallow,
+            close,
+        } => {
+            if status == binary::status::E2BIG {
+                session.counts.store_too_large += 1;
+            }
+            binary::reply::error(out, &header, status);
+            Step {
+                used: consumed,
+                swallow,
+                after: Some(if close { After::Close } else { After::Continue }),
+            }
+        }
+    }
+}
+
+/// `-Y`: the first text request must carry credentials.
+fn auth_step(buf: &[u8], session: &mut Session<'_>, out: &mut Vec<u8>) -> Step {
+    match text::auth::parse(buf) {
+        AuthParsed::Incomplete => Step::wait(),
+        AuthParsed::Close => Step::close(buf.len()),
+        AuthParsed::Reply { reply, used } => {
+            out.extend_from_slice(reply);
+            Step::done(used, After::Continue)
+        }
+        AuthParsed::Credentials { user, pass, used } => {
+            let ok = session
+                .shared
+                .ascii_credentials
+                .as_ref()
+                .is_some_and(|c| c.check(user, pass));
+            session.counts.auth_cmds += 1;
+            if ok {
+                session.authenticated = true;
+                out.extend_from_slice(b"STORED\r\n");
+            } else {
+                session.counts.auth_errors += 1;
+                out.extend_from_slice(b"CLIENT_ERROR authentication failure\r\n");
+            }
+            Step::done(used, After::Continue)
+        }
     }
 }

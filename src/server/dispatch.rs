@@ -38,6 +38,8 @@ pub struct Session<'s> {
     pub now: u32,
     /// The worker thread this connection lives on (its counter slot).
     pub worker: usize,
+    /// Passed SASL (`-S`) or ascii (`-Y`) authentication.
+    pub authenticated: bool,
 }
 
 impl Session<'_> {
@@ -250,7 +252,7 @@ pub fn execute(req: Request<'_>, s: &mut Session<'_>, out: &mut Vec<u8>) -> Afte
     }
 }
 
-fn count_arith(c: &mut Counts, incr: bool, r: &ArithOutcome) {
+pub(super) fn count_arith(c: &mut Counts, incr: bool, r: &ArithOutcome) {
     let hit = matches!(
         r,
         ArithOutcome::Value { created: false, .. } | ArithOutcome::NonNumeric
@@ -272,7 +274,7 @@ fn count_miss(c: &mut Counts, miss: Miss) {
 }
 
 /// Counts a read the way memcached does: with a TTL update it is a touch, else a get.
-fn count_read(c: &mut Counts, touch: bool, hit: Result<(), Miss>) {
+pub(super) fn count_read(c: &mut Counts, touch: bool, hit: Result<(), Miss>) {
     if let Err(m) = hit {
         count_miss(c, m);
     }
@@ -312,7 +314,11 @@ fn get(s: &mut Session<'_>, kind: GetKind, exptime: i32, list: &[u8], out: &mut 
 }
 
 /// Runs a store request and counts it.
-fn store(s: &mut Session<'_>, r: &SetRequest<'_>, is_cas: bool) -> Result<SetOutcome, StoreError> {
+pub(super) fn store(
+    s: &mut Session<'_>,
+    r: &SetRequest<'_>,
+    is_cas: bool,
+) -> Result<SetOutcome, StoreError> {
     s.counts.cmd_set += 1;
     let res = s.shared.store.set(r, s.now);
     match res {
@@ -573,7 +579,7 @@ fn meta_get(s: &mut Session<'_>, m: &MetaRequest<'_>, out: &mut Vec<u8>) {
     }
 }
 
-fn write_stats(s: &mut Session<'_>, group: &[u8], arg: &[u8], out: &mut Vec<u8>) {
+pub(super) fn write_stats(s: &mut Session<'_>, group: &[u8], arg: &[u8], out: &mut Vec<u8>) {
     let sh = s.shared;
     // A connection's own counts so far belong in its own stats reply.
     sh.counts.slot(s.worker).absorb(&mut s.counts);

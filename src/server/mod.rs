@@ -5,6 +5,8 @@
 //! serves until the shutdown signal, waits for connections to finish the replies they owe,
 //! and returns.
 
+pub mod auth;
+pub mod binary;
 pub mod connection;
 pub mod dispatch;
 pub mod io;
@@ -27,6 +29,7 @@ use crate::config::Config;
 use crate::protocol::text::reply::stat;
 use crate::protocol::Limits;
 use crate::store::{Clock, Store};
+use auth::Credentials;
 use listener::Bound;
 use stats::PerWorker;
 
@@ -45,6 +48,12 @@ pub enum ServerError {
         "cannot resolve listen address {addr}: {reason}; give an IP address or hostname with -l"
     )]
     Resolve { addr: String, reason: String },
+    #[error("cannot read the password file {path}: {reason}; check {what}")]
+    Credentials {
+        path: String,
+        reason: String,
+        what: &'static str,
+    },
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -62,6 +71,10 @@ pub struct Shared {
     pub store: Store,
     pub clock: Arc<Clock>,
     pub limits: Limits,
+    /// SASL PLAIN users (`-S`).
+    pub credentials: Credentials,
+    /// ascii authentication users (`-Y`); None when ascii auth is off.
+    pub ascii_credentials: Option<Credentials>,
     /// Request counters, one cache-line-padded slot per worker thread.
     pub counts: PerWorker,
     curr_conns: AtomicU64,
@@ -158,6 +171,21 @@ impl Server {
 
     /// As [`Server::bind`], with a clock the caller controls (tests advance it).
     pub fn bind_with_clock(config: Config, clock: Arc<Clock>) -> Result<Server, ServerError> {
+        let load = |path: &std::path::Path, what: &'static str| {
+            Credentials::load(path).map_err(|e| ServerError::Credentials {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+                what,
+            })
+        };
+        let credentials = match &config.sasl_file {
+            Some(p) if config.sasl => load(p, "-o sasl_file or MEMCACHED_SASL_PWDB")?,
+            _ => Credentials::default(),
+        };
+        let ascii_credentials = match &config.auth_file {
+            Some(p) => Some(load(p, "-Y")?),
+            None => None,
+        };
         let bound = listener::bind(&config.listen)?;
         let store = Store::new(config.store.clone(), clock.clone());
         let (tx, _) = watch::channel(false);
@@ -171,6 +199,8 @@ impl Server {
             limits: Limits {
                 item_size_max: config.store.item_size_max,
             },
+            credentials,
+            ascii_credentials,
             verbosity: AtomicU32::new(config.verbose as u32),
             config,
             store,

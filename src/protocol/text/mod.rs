@@ -5,6 +5,7 @@
 //! is a bare `ERROR`. We keep those rules so replies match byte for byte, and add one: keys
 //! with control characters are refused.
 
+pub mod auth;
 pub mod misc;
 pub mod reply;
 pub mod retrieval;

@@ -1,0 +1,403 @@
+//! memcached's binary protocol: 24-byte headers, then extras, key and value.
+//!
+//! The parser checks a header before its body arrives: a wrong magic byte closes the
+//! connection, lengths that cannot be right are answered and close it, and a value above `-I`
+//! is refused and swallowed, so no client makes us buffer more than one item. Quiet opcodes
+//! are the loud ones with a flag, as in memcached's dispatcher.
+
+pub mod reply;
+
+use super::limits::KEY_MAX_LENGTH;
+use super::Limits;
+use crate::store::item_total_size;
+
+/// Request and response magic bytes.
+pub const REQUEST: u8 = 0x80;
+pub const RESPONSE: u8 = 0x81;
+pub const HEADER_LEN: usize = 24;
+
+/// Opcodes (memcached's protocol_binary.h).
+pub mod op {
+    pub const GET: u8 = 0x00;
+    pub const SET: u8 = 0x01;
+    pub const ADD: u8 = 0x02;
+    pub const REPLACE: u8 = 0x03;
+    pub const DELETE: u8 = 0x04;
+    pub const INCREMENT: u8 = 0x05;
+    pub const DECREMENT: u8 = 0x06;
+    pub const QUIT: u8 = 0x07;
+    pub const FLUSH: u8 = 0x08;
+    pub const GETQ: u8 = 0x09;
+    pub const NOOP: u8 = 0x0a;
+    pub const VERSION: u8 = 0x0b;
+    pub const GETK: u8 = 0x0c;
+    pub const GETKQ: u8 = 0x0d;
+    pub const APPEND: u8 = 0x0e;
+    pub const PREPEND: u8 = 0x0f;
+    pub const STAT: u8 = 0x10;
+    pub const SETQ: u8 = 0x11;
+    pub const ADDQ: u8 = 0x12;
+    pub const REPLACEQ: u8 = 0x13;
+    pub const DELETEQ: u8 = 0x14;
+    pub const INCREMENTQ: u8 = 0x15;
+    pub const DECREMENTQ: u8 = 0x16;
+    pub const QUITQ: u8 = 0x17;
+    pub const FLUSHQ: u8 = 0x18;
+    pub const APPENDQ: u8 = 0x19;
+    pub const PREPENDQ: u8 = 0x1a;
+    pub const VERBOSITY: u8 = 0x1b;
+    pub const TOUCH: u8 = 0x1c;
+    pub const GAT: u8 = 0x1d;
+    pub const GATQ: u8 = 0x1e;
+    pub const SASL_LIST_MECHS: u8 = 0x20;
+    pub const SASL_AUTH: u8 = 0x21;
+    pub const SASL_STEP: u8 = 0x22;
+    pub const GATK: u8 = 0x23;
+    pub const GATKQ: u8 = 0x24;
+}
+
+/// Response status codes.
+pub mod status {
+    pub const OK: u16 = 0x00;
+    pub const KEY_ENOENT: u16 = 0x01;
+    pub const KEY_EEXISTS: u16 = 0x02;
+    pub const E2BIG: u16 = 0x03;
+    pub const EINVAL: u16 = 0x04;
+    pub const NOT_STORED: u16 = 0x05;
+    pub const DELTA_BADVAL: u16 = 0x06;
+    pub const AUTH_ERROR: u16 = 0x20;
+    pub const AUTH_CONTINUE: u16 = 0x21;
+    pub const UNKNOWN_COMMAND: u16 = 0x81;
+    pub const ENOMEM: u16 = 0x82;
+}
+
+/// memcached's text for each error status.
+pub fn status_text(s: u16) -> &'static [u8] {
+    match s {
+        status::ENOMEM => b"Out of memory",
+        status::UNKNOWN_COMMAND => b"Unknown command",
+        status::KEY_ENOENT => b"Not found",
+        status::EINVAL => b"Invalid arguments",
+        status::KEY_EEXISTS => b"Data exists for key.",
+        status::E2BIG => b"Too large.",
+        status::DELTA_BADVAL => b"Non-numeric server-side value for incr or decr",
+        status::NOT_STORED => b"Not stored.",
+        status::AUTH_ERROR => b"Auth failure.",
+        _ => b"",
+    }
+}
+
+/// A request header, in host order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub magic: u8,
+    pub opcode: u8,
+    pub key_len: u16,
+    pub extras_len: u8,
+    pub data_type: u8,
+    pub vbucket: u16,
+    pub body_len: u32,
+    pub opaque: u32,
+    pub cas: u64,
+}
+
+impl Header {
+    pub fn parse(b: &[u8]) -> Option<Header> {
+        let b: &[u8; HEADER_LEN] = b.get(..HEADER_LEN)?.try_into().ok()?;
+        Some(Header {
+            magic: b[0],
+            opcode: b[1],
+            key_len: u16::from_be_bytes([b[2], b[3]]),
+            extras_len: b[4],
+            data_type: b[5],
+            vbucket: u16::from_be_bytes([b[6], b[7]]),
+            body_len: u32::from_be_bytes([b[8], b[9], b[10], b[11]]),
+            opaque: u32::from_be_bytes([b[12], b[13], b[14], b[15]]),
+            cas: u64::from_be_bytes([b[16], b[17], b[18], b[19], b[20], b[21], b[22], b[23]]),
+        })
+    }
+
+    /// The header bytes of a request (clients, tests).
+    pub fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut b = [0u8; HEADER_LEN];
+        b[0] = self.magic;
+        b[1] = self.opcode;
+        b[2..4].copy_from_slice(&self.key_len.to_be_bytes());
+        b[4] = self.extras_len;
+        b[5] = self.data_type;
+        b[6..8].copy_from_slice(&self.vbucket.to_be_bytes());
+        b[8..12].copy_from_slice(&self.body_len.to_be_bytes());
+        b[12..16].copy_from_slice(&self.opaque.to_be_bytes());
+        b[16..24].copy_from_slice(&self.cas.to_be_bytes());
+        b
+    }
+}
+
+/// The loud opcode behind a quiet one, and whether it was quiet.
+pub fn unquiet(opcode: u8) -> (u8, bool) {
+    use op::*;
+    match opcode {
+        GETQ => (GET, true),
+        GETKQ => (GETK, true),
+        SETQ => (SET, true),
+        ADDQ => (ADD, true),
+        REPLACEQ => (REPLACE, true),
+        DELETEQ => (DELETE, true),
+        INCREMENTQ => (INCREMENT, true),
+        DECREMENTQ => (DECREMENT, true),
+        QUITQ => (QUIT, true),
+        FLUSHQ => (FLUSH, true),
+        APPENDQ => (APPEND, true),
+        PREPENDQ => (PREPEND, true),
+        GATQ => (GAT, true),
+        GATKQ => (GATK, true),
+        other => (other, false),
+    }
+}
+
+/// A whole binary request, borrowing from the read buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct BinRequest<'a> {
+    pub header: Header,
+    /// The loud form of the opcode.
+    pub opcode: u8,
+    pub quiet: bool,
+    pub extras: &'a [u8],
+    pub key: &'a [u8],
+    pub value: &'a [u8],
+}
+
+impl BinRequest<'_> {
+    pub fn extra_u32(&self, at: usize) -> u32 {
+        self.extras
+            .get(at..at + 4)
+            .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    pub fn extra_u64(&self, at: usize) -> u64 {
+        self.extras.get(at..at + 8).map_or(0, |b| {
+            u64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+        })
+    }
+}
+
+/// What a binary parse found.
+#[derive(Debug)]
+pub enum BinParsed<'a> {
+    Done(BinRequest<'a>, usize),
+    Incomplete,
+    /// Answer `status` (with memcached's text), skip `consumed` bytes and `swallow` more,
+    /// then close the connection if `close`.
+    Error {
+        header: Header,
+        status: u16,
+        consumed: usize,
+        swallow: usize,
+        close: bool,
+    },
+    /// Not a binary request at all: close without a word.
+    BadMagic,
+}
+
+/// Does the body length fit the opcode? (memcached's dispatcher rules.)
+fn shape_ok(op: u8, key: usize, ext: usize, body: usize) -> bool {
+    use op::*;
+    match op {
+        VERSION | NOOP | QUIT | SASL_LIST_MECHS => ext == 0 && key == 0 && body == 0,
+        FLUSH => key == 0 && body == ext && (ext == 0 || ext == 4),
+        SET | ADD | REPLACE => ext == 8 && key != 0 && body >= key + 8,
+        GET | GETK => ext == 0 && body == key && key > 0,
+        DELETE => key > 0 && ext == 0 && body == key,
+        INCREMENT | DECREMENT => key > 0 && ext == 20 && body == key + ext,
+        APPEND | PREPEND => key > 0 && ext == 0,
+        STAT => ext == 0,
+        SASL_AUTH | SASL_STEP => ext == 0 && key != 0,
+        TOUCH | GAT | GATK => ext == 4 && key != 0,
+        VERBOSITY => ext == 4 && key == 0 && body == 4,
+        _ => true,
+    }
+}
+
+/// Parses one binary request from the front of `buf` (which starts with the magic byte).
+pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> BinParsed<'a> {
+    let Some(header) = Header::parse(buf) else {
+        return BinParsed::Incomplete;
+    };
+    if header.magic != REQUEST {
+        return BinParsed::BadMagic;
+    }
+    let (key_len, ext_len, body_len) = (
+        header.key_len as usize,
+        header.extras_len as usize,
+        header.body_len as usize,
+    );
+    let err = |status, consumed, swallow, close| BinParsed::Error {
+        header,
+        status,
+        consumed,
+        swallow,
+        close,
+    };
+    if key_len > body_len || key_len + ext_len > body_len {
+        return err(status::UNKNOWN_COMMAND, HEADER_LEN, 0, true);
+    }
+    let (opcode, quiet) = unquiet(header.opcode);
+    if key_len > KEY_MAX_LENGTH || !shape_ok(opcode, key_len, ext_len, body_len) {
+        return err(status::EINVAL, HEADER_LEN, 0, true);
+    }
+    let value_len = body_len - key_len - ext_len;
+    let head = HEADER_LEN + ext_len + key_len;
+    let is_store = matches!(
+        opcode,
+        op::SET | op::ADD | op::REPLACE | op::APPEND | op::PREPEND
+    );
+    if value_len > 0 && item_total_size(key_len, value_len) > limits.item_size_max {
+        if buf.len() < head {
+            return BinParsed::Incomplete;
+        }
+        // Storage commands: refuse and swallow the value. Others never carry big values.
+        return if is_store {
+            err(status::E2BIG, head, value_len, false)
+        } else {
+            err(status::EINVAL, head, value_len, true)
+        };
+    }
+    let total = HEADER_LEN + body_len;
+    if buf.len() < total {
+        return BinParsed::Incomplete;
+    }
+    let extras = &buf[HEADER_LEN..HEADER_LEN + ext_len];
+    let key = &buf[HEADER_LEN + ext_len..head];
+    let value = &buf[head..total];
+    BinParsed::Done(
+        BinRequest {
+            header,
+            opcode,
+            quiet,
+            extras,
+            key,
+            value,
+        },
+        total,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(opcode: u8, extras: &[u8], key: &[u8], value: &[u8], cas: u64) -> Vec<u8> {
+        let h = Header {
+            magic: REQUEST,
+            opcode,
+            key_len: key.len() as u16,
+            extras_len: extras.len() as u8,
+            data_type: 0,
+            vbucket: 0,
+            body_len: (extras.len() + key.len() + value.len()) as u32,
+            opaque: 0xdeadbeef,
+            cas,
+        };
+        let mut v = h.encode().to_vec();
+        v.extend_from_slice(extras);
+        v.extend_from_slice(key);
+        v.extend_from_slice(value);
+        v
+    }
+
+    #[test]
+    fn header_round_trip() {
+        let bytes = request(op::SETQ, &[0; 8], b"key", b"value", 7);
+        let h = Header::parse(&bytes).unwrap();
+        assert_eq!(h.encode().as_slice(), &bytes[..HEADER_LEN]);
+        assert_eq!((h.key_len, h.extras_len, h.body_len, h.cas), (3, 8, 16, 7));
+    }
+
+    #[test]
+    fn set_parses_and_every_prefix_needs_more() {
+        let bytes = request(op::SETQ, &[0, 0, 0, 5, 0, 0, 0, 0], b"key", b"value", 0);
+        for cut in 0..bytes.len() {
+            assert!(
+                matches!(
+                    parse(&bytes[..cut], &Limits::default()),
+                    BinParsed::Incomplete
+                ),
+                "cut {cut}"
+            );
+        }
+        match parse(&bytes, &Limits::default()) {
+            BinParsed::Done(r, n) => {
+                assert_eq!(n, bytes.len());
+                assert_eq!(
+                    (r.opcode, r.quiet, r.key, r.value),
+                    (op::SET, true, &b"key"[..], &b"value"[..])
+                );
+                assert_eq!(r.extra_u32(0), 5);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn malformed_headers() {
+        let mut bad = request(op::GET, &[], b"k", &[], 0);
+        bad[0] = 0x42;
+        assert!(matches!(
+            parse(&bad, &Limits::default()),
+            BinParsed::BadMagic
+        ));
+        // Key longer than the body.
+        let mut h = Header::parse(&request(op::GET, &[], b"k", &[], 0)).unwrap();
+        h.key_len = 10;
+        assert!(matches!(
+            parse(&h.encode(), &Limits::default()),
+            BinParsed::Error {
+                status: status::UNKNOWN_COMMAND,
+                close: true,
+                ..
+            }
+        ));
+        // A get with extras.
+        let g = request(op::GET, &[0; 4], b"k", &[], 0);
+        assert!(matches!(
+            parse(&g, &Limits::default()),
+            BinParsed::Error {
+                status: status::EINVAL,
+                close: true,
+                ..
+            }
+        ));
+        // A key over 250 bytes.
+        let g = request(op::GET, &[], &[b'k'; 251], &[], 0);
+        assert!(matches!(
+            parse(&g, &Limits::default()),
+            BinParsed::Error {
+                status: status::EINVAL,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn too_large_values_are_swallowed() {
+        let limits = Limits {
+            item_size_max: 1024,
+        };
+        let bytes = request(op::SET, &[0; 8], b"k", &[b'x'; 2000], 0);
+        match parse(&bytes[..HEADER_LEN + 9], &limits) {
+            BinParsed::Error {
+                status,
+                consumed,
+                swallow,
+                close,
+                ..
+            } => {
+                assert_eq!(
+                    (status, consumed, swallow, close),
+                    (status::E2BIG, HEADER_LEN + 9, 2000, false)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
