@@ -186,3 +186,163 @@ fn replies_match_memcached() {
         failures.join("\n")
     );
 }
+
+mod binary {
+    use super::*;
+    use repcached::protocol::binary::{op, Header, HEADER_LEN, REQUEST};
+
+    fn packet(opcode: u8, extras: &[u8], key: &[u8], value: &[u8], cas: u64) -> Vec<u8> {
+        let h = Header {
+            magic: REQUEST,
+            opcode,
+            key_len: key.len() as u16,
+            extras_len: extras.len() as u8,
+            data_type: 0,
+            vbucket: 0,
+            body_len: (extras.len() + key.len() + value.len()) as u32,
+            opaque: 0x01020304,
+            cas,
+        };
+        [h.encode().as_slice(), extras, key, value].concat()
+    }
+
+    fn set_x(flags: u32, exp: u32) -> Vec<u8> {
+        [flags.to_be_bytes(), exp.to_be_bytes()].concat()
+    }
+
+    fn arith_x(delta: u64, initial: u64, exp: u32) -> Vec<u8> {
+        [
+            delta.to_be_bytes().as_slice(),
+            &initial.to_be_bytes(),
+            &exp.to_be_bytes(),
+        ]
+        .concat()
+    }
+
+    /// Sends the packets then a NOOP, and reads responses up to the NOOP's; CAS fields are
+    /// zeroed (they legitimately differ), the rest must match byte for byte.
+    fn exchange(port: u16, req: &[u8]) -> Vec<Vec<u8>> {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        s.write_all(req).unwrap();
+        s.write_all(&packet(op::NOOP, &[], &[], &[], 0)).unwrap();
+        let mut out = Vec::new();
+        loop {
+            let mut h = [0u8; HEADER_LEN];
+            if s.read_exact(&mut h).is_err() {
+                out.push(b"<closed>".to_vec());
+                return out;
+            }
+            let body = u32::from_be_bytes([h[8], h[9], h[10], h[11]]) as usize;
+            let mut b = vec![0u8; body];
+            s.read_exact(&mut b).unwrap();
+            let is_noop = h[1] == op::NOOP;
+            h[16..24].fill(0);
+            out.push([h.as_slice(), &b].concat());
+            if is_noop {
+                return out;
+            }
+        }
+    }
+
+    #[test]
+    fn binary_replies_match_memcached() {
+        let mc = Memcached::start();
+        let ours = Proc::start(&[]);
+        let cases: Vec<Vec<u8>> = vec![
+            packet(op::GET, &[], b"nokey", &[], 0),
+            packet(op::GETK, &[], b"nokey", &[], 0),
+            [
+                packet(op::SET, &set_x(5, 0), b"a", b"hello", 0),
+                packet(op::GET, &[], b"a", &[], 0),
+            ]
+            .concat(),
+            [
+                packet(op::SETQ, &set_x(0, 0), b"a", b"1", 0),
+                packet(op::GETKQ, &[], b"a", &[], 0),
+            ]
+            .concat(),
+            [
+                packet(op::ADD, &set_x(0, 0), b"a", b"1", 0),
+                packet(op::ADD, &set_x(0, 0), b"a", b"2", 0),
+            ]
+            .concat(),
+            packet(op::REPLACE, &set_x(0, 0), b"nokey", b"1", 0),
+            packet(op::SET, &set_x(0, 0), b"nokey", b"1", 99),
+            [
+                packet(op::SET, &set_x(0, 0), b"a", b"1", 0),
+                packet(op::SET, &set_x(0, 0), b"a", b"2", 99),
+            ]
+            .concat(),
+            [
+                packet(op::SET, &set_x(0, 0), b"a", b"1", 0),
+                packet(op::APPEND, &[], b"a", b"2", 0),
+                packet(op::PREPENDQ, &[], b"a", b"0", 0),
+                packet(op::GET, &[], b"a", &[], 0),
+            ]
+            .concat(),
+            packet(op::APPEND, &[], b"nokey", b"2", 0),
+            [
+                packet(op::SET, &set_x(0, 0), b"a", b"1", 0),
+                packet(op::DELETE, &[], b"a", &[], 0),
+                packet(op::DELETE, &[], b"a", &[], 0),
+                packet(op::DELETEQ, &[], b"a", &[], 0),
+            ]
+            .concat(),
+            packet(op::INCREMENT, &arith_x(1, 5, 0xffff_ffff), b"n", &[], 0),
+            [
+                packet(op::INCREMENT, &arith_x(1, 5, 0), b"n", &[], 0),
+                packet(op::INCREMENT, &arith_x(3, 0, 0), b"n", &[], 0),
+                packet(op::DECREMENT, &arith_x(100, 0, 0), b"n", &[], 0),
+                packet(op::INCREMENTQ, &arith_x(1, 0, 0), b"n", &[], 0),
+            ]
+            .concat(),
+            [
+                packet(op::SET, &set_x(0, 0), b"s", b"abc", 0),
+                packet(op::INCREMENT, &arith_x(1, 0, 0), b"s", &[], 0),
+            ]
+            .concat(),
+            [
+                packet(op::SET, &set_x(3, 0), b"t", b"v", 0),
+                packet(op::TOUCH, &100u32.to_be_bytes(), b"t", &[], 0),
+                packet(op::GAT, &100u32.to_be_bytes(), b"t", &[], 0),
+                packet(op::GATK, &100u32.to_be_bytes(), b"t", &[], 0),
+                packet(op::GATQ, &100u32.to_be_bytes(), b"nokey", &[], 0),
+                packet(op::GATKQ, &1u32.to_be_bytes(), b"t", &[], 0),
+            ]
+            .concat(),
+            packet(op::TOUCH, &100u32.to_be_bytes(), b"nokey", &[], 0),
+            [
+                packet(op::FLUSH, &[], &[], &[], 0),
+                packet(op::FLUSHQ, &10u32.to_be_bytes(), &[], &[], 0),
+            ]
+            .concat(),
+            packet(op::SASL_LIST_MECHS, &[], &[], &[], 0),
+            packet(0x55, &[], &[], &[], 0),
+            packet(op::GET, &[0; 4], b"a", &[], 0),
+            packet(op::GET, &[], &[b'k'; 251], &[], 0),
+            packet(op::SET, &set_x(0, 0), b"big", &vec![b'x'; 2_000_000], 0),
+            packet(op::QUIT, &[], &[], &[], 0),
+            packet(op::QUITQ, &[], &[], &[], 0),
+        ];
+        let mut failures = Vec::new();
+        for case in &cases {
+            exchange(mc.1, &packet(op::FLUSH, &[], &[], &[], 0));
+            exchange(ours.port, &packet(op::FLUSH, &[], &[], &[], 0));
+            let a = exchange(mc.1, case);
+            let b = exchange(ours.port, case);
+            if a != b {
+                failures.push(format!(
+                    "request opcode {:#04x}\n  memcached: {:?}\n  repcached: {:?}",
+                    case[1], a, b
+                ));
+            }
+        }
+        assert!(
+            failures.is_empty(),
+            "{} differences:\n{}",
+            failures.len(),
+            failures.join("\n")
+        );
+    }
+}

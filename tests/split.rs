@@ -129,3 +129,110 @@ fn garbage_never_takes_the_server_down() {
         b"STORED\r\nVALUE ok 0 2\r\nok\r\nEND\r\n",
     );
 }
+
+mod binary {
+    use super::*;
+    use repcached::protocol::binary::{op, Header, HEADER_LEN, REQUEST};
+
+    fn packet(opcode: u8, extras: &[u8], key: &[u8], value: &[u8], opaque: u32) -> Vec<u8> {
+        let h = Header {
+            magic: REQUEST,
+            opcode,
+            key_len: key.len() as u16,
+            extras_len: extras.len() as u8,
+            data_type: 0,
+            vbucket: 0,
+            body_len: (extras.len() + key.len() + value.len()) as u32,
+            opaque,
+            cas: 0,
+        };
+        [h.encode().as_slice(), extras, key, value].concat()
+    }
+
+    fn command() -> impl Strategy<Value = Vec<u8>> {
+        let key = proptest::sample::select(vec![&b"a"[..], b"b", b"cc"]);
+        prop_oneof![
+            (key.clone(), "[a-z0-9]{0,10}").prop_map(|(k, v)| packet(
+                op::SET,
+                &[0; 8],
+                k,
+                v.as_bytes(),
+                1
+            )),
+            (key.clone(), "[a-z0-9]{0,10}").prop_map(|(k, v)| packet(
+                op::SETQ,
+                &[0; 8],
+                k,
+                v.as_bytes(),
+                2
+            )),
+            key.clone().prop_map(|k| packet(op::GET, &[], k, &[], 3)),
+            key.clone().prop_map(|k| packet(op::GETKQ, &[], k, &[], 4)),
+            key.clone()
+                .prop_map(|k| packet(op::DELETEQ, &[], k, &[], 5)),
+            key.clone()
+                .prop_map(|k| packet(op::APPEND, &[], k, b"zz", 6)),
+            key.prop_map(|k| packet(
+                op::INCREMENT,
+                &[[0u8; 7].as_slice(), &[1], &[0; 8], &[0; 4]].concat(),
+                k,
+                &[],
+                7
+            )),
+            Just(packet(op::NOOP, &[], &[], &[], 8)),
+            Just(packet(op::VERSION, &[], &[], &[], 9)),
+        ]
+    }
+
+    /// Reads responses up to the final NOOP (opaque 0xffff), with CAS fields zeroed.
+    fn replies(c: &mut Client, parts: &[&[u8]]) -> Vec<u8> {
+        for p in parts {
+            c.stream.write_all(p).unwrap();
+            if parts.len() > 1 {
+                std::thread::sleep(Duration::from_micros(300));
+            }
+        }
+        c.stream
+            .write_all(&packet(op::NOOP, &[], &[], &[], 0xffff))
+            .unwrap();
+        let mut out = Vec::new();
+        loop {
+            let mut h = c.read_n(HEADER_LEN);
+            let body = u32::from_be_bytes([h[8], h[9], h[10], h[11]]) as usize;
+            let done = h[1] == op::NOOP && h[12..16] == 0xffffu32.to_be_bytes();
+            h[16..24].fill(0);
+            out.extend_from_slice(&h);
+            out.extend_from_slice(&c.read_n(body));
+            if done {
+                return out;
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+        #[test]
+        fn split_binary_streams_get_the_same_replies(
+            cmds in proptest::collection::vec(command(), 1..25),
+            cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..12),
+        ) {
+            let stream = cmds.concat();
+            let whole_server = InProc::default();
+            let split_server = InProc::default();
+            let whole = replies(&mut whole_server.client(), &[&stream]);
+            let mut points: Vec<usize> = cuts.iter().map(|i| i.index(stream.len())).collect();
+            points.sort_unstable();
+            points.dedup();
+            let mut parts = Vec::new();
+            let mut last = 0;
+            for p in points {
+                parts.push(&stream[last..p]);
+                last = p;
+            }
+            parts.push(&stream[last..]);
+            let split = replies(&mut split_server.client(), &parts);
+            prop_assert_eq!(whole, split);
+        }
+    }
+}

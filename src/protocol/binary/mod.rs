@@ -285,6 +285,21 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> BinParsed<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_bytes_never_panic_and_stay_in_bounds(mut input in proptest::collection::vec(any::<u8>(), 0..300)) {
+            if let Some(b) = input.first_mut() {
+                *b = REQUEST;
+            }
+            match parse(&input, &Limits { item_size_max: 1024 }) {
+                BinParsed::Done(_, n) => prop_assert!(n <= input.len() && n >= HEADER_LEN),
+                BinParsed::Error { consumed, .. } => prop_assert!(consumed <= input.len()),
+                BinParsed::Incomplete | BinParsed::BadMagic => {}
+            }
+        }
+    }
 
     fn request(opcode: u8, extras: &[u8], key: &[u8], value: &[u8], cas: u64) -> Vec<u8> {
         let h = Header {
