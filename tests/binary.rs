@@ -356,21 +356,39 @@ fn quiet_commands_answer_only_what_matters_in_order() {
     )); // silent
     batch.extend(packet(op::APPENDQ, &[], b"a", b"z", 0, 9)); // silent
     batch.extend(packet(op::GATQ, &0u32.to_be_bytes(), b"nokey", &[], 0, 10)); // silent
+    batch.extend(packet(op::REPLACEQ, &set_extras(0, 0), b"a", b"7", 0, 13)); // silent
+    batch.extend(packet(
+        op::DECREMENTQ,
+        &arith_extras(2, 0, 0),
+        b"a",
+        &[],
+        0,
+        14,
+    )); // silent
+    batch.extend(packet(op::PREPENDQ, &[], b"a", b"1", 0, 15)); // silent
+    batch.extend(packet(op::GETQ, &[], b"a", &[], 0, 16)); // hit: "15"
+    batch.extend(packet(op::GATKQ, &0u32.to_be_bytes(), b"a", &[], 0, 17)); // hit with key
     batch.extend(packet(op::FLUSHQ, &[], &[], &[], 0, 11)); // silent
     batch.extend(packet(op::NOOP, &[], &[], &[], 0, 12));
     c.send(&batch);
-    let got: Vec<(u8, u32, u16)> = (0..4)
-        .map(|_| read_resp(&mut c))
-        .map(|r| (r.opcode, r.opaque, r.status))
-        .collect();
+    let got: Vec<Resp> = (0..6).map(|_| read_resp(&mut c)).collect();
+    let summary: Vec<(u8, u32, u16)> = got.iter().map(|r| (r.opcode, r.opaque, r.status)).collect();
     assert_eq!(
-        got,
+        summary,
         vec![
             (op::ADDQ, 3, status::KEY_EEXISTS),
             (op::GETQ, 4, status::OK),
             (op::GETKQ, 6, status::OK),
+            (op::GETQ, 16, status::OK),
+            (op::GATKQ, 17, status::OK),
             (op::NOOP, 12, status::OK),
         ]
+    );
+    // "1", incr: "2", append: "2z", replace: "7", decr 2: "5", prepend "1": "15".
+    assert_eq!(got[3].value, b"15");
+    assert_eq!(
+        (got[4].key.as_slice(), got[4].value.as_slice()),
+        (&b"a"[..], &b"15"[..])
     );
     c.assert_quiet();
     assert_eq!(
@@ -469,6 +487,12 @@ fn sasl_plain() {
         &packet(op::SASL_AUTH, &[], b"PLAIN", b"\0alice\0wrong", 0, 1),
     );
     assert_eq!(r.status, status::AUTH_ERROR);
+    // PLAIN has no second step.
+    let r = call(
+        &mut c,
+        &packet(op::SASL_STEP, &[], b"PLAIN", b"\0alice\0secret", 0, 1),
+    );
+    assert_eq!(r.status, status::AUTH_ERROR);
     let r = call(
         &mut c,
         &packet(op::SASL_AUTH, &[], b"PLAIN", b"\0alice\0secret", 0, 1),
@@ -489,14 +513,44 @@ fn sasl_plain() {
             _ => {}
         }
     }
-    assert_eq!(auth, (2, 1));
+    assert_eq!(auth, (3, 2));
+    // With -S the text protocol is off, as in memcached.
+    let mut t = p.client();
+    t.send(b"get a\r\n");
+    assert!(t.is_closed());
 }
 
 #[test]
-fn sasl_needs_a_password_file() {
+fn auth_flag_errors() {
     let (code, _, err) = common::run_bin(&["-u", "root", "-S"]);
     assert_ne!(code, Some(0));
     assert!(err.contains("sasl_file"), "{err}");
+    let (code, _, err) = common::run_bin(&[
+        "-u",
+        "root",
+        "-S",
+        "-o",
+        "sasl_file=/nonexistent",
+        "-B",
+        "ascii",
+    ]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("-B binary"), "{err}");
+    let (code, _, err) = common::run_bin(&[
+        "-u",
+        "root",
+        "-Y",
+        "/nonexistent/auth",
+        "-p",
+        "0",
+        "-l",
+        "127.0.0.1",
+    ]);
+    assert_ne!(code, Some(0));
+    assert!(
+        err.contains("/nonexistent/auth") && err.contains("-Y"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -521,6 +575,10 @@ fn ascii_auth() {
     // Another connection starts unauthenticated.
     let mut d = p.client();
     d.expect(b"get a\r\n", b"CLIENT_ERROR unauthenticated\r\n");
+    // With -Y the binary protocol is off, as in memcached.
+    let mut b = p.client();
+    b.send(&packet(op::NOOP, &[], &[], &[], 0, 1));
+    assert!(b.is_closed());
 }
 
 #[test]

@@ -259,6 +259,26 @@ impl Config {
         if c.sasl && c.sasl_file.is_none() {
             c.sasl_file = std::env::var_os(crate::server::auth::SASL_PWDB_ENV).map(PathBuf::from);
         }
+        // As memcached: SASL lives in the binary protocol and ascii tokens in the text one,
+        // so each turns the other protocol off, and asking for both is an error.
+        let protocol_given = args.protocol.is_some();
+        for (on, only, other) in [
+            (c.sasl, "binary", "-S"),
+            (c.auth_file.is_some(), "ascii", "-Y"),
+        ] {
+            if !on {
+                continue;
+            }
+            if protocol_given && c.binding_protocol != only {
+                return Err(invalid(format!(
+                    "{other} works with the {only} protocol only; leave out -B or give -B {only}"
+                )));
+            }
+            c.binding_protocol = only.to_string();
+        }
+        if c.sasl && c.auth_file.is_some() {
+            return Err(invalid("-S and -Y cannot be used together: SASL needs the binary protocol, -Y the ascii one".into()));
+        }
         c.replication.peer = args.peer.clone();
         if let Some(x) = &args.replication_port {
             let (l, r) = validate::parse_replication_port(x)?;
