@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::{Client, InProc, Proc, TempDir};
 use repcached::config::Config;
-use repcached::protocol::binary::{op, status, Header, HEADER_LEN, REQUEST, RESPONSE};
+use repcached::protocol::binary::{op, status, HEADER_LEN, RESPONSE};
 
 /// A decoded response packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,24 +22,7 @@ struct Resp {
     value: Vec<u8>,
 }
 
-fn packet(opcode: u8, extras: &[u8], key: &[u8], value: &[u8], cas: u64, opaque: u32) -> Vec<u8> {
-    let h = Header {
-        magic: REQUEST,
-        opcode,
-        key_len: key.len() as u16,
-        extras_len: extras.len() as u8,
-        data_type: 0,
-        vbucket: 0,
-        body_len: (extras.len() + key.len() + value.len()) as u32,
-        opaque,
-        cas,
-    };
-    let mut v = h.encode().to_vec();
-    v.extend_from_slice(extras);
-    v.extend_from_slice(key);
-    v.extend_from_slice(value);
-    v
-}
+use repcached::protocol::binary::request as packet;
 
 fn set_extras(flags: u32, exptime: u32) -> Vec<u8> {
     let mut e = flags.to_be_bytes().to_vec();
@@ -605,7 +588,15 @@ fn sasl_password_file_from_the_environment() {
     std::fs::write(&pw, "carol:pw\n").unwrap();
     let port = common::free_port();
     let mut child = std::process::Command::new(common::BIN)
-        .args(["-u", "root", "-l", "127.0.0.1", "-p", &port.to_string(), "-S"])
+        .args([
+            "-u",
+            "root",
+            "-l",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-S",
+        ])
         .env("MEMCACHED_SASL_PWDB", &pw)
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -613,7 +604,10 @@ fn sasl_password_file_from_the_environment() {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     assert!(common::wait_ready(addr, Duration::from_secs(10)));
     let mut c = Client::connect(addr);
-    let r = call(&mut c, &packet(op::SASL_AUTH, &[], b"PLAIN", b"\0carol\0pw", 0, 1));
+    let r = call(
+        &mut c,
+        &packet(op::SASL_AUTH, &[], b"PLAIN", b"\0carol\0pw", 0, 1),
+    );
     assert_eq!(r.status, status::OK);
     assert_eq!(set(&mut c, b"k", b"v", 0).status, status::OK);
     let _ = child.kill();

@@ -189,21 +189,10 @@ fn replies_match_memcached() {
 
 mod binary {
     use super::*;
-    use repcached::protocol::binary::{op, Header, HEADER_LEN, REQUEST};
+    use repcached::protocol::binary::{op, HEADER_LEN};
 
     fn packet(opcode: u8, extras: &[u8], key: &[u8], value: &[u8], cas: u64) -> Vec<u8> {
-        let h = Header {
-            magic: REQUEST,
-            opcode,
-            key_len: key.len() as u16,
-            extras_len: extras.len() as u8,
-            data_type: 0,
-            vbucket: 0,
-            body_len: (extras.len() + key.len() + value.len()) as u32,
-            opaque: 0x01020304,
-            cas,
-        };
-        [h.encode().as_slice(), extras, key, value].concat()
+        repcached::protocol::binary::request(opcode, extras, key, value, cas, 0x01020304)
     }
 
     fn set_x(flags: u32, exp: u32) -> Vec<u8> {

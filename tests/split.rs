@@ -44,14 +44,34 @@ fn normalize(b: &[u8]) -> Vec<u8> {
         .into_owned()
 }
 
-/// Sends `parts` with a pause between them, then `mn`, and reads to the `MN` sentinel.
-fn replies(c: &mut Client, parts: &[&[u8]]) -> Vec<u8> {
+/// `stream` cut at the given points.
+fn split_at<'a>(stream: &'a [u8], cuts: &[prop::sample::Index]) -> Vec<&'a [u8]> {
+    let mut points: Vec<usize> = cuts.iter().map(|i| i.index(stream.len())).collect();
+    points.sort_unstable();
+    points.dedup();
+    let mut parts = Vec::new();
+    let mut last = 0;
+    for p in points {
+        parts.push(&stream[last..p]);
+        last = p;
+    }
+    parts.push(&stream[last..]);
+    parts
+}
+
+/// Writes each part with a pause between them, so the server sees them separately.
+fn send_parts(c: &mut Client, parts: &[&[u8]]) {
     for p in parts {
         c.stream.write_all(p).unwrap();
         if parts.len() > 1 {
             std::thread::sleep(Duration::from_micros(300));
         }
     }
+}
+
+/// Sends `parts` with a pause between them, then `mn`, and reads to the `MN` sentinel.
+fn replies(c: &mut Client, parts: &[&[u8]]) -> Vec<u8> {
+    send_parts(c, parts);
     c.stream.write_all(b"mn\r\n").unwrap();
     let mut out = Vec::new();
     let mut buf = [0u8; 8192];
@@ -91,16 +111,7 @@ proptest! {
         let whole_server = InProc::default();
         let split_server = InProc::default();
         let whole = replies(&mut whole_server.client(), &[&stream]);
-        let mut points: Vec<usize> = cuts.iter().map(|i| i.index(stream.len())).collect();
-        points.sort_unstable();
-        points.dedup();
-        let mut parts = Vec::new();
-        let mut last = 0;
-        for p in points {
-            parts.push(&stream[last..p]);
-            last = p;
-        }
-        parts.push(&stream[last..]);
+        let parts = split_at(&stream, &cuts);
         let split = replies(&mut split_server.client(), &parts);
         prop_assert_eq!(normalize(&whole), normalize(&split));
     }
@@ -132,21 +143,10 @@ fn garbage_never_takes_the_server_down() {
 
 mod binary {
     use super::*;
-    use repcached::protocol::binary::{op, Header, HEADER_LEN, REQUEST};
+    use repcached::protocol::binary::{op, HEADER_LEN};
 
     fn packet(opcode: u8, extras: &[u8], key: &[u8], value: &[u8], opaque: u32) -> Vec<u8> {
-        let h = Header {
-            magic: REQUEST,
-            opcode,
-            key_len: key.len() as u16,
-            extras_len: extras.len() as u8,
-            data_type: 0,
-            vbucket: 0,
-            body_len: (extras.len() + key.len() + value.len()) as u32,
-            opaque,
-            cas: 0,
-        };
-        [h.encode().as_slice(), extras, key, value].concat()
+        repcached::protocol::binary::request(opcode, extras, key, value, 0, opaque)
     }
 
     fn command() -> impl Strategy<Value = Vec<u8>> {
@@ -186,12 +186,7 @@ mod binary {
 
     /// Reads responses up to the final NOOP (opaque 0xffff), with CAS fields zeroed.
     fn replies(c: &mut Client, parts: &[&[u8]]) -> Vec<u8> {
-        for p in parts {
-            c.stream.write_all(p).unwrap();
-            if parts.len() > 1 {
-                std::thread::sleep(Duration::from_micros(300));
-            }
-        }
+        send_parts(c, parts);
         c.stream
             .write_all(&packet(op::NOOP, &[], &[], &[], 0xffff))
             .unwrap();
@@ -221,16 +216,7 @@ mod binary {
             let whole_server = InProc::default();
             let split_server = InProc::default();
             let whole = replies(&mut whole_server.client(), &[&stream]);
-            let mut points: Vec<usize> = cuts.iter().map(|i| i.index(stream.len())).collect();
-            points.sort_unstable();
-            points.dedup();
-            let mut parts = Vec::new();
-            let mut last = 0;
-            for p in points {
-                parts.push(&stream[last..p]);
-                last = p;
-            }
-            parts.push(&stream[last..]);
+            let parts = split_at(&stream, &cuts);
             let split = replies(&mut split_server.client(), &parts);
             prop_assert_eq!(whole, split);
         }

@@ -133,6 +133,29 @@ impl Header {
     }
 }
 
+/// Builds a whole request packet (for clients and tests).
+pub fn request(
+    opcode: u8,
+    extras: &[u8],
+    key: &[u8],
+    value: &[u8],
+    cas: u64,
+    opaque: u32,
+) -> Vec<u8> {
+    let h = Header {
+        magic: REQUEST,
+        opcode,
+        key_len: key.len() as u16,
+        extras_len: extras.len() as u8,
+        data_type: 0,
+        vbucket: 0,
+        body_len: (extras.len() + key.len() + value.len()) as u32,
+        opaque,
+        cas,
+    };
+    [h.encode().as_slice(), extras, key, value].concat()
+}
+
 /// The loud opcode behind a quiet one, and whether it was quiet.
 pub fn unquiet(opcode: u8) -> (u8, bool) {
     use op::*;
@@ -302,22 +325,7 @@ mod tests {
     }
 
     fn request(opcode: u8, extras: &[u8], key: &[u8], value: &[u8], cas: u64) -> Vec<u8> {
-        let h = Header {
-            magic: REQUEST,
-            opcode,
-            key_len: key.len() as u16,
-            extras_len: extras.len() as u8,
-            data_type: 0,
-            vbucket: 0,
-            body_len: (extras.len() + key.len() + value.len()) as u32,
-            opaque: 0xdeadbeef,
-            cas,
-        };
-        let mut v = h.encode().to_vec();
-        v.extend_from_slice(extras);
-        v.extend_from_slice(key);
-        v.extend_from_slice(value);
-        v
+        super::request(opcode, extras, key, value, cas, 0xdeadbeef)
     }
 
     #[test]
