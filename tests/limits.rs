@@ -207,3 +207,49 @@ fn a_client_that_never_reads_cannot_grow_server_memory() {
     let mut other = p.client();
     other.expect(b"mn\r\n", b"MN\r\n");
 }
+
+#[test]
+fn resident_memory_stays_close_to_the_limit_when_item_sizes_change() {
+    let p = Proc::start(&["-m", "16", "-t", "4"]);
+    let addr = p.addr();
+    for size in [1000usize, 3000, 200, 2000, 500] {
+        // Four connections (so four worker threads allocate and free), ~120 MB a round:
+        // far past the 16 MB budget.
+        std::thread::scope(|sc| {
+            for t in 0..4 {
+                sc.spawn(move || {
+                    let mut c = common::Client::connect(addr);
+                    let value = "v".repeat(size);
+                    let mut batch = String::new();
+                    for i in 0..(30_000_000 / size) {
+                        batch.push_str(&format!("set t{t}k{i} 0 0 {size} noreply\r\n{value}\r\n"));
+                        if batch.len() > 256 * 1024 {
+                            c.send(batch.as_bytes());
+                            batch.clear();
+                        }
+                    }
+                    c.send(batch.as_bytes());
+                    c.expect(b"mn\r\n", b"MN\r\n");
+                });
+            }
+        });
+    }
+    let mut c = p.client();
+    let bytes: usize = c.stat("bytes").parse().unwrap();
+    assert!(bytes <= 16 * 1024 * 1024);
+    // Resident memory: the 16 MB of items, the index and buffers, and allocator slack, which
+    // the server hands back to the system every few seconds; 2.5x the budget at most.
+    let limit_kb = 40 * 1024;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let rss = rss_kb(p.child.id());
+        if rss < limit_kb {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "RSS {rss} KiB stays above {limit_kb} KiB with -m 16"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
