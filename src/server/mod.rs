@@ -38,8 +38,7 @@ pub const VERSION: &str = concat!("1.6.18-repcached-", env!("CARGO_PKG_VERSION")
 
 /// Slots visited per shard per reclaim tick: bounded so a tick never holds a lock long.
 const RECLAIM_BUDGET: usize = 4096;
-/// Seconds between returning free heap pages to the system: a trim after heavy churn can
-/// take ~20 ms on a GB heap (allocations wait meanwhile), a quiet one ~0.1 ms.
+/// Seconds between checks for free heap pages to return to the system.
 const TRIM_EVERY_TICKS: u64 = 5;
 
 /// Errors that stop the server from starting, each saying what to do.
@@ -271,16 +270,32 @@ async fn wait_unique<T>(mut a: Arc<T>) -> Option<T> {
     None
 }
 
-/// Hands free heap pages back to the system. Items of many sizes come and go, and the
-/// allocator keeps the holes they leave; without this, resident memory creeps well above
-/// `-m` after the item sizes change (measured: 3x with glibc's defaults).
-fn release_free_memory() {
+/// Hands free heap pages back to the system when the process holds much more than the
+/// store uses. Items of many sizes come and go, and the allocator keeps the holes they
+/// leave: without this, resident memory was measured at 3x `-m` after item sizes changed.
+/// A trim after heavy churn can pause allocations for ~20 ms on a GB heap, so it runs only
+/// when the slack is large.
+fn release_free_memory(used_bytes: usize) {
+    const SLACK_BYTES: usize = 32 * 1024 * 1024;
+    let Some(rss) = resident_bytes() else { return };
+    if rss <= used_bytes + used_bytes / 4 + SLACK_BYTES {
+        return;
+    }
     let start = std::time::Instant::now();
     // SAFETY: malloc_trim only inspects and releases the allocator's own free memory.
     unsafe {
         libc::malloc_trim(0);
     }
     tracing::debug!("returned free heap pages in {:?}", start.elapsed());
+}
+
+/// This process's resident memory, from /proc/self/statm.
+fn resident_bytes() -> Option<usize> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: usize = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * page.max(4096) as usize)
 }
 
 /// Drops expired items in the background so they do not hold memory until touched.
@@ -300,7 +315,7 @@ fn spawn_reclaimer(shared: Arc<Shared>) {
                     let _ = tokio::task::spawn_blocking(move || {
                         store.reclaim(RECLAIM_BUDGET, now);
                         if trim {
-                            release_free_memory();
+                            release_free_memory(store.used_bytes());
                         }
                     })
                     .await;
