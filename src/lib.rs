@@ -1,18 +1,22 @@
 //! repcached: a memcached-compatible, replicated in-memory cache.
 //!
 //! ```text
-//!  main ── config (flags, TOML) ──► server::run
+//!  main ── config (flags, TOML) ──► server::Server::bind ──► run
 //!                                     │
-//!        listeners ─► one task per connection ─► protocol (bytes ⇄ Request)
-//!                                     │                 │
-//!                                     └─► dispatch ─► store (shards, memory, expiry, versions)
+//!   acceptor ─► worker threads (-t) ─► one task per connection
+//!                                     │
+//!               protocol::{text, meta, binary}: bytes ⇄ requests (pure, no I/O)
+//!                                     │
+//!               server::{dispatch, binary} ─► store (shards, memory, expiry, versions)
 //!                                                        │
-//!                                             mutation observers ─► replication
+//!                                        mutation observers ─► replication (to come)
 //! ```
 //!
-//! Tasks: a tokio runtime with `-t` worker threads runs one task per client connection; a
-//! clock-driven reclaimer drops expired items; shutdown is a watch channel every task
-//! selects on. The store is shared by handle and locks one shard per operation.
+//! Tasks: the main thread's runtime accepts connections, handles signals and runs the
+//! reclaimer (expired items, free heap pages). Each accepted connection is handed to one of
+//! `-t` worker threads, each a single-threaded runtime that owns its connections, as in
+//! memcached. Shutdown is a watch channel every task selects on. The store is shared by
+//! handle and locks one shard per operation.
 
 pub mod config;
 pub mod protocol;
