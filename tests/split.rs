@@ -222,3 +222,31 @@ mod binary {
         }
     }
 }
+
+#[test]
+fn binary_garbage_never_takes_the_server_down() {
+    let s = InProc::default();
+    let mut state = 0x0bad_5eed_1234_5678u64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for _ in 0..100 {
+        let mut c = s.client();
+        let len = 24 + (next() % 400) as usize;
+        let mut bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        bytes[0] = 0x80;
+        // Half the time, a plausible opcode.
+        if next() % 2 == 0 {
+            bytes[1] = (next() % 0x25) as u8;
+        }
+        let _ = c.stream.write_all(&bytes);
+    }
+    let mut c = s.client();
+    c.expect(
+        b"set ok 0 0 2\r\nok\r\nget ok\r\n",
+        b"STORED\r\nVALUE ok 0 2\r\nok\r\nEND\r\n",
+    );
+}
