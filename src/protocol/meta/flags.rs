@@ -9,7 +9,7 @@ use std::borrow::Cow;
 
 use base64::Engine;
 
-use crate::protocol::number::{parse_i32, parse_u32, parse_u64};
+use crate::protocol::number::{parse_i32, parse_u64};
 use crate::protocol::ErrorKind;
 
 #[derive(Debug, Clone, Default)]
@@ -77,8 +77,9 @@ pub fn parse<'a>(raw: &'a [u8], key: &mut Cow<'a, [u8]>) -> Result<MetaFlags<'a>
                 Some(v) => f.recache = Some(v),
                 None => fail(ErrorKind::MetaBadToken),
             },
-            b'F' => match parse_u32(arg) {
-                Some(v) => f.client_flags = v,
+            // Like the text commands, memcached keeps the low 32 bits of a larger number.
+            b'F' => match parse_u64(arg) {
+                Some(v) => f.client_flags = v as u32,
                 None => fail(ErrorKind::BadFormat),
             },
             b'C' => match parse_u64(arg) {

@@ -136,7 +136,9 @@ pub fn parse_other<'a>(t: &Tokens<'a>, used: usize) -> Parsed<'a> {
         },
         // Expiry is reclaimed by a background task that is always on.
         b"lru_crawler" => match (t.ntokens, t.get(1)) {
-            (3, b"enable") | (3, b"disable") | (4, b"sleep") | (4, b"tocrawl") => fixed(b"OK\r\n"),
+            (3, b"enable") | (3, b"disable") | (4, b"sleep") | (4, b"tocrawl") | (4, b"crawl") => {
+                fixed(b"OK\r\n")
+            }
             _ => fixed(b"ERROR\r\n"),
         },
         b"lru" if t.ntokens >= 3 => fixed(b"OK\r\n"),
