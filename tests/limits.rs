@@ -7,21 +7,12 @@ use std::io::Read;
 use std::time::{Duration, Instant};
 
 use common::{InProc, Proc};
-use repcached::config::Config;
-
-fn config(f: impl FnOnce(&mut Config)) -> Config {
-    let mut c = Config::for_tests();
-    f(&mut c);
-    c
-}
 
 #[test]
 fn eviction_keeps_memory_within_the_limit() {
     let limit = 2 * 1024 * 1024;
-    let s = InProc::start(config(|c| {
-        c.store.limit_bytes = limit;
-        c.store.item_size_max = 512 * 1024;
-    }));
+    // The real binary, with the flags an operator would give.
+    let s = Proc::start(&["-m", "2", "-I", "512k"]);
     let mut c = s.client();
     let value = "v".repeat(1000);
     let mut batch = String::new();
@@ -55,11 +46,7 @@ fn eviction_keeps_memory_within_the_limit() {
 
 #[test]
 fn disabled_evictions_answer_out_of_memory() {
-    let s = InProc::start(config(|c| {
-        c.store.limit_bytes = 1024 * 1024;
-        c.store.item_size_max = 256 * 1024;
-        c.store.evict = false;
-    }));
+    let s = Proc::start(&["-m", "1", "-I", "256k", "-M"]);
     let mut c = s.client();
     let value = "v".repeat(10_000);
     let mut saw_oom = false;
@@ -87,7 +74,7 @@ fn disabled_evictions_answer_out_of_memory() {
 
 #[test]
 fn too_large_items_are_refused_and_swallowed() {
-    let s = InProc::start(config(|c| c.store.item_size_max = 64 * 1024));
+    let s = Proc::start(&["-I", "64k"]);
     let mut c = s.client();
     c.expect(b"set a 0 0 1\r\nx\r\n", b"STORED\r\n");
     let mut req = b"set a 0 0 100000\r\n".to_vec();
@@ -105,8 +92,17 @@ fn too_large_items_are_refused_and_swallowed() {
 
 #[test]
 fn connection_limit() {
-    let s = InProc::start(config(|c| c.max_connections = 2));
+    let s = Proc::start(&["-c", "2"]);
     let mut a = s.client();
+    // The readiness probe's connection may not be closed on the server side yet.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while a.stat("curr_connections") != "1" {
+        assert!(
+            Instant::now() < deadline,
+            "probe connection never went away"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let mut b = s.client();
     a.expect(
         b"version\r\n",
@@ -138,7 +134,7 @@ fn connection_limit() {
 
 #[test]
 fn idle_connections_are_closed() {
-    let s = InProc::start(config(|c| c.idle_timeout_secs = 1));
+    let s = Proc::start(&["-o", "idle_timeout=1"]);
     let mut c = s.client();
     c.expect(b"mn\r\n", b"MN\r\n");
     let start = Instant::now();
