@@ -121,59 +121,62 @@ pub enum Next {
 }
 
 /// Every way a request can be wrong, with memcached's reply for it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
-    #[error("ERROR")]
     UnknownCommand,
-    #[error("CLIENT_ERROR bad command line format")]
     BadFormat,
-    #[error("CLIENT_ERROR bad data chunk")]
     BadDataChunk,
-    #[error("CLIENT_ERROR invalid exptime argument")]
     InvalidExptime,
-    #[error("CLIENT_ERROR invalid numeric delta argument")]
     InvalidDelta,
-    #[error("CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]")]
     DeleteUsage,
-    #[error("CLIENT_ERROR invalid shutdown mode")]
     ShutdownMode,
-    #[error("CLIENT_ERROR line too long")]
     LineTooLong,
     /// An HTTP request line: memcached closes without a word.
-    #[error("")]
     Http,
-    #[error("CLIENT_ERROR duplicate flag")]
     MetaDuplicateFlag,
-    #[error("CLIENT_ERROR invalid or duplicate flag")]
     MetaInvalidOrDuplicateFlag,
-    #[error("CLIENT_ERROR error decoding key")]
     MetaKeyDecode,
-    #[error("CLIENT_ERROR bad token in command line format")]
     MetaBadToken,
-    #[error("CLIENT_ERROR incorrect length for M token")]
     MetaModeLength,
-    #[error("CLIENT_ERROR invalid numeric initial value")]
     MetaInitial,
-    #[error("CLIENT_ERROR invalid numeric delta value")]
     MetaDelta,
-    #[error("CLIENT_ERROR invalid flag")]
     MetaInvalidFlag,
-    #[error("CLIENT_ERROR options flags are too long")]
     MetaGetTooManyFlags,
-    #[error("CLIENT_ERROR options flags too long")]
     MetaTooManyFlags,
-    #[error("CLIENT_ERROR opaque token too long")]
     MetaOpaqueTooLong,
-    #[error("CLIENT_ERROR invalid mode for ms M token")]
     MetaSetMode,
-    #[error("CLIENT_ERROR invalid mode for ma M token")]
     MetaArithMode,
 }
 
 impl ErrorKind {
-    /// The reply line, without CRLF.
-    pub fn reply(&self) -> String {
-        self.to_string()
+    /// The reply line, without CRLF; static, so answering an error allocates nothing.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ErrorKind::UnknownCommand => "ERROR",
+            ErrorKind::BadFormat => "CLIENT_ERROR bad command line format",
+            ErrorKind::BadDataChunk => "CLIENT_ERROR bad data chunk",
+            ErrorKind::InvalidExptime => "CLIENT_ERROR invalid exptime argument",
+            ErrorKind::InvalidDelta => "CLIENT_ERROR invalid numeric delta argument",
+            ErrorKind::DeleteUsage => {
+                "CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]"
+            }
+            ErrorKind::ShutdownMode => "CLIENT_ERROR invalid shutdown mode",
+            ErrorKind::LineTooLong => "CLIENT_ERROR line too long",
+            ErrorKind::Http => "",
+            ErrorKind::MetaDuplicateFlag => "CLIENT_ERROR duplicate flag",
+            ErrorKind::MetaInvalidOrDuplicateFlag => "CLIENT_ERROR invalid or duplicate flag",
+            ErrorKind::MetaKeyDecode => "CLIENT_ERROR error decoding key",
+            ErrorKind::MetaBadToken => "CLIENT_ERROR bad token in command line format",
+            ErrorKind::MetaModeLength => "CLIENT_ERROR incorrect length for M token",
+            ErrorKind::MetaInitial => "CLIENT_ERROR invalid numeric initial value",
+            ErrorKind::MetaDelta => "CLIENT_ERROR invalid numeric delta value",
+            ErrorKind::MetaInvalidFlag => "CLIENT_ERROR invalid flag",
+            ErrorKind::MetaGetTooManyFlags => "CLIENT_ERROR options flags are too long",
+            ErrorKind::MetaTooManyFlags => "CLIENT_ERROR options flags too long",
+            ErrorKind::MetaOpaqueTooLong => "CLIENT_ERROR opaque token too long",
+            ErrorKind::MetaSetMode => "CLIENT_ERROR invalid mode for ms M token",
+            ErrorKind::MetaArithMode => "CLIENT_ERROR invalid mode for ma M token",
+        }
     }
 
     pub fn next(&self) -> Next {
@@ -183,6 +186,14 @@ impl ErrorKind {
         }
     }
 }
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::error::Error for ErrorKind {}
 
 /// A request that could not be parsed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,13 +218,12 @@ impl ProtocolError {
         }
     }
 
-    /// The bytes to send: the reply line, or nothing when closing silently or noreply.
-    pub fn reply_bytes(&self) -> Vec<u8> {
+    /// Appends the reply line to `out`, or nothing when closing silently or noreply.
+    pub fn write_reply(&self, out: &mut Vec<u8>) {
         if self.noreply || matches!(self.kind, ErrorKind::Http | ErrorKind::LineTooLong) {
-            return Vec::new();
+            return;
         }
-        let mut v = self.kind.reply().into_bytes();
-        v.extend_from_slice(b"\r\n");
-        v
+        out.extend_from_slice(self.kind.as_str().as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
 }

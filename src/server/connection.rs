@@ -222,7 +222,7 @@ fn text_step(buf: &[u8], session: &mut Session<'_>, out: &mut Vec<u8>) -> Step {
         Parsed::Done(req, used) => Step::done(used, dispatch::execute(req, session, out)),
         Parsed::Incomplete => Step::wait(),
         Parsed::Invalid(e) => {
-            out.extend_from_slice(&e.reply_bytes());
+            e.write_reply(out);
             if e.kind.next() == Next::Close {
                 return Step::close(e.consumed);
             }

@@ -77,10 +77,6 @@ impl<'a> Tokens<'a> {
     pub fn noreply(&self) -> bool {
         self.len > 0 && self.tokens[self.len - 1] == b"noreply"
     }
-
-    pub fn iter(&self) -> impl Iterator<Item = &'a [u8]> + '_ {
-        self.tokens[..self.len].iter().copied()
-    }
 }
 
 /// Finds the end of the request line at the front of `buf`.
