@@ -54,7 +54,11 @@ fn exchange(port: u16, req: &[u8]) -> Vec<u8> {
     s.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     let _ = s.write_all(req);
-    let _ = s.write_all(b"mn\r\n");
+    // Input without a final newline is a case meant to close the connection; a sentinel
+    // could complete its line if both arrive in one read.
+    if req.ends_with(b"\n") {
+        let _ = s.write_all(b"mn\r\n");
+    }
     let mut out = Vec::new();
     let mut buf = [0u8; 65536];
     let deadline = Instant::now() + Duration::from_millis(1500);
