@@ -48,7 +48,12 @@ impl Drop for Memcached {
     }
 }
 
-/// Sends `req` then `mn`, and reads until the `MN` sentinel, the connection closes, or 1.5 s.
+/// A request whose reply no corpus case can produce (a miss on a key no case uses), so the
+/// reader knows where the case's replies end; `mn` would not do, cases send it too.
+const SENTINEL: &[u8] = b"mg __end_of_case__ k\r\n";
+const SENTINEL_REPLY: &[u8] = b"EN k__end_of_case__\r\n";
+
+/// Sends `req` then the sentinel, and reads until its reply, the connection closes, or 1.5 s.
 fn exchange(port: u16, req: &[u8]) -> Vec<u8> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_millis(200)))
@@ -57,12 +62,12 @@ fn exchange(port: u16, req: &[u8]) -> Vec<u8> {
     // Input without a final newline is a case meant to close the connection; a sentinel
     // could complete its line if both arrive in one read.
     if req.ends_with(b"\n") {
-        let _ = s.write_all(b"mn\r\n");
+        let _ = s.write_all(SENTINEL);
     }
     let mut out = Vec::new();
     let mut buf = [0u8; 65536];
     let deadline = Instant::now() + Duration::from_millis(1500);
-    while !out.ends_with(b"MN\r\n") && Instant::now() < deadline {
+    while !out.ends_with(SENTINEL_REPLY) && Instant::now() < deadline {
         match s.read(&mut buf) {
             Ok(0) => {
                 out.extend_from_slice(b"<closed>");
