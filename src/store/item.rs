@@ -70,6 +70,11 @@ impl Item {
         &self.data[..self.klen as usize]
     }
 
+    /// Where key and value live, for prefetching.
+    pub fn data_ptr(&self) -> *const u8 {
+        self.data.as_ptr()
+    }
+
     pub fn value(&self) -> &[u8] {
         &self.data[self.klen as usize..]
     }

@@ -10,13 +10,37 @@ use hashbrown::HashTable;
 
 use super::item::{bits, Item};
 use super::stats::ShardStats;
-use super::version::Hlc;
+use super::version::{Hlc, NodeId};
 
 /// Hash of a key; the same function picks the shard and the bucket.
 pub fn hash_key(key: &[u8]) -> u64 {
     use std::hash::BuildHasher;
     // A fixed seed: placement is deterministic across runs, which tests and benches like.
     foldhash::fast::FixedState::with_seed(0x5eed_cafe).hash_one(key)
+}
+
+/// Asks the CPU to start loading the cache line at `p`; a hint that never faults.
+#[inline]
+fn prefetch_line(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetch is a hint; it reads nothing architecturally and cannot fault, whatever
+    // the address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch(p as *const i8, std::arch::x86_64::_MM_HINT_T0);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// An item's fields besides key and value, for [`Shard::overwrite`].
+#[derive(Debug, Clone, Copy)]
+pub struct Header {
+    pub cas: u64,
+    pub exptime: u32,
+    pub atime: u32,
+    pub flags: u32,
+    pub node: NodeId,
+    pub bits: u8,
 }
 
 /// Why a lookup found nothing.
@@ -65,6 +89,24 @@ impl Shard {
                 |&i| matches!(&slots[i as usize], Some(it) if it.key() == key),
             )
             .copied()
+    }
+
+    /// Starts loading the memory a lookup of `hash` will touch, one step further each
+    /// call (`step` 0: the slot, 1: the key and value), without comparing keys: a multi-key
+    /// read issues these for all its keys first, so their cache misses overlap instead of
+    /// queueing one after another.
+    pub fn prefetch(&self, hash: u64, step: u8) {
+        let Some(&idx) = self.table.find(hash, |_| true) else {
+            return;
+        };
+        match step {
+            0 => prefetch_line(self.slots.as_ptr().wrapping_add(idx as usize) as *const u8),
+            _ => {
+                if let Some(Some(it)) = self.slots.get(idx as usize) {
+                    prefetch_line(it.data_ptr());
+                }
+            }
+        }
     }
 
     pub fn item(&self, idx: u32) -> &Item {
@@ -195,6 +237,22 @@ impl Shard {
         self.charge(used, -(old.charge() as isize));
         self.free.push(idx);
         old
+    }
+
+    /// A new version of the item in `idx` whose value has the same length as the old one:
+    /// written over the old bytes, so an overwrite costs no allocation and no free. The
+    /// item's other fields start afresh, as for a newly built item.
+    pub fn overwrite(&mut self, idx: u32, value: &[u8], fresh: Header) {
+        self.stats.total_items += 1;
+        let it = self.item_mut(idx);
+        debug_assert_eq!(it.value().len(), value.len());
+        it.value_mut().copy_from_slice(value);
+        it.cas = fresh.cas;
+        it.exptime = fresh.exptime;
+        it.atime = fresh.atime;
+        it.flags = fresh.flags;
+        it.node = fresh.node;
+        it.bits = fresh.bits;
     }
 
     /// Replaces an item in place (incr/decr growing the number): the charge follows.

@@ -225,6 +225,69 @@ fn scan_walks_everything_while_serving() {
 }
 
 #[test]
+fn same_size_overwrite_is_a_fresh_version() {
+    let s = store();
+    let sub = s.subscribe(16);
+    set(&s, b"a", b"one");
+    // Fetch it and mark it stale, so the overwrite has bits to clear.
+    assert_eq!(get(&s, b"a").unwrap(), b"one");
+    let inval = DeleteRequest {
+        key: b"a",
+        invalidate: true,
+        ..Default::default()
+    };
+    s.delete(&inval, 2);
+    let before = (cas_of(&s, b"a"), s.stats(), s.used_bytes());
+    let mut r = SetRequest::new(SetMode::Set, b"a", b"two");
+    r.flags = 7;
+    r.exptime = 50;
+    assert!(matches!(
+        s.set(&r, 3).unwrap(),
+        SetOutcome::Stored { size: 3, .. }
+    ));
+    s.read(
+        b"a",
+        3,
+        ReadOptions {
+            no_update: true,
+            ..Default::default()
+        },
+        |h| {
+            let h = h.unwrap();
+            assert_eq!(h.item.value(), b"two");
+            assert_eq!((h.item.flags, h.item.exptime, h.item.atime), (7, 50, 3));
+            assert!(h.item.cas > before.0);
+            assert!(
+                !h.prev_fetched && !h.stale,
+                "a new version starts unfetched and fresh"
+            );
+        },
+    );
+    let after = s.stats();
+    assert_eq!(after.curr_items, before.1.curr_items);
+    assert_eq!(after.total_items, before.1.total_items + 1);
+    assert_eq!(s.used_bytes(), before.2, "same size, same charge");
+    let last = sub.rx.try_iter().last().unwrap();
+    assert!(matches!(&last.state, ItemState::Live { value, .. } if &**value == b"two"));
+}
+
+#[test]
+fn prefetch_changes_nothing() {
+    let s = store();
+    for i in 0..200u32 {
+        set(&s, format!("k{i}").as_bytes(), format!("v{i}").as_bytes());
+    }
+    let keys: Vec<Vec<u8>> = (0..400u32).map(|i| format!("k{i}").into_bytes()).collect();
+    let before = s.stats();
+    s.prefetch(keys.iter().map(|k| k.as_slice()));
+    assert_eq!(s.stats(), before);
+    for (i, k) in keys.iter().enumerate() {
+        let want = (i < 200).then(|| format!("v{i}").into_bytes());
+        assert_eq!(get(&s, k), want);
+    }
+}
+
+#[test]
 fn memory_budget_is_hard() {
     let cfg = StoreConfig {
         limit_bytes: 256 * 1024,
