@@ -276,9 +276,11 @@ async fn wait_unique<T>(mut a: Arc<T>) -> Option<T> {
 /// A trim after heavy churn can pause allocations for ~20 ms on a GB heap, so it runs only
 /// when the slack is large.
 fn release_free_memory(used_bytes: usize) {
-    const SLACK_BYTES: usize = 32 * 1024 * 1024;
+    // Fixed slack (the index, buffers, code) scaled down for small budgets, so a 16 MB
+    // cache is trimmed too and not left at 3x its size.
+    let slack = (used_bytes / 2).clamp(4 << 20, 32 << 20);
     let Some(rss) = resident_bytes() else { return };
-    if rss <= used_bytes + used_bytes / 4 + SLACK_BYTES {
+    if rss <= used_bytes + used_bytes / 4 + slack {
         return;
     }
     let start = std::time::Instant::now();
