@@ -69,6 +69,10 @@ where
     let mut out: Vec<u8> = Vec::with_capacity(READ_BUF);
     let mut swallow = 0usize;
     let mut stop = shared.shutdown_signal();
+    // One wait for shutdown per connection, not one per request: re-arming it each time
+    // would register and unregister a waiter on every read.
+    let stopped = stop.changed();
+    tokio::pin!(stopped);
     let idle = shared.config.idle_timeout_secs;
     let mut session = Session {
         shared,
@@ -144,6 +148,8 @@ where
         }
         let spare = rbuf.spare(READ_BUF / 4);
         let n = tokio::select! {
+            biased;
+            _ = &mut stopped => return Ok(Stop::Close),
             r = async {
                 if idle > 0 {
                     tokio::time::timeout(Duration::from_secs(idle), sock.read(spare)).await.unwrap_or(Ok(0))
@@ -151,7 +157,6 @@ where
                     sock.read(spare).await
                 }
             } => r?,
-            _ = stop.changed() => return Ok(Stop::Close),
         };
         if n == 0 {
             return Ok(Stop::Close);
