@@ -70,9 +70,9 @@ impl Item {
         &self.data[..self.klen as usize]
     }
 
-    /// Where key and value live, for prefetching.
-    pub fn data_ptr(&self) -> *const u8 {
-        self.data.as_ptr()
+    /// Where key and value live and their length, for prefetching.
+    pub fn data_span(&self) -> (*const u8, usize) {
+        (self.data.as_ptr(), self.data.len())
     }
 
     pub fn value(&self) -> &[u8] {

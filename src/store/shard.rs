@@ -103,7 +103,11 @@ impl Shard {
             0 => prefetch_line(self.slots.as_ptr().wrapping_add(idx as usize) as *const u8),
             _ => {
                 if let Some(Some(it)) = self.slots.get(idx as usize) {
-                    prefetch_line(it.data_ptr());
+                    // The key and the start of the value: what a reply reads first.
+                    let (p, len) = it.data_span();
+                    for off in (0..len.min(192)).step_by(64) {
+                        prefetch_line(p.wrapping_add(off));
+                    }
                 }
             }
         }
