@@ -97,3 +97,32 @@ fn php_memcached_with_sasl() {
     assert!(!ok, "a wrong password must fail: {text}");
     assert!(text.contains("FAIL"), "{text}");
 }
+
+/// memcached's own admin script (shipped with Debian's memcached): `keys` and `dump` walk the
+/// cache with `lru_crawler metadump all`, then read every item back.
+#[test]
+fn memcached_tool_dumps_the_cache() {
+    let p = Proc::start(&[]);
+    let mut c = p.client();
+    c.expect(b"set user:1 7 0 5\r\nalice\r\n", b"STORED\r\n");
+    c.expect(b"set user:2 0 0 3\r\nbob\r\n", b"STORED\r\n");
+    let tool = "/usr/share/memcached/scripts/memcached-tool";
+    let run = |mode: &str| {
+        let out = Command::new("perl")
+            .args([tool, &format!("127.0.0.1:{}", p.port), mode])
+            .output()
+            .expect("perl and Debian's memcached (for memcached-tool) must be installed");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let keys = run("keys");
+    assert_eq!(keys.lines().count(), 2, "{keys}");
+    assert!(keys.contains("key=user%3A1 exp=-1 "), "{keys}");
+    let dump = run("dump");
+    assert!(dump.contains("add user:1 7 0 5\r\nalice\r\n"), "{dump}");
+    assert!(dump.contains("add user:2 0 0 3\r\nbob\r\n"), "{dump}");
+}

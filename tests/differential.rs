@@ -161,6 +161,9 @@ fn corpus() -> Vec<Vec<u8>> {
         "ma a N0 J18446744073709551615 v\r\nma a v\r\nma a N0 Jx\r\nma a D18446744073709551616\r\n",
         "mn extra\r\nme a b\r\nmd\r\nma\r\nmg a v b\r\n",
         "stats detail on\r\nstats detail off\r\nlru_crawler crawl all\r\nlru tune 10 25 0.1 2.0\r\n",
+        // memcached refuses anything pipelined before a metadump, so each goes alone.
+        "lru_crawler metadump 0\r\n",
+        "lru_crawler metadump 1,x\r\n",
         "set \u{e9} 0 0 1\r\n1\r\nget \u{e9}\r\n",
         "ms a 2 b\r\nhi\r\nms YWJj 2 b k c\r\nhi\r\nmg YWJj b k v\r\nmg abc v\r\nme YWJj b\r\nmg !!! b\r\nmd YWJj b k\r\n",
         "set a 0 0 5\r\nab\r\n\r\n",

@@ -460,3 +460,46 @@ fn stats_groups() {
     assert!(conns.contains(":addr tcp:127.0.0.1:"), "{conns}");
     assert!(conns.contains(":secs_since_last_cmd "), "{conns}");
 }
+
+#[test]
+fn lru_crawler_metadump_lists_live_items_then_serves_the_rest() {
+    let s = InProc::default();
+    let mut c = s.client();
+    c.expect(b"set a:b 5 0 3\r\nxyz\r\n", b"STORED\r\n");
+    c.expect(b"set gone 0 0 1\r\nx\r\n", b"STORED\r\n");
+    c.expect(b"delete gone\r\n", b"DELETED\r\n");
+    for i in 0..3000 {
+        c.send(format!("set k{i} 0 100 1 noreply\r\nv\r\n").as_bytes());
+    }
+    c.expect(b"get k7\r\n", b"VALUE k7 0 1\r\nv\r\nEND\r\n");
+    // A request pipelined behind the dump is answered after it.
+    let out = c.call_until(b"lru_crawler metadump all\r\nmn\r\n", b"END\r\nMN\r\n");
+    let text = String::from_utf8(out).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3001 + 2, "every live item, END and MN");
+    let re = regex::Regex::new(
+        r"^key=\S+ exp=(-1|\d{10}) la=\d{10} cas=\d+ fetch=(yes|no) cls=1 size=\d+$",
+    )
+    .unwrap();
+    assert!(
+        lines[..3001].iter().all(|l| re.is_match(l)),
+        "{}",
+        &text[..300]
+    );
+    assert!(text.contains("key=a%3Ab exp=-1 "));
+    assert!(
+        text.contains("fetch=no cls=1 size=69\n"),
+        "flags add 4 bytes, as in memcached"
+    );
+    assert!(lines
+        .iter()
+        .any(|l| l.starts_with("key=k7 ") && l.contains(" fetch=yes ")));
+    assert!(!text.contains("key=gone "));
+    // Items end with a bare newline, END with CRLF, as memcached writes them.
+    assert!(text.contains("\nEND\r\n") && !text.contains("\r\nkey="));
+    c.expect(b"lru_crawler metadump 2,3\r\n", b"END\r\n");
+    c.expect(
+        b"lru_crawler metadump 64\r\n",
+        b"BADCLASS invalid class id\r\n",
+    );
+}

@@ -105,6 +105,11 @@ pub enum Request<'a> {
     Shutdown {
         graceful: Option<bool>,
     },
+    /// `lru_crawler metadump <classes>`: one line per live item; `all` is false when the
+    /// class list names only classes this server does not have (see [`text::misc::dump_classes`]).
+    Metadump {
+        all: bool,
+    },
     /// Admin commands we accept for compatibility with a fixed answer (`lru_crawler`, …).
     Fixed {
         reply: &'static [u8],

@@ -13,11 +13,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::dispatch::{self, After, Session};
+use super::dump;
 use super::io::{ReadBuf, Socket};
 use super::Shared;
 use crate::protocol::binary::{self, BinParsed};
 use crate::protocol::text::auth::AuthParsed;
 use crate::protocol::{text, Next, Parsed};
+use crate::store::Cursor;
 
 /// Initial read buffer; grows for large values, shrinks back when idle.
 const READ_BUF: usize = 16 * 1024;
@@ -141,6 +143,23 @@ where
         match after {
             After::Close => return Ok(Stop::Close),
             After::Shutdown { .. } => return Ok(Stop::Shutdown),
+            After::Dump { all } => {
+                let mut cursor = all.then(Cursor::default);
+                while let Some(c) = cursor {
+                    cursor =
+                        dump::write_batch(&shared.store, &shared.clock, c, session.now, &mut out);
+                    session.counts.bytes_written += out.len() as u64;
+                    sock.write_all(&out).await?;
+                    out.clear();
+                }
+                out.extend_from_slice(b"END\r\n");
+                session.counts.bytes_written += out.len() as u64;
+                sock.write_all(&out).await?;
+                out.clear();
+                shared.counts.slot(worker).absorb(&mut session.counts);
+                // Requests pipelined after the dump are still in the buffer.
+                continue;
+            }
             _ => {}
         }
         if rbuf.capacity() > SHRINK_ABOVE {

@@ -28,6 +28,11 @@ pub enum After {
     Shutdown {
         graceful: bool,
     },
+    /// Flush, then stream `lru_crawler metadump` lines (`all`: every live item; else none)
+    /// and END, then go on reading.
+    Dump {
+        all: bool,
+    },
 }
 
 /// One connection's view while it executes a batch.
@@ -240,6 +245,7 @@ pub fn execute(req: Request<'_>, s: &mut Session<'_>, out: &mut Vec<u8>) -> Afte
                 }
             }
         }
+        Request::Metadump { all } => After::Dump { all },
         Request::Fixed { reply } => {
             out.extend_from_slice(reply);
             After::Continue

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod binary;
 pub mod connection;
 pub mod dispatch;
+pub mod dump;
 pub mod io;
 pub mod listener;
 pub mod process;

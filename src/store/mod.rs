@@ -743,10 +743,49 @@ impl Store {
     /// The next batch of a snapshot walk, as item states; `None` cursor when done. Items
     /// present for the whole walk are seen exactly once; others may or may not be.
     pub fn scan(&self, cursor: Cursor, max: usize) -> (Vec<Mutation>, Option<Cursor>) {
-        let mut items = Vec::new();
+        let mut out = Vec::new();
+        let clock = &self.inner.clock;
+        let more = self.walk(cursor, max, |_, it| {
+            out.push(Mutation::of_item(it, clock));
+            true
+        });
+        (out, more)
+    }
+
+    /// As [`Store::scan`], for items a client could read now (not expired, flushed or
+    /// deleted), handed to `f` under their shard's lock (`lru_crawler metadump`).
+    pub fn visit_live(
+        &self,
+        cursor: Cursor,
+        max: usize,
+        now: u32,
+        mut f: impl FnMut(&Item),
+    ) -> Option<Cursor> {
+        self.walk(cursor, max, |shard, it| {
+            let live = !it.is_tombstone() && !it.is_expired(now) && !shard.is_flushed(it, now);
+            if live {
+                f(it);
+            }
+            live
+        })
+    }
+
+    /// Walks shards from `cursor` until `f` has taken `max` items; the cursor to go on
+    /// from, or None when every shard has been walked.
+    fn walk(
+        &self,
+        cursor: Cursor,
+        max: usize,
+        mut f: impl FnMut(&Shard, &Item) -> bool,
+    ) -> Option<Cursor> {
         let mut cur = cursor;
-        while cur.shard < self.inner.shards.len() && items.len() < max {
-            let next = self.lock(cur.shard).scan(cur.slot, max, &mut items);
+        let mut taken = 0;
+        while cur.shard < self.inner.shards.len() && taken < max {
+            let next = self.lock(cur.shard).visit(cur.slot, max - taken, |s, it| {
+                let took = f(s, it);
+                taken += took as usize;
+                took
+            });
             match next {
                 Some(slot) => cur.slot = slot,
                 None => {
@@ -755,12 +794,7 @@ impl Store {
                 }
             }
         }
-        let out = items
-            .iter()
-            .map(|it| Mutation::of_item(it, &self.inner.clock))
-            .collect();
-        let more = (cur.shard < self.inner.shards.len()).then_some(cur);
-        (out, more)
+        (cur.shard < self.inner.shards.len()).then_some(cur)
     }
 
     /// Reports every later change; see [`observe`].

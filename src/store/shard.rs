@@ -339,17 +339,22 @@ impl Shard {
         dropped
     }
 
-    /// Items from slot `from` on, up to `max`, for a snapshot cursor; returns the next slot.
-    pub fn scan(&self, from: usize, max: usize, out: &mut Vec<Item>) -> Option<usize> {
-        let mut i = from;
-        while i < self.slots.len() {
-            if out.len() >= max {
+    /// Hands `f` the items from slot `from` on until it has taken `max`, for a cursor walk;
+    /// returns the next slot, or None at the end. `f` says whether it took the item.
+    pub fn visit(
+        &self,
+        from: usize,
+        max: usize,
+        mut f: impl FnMut(&Shard, &Item) -> bool,
+    ) -> Option<usize> {
+        let mut taken = 0;
+        for i in from..self.slots.len() {
+            if taken >= max {
                 return Some(i);
             }
             if let Some(it) = &self.slots[i] {
-                out.push(it.clone());
+                taken += f(self, it) as usize;
             }
-            i += 1;
         }
         None
     }

@@ -100,6 +100,25 @@ pub fn parse_memlimit<'a>(t: &Tokens<'a>, used: usize) -> Parsed<'a> {
     }
 }
 
+/// memcached's item classes are 1..=63 (0 and 64+ are refused). This server keeps every
+/// item in class 1, so `metadump` with `all`, `hash` or a list naming 1 dumps everything,
+/// and a valid list without 1 dumps nothing. None: a bad class id.
+pub fn dump_classes(arg: &[u8]) -> Option<bool> {
+    if arg == b"all" || arg == b"hash" {
+        return Some(true);
+    }
+    let mut has_one = false;
+    // Empty pieces ("1,") are skipped, as memcached's strtok does.
+    for id in arg.split(|&b| b == b',').filter(|id| !id.is_empty()) {
+        let n = std::str::from_utf8(id).ok()?.parse::<u32>().ok()?;
+        if !(1..64).contains(&n) {
+            return None;
+        }
+        has_one |= n == 1;
+    }
+    Some(has_one)
+}
+
 /// Everything else: stats, version, quit, shutdown, admin verbs, or an unknown command.
 pub fn parse_other<'a>(t: &Tokens<'a>, used: usize) -> Parsed<'a> {
     let fixed = |reply: &'static [u8]| Parsed::Done(Request::Fixed { reply }, used);
@@ -136,6 +155,10 @@ pub fn parse_other<'a>(t: &Tokens<'a>, used: usize) -> Parsed<'a> {
         },
         // Expiry is reclaimed by a background task that is always on.
         b"lru_crawler" => match (t.ntokens, t.get(1)) {
+            (4, b"metadump") => match dump_classes(t.get(2)) {
+                Some(all) => Parsed::Done(Request::Metadump { all }, used),
+                None => fixed(b"BADCLASS invalid class id\r\n"),
+            },
             (3, b"enable") | (3, b"disable") | (4, b"sleep") | (4, b"tocrawl") | (4, b"crawl") => {
                 fixed(b"OK\r\n")
             }

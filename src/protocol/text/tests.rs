@@ -194,3 +194,30 @@ proptest! {
         prop_assert_eq!(whole, split);
     }
 }
+
+#[test]
+fn metadump_classes_as_memcached_checks_them() {
+    let dump = |line: &[u8]| match done(line).0 {
+        Request::Metadump { all } => Some(all),
+        Request::Fixed { reply } => {
+            assert_eq!(reply, b"BADCLASS invalid class id\r\n");
+            None
+        }
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(dump(b"lru_crawler metadump all\r\n"), Some(true));
+    assert_eq!(dump(b"lru_crawler metadump hash\r\n"), Some(true));
+    assert_eq!(dump(b"lru_crawler metadump 2,1,\r\n"), Some(true));
+    assert_eq!(dump(b"lru_crawler metadump 2,63\r\n"), Some(false));
+    for bad in ["0", "64", "1,x", "-1", ""] {
+        let line = format!("lru_crawler metadump {bad}\r\n");
+        if bad.is_empty() {
+            // No class at all is a different command shape: memcached says ERROR.
+            assert!(
+                matches!(done(line.as_bytes()).0, Request::Fixed { reply } if reply == b"ERROR\r\n")
+            );
+        } else {
+            assert_eq!(dump(line.as_bytes()), None, "{bad}");
+        }
+    }
+}
