@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::io::Read;
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
@@ -264,4 +265,65 @@ fn accepted_memcached_options_start_with_warnings() {
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("tail_repair_time"), "{err}");
+}
+
+#[test]
+fn double_verbose_logs_each_request_and_reply_line() {
+    let mut p = common::Proc::start(&["-vv"]);
+    let mut c = p.client();
+    c.expect(b"set greeting 0 0 5\r\nhello\r\n", b"STORED\r\n");
+    c.expect(
+        b"get greeting nope\r\n",
+        b"VALUE greeting 0 5\r\nhello\r\nEND\r\n",
+    );
+    c.expect(b"bogus\r\n", b"ERROR\r\n");
+    // Turned off at run time, nothing more is logged.
+    c.expect(b"verbosity 0\r\n", b"OK\r\n");
+    c.expect(
+        b"get greeting\r\n",
+        b"VALUE greeting 0 5\r\nhello\r\nEND\r\n",
+    );
+    drop(c);
+    std::thread::sleep(Duration::from_millis(200));
+    let _ = p.child.kill();
+    let mut err = String::new();
+    p.child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let fd = err
+        .lines()
+        .find_map(|l| l.strip_suffix(" set greeting 0 0 5"))
+        .unwrap_or_else(|| panic!("no request line in {err:?}"))
+        .trim_start_matches('<')
+        .to_string();
+    assert!(
+        err.contains(&format!("<{fd} new auto-negotiating client connection")),
+        "{err}"
+    );
+    // The start-up probe's connection came and went while logging was on.
+    assert!(err.contains(" connection closed.\n"), "{err}");
+    let want = [
+        format!("<{fd} set greeting 0 0 5"),
+        format!(">{fd} STORED"),
+        format!("<{fd} get greeting nope"),
+        format!(">{fd} sending key greeting"),
+        format!(">{fd} END"),
+        format!("<{fd} bogus"),
+        format!(">{fd} ERROR"),
+        format!("<{fd} verbosity 0"),
+        format!(">{fd} OK"),
+    ];
+    let exchange: Vec<&str> = err
+        .lines()
+        .filter(|l| l[1..].starts_with(&format!("{fd} ")) && !l.contains("connection"))
+        .collect();
+    assert_eq!(
+        exchange,
+        want.iter().map(String::as_str).collect::<Vec<_>>(),
+        "{err}"
+    );
+    assert!(!err.contains("hello"), "values are never logged");
 }

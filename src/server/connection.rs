@@ -13,9 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::dispatch::{self, After, Session};
-use super::dump;
 use super::io::{ReadBuf, Socket};
 use super::Shared;
+use super::{dump, verbose};
 use crate::protocol::binary::{self, BinParsed};
 use crate::protocol::text::auth::AuthParsed;
 use crate::protocol::{text, Next, Parsed};
@@ -46,10 +46,17 @@ pub async fn serve<S>(
     for<'a> &'a S: Read + Write,
 {
     let (id, last_cmd) = shared.register(addr, listen_addr);
+    let fd = stream.as_raw_fd();
+    if shared.verbosity() > 1 {
+        verbose::opened(fd);
+    }
     let result = match Socket::new(stream) {
-        Ok(sock) => run(&sock, &shared, worker, &last_cmd).await,
+        Ok(sock) => run(&sock, fd, &shared, worker, &last_cmd).await,
         Err(e) => Err(e),
     };
+    if shared.verbosity() > 1 {
+        verbose::closed(fd);
+    }
     shared.unregister(id);
     shared.curr_conns.fetch_sub(1, Ordering::AcqRel);
     if let Ok(Stop::Shutdown) = result {
@@ -59,6 +66,7 @@ pub async fn serve<S>(
 
 async fn run<S>(
     sock: &Socket<S>,
+    fd: i32,
     shared: &Shared,
     worker: usize,
     last_cmd: &AtomicU32,
@@ -81,6 +89,7 @@ where
         counts: Default::default(),
         now: shared.clock.now(),
         worker,
+        fd,
         authenticated: false,
     };
     let mut proto = Proto::Unknown;
@@ -242,6 +251,17 @@ impl Step {
 }
 
 fn text_step(buf: &[u8], session: &mut Session<'_>, out: &mut Vec<u8>) -> Step {
+    let start = out.len();
+    // Read before executing, so `verbosity 0` itself is still logged.
+    let verbose = session.shared.verbosity() > 1;
+    let step = text_exchange(buf, session, out);
+    if verbose && step.used > 0 {
+        verbose::exchange(session.fd, &buf[..step.used], &out[start..]);
+    }
+    step
+}
+
+fn text_exchange(buf: &[u8], session: &mut Session<'_>, out: &mut Vec<u8>) -> Step {
     match text::parse(buf, &session.shared.limits) {
         Parsed::Done(req, used) => Step::done(used, dispatch::execute(req, session, out)),
         Parsed::Incomplete => Step::wait(),

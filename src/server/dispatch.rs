@@ -43,6 +43,8 @@ pub struct Session<'s> {
     pub now: u32,
     /// The worker thread this connection lives on (its counter slot).
     pub worker: usize,
+    /// The socket's descriptor, which names the connection in `-vv` logs as in memcached's.
+    pub fd: i32,
     /// Passed SASL (`-S`) or ascii (`-Y`) authentication.
     pub authenticated: bool,
 }

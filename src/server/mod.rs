@@ -15,6 +15,7 @@ pub mod listener;
 pub mod process;
 pub mod settings;
 pub mod stats;
+pub mod verbose;
 pub mod worker;
 
 use std::collections::HashMap;
