@@ -164,6 +164,7 @@ fn corpus() -> Vec<Vec<u8>> {
         // memcached refuses anything pipelined before a metadump, so each goes alone.
         "lru_crawler metadump 0\r\n",
         "lru_crawler metadump 1,x\r\n",
+        "stats cachedump\r\nstats cachedump 1\r\nstats cachedump x 1\r\nstats cachedump 64 0\r\nstats cachedump 2 0\r\n",
         "set \u{e9} 0 0 1\r\n1\r\nget \u{e9}\r\n",
         "ms a 2 b\r\nhi\r\nms YWJj 2 b k c\r\nhi\r\nmg YWJj b k v\r\nmg abc v\r\nme YWJj b\r\nmg !!! b\r\nmd YWJj b k\r\n",
         "set a 0 0 5\r\nab\r\n\r\n",

@@ -503,3 +503,27 @@ fn lru_crawler_metadump_lists_live_items_then_serves_the_rest() {
         b"BADCLASS invalid class id\r\n",
     );
 }
+
+#[test]
+fn stats_cachedump_lists_items_up_to_its_limit() {
+    let s = InProc::default();
+    let mut c = s.client();
+    c.expect(b"set plain 0 0 3\r\nabc\r\n", b"STORED\r\n");
+    c.expect(b"set timed 0 1000 1\r\nx\r\n", b"STORED\r\n");
+    // Items stored under base64 keys are left out, as in memcached.
+    c.expect(b"ms AAEC 2 b\r\nhi\r\n", b"HD\r\n");
+    let all = String::from_utf8(c.call_until(b"stats cachedump 1 0\r\n", b"END\r\n")).unwrap();
+    let mut lines: Vec<&str> = all.lines().collect();
+    lines.sort();
+    assert_eq!(lines.len(), 3, "{all}");
+    assert_eq!(lines[1], "ITEM plain [3 b; 0 s]");
+    let timed = regex::Regex::new(r"^ITEM timed \[1 b; \d{10} s\]$").unwrap();
+    assert!(timed.is_match(lines[2]), "{all}");
+    let one = c.call_until(b"stats cachedump 1 1\r\n", b"END\r\n");
+    assert_eq!(one.split(|&b| b == b'\n').count(), 3, "one ITEM line, END");
+    c.expect(b"stats cachedump 5 0\r\n", b"END\r\n");
+    c.expect(
+        b"stats cachedump 64 0\r\n",
+        b"CLIENT_ERROR Illegal slab id\r\n",
+    );
+}

@@ -105,6 +105,11 @@ pub enum Request<'a> {
     Shutdown {
         graceful: Option<bool>,
     },
+    /// `stats cachedump <class> <limit>`: up to `limit` items (0: no limit) of a class.
+    Cachedump {
+        class: u32,
+        limit: u32,
+    },
     /// `lru_crawler metadump <classes>`: one line per live item; `all` is false when the
     /// class list names only classes this server does not have (see [`text::misc::dump_classes`]).
     Metadump {

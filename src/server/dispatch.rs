@@ -248,6 +248,11 @@ pub fn execute(req: Request<'_>, s: &mut Session<'_>, out: &mut Vec<u8>) -> Afte
             }
         }
         Request::Metadump { all } => After::Dump { all },
+        Request::Cachedump { class, limit } => {
+            let sh = s.shared;
+            super::dump::write_cachedump(&sh.store, &sh.clock, class, limit, s.now, out);
+            After::Continue
+        }
         Request::Fixed { reply } => {
             out.extend_from_slice(reply);
             After::Continue
@@ -656,7 +661,7 @@ pub(super) fn write_stats(s: &mut Session<'_>, group: &[u8], arg: &[u8], out: &m
             });
             return;
         }
-        b"cachedump" | b"sizes" | b"extstore" => {}
+        b"sizes" | b"extstore" => {}
         _ => {
             out.extend_from_slice(b"ERROR\r\n");
             return;

@@ -1,7 +1,8 @@
-//! `lru_crawler metadump`: one line per live item, in memcached's format, so tools such as
-//! `memcached-tool dump` work unchanged.
+//! Listing the cache: `lru_crawler metadump` (one line per live item, so tools such as
+//! `memcached-tool dump` work unchanged) and the older, capped `stats cachedump`, both in
+//! memcached's formats.
 //!
-//! The walk uses the store's snapshot cursor in batches: the server keeps serving, each
+//! The metadump walk uses the store's snapshot cursor in batches: the server keeps serving, each
 //! shard is locked only for one batch, and the connection writes each batch out before
 //! taking the next, so a dump of any size needs only one batch of memory.
 
@@ -28,6 +29,57 @@ pub fn write_batch(
     out: &mut Vec<u8>,
 ) -> Option<Cursor> {
     store.visit_live(cursor, BATCH, now, |it| write_line(out, it, clock))
+}
+
+/// memcached caps a cachedump reply at 2 MB.
+const CACHEDUMP_MAX_BYTES: usize = 2 * 1024 * 1024;
+
+/// `stats cachedump <class> <limit>`: `ITEM key [bytes b; exptime s]` lines for up to
+/// `limit` items (0: all that fit in 2 MB), then END. Every item is in class 1 here; items
+/// stored with base64 (binary) keys are left out, as memcached does.
+pub fn write_cachedump(
+    store: &Store,
+    clock: &Clock,
+    class: u32,
+    limit: u32,
+    now: u32,
+    out: &mut Vec<u8>,
+) {
+    use std::io::Write;
+    let start = out.len();
+    let want = if limit == 0 {
+        usize::MAX
+    } else {
+        limit as usize
+    };
+    let mut shown = 0;
+    let mut cursor = (class == 1).then(Cursor::default);
+    while let Some(c) = cursor {
+        let mut full = false;
+        cursor = store.visit_live(c, BATCH, now, |it| {
+            if shown >= want || full || it.has(bits::KEY_BINARY) {
+                return;
+            }
+            let mark = out.len();
+            let exp = match it.exptime {
+                0 => 0,
+                t => clock.unix_of(t),
+            };
+            out.extend_from_slice(b"ITEM ");
+            out.extend_from_slice(it.key());
+            let _ = write!(out, " [{} b; {} s]\r\n", it.value().len(), exp);
+            if out.len() - start + 5 > CACHEDUMP_MAX_BYTES {
+                out.truncate(mark);
+                full = true;
+            } else {
+                shown += 1;
+            }
+        });
+        if shown >= want || full {
+            break;
+        }
+    }
+    out.extend_from_slice(b"END\r\n");
 }
 
 /// `key=K exp=E la=L cas=C fetch=yes|no cls=1 size=S` ended by a bare newline, as

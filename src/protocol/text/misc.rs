@@ -123,6 +123,18 @@ pub fn dump_classes(arg: &[u8]) -> Option<bool> {
 pub fn parse_other<'a>(t: &Tokens<'a>, used: usize) -> Parsed<'a> {
     let fixed = |reply: &'static [u8]| Parsed::Done(Request::Fixed { reply }, used);
     match t.get(0) {
+        b"stats" if t.get(1) == b"cachedump" => {
+            if t.ntokens < 5 {
+                return fixed(b"CLIENT_ERROR bad command line\r\n");
+            }
+            match (parse_u32(t.get(2)), parse_u32(t.get(3))) {
+                (Some(class), Some(limit)) if class < 64 => {
+                    Parsed::Done(Request::Cachedump { class, limit }, used)
+                }
+                (Some(_), Some(_)) => fixed(b"CLIENT_ERROR Illegal slab id\r\n"),
+                _ => fixed(b"CLIENT_ERROR bad command line format\r\n"),
+            }
+        }
         b"stats" => Parsed::Done(
             Request::Stats {
                 group: t.get(1),
