@@ -165,6 +165,12 @@ fn corpus() -> Vec<Vec<u8>> {
         "lru_crawler metadump 0\r\n",
         "lru_crawler metadump 1,x\r\n",
         "stats cachedump\r\nstats cachedump 1\r\nstats cachedump x 1\r\nstats cachedump 64 0\r\nstats cachedump 2 0\r\n",
+        concat!(
+            "stats reset\r\nstats detail on\r\nset user:1 0 0 1\r\nx\r\nset plain 0 0 1\r\nx\r\n",
+            "get user:1 user:2 plain\r\ngat 0 user:1\r\ndelete user:1\r\nstats detail dump\r\n",
+            "stats detail off\r\nget user:1\r\nstats detail dump\r\nstats detail bogus\r\n",
+            "stats reset\r\nstats detail dump\r\n",
+        ),
         "set \u{e9} 0 0 1\r\n1\r\nget \u{e9}\r\n",
         "ms a 2 b\r\nhi\r\nms YWJj 2 b k c\r\nhi\r\nmg YWJj b k v\r\nmg abc v\r\nme YWJj b\r\nmg !!! b\r\nmd YWJj b k\r\n",
         "set a 0 0 5\r\nab\r\n\r\n",

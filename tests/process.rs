@@ -63,6 +63,8 @@ fn bad_flags_fail_with_one_line() {
     assert!(e.contains("-t"), "{e}");
     let e = one_line_error(&["-u", "root", "-o", "no_such_option"]);
     assert!(e.contains("no_such_option"), "{e}");
+    let e = one_line_error(&["-u", "root", "-D", "\u{e9}"]);
+    assert!(e.contains("-D"), "{e}");
     let e = one_line_error(&["-u", "root", "-U", "11211"]);
     assert!(e.contains("UDP"), "{e}");
     let e = one_line_error(&["-u", "root", "-m", "1", "-I", "1m"]);

@@ -527,3 +527,34 @@ fn stats_cachedump_lists_items_up_to_its_limit() {
         b"CLIENT_ERROR Illegal slab id\r\n",
     );
 }
+
+#[test]
+fn stats_detail_counts_per_prefix_over_text_and_binary() {
+    let s = InProc::default();
+    let mut c = s.client();
+    c.expect(b"stats detail dump\r\n", b"END\r\n");
+    c.expect(b"stats detail on\r\n", b"OK\r\n");
+    c.expect(b"set a:1 0 0 1\r\nx\r\n", b"STORED\r\n");
+    c.expect(b"get a:1 a:2 b:1\r\n", b"VALUE a:1 0 1\r\nx\r\nEND\r\n");
+    c.expect(b"delete b:1\r\n", b"NOT_FOUND\r\n");
+    // A binary get counts too.
+    let mut bin = s.client();
+    let mut req = vec![0x80, 0x00, 0, 3, 0, 0, 0, 0, 0, 0, 0, 3];
+    req.extend_from_slice(&[0; 12]);
+    req.extend_from_slice(b"a:1");
+    bin.send(&req);
+    let reply = bin.read_n(24 + 4 + 1);
+    assert_eq!(reply[7], 0, "binary get hit");
+    c.expect(
+        b"stats detail dump\r\n",
+        b"PREFIX a get 3 hit 2 set 1 del 0\r\nPREFIX b get 1 hit 0 set 0 del 1\r\nEND\r\n",
+    );
+    c.expect(b"stats detail off\r\n", b"OK\r\n");
+    c.expect(b"get a:1\r\n", b"VALUE a:1 0 1\r\nx\r\nEND\r\n");
+    c.expect(
+        b"stats detail dump\r\n",
+        b"PREFIX a get 3 hit 2 set 1 del 0\r\nPREFIX b get 1 hit 0 set 0 del 1\r\nEND\r\n",
+    );
+    c.expect(b"stats reset\r\n", b"RESET\r\n");
+    c.expect(b"stats detail dump\r\n", b"END\r\n");
+}

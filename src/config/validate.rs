@@ -180,6 +180,9 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
     if c.store.item_size_max > c.store.limit_bytes / 2 {
         return bad("-I: the item size limit cannot be more than half of -m; raise -m or lower -I");
     }
+    if !c.prefix_delimiter.is_ascii() {
+        return bad("-D: the key prefix delimiter must be one ASCII character, such as ':'");
+    }
     if c.listen.udp_port != 0 {
         return bad("-U: UDP is not supported by repcached; leave -U at 0 and use TCP");
     }

@@ -2,6 +2,7 @@
 //! and meta (see `dispatch`), rendered as binary packets. Quiet opcodes stay silent on
 //! success (and on a get miss); errors are always answered, in order.
 
+use super::detail::Op;
 use super::dispatch::{count_arith, count_read, store, write_stats, After, Session};
 use crate::protocol::binary::{op, reply, status, BinRequest};
 use crate::store::{
@@ -29,6 +30,7 @@ pub fn execute(req: BinRequest<'_>, s: &mut Session<'_>, out: &mut Vec<u8>) -> A
         op::GET | op::GETK | op::GAT | op::GATK | op::TOUCH => get(s, &req, out),
         op::SET | op::ADD | op::REPLACE | op::APPEND | op::PREPEND => set(s, &req, out),
         op::DELETE => {
+            s.shared.detail.record(req.key, Op::Delete);
             let compare_cas = (h.cas != 0).then_some(h.cas);
             let r = s.shared.store.delete(
                 &DeleteRequest {
@@ -117,6 +119,9 @@ fn get(s: &mut Session<'_>, req: &BinRequest<'_>, out: &mut Vec<u8>) {
         Ok(())
     });
     count_read(&mut s.counts, touch, hit);
+    s.shared
+        .detail
+        .record(req.key, Op::Get { hit: hit.is_ok() });
     if hit.is_err() && !req.quiet {
         if with_key {
             // memcached answers a getk miss with the key and no text.
@@ -149,6 +154,7 @@ fn set(s: &mut Session<'_>, req: &BinRequest<'_>, out: &mut Vec<u8>) {
         r.exptime = s.shared.clock.rel_exptime(req.extra_u32(4) as i64, s.now);
     }
     r.compare_cas = is_cas.then_some(h.cas);
+    s.shared.detail.record(req.key, Op::Set);
     let st = match store(s, &r, is_cas) {
         Ok(SetOutcome::Stored { cas, .. }) => {
             if !req.quiet {

@@ -4,6 +4,7 @@
 //! calls the store, counts hits and misses the way memcached does, and renders the outcome
 //! in the encoding the request came in (text or meta), honouring noreply and `q` here only.
 
+use super::detail::Op;
 use super::stats::{self, Counts, General};
 use super::Shared;
 use crate::protocol::meta::reply::{echo_flags, flag_num, EN, MN};
@@ -83,6 +84,7 @@ pub fn execute(req: Request<'_>, s: &mut Session<'_>, out: &mut Vec<u8>) -> Afte
             r.flags = flags;
             r.exptime = s.exptime(exptime);
             r.compare_cas = cas;
+            s.shared.detail.record(key, Op::Set);
             let res = store(s, &r, cas.is_some());
             if !noreply {
                 out.extend_from_slice(match res {
@@ -104,6 +106,9 @@ pub fn execute(req: Request<'_>, s: &mut Session<'_>, out: &mut Vec<u8>) -> Afte
             meta,
         } => {
             s.counts.store_too_large += 1;
+            if meta.is_none() {
+                s.shared.detail.record(key, Op::Set);
+            }
             let key = meta.as_ref().map_or(key, |m| m.key.as_ref());
             // memcached drops the old value so a failed set never leaves stale data behind.
             if mode == SetMode::Set || meta.is_some() {
@@ -121,6 +126,7 @@ pub fn execute(req: Request<'_>, s: &mut Session<'_>, out: &mut Vec<u8>) -> Afte
             After::Swallow(swallow)
         }
         Request::Delete { key, noreply } => {
+            s.shared.detail.record(key, Op::Delete);
             let r = s.shared.store.delete(
                 &DeleteRequest {
                     key,
@@ -324,6 +330,7 @@ fn get(s: &mut Session<'_>, kind: GetKind, exptime: i32, list: &[u8], out: &mut 
             Err(m) => Err(m),
         });
         count_read(&mut s.counts, kind.touch, hit);
+        s.shared.detail.record(key, Op::Get { hit: hit.is_ok() });
     }
     out.extend_from_slice(reply::END);
     After::Continue
@@ -648,17 +655,20 @@ pub(super) fn write_stats(s: &mut Session<'_>, group: &[u8], arg: &[u8], out: &m
         b"reset" => {
             sh.counts.reset();
             sh.store.reset_stats();
+            sh.detail.clear();
             sh.reset_connection_counts();
             out.extend_from_slice(b"RESET\r\n");
             return;
         }
-        // Per-prefix detail is not collected; accept the switches so tools do not break.
         b"detail" => {
-            out.extend_from_slice(match arg {
-                b"on" | b"off" => reply::OK,
-                b"dump" => reply::END,
-                _ => b"CLIENT_ERROR usage: stats detail on|off|dump\r\n",
-            });
+            match arg {
+                b"on" | b"off" => {
+                    sh.detail.set_enabled(arg == b"on");
+                    out.extend_from_slice(reply::OK);
+                }
+                b"dump" => sh.detail.dump(out),
+                _ => out.extend_from_slice(b"CLIENT_ERROR usage: stats detail on|off|dump\r\n"),
+            }
             return;
         }
         b"sizes" | b"extstore" => {}

@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod binary;
 pub mod connection;
+pub mod detail;
 pub mod dispatch;
 pub mod dump;
 pub mod io;
@@ -81,6 +82,8 @@ pub struct Shared {
     pub ascii_credentials: Option<Credentials>,
     /// Request counters, one cache-line-padded slot per worker thread.
     pub counts: PerWorker,
+    /// Per-prefix counters (`stats detail`).
+    pub detail: detail::PrefixStats,
     curr_conns: AtomicU64,
     total_conns: AtomicU64,
     rejected_conns: AtomicU64,
@@ -194,6 +197,8 @@ impl Server {
         let store = Store::new(config.store.clone(), clock.clone());
         let (tx, _) = watch::channel(false);
         let config_threads = config.threads.max(1);
+        // Validation keeps -D to one ASCII character.
+        let delimiter = u8::try_from(config.prefix_delimiter).unwrap_or(b':');
         let port = bound
             .tcp
             .first()
@@ -210,6 +215,7 @@ impl Server {
             store,
             clock,
             counts: PerWorker::new(config_threads),
+            detail: detail::PrefixStats::new(delimiter),
             curr_conns: AtomicU64::new(0),
             total_conns: AtomicU64::new(0),
             rejected_conns: AtomicU64::new(0),

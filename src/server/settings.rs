@@ -50,7 +50,7 @@ pub fn write(sh: &Shared, out: &mut Vec<u8>) {
     stat(out, "num_threads", c.threads);
     stat(out, "num_threads_per_udp", c.threads);
     stat(out, "stat_key_prefix", c.prefix_delimiter);
-    stat(out, "detail_enabled", "no");
+    stat(out, "detail_enabled", yes_no(sh.detail.is_enabled()));
     stat(out, "reqs_per_event", c.reqs_per_event);
     stat(out, "cas_enabled", yes_no(c.cas_enabled));
     stat(out, "tcp_backlog", c.listen.backlog);
