@@ -1,0 +1,73 @@
+//! Fuzzes whole requests, parsed and executed against a real store (small, so eviction and
+//! the memory limit are exercised): whatever a client sends, nothing may panic. Text and
+//! binary are chosen by the first byte, as on a real connection. Run with
+//! `cargo +nightly fuzz run execute` from the repository root.
+
+#![no_main]
+
+use std::sync::{Arc, OnceLock};
+
+use libfuzzer_sys::fuzz_target;
+use repcached::config::Config;
+use repcached::protocol::binary::{self, BinParsed};
+use repcached::protocol::{text, Parsed};
+use repcached::server::dispatch::{self, After, Session};
+use repcached::server::{Server, Shared};
+
+/// One server for the whole run; it is never started, only its state is used.
+fn shared() -> &'static Arc<Shared> {
+    static SHARED: OnceLock<Arc<Shared>> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        let mut config = Config::for_tests();
+        config.store.limit_bytes = 2 * 1024 * 1024;
+        config.store.item_size_max = 64 * 1024;
+        config.store.tombstone_secs = 5;
+        config.enable_shutdown = true;
+        Server::bind(config).expect("bind").shared()
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let shared = shared();
+    let mut session = Session {
+        shared,
+        counts: Default::default(),
+        now: shared.clock.now(),
+        worker: 0,
+        fd: -1,
+        authenticated: true,
+    };
+    let binary = data.first() == Some(&binary::REQUEST);
+    let mut out = Vec::new();
+    let mut rest = data;
+    while !rest.is_empty() {
+        out.clear();
+        let (used, after) = if binary {
+            match binary::parse(rest, &shared.limits) {
+                BinParsed::Done(req, n) => (n, repcached::server::binary::execute(req, &mut session, &mut out)),
+                BinParsed::Error { consumed, swallow, close, .. } => {
+                    if close {
+                        break;
+                    }
+                    (consumed + swallow, After::Continue)
+                }
+                BinParsed::Incomplete | BinParsed::BadMagic => break,
+            }
+        } else {
+            match text::parse(rest, &shared.limits) {
+                Parsed::Done(req, n) => (n, dispatch::execute(req, &mut session, &mut out)),
+                Parsed::Invalid(e) => (e.consumed + e.swallow, After::Continue),
+                Parsed::Incomplete => break,
+            }
+        };
+        if used == 0 {
+            break;
+        }
+        rest = &rest[used.min(rest.len())..];
+        match after {
+            After::Swallow(n) => rest = &rest[n.min(rest.len())..],
+            After::Close => break,
+            _ => {}
+        }
+    }
+});
