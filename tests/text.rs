@@ -539,10 +539,8 @@ fn stats_detail_counts_per_prefix_over_text_and_binary() {
     c.expect(b"delete b:1\r\n", b"NOT_FOUND\r\n");
     // A binary get counts too.
     let mut bin = s.client();
-    let mut req = vec![0x80, 0x00, 0, 3, 0, 0, 0, 0, 0, 0, 0, 3];
-    req.extend_from_slice(&[0; 12]);
-    req.extend_from_slice(b"a:1");
-    bin.send(&req);
+    use repcached::protocol::binary::{op, request};
+    bin.send(&request(op::GET, &[], b"a:1", &[], 0, 0));
     let reply = bin.read_n(24 + 4 + 1);
     assert_eq!(reply[7], 0, "binary get hit");
     c.expect(
