@@ -99,6 +99,14 @@ where
         let mut consumed = 0;
         let mut after = After::Continue;
         let data = rbuf.data();
+        if proto == Proto::Binary && data.len() >= 2 * binary::HEADER_LEN {
+            // A binary multi-get is a pipeline of single gets: start loading all their
+            // items first, so the lookups' cache misses overlap.
+            let keys = binary::pipelined_get_keys(data);
+            if keys.clone().nth(1).is_some() {
+                shared.store.prefetch(keys);
+            }
+        }
         while consumed < data.len() {
             if swallow > 0 {
                 let n = swallow.min(data.len() - consumed);
