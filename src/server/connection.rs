@@ -99,14 +99,10 @@ where
         let mut consumed = 0;
         let mut after = After::Continue;
         let data = rbuf.data();
-        if proto == Proto::Binary && data.len() >= 2 * binary::HEADER_LEN {
-            // A binary multi-get is a pipeline of single gets: start loading all their
-            // items first, so the lookups' cache misses overlap.
-            let keys = binary::pipelined_get_keys(data);
-            if keys.clone().nth(1).is_some() {
-                shared.store.prefetch(keys);
-            }
+        if proto == Proto::Unknown && !data.is_empty() {
+            proto = Proto::detect(data[0], &shared.config.binding_protocol);
         }
+        prefetch_reads(shared, proto, data);
         while consumed < data.len() {
             if swallow > 0 {
                 let n = swallow.min(data.len() - consumed);
@@ -115,9 +111,6 @@ where
                 continue;
             }
             let buf = &data[consumed..];
-            if proto == Proto::Unknown {
-                proto = Proto::detect(buf[0], &shared.config.binding_protocol);
-            }
             let step = match proto {
                 Proto::Binary => binary_step(buf, &mut session, &mut out),
                 Proto::Text if shared.ascii_credentials.is_some() && !session.authenticated => {
@@ -199,6 +192,27 @@ where
         }
         rbuf.filled(n);
         session.counts.bytes_read += n as u64;
+    }
+}
+
+/// Starts loading the items of every read request waiting in `data` when there are
+/// several (a multi-key get, or pipelined gets, getkq or mg), so the lookups' cache misses
+/// overlap instead of queueing one after another.
+fn prefetch_reads(shared: &Shared, proto: Proto, data: &[u8]) {
+    match proto {
+        Proto::Binary if data.len() >= 2 * binary::HEADER_LEN => {
+            let keys = binary::pipelined_get_keys(data);
+            if keys.clone().nth(1).is_some() {
+                shared.store.prefetch(keys);
+            }
+        }
+        Proto::Text => {
+            let keys = text::retrieval::pipelined_get_keys(data);
+            if keys.clone().nth(1).is_some() {
+                shared.store.prefetch(keys);
+            }
+        }
+        _ => {}
     }
 }
 

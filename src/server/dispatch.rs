@@ -316,9 +316,6 @@ fn get(s: &mut Session<'_>, kind: GetKind, exptime: i32, list: &[u8], out: &mut 
         ..Default::default()
     };
     let cas_enabled = s.shared.config.cas_enabled;
-    if keys(list).nth(1).is_some() {
-        s.shared.store.prefetch(keys(list));
-    }
     for key in keys(list) {
         let hit = s.shared.store.read(key, s.now, opts, |r| match r {
             Ok(h) => {
