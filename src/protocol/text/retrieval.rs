@@ -14,6 +14,9 @@ pub fn keys(list: &[u8]) -> impl Iterator<Item = &[u8]> + Clone {
     list.split(|&b| b == b' ').filter(|k| !k.is_empty())
 }
 
+/// The keys of one get line, split on spaces.
+type KeyList<'a> = std::slice::Split<'a, u8, fn(&u8) -> bool>;
+
 /// Keys of the complete `get`/`gets`/`mg` lines at the start of `buf`, in order, up to 64
 /// lines; the walk stops at any other line (a storage command's data block cannot be
 /// skipped without parsing it). Pipelined single-key reads can then be prefetched together.
@@ -21,7 +24,7 @@ pub fn keys(list: &[u8]) -> impl Iterator<Item = &[u8]> + Clone {
 pub fn pipelined_get_keys(buf: &[u8]) -> impl Iterator<Item = &[u8]> + Clone {
     let mut rest = buf;
     let mut lines = 0;
-    let mut pending: Option<std::slice::Split<'_, u8, fn(&u8) -> bool>> = None;
+    let mut pending: Option<KeyList<'_>> = None;
     std::iter::from_fn(move || loop {
         if let Some(key) = pending
             .as_mut()
