@@ -199,20 +199,16 @@ where
 /// several (a multi-key get, or pipelined gets, getkq or mg), so the lookups' cache misses
 /// overlap instead of queueing one after another.
 fn prefetch_reads(shared: &Shared, proto: Proto, data: &[u8]) {
-    match proto {
+    let mut keys: [&[u8]; 64] = [&[]; 64];
+    let n = match proto {
         Proto::Binary if data.len() >= 2 * binary::HEADER_LEN => {
-            let keys = binary::pipelined_get_keys(data);
-            if keys.clone().nth(1).is_some() {
-                shared.store.prefetch(keys);
-            }
+            binary::pipelined_get_keys(data, &mut keys)
         }
-        Proto::Text => {
-            let keys = text::retrieval::pipelined_get_keys(data);
-            if keys.clone().nth(1).is_some() {
-                shared.store.prefetch(keys);
-            }
-        }
-        _ => {}
+        Proto::Text => text::retrieval::pipelined_get_keys(data, &mut keys),
+        _ => 0,
+    };
+    if n > 1 {
+        shared.store.prefetch(&keys[..n]);
     }
 }
 

@@ -332,12 +332,16 @@ impl Store {
             .publish(Mutation::of_item(it, &self.inner.clock));
     }
 
-    /// Warms the cache for a coming [`Store::read`] of each of `keys`: many keys' memory
-    /// loads then run side by side. Only worth it for multi-key reads.
-    pub fn prefetch<'k>(&self, keys: impl Iterator<Item = &'k [u8]> + Clone) {
+    /// Warms the cache for a coming [`Store::read`] of each of `keys` (at most 64 are
+    /// used): many keys' memory loads then run side by side. Only worth it for several.
+    pub fn prefetch(&self, keys: &[&[u8]]) {
+        let keys = &keys[..keys.len().min(64)];
+        let mut hashes = [0u64; 64];
+        for (h, key) in hashes.iter_mut().zip(keys) {
+            *h = hash_key(key);
+        }
         for step in 0..2 {
-            for key in keys.clone() {
-                let hash = hash_key(key);
+            for &hash in &hashes[..keys.len()] {
                 self.lock(self.shard_of(hash)).prefetch(hash, step);
             }
         }

@@ -243,25 +243,30 @@ fn shape_ok(op: u8, key: usize, ext: usize, body: usize) -> bool {
 
 /// Parses one binary request from the front of `buf` (which starts with the magic byte).
 /// Keys of the complete get requests (get, getq, getk, getkq) at the start of `buf`, in
-/// order, stopping at the first incomplete or malformed one. Clients send a multi-get as a
-/// pipeline of these, so the server can look the keys up front (prefetch) before answering
-/// each one. Nothing here is validated beyond what is needed to find the key.
-pub fn pipelined_get_keys(buf: &[u8]) -> impl Iterator<Item = &[u8]> + Clone {
+/// order, written to `out` (at most its length); returns how many. The walk stops at the
+/// first incomplete or malformed request. Clients send a multi-get as a pipeline of these,
+/// so the server can start loading every item before answering each one. Nothing is
+/// validated beyond what is needed to find the key.
+pub fn pipelined_get_keys<'a>(buf: &'a [u8], out: &mut [&'a [u8]]) -> usize {
+    let mut n = 0;
     let mut rest = buf;
-    std::iter::from_fn(move || loop {
-        let h = Header::parse(rest)?;
-        let total = HEADER_LEN.checked_add(h.body_len as usize)?;
+    while n < out.len() {
+        let Some(h) = Header::parse(rest) else {
+            break;
+        };
+        let total = HEADER_LEN + h.body_len as usize;
         let key_start = HEADER_LEN + h.extras_len as usize;
         let key_end = key_start + h.key_len as usize;
         if h.magic != REQUEST || total > rest.len() || key_end > total {
-            return None;
+            break;
         }
-        let (this, next) = rest.split_at(total);
-        rest = next;
         if matches!(h.opcode, op::GET | op::GETQ | op::GETK | op::GETKQ) {
-            return Some(&this[key_start..key_end]);
+            out[n] = &rest[key_start..key_end];
+            n += 1;
         }
-    })
+        rest = &rest[total..];
+    }
+    n
 }
 
 pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> BinParsed<'a> {
@@ -339,13 +344,16 @@ mod tests {
         buf.extend(request(op::GETQ, &[], b"bb", &[], 0));
         buf.extend(request(op::NOOP, &[], &[], &[], 0));
         buf.extend(request(op::GET, &[], b"ccc", &[], 0));
-        let keys: Vec<&[u8]> = pipelined_get_keys(&buf).collect();
-        assert_eq!(keys, [&b"a"[..], b"bb", b"ccc"]);
+        let mut keys: [&[u8]; 8] = [&[]; 8];
+        let n = pipelined_get_keys(&buf, &mut keys);
+        assert_eq!(keys[..n], [&b"a"[..], b"bb", b"ccc"]);
         // An incomplete request ends the walk; so does a key that overruns its body.
-        assert_eq!(pipelined_get_keys(&buf[..buf.len() - 1]).count(), 2);
+        assert_eq!(pipelined_get_keys(&buf[..buf.len() - 1], &mut keys), 2);
         let mut bad = request(op::GET, &[], b"key", &[], 0);
         bad[11] = 1; // body length 1, key length 3
-        assert_eq!(pipelined_get_keys(&bad).count(), 0);
+        assert_eq!(pipelined_get_keys(&bad, &mut keys), 0);
+        // No more than fit.
+        assert_eq!(pipelined_get_keys(&buf, &mut keys[..2]), 2);
     }
 
     proptest! {
@@ -354,7 +362,8 @@ mod tests {
             if let Some(b) = input.first_mut() {
                 *b = REQUEST;
             }
-            prop_assert!(pipelined_get_keys(&input).all(|k| k.len() <= input.len()));
+            let mut keys: [&[u8]; 4] = [&[]; 4];
+            prop_assert!(pipelined_get_keys(&input, &mut keys) <= 4);
             match parse(&input, &Limits { item_size_max: 1024 }) {
                 BinParsed::Done(_, n) => prop_assert!(n <= input.len() && n >= HEADER_LEN),
                 BinParsed::Error { consumed, .. } => prop_assert!(consumed <= input.len()),

@@ -14,46 +14,43 @@ pub fn keys(list: &[u8]) -> impl Iterator<Item = &[u8]> + Clone {
     list.split(|&b| b == b' ').filter(|k| !k.is_empty())
 }
 
-/// The keys of one get line, split on spaces.
-type KeyList<'a> = std::slice::Split<'a, u8, fn(&u8) -> bool>;
-
-/// Keys of the complete `get`/`gets`/`mg` lines at the start of `buf`, in order, up to 64
-/// lines; the walk stops at any other line (a storage command's data block cannot be
-/// skipped without parsing it). Pipelined single-key reads can then be prefetched together.
-/// A base64 `mg` key is passed on as sent; prefetching it merely misses.
-pub fn pipelined_get_keys(buf: &[u8]) -> impl Iterator<Item = &[u8]> + Clone {
+/// Keys of the complete `get`/`gets`/`mg` lines at the start of `buf`, in order, written
+/// to `out` (at most its length); returns how many. The walk stops at any other line (a
+/// storage command's data block cannot be skipped without parsing it). Pipelined reads can
+/// then be prefetched together. A base64 `mg` key is passed on as sent; its prefetch
+/// merely misses.
+pub fn pipelined_get_keys<'a>(buf: &'a [u8], out: &mut [&'a [u8]]) -> usize {
+    let mut n = 0;
     let mut rest = buf;
-    let mut lines = 0;
-    let mut pending: Option<KeyList<'_>> = None;
-    std::iter::from_fn(move || loop {
-        if let Some(key) = pending
-            .as_mut()
-            .and_then(|keys| keys.find(|k| !k.is_empty()))
-        {
-            return Some(key);
-        }
-        pending = None;
-        if lines == 64 {
-            return None;
-        }
-        let end = memchr::memchr(b'\n', rest)?;
+    while n < out.len() {
+        let Some(end) = memchr::memchr(b'\n', rest) else {
+            break;
+        };
         let line = rest[..end].strip_suffix(b"\r").unwrap_or(&rest[..end]);
         rest = &rest[end + 1..];
-        lines += 1;
-        let (verb, args) = match memchr::memchr(b' ', line) {
-            Some(i) => (&line[..i], &line[i + 1..]),
-            None => return None,
+        let Some(sp) = memchr::memchr(b' ', line) else {
+            break;
         };
-        let is_space: fn(&u8) -> bool = |&b| b == b' ';
-        match verb {
-            b"get" | b"gets" => pending = Some(args.split(is_space)),
-            b"mg" => {
-                let key = args.split(is_space).find(|k| !k.is_empty())?;
-                return Some(key);
+        let one_key = match &line[..sp] {
+            b"get" | b"gets" => false,
+            b"mg" => true,
+            _ => break,
+        };
+        for key in line[sp + 1..]
+            .split(|&b| b == b' ')
+            .filter(|k| !k.is_empty())
+        {
+            if n == out.len() {
+                break;
             }
-            _ => return None,
+            out[n] = key;
+            n += 1;
+            if one_key {
+                break;
+            }
         }
-    })
+    }
+    n
 }
 
 pub fn parse<'a>(t: &Tokens<'a>, line: &'a [u8], used: usize) -> Parsed<'a> {
