@@ -179,6 +179,13 @@ fn corpus() -> Vec<Vec<u8>> {
         &format!("set a 0 0 2000000 noreply\r\n{}\r\n", "x".repeat(20)),
         &format!("get {}\r\n", "k ".repeat(2000)),
         &format!("ms big 1048576\r\n{}\r\n", "x".repeat(1_048_576)),
+        // Non-zero client flags take 4 bytes of the item in memcached: at the -I edge they
+        // decide between stored and too large.
+        &format!(
+            "set a 0 0 1048516\r\n{v}\r\nset b 1 0 1048516\r\n{v}\r\nset c 1 0 1048512\r\n{w}\r\nget c\r\n",
+            v = "x".repeat(1_048_516),
+            w = "y".repeat(1_048_512)
+        ),
         &format!("set a 0 0 1\r\nx\r\n{}", "get a\r\n".repeat(500)),
     ]
     .iter()

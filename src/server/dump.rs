@@ -106,7 +106,7 @@ fn write_line(out: &mut Vec<u8>, it: &Item, clock: &Clock) {
 /// memcached's item size: its total for key and value, plus 4 bytes when the client flags
 /// are not zero (memcached stores them only then).
 fn size_of(it: &Item) -> usize {
-    item_total_size(it.key().len(), it.value().len()) + if it.flags != 0 { 4 } else { 0 }
+    item_total_size(it.key().len(), it.value().len(), it.flags)
 }
 
 #[cfg(test)]

@@ -231,10 +231,11 @@ pub struct Store {
     inner: Arc<Inner>,
 }
 
-/// memcached's item total: header, key, value; used for the `-I` check so the limits match.
-pub fn item_total_size(key_len: usize, value_len: usize) -> usize {
-    // memcached: 48-byte header + 8-byte CAS + key + NUL + value + CRLF.
-    56 + key_len + 1 + value_len + 2
+/// memcached's item total: header, key, value, and 4 bytes for client flags when they are
+/// not zero (memcached stores them only then); used for the `-I` check so limits match.
+pub fn item_total_size(key_len: usize, value_len: usize, flags: u32) -> usize {
+    // memcached: 48-byte header + 8-byte CAS + key + NUL + [flags] + value + CRLF.
+    56 + key_len + 1 + value_len + 2 + if flags != 0 { 4 } else { 0 }
 }
 
 impl Store {
@@ -287,8 +288,8 @@ impl Store {
     }
 
     /// True if an item of this size may be stored at all (`-I`).
-    pub fn fits(&self, key_len: usize, value_len: usize) -> bool {
-        item_total_size(key_len, value_len) <= self.inner.cfg.item_size_max
+    pub fn fits(&self, key_len: usize, value_len: usize, flags: u32) -> bool {
+        item_total_size(key_len, value_len, flags) <= self.inner.cfg.item_size_max
     }
 
     fn new_stamp(&self, shard: &mut Shard, explicit: Option<u64>) -> u64 {
@@ -364,7 +365,7 @@ impl Store {
             Ok(idx) => (idx, false),
             Err(miss) => match opts.vivify {
                 Some(exptime)
-                    if self.fits(key.len(), 0)
+                    if self.fits(key.len(), 0, 0)
                         && !self.over_budget(item::charge_for(key.len()), 0) =>
                 {
                     let mut it = Item::new(key, &[], 0, exptime, now);
@@ -418,7 +419,7 @@ impl Store {
 
     /// Stores an item per `req.mode` and the CAS rules of memcached's `do_store_item`.
     pub fn set(&self, req: &SetRequest<'_>, now: u32) -> Result<SetOutcome, StoreError> {
-        if !self.fits(req.key.len(), req.value.len()) {
+        if !self.fits(req.key.len(), req.value.len(), req.flags) {
             return Err(StoreError::TooLarge);
         }
         let hash = hash_key(req.key);
@@ -458,7 +459,11 @@ impl Store {
                             if cas_match == Some(false) {
                                 return Ok(SetOutcome::Exists);
                             }
-                            if !self.fits(req.key.len(), old.value().len() + req.value.len()) {
+                            if !self.fits(
+                                req.key.len(),
+                                old.value().len() + req.value.len(),
+                                old.flags,
+                            ) {
                                 return Ok(SetOutcome::NotStored);
                             }
                             let parts: [&[u8]; 2] = if req.mode == SetMode::Append {

@@ -301,7 +301,13 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> BinParsed<'a> {
         opcode,
         op::SET | op::ADD | op::REPLACE | op::APPEND | op::PREPEND
     );
-    if value_len > 0 && item_total_size(key_len, value_len) > limits.item_size_max {
+    // Client flags lead the extras of set/add/replace; until they have arrived they count
+    // as 0, and the check runs again when more of the request is in.
+    let flags = match buf.get(HEADER_LEN..HEADER_LEN + 4) {
+        Some(f) if is_store && ext_len >= 4 => u32::from_be_bytes([f[0], f[1], f[2], f[3]]),
+        _ => 0,
+    };
+    if value_len > 0 && item_total_size(key_len, value_len, flags) > limits.item_size_max {
         if buf.len() < head {
             return BinParsed::Incomplete;
         }

@@ -214,7 +214,7 @@ fn parse_set<'a>(
     let Some(mode) = req.set_mode() else {
         return err(ErrorKind::MetaSetMode, swallow);
     };
-    if item_total_size(req.key.len(), vlen) > limits.item_size_max {
+    if item_total_size(req.key.len(), vlen, req.flags.client_flags) > limits.item_size_max {
         let key = t.get(1);
         return Parsed::Done(
             Request::TooLarge {

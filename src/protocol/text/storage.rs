@@ -68,7 +68,7 @@ pub fn parse<'a>(
         return err(ErrorKind::BadFormat);
     }
     let vlen = vlen as usize;
-    if item_total_size(key.len(), vlen) > limits.item_size_max {
+    if item_total_size(key.len(), vlen, flags) > limits.item_size_max {
         return Parsed::Done(
             Request::TooLarge {
                 mode,
