@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use super::dispatch::{self, After, Session};
 use super::io::{ReadBuf, Socket};
+use super::stats::Counts;
 use super::Shared;
 use super::{dump, verbose};
 use crate::protocol::binary::{self, BinParsed};
@@ -132,9 +133,7 @@ where
                 }
             }
             if out.len() >= OUT_HIGH_WATER {
-                session.counts.bytes_written += out.len() as u64;
-                sock.write_all(&out).await?;
-                out.clear();
+                send(sock, &mut out, &mut session.counts).await?;
             }
         }
         if consumed > 0 {
@@ -142,9 +141,7 @@ where
         }
         rbuf.consume(consumed);
         if !out.is_empty() {
-            session.counts.bytes_written += out.len() as u64;
-            sock.write_all(&out).await?;
-            out.clear();
+            send(sock, &mut out, &mut session.counts).await?;
             if out.capacity() > SHRINK_ABOVE {
                 out = Vec::with_capacity(READ_BUF);
             }
@@ -158,14 +155,12 @@ where
                 while let Some(c) = cursor {
                     cursor =
                         dump::write_batch(&shared.store, &shared.clock, c, session.now, &mut out);
-                    session.counts.bytes_written += out.len() as u64;
-                    sock.write_all(&out).await?;
-                    out.clear();
+                    if cursor.is_some() {
+                        send(sock, &mut out, &mut session.counts).await?;
+                    }
                 }
                 out.extend_from_slice(b"END\r\n");
-                session.counts.bytes_written += out.len() as u64;
-                sock.write_all(&out).await?;
-                out.clear();
+                send(sock, &mut out, &mut session.counts).await?;
                 shared.counts.slot(worker).absorb(&mut session.counts);
                 // Requests pipelined after the dump are still in the buffer.
                 continue;
@@ -193,6 +188,18 @@ where
         rbuf.filled(n);
         session.counts.bytes_read += n as u64;
     }
+}
+
+/// Writes out the pending replies and empties the buffer, counting the bytes.
+async fn send<S>(sock: &Socket<S>, out: &mut Vec<u8>, counts: &mut Counts) -> std::io::Result<()>
+where
+    S: AsRawFd,
+    for<'a> &'a S: Read + Write,
+{
+    counts.bytes_written += out.len() as u64;
+    sock.write_all(out).await?;
+    out.clear();
+    Ok(())
 }
 
 /// Starts loading the items of every read request waiting in `data` when there are

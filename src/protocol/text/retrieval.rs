@@ -10,7 +10,7 @@ use crate::protocol::number::parse_i32;
 use crate::protocol::{ErrorKind, GetKind, Parsed, ProtocolError, Request};
 
 /// Iterates the keys of a validated key list.
-pub fn keys(list: &[u8]) -> impl Iterator<Item = &[u8]> + Clone {
+pub fn keys(list: &[u8]) -> impl Iterator<Item = &[u8]> {
     list.split(|&b| b == b' ').filter(|k| !k.is_empty())
 }
 
