@@ -390,7 +390,7 @@ fn meta(s: &mut Session<'_>, m: MetaRequest<'_>, out: &mut Vec<u8>) {
                         now.saturating_sub(it.atime),
                         it.cas,
                         if it.has(bits::FETCHED) { "yes" } else { "no" },
-                        it.charge()
+                        crate::store::item_total_size(it.key().len(), it.value().len(), it.flags)
                     );
                 }
             });
@@ -621,7 +621,7 @@ pub(super) fn write_stats(s: &mut Session<'_>, group: &[u8], arg: &[u8], out: &m
                 threads: sh.config.threads,
                 counts: sh.counts.sum(),
                 store: sh.store.stats(),
-                slots: sh.store.slot_count(),
+                segments: sh.store.segment_count(),
             };
             stats::write_general(out, &g);
         }
@@ -639,14 +639,18 @@ pub(super) fn write_stats(s: &mut Session<'_>, group: &[u8], arg: &[u8], out: &m
             }
         }
         b"slabs" => {
-            // One "class": the slot store. Sizes describe it, not memcached's slabs.
+            // One "class": the segment store. Pages are segments; sizes describe it, not
+            // memcached's slabs.
             let st = sh.store.stats();
-            if st.curr_items > 0 {
+            let segments = sh.store.segment_count();
+            if segments > 0 {
+                stat(out, "1:chunk_size", sh.store.segment_size());
+                stat(out, "1:total_pages", segments);
                 stat(out, "1:used_chunks", st.curr_items);
                 stat(out, "1:mem_requested", st.bytes);
             }
-            stat(out, "active_slabs", (st.curr_items > 0) as u8);
-            stat(out, "total_malloced", st.bytes);
+            stat(out, "active_slabs", (segments > 0) as u8);
+            stat(out, "total_malloced", sh.store.used_bytes());
         }
         b"conns" => sh.write_conns(out),
         b"reset" => {

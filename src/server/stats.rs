@@ -125,7 +125,7 @@ pub struct General<'a> {
     pub threads: usize,
     pub counts: Counts,
     pub store: ShardStats,
-    pub slots: usize,
+    pub segments: usize,
 }
 
 /// Writes the general `stats` block (without END).
@@ -186,7 +186,7 @@ pub fn write_general(out: &mut Vec<u8>, g: &General<'_>) {
     stat(out, "evictions", s.evictions);
     stat(out, "reclaimed", s.reclaimed);
     stat(out, "tombstones", s.tombstones);
-    stat(out, "item_slots", g.slots);
+    stat(out, "store_segments", g.segments);
 }
 
 /// CPU time of this process, (user, system) seconds.
@@ -233,7 +233,7 @@ mod tests {
             threads: 4,
             counts: Counts::default(),
             store: ShardStats::default(),
-            slots: 0,
+            segments: 0,
         };
         write_general(&mut out, &g);
         let text = String::from_utf8(out).unwrap();

