@@ -403,3 +403,105 @@ proptest! {
         prop_assert_eq!(s.stats().curr_items as usize, model.len());
     }
 }
+
+#[derive(Debug, Clone)]
+enum Pressure {
+    Set(u8, usize, u8),
+    Append(u8, u8),
+    Get(u8),
+    Touch(u8),
+    Delete(u8),
+}
+
+fn pressure_op() -> impl Strategy<Value = Pressure> {
+    let k = 0u8..48;
+    // Sizes from tiny to past a quarter segment (a segment of their own).
+    let size = prop_oneof![Just(1usize), Just(60), Just(400), Just(1500), Just(6000)];
+    prop_oneof![
+        4 => (k.clone(), size, any::<u8>()).prop_map(|(k, n, v)| Pressure::Set(k, n, v)),
+        1 => (k.clone(), any::<u8>()).prop_map(|(k, v)| Pressure::Append(k, v)),
+        3 => k.clone().prop_map(Pressure::Get),
+        1 => k.clone().prop_map(Pressure::Touch),
+        1 => k.prop_map(Pressure::Delete),
+    ]
+}
+
+proptest! {
+    /// With a budget a few times smaller than the data, eviction and compaction run all the
+    /// time; a read must still return the last value written or nothing, never an older
+    /// value or a deleted one, and the budget must hold after every operation.
+    #[test]
+    fn under_memory_pressure_reads_are_last_written_or_nothing(
+        ops in proptest::collection::vec(pressure_op(), 1..400),
+        tombstones in any::<bool>(),
+    ) {
+        let limit = 64 * 1024;
+        let cfg = StoreConfig {
+            limit_bytes: limit,
+            item_size_max: 32 * 1024,
+            shards: 4,
+            tombstone_secs: if tombstones { 60 } else { 0 },
+            ..Default::default()
+        };
+        let s = Store::new(cfg, Arc::new(Clock::new()));
+        let mut model: HashMap<u8, Vec<u8>> = HashMap::new();
+        for op in ops {
+            match op {
+                Pressure::Set(k, n, v) => {
+                    let value = vec![v; n];
+                    match s.set(&SetRequest::new(SetMode::Set, &[b'p', k], &value), 2) {
+                        Ok(SetOutcome::Stored { .. }) => { model.insert(k, value); }
+                        Ok(other) => prop_assert!(false, "set answered {:?}", other),
+                        // The old value may be gone too; nothing newer may appear.
+                        Err(e) => prop_assert_eq!(e, StoreError::OutOfMemory),
+                    }
+                }
+                Pressure::Append(k, v) => {
+                    let r = s.set(&SetRequest::new(SetMode::Append, &[b'p', k], &[v]), 2);
+                    if let Ok(SetOutcome::Stored { .. }) = r {
+                        let e = model.get_mut(&k);
+                        prop_assert!(e.is_some(), "append stored on a key never written");
+                        if let Some(e) = e { e.push(v); }
+                    } else {
+                        // Evicted (or never there): the model forgets it.
+                        model.remove(&k);
+                    }
+                }
+                Pressure::Get(k) => {
+                    if let Some(got) = get(&s, &[b'p', k]) {
+                        prop_assert_eq!(Some(&got), model.get(&k), "key {}", k);
+                    }
+                }
+                Pressure::Touch(k) => {
+                    let hit = s.read(&[b'p', k], 2, ReadOptions { touch: Some(1000), ..Default::default() },
+                        |r| r.ok().map(|h| h.item.value().to_vec()));
+                    if let Some(got) = hit {
+                        prop_assert_eq!(Some(&got), model.get(&k), "key {}", k);
+                    }
+                }
+                Pressure::Delete(k) => {
+                    s.delete(&DeleteRequest { key: &[b'p', k], ..Default::default() }, 2);
+                    model.remove(&k);
+                }
+            }
+            prop_assert!(s.used_bytes() <= limit, "used {} over {}", s.used_bytes(), limit);
+            prop_assert!(s.stats().bytes as usize <= s.used_bytes());
+        }
+        // A walk with no writes in between sees each stored item exactly once.
+        let mut seen = HashMap::new();
+        let mut cur = Some(Cursor::default());
+        while let Some(c) = cur {
+            let (batch, next) = s.scan(c, 7);
+            for m in batch {
+                if let ItemState::Live { value, .. } = m.state {
+                    prop_assert!(seen.insert(m.key.to_vec(), value).is_none(), "seen twice");
+                }
+            }
+            cur = next;
+        }
+        prop_assert_eq!(seen.len() as u64, s.stats().curr_items);
+        for (key, value) in seen {
+            prop_assert_eq!(Some(&value.to_vec()), model.get(&key[1]));
+        }
+    }
+}
