@@ -1,10 +1,11 @@
-//! The item store: sharded hash tables under a hard memory budget.
+//! The item store: shards of segment-packed items under a hard memory budget.
 //!
 //! The store speaks in its own words (stored, not stored, exists, not found, a value) and
 //! never sees wire bytes. Each operation hashes the key once, locks one shard for the map
 //! work only, and returns; nothing waits while a lock is held. Memory is one global budget
-//! (`-m`): a write first evicts from its own shard, and only if that shard has nothing left
-//! does it walk the others, one lock at a time, so no two shard locks are ever held together.
+//! (`-m`) that shards draw whole segments from: a write first recycles its own shard's oldest
+//! segment, and only if that shard has none does it free segments in others, one lock at a
+//! time, so no two shard locks are ever held together.
 //!
 //! Replication hooks: every item carries a [`Version`]; deletes may leave tombstones; the
 //! store can be walked with [`Store::scan`] while serving; and [`Store::subscribe`] reports
@@ -136,7 +137,7 @@ pub enum StoreError {
 /// How a read treats the item (mg's flags; get is the default).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ReadOptions {
-    /// Skip bumping access time, fetched bit and CLOCK bit (mg `u`).
+    /// Skip bumping access time, fetched bit and read bit (mg `u`).
     pub no_update: bool,
     /// New relative expiry (gat, mg `T`).
     pub touch: Option<u32>,
