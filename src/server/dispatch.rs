@@ -630,7 +630,7 @@ pub(super) fn write_stats(s: &mut Session<'_>, group: &[u8], arg: &[u8], out: &m
             let st = sh.store.stats();
             if st.curr_items > 0 {
                 stat(out, "items:1:number", st.curr_items);
-                stat(out, "items:1:age", 0);
+                stat(out, "items:1:age", sh.store.eviction_front_age(s.now));
                 stat(out, "items:1:evicted", st.evictions);
                 stat(out, "items:1:evicted_nonzero", 0);
                 stat(out, "items:1:expired_unfetched", st.expired_unfetched);

@@ -866,6 +866,15 @@ impl Store {
         self.inner.geo.seg_size
     }
 
+    /// Seconds since the items next in line for eviction were last read (`stats items`
+    /// age; memcached reports its LRU tail's). 0 when the store is empty.
+    pub fn eviction_front_age(&self, now: u32) -> u32 {
+        (0..self.inner.shards.len())
+            .filter_map(|i| self.lock(i).eviction_front_time())
+            .min()
+            .map_or(0, |t| now.saturating_sub(t))
+    }
+
     /// Segments open across shards.
     pub fn segment_count(&self) -> usize {
         (0..self.inner.shards.len())

@@ -702,6 +702,12 @@ impl Shard {
         }
     }
 
+    /// When the items of the next segment to evict were last read, at the earliest.
+    pub fn eviction_front_time(&self) -> Option<u32> {
+        let seg = self.segs.iter().flatten().min_by_key(|s| s.age)?;
+        Some(seg.base.time)
+    }
+
     /// Segments open now.
     pub fn segment_count(&self) -> usize {
         self.segs.iter().flatten().count()

@@ -505,3 +505,14 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn eviction_front_age_follows_the_oldest_segment() {
+    let s = store();
+    assert_eq!(s.eviction_front_age(50), 0, "empty store");
+    s.set(&SetRequest::new(SetMode::Set, b"a", b"1"), 2)
+        .unwrap();
+    s.set(&SetRequest::new(SetMode::Set, b"b", b"2"), 7)
+        .unwrap();
+    assert_eq!(s.eviction_front_age(10), 8);
+}
