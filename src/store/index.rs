@@ -135,10 +135,10 @@ impl Index {
     }
 
     /// Adds an entry for a key known to be absent. `rehash` gives the hash of a stored
-    /// location, for when the table grows.
-    pub fn insert(&mut self, hash: u64, loc: u32, rehash: impl Fn(u32) -> u64) {
+    /// location and `warm` starts loading what `rehash` will read, for when the table grows.
+    pub fn insert(&mut self, hash: u64, loc: u32, rehash: impl Fn(u32) -> u64, warm: impl Fn(u32)) {
         if (self.full + self.deleted + 1) * 10 > self.ctrl.len() * 9 {
-            self.resize(&rehash);
+            self.resize(&rehash, &warm);
         }
         let b = self.free_slot(hash);
         if self.ctrl[b] == DELETED {
@@ -174,7 +174,7 @@ impl Index {
     }
 
     /// Grows by a fifth when more than half full, else just drops the deleted markers.
-    fn resize(&mut self, rehash: &impl Fn(u32) -> u64) {
+    fn resize(&mut self, rehash: &impl Fn(u32) -> u64, warm: &impl Fn(u32)) {
         let slots_now = self.ctrl.len();
         let want = if self.full * 2 >= slots_now {
             slots_now + slots_now / 5
@@ -186,14 +186,26 @@ impl Index {
         let old_locs = std::mem::replace(&mut self.locs, vec![0; groups * GROUP]);
         self.full = 0;
         self.deleted = 0;
-        for (c, loc) in old_ctrl.into_iter().zip(old_locs) {
-            if c & 0x80 == 0 {
-                let hash = rehash(loc);
-                let b = self.free_slot(hash);
-                self.ctrl[b] = tag(hash);
-                self.locs[b] = loc;
-                self.full += 1;
+        let live: Vec<u32> = old_ctrl
+            .into_iter()
+            .zip(old_locs)
+            .filter(|&(c, _)| c & 0x80 == 0)
+            .map(|(_, loc)| loc)
+            .collect();
+        // Each rehash reads a key from item memory: load a few ahead so the misses overlap.
+        const AHEAD: usize = 16;
+        for &loc in live.iter().take(AHEAD) {
+            warm(loc);
+        }
+        for (i, &loc) in live.iter().enumerate() {
+            if let Some(&next) = live.get(i + AHEAD) {
+                warm(next);
             }
+            let hash = rehash(loc);
+            let b = self.free_slot(hash);
+            self.ctrl[b] = tag(hash);
+            self.locs[b] = loc;
+            self.full += 1;
         }
     }
 
@@ -216,7 +228,7 @@ mod tests {
     fn insert_find_remove_through_growth() {
         let mut ix = Index::default();
         for loc in 0..10_000u32 {
-            ix.insert(h(loc), loc, h);
+            ix.insert(h(loc), loc, h, |_| ());
         }
         assert_eq!(ix.len(), 10_000);
         for loc in 0..10_000u32 {
@@ -235,7 +247,7 @@ mod tests {
         for round in 0..20u32 {
             for loc in 0..5_000u32 {
                 let l = 100_000 + round * 5_000 + loc;
-                ix.insert(h(l), l, h);
+                ix.insert(h(l), l, h, |_| ());
             }
             for loc in 0..5_000u32 {
                 let l = 100_000 + round * 5_000 + loc;
@@ -253,7 +265,7 @@ mod tests {
     fn growth_is_gradual_and_load_stays_high() {
         let mut ix = Index::default();
         for loc in 0..100_000u32 {
-            ix.insert(h(loc), loc, h);
+            ix.insert(h(loc), loc, h, |_| ());
             if loc > 1000 {
                 let per_item = ix.footprint() as f64 / ix.len() as f64;
                 assert!(per_item < 6.8, "{per_item} bytes an item at {loc}");

@@ -119,6 +119,16 @@ fn key_at(segs: &[Option<Segment>], geo: Geometry, loc: u32) -> &[u8] {
     }
 }
 
+/// Starts loading the start of the item at `loc`: its header and (most of) its key.
+fn warm_item(segs: &[Option<Segment>], geo: Geometry, loc: u32) {
+    let (id, off) = geo.split(loc);
+    if let Some(Some(seg)) = segs.get(id) {
+        let p = seg.buf.as_ptr().wrapping_add(off);
+        prefetch_line(p);
+        prefetch_line(p.wrapping_add(32));
+    }
+}
+
 impl Shard {
     pub fn new(geo: Geometry) -> Shard {
         Shard {
@@ -317,9 +327,12 @@ impl Shard {
                 self.index.set(bk, loc);
                 self.kill(old, b);
             }
-            None => self
-                .index
-                .insert(hash, loc, |l| hash_key(key_at(segs, geo, l))),
+            None => self.index.insert(
+                hash,
+                loc,
+                |l| hash_key(key_at(segs, geo, l)),
+                |l| warm_item(segs, geo, l),
+            ),
         }
         Ok(loc)
     }
