@@ -516,3 +516,67 @@ fn eviction_front_age_follows_the_oldest_segment() {
         .unwrap();
     assert_eq!(s.eviction_front_age(10), 8);
 }
+
+#[test]
+fn concurrent_writers_under_pressure_never_read_stale_values() {
+    let limit = 256 * 1024;
+    let cfg = StoreConfig {
+        limit_bytes: limit,
+        item_size_max: 64 * 1024,
+        shards: 8,
+        tombstone_secs: 30,
+        ..Default::default()
+    };
+    let s = Store::new(cfg, Arc::new(Clock::new()));
+    std::thread::scope(|sc| {
+        for t in 0..4u8 {
+            let s = s.clone();
+            sc.spawn(move || {
+                // Each thread owns its keys, so it knows their last value.
+                let mut last: HashMap<u16, Vec<u8>> = HashMap::new();
+                let mut x: u32 = 0x9e37_79b9 ^ t as u32;
+                for i in 0..60_000u32 {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    let k = (x % 200) as u16;
+                    let key = [b't', t, (k >> 8) as u8, k as u8];
+                    match x % 10 {
+                        0..=3 => {
+                            let n = [3usize, 90, 700, 20_000][(x as usize >> 8) % 4];
+                            let value = vec![(i % 251) as u8; n];
+                            match s.set(&SetRequest::new(SetMode::Set, &key, &value), 2) {
+                                Ok(_) => {
+                                    last.insert(k, value);
+                                }
+                                Err(e) => assert_eq!(e, StoreError::OutOfMemory),
+                            }
+                        }
+                        4 => {
+                            s.delete(
+                                &DeleteRequest {
+                                    key: &key,
+                                    ..Default::default()
+                                },
+                                2,
+                            );
+                            last.remove(&k);
+                        }
+                        5 => {
+                            s.touch(&key, 500, 2);
+                        }
+                        _ => {
+                            if let Some(v) = get(&s, &key) {
+                                assert_eq!(Some(&v), last.get(&k), "thread {t} key {k}");
+                            }
+                        }
+                    }
+                    assert!(s.used_bytes() <= limit + 4 * 64 * 1024);
+                }
+            });
+        }
+    });
+    assert!(s.used_bytes() <= limit);
+    assert!(s.stats().evictions > 0);
+    assert!(s.stats().bytes as usize <= s.used_bytes());
+}
