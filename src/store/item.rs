@@ -13,7 +13,7 @@
 
 use super::version::{NodeId, Version};
 
-/// Per-item bits a client can observe (the first header byte).
+/// Per-item bits a client can observe (stored in the first header byte or the rare byte).
 pub mod bits {
     /// Fetched at least once since stored (mg `h`, `evicted_unfetched`).
     pub const FETCHED: u8 = 1 << 0;
