@@ -318,6 +318,12 @@ fn binary_step(buf: &[u8], session: &mut Session<'_>, out: &mut Vec<u8>) -> Step
         } => {
             if status == binary::status::E2BIG {
                 session.counts.store_too_large += 1;
+                // memcached counts the set in `stats detail` before refusing it; the key is
+                // in the buffer already (the refusal comes once header, extras and key are).
+                let at = binary::HEADER_LEN + header.extras_len as usize;
+                if let Some(key) = buf.get(at..at + header.key_len as usize) {
+                    session.shared.detail.record(key, super::detail::Op::Set);
+                }
             }
             binary::reply::error(out, &header, status);
             Step {
