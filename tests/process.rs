@@ -329,3 +329,47 @@ fn double_verbose_logs_each_request_and_reply_line() {
     );
     assert!(!err.contains("hello"), "values are never logged");
 }
+
+#[test]
+fn double_verbose_dumps_binary_headers_as_memcached() {
+    use repcached::protocol::binary::{op, request};
+    let mut p = common::Proc::start(&["-vv"]);
+    let mut c = p.client();
+    c.send(&request(op::GET, &[], b"nope", &[], 0, 0));
+    let miss = c.read_n(24 + "Not found".len());
+    assert_eq!(miss[7], 1, "KEY_ENOENT");
+    c.send(&request(op::SET, &[0; 8], b"k", b"v", 0, 0));
+    assert_eq!(c.read_n(24)[7], 0);
+    drop(c);
+    std::thread::sleep(Duration::from_millis(200));
+    let _ = p.child.kill();
+    let mut err = String::new();
+    p.child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let fd = err
+        .lines()
+        .find_map(|l| l.strip_suffix(": Client using the binary protocol"))
+        .unwrap_or_else(|| panic!("no protocol line in {err:?}"))
+        .to_string();
+    let lines: Vec<&str> = err.lines().collect();
+    let at = |want: &str| {
+        lines
+            .iter()
+            .position(|l| *l == want)
+            .unwrap_or_else(|| panic!("{want:?} not in {err}"))
+    };
+    // The request header, four bytes a line: magic, opcode, key length 4.
+    let read = at(&format!("<{fd} Read binary protocol data:"));
+    assert_eq!(lines[read + 1], format!("<{fd}    0x80 0x00 0x00 0x04"));
+    let get = at(&format!("<{fd} GET nope"));
+    let error = at(&format!(">{fd} Writing an error: Not found"));
+    let response = at(&format!(">{fd} Writing bin response:"));
+    assert!(read < get && get < error && error < response, "{err}");
+    assert_eq!(lines[response + 1], format!(">{fd}   0x81 0x00 0x00 0x00"));
+    assert_eq!(lines[response + 2], format!(">{fd}   0x00 0x00 0x00 0x01"));
+    at(&format!("<{fd} SET k Value len is 1"));
+}

@@ -102,6 +102,9 @@ where
         let data = rbuf.data();
         if proto == Proto::Unknown && !data.is_empty() {
             proto = Proto::detect(data[0], &shared.config.binding_protocol);
+            if shared.verbosity() > 1 {
+                verbose::protocol(fd, proto == Proto::Binary);
+            }
         }
         prefetch_reads(shared, proto, data);
         while consumed < data.len() {
@@ -305,6 +308,16 @@ fn text_exchange(buf: &[u8], session: &mut Session<'_>, out: &mut Vec<u8>) -> St
 }
 
 fn binary_step(buf: &[u8], session: &mut Session<'_>, out: &mut Vec<u8>) -> Step {
+    let start = out.len();
+    let verbose = session.shared.verbosity() > 1;
+    let step = binary_exchange(buf, session, out);
+    if verbose && step.used > 0 {
+        verbose::binary_exchange(session.fd, &buf[..step.used], &out[start..]);
+    }
+    step
+}
+
+fn binary_exchange(buf: &[u8], session: &mut Session<'_>, out: &mut Vec<u8>) -> Step {
     match binary::parse(buf, &session.shared.limits) {
         BinParsed::Done(req, used) => Step::done(used, super::binary::execute(req, session, out)),
         BinParsed::Incomplete => Step::wait(),
