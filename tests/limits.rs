@@ -66,6 +66,7 @@ fn disabled_evictions_answer_out_of_memory() {
     }
     assert!(saw_oom);
     assert_eq!(c.stat("evictions"), "0");
+    assert_eq!(c.stat_group("items", "items:1:outofmemory"), "1");
     c.expect(
         b"get key0\r\n",
         format!("VALUE key0 0 10000\r\n{value}\r\nEND\r\n").as_bytes(),

@@ -633,9 +633,10 @@ pub(super) fn write_stats(s: &mut Session<'_>, group: &[u8], arg: &[u8], out: &m
                 stat(out, "items:1:age", sh.store.eviction_front_age(s.now));
                 stat(out, "items:1:evicted", st.evictions);
                 stat(out, "items:1:evicted_nonzero", 0);
+                stat(out, "items:1:outofmemory", sh.counts.sum().store_no_memory);
+                stat(out, "items:1:reclaimed", st.reclaimed);
                 stat(out, "items:1:expired_unfetched", st.expired_unfetched);
                 stat(out, "items:1:evicted_unfetched", st.evicted_unfetched);
-                stat(out, "items:1:reclaimed", st.reclaimed);
             }
         }
         b"slabs" => {
