@@ -269,6 +269,20 @@ fn accepted_memcached_options_start_with_warnings() {
     assert!(err.contains("tail_repair_time"), "{err}");
 }
 
+/// Gives the server a moment to log what it just did, stops it, and returns its stderr.
+fn stop_and_read_stderr(p: &mut Proc) -> String {
+    std::thread::sleep(Duration::from_millis(200));
+    let _ = p.child.kill();
+    let mut err = String::new();
+    p.child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    err
+}
+
 #[test]
 fn double_verbose_logs_each_request_and_reply_line() {
     let mut p = common::Proc::start(&["-vv"]);
@@ -286,15 +300,7 @@ fn double_verbose_logs_each_request_and_reply_line() {
         b"VALUE greeting 0 5\r\nhello\r\nEND\r\n",
     );
     drop(c);
-    std::thread::sleep(Duration::from_millis(200));
-    let _ = p.child.kill();
-    let mut err = String::new();
-    p.child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let err = stop_and_read_stderr(&mut p);
     let fd = err
         .lines()
         .find_map(|l| l.strip_suffix(" set greeting 0 0 5"))
@@ -341,15 +347,7 @@ fn double_verbose_dumps_binary_headers_as_memcached() {
     c.send(&request(op::SET, &[0; 8], b"k", b"v", 0, 0));
     assert_eq!(c.read_n(24)[7], 0);
     drop(c);
-    std::thread::sleep(Duration::from_millis(200));
-    let _ = p.child.kill();
-    let mut err = String::new();
-    p.child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let err = stop_and_read_stderr(&mut p);
     let fd = err
         .lines()
         .find_map(|l| l.strip_suffix(": Client using the binary protocol"))

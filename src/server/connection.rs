@@ -279,12 +279,25 @@ impl Step {
 }
 
 fn text_step(buf: &[u8], session: &mut Session<'_>, out: &mut Vec<u8>) -> Step {
+    logged(buf, session, out, text_exchange, verbose::exchange)
+}
+
+/// Runs one request through `exchange`, and with `-vv` hands what it read and wrote to
+/// `log`. Generic, so each protocol's path is compiled (and inlined) on its own.
+#[inline]
+fn logged<'s>(
+    buf: &[u8],
+    session: &mut Session<'s>,
+    out: &mut Vec<u8>,
+    exchange: impl FnOnce(&[u8], &mut Session<'s>, &mut Vec<u8>) -> Step,
+    log: impl FnOnce(i32, &[u8], &[u8]),
+) -> Step {
     let start = out.len();
     // Read before executing, so `verbosity 0` itself is still logged.
     let verbose = session.shared.verbosity() > 1;
-    let step = text_exchange(buf, session, out);
+    let step = exchange(buf, session, out);
     if verbose && step.used > 0 {
-        verbose::exchange(session.fd, &buf[..step.used], &out[start..]);
+        log(session.fd, &buf[..step.used], &out[start..]);
     }
     step
 }
@@ -308,13 +321,7 @@ fn text_exchange(buf: &[u8], session: &mut Session<'_>, out: &mut Vec<u8>) -> St
 }
 
 fn binary_step(buf: &[u8], session: &mut Session<'_>, out: &mut Vec<u8>) -> Step {
-    let start = out.len();
-    let verbose = session.shared.verbosity() > 1;
-    let step = binary_exchange(buf, session, out);
-    if verbose && step.used > 0 {
-        verbose::binary_exchange(session.fd, &buf[..step.used], &out[start..]);
-    }
-    step
+    logged(buf, session, out, binary_exchange, verbose::binary_exchange)
 }
 
 fn binary_exchange(buf: &[u8], session: &mut Session<'_>, out: &mut Vec<u8>) -> Step {
