@@ -635,19 +635,20 @@ impl Store {
             };
             match put {
                 Ok(new) => self.publish_loc(shard, new),
-                Err(NoRoom) => shard.remove(hash, loc, &b),
+                Err(NoRoom) => shard.remove_key(hash, req.key, &b),
             }
             return DeleteOutcome::Deleted;
         }
-        let mut gone = true;
         if self.inner.cfg.tombstone_secs > 0 {
             let mut tomb = Meta::new(0, now + self.inner.cfg.tombstone_secs, now);
             tomb.set(bits::TOMBSTONE);
             tomb.cas = stamp;
             tomb.node = node;
-            gone = shard.put(hash, req.key, &[], &tomb, now, &b).is_err();
-        }
-        if gone {
+            if shard.put(hash, req.key, &[], &tomb, now, &b).is_err() {
+                // No room for the marker: delete outright.
+                shard.remove_key(hash, req.key, &b);
+            }
+        } else {
             shard.remove(hash, loc, &b);
         }
         drop(shard);

@@ -282,6 +282,14 @@ impl Shard {
         self.kill(loc, b);
     }
 
+    /// Removes whatever version `key` has now: for after a failed [`Shard::put`], which may
+    /// have moved or evicted items while making room, so an earlier location is stale.
+    pub fn remove_key(&mut self, hash: u64, key: &[u8], b: &Budget) {
+        if let Some(loc) = self.find(hash, key) {
+            self.remove(hash, loc, b);
+        }
+    }
+
     /// Marks the item at `loc` dead and uncounts it; frees its segment if that empties it.
     fn kill(&mut self, loc: u32, b: &Budget) {
         let (id, off) = self.geo.split(loc);

@@ -407,6 +407,9 @@ proptest! {
 #[derive(Debug, Clone)]
 enum Pressure {
     Set(u8, usize, u8),
+    SetNumber(u8, u16),
+    Incr(u8, u32),
+    Invalidate(u8),
     Append(u8, u8),
     Get(u8),
     Touch(u8),
@@ -419,6 +422,9 @@ fn pressure_op() -> impl Strategy<Value = Pressure> {
     let size = prop_oneof![Just(1usize), Just(60), Just(400), Just(1500), Just(6000)];
     prop_oneof![
         4 => (k.clone(), size, any::<u8>()).prop_map(|(k, n, v)| Pressure::Set(k, n, v)),
+        1 => (k.clone(), any::<u16>()).prop_map(|(k, n)| Pressure::SetNumber(k, n)),
+        1 => (k.clone(), any::<u32>()).prop_map(|(k, d)| Pressure::Incr(k, d)),
+        1 => k.clone().prop_map(Pressure::Invalidate),
         1 => (k.clone(), any::<u8>()).prop_map(|(k, v)| Pressure::Append(k, v)),
         3 => k.clone().prop_map(Pressure::Get),
         1 => k.clone().prop_map(Pressure::Touch),
@@ -455,6 +461,35 @@ proptest! {
                         // The old value may be gone too; nothing newer may appear.
                         Err(e) => prop_assert_eq!(e, StoreError::OutOfMemory),
                     }
+                }
+                Pressure::SetNumber(k, n) => {
+                    let value = n.to_string().into_bytes();
+                    if let Ok(SetOutcome::Stored { .. }) = s.set(&SetRequest::new(SetMode::Set, &[b'p', k], &value), 2) {
+                        model.insert(k, value);
+                    }
+                }
+                Pressure::Incr(k, d) => {
+                    let r = s.arith(&ArithRequest { key: &[b'p', k], incr: true, delta: d as u64, ..Default::default() }, 2);
+                    match r {
+                        ArithOutcome::Value { value, .. } => {
+                            let old = model.get(&k);
+                            prop_assert!(old.is_some(), "incr found a key never written");
+                            let old_len = old.map_or(0, |v| v.len());
+                            let mut digits = value.to_string().into_bytes();
+                            if digits.len() < old_len {
+                                digits.resize(old_len, b' ');
+                            }
+                            model.insert(k, digits);
+                        }
+                        ArithOutcome::NotFound | ArithOutcome::NotStored => { model.remove(&k); }
+                        ArithOutcome::NonNumeric | ArithOutcome::Exists => {}
+                    }
+                }
+                Pressure::Invalidate(k) => {
+                    // Marks stale with a new expiry: the value stays readable (or, with no
+                    // room to rewrite it, the item is gone).
+                    let inval = DeleteRequest { key: &[b'p', k], invalidate: true, exptime: Some(900), ..Default::default() };
+                    s.delete(&inval, 2);
                 }
                 Pressure::Append(k, v) => {
                     let r = s.set(&SetRequest::new(SetMode::Append, &[b'p', k], &[v]), 2);
