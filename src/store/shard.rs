@@ -86,6 +86,17 @@ pub struct WalkPos {
     off: usize,
 }
 
+/// Where the background reclaim walk goes on. The offset is only good while the segment is
+/// the same one (creation number) in the same state (generation): compaction moves items and
+/// a freed id can be reused, and an offset into either would land mid-item.
+#[derive(Debug, Clone, Copy, Default)]
+struct ReclaimAt {
+    id: usize,
+    seq: u64,
+    gen: u32,
+    off: usize,
+}
+
 /// What happens to an item when its segment is compacted or freed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fate {
@@ -102,8 +113,7 @@ pub struct Shard {
     free_ids: Vec<u32>,
     active: Option<usize>,
     next_seq: u64,
-    /// Where the background reclaim walk goes on: (segment id, offset).
-    reclaim_at: (usize, usize),
+    reclaim_at: ReclaimAt,
     pub hlc: Hlc,
     /// Items with a stamp below this are flushed, once `flush_at` has come.
     pub flush_before: u64,
@@ -138,7 +148,7 @@ impl Shard {
             free_ids: Vec::new(),
             active: None,
             next_seq: 1,
-            reclaim_at: (0, 0),
+            reclaim_at: ReclaimAt::default(),
             hlc: Hlc::default(),
             flush_before: 0,
             flush_at: 0,
@@ -652,7 +662,13 @@ impl Shard {
     pub fn reclaim(&mut self, budget: usize, now: u32, b: &Budget) -> usize {
         let mut dropped = 0;
         let mut visited = 0;
-        let (mut id, mut off) = self.reclaim_at;
+        let at = self.reclaim_at;
+        let (mut id, mut off) = (at.id, 0);
+        if let Some(Some(seg)) = self.segs.get(id) {
+            if (seg.seq, seg.gen) == (at.seq, at.gen) {
+                off = at.off;
+            }
+        }
         let mut segs_seen = 0;
         while visited < budget && segs_seen <= self.segs.len() {
             if id >= self.segs.len() {
@@ -680,7 +696,11 @@ impl Shard {
                 dropped += 1;
             }
         }
-        self.reclaim_at = (id, off);
+        let (seq, gen) = match self.segs.get(id) {
+            Some(Some(seg)) => (seg.seq, seg.gen),
+            _ => (0, 0),
+        };
+        self.reclaim_at = ReclaimAt { id, seq, gen, off };
         dropped
     }
 

@@ -17,7 +17,11 @@ fn set(s: &Store, key: &[u8], value: &[u8]) -> SetOutcome {
 }
 
 fn get(s: &Store, key: &[u8]) -> Option<Vec<u8>> {
-    s.read(key, 2, ReadOptions::default(), |r| {
+    get_at(s, key, 2)
+}
+
+fn get_at(s: &Store, key: &[u8], now: u32) -> Option<Vec<u8>> {
+    s.read(key, now, ReadOptions::default(), |r| {
         r.ok().map(|h| h.item.value().to_vec())
     })
 }
@@ -406,7 +410,9 @@ proptest! {
 
 #[derive(Debug, Clone)]
 enum Pressure {
-    Set(u8, usize, u8),
+    Set(u8, usize, u8, bool),
+    Tick,
+    Reclaim,
     SetNumber(u8, u16),
     Incr(u8, u32),
     Invalidate(u8),
@@ -421,7 +427,10 @@ fn pressure_op() -> impl Strategy<Value = Pressure> {
     // Sizes from tiny to past a quarter segment (a segment of their own).
     let size = prop_oneof![Just(1usize), Just(60), Just(400), Just(1500), Just(6000)];
     prop_oneof![
-        4 => (k.clone(), size, any::<u8>()).prop_map(|(k, n, v)| Pressure::Set(k, n, v)),
+        4 => (k.clone(), size, any::<u8>(), any::<bool>())
+            .prop_map(|(k, n, v, expires)| Pressure::Set(k, n, v, expires)),
+        1 => Just(Pressure::Tick),
+        1 => Just(Pressure::Reclaim),
         1 => (k.clone(), any::<u16>()).prop_map(|(k, n)| Pressure::SetNumber(k, n)),
         1 => (k.clone(), any::<u32>()).prop_map(|(k, d)| Pressure::Incr(k, d)),
         1 => k.clone().prop_map(Pressure::Invalidate),
@@ -451,11 +460,22 @@ proptest! {
         };
         let s = Store::new(cfg, Arc::new(Clock::new()));
         let mut model: HashMap<u8, Vec<u8>> = HashMap::new();
+        // Expiry only ever turns a value into nothing, which the model allows.
+        let mut now = 2;
         for op in ops {
             match op {
-                Pressure::Set(k, n, v) => {
+                Pressure::Tick => now += 1,
+                Pressure::Reclaim => {
+                    s.reclaim(5, now);
+                }
+                Pressure::Set(k, n, v, expires) => {
                     let value = vec![v; n];
-                    match s.set(&SetRequest::new(SetMode::Set, &[b'p', k], &value), 2) {
+                    let key = [b'p', k];
+                    let mut req = SetRequest::new(SetMode::Set, &key, &value);
+                    if expires {
+                        req.exptime = now + 3;
+                    }
+                    match s.set(&req, now) {
                         Ok(SetOutcome::Stored { .. }) => { model.insert(k, value); }
                         Ok(other) => prop_assert!(false, "set answered {:?}", other),
                         // The old value may be gone too; nothing newer may appear.
@@ -464,12 +484,12 @@ proptest! {
                 }
                 Pressure::SetNumber(k, n) => {
                     let value = n.to_string().into_bytes();
-                    if let Ok(SetOutcome::Stored { .. }) = s.set(&SetRequest::new(SetMode::Set, &[b'p', k], &value), 2) {
+                    if let Ok(SetOutcome::Stored { .. }) = s.set(&SetRequest::new(SetMode::Set, &[b'p', k], &value), now) {
                         model.insert(k, value);
                     }
                 }
                 Pressure::Incr(k, d) => {
-                    let r = s.arith(&ArithRequest { key: &[b'p', k], incr: true, delta: d as u64, ..Default::default() }, 2);
+                    let r = s.arith(&ArithRequest { key: &[b'p', k], incr: true, delta: d as u64, ..Default::default() }, now);
                     match r {
                         ArithOutcome::Value { value, .. } => {
                             let old = model.get(&k);
@@ -489,10 +509,10 @@ proptest! {
                     // Marks stale with a new expiry: the value stays readable (or, with no
                     // room to rewrite it, the item is gone).
                     let inval = DeleteRequest { key: &[b'p', k], invalidate: true, exptime: Some(900), ..Default::default() };
-                    s.delete(&inval, 2);
+                    s.delete(&inval, now);
                 }
                 Pressure::Append(k, v) => {
-                    let r = s.set(&SetRequest::new(SetMode::Append, &[b'p', k], &[v]), 2);
+                    let r = s.set(&SetRequest::new(SetMode::Append, &[b'p', k], &[v]), now);
                     if let Ok(SetOutcome::Stored { .. }) = r {
                         let e = model.get_mut(&k);
                         prop_assert!(e.is_some(), "append stored on a key never written");
@@ -503,19 +523,19 @@ proptest! {
                     }
                 }
                 Pressure::Get(k) => {
-                    if let Some(got) = get(&s, &[b'p', k]) {
+                    if let Some(got) = get_at(&s, &[b'p', k], now) {
                         prop_assert_eq!(Some(&got), model.get(&k), "key {}", k);
                     }
                 }
                 Pressure::Touch(k) => {
-                    let hit = s.read(&[b'p', k], 2, ReadOptions { touch: Some(1000), ..Default::default() },
+                    let hit = s.read(&[b'p', k], now, ReadOptions { touch: Some(1000), ..Default::default() },
                         |r| r.ok().map(|h| h.item.value().to_vec()));
                     if let Some(got) = hit {
                         prop_assert_eq!(Some(&got), model.get(&k), "key {}", k);
                     }
                 }
                 Pressure::Delete(k) => {
-                    s.delete(&DeleteRequest { key: &[b'p', k], ..Default::default() }, 2);
+                    s.delete(&DeleteRequest { key: &[b'p', k], ..Default::default() }, now);
                     model.remove(&k);
                 }
             }
