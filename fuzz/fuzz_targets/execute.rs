@@ -1,10 +1,13 @@
 //! Fuzzes whole requests, parsed and executed against a real store (small, so eviction and
 //! the memory limit are exercised): whatever a client sends, nothing may panic. Text and
-//! binary are chosen by the first byte, as on a real connection. Run with
+//! binary are chosen by the first byte, as on a real connection. Between inputs the
+//! background work runs too (expiry reclaim, a few steps of a snapshot walk), since their
+//! cursors must survive whatever the requests did to the store. Run with
 //! `cargo +nightly fuzz run execute` from the repository root.
 
 #![no_main]
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
@@ -69,5 +72,18 @@ fuzz_target!(|data: &[u8]| {
             After::Close => break,
             _ => {}
         }
+    }
+    // Every 16th input, the reclaimer (a little ahead in time, so items with short
+    // expiries are due) and a few steps of a walk; every input would slow the run 50-fold.
+    static RUNS: AtomicU32 = AtomicU32::new(0);
+    if RUNS.fetch_add(1, Ordering::Relaxed) % 16 != 0 {
+        return;
+    }
+    let ahead = data.len() as u32 % 8;
+    shared.store.reclaim(16, session.now + ahead);
+    let mut cursor = Some(repcached::store::Cursor::default());
+    for _ in 0..3 {
+        let Some(c) = cursor else { break };
+        cursor = shared.store.scan(c, 8).1;
     }
 });

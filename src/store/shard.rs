@@ -57,6 +57,11 @@ pub struct Budget<'a> {
 }
 
 impl Budget<'_> {
+    /// More is allocated than allowed: the limit was lowered at run time.
+    fn over(&self) -> bool {
+        self.used.load(Ordering::Relaxed) > self.limit
+    }
+
     fn try_charge(&self, n: usize) -> bool {
         let before = self.used.fetch_add(n, Ordering::Relaxed);
         if before + n > self.limit {
@@ -409,7 +414,8 @@ impl Shard {
                     return Ok(id);
                 }
                 let Some(seg) = &self.segs[id] else { continue };
-                if seg.large {
+                // Over a lowered limit, old segments are given back, not reused.
+                if seg.large || b.over() {
                     self.try_free(id, now, b);
                     continue;
                 }

@@ -10,7 +10,8 @@ pub struct ShardStats {
     pub curr_items: u64,
     /// Items ever stored, `total_items`.
     pub total_items: u64,
-    /// Bytes charged against `-m`, `bytes`.
+    /// Bytes live items (and tombstones) take in their segments, `bytes`; the segments
+    /// themselves are what `-m` limits.
     pub bytes: u64,
     /// Live items removed to make room, `evictions`.
     pub evictions: u64,

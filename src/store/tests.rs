@@ -635,3 +635,23 @@ fn concurrent_writers_under_pressure_never_read_stale_values() {
     assert!(s.stats().evictions > 0);
     assert!(s.stats().bytes as usize <= s.used_bytes());
 }
+
+#[test]
+fn lowering_the_limit_frees_memory_as_writes_go_on() {
+    let cfg = StoreConfig {
+        limit_bytes: 1 << 20,
+        shards: 4,
+        ..Default::default()
+    };
+    let s = Store::new(cfg, Arc::new(Clock::new()));
+    for i in 0..20_000u32 {
+        set(&s, format!("k{i}").as_bytes(), &[b'x'; 100]);
+    }
+    assert!(s.used_bytes() > 900 << 10);
+    s.set_limit(256 << 10);
+    for i in 0..5_000u32 {
+        set(&s, format!("n{i}").as_bytes(), &[b'y'; 100]);
+    }
+    assert!(s.used_bytes() <= 256 << 10, "used {}", s.used_bytes());
+    assert!(get(&s, b"n4999").is_some());
+}
