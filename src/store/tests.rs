@@ -583,9 +583,19 @@ fn concurrent_writers_under_pressure_never_read_stale_values() {
         ..Default::default()
     };
     let s = Store::new(cfg, Arc::new(Clock::new()));
+    let writing = std::sync::atomic::AtomicUsize::new(4);
     std::thread::scope(|sc| {
+        // The background reclaimer, walking while the writers compact and free segments.
+        sc.spawn(|| {
+            while writing.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+                // A second ahead: items set to expire at 3 are due (reads at 2 may then
+                // find nothing, which the check allows).
+                s.reclaim(3, 3);
+            }
+        });
         for t in 0..4u8 {
             let s = s.clone();
+            let writing = &writing;
             sc.spawn(move || {
                 // Each thread owns its keys, so it knows their last value.
                 let mut last: HashMap<u16, Vec<u8>> = HashMap::new();
@@ -600,7 +610,11 @@ fn concurrent_writers_under_pressure_never_read_stale_values() {
                         0..=3 => {
                             let n = [3usize, 90, 700, 20_000][(x as usize >> 8) % 4];
                             let value = vec![(i % 251) as u8; n];
-                            match s.set(&SetRequest::new(SetMode::Set, &key, &value), 2) {
+                            let mut req = SetRequest::new(SetMode::Set, &key, &value);
+                            if x % 4 == 0 {
+                                req.exptime = 3;
+                            }
+                            match s.set(&req, 2) {
                                 Ok(_) => {
                                     last.insert(k, value);
                                 }
@@ -628,6 +642,7 @@ fn concurrent_writers_under_pressure_never_read_stale_values() {
                     }
                     assert!(s.used_bytes() <= limit + 4 * 64 * 1024);
                 }
+                writing.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             });
         }
     });
