@@ -611,7 +611,7 @@ fn concurrent_writers_under_pressure_never_read_stale_values() {
                             let n = [3usize, 90, 700, 20_000][(x as usize >> 8) % 4];
                             let value = vec![(i % 251) as u8; n];
                             let mut req = SetRequest::new(SetMode::Set, &key, &value);
-                            if x % 4 == 0 {
+                            if x.is_multiple_of(4) {
                                 req.exptime = 3;
                             }
                             match s.set(&req, 2) {
