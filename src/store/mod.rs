@@ -470,6 +470,20 @@ impl Store {
             meta.atime = now;
             meta.set(bits::FETCHED | bits::REFERENCED);
         }
+        let observed = self.inner.observers.is_observed() && (created || opts.touch.is_some());
+        if meta == before && !observed {
+            // Nothing to write (a hot key read again within the second): the item as
+            // decoded above is the answer.
+            return f(Ok(Hit {
+                item: it,
+                prev_atime: before.atime,
+                prev_fetched: before.has(bits::FETCHED),
+                won,
+                token_sent,
+                stale,
+                created,
+            }));
+        }
         let in_place = meta == before
             || if meta.exptime != before.exptime {
                 shard.update(loc, &meta)
@@ -487,7 +501,7 @@ impl Store {
             }
         };
         let it = shard.item(loc);
-        if self.inner.observers.is_observed() && (created || opts.touch.is_some()) {
+        if observed {
             self.inner
                 .observers
                 .publish(Mutation::of_item(&it, &self.inner.clock));
