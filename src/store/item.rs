@@ -391,13 +391,25 @@ fn u64_at(buf: &[u8], at: usize, n: usize) -> u64 {
 /// Rewrites the header of the item at `buf[0]` with `meta`, if its layout stays the same
 /// (the header length then does too). False if the item must be written anew.
 pub fn rewrite_header(buf: &mut [u8], meta: &Meta, base: Base) -> bool {
+    rewrite(buf, meta, None, base)
+}
+
+/// As [`rewrite_header`], also writing `value` over the old one if it has the same length.
+pub fn overwrite(buf: &mut [u8], meta: &Meta, value: &[u8], base: Base) -> bool {
+    rewrite(buf, meta, Some(value), base)
+}
+
+fn rewrite(buf: &mut [u8], meta: &Meta, value: Option<&[u8]>, base: Base) -> bool {
     let f = fields(buf);
-    if meta.shape(base) != f.shape {
+    if meta.shape(base) != f.shape || value.is_some_and(|v| v.len() != f.vlen) {
         return false;
     }
     let dead = buf[0] & layout::DEAD;
     write_header(buf, meta, f.klen, f.vlen as u32, base);
     buf[0] |= dead;
+    if let Some(v) = value {
+        buf[f.value_at()..f.total()].copy_from_slice(v);
+    }
     true
 }
 

@@ -310,13 +310,13 @@ impl Shard {
         let (id, off) = self.geo.split(loc);
         let active = self.active;
         let seg = self.seg_mut(id);
-        let f = item::fields(&seg.buf[off..]);
-        let tomb = seg.item(off).is_tombstone();
+        let (it, f) = item::decode(&seg.buf[off..], seg.base);
+        let (tomb, len) = (it.is_tombstone(), f.total());
         item::mark_dead(&mut seg.buf[off..]);
         seg.live_items -= 1;
-        seg.live_bytes -= f.total();
+        seg.live_bytes -= len;
         let empty = seg.live_items == 0 && active != Some(id);
-        self.count_out(tomb, f.total());
+        self.count_out(tomb, len);
         if empty {
             self.drop_segment(id, b);
         }
@@ -647,10 +647,12 @@ impl Shard {
     /// A new version with a value of the same length written over the old one, when the
     /// layout allows: no new space, no index change. Counts as a new item, as memcached does.
     pub fn overwrite(&mut self, loc: u32, value: &[u8], meta: &Meta) -> bool {
-        if !self.update(loc, meta) {
+        let (id, off) = self.geo.split(loc);
+        let seg = self.seg_mut(id);
+        let base = seg.base;
+        if !item::overwrite(&mut seg.buf[off..], meta, value, base) {
             return false;
         }
-        self.value_mut(loc).copy_from_slice(value);
         self.stats.total_items += 1;
         true
     }
@@ -683,11 +685,11 @@ impl Shard {
                 continue;
             }
             let next = self.segs[id].as_ref().and_then(|s| {
-                s.next_live(off)
-                    .map(|(o, it, f)| (o, o + f.total(), self.fate(&it, now, false), it.key()))
-                    .map(|(o, end, fate, key)| (o, end, fate, hash_key(key)))
+                let (o, it, f) = s.next_live(off)?;
+                let fate = self.fate(&it, now, false);
+                Some((o, o + f.total(), fate, it.bits, hash_key(it.key())))
             });
-            let Some((o, end, fate, hash)) = next else {
+            let Some((o, end, fate, item_bits, hash)) = next else {
                 (id, off) = (id + 1, 0);
                 segs_seen += 1;
                 continue;
@@ -696,7 +698,6 @@ impl Shard {
             off = end;
             if fate == Fate::Expire {
                 let loc = self.geo.loc(id as u32, o);
-                let item_bits = self.item(loc).bits;
                 self.count_gone(item_bits, Fate::Expire);
                 self.remove(hash, loc, b);
                 dropped += 1;
