@@ -67,6 +67,32 @@ pub struct ReplicationConfig {
 }
 
 /// The server's settings.
+/// `-B`: the protocols a connection may speak (memcached's names, as `stats settings`
+/// shows them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindingProtocol {
+    /// Text or binary, chosen per connection by its first byte.
+    Auto,
+    Ascii,
+    Binary,
+}
+
+impl BindingProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BindingProtocol::Auto => "auto-negotiate",
+            BindingProtocol::Ascii => "ascii",
+            BindingProtocol::Binary => "binary",
+        }
+    }
+}
+
+impl std::fmt::Display for BindingProtocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: ListenConfig,
@@ -84,7 +110,8 @@ pub struct Config {
     /// Seconds a connection may sit idle; 0 is forever.
     pub idle_timeout_secs: u64,
     pub reqs_per_event: usize,
-    pub binding_protocol: String,
+    /// `-B`: which protocols a connection may speak.
+    pub binding_protocol: BindingProtocol,
     pub growth_factor: f64,
     pub chunk_size: u32,
     pub prefix_delimiter: char,
@@ -127,7 +154,7 @@ impl Default for Config {
             cas_enabled: true,
             idle_timeout_secs: 0,
             reqs_per_event: DEFAULT_REQS_PER_EVENT,
-            binding_protocol: "auto-negotiate".into(),
+            binding_protocol: BindingProtocol::Auto,
             growth_factor: 1.25,
             chunk_size: 48,
             prefix_delimiter: ':',
@@ -216,8 +243,9 @@ impl Config {
         }
         if let Some(p) = &args.protocol {
             c.binding_protocol = match p.as_str() {
-                "auto" => "auto-negotiate".into(),
-                "ascii" | "binary" => p.clone(),
+                "auto" => BindingProtocol::Auto,
+                "ascii" => BindingProtocol::Ascii,
+                "binary" => BindingProtocol::Binary,
                 other => {
                     return Err(invalid(format!(
                         "-B {other}: unknown protocol; use auto, ascii or binary"
@@ -263,8 +291,8 @@ impl Config {
         // so each turns the other protocol off, and asking for both is an error.
         let protocol_given = args.protocol.is_some();
         for (on, only, other) in [
-            (c.sasl, "binary", "-S"),
-            (c.auth_file.is_some(), "ascii", "-Y"),
+            (c.sasl, BindingProtocol::Binary, "-S"),
+            (c.auth_file.is_some(), BindingProtocol::Ascii, "-Y"),
         ] {
             if !on {
                 continue;
@@ -274,7 +302,7 @@ impl Config {
                     "{other} works with the {only} protocol only; leave out -B or give -B {only}"
                 )));
             }
-            c.binding_protocol = only.to_string();
+            c.binding_protocol = only;
         }
         if c.sasl && c.auth_file.is_some() {
             return Err(invalid("-S and -Y cannot be used together: SASL needs the binary protocol, -Y the ascii one".into()));

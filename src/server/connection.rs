@@ -17,6 +17,7 @@ use super::io::{ReadBuf, Socket};
 use super::stats::Counts;
 use super::Shared;
 use super::{dump, verbose};
+use crate::config::BindingProtocol;
 use crate::protocol::binary::{self, BinParsed};
 use crate::protocol::text::auth::AuthParsed;
 use crate::protocol::{text, Next, Parsed};
@@ -101,7 +102,7 @@ where
         let mut after = After::Continue;
         let data = rbuf.data();
         if proto == Proto::Unknown && !data.is_empty() {
-            proto = Proto::detect(data[0], &shared.config.binding_protocol);
+            proto = Proto::detect(data[0], shared.config.binding_protocol);
             if shared.verbosity() > 1 {
                 verbose::protocol(fd, proto == Proto::Binary);
             }
@@ -233,10 +234,10 @@ enum Proto {
 }
 
 impl Proto {
-    fn detect(first: u8, binding: &str) -> Proto {
+    fn detect(first: u8, binding: BindingProtocol) -> Proto {
         let binary = first == crate::protocol::binary::REQUEST;
         match (binding, binary) {
-            ("ascii", true) | ("binary", false) => Proto::Refused,
+            (BindingProtocol::Ascii, true) | (BindingProtocol::Binary, false) => Proto::Refused,
             (_, true) => Proto::Binary,
             (_, false) => Proto::Text,
         }

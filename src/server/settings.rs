@@ -54,7 +54,7 @@ pub fn write(sh: &Shared, out: &mut Vec<u8>) {
     stat(out, "reqs_per_event", c.reqs_per_event);
     stat(out, "cas_enabled", yes_no(c.cas_enabled));
     stat(out, "tcp_backlog", c.listen.backlog);
-    stat(out, "binding_protocol", &c.binding_protocol);
+    stat(out, "binding_protocol", c.binding_protocol);
     stat(out, "auth_enabled_sasl", yes_no(c.sasl));
     stat(out, "auth_enabled_ascii", yes_no(c.auth_file.is_some()));
     stat(out, "item_size_max", c.store.item_size_max);
