@@ -14,7 +14,7 @@ use libfuzzer_sys::fuzz_target;
 use repcached::config::Config;
 use repcached::protocol::binary::{self, BinParsed};
 use repcached::protocol::{text, Parsed};
-use repcached::server::dispatch::{self, After, Session};
+use repcached::server::command::{self, After, Session};
 use repcached::server::{Server, Shared};
 
 /// One server for the whole run; it is never started, only its state is used.
@@ -47,7 +47,7 @@ fuzz_target!(|data: &[u8]| {
         out.clear();
         let (used, after) = if binary {
             match binary::parse(rest, &shared.limits) {
-                BinParsed::Done(req, n) => (n, repcached::server::binary::execute(req, &mut session, &mut out)),
+                BinParsed::Done(req, n) => (n, command::binary(req, &mut session, &mut out)),
                 BinParsed::Error { consumed, swallow, close, .. } => {
                     if close {
                         break;
@@ -58,7 +58,7 @@ fuzz_target!(|data: &[u8]| {
             }
         } else {
             match text::parse(rest, &shared.limits) {
-                Parsed::Done(req, n) => (n, dispatch::execute(req, &mut session, &mut out)),
+                Parsed::Done(req, n) => (n, command::text(req, &mut session, &mut out)),
                 Parsed::Invalid(e) => (e.consumed + e.swallow, After::Continue),
                 Parsed::Incomplete => break,
             }

@@ -13,6 +13,14 @@ pub const META_MAX_TOKENS: usize = 20;
 /// An `O` opaque token is at most this long, flag letter included.
 pub const META_MAX_OPAQUE_LENGTH: usize = 32;
 
+/// memcached's size of an item: header, key, value, and 4 bytes for client flags when they
+/// are not zero (memcached stores them only then). `-I` is checked against this before a
+/// value arrives, so limits match memcached's to the byte.
+pub fn item_size(key_len: usize, value_len: usize, flags: u32) -> usize {
+    // 48-byte header + 8-byte CAS + key + NUL + [flags] + value + CRLF.
+    56 + key_len + 1 + value_len + 2 + if flags != 0 { 4 } else { 0 }
+}
+
 /// Parser limits that depend on configuration.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -31,4 +39,15 @@ impl Default for Limits {
 /// A key is valid if it is short enough and has no control characters or spaces.
 pub fn is_valid_key(key: &[u8]) -> bool {
     !key.is_empty() && key.len() <= KEY_MAX_LENGTH && key.iter().all(|&b| b > b' ' && b != 0x7f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn item_size_counts_flags_as_memcached() {
+        assert_eq!(item_size(3, 5, 0), 67);
+        assert_eq!(item_size(3, 5, 1), 71);
+    }
 }

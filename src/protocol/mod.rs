@@ -1,5 +1,10 @@
-//! Pure parsing and encoding of memcached's protocols: bytes in, requests out; outcomes in,
-//! bytes out. No sockets, no tokio, no store.
+//! Pure parsing and encoding of memcached's protocols: bytes in, commands out; outcomes in,
+//! bytes out. No sockets, no tokio, no store, no server: this layer has its own vocabulary
+//! ([`command`]), which the server maps to the store's.
+//!
+//! Every encoding parses into the same logical [`Command`]s and renders the same outcomes
+//! through its own [`Reply`]: [`text`] (`TextReply`: noreply), [`meta`] (`MetaReply`: the
+//! flags to echo, `q`, `k`, `O`, `b`) and [`binary`] (`BinaryReply`: header, opaque, quiet).
 //!
 //! A parse answers one of three things ([`Parsed`]): a request and how many bytes it used,
 //! "need more" (the normal case while a request is still arriving, not an error), or an
@@ -9,12 +14,13 @@
 //! Meta commands are text lines too, so the text parser hands `m?` verbs to [`meta`].
 
 pub mod binary;
+pub mod command;
 pub mod limits;
 pub mod meta;
 pub mod number;
 pub mod text;
 
-use crate::store::SetMode;
+pub use command::{Cas, Command, Exptime, Reply, SetMode};
 pub use limits::Limits;
 pub use meta::MetaRequest;
 
@@ -29,96 +35,10 @@ pub enum Parsed<'a> {
     Invalid(ProtocolError),
 }
 
-/// Retrieval verbs: get, gets, gat, gats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GetKind {
-    pub cas: bool,
-    pub touch: bool,
-}
-
-/// A request in the text protocol (meta requests are carried inside).
+/// A text-protocol line: a text command with how to answer it, or a meta command.
 #[derive(Debug)]
 pub enum Request<'a> {
-    /// get/gets/gat/gats; `keys` is the space-separated key list, already validated.
-    Get {
-        kind: GetKind,
-        exptime: i32,
-        keys: &'a [u8],
-    },
-    /// set/add/replace/append/prepend/cas, with its data block.
-    Store {
-        mode: SetMode,
-        key: &'a [u8],
-        flags: u32,
-        exptime: i32,
-        data: &'a [u8],
-        cas: Option<u64>,
-        noreply: bool,
-    },
-    /// A storage command whose data block exceeds `-I`: answer the error, skip `swallow`
-    /// bytes, and (for set) drop the old value so stale data does not linger.
-    TooLarge {
-        mode: SetMode,
-        key: &'a [u8],
-        swallow: usize,
-        noreply: bool,
-        meta: Option<MetaRequest<'a>>,
-    },
-    Delete {
-        key: &'a [u8],
-        noreply: bool,
-    },
-    Arith {
-        key: &'a [u8],
-        incr: bool,
-        delta: u64,
-        noreply: bool,
-    },
-    Touch {
-        key: &'a [u8],
-        exptime: i32,
-        noreply: bool,
-    },
-    /// `flush_all [delay]`; `delay` is None if it was not a number (memcached still counts
-    /// the command before refusing it).
-    FlushAll {
-        delay: Option<i32>,
-        noreply: bool,
-    },
-    Verbosity {
-        level: u32,
-        noreply: bool,
-    },
-    CacheMemlimit {
-        megabytes: u32,
-        noreply: bool,
-    },
-    /// `stats [group [arg]]`
-    Stats {
-        group: &'a [u8],
-        arg: &'a [u8],
-    },
-    Version,
-    Quit,
-    /// `shutdown [graceful]`; `graceful` is None for an unknown mode (answered only once
-    /// `-A` has allowed shutdown at all, as memcached does).
-    Shutdown {
-        graceful: Option<bool>,
-    },
-    /// `stats cachedump <class> <limit>`: up to `limit` items (0: no limit) of a class.
-    Cachedump {
-        class: u32,
-        limit: u32,
-    },
-    /// `lru_crawler metadump <classes>`: one line per live item; `all` is false when the
-    /// class list names only classes this server does not have (see [`text::misc::dump_classes`]).
-    Metadump {
-        all: bool,
-    },
-    /// Admin commands we accept for compatibility with a fixed answer (`lru_crawler`, …).
-    Fixed {
-        reply: &'static [u8],
-    },
+    Text(Command<'a>, text::reply::TextReply),
     Meta(MetaRequest<'a>),
 }
 

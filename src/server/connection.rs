@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::dispatch::{self, After, Session};
+use super::command::{self, After, Session};
 use super::io::{ReadBuf, Socket};
 use super::stats::Counts;
 use super::Shared;
@@ -305,7 +305,7 @@ fn logged<'s>(
 
 fn text_exchange(buf: &[u8], session: &mut Session<'_>, out: &mut Vec<u8>) -> Step {
     match text::parse(buf, &session.shared.limits) {
-        Parsed::Done(req, used) => Step::done(used, dispatch::execute(req, session, out)),
+        Parsed::Done(req, used) => Step::done(used, command::text(req, session, out)),
         Parsed::Incomplete => Step::wait(),
         Parsed::Invalid(e) => {
             e.write_reply(out);
@@ -327,7 +327,7 @@ fn binary_step(buf: &[u8], session: &mut Session<'_>, out: &mut Vec<u8>) -> Step
 
 fn binary_exchange(buf: &[u8], session: &mut Session<'_>, out: &mut Vec<u8>) -> Step {
     match binary::parse(buf, &session.shared.limits) {
-        BinParsed::Done(req, used) => Step::done(used, super::binary::execute(req, session, out)),
+        BinParsed::Done(req, used) => Step::done(used, command::binary(req, session, out)),
         BinParsed::Incomplete => Step::wait(),
         BinParsed::BadMagic => Step::close(0),
         BinParsed::Error {
@@ -337,15 +337,6 @@ fn binary_exchange(buf: &[u8], session: &mut Session<'_>, out: &mut Vec<u8>) -> 
             swallow,
             close,
         } => {
-            if status == binary::status::E2BIG {
-                session.counts.store_too_large += 1;
-                // memcached counts the set in `stats detail` before refusing it; the key is
-                // in the buffer already (the refusal comes once header, extras and key are).
-                let at = binary::HEADER_LEN + header.extras_len as usize;
-                if let Some(key) = buf.get(at..at + header.key_len as usize) {
-                    session.shared.detail.record(key, super::detail::Op::Set);
-                }
-            }
             binary::reply::error(out, &header, status);
             Step {
                 used: consumed,
@@ -366,19 +357,8 @@ fn auth_step(buf: &[u8], session: &mut Session<'_>, out: &mut Vec<u8>) -> Step {
             Step::done(used, After::Continue)
         }
         AuthParsed::Credentials { user, pass, used } => {
-            let ok = session
-                .shared
-                .ascii_credentials
-                .as_ref()
-                .is_some_and(|c| c.check(user, pass));
-            session.counts.auth_cmds += 1;
-            if ok {
-                session.authenticated = true;
-                out.extend_from_slice(b"STORED\r\n");
-            } else {
-                session.counts.auth_errors += 1;
-                out.extend_from_slice(b"CLIENT_ERROR authentication failure\r\n");
-            }
+            let ok = command::auth::ascii(session, user, pass);
+            text::auth::answer(out, ok);
             Step::done(used, After::Continue)
         }
     }

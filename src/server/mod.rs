@@ -6,10 +6,9 @@
 //! and returns.
 
 pub mod auth;
-pub mod binary;
+pub mod command;
 pub mod connection;
 pub mod detail;
-pub mod dispatch;
 pub mod dump;
 pub mod io;
 pub mod listener;

@@ -3,13 +3,19 @@
 //! The parser checks a header before its body arrives: a wrong magic byte closes the
 //! connection, lengths that cannot be right are answered and close it, and a value above `-I`
 //! is refused and swallowed, so no client makes us buffer more than one item. Quiet opcodes
-//! are the loud ones with a flag, as in memcached's dispatcher.
+//! are the loud ones with a flag, as in memcached's dispatcher. A packet becomes a logical
+//! [`Command`] beside its [`BinaryReply`] (header, opaque, quiet), which renders the outcomes
+//! in [`reply`].
 
 pub mod reply;
 
-use super::limits::KEY_MAX_LENGTH;
+use super::command::{Arith, Cas, Command, Delete, Exptime, Get, Keys, SetMode, Store, TooLarge};
+use super::limits::{item_size, KEY_MAX_LENGTH};
 use super::Limits;
-use crate::store::item_total_size;
+pub use reply::BinaryReply;
+
+/// incr/decr expiration meaning "do not create on a miss".
+const NO_CREATE: u32 = 0xffff_ffff;
 
 /// Request and response magic bytes.
 pub const REQUEST: u8 = 0x80;
@@ -178,36 +184,110 @@ pub fn unquiet(opcode: u8) -> (u8, bool) {
     }
 }
 
-/// A whole binary request, borrowing from the read buffer.
-#[derive(Debug, Clone, Copy)]
-pub struct BinRequest<'a> {
-    pub header: Header,
-    /// The loud form of the opcode.
-    pub opcode: u8,
-    pub quiet: bool,
-    pub extras: &'a [u8],
-    pub key: &'a [u8],
-    pub value: &'a [u8],
+/// A whole binary request: the command (None for an opcode this server does not know) and
+/// how to answer it.
+#[derive(Debug)]
+pub struct Request<'a> {
+    pub command: Option<Command<'a>>,
+    pub reply: BinaryReply,
 }
 
-impl BinRequest<'_> {
-    pub fn extra_u32(&self, at: usize) -> u32 {
-        self.extras
-            .get(at..at + 4)
-            .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-    }
+fn extra_u32(extras: &[u8], at: usize) -> u32 {
+    extras
+        .get(at..at + 4)
+        .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+}
 
-    pub fn extra_u64(&self, at: usize) -> u64 {
-        self.extras.get(at..at + 8).map_or(0, |b| {
-            u64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+fn extra_u64(extras: &[u8], at: usize) -> u64 {
+    extras.get(at..at + 8).map_or(0, |b| {
+        u64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+    })
+}
+
+/// The logical command of a whole packet whose shape was checked.
+fn command<'a>(
+    h: &Header,
+    opcode: u8,
+    extras: &'a [u8],
+    key: &'a [u8],
+    value: &'a [u8],
+) -> Option<Command<'a>> {
+    use op::*;
+    let compare_cas = (h.cas != 0).then_some(Cas(h.cas));
+    let get = |touch| {
+        Command::Get(Get {
+            keys: Keys::One(key),
+            touch,
+            no_update: false,
+            vivify: None,
+            recache: None,
         })
-    }
+    };
+    Some(match opcode {
+        GET | GETK => get(None),
+        GAT | GATK | TOUCH => get(Some(Exptime(extra_u32(extras, 0).into()))),
+        SET | ADD | REPLACE | APPEND | PREPEND => {
+            let mode = match opcode {
+                // memcached turns any set/add/replace carrying a CAS into a cas command.
+                ADD if compare_cas.is_none() => SetMode::Add,
+                REPLACE => SetMode::Replace,
+                APPEND => SetMode::Append,
+                PREPEND => SetMode::Prepend,
+                _ => SetMode::Set,
+            };
+            let mut store = Store::new(mode, key, value);
+            if !matches!(mode, SetMode::Append | SetMode::Prepend) {
+                store.flags = extra_u32(extras, 0);
+                store.exptime = Exptime(extra_u32(extras, 4).into());
+            }
+            store.compare_cas = compare_cas;
+            Command::Store(store)
+        }
+        DELETE => Command::Delete(Delete {
+            key,
+            compare_cas,
+            ..Default::default()
+        }),
+        INCREMENT | DECREMENT => {
+            let expiration = extra_u32(extras, 16);
+            Command::Arith(Arith {
+                key,
+                incr: opcode == INCREMENT,
+                delta: extra_u64(extras, 0),
+                compare_cas,
+                vivify: (expiration != NO_CREATE)
+                    .then(|| (Exptime(expiration.into()), extra_u64(extras, 8))),
+                ..Default::default()
+            })
+        }
+        QUIT => Command::Quit,
+        FLUSH => Command::Flush {
+            delay: Some(Exptime(extra_u32(extras, 0).into())),
+        },
+        // Verbosity is answered and otherwise ignored, like a noop.
+        NOOP | VERBOSITY => Command::Noop,
+        VERSION => Command::Version,
+        STAT => {
+            let mut words = key.splitn(2, |&b| b == b' ');
+            Command::Stats {
+                group: words.next().unwrap_or(&[]),
+                arg: words.next().unwrap_or(&[]),
+            }
+        }
+        SASL_LIST_MECHS => Command::SaslMechs,
+        SASL_AUTH | SASL_STEP => Command::SaslAuth {
+            step: opcode == SASL_STEP,
+            mech: key,
+            data: value,
+        },
+        _ => return None,
+    })
 }
 
 /// What a binary parse found.
 #[derive(Debug)]
 pub enum BinParsed<'a> {
-    Done(BinRequest<'a>, usize),
+    Done(Request<'a>, usize),
     Incomplete,
     /// Answer `status` (with memcached's text), skip `consumed` bytes and `swallow` more,
     /// then close the connection if `close`.
@@ -307,16 +387,26 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> BinParsed<'a> {
         Some(f) if is_store && ext_len >= 4 => u32::from_be_bytes([f[0], f[1], f[2], f[3]]),
         _ => 0,
     };
-    if value_len > 0 && item_total_size(key_len, value_len, flags) > limits.item_size_max {
+    let reply = BinaryReply {
+        header,
+        opcode,
+        quiet,
+    };
+    if value_len > 0 && item_size(key_len, value_len, flags) > limits.item_size_max {
         if buf.len() < head {
             return BinParsed::Incomplete;
         }
         // Storage commands: refuse and swallow the value. Others never carry big values.
-        return if is_store {
-            err(status::E2BIG, head, value_len, false)
-        } else {
-            err(status::EINVAL, head, value_len, true)
+        if !is_store {
+            return err(status::EINVAL, head, value_len, true);
+        }
+        let refused = TooLarge {
+            key: &buf[HEADER_LEN + ext_len..head],
+            drop_old: false,
+            swallow: value_len,
         };
+        let command = Some(Command::TooLarge(refused));
+        return BinParsed::Done(Request { command, reply }, head);
     }
     let total = HEADER_LEN + body_len;
     if buf.len() < total {
@@ -325,17 +415,8 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> BinParsed<'a> {
     let extras = &buf[HEADER_LEN..HEADER_LEN + ext_len];
     let key = &buf[HEADER_LEN + ext_len..head];
     let value = &buf[head..total];
-    BinParsed::Done(
-        BinRequest {
-            header,
-            opcode,
-            quiet,
-            extras,
-            key,
-            value,
-        },
-        total,
-    )
+    let command = command(&header, opcode, extras, key, value);
+    BinParsed::Done(Request { command, reply }, total)
 }
 
 #[cfg(test)]
@@ -405,11 +486,14 @@ mod tests {
         match parse(&bytes, &Limits::default()) {
             BinParsed::Done(r, n) => {
                 assert_eq!(n, bytes.len());
-                assert_eq!(
-                    (r.opcode, r.quiet, r.key, r.value),
-                    (op::SET, true, &b"key"[..], &b"value"[..])
-                );
-                assert_eq!(r.extra_u32(0), 5);
+                assert_eq!((r.reply.opcode, r.reply.quiet), (op::SET, true));
+                match r.command {
+                    Some(Command::Store(s)) => assert_eq!(
+                        (s.mode, s.key, s.data, s.flags),
+                        (SetMode::Set, &b"key"[..], &b"value"[..], 5)
+                    ),
+                    other => panic!("{other:?}"),
+                }
             }
             other => panic!("{other:?}"),
         }
@@ -462,19 +546,27 @@ mod tests {
         };
         let bytes = request(op::SET, &[0; 8], b"k", &[b'x'; 2000], 0);
         match parse(&bytes[..HEADER_LEN + 9], &limits) {
-            BinParsed::Error {
-                status,
-                consumed,
-                swallow,
-                close,
-                ..
-            } => {
-                assert_eq!(
-                    (status, consumed, swallow, close),
-                    (status::E2BIG, HEADER_LEN + 9, 2000, false)
-                );
+            BinParsed::Done(
+                Request {
+                    command: Some(Command::TooLarge(t)),
+                    ..
+                },
+                used,
+            ) => {
+                assert_eq!((t.key, t.drop_old, t.swallow), (&b"k"[..], false, 2000));
+                assert_eq!(used, HEADER_LEN + 9);
             }
             other => panic!("{other:?}"),
         }
+        // A get cannot carry a value at all: refused, and the connection closes.
+        let bytes = request(op::GET, &[], b"k", &[b'x'; 2000], 0);
+        assert!(matches!(
+            parse(&bytes, &limits),
+            BinParsed::Error {
+                status: status::EINVAL,
+                close: true,
+                ..
+            }
+        ));
     }
 }

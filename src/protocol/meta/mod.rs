@@ -1,21 +1,24 @@
 //! Meta commands: mg, ms, md, ma, mn, me (protocol.txt "Meta Commands").
 //!
 //! `<cm> <key> [<datalen>] <flag>*`. One request type serves all six; the verb is a field and
-//! the flags are parsed by [`flags`]. Errors in meta commands are always reported, even with
-//! `q`, and an ms whose header is bad swallows its data block, as memcached does.
+//! the flags are parsed by [`flags`]. A [`MetaRequest`] owns the key (decoded when `b` was
+//! given) and lends the logical [`Command`] and its [`MetaReply`]; replies are in [`reply`].
+//! Errors in meta commands are always reported, even with `q`, and an ms whose header is
+//! bad swallows its data block, as memcached does.
 
 pub mod flags;
 pub mod reply;
 
 use std::borrow::Cow;
 
-use super::limits::{is_valid_key, Limits, META_MAX_TOKENS};
+use super::command::{Arith, Cas, Command, Delete, Exptime, Get, Keys, SetMode, Store, TooLarge};
+use super::limits::{is_valid_key, item_size, Limits, META_MAX_TOKENS};
 use super::number::parse_i32;
 use super::text::storage::{body, Body};
 use super::text::Tokens;
 use super::{ErrorKind, Parsed, ProtocolError, Request};
-use crate::store::{item_total_size, SetMode};
 pub use flags::MetaFlags;
+pub use reply::MetaReply;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetaCmd {
@@ -35,9 +38,78 @@ pub struct MetaRequest<'a> {
     pub flags: MetaFlags<'a>,
     /// The ms data block.
     pub data: &'a [u8],
+    /// An ms over `-I`: the bytes of its data block to skip.
+    pub too_large: Option<usize>,
+}
+
+fn exptime(e: i32) -> Exptime {
+    Exptime(e.into())
 }
 
 impl MetaRequest<'_> {
+    /// The logical command, borrowing the (decoded) key from this request.
+    pub fn command(&self) -> Command<'_> {
+        let f = &self.flags;
+        let key = self.key.as_ref();
+        match self.cmd {
+            MetaCmd::Noop => Command::Noop,
+            MetaCmd::Debug => Command::Debug { key },
+            MetaCmd::Get => Command::Get(Get {
+                keys: Keys::One(key),
+                touch: f.ttl.map(exptime),
+                no_update: f.no_update,
+                vivify: f.vivify.map(exptime),
+                recache: f.recache.map(exptime),
+            }),
+            MetaCmd::Set => match self.too_large {
+                Some(swallow) => Command::TooLarge(TooLarge {
+                    key,
+                    drop_old: true,
+                    swallow,
+                }),
+                None => Command::Store(Store {
+                    // The parser refuses an unknown mode.
+                    mode: self.set_mode().unwrap_or(SetMode::Set),
+                    key,
+                    flags: f.client_flags,
+                    exptime: f.ttl.map_or(Exptime(0), exptime),
+                    data: self.data,
+                    compare_cas: f.compare_cas.map(Cas),
+                    invalidate: f.invalidate,
+                    new_cas: f.new_cas.map(Cas),
+                    vivify: f.vivify.map(exptime),
+                    key_binary: f.base64,
+                }),
+            },
+            MetaCmd::Delete => Command::Delete(Delete {
+                key,
+                compare_cas: f.compare_cas.map(Cas),
+                invalidate: f.invalidate,
+                exptime: f.ttl.map(exptime),
+                new_cas: f.new_cas.map(Cas),
+                strip_value: f.strip_value,
+            }),
+            MetaCmd::Arith => Command::Arith(Arith {
+                key,
+                // The parser refuses an unknown mode.
+                incr: self.arith_incr().unwrap_or(true),
+                delta: f.delta,
+                compare_cas: f.compare_cas.map(Cas),
+                vivify: f.vivify.map(|t| (exptime(t), f.initial)),
+                exptime: f.ttl.map(exptime),
+                new_cas: f.new_cas.map(Cas),
+            }),
+        }
+    }
+
+    /// How to answer it: the flags to echo, `q`, `k`, `O`, `b`.
+    pub fn reply(&self) -> MetaReply<'_> {
+        MetaReply {
+            flags: &self.flags,
+            key: self.key.as_ref(),
+        }
+    }
+
     /// ms mode: `M` flag, set by default.
     pub fn set_mode(&self) -> Option<SetMode> {
         Some(match self.flags.mode {
@@ -101,6 +173,7 @@ pub fn parse<'a>(
             key: Cow::Borrowed(raw_key),
             flags: MetaFlags::default(),
             data: &[],
+            too_large: None,
         };
         return Parsed::Done(Request::Meta(req), used);
     }
@@ -135,6 +208,7 @@ pub fn parse<'a>(
                 key,
                 flags,
                 data: &[],
+                too_large: None,
             }),
             used,
         );
@@ -163,6 +237,7 @@ pub fn parse<'a>(
         key,
         flags,
         data: &[],
+        too_large: None,
     };
     if req.flags.opaque_too_long {
         return err(ErrorKind::MetaOpaqueTooLong, used);
@@ -207,25 +282,17 @@ fn parse_set<'a>(
         key,
         flags,
         data: &[],
+        too_large: None,
     };
     if req.flags.opaque_too_long {
         return err(ErrorKind::MetaOpaqueTooLong, swallow);
     }
-    let Some(mode) = req.set_mode() else {
+    if req.set_mode().is_none() {
         return err(ErrorKind::MetaSetMode, swallow);
-    };
-    if item_total_size(req.key.len(), vlen, req.flags.client_flags) > limits.item_size_max {
-        let key = t.get(1);
-        return Parsed::Done(
-            Request::TooLarge {
-                mode,
-                key,
-                swallow,
-                noreply: false,
-                meta: Some(req),
-            },
-            used,
-        );
+    }
+    if item_size(req.key.len(), vlen, req.flags.client_flags) > limits.item_size_max {
+        let too_large = Some(swallow);
+        return Parsed::Done(Request::Meta(MetaRequest { too_large, ..req }), used);
     }
     match body(buf, used, vlen) {
         Body::Incomplete => Parsed::Incomplete,

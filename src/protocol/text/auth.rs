@@ -25,6 +25,15 @@ pub enum AuthParsed<'a> {
     Close,
 }
 
+/// The answer to checked credentials.
+pub fn answer(out: &mut Vec<u8>, ok: bool) {
+    out.extend_from_slice(if ok {
+        b"STORED\r\n"
+    } else {
+        b"CLIENT_ERROR authentication failure\r\n"
+    });
+}
+
 pub fn parse(buf: &[u8]) -> AuthParsed<'_> {
     let Some(nl) = memchr(b'\n', buf) else {
         return if buf.len() > 2048 {

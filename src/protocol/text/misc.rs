@@ -1,10 +1,11 @@
 //! The one-line commands: delete, incr/decr, touch, flush_all, verbosity, cache_memlimit,
 //! stats, version, quit, shutdown and the admin verbs we answer for compatibility.
 
-use super::Tokens;
+use super::{text, Tokens};
+use crate::protocol::command::{Arith, Command, Delete, Exptime};
 use crate::protocol::limits::is_valid_key;
 use crate::protocol::number::{parse_i32, parse_u32, parse_u64};
-use crate::protocol::{ErrorKind, Parsed, ProtocolError, Request};
+use crate::protocol::{ErrorKind, Parsed, ProtocolError};
 
 fn invalid<'a>(kind: ErrorKind, used: usize, noreply: bool) -> Parsed<'a> {
     let mut e = ProtocolError::new(kind, used);
@@ -22,15 +23,13 @@ pub fn parse_arith<'a>(incr: bool, t: &Tokens<'a>, used: usize) -> Parsed<'a> {
     let Some(delta) = parse_u64(t.get(2)) else {
         return invalid(ErrorKind::InvalidDelta, used, noreply);
     };
-    Parsed::Done(
-        Request::Arith {
-            key,
-            incr,
-            delta,
-            noreply,
-        },
-        used,
-    )
+    let arith = Arith {
+        key,
+        incr,
+        delta,
+        ..Default::default()
+    };
+    text(Command::Arith(arith), noreply, used)
 }
 
 /// `delete <key> [0] [noreply]`: memcached still accepts a zero hold time.
@@ -48,7 +47,11 @@ pub fn parse_delete<'a>(t: &Tokens<'a>, used: usize) -> Parsed<'a> {
     if !is_valid_key(key) {
         return invalid(ErrorKind::BadFormat, used, noreply);
     }
-    Parsed::Done(Request::Delete { key, noreply }, used)
+    let delete = Delete {
+        key,
+        ..Default::default()
+    };
+    text(Command::Delete(delete), noreply, used)
 }
 
 /// `touch <key> <exptime> [noreply]`
@@ -61,14 +64,8 @@ pub fn parse_touch<'a>(t: &Tokens<'a>, used: usize) -> Parsed<'a> {
     let Some(exptime) = parse_i32(t.get(2)) else {
         return invalid(ErrorKind::InvalidExptime, used, noreply);
     };
-    Parsed::Done(
-        Request::Touch {
-            key,
-            exptime,
-            noreply,
-        },
-        used,
-    )
+    let exptime = Exptime(exptime.into());
+    text(Command::Touch { key, exptime }, noreply, used)
 }
 
 /// `flush_all [delay] [noreply]`
@@ -79,14 +76,15 @@ pub fn parse_flush_all<'a>(t: &Tokens<'a>, used: usize) -> Parsed<'a> {
     } else {
         Some(0)
     };
-    Parsed::Done(Request::FlushAll { delay, noreply }, used)
+    let delay = delay.map(|d| Exptime(d.into()));
+    text(Command::Flush { delay }, noreply, used)
 }
 
 /// `verbosity <level> [noreply]`
 pub fn parse_verbosity<'a>(t: &Tokens<'a>, used: usize) -> Parsed<'a> {
     let noreply = t.noreply();
     match parse_u32(t.get(1)) {
-        Some(level) => Parsed::Done(Request::Verbosity { level, noreply }, used),
+        Some(level) => text(Command::Verbosity { level }, noreply, used),
         None => invalid(ErrorKind::BadFormat, used, noreply),
     }
 }
@@ -95,7 +93,7 @@ pub fn parse_verbosity<'a>(t: &Tokens<'a>, used: usize) -> Parsed<'a> {
 pub fn parse_memlimit<'a>(t: &Tokens<'a>, used: usize) -> Parsed<'a> {
     let noreply = t.noreply();
     match parse_u32(t.get(1)) {
-        Some(megabytes) => Parsed::Done(Request::CacheMemlimit { megabytes, noreply }, used),
+        Some(megabytes) => text(Command::CacheMemlimit { megabytes }, noreply, used),
         None => invalid(ErrorKind::UnknownCommand, used, noreply),
     }
 }
@@ -121,7 +119,8 @@ pub fn dump_classes(arg: &[u8]) -> Option<bool> {
 
 /// Everything else: stats, version, quit, shutdown, admin verbs, or an unknown command.
 pub fn parse_other<'a>(t: &Tokens<'a>, used: usize) -> Parsed<'a> {
-    let fixed = |reply: &'static [u8]| Parsed::Done(Request::Fixed { reply }, used);
+    let done = |cmd| text(cmd, false, used);
+    let fixed = |reply: &'static [u8]| done(Command::Fixed { reply });
     match t.get(0) {
         b"stats" if t.get(1) == b"cachedump" => {
             if t.ntokens < 5 {
@@ -129,36 +128,25 @@ pub fn parse_other<'a>(t: &Tokens<'a>, used: usize) -> Parsed<'a> {
             }
             match (parse_u32(t.get(2)), parse_u32(t.get(3))) {
                 (Some(class), Some(limit)) if class < 64 => {
-                    Parsed::Done(Request::Cachedump { class, limit }, used)
+                    done(Command::Cachedump { class, limit })
                 }
                 (Some(_), Some(_)) => fixed(b"CLIENT_ERROR Illegal slab id\r\n"),
                 _ => fixed(b"CLIENT_ERROR bad command line format\r\n"),
             }
         }
-        b"stats" => Parsed::Done(
-            Request::Stats {
-                group: t.get(1),
-                arg: t.get(2),
+        b"stats" => done(Command::Stats {
+            group: t.get(1),
+            arg: t.get(2),
+        }),
+        b"version" => done(Command::Version),
+        b"quit" => done(Command::Quit),
+        b"shutdown" => done(Command::Shutdown {
+            graceful: match (t.ntokens, t.get(1)) {
+                (2, _) => Some(false),
+                (3, b"graceful") => Some(true),
+                _ => None,
             },
-            used,
-        ),
-        b"version" => Parsed::Done(Request::Version, used),
-        b"quit" => Parsed::Done(Request::Quit, used),
-        b"shutdown" => match (t.ntokens, t.get(1)) {
-            (2, _) => Parsed::Done(
-                Request::Shutdown {
-                    graceful: Some(false),
-                },
-                used,
-            ),
-            (3, b"graceful") => Parsed::Done(
-                Request::Shutdown {
-                    graceful: Some(true),
-                },
-                used,
-            ),
-            _ => Parsed::Done(Request::Shutdown { graceful: None }, used),
-        },
+        }),
         // No slab classes here: pages are not moved between classes.
         b"slabs" => match (t.ntokens, t.get(1)) {
             (5, b"reassign") => fixed(b"CLIENT_ERROR slab reassignment disabled\r\n"),
@@ -168,7 +156,7 @@ pub fn parse_other<'a>(t: &Tokens<'a>, used: usize) -> Parsed<'a> {
         // Expiry is reclaimed by a background task that is always on.
         b"lru_crawler" => match (t.ntokens, t.get(1)) {
             (4, b"metadump") => match dump_classes(t.get(2)) {
-                Some(all) => Parsed::Done(Request::Metadump { all }, used),
+                Some(all) => done(Command::Metadump { all }),
                 None => fixed(b"BADCLASS invalid class id\r\n"),
             },
             (3, b"enable") | (3, b"disable") | (4, b"sleep") | (4, b"tocrawl") | (4, b"crawl") => {

@@ -13,8 +13,19 @@ pub mod storage;
 
 use memchr::memchr;
 
+use super::command::Command;
 use super::limits::{Limits, GET_LINE_MAX_LENGTH, LINE_MAX_LENGTH};
-use super::{ErrorKind, Parsed, ProtocolError};
+use super::{ErrorKind, Parsed, ProtocolError, Request};
+use reply::TextReply;
+
+/// A parsed text command and the bytes it used.
+pub(crate) fn text(cmd: Command<'_>, noreply: bool, used: usize) -> Parsed<'_> {
+    let reply = TextReply {
+        noreply,
+        with_cas: false,
+    };
+    Parsed::Done(Request::Text(cmd, reply), used)
+}
 
 /// memcached's MAX_TOKENS: 23 tokens, then the unsplit rest of the line.
 pub const MAX_TOKENS: usize = 24;
@@ -128,7 +139,7 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
         }
     };
     let n = t.ntokens;
-    use crate::store::SetMode::*;
+    use super::command::SetMode::*;
     match verb {
         b"get" | b"gets" | b"gat" | b"gats" | b"bget" => {
             want(n >= 3, &|| retrieval::parse(&t, line, used))

@@ -1,5 +1,128 @@
-//! Text protocol replies. Writers append to the connection's output buffer; integers are
-//! formatted without allocation.
+//! Text protocol replies: how a text command's outcome is answered. Writers append to the
+//! connection's output buffer; integers are formatted without allocation.
+
+use crate::protocol::command::{
+    Counted, Deleted, Encoding, Flushed, Hit, MemLimit, Reply, Shutdown, Stored,
+};
+
+/// What shapes a text command's reply besides its outcome.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TextReply {
+    /// `noreply`: answer nothing (errors included, as memcached does).
+    pub noreply: bool,
+    /// gets/gats: hits carry their CAS.
+    pub with_cas: bool,
+}
+
+impl TextReply {
+    fn line(&self, out: &mut Vec<u8>, line: &[u8]) {
+        if !self.noreply {
+            out.extend_from_slice(line);
+        }
+    }
+}
+
+impl Reply for TextReply {
+    const ENCODING: Encoding = Encoding::Text;
+
+    fn hit(&self, out: &mut Vec<u8>, hit: &Hit<'_>) {
+        let cas = self.with_cas.then_some(hit.cas.0);
+        value(out, hit.key, hit.flags, hit.value, cas);
+    }
+
+    fn end(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(END);
+    }
+
+    fn stored(&self, out: &mut Vec<u8>, o: Stored) {
+        self.line(out, stored_line(o));
+    }
+
+    fn deleted(&self, out: &mut Vec<u8>, o: Deleted) {
+        self.line(
+            out,
+            match o {
+                Deleted::Deleted => DELETED,
+                Deleted::NotFound | Deleted::Exists => NOT_FOUND,
+            },
+        );
+    }
+
+    fn counted(&self, out: &mut Vec<u8>, o: Counted) {
+        if self.noreply {
+            return;
+        }
+        match o {
+            Counted::Value { value, .. } => number(out, value),
+            Counted::NonNumeric => out.extend_from_slice(NON_NUMERIC),
+            _ => out.extend_from_slice(NOT_FOUND),
+        }
+    }
+
+    fn touched(&self, out: &mut Vec<u8>, hit: bool) {
+        self.line(out, if hit { TOUCHED } else { NOT_FOUND });
+    }
+
+    fn flushed(&self, out: &mut Vec<u8>, o: Flushed) {
+        self.line(
+            out,
+            match o {
+                Flushed::Done => OK,
+                Flushed::NotAllowed => b"CLIENT_ERROR flush_all not allowed\r\n",
+                Flushed::BadDelay => b"CLIENT_ERROR invalid exptime argument\r\n",
+            },
+        );
+    }
+
+    fn stats(&self, out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
+        // Stats are written in the text protocol's own form.
+        write(out);
+    }
+
+    fn version(&self, out: &mut Vec<u8>, version: &str) {
+        out.extend_from_slice(b"VERSION ");
+        out.extend_from_slice(version.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+
+    fn ok(&self, out: &mut Vec<u8>) {
+        self.line(out, OK);
+    }
+
+    fn mem_limit(&self, out: &mut Vec<u8>, o: MemLimit) {
+        self.line(
+            out,
+            match o {
+                MemLimit::Set => OK,
+                MemLimit::TooSmall => b"MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m\r\n",
+            },
+        );
+    }
+
+    fn shutdown(&self, out: &mut Vec<u8>, o: Shutdown) {
+        match o {
+            Shutdown::NotEnabled => out.extend_from_slice(b"ERROR: shutdown not enabled\r\n"),
+            Shutdown::BadMode => out.extend_from_slice(b"CLIENT_ERROR invalid shutdown mode\r\n"),
+            Shutdown::Accepted => {}
+        }
+    }
+
+    fn fixed(&self, out: &mut Vec<u8>, reply: &'static [u8]) {
+        out.extend_from_slice(reply);
+    }
+}
+
+/// The line for a storage outcome (text and meta share the server errors).
+pub fn stored_line(o: Stored) -> &'static [u8] {
+    match o {
+        Stored::Stored { .. } => STORED,
+        Stored::NotStored => NOT_STORED,
+        Stored::Exists => EXISTS,
+        Stored::NotFound => NOT_FOUND,
+        Stored::TooLarge => TOO_LARGE,
+        Stored::OutOfMemory => OUT_OF_MEMORY,
+    }
+}
 
 /// Appends `VALUE <key> <flags> <bytes> [<cas>]\r\n<data>\r\n`.
 pub fn value(out: &mut Vec<u8>, key: &[u8], flags: u32, data: &[u8], cas: Option<u64>) {

@@ -4,15 +4,12 @@
 //! is checked here first, because memcached answers a bad key in a multiget with only the
 //! error, whatever it found before it.
 
+use super::reply::TextReply;
 use super::Tokens;
+use crate::protocol::command::{Command, Exptime, Get, Keys};
 use crate::protocol::limits::is_valid_key;
 use crate::protocol::number::parse_i32;
-use crate::protocol::{ErrorKind, GetKind, Parsed, ProtocolError, Request};
-
-/// Iterates the keys of a validated key list.
-pub fn keys(list: &[u8]) -> impl Iterator<Item = &[u8]> {
-    list.split(|&b| b == b' ').filter(|k| !k.is_empty())
-}
+use crate::protocol::{ErrorKind, Parsed, ProtocolError, Request};
 
 /// Keys of the complete `get`/`gets`/`mg` lines at the start of `buf`, in order, written
 /// to `out` (at most its length); returns how many. The walk stops at any other line (a
@@ -55,31 +52,33 @@ pub fn pipelined_get_keys<'a>(buf: &'a [u8], out: &mut [&'a [u8]]) -> usize {
 
 pub fn parse<'a>(t: &Tokens<'a>, line: &'a [u8], used: usize) -> Parsed<'a> {
     let verb = t.get(0);
-    let kind = GetKind {
-        cas: verb == b"gets" || verb == b"gats",
-        touch: verb == b"gat" || verb == b"gats",
-    };
-    let mut exptime = 0;
+    let with_cas = verb == b"gets" || verb == b"gats";
+    let mut touch = None;
     // The key list starts after the verb (and the exptime for gat).
     let mut rest = skip_token(line);
-    if kind.touch {
+    if verb == b"gat" || verb == b"gats" {
         match parse_i32(t.get(1)) {
-            Some(e) => exptime = e,
+            Some(e) => touch = Some(Exptime(e.into())),
             None => return Parsed::Invalid(ProtocolError::new(ErrorKind::InvalidExptime, used)),
         }
         rest = skip_token(rest);
     }
-    if keys(rest).any(|k| !is_valid_key(k)) {
+    let keys = Keys::Spaced(rest);
+    if keys.iter().any(|k| !is_valid_key(k)) {
         return Parsed::Invalid(ProtocolError::new(ErrorKind::BadFormat, used));
     }
-    Parsed::Done(
-        Request::Get {
-            kind,
-            exptime,
-            keys: rest,
-        },
-        used,
-    )
+    let get = Get {
+        keys,
+        touch,
+        no_update: false,
+        vivify: None,
+        recache: None,
+    };
+    let reply = TextReply {
+        noreply: false,
+        with_cas,
+    };
+    Parsed::Done(Request::Text(Command::Get(get), reply), used)
 }
 
 /// The line after its first token.

@@ -5,11 +5,11 @@
 //! its data line is then read as a command); a too-large item is refused and its data
 //! swallowed, so the server never buffers more than `-I` for one request.
 
-use super::Tokens;
-use crate::protocol::limits::{is_valid_key, Limits};
+use super::{text, Tokens};
+use crate::protocol::command::{Cas, Command, Exptime, SetMode, Store, TooLarge};
+use crate::protocol::limits::{is_valid_key, item_size, Limits};
 use crate::protocol::number::{parse_i32, parse_u64};
-use crate::protocol::{ErrorKind, Parsed, ProtocolError, Request};
-use crate::store::{item_total_size, SetMode};
+use crate::protocol::{ErrorKind, Parsed, ProtocolError};
 
 /// Where the data block of a storage request sits, once the header is valid.
 pub enum Body<'a> {
@@ -68,17 +68,14 @@ pub fn parse<'a>(
         return err(ErrorKind::BadFormat);
     }
     let vlen = vlen as usize;
-    if item_total_size(key.len(), vlen, flags) > limits.item_size_max {
-        return Parsed::Done(
-            Request::TooLarge {
-                mode,
-                key,
-                swallow: vlen + 2,
-                noreply,
-                meta: None,
-            },
-            used,
-        );
+    if item_size(key.len(), vlen, flags) > limits.item_size_max {
+        // memcached drops the old value of a refused `set` only.
+        let refused = TooLarge {
+            key,
+            drop_old: mode == SetMode::Set,
+            swallow: vlen + 2,
+        };
+        return text(Command::TooLarge(refused), noreply, used);
     }
     match body(buf, used, vlen) {
         Body::Incomplete => Parsed::Incomplete,
@@ -87,17 +84,12 @@ pub fn parse<'a>(
             e.noreply = noreply;
             Parsed::Invalid(e)
         }
-        Body::Ready(data, end) => Parsed::Done(
-            Request::Store {
-                mode,
-                key,
-                flags,
-                exptime,
-                data,
-                cas,
-                noreply,
-            },
-            end,
-        ),
+        Body::Ready(data, end) => {
+            let mut store = Store::new(mode, key, data);
+            store.flags = flags;
+            store.exptime = Exptime(exptime.into());
+            store.compare_cas = cas.map(Cas);
+            text(Command::Store(store), noreply, end)
+        }
     }
 }

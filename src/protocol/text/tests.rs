@@ -4,8 +4,9 @@
 use proptest::prelude::*;
 
 use super::parse;
+use super::reply::TextReply;
+use crate::protocol::command::{Cas, Command, Exptime, SetMode};
 use crate::protocol::{ErrorKind, Limits, Parsed, Request};
-use crate::store::SetMode;
 
 fn limits() -> Limits {
     Limits::default()
@@ -14,6 +15,14 @@ fn limits() -> Limits {
 fn done(input: &[u8]) -> (Request<'_>, usize) {
     match parse(input, &Limits::default()) {
         Parsed::Done(r, n) => (r, n),
+        other => panic!("{:?}: {other:?}", String::from_utf8_lossy(input)),
+    }
+}
+
+/// The text command of a complete line.
+fn command(input: &[u8]) -> (Command<'_>, TextReply, usize) {
+    match done(input) {
+        (Request::Text(c, reply), n) => (c, reply, n),
         other => panic!("{:?}: {other:?}", String::from_utf8_lossy(input)),
     }
 }
@@ -28,24 +37,21 @@ fn error(input: &[u8]) -> ErrorKind {
 #[test]
 fn set_parses_with_its_data() {
     let input = b"set k 5 10 3 noreply\r\nabc\r\nget k\r\n";
-    let (r, n) = done(input);
+    let (c, reply, n) = command(input);
     assert_eq!(n, 27);
-    match r {
-        Request::Store {
-            mode,
-            key,
-            flags,
-            exptime,
-            data,
-            cas,
-            noreply,
-        } => {
-            assert_eq!(mode, SetMode::Set);
+    assert!(reply.noreply);
+    match c {
+        Command::Store(s) => {
+            assert_eq!(s.mode, SetMode::Set);
             assert_eq!(
-                (key, flags, exptime, data, cas, noreply),
-                (&b"k"[..], 5, 10, &b"abc"[..], None, true)
+                (s.key, s.flags, s.exptime, s.data, s.compare_cas),
+                (&b"k"[..], 5, Exptime(10), &b"abc"[..], None)
             );
         }
+        other => panic!("{other:?}"),
+    }
+    match command(b"cas k 0 -1 1 77\r\nx\r\n").0 {
+        Command::Store(s) => assert_eq!((s.exptime, s.compare_cas), (Exptime(-1), Some(Cas(77)))),
         other => panic!("{other:?}"),
     }
 }
@@ -100,10 +106,19 @@ fn bad_lines_get_memcached_errors() {
 
 #[test]
 fn too_large_is_a_request_that_swallows() {
-    let (r, n) = done(b"set k 0 0 2000000\r\n");
+    let (c, _, n) = command(b"set k 0 0 2000000\r\n");
     assert_eq!(n, 19);
-    match r {
-        Request::TooLarge { swallow, .. } => assert_eq!(swallow, 2_000_002),
+    match c {
+        Command::TooLarge(t) => assert_eq!((t.swallow, t.drop_old), (2_000_002, true)),
+        other => panic!("{other:?}"),
+    }
+    // Only a refused set drops the old value.
+    match command(b"add k 0 0 2000000\r\n").0 {
+        Command::TooLarge(t) => assert!(!t.drop_old),
+        other => panic!("{other:?}"),
+    }
+    match done(b"ms k 2000000 T0\r\n").0 {
+        Request::Meta(m) => assert_eq!(m.too_large, Some(2_000_002)),
         other => panic!("{other:?}"),
     }
 }
@@ -135,8 +150,10 @@ fn trace(stream: &[u8], chunks: &[usize]) -> Vec<String> {
             match parse(&buf, &limits()) {
                 Parsed::Done(r, n) => {
                     let s = format!("{r:?}");
-                    if let Request::TooLarge { swallow: w, .. } = r {
-                        swallow = w;
+                    match r {
+                        Request::Text(Command::TooLarge(t), _) => swallow = t.swallow,
+                        Request::Meta(m) => swallow = m.too_large.unwrap_or(0),
+                        _ => {}
                     }
                     out.push(s);
                     buf.drain(..n);
@@ -197,9 +214,9 @@ proptest! {
 
 #[test]
 fn metadump_classes_as_memcached_checks_them() {
-    let dump = |line: &[u8]| match done(line).0 {
-        Request::Metadump { all } => Some(all),
-        Request::Fixed { reply } => {
+    let dump = |line: &[u8]| match command(line).0 {
+        Command::Metadump { all } => Some(all),
+        Command::Fixed { reply } => {
             assert_eq!(reply, b"BADCLASS invalid class id\r\n");
             None
         }
@@ -214,7 +231,7 @@ fn metadump_classes_as_memcached_checks_them() {
         if bad.is_empty() {
             // No class at all is a different command shape: memcached says ERROR.
             assert!(
-                matches!(done(line.as_bytes()).0, Request::Fixed { reply } if reply == b"ERROR\r\n")
+                matches!(command(line.as_bytes()).0, Command::Fixed { reply } if reply == b"ERROR\r\n")
             );
         } else {
             assert_eq!(dump(line.as_bytes()), None, "{bad}");

@@ -1,0 +1,326 @@
+//! The logical commands every encoding parses into, and the outcomes they end in.
+//!
+//! Text, meta and binary are three spellings of one set of commands: `incr k 1`,
+//! `ma k D1` and a binary INCREMENT packet all become [`Command::Arith`]. Each encoding keeps
+//! what only shapes its reply (text `noreply`, meta's return flags, binary's header and
+//! quiet bit) beside the command, in its own reply type, and renders the outcomes below.
+//! `server::command` executes each family in one place.
+//!
+//! This is the protocol's own vocabulary: it names nothing in the store. A CAS value is a
+//! [`Cas`], an expiry as a client sent it is an [`Exptime`], a storage verb is a [`SetMode`];
+//! the server maps them to and from the store's types.
+
+/// A CAS value as clients send and see it (0 when `-C` turns CAS off).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cas(pub u64);
+
+/// An expiry as the client sent it: 0 is never, negative is already expired, up to 30 days
+/// is relative seconds, beyond that a unix time. Wide enough for binary's unsigned 32 bits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Exptime(pub i64);
+
+/// Storage verbs: memcached's six storage commands, with `cas` as a compare on set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetMode {
+    Set,
+    Add,
+    Replace,
+    Append,
+    Prepend,
+}
+
+/// One request, whatever encoding it came in.
+#[derive(Debug)]
+pub enum Command<'a> {
+    // Retrieval
+    Get(Get<'a>),
+    /// `me`: an item's metadata, without touching it.
+    Debug {
+        key: &'a [u8],
+    },
+    // Storage
+    Store(Store<'a>),
+    /// A storage command whose value exceeds `-I`: refused before its value arrives.
+    TooLarge(TooLarge<'a>),
+    Delete(Delete<'a>),
+    Arith(Arith<'a>),
+    Touch {
+        key: &'a [u8],
+        exptime: Exptime,
+    },
+    /// `flush_all [delay]`; `delay` is None if it was not a number (memcached still counts
+    /// the command before refusing it).
+    Flush {
+        delay: Option<Exptime>,
+    },
+    /// `stats [group [arg]]`
+    Stats {
+        group: &'a [u8],
+        arg: &'a [u8],
+    },
+    // Admin and the rest
+    Version,
+    Noop,
+    Quit,
+    Verbosity {
+        level: u32,
+    },
+    CacheMemlimit {
+        megabytes: u32,
+    },
+    /// `shutdown [graceful]`; `graceful` is None for an unknown mode (answered only once
+    /// `-A` has allowed shutdown at all, as memcached does).
+    Shutdown {
+        graceful: Option<bool>,
+    },
+    /// `stats cachedump <class> <limit>`: up to `limit` items (0: no limit) of a class.
+    Cachedump {
+        class: u32,
+        limit: u32,
+    },
+    /// `lru_crawler metadump <classes>`: every live item if `all`, else none.
+    Metadump {
+        all: bool,
+    },
+    /// Admin commands accepted for compatibility with a fixed answer (`lru_crawler`, …).
+    Fixed {
+        reply: &'static [u8],
+    },
+    // Authentication (SASL, binary only)
+    SaslMechs,
+    SaslAuth {
+        step: bool,
+        mech: &'a [u8],
+        data: &'a [u8],
+    },
+}
+
+/// get, gets, gat, gats, mg, and binary get/getk/gat/touch: a read of one or more keys.
+#[derive(Debug, Clone, Copy)]
+pub struct Get<'a> {
+    pub keys: Keys<'a>,
+    /// New expiry for each hit (gat, mg `T`, binary touch); counted as a touch.
+    pub touch: Option<Exptime>,
+    /// mg `u`: leave access time and fetched bit alone.
+    pub no_update: bool,
+    /// mg `N`: create an empty item on a miss, with this expiry.
+    pub vivify: Option<Exptime>,
+    /// mg `R`: win the recache token if the item expires sooner than this.
+    pub recache: Option<Exptime>,
+}
+
+/// The keys of a read: one key (which may hold any byte), or a text key list.
+#[derive(Debug, Clone, Copy)]
+pub enum Keys<'a> {
+    One(&'a [u8]),
+    /// Space-separated keys, each already validated.
+    Spaced(&'a [u8]),
+}
+
+impl<'a> Keys<'a> {
+    pub fn iter(self) -> impl Iterator<Item = &'a [u8]> {
+        let (one, list) = match self {
+            Keys::One(k) => (Some(k), &[][..]),
+            Keys::Spaced(l) => (None, l),
+        };
+        one.into_iter()
+            .chain(list.split(|&b| b == b' ').filter(|k| !k.is_empty()))
+    }
+}
+
+/// set, add, replace, append, prepend, cas, ms, and their binary opcodes.
+#[derive(Debug, Clone, Copy)]
+pub struct Store<'a> {
+    pub mode: SetMode,
+    pub key: &'a [u8],
+    pub flags: u32,
+    pub exptime: Exptime,
+    pub data: &'a [u8],
+    /// Store only if the item's CAS is this (`cas`, ms `C`, a binary CAS).
+    pub compare_cas: Option<Cas>,
+    /// ms `I`: a CAS older than the item's still stores, but marks the item stale.
+    pub invalidate: bool,
+    /// ms `E`: the CAS to give the new value.
+    pub new_cas: Option<Cas>,
+    /// ms `N` with append/prepend: create the item on a miss, with this expiry.
+    pub vivify: Option<Exptime>,
+    /// ms `b`: the key was sent base64-encoded (it is kept decoded).
+    pub key_binary: bool,
+}
+
+impl<'a> Store<'a> {
+    pub fn new(mode: SetMode, key: &'a [u8], data: &'a [u8]) -> Self {
+        Store {
+            mode,
+            key,
+            flags: 0,
+            exptime: Exptime(0),
+            data,
+            compare_cas: None,
+            invalidate: false,
+            new_cas: None,
+            vivify: None,
+            key_binary: false,
+        }
+    }
+}
+
+/// A storage request over `-I`. Its value is skipped, not buffered.
+#[derive(Debug, Clone, Copy)]
+pub struct TooLarge<'a> {
+    pub key: &'a [u8],
+    /// Drop the key's old value, so a failed write never leaves stale data behind
+    /// (memcached does for text `set` and every `ms`).
+    pub drop_old: bool,
+    /// Bytes of the refused value still to skip.
+    pub swallow: usize,
+}
+
+/// delete, md, binary delete.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Delete<'a> {
+    pub key: &'a [u8],
+    pub compare_cas: Option<Cas>,
+    /// md `I`: mark stale and bump the CAS instead of removing.
+    pub invalidate: bool,
+    /// md `T` with `I`: new expiry.
+    pub exptime: Option<Exptime>,
+    pub new_cas: Option<Cas>,
+    /// md `x`: empty the value but keep the item.
+    pub strip_value: bool,
+}
+
+/// incr, decr, ma, binary increment/decrement.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Arith<'a> {
+    pub key: &'a [u8],
+    pub incr: bool,
+    pub delta: u64,
+    pub compare_cas: Option<Cas>,
+    /// Create on a miss with (expiry, initial value): ma `N`/`J`, binary's expiration.
+    pub vivify: Option<(Exptime, u64)>,
+    /// ma `T`: new expiry on success.
+    pub exptime: Option<Exptime>,
+    pub new_cas: Option<Cas>,
+}
+
+/// A live item as a read saw it, borrowed while the store holds it, so a hit is rendered
+/// without copying its value.
+#[derive(Debug, Clone, Copy)]
+pub struct Hit<'a> {
+    pub key: &'a [u8],
+    pub value: &'a [u8],
+    pub flags: u32,
+    pub cas: Cas,
+    /// Seconds left to live; None never expires.
+    pub ttl: Option<u32>,
+    /// Seconds since the item was last read, before this request.
+    pub idle: u32,
+    /// Whether it had been read before this request.
+    pub fetched: bool,
+    /// The key was stored from a base64 (`b`) request; meta echoes it encoded.
+    pub key_binary: bool,
+    /// mg recache: this client won the right to recache (`W`), another already has (`Z`),
+    /// the item is stale (`X`).
+    pub won: bool,
+    pub token_sent: bool,
+    pub stale: bool,
+    /// memcached's size of the item (`me`'s `size=`).
+    pub size: usize,
+}
+
+/// How a storage command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    Stored { cas: Cas, size: usize },
+    NotStored,
+    Exists,
+    NotFound,
+    TooLarge,
+    OutOfMemory,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deleted {
+    Deleted,
+    NotFound,
+    /// The CAS did not match.
+    Exists,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counted {
+    Value {
+        value: u64,
+        cas: Cas,
+        ttl: Option<u32>,
+    },
+    NotFound,
+    NotStored,
+    Exists,
+    NonNumeric,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flushed {
+    Done,
+    /// `-F`.
+    NotAllowed,
+    BadDelay,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shutdown {
+    /// Without `-A`.
+    NotEnabled,
+    BadMode,
+    Accepted,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemLimit {
+    Set,
+    TooSmall,
+}
+
+/// Which encoding a request came in. Where memcached counts the same outcome differently
+/// per encoding, the executor asks this (never to choose reply bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Text,
+    Meta,
+    Binary,
+}
+
+/// An encoding's answers to every outcome. Commands an encoding cannot express are never
+/// parsed from it, so it leaves those methods at their defaults (no reply).
+pub trait Reply {
+    const ENCODING: Encoding;
+    /// A retrieval hit, rendered while the store still holds the item.
+    fn hit(&self, _out: &mut Vec<u8>, _hit: &Hit<'_>) {}
+    /// A retrieval miss of `key`.
+    fn miss(&self, _out: &mut Vec<u8>, _key: &[u8]) {}
+    /// After every key of a read (text `END`).
+    fn end(&self, _out: &mut Vec<u8>) {}
+    /// `me`: the item's metadata, or None for a miss.
+    fn debug(&self, _out: &mut Vec<u8>, _hit: Option<&Hit<'_>>) {}
+    fn stored(&self, _out: &mut Vec<u8>, _o: Stored) {}
+    fn deleted(&self, _out: &mut Vec<u8>, _o: Deleted) {}
+    fn counted(&self, _out: &mut Vec<u8>, _o: Counted) {}
+    fn touched(&self, _out: &mut Vec<u8>, _hit: bool) {}
+    fn flushed(&self, _out: &mut Vec<u8>, _o: Flushed) {}
+    /// Stats: `write` appends memcached's text lines (`STAT name value\r\n`…, `END\r\n`,
+    /// or an error line) to the buffer it is given.
+    fn stats(&self, _out: &mut Vec<u8>, _write: impl FnOnce(&mut Vec<u8>)) {}
+    fn version(&self, _out: &mut Vec<u8>, _version: &str) {}
+    /// verbosity's answer.
+    fn ok(&self, _out: &mut Vec<u8>) {}
+    /// mn, binary noop.
+    fn noop(&self, _out: &mut Vec<u8>) {}
+    fn quit(&self, _out: &mut Vec<u8>) {}
+    fn mem_limit(&self, _out: &mut Vec<u8>, _o: MemLimit) {}
+    fn shutdown(&self, _out: &mut Vec<u8>, _o: Shutdown) {}
+    fn fixed(&self, _out: &mut Vec<u8>, _reply: &'static [u8]) {}
+    fn sasl_mechs(&self, _out: &mut Vec<u8>, _mechs: &[u8]) {}
+    fn authenticated(&self, _out: &mut Vec<u8>, _ok: bool) {}
+}

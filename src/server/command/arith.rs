@@ -1,0 +1,50 @@
+//! incr, decr, ma, binary increment/decrement.
+
+use super::super::stats::Counts;
+use super::Session;
+use crate::protocol::command::{Arith, Counted};
+use crate::store::{ArithOutcome, ArithRequest};
+
+pub fn arith(s: &mut Session<'_>, a: &Arith<'_>) -> Counted {
+    let r = ArithRequest {
+        key: a.key,
+        incr: a.incr,
+        delta: a.delta,
+        compare_cas: a.compare_cas.map(|cas| cas.0),
+        vivify: a.vivify.map(|(t, initial)| (s.exptime(t), initial)),
+        exptime: a.exptime.map(|t| s.exptime(t)),
+        new_cas: a.new_cas.map(|cas| cas.0),
+    };
+    let outcome = s.shared.store.arith(&r, s.now);
+    count(&mut s.counts, a.incr, &outcome);
+    match outcome {
+        ArithOutcome::Value {
+            value,
+            cas,
+            exptime,
+            ..
+        } => Counted::Value {
+            value,
+            cas: s.cas_out(cas),
+            ttl: (exptime != 0).then(|| exptime.saturating_sub(s.now)),
+        },
+        ArithOutcome::NotFound => Counted::NotFound,
+        ArithOutcome::NotStored => Counted::NotStored,
+        ArithOutcome::Exists => Counted::Exists,
+        ArithOutcome::NonNumeric => Counted::NonNumeric,
+    }
+}
+
+/// memcached counts a hit when the item was there, numeric or not.
+fn count(c: &mut Counts, incr: bool, r: &ArithOutcome) {
+    let hit = matches!(
+        r,
+        ArithOutcome::Value { created: false, .. } | ArithOutcome::NonNumeric
+    );
+    match (incr, hit) {
+        (true, true) => c.incr_hits += 1,
+        (true, false) => c.incr_misses += 1,
+        (false, true) => c.decr_hits += 1,
+        (false, false) => c.decr_misses += 1,
+    }
+}

@@ -1,0 +1,63 @@
+//! Authentication: SASL PLAIN on the binary protocol (`-S`) and ascii authentication on the
+//! text one (`-Y`). Both count `auth_cmds` and `auth_errors`.
+
+use super::{After, Session};
+use crate::protocol::binary::{self, op};
+use crate::protocol::command::Command;
+
+/// The SASL mechanisms offered.
+pub const SASL_MECHS: &[u8] = b"PLAIN";
+
+/// With `-S`, everything but the SASL commands and version is refused (and the connection
+/// closed) until the connection authenticates; without it the SASL commands are unknown.
+/// None: go on and execute the request.
+pub fn binary_gate(req: &binary::Request<'_>, s: &Session<'_>, out: &mut Vec<u8>) -> Option<After> {
+    let sasl_op = matches!(
+        req.command,
+        Some(Command::SaslMechs | Command::SaslAuth { .. })
+    );
+    if !s.shared.config.sasl {
+        if sasl_op {
+            req.reply.unknown_command(out);
+            return Some(After::Continue);
+        }
+        return None;
+    }
+    // A value over -I is refused from its header, before this check.
+    let exempt = sasl_op
+        || req.reply.header.opcode == op::VERSION
+        || matches!(req.command, Some(Command::TooLarge(_)));
+    if s.authenticated || exempt {
+        return None;
+    }
+    req.reply.auth_error(out);
+    Some(After::Close)
+}
+
+/// SASL AUTH or STEP: only a one-step PLAIN is accepted.
+pub fn sasl(s: &mut Session<'_>, step: bool, mech: &[u8], data: &[u8]) -> bool {
+    s.counts.auth_cmds += 1;
+    let ok = !step && mech == b"PLAIN" && s.shared.credentials.check_plain(data);
+    if ok {
+        s.authenticated = true;
+    } else {
+        s.counts.auth_errors += 1;
+    }
+    ok
+}
+
+/// `-Y`: the credentials of a connection's first text request.
+pub fn ascii(s: &mut Session<'_>, user: &[u8], pass: &[u8]) -> bool {
+    let ok = s
+        .shared
+        .ascii_credentials
+        .as_ref()
+        .is_some_and(|c| c.check(user, pass));
+    s.counts.auth_cmds += 1;
+    if ok {
+        s.authenticated = true;
+    } else {
+        s.counts.auth_errors += 1;
+    }
+    ok
+}

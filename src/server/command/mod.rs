@@ -1,0 +1,160 @@
+//! Executing commands: each family in one place, whatever encoding it came in.
+//!
+//! The encodings parse into one set of logical commands ([`crate::protocol::command`]); here
+//! each family calls the store, counts stats as memcached does, and hands the outcome to the
+//! encoding's [`Reply`], which renders it (text, meta or binary bytes). One file per family:
+//! [`retrieval`] (get/gets/gat/gats, mg, binary get/getk/gat/touch; me), [`storage`]
+//! (set … cas, ms, binary set … prepend), [`arith`], [`delete`], [`touch`], [`flush`],
+//! [`stats`], [`admin`] (version, verbosity, quit, shutdown, dumps, …) and [`auth`] (SASL and
+//! ascii authentication). This module maps between the protocol's vocabulary and the store's
+//! (expiry times, CAS values, storage modes) and is where the connection enters:
+//! [`text`] for a text or meta line, [`binary`] for a binary packet.
+//!
+//! Everything here finishes before it returns: a command runs to its outcome under one shard
+//! lock and is answered at once. Replication will add commands that wait on a peer (a read
+//! that misses while this node catches up; a write acknowledged once peers hold it). That
+//! wait goes into [`After`]: a variant carrying what the connection parks on (say, a
+//! oneshot receiver and the reply to render when it fires), returned by the one family
+//! executor that needs it. The connection then stops parsing that batch until it resolves,
+//! keeping replies in order; nothing on the path of a command that does not wait changes.
+
+pub mod admin;
+pub mod arith;
+pub mod auth;
+pub mod delete;
+pub mod flush;
+pub mod retrieval;
+pub mod stats;
+pub mod storage;
+pub mod touch;
+
+use super::stats::Counts;
+use super::Shared;
+use crate::protocol::binary;
+use crate::protocol::command::{Command, Exptime, Reply};
+use crate::protocol::Request;
+
+/// What the connection does after a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    Continue,
+    /// Flush and close (quit).
+    Close,
+    /// Skip this many more bytes of input (a refused data block).
+    Swallow(usize),
+    /// Flush, then stop the server.
+    Shutdown {
+        graceful: bool,
+    },
+    /// Flush, then stream `lru_crawler metadump` lines (`all`: every live item; else none)
+    /// and END, then go on reading.
+    Dump {
+        all: bool,
+    },
+}
+
+/// One connection's view while it executes a batch.
+pub struct Session<'s> {
+    pub shared: &'s Shared,
+    pub counts: Counts,
+    /// Relative seconds, read once per batch.
+    pub now: u32,
+    /// The worker thread this connection lives on (its counter slot).
+    pub worker: usize,
+    /// The socket's descriptor, which names the connection in `-vv` logs as in memcached's.
+    pub fd: i32,
+    /// Passed SASL (`-S`) or ascii (`-Y`) authentication.
+    pub authenticated: bool,
+}
+
+impl Session<'_> {
+    /// A client's expiry in the store's relative seconds.
+    fn exptime(&self, e: Exptime) -> u32 {
+        self.shared.clock.rel_exptime(e.0, self.now)
+    }
+
+    /// The CAS value a client sees: the item's stamp, or 0 under `-C`.
+    fn cas_out(&self, stamp: u64) -> crate::protocol::Cas {
+        crate::protocol::Cas(if self.shared.config.cas_enabled {
+            stamp
+        } else {
+            0
+        })
+    }
+}
+
+/// A text or meta request.
+pub fn text(req: Request<'_>, s: &mut Session<'_>, out: &mut Vec<u8>) -> After {
+    match req {
+        Request::Text(cmd, reply) => execute(cmd, &reply, s, out),
+        Request::Meta(m) => {
+            if m.too_large.is_none() {
+                s.counts.cmd_meta += 1;
+            }
+            execute(m.command(), &m.reply(), s, out)
+        }
+    }
+}
+
+/// A binary request: first the SASL gate (`-S`), then the command.
+pub fn binary(req: binary::Request<'_>, s: &mut Session<'_>, out: &mut Vec<u8>) -> After {
+    if let Some(after) = auth::binary_gate(&req, s, out) {
+        return after;
+    }
+    match req.command {
+        Some(cmd) => execute(cmd, &req.reply, s, out),
+        None => {
+            req.reply.unknown_command(out);
+            After::Continue
+        }
+    }
+}
+
+/// Runs one command and renders its outcome with `reply`.
+pub fn execute<R: Reply>(
+    cmd: Command<'_>,
+    reply: &R,
+    s: &mut Session<'_>,
+    out: &mut Vec<u8>,
+) -> After {
+    match cmd {
+        Command::Get(get) => retrieval::get(s, &get, reply, out),
+        Command::Debug { key } => retrieval::debug(s, key, reply, out),
+        Command::Store(store) => reply.stored(out, storage::store(s, &store, R::ENCODING)),
+        Command::TooLarge(refused) => {
+            reply.stored(out, storage::too_large(s, &refused, R::ENCODING));
+            return After::Swallow(refused.swallow);
+        }
+        Command::Delete(delete) => reply.deleted(out, delete::delete(s, &delete, R::ENCODING)),
+        Command::Arith(arith) => reply.counted(out, arith::arith(s, &arith)),
+        Command::Touch { key, exptime } => reply.touched(out, touch::touch(s, key, exptime)),
+        Command::Flush { delay } => reply.flushed(out, flush::flush_all(s, delay, R::ENCODING)),
+        Command::Stats { group, arg } => reply.stats(out, |text| stats::write(s, group, arg, text)),
+        Command::Version => reply.version(out, super::VERSION),
+        Command::Noop => reply.noop(out),
+        Command::Quit => {
+            reply.quit(out);
+            return After::Close;
+        }
+        Command::Verbosity { level } => {
+            admin::verbosity(s, level);
+            reply.ok(out);
+        }
+        Command::CacheMemlimit { megabytes } => {
+            reply.mem_limit(out, admin::cache_memlimit(s, megabytes));
+        }
+        Command::Shutdown { graceful } => {
+            let (outcome, after) = admin::shutdown(s, graceful);
+            reply.shutdown(out, outcome);
+            return after;
+        }
+        Command::Cachedump { class, limit } => admin::cachedump(s, class, limit, out),
+        Command::Metadump { all } => return After::Dump { all },
+        Command::Fixed { reply: line } => reply.fixed(out, line),
+        Command::SaslMechs => reply.sasl_mechs(out, auth::SASL_MECHS),
+        Command::SaslAuth { step, mech, data } => {
+            reply.authenticated(out, auth::sasl(s, step, mech, data));
+        }
+    }
+    After::Continue
+}

@@ -1,0 +1,105 @@
+//! Reads: get, gets, gat, gats, mg, binary get/getk/gat/gatk/touch, and `me`.
+//!
+//! Each hit is rendered while the shard lock holds the item, from a borrowed view of it
+//! ([`Hit`]), so a value is copied once: from the store into the output buffer.
+
+use super::super::detail::Op;
+use super::super::stats::Counts;
+use super::Session;
+use crate::protocol::command::{Encoding, Get, Hit, Reply};
+use crate::protocol::Cas;
+use crate::store::{self, bits, item_total_size, Item, Miss, ReadOptions};
+
+pub fn get<R: Reply>(s: &mut Session<'_>, get: &Get<'_>, reply: &R, out: &mut Vec<u8>) {
+    let opts = ReadOptions {
+        no_update: get.no_update,
+        touch: get.touch.map(|t| s.exptime(t)),
+        vivify: get.vivify.map(|t| s.exptime(t)),
+        recache: get.recache.map(|t| s.exptime(t)),
+    };
+    let now = s.now;
+    let touch = get.touch.is_some();
+    for key in get.keys.iter() {
+        let found = s.shared.store.read(key, now, opts, |r| match r {
+            Ok(h) => {
+                let cas = s.cas_out(h.item.cas);
+                reply.hit(out, &view(&h, cas, now));
+                Ok(())
+            }
+            Err(miss) => Err(miss),
+        });
+        count_read(&mut s.counts, touch, found);
+        // memcached's per-prefix stats leave meta commands out.
+        if R::ENCODING != Encoding::Meta {
+            s.shared.detail.record(key, Op::Get { hit: found.is_ok() });
+        }
+        if found.is_err() {
+            reply.miss(out, key);
+        }
+    }
+    reply.end(out);
+}
+
+/// `me`: the item as it is, without updating it.
+pub fn debug<R: Reply>(s: &mut Session<'_>, key: &[u8], reply: &R, out: &mut Vec<u8>) {
+    let now = s.now;
+    s.shared.store.peek(key, now, |it| match it {
+        None => reply.debug(out, None),
+        Some(it) => {
+            let mut hit = item_view(it, Cas(it.cas), now);
+            hit.idle = now.saturating_sub(it.atime);
+            hit.fetched = it.has(bits::FETCHED);
+            reply.debug(out, Some(&hit));
+        }
+    });
+}
+
+/// What a read saw, in the protocol's words.
+#[inline]
+fn view<'a>(h: &store::Hit<'a>, cas: Cas, now: u32) -> Hit<'a> {
+    let mut hit = item_view(&h.item, cas, now);
+    hit.idle = now.saturating_sub(h.prev_atime);
+    hit.fetched = h.prev_fetched;
+    hit.won = h.won;
+    hit.token_sent = h.token_sent;
+    hit.stale = h.stale;
+    hit
+}
+
+#[inline]
+fn item_view<'a>(it: &Item<'a>, cas: Cas, now: u32) -> Hit<'a> {
+    Hit {
+        key: it.key(),
+        value: it.value(),
+        flags: it.flags,
+        cas,
+        ttl: (it.exptime != 0).then(|| it.exptime.saturating_sub(now)),
+        idle: 0,
+        fetched: false,
+        key_binary: it.has(bits::KEY_BINARY),
+        won: false,
+        token_sent: false,
+        stale: false,
+        size: item_total_size(it.key().len(), it.value().len(), it.flags),
+    }
+}
+
+/// Counts a read the way memcached does: with a TTL update it is a touch, else a get.
+pub(super) fn count_read(c: &mut Counts, touch: bool, hit: Result<(), Miss>) {
+    match hit {
+        Err(Miss::Expired) => c.get_expired += 1,
+        Err(Miss::Flushed) => c.get_flushed += 1,
+        _ => {}
+    }
+    match (touch, hit.is_ok()) {
+        (true, true) => c.touch_hits += 1,
+        (true, false) => c.touch_misses += 1,
+        (false, true) => c.get_hits += 1,
+        (false, false) => c.get_misses += 1,
+    }
+    if touch {
+        c.cmd_touch += 1;
+    } else {
+        c.cmd_get += 1;
+    }
+}

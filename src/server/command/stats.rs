@@ -1,0 +1,89 @@
+//! stats and its groups (binary `stat` too: the binary reply re-packs these lines).
+
+use super::super::stats::{self, General};
+use super::Session;
+use crate::protocol::text::reply::{stat, END, OK};
+
+/// Appends memcached's text reply to `stats [group [arg]]`.
+pub fn write(s: &mut Session<'_>, group: &[u8], arg: &[u8], out: &mut Vec<u8>) {
+    let sh = s.shared;
+    // A connection's own counts so far belong in its own stats reply.
+    sh.counts.slot(s.worker).absorb(&mut s.counts);
+    match group {
+        b"" => {
+            let (user, system) = stats::rusage();
+            let g = General {
+                pid: std::process::id(),
+                uptime: (s.now as u64).saturating_sub(2),
+                time: sh.clock.unix_secs(),
+                version: super::super::VERSION,
+                rusage_user: user,
+                rusage_system: system,
+                max_connections: sh.config.max_connections,
+                curr_connections: sh.curr_connections(),
+                total_connections: sh.total_connections(),
+                rejected_connections: sh.rejected_connections(),
+                limit_maxbytes: sh.store.limit_bytes(),
+                threads: sh.config.threads,
+                counts: sh.counts.sum(),
+                store: sh.store.stats(),
+                segments: sh.store.segment_count(),
+            };
+            stats::write_general(out, &g);
+        }
+        b"settings" => super::super::settings::write(sh, out),
+        b"items" => {
+            let st = sh.store.stats();
+            if st.curr_items > 0 {
+                stat(out, "items:1:number", st.curr_items);
+                stat(out, "items:1:age", sh.store.eviction_front_age(s.now));
+                stat(out, "items:1:evicted", st.evictions);
+                stat(out, "items:1:evicted_nonzero", 0);
+                stat(out, "items:1:outofmemory", sh.counts.sum().store_no_memory);
+                stat(out, "items:1:reclaimed", st.reclaimed);
+                stat(out, "items:1:expired_unfetched", st.expired_unfetched);
+                stat(out, "items:1:evicted_unfetched", st.evicted_unfetched);
+            }
+        }
+        b"slabs" => {
+            // One "class": the segment store. Pages are segments; sizes describe it, not
+            // memcached's slabs.
+            let st = sh.store.stats();
+            let segments = sh.store.segment_count();
+            if segments > 0 {
+                stat(out, "1:chunk_size", sh.store.segment_size());
+                stat(out, "1:total_pages", segments);
+                stat(out, "1:used_chunks", st.curr_items);
+                stat(out, "1:mem_requested", st.bytes);
+            }
+            stat(out, "active_slabs", (segments > 0) as u8);
+            stat(out, "total_malloced", sh.store.used_bytes());
+        }
+        b"conns" => sh.write_conns(out),
+        b"reset" => {
+            sh.counts.reset();
+            sh.store.reset_stats();
+            sh.detail.clear();
+            sh.reset_connection_counts();
+            out.extend_from_slice(b"RESET\r\n");
+            return;
+        }
+        b"detail" => {
+            match arg {
+                b"on" | b"off" => {
+                    sh.detail.set_enabled(arg == b"on");
+                    out.extend_from_slice(OK);
+                }
+                b"dump" => sh.detail.dump(out),
+                _ => out.extend_from_slice(b"CLIENT_ERROR usage: stats detail on|off|dump\r\n"),
+            }
+            return;
+        }
+        b"sizes" | b"extstore" => {}
+        _ => {
+            out.extend_from_slice(b"ERROR\r\n");
+            return;
+        }
+    }
+    out.extend_from_slice(END);
+}
