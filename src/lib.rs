@@ -5,12 +5,19 @@
 //!                                     │
 //!   acceptor ─► worker threads (-t) ─► one task per connection
 //!                                     │
-//!               protocol::{text, meta, binary}: bytes ⇄ requests (pure, no I/O)
+//!   protocol::{text, meta, binary}: bytes ─► protocol::command::Command + the encoding's Reply
+//!                          (pure, no I/O; its own vocabulary: Cas, Exptime, SetMode)
 //!                                     │
-//!               server::{dispatch, binary} ─► store (shards, memory, expiry, versions)
-//!                                                        │
-//!                                        mutation observers ─► replication (to come)
+//!   server::command::{storage, retrieval, arith, delete, touch, flush, stats, admin, auth}
+//!       one executor per family ─► store (shards, memory, expiry, versions)
+//!                                     │                  │
+//!   outcome ─► Reply (TextReply, MetaReply, BinaryReply) ─► bytes    mutation observers
+//!                                                          ─► replication (to come)
 //! ```
+//!
+//! Where a command lives: `incr` is parsed in `protocol/text/arith.rs` (meta `ma` in
+//! `protocol/meta`, binary in `protocol/binary`), executed in `server/command/arith.rs`, and
+//! answered by each encoding's `reply.rs`.
 //!
 //! Tasks: the main thread's runtime accepts connections, handles signals and runs the
 //! reclaimer (expired items, free heap pages). Each accepted connection is handed to one of

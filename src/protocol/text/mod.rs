@@ -1,15 +1,21 @@
 //! The text protocol: line framing, tokenizing and verb dispatch, as memcached 1.6 does it.
+//! One file per command family parses its verbs into a [`Command`]; [`reply`] answers the
+//! outcomes (`TextReply`).
 //!
 //! memcached splits a line on single spaces (runs of spaces collapse) into at most 24
 //! tokens, and checks each verb's token count before looking at the tokens; a wrong count
 //! is a bare `ERROR`. We keep those rules so replies match byte for byte, and add one: keys
 //! with control characters are refused.
 
+pub mod admin;
+pub mod arith;
 pub mod auth;
-pub mod misc;
+pub mod delete;
+pub mod flush;
 pub mod reply;
 pub mod retrieval;
 pub mod storage;
+pub mod touch;
 
 use memchr::memchr;
 
@@ -17,6 +23,13 @@ use super::command::Command;
 use super::limits::{Limits, GET_LINE_MAX_LENGTH, LINE_MAX_LENGTH};
 use super::{ErrorKind, Parsed, ProtocolError, Request};
 use reply::TextReply;
+
+/// A header error, answered unless `noreply`.
+fn invalid<'a>(kind: ErrorKind, used: usize, noreply: bool) -> Parsed<'a> {
+    let mut e = ProtocolError::new(kind, used);
+    e.noreply = noreply;
+    Parsed::Invalid(e)
+}
 
 /// A parsed text command and the bytes it used.
 pub(crate) fn text(cmd: Command<'_>, noreply: bool, used: usize) -> Parsed<'_> {
@@ -162,14 +175,14 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
         b"cas" => want(n == 7 || n == 8, &|| {
             storage::parse(Set, true, &t, buf, used, limits)
         }),
-        b"incr" => want(n == 4 || n == 5, &|| misc::parse_arith(true, &t, used)),
-        b"decr" => want(n == 4 || n == 5, &|| misc::parse_arith(false, &t, used)),
-        b"delete" => want((3..=5).contains(&n), &|| misc::parse_delete(&t, used)),
-        b"touch" => want(n == 4 || n == 5, &|| misc::parse_touch(&t, used)),
-        b"flush_all" => want((2..=4).contains(&n), &|| misc::parse_flush_all(&t, used)),
-        b"verbosity" => want(n == 3 || n == 4, &|| misc::parse_verbosity(&t, used)),
-        b"cache_memlimit" => want(n == 3 || n == 4, &|| misc::parse_memlimit(&t, used)),
-        _ => misc::parse_other(&t, used),
+        b"incr" => want(n == 4 || n == 5, &|| arith::parse(true, &t, used)),
+        b"decr" => want(n == 4 || n == 5, &|| arith::parse(false, &t, used)),
+        b"delete" => want((3..=5).contains(&n), &|| delete::parse(&t, used)),
+        b"touch" => want(n == 4 || n == 5, &|| touch::parse(&t, used)),
+        b"flush_all" => want((2..=4).contains(&n), &|| flush::parse(&t, used)),
+        b"verbosity" => want(n == 3 || n == 4, &|| admin::parse_verbosity(&t, used)),
+        b"cache_memlimit" => want(n == 3 || n == 4, &|| admin::parse_memlimit(&t, used)),
+        _ => admin::parse_other(&t, used),
     }
 }
 

@@ -8,7 +8,7 @@
 //! [`stats`], [`admin`] (version, verbosity, quit, shutdown, dumps, …) and [`auth`] (SASL and
 //! ascii authentication). This module maps between the protocol's vocabulary and the store's
 //! (expiry times, CAS values, storage modes) and is where the connection enters:
-//! [`text`] for a text or meta line, [`binary`] for a binary packet.
+//! [`text()`] for a text or meta line, [`binary()`] for a binary packet.
 //!
 //! Everything here finishes before it returns: a command runs to its outcome under one shard
 //! lock and is answered at once. Replication will add commands that wait on a peer (a read

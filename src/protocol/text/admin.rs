@@ -1,84 +1,11 @@
-//! The one-line commands: delete, incr/decr, touch, flush_all, verbosity, cache_memlimit,
-//! stats, version, quit, shutdown and the admin verbs we answer for compatibility.
+//! The commands about the server rather than its items: verbosity, cache_memlimit, stats,
+//! version, quit, shutdown and the admin verbs answered for compatibility. Executed in
+//! `server::command::{admin, stats}`.
 
-use super::{text, Tokens};
-use crate::protocol::command::{Arith, Command, Delete, Exptime};
-use crate::protocol::limits::is_valid_key;
-use crate::protocol::number::{parse_i32, parse_u32, parse_u64};
+use super::{invalid, text, Tokens};
+use crate::protocol::command::Command;
+use crate::protocol::number::parse_u32;
 use crate::protocol::{ErrorKind, Parsed, ProtocolError};
-
-fn invalid<'a>(kind: ErrorKind, used: usize, noreply: bool) -> Parsed<'a> {
-    let mut e = ProtocolError::new(kind, used);
-    e.noreply = noreply;
-    Parsed::Invalid(e)
-}
-
-/// `incr|decr <key> <delta> [noreply]`
-pub fn parse_arith<'a>(incr: bool, t: &Tokens<'a>, used: usize) -> Parsed<'a> {
-    let noreply = t.noreply();
-    let key = t.get(1);
-    if !is_valid_key(key) {
-        return invalid(ErrorKind::BadFormat, used, noreply);
-    }
-    let Some(delta) = parse_u64(t.get(2)) else {
-        return invalid(ErrorKind::InvalidDelta, used, noreply);
-    };
-    let arith = Arith {
-        key,
-        incr,
-        delta,
-        ..Default::default()
-    };
-    text(Command::Arith(arith), noreply, used)
-}
-
-/// `delete <key> [0] [noreply]`: memcached still accepts a zero hold time.
-pub fn parse_delete<'a>(t: &Tokens<'a>, used: usize) -> Parsed<'a> {
-    let noreply = t.noreply();
-    let n = t.ntokens;
-    if n > 3 {
-        let hold_is_zero = t.get(2) == b"0";
-        let valid = (n == 4 && (hold_is_zero || noreply)) || (n == 5 && hold_is_zero && noreply);
-        if !valid {
-            return invalid(ErrorKind::DeleteUsage, used, noreply);
-        }
-    }
-    let key = t.get(1);
-    if !is_valid_key(key) {
-        return invalid(ErrorKind::BadFormat, used, noreply);
-    }
-    let delete = Delete {
-        key,
-        ..Default::default()
-    };
-    text(Command::Delete(delete), noreply, used)
-}
-
-/// `touch <key> <exptime> [noreply]`
-pub fn parse_touch<'a>(t: &Tokens<'a>, used: usize) -> Parsed<'a> {
-    let noreply = t.noreply();
-    let key = t.get(1);
-    if !is_valid_key(key) {
-        return invalid(ErrorKind::BadFormat, used, noreply);
-    }
-    let Some(exptime) = parse_i32(t.get(2)) else {
-        return invalid(ErrorKind::InvalidExptime, used, noreply);
-    };
-    let exptime = Exptime(exptime.into());
-    text(Command::Touch { key, exptime }, noreply, used)
-}
-
-/// `flush_all [delay] [noreply]`
-pub fn parse_flush_all<'a>(t: &Tokens<'a>, used: usize) -> Parsed<'a> {
-    let noreply = t.noreply();
-    let delay = if t.ntokens != if noreply { 3 } else { 2 } {
-        parse_i32(t.get(1))
-    } else {
-        Some(0)
-    };
-    let delay = delay.map(|d| Exptime(d.into()));
-    text(Command::Flush { delay }, noreply, used)
-}
 
 /// `verbosity <level> [noreply]`
 pub fn parse_verbosity<'a>(t: &Tokens<'a>, used: usize) -> Parsed<'a> {
