@@ -499,6 +499,62 @@ mod tests {
         }
     }
 
+    fn command_of(bytes: &[u8]) -> Command<'_> {
+        match parse(bytes, &Limits::default()) {
+            BinParsed::Done(
+                Request {
+                    command: Some(c), ..
+                },
+                _,
+            ) => c,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn packets_become_logical_commands() {
+        // An add carrying a CAS is a cas (memcached); append ignores flags and expiry.
+        let mut extras = [0u8; 8];
+        extras[..4].copy_from_slice(&7u32.to_be_bytes());
+        extras[4..].copy_from_slice(&0xffff_fff0u32.to_be_bytes());
+        match command_of(&request(op::ADDQ, &extras, b"k", b"v", 9)) {
+            Command::Store(s) => assert_eq!(
+                (s.mode, s.flags, s.exptime, s.compare_cas),
+                (SetMode::Set, 7, Exptime(0xffff_fff0), Some(Cas(9)))
+            ),
+            other => panic!("{other:?}"),
+        }
+        match command_of(&request(op::APPEND, &[], b"k", b"v", 0)) {
+            Command::Store(s) => assert_eq!((s.mode, s.compare_cas), (SetMode::Append, None)),
+            other => panic!("{other:?}"),
+        }
+        // incr: delta, initial, and an expiration of all ones means "do not create".
+        let mut extras = [0u8; 20];
+        extras[..8].copy_from_slice(&5u64.to_be_bytes());
+        extras[8..16].copy_from_slice(&100u64.to_be_bytes());
+        extras[16..].copy_from_slice(&NO_CREATE.to_be_bytes());
+        match command_of(&request(op::DECREMENT, &extras, b"n", &[], 0)) {
+            Command::Arith(a) => assert_eq!((a.incr, a.delta, a.vivify), (false, 5, None)),
+            other => panic!("{other:?}"),
+        }
+        extras[16..].copy_from_slice(&60u32.to_be_bytes());
+        match command_of(&request(op::INCREMENT, &extras, b"n", &[], 0)) {
+            Command::Arith(a) => assert_eq!(a.vivify, Some((Exptime(60), 100))),
+            other => panic!("{other:?}"),
+        }
+        match command_of(&request(op::STAT, &[], b"detail dump", &[], 0)) {
+            Command::Stats { group, arg } => {
+                assert_eq!((group, arg), (&b"detail"[..], &b"dump"[..]))
+            }
+            other => panic!("{other:?}"),
+        }
+        // An opcode this server does not know parses, with no command.
+        assert!(matches!(
+            parse(&request(0x30, &[], &[], &[], 0), &Limits::default()),
+            BinParsed::Done(Request { command: None, .. }, HEADER_LEN)
+        ));
+    }
+
     #[test]
     fn malformed_headers() {
         let mut bad = request(op::GET, &[], b"k", &[], 0);
