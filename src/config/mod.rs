@@ -83,6 +83,9 @@ pub struct Config {
     pub cas_enabled: bool,
     /// Seconds a connection may sit idle; 0 is forever.
     pub idle_timeout_secs: u64,
+    /// `-o read_buf_mem_limit=N`: megabytes all connections' buffers may hold together,
+    /// split over the workers; 0 (memcached's default) is no limit.
+    pub read_buf_mem_limit_mb: usize,
     pub reqs_per_event: usize,
     pub binding_protocol: String,
     pub growth_factor: f64,
@@ -126,6 +129,7 @@ impl Default for Config {
             flush_enabled: true,
             cas_enabled: true,
             idle_timeout_secs: 0,
+            read_buf_mem_limit_mb: 0,
             reqs_per_event: DEFAULT_REQS_PER_EVENT,
             binding_protocol: "auto-negotiate".into(),
             growth_factor: 1.25,

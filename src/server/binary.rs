@@ -4,6 +4,7 @@
 
 use super::detail::Op;
 use super::dispatch::{count_arith, count_read, store, write_stats, After, Session};
+use super::output::{self, Output};
 use crate::protocol::binary::{op, reply, status, BinRequest};
 use crate::store::{
     ArithOutcome, ArithRequest, DeleteOutcome, DeleteRequest, ReadOptions, SetMode, SetOutcome,
@@ -13,7 +14,7 @@ use crate::store::{
 /// incr/decr expiration meaning "do not create on a miss".
 const NO_CREATE: u32 = 0xffff_ffff;
 
-pub fn execute(req: BinRequest<'_>, s: &mut Session<'_>, out: &mut Vec<u8>) -> After {
+pub fn execute(req: BinRequest<'_>, s: &mut Session<'_>, out: &mut Output) -> After {
     let h = &req.header;
     let sasl = s.shared.config.sasl;
     if sasl
@@ -99,7 +100,7 @@ pub fn execute(req: BinRequest<'_>, s: &mut Session<'_>, out: &mut Vec<u8>) -> A
     After::Continue
 }
 
-fn get(s: &mut Session<'_>, req: &BinRequest<'_>, out: &mut Vec<u8>) {
+fn get(s: &mut Session<'_>, req: &BinRequest<'_>, out: &mut Output) {
     let h = &req.header;
     let touch = matches!(req.opcode, op::GAT | op::GATK | op::TOUCH);
     let with_key = matches!(req.opcode, op::GETK | op::GATK);
@@ -115,7 +116,10 @@ fn get(s: &mut Session<'_>, req: &BinRequest<'_>, out: &mut Vec<u8>) {
         let cas = if cas_enabled { it.cas } else { 0 };
         let key: &[u8] = if with_key { it.key() } else { &[] };
         let value: &[u8] = if with_value { it.value() } else { &[] };
-        reply::response(out, h, status::OK, cas, &it.flags.to_be_bytes(), key, value);
+        // [stream] A large value is queued by reference, not copied.
+        let shared = if with_value { hit.share_value() } else { None };
+        let extras = it.flags.to_be_bytes();
+        output::binary_value(out, h, cas, &extras, key, value, shared);
         Ok(())
     });
     count_read(&mut s.counts, touch, hit);

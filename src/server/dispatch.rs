@@ -5,6 +5,7 @@
 //! in the encoding the request came in (text or meta), honouring noreply and `q` here only.
 
 use super::detail::Op;
+use super::output::{self, Output};
 use super::stats::{self, Counts, General};
 use super::Shared;
 use crate::protocol::meta::reply::{echo_flags, flag_num, EN, MN};
@@ -28,6 +29,11 @@ pub enum After {
     /// Flush, then stop the server.
     Shutdown {
         graceful: bool,
+    },
+    /// [stream] A get stopped because the output is full: write it out, then serve the last
+    /// `rest` bytes of its key list (see `connection`).
+    Partial {
+        rest: usize,
     },
     /// Flush, then stream `lru_crawler metadump` lines (`all`: every live item; else none)
     /// and END, then go on reading.
@@ -64,7 +70,7 @@ impl Session<'_> {
     }
 }
 
-pub fn execute(req: Request<'_>, s: &mut Session<'_>, out: &mut Vec<u8>) -> After {
+pub fn execute(req: Request<'_>, s: &mut Session<'_>, out: &mut Output) -> After {
     match req {
         Request::Get {
             kind,
@@ -310,7 +316,28 @@ pub(super) fn count_read(c: &mut Counts, touch: bool, hit: Result<(), Miss>) {
     }
 }
 
-fn get(s: &mut Session<'_>, kind: GetKind, exptime: i32, list: &[u8], out: &mut Vec<u8>) -> After {
+fn get(s: &mut Session<'_>, kind: GetKind, exptime: i32, list: &[u8], out: &mut Output) -> After {
+    // [stream] The keys are served by `get_keys`, which stops once the output is full.
+    let done = get_keys(s, kind, exptime, list, out);
+    if done < list.len() {
+        return After::Partial {
+            rest: list.len() - done,
+        };
+    }
+    out.extend_from_slice(reply::END);
+    After::Continue
+}
+
+/// [stream] Serves the keys of `list` in order, stopping after a key once the output is
+/// full (the connection writes it, then comes back for the rest); returns the bytes of
+/// `list` served. END is the caller's.
+pub(super) fn get_keys(
+    s: &mut Session<'_>,
+    kind: GetKind,
+    exptime: i32,
+    list: &[u8],
+    out: &mut Output,
+) -> usize {
     let opts = ReadOptions {
         touch: kind.touch.then(|| s.exptime(exptime)),
         ..Default::default()
@@ -321,16 +348,19 @@ fn get(s: &mut Session<'_>, kind: GetKind, exptime: i32, list: &[u8], out: &mut 
             Ok(h) => {
                 let it = h.item;
                 let cas = kind.cas.then_some(if cas_enabled { it.cas } else { 0 });
-                reply::value(out, it.key(), it.flags, it.value(), cas);
+                // [stream] A large value is queued by reference, not copied.
+                output::text_value(out, it.key(), it.flags, it.value(), h.share_value(), cas);
                 Ok(())
             }
             Err(m) => Err(m),
         });
         count_read(&mut s.counts, kind.touch, hit);
         s.shared.detail.record(key, Op::Get { hit: hit.is_ok() });
+        if out.full() {
+            return key.as_ptr() as usize - list.as_ptr() as usize + key.len();
+        }
     }
-    out.extend_from_slice(reply::END);
-    After::Continue
+    list.len()
 }
 
 /// Runs a store request and counts it.
@@ -356,7 +386,7 @@ fn end_line(out: &mut Vec<u8>) {
     out.extend_from_slice(b"\r\n");
 }
 
-fn meta(s: &mut Session<'_>, m: MetaRequest<'_>, out: &mut Vec<u8>) {
+fn meta(s: &mut Session<'_>, m: MetaRequest<'_>, out: &mut Output) {
     let f = &m.flags;
     let key = m.key.as_ref();
     match m.cmd {
@@ -537,7 +567,7 @@ fn ttl_flag(out: &mut Vec<u8>, exptime: u32, now: u32) {
     }
 }
 
-fn meta_get(s: &mut Session<'_>, m: &MetaRequest<'_>, out: &mut Vec<u8>) {
+fn meta_get(s: &mut Session<'_>, m: &MetaRequest<'_>, out: &mut Output) {
     let f = &m.flags;
     let key = m.key.as_ref();
     let opts = ReadOptions {
@@ -582,7 +612,8 @@ fn meta_get(s: &mut Session<'_>, m: &MetaRequest<'_>, out: &mut Vec<u8>) {
         }
         end_line(out);
         if f.value {
-            out.extend_from_slice(it.value());
+            // [stream] A large value is queued by reference, not copied.
+            out.value(it.value(), h.share_value());
             end_line(out);
         }
         Ok(())

@@ -7,12 +7,14 @@
 
 pub mod auth;
 pub mod binary;
+pub mod buffers;
 pub mod connection;
 pub mod detail;
 pub mod dispatch;
 pub mod dump;
 pub mod io;
 pub mod listener;
+pub mod output;
 pub mod process;
 pub mod settings;
 pub mod stats;
