@@ -125,20 +125,9 @@ where
         // A streamed get line's unfinished tail, kept for the next read: the verb to put back
         // in front of it, and where it starts.
         let mut keep: Option<(&'static [u8], usize)> = None;
-        if !rbuf.is_empty() && !out.ensure() {
-            // `-o read_buf_mem_limit` leaves no output buffer: as memcached, a get is
-            // answered with the error and anything else closes the connection.
-            session.counts.response_obj_oom += 1;
-            shared.counts.slot(worker).absorb(&mut session.counts);
-            match text_get_len(proto, rbuf.data(), &session) {
-                Some(used) => {
-                    sock.write_all(OOM_WRITING_GET).await?;
-                    rbuf.consume(used);
-                    continue;
-                }
-                None => return Ok(Stop::Close),
-            }
-        }
+        // Under `-o read_buf_mem_limit` there may be no output buffer to be had: then a
+        // request that answers is refused as memcached refuses it (see `refuse`).
+        let no_out = !rbuf.is_empty() && !out.ensure();
         // Parse and execute every complete request in the buffer.
         let data = rbuf.data();
         if proto == Proto::Unknown && !data.is_empty() {
@@ -194,6 +183,18 @@ where
             consumed += step.used;
             if step.swallow > 0 {
                 swallow = step.swallow;
+            }
+            if no_out && !out.is_empty() {
+                // As memcached: a get is answered with the error, anything else closes.
+                session.counts.response_obj_oom += 1;
+                out.truncate_to(0);
+                if step.get.is_none() {
+                    after = After::Close;
+                    break;
+                }
+                sock.write_all(OOM_WRITING_GET).await?;
+                session.counts.bytes_written += OOM_WRITING_GET.len() as u64;
+                continue;
             }
             match step.after {
                 None if proto == Proto::Text && buf.len() > LINE_MAX_LENGTH => {
@@ -329,17 +330,6 @@ where
     Ok(())
 }
 
-/// The length of the text get request at the front of `data`, if that is what it is.
-fn text_get_len(proto: Proto, data: &[u8], session: &Session<'_>) -> Option<usize> {
-    if proto != Proto::Text {
-        return None;
-    }
-    match text::parse(data, &session.shared.limits) {
-        Parsed::Done(Request::Get { .. }, used) => Some(used),
-        _ => None,
-    }
-}
-
 /// What the front of an incomplete long line is.
 enum LongGet {
     /// A get or gets: the range of its complete keys, and its verb with where the
@@ -428,7 +418,7 @@ struct Step {
     used: usize,
     swallow: usize,
     after: Option<After>,
-    /// [stream] A get's kind and exptime, when it stopped with `After::Partial`.
+    /// [stream] A get's kind and exptime (to resume it after `After::Partial`).
     get: Option<(GetKind, i32)>,
 }
 
@@ -495,9 +485,7 @@ fn text_exchange(buf: &[u8], session: &mut Session<'_>, out: &mut Output) -> Ste
                 _ => None,
             };
             let mut step = Step::done(used, dispatch::execute(req, session, out));
-            if matches!(step.after, Some(After::Partial { .. })) {
-                step.get = get;
-            }
+            step.get = get;
             step
         }
         Parsed::Incomplete => Step::wait(),

@@ -34,7 +34,11 @@ where
     /// Waits until the socket has data, then reads what is available into `rbuf`, taking a
     /// buffer from the worker's pool only then (an idle connection holds none) and making
     /// room for at least `min` bytes. Ok(Ok(0)) is end of stream.
-    pub async fn read_into(&self, rbuf: &mut ReadBuf, min: usize) -> io::Result<Result<usize, Oom>> {
+    pub async fn read_into(
+        &self,
+        rbuf: &mut ReadBuf,
+        min: usize,
+    ) -> io::Result<Result<usize, Oom>> {
         loop {
             let mut guard = self.fd.readable().await?;
             let spare = match rbuf.spare(min) {
