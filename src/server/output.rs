@@ -315,7 +315,7 @@ mod tests {
             assert_eq!(out.pending(), 13 + 5 + 2 + 2 + 5 + 3 + 5);
             let got = drain(&mut out, step);
             assert_eq!(got, b"VALUE a 0 5\r\nhello\r\nxy12345678END\r\n");
-            assert!(out.is_empty() && out.len() == 0);
+            assert!(out.is_empty() && out.head().is_empty());
         }
     }
 

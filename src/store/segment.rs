@@ -192,6 +192,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_shared_value_survives_writes_into_its_segment() {
+        let mut seg = Segment::new(64, 1, Base::default(), 0, true);
+        seg.buf[..5].copy_from_slice(b"hello");
+        let held = seg.buf.share(&seg.buf[..5]).expect("large segments share");
+        // A write while a reply holds the buffer goes to a copy.
+        seg.buf[..5].copy_from_slice(b"HELLO");
+        assert_eq!(&held[..], b"hello");
+        assert_eq!(&seg.buf[..5], b"HELLO");
+        let small = Segment::new(64, 2, Base::default(), 0, false);
+        assert!(small.buf.share(&small.buf[..5]).is_none());
+    }
+
+    #[test]
     fn geometry_scales_with_the_budget() {
         let g = Geometry::for_shard_budget(16 << 20);
         assert_eq!(
