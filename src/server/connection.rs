@@ -26,7 +26,7 @@ use super::stats::Counts;
 use super::Shared;
 use super::{dump, verbose};
 use crate::protocol::binary::{self, BinParsed};
-use crate::protocol::limits::{is_valid_key, KEY_MAX_LENGTH, LINE_MAX_LENGTH};
+use crate::protocol::limits::{is_valid_key, LINE_MAX_LENGTH};
 use crate::protocol::text::auth::AuthParsed;
 use crate::protocol::text::reply;
 use crate::protocol::{text, GetKind, Next, Parsed, Request};
@@ -359,10 +359,9 @@ fn long_get(buf: &[u8]) -> LongGet {
     let Some(space) = memchr::memrchr(b' ', buf) else {
         return LongGet::No;
     };
+    // An unfinished last key is kept whatever its length: as in memcached, a key too long is
+    // refused once its line ends (and the parser's bound on a get line still holds).
     let tail = space + 1;
-    if buf.len() - tail > KEY_MAX_LENGTH {
-        return LongGet::BadKey;
-    }
     let list = &buf[start.min(space)..space];
     if text::retrieval::keys(list).any(|k| !is_valid_key(k)) {
         return LongGet::BadKey;
