@@ -109,6 +109,9 @@ pub struct Config {
     pub cas_enabled: bool,
     /// Seconds a connection may sit idle; 0 is forever.
     pub idle_timeout_secs: u64,
+    /// `-o read_buf_mem_limit=N`: megabytes all connections' buffers may hold together,
+    /// split over the workers; 0 (memcached's default) is no limit.
+    pub read_buf_mem_limit_mb: usize,
     pub reqs_per_event: usize,
     /// `-B`: which protocols a connection may speak.
     pub binding_protocol: BindingProtocol,
@@ -153,6 +156,7 @@ impl Default for Config {
             flush_enabled: true,
             cas_enabled: true,
             idle_timeout_secs: 0,
+            read_buf_mem_limit_mb: 0,
             reqs_per_event: DEFAULT_REQS_PER_EVENT,
             binding_protocol: BindingProtocol::Auto,
             growth_factor: 1.25,

@@ -79,6 +79,7 @@ const MEMCACHED_EXTENDED: &[&str] = &[
 /// Options that change behaviour here and take no warning.
 const HONOURED: &[&str] = &[
     "idle_timeout",
+    "read_buf_mem_limit",
     "maxconns_fast",
     "no_maxconns_fast",
     "modern",
@@ -129,6 +130,13 @@ pub fn apply_extended(c: &mut Config, opt: &str) -> Result<(), ConfigError> {
         c.idle_timeout_secs = v.parse().map_err(|_| {
             ConfigError::Invalid(format!(
                 "-o idle_timeout={v}: give a number of seconds, like idle_timeout=60"
+            ))
+        })?;
+    } else if name == "read_buf_mem_limit" {
+        let v = value.as_deref().unwrap_or("");
+        c.read_buf_mem_limit_mb = v.parse().map_err(|_| {
+            ConfigError::Invalid(format!(
+                "-o read_buf_mem_limit={v}: give a number of megabytes, like read_buf_mem_limit=64"
             ))
         })?;
     } else if !HONOURED.contains(&name) {

@@ -10,6 +10,8 @@
 //! [`Cas`], an expiry as a client sent it is an [`Exptime`], a storage verb is a [`SetMode`];
 //! the server maps them to and from the store's types.
 
+use bytes::Bytes;
+
 /// A CAS value as clients send and see it (0 when `-C` turns CAS off).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Cas(pub u64);
@@ -107,6 +109,19 @@ pub struct Get<'a> {
     pub vivify: Option<Exptime>,
     /// mg `R`: win the recache token if the item expires sooner than this.
     pub recache: Option<Exptime>,
+}
+
+impl Get<'static> {
+    /// A plain `get` (no touch, no mg flags) whose keys are still to be filled in.
+    pub fn plain() -> Self {
+        Get {
+            keys: Keys::Spaced(&[]),
+            touch: None,
+            no_update: false,
+            vivify: None,
+            recache: None,
+        }
+    }
 }
 
 /// The keys of a read: one key (which may hold any byte), or a text key list.
@@ -210,6 +225,9 @@ pub struct Arith<'a> {
 pub struct Hit<'a> {
     pub key: &'a [u8],
     pub value: &'a [u8],
+    /// The value as a reference-counted buffer, when the store keeps it in one (a large
+    /// value): a reply may hold that instead of copying (see [`ReplyBuf::value`]).
+    pub shared: Option<&'a Bytes>,
     pub flags: u32,
     pub cas: Cas,
     /// Seconds left to live; None never expires.
@@ -292,12 +310,33 @@ pub enum Encoding {
     Binary,
 }
 
+/// Where replies are written: bytes appended to a buffer, except that a value goes through
+/// [`ReplyBuf::value`], so a connection can queue a large one by reference instead of
+/// copying it (a stalled reader then holds a reference, not a copy).
+pub trait ReplyBuf {
+    fn bytes(&mut self) -> &mut Vec<u8>;
+    /// Appends `value`; `shared` is the same bytes in a reference-counted buffer, if any.
+    fn value(&mut self, value: &[u8], shared: Option<&Bytes>);
+}
+
+impl ReplyBuf for Vec<u8> {
+    #[inline]
+    fn bytes(&mut self) -> &mut Vec<u8> {
+        self
+    }
+
+    #[inline]
+    fn value(&mut self, value: &[u8], _shared: Option<&Bytes>) {
+        self.extend_from_slice(value);
+    }
+}
+
 /// An encoding's answers to every outcome. Commands an encoding cannot express are never
 /// parsed from it, so it leaves those methods at their defaults (no reply).
 pub trait Reply {
     const ENCODING: Encoding;
     /// A retrieval hit, rendered while the store still holds the item.
-    fn hit(&self, _out: &mut Vec<u8>, _hit: &Hit<'_>) {}
+    fn hit(&self, _out: &mut impl ReplyBuf, _hit: &Hit<'_>) {}
     /// A retrieval miss of `key`.
     fn miss(&self, _out: &mut Vec<u8>, _key: &[u8]) {}
     /// After every key of a read (text `END`).

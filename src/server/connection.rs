@@ -1,10 +1,17 @@
 //! One client connection: read, parse every complete request, reply, repeat.
 //!
-//! The task owns its buffers. Each read is followed by parsing all complete requests in the
-//! buffer and one write of all their replies, so a pipelined batch costs one read and one
-//! write system call. Output is bounded: once the pending replies pass a high-water mark they
-//! are written (waiting for the client to read) before more requests are parsed, so a client
-//! that sends but never reads stalls only itself.
+//! The task owns its buffers while it has work. Each read is followed by parsing all complete
+//! requests in the buffer and one write of all their replies, so a pipelined batch costs one
+//! read and one write system call. Buffers come from the worker's pool (see [`super::buffers`])
+//! when input arrives and go back once it is served, so an idle connection holds none.
+//!
+//! What a connection holds is bounded, whatever the client sends or fails to read: once the
+//! pending output passes [`output::HIGH_WATER`] it is written (waiting for the client to
+//! read) before anything more is produced, between requests and also between the keys of one
+//! multiget, which then resumes where it stopped; large values are queued by reference (see
+//! [`super::output`]). A get line longer than a request line may be is answered key by key
+//! as it arrives: its complete keys are served and only the unfinished last key is kept.
+//! So a client that never reads stalls only itself, and holds about one cap of output.
 
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
@@ -13,22 +20,26 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::command::{self, After, Session};
-use super::io::{ReadBuf, Socket};
+use super::io::{Oom, ReadBuf, Socket};
+use super::output::Output;
 use super::stats::Counts;
 use super::Shared;
 use super::{dump, verbose};
 use crate::config::BindingProtocol;
 use crate::protocol::binary::{self, BinParsed};
+use crate::protocol::command::{Command, Get, Keys};
+use crate::protocol::limits::{is_valid_key, LINE_MAX_LENGTH};
 use crate::protocol::text::auth::AuthParsed;
-use crate::protocol::{text, Next, Parsed};
+use crate::protocol::text::reply::{self, TextReply};
+use crate::protocol::{text, Next, Parsed, Request};
 use crate::store::Cursor;
 
-/// Initial read buffer; grows for large values, shrinks back when idle.
-const READ_BUF: usize = 16 * 1024;
-/// Pending output that triggers a write before parsing more.
-const OUT_HIGH_WATER: usize = 256 * 1024;
-/// Buffers above this are released when empty, so one large value does not pin memory.
-const SHRINK_ABOVE: usize = 1024 * 1024;
+/// Free room a read asks for; the buffer grows when less is left.
+const READ_MIN: usize = 4 * 1024;
+/// memcached's replies when `-o read_buf_mem_limit` leaves no buffer for a request.
+const OOM_READING: &[u8] = b"SERVER_ERROR out of memory reading request\r\n";
+const OOM_WRITING_GET: &[u8] = b"SERVER_ERROR out of memory writing get response\r\n";
+const BAD_FORMAT: &[u8] = b"CLIENT_ERROR bad command line format\r\n";
 
 /// Why the read loop stopped.
 enum Stop {
@@ -66,6 +77,19 @@ pub async fn serve<S>(
     }
 }
 
+/// A get whose output filled up before its last key: the rest of its key list is
+/// `data[at..end]` of the same batch.
+struct PendingGet {
+    /// The get's options (its keys are `data[at..end]`) and how it is answered.
+    get: Get<'static>,
+    reply: TextReply,
+    at: usize,
+    end: usize,
+    /// The line is complete: END follows the last key. A streamed long line's keys are only
+    /// a part of it.
+    complete: bool,
+}
+
 async fn run<S>(
     sock: &Socket<S>,
     fd: i32,
@@ -77,9 +101,11 @@ where
     S: AsRawFd,
     for<'a> &'a S: Read + Write,
 {
-    let mut rbuf = ReadBuf::with_capacity(READ_BUF);
-    let mut out: Vec<u8> = Vec::with_capacity(READ_BUF);
+    let mut rbuf = ReadBuf::default();
+    let mut out = Output::default();
     let mut swallow = 0usize;
+    // After a bad key in a streamed get line: the rest of that line is dropped.
+    let mut skip_line = false;
     let mut stop = shared.shutdown_signal();
     // One wait for shutdown per connection, not one per request: re-arming it each time
     // would register and unregister a waiter on every read.
@@ -96,10 +122,16 @@ where
     };
     let mut proto = Proto::Unknown;
     loop {
-        // Parse and execute every complete request in the buffer.
         session.now = shared.clock.now();
         let mut consumed = 0;
         let mut after = After::Continue;
+        // A streamed get line's unfinished tail, kept for the next read: the verb to put back
+        // in front of it, and where it starts.
+        let mut keep: Option<(&'static [u8], usize)> = None;
+        // Under `-o read_buf_mem_limit` there may be no output buffer to be had: then a
+        // request that answers is refused as memcached refuses it (see `refuse`).
+        let no_out = !rbuf.is_empty() && !out.ensure();
+        // Parse and execute every complete request in the buffer.
         let data = rbuf.data();
         if proto == Proto::Unknown && !data.is_empty() {
             proto = Proto::detect(data[0], shared.config.binding_protocol);
@@ -108,7 +140,37 @@ where
             }
         }
         prefetch_reads(shared, proto, data);
-        while consumed < data.len() {
+        let mut pending: Option<PendingGet> = None;
+        while consumed < data.len() || pending.is_some() {
+            if out.full() && out.must_flush() {
+                send(sock, &mut out, &mut session.counts).await?;
+            }
+            if let Some(g) = &mut pending {
+                // [stream] The rest of a get that filled the output.
+                let list = &data[g.at..g.end];
+                let get = Get {
+                    keys: Keys::Spaced(list),
+                    ..g.get
+                };
+                g.at += command::retrieval::get_keys(&mut session, &get, &g.reply, &mut out);
+                if g.at == g.end {
+                    if g.complete {
+                        out.extend_from_slice(reply::END);
+                    }
+                    pending = None;
+                }
+                continue;
+            }
+            if skip_line {
+                match memchr::memchr(b'\n', &data[consumed..]) {
+                    Some(nl) => {
+                        consumed += nl + 1;
+                        skip_line = false;
+                    }
+                    None => consumed = data.len(),
+                }
+                continue;
+            }
             if swallow > 0 {
                 let n = swallow.min(data.len() - consumed);
                 consumed += n;
@@ -116,6 +178,7 @@ where
                 continue;
             }
             let buf = &data[consumed..];
+            let at = consumed;
             let step = match proto {
                 Proto::Binary => binary_step(buf, &mut session, &mut out),
                 Proto::Text if shared.ascii_credentials.is_some() && !session.authenticated => {
@@ -128,33 +191,94 @@ where
             if step.swallow > 0 {
                 swallow = step.swallow;
             }
+            if no_out && !out.is_empty() {
+                // As memcached: a get is answered with the error, anything else closes.
+                session.counts.response_obj_oom += 1;
+                out.truncate_to(0);
+                if step.get.is_none() {
+                    after = After::Close;
+                    break;
+                }
+                sock.write_all(OOM_WRITING_GET).await?;
+                session.counts.bytes_written += OOM_WRITING_GET.len() as u64;
+                continue;
+            }
             match step.after {
+                None if proto == Proto::Text && buf.len() > LINE_MAX_LENGTH => {
+                    // [stream] A long get line still arriving: serve its complete keys.
+                    match long_get(buf) {
+                        LongGet::Keys {
+                            with_cas,
+                            list,
+                            tail,
+                        } => {
+                            pending = Some(PendingGet {
+                                get: Get::plain(),
+                                reply: TextReply {
+                                    noreply: false,
+                                    with_cas,
+                                },
+                                at: at + list.0,
+                                end: at + list.1,
+                                complete: false,
+                            });
+                            keep = Some((tail.0, at + tail.1));
+                        }
+                        LongGet::BadKey => {
+                            out.extend_from_slice(BAD_FORMAT);
+                            skip_line = true;
+                        }
+                        LongGet::No => break,
+                    }
+                    consumed = data.len();
+                }
                 None => break,
+                Some(After::Partial { rest }) => {
+                    // [stream] The key list ends where the line does, before its CR LF.
+                    let line = &buf[..step.used];
+                    let line = line.strip_suffix(b"\n").unwrap_or(line);
+                    let end = at + line.strip_suffix(b"\r").unwrap_or(line).len();
+                    if let Some((get, reply)) = step.get {
+                        pending = Some(PendingGet {
+                            get,
+                            reply,
+                            at: end - rest,
+                            end,
+                            complete: true,
+                        });
+                    }
+                }
                 Some(After::Continue) | Some(After::Swallow(_)) => {}
                 Some(other) => {
                     after = other;
                     break;
                 }
             }
-            if out.len() >= OUT_HIGH_WATER {
-                send(sock, &mut out, &mut session.counts).await?;
-            }
         }
         if consumed > 0 {
             last_cmd.store(session.now, Ordering::Relaxed);
         }
+        if let Some((verb, tail)) = keep {
+            // The tail becomes `get <partial key>` again, in place.
+            let head = tail - verb.len();
+            rbuf.data_mut()[head..tail].copy_from_slice(verb);
+            consumed = head;
+        }
         rbuf.consume(consumed);
         if !out.is_empty() {
             send(sock, &mut out, &mut session.counts).await?;
-            if out.capacity() > SHRINK_ABOVE {
-                out = Vec::with_capacity(READ_BUF);
-            }
         }
+        out.release();
         shared.counts.slot(worker).absorb(&mut session.counts);
         match after {
             After::Close => return Ok(Stop::Close),
             After::Shutdown { .. } => return Ok(Stop::Shutdown),
             After::Dump { all } => {
+                if !out.ensure() {
+                    session.counts.response_obj_oom += 1;
+                    shared.counts.slot(worker).absorb(&mut session.counts);
+                    return Ok(Stop::Close);
+                }
                 let mut cursor = all.then(Cursor::default);
                 while let Some(c) = cursor {
                     cursor =
@@ -165,26 +289,40 @@ where
                 }
                 out.extend_from_slice(b"END\r\n");
                 send(sock, &mut out, &mut session.counts).await?;
+                out.release();
                 shared.counts.slot(worker).absorb(&mut session.counts);
                 // Requests pipelined after the dump are still in the buffer.
                 continue;
             }
             _ => {}
         }
-        if rbuf.capacity() > SHRINK_ABOVE {
-            rbuf.shrink_to(READ_BUF);
-        }
-        let spare = rbuf.spare(READ_BUF / 4);
-        let n = tokio::select! {
+        // An idle connection holds no buffer: the next one is taken when data arrives.
+        rbuf.release();
+        let r = tokio::select! {
             biased;
             _ = &mut stopped => return Ok(Stop::Close),
             r = async {
                 if idle > 0 {
-                    tokio::time::timeout(Duration::from_secs(idle), sock.read(spare)).await.unwrap_or(Ok(0))
+                    tokio::time::timeout(Duration::from_secs(idle), sock.read_into(&mut rbuf, READ_MIN))
+                        .await
+                        .unwrap_or(Ok(Ok(0)))
                 } else {
-                    sock.read(spare).await
+                    sock.read_into(&mut rbuf, READ_MIN).await
                 }
             } => r?,
+        };
+        let n = match r {
+            Ok(n) => n,
+            Err(oom) => {
+                // As memcached: no buffer for a new request closes the connection; a
+                // request too large for what is left is answered first.
+                session.counts.read_buf_oom += 1;
+                shared.counts.slot(worker).absorb(&mut session.counts);
+                if oom == Oom::Grow {
+                    sock.write_all(OOM_READING).await?;
+                }
+                return Ok(Stop::Close);
+            }
         };
         if n == 0 {
             return Ok(Stop::Close);
@@ -194,16 +332,59 @@ where
     }
 }
 
-/// Writes out the pending replies and empties the buffer, counting the bytes.
-async fn send<S>(sock: &Socket<S>, out: &mut Vec<u8>, counts: &mut Counts) -> std::io::Result<()>
+/// Writes out the pending replies, counting the bytes.
+async fn send<S>(sock: &Socket<S>, out: &mut Output, counts: &mut Counts) -> std::io::Result<()>
 where
     S: AsRawFd,
     for<'a> &'a S: Read + Write,
 {
-    counts.bytes_written += out.len() as u64;
-    sock.write_all(out).await?;
-    out.clear();
+    counts.bytes_written += out.pending() as u64;
+    sock.write_out(out).await?;
+    out.drop_growth();
     Ok(())
+}
+
+/// What the front of an incomplete long line is.
+enum LongGet {
+    /// A get or gets: the range of its complete keys, and its verb with where the
+    /// unfinished last key starts.
+    Keys {
+        with_cas: bool,
+        list: (usize, usize),
+        tail: (&'static [u8], usize),
+    },
+    /// A get with a key that cannot be valid.
+    BadKey,
+    /// Something else.
+    No,
+}
+
+fn long_get(buf: &[u8]) -> LongGet {
+    let lead = buf.iter().position(|&b| b != b' ').unwrap_or(buf.len());
+    let rest = &buf[lead..];
+    let (verb, cas): (&'static [u8], bool) = if rest.starts_with(b"get ") {
+        (b"get ", false)
+    } else if rest.starts_with(b"gets ") {
+        (b"gets ", true)
+    } else {
+        return LongGet::No;
+    };
+    let start = lead + verb.len();
+    let Some(space) = memchr::memrchr(b' ', buf) else {
+        return LongGet::No;
+    };
+    // An unfinished last key is kept whatever its length: as in memcached, a key too long is
+    // refused once its line ends (and the parser's bound on a get line still holds).
+    let tail = space + 1;
+    let list = &buf[start.min(space)..space];
+    if Keys::Spaced(list).iter().any(|k| !is_valid_key(k)) {
+        return LongGet::BadKey;
+    }
+    LongGet::Keys {
+        with_cas: cas,
+        list: (start.min(space), space),
+        tail: (verb, tail),
+    }
 }
 
 /// Starts loading the items of every read request waiting in `data` when there are
@@ -250,6 +431,8 @@ struct Step {
     used: usize,
     swallow: usize,
     after: Option<After>,
+    /// [stream] A text get's options and reply (to resume it after `After::Partial`).
+    get: Option<(Get<'static>, TextReply)>,
 }
 
 impl Step {
@@ -258,6 +441,7 @@ impl Step {
             used,
             swallow: 0,
             after: Some(After::Close),
+            get: None,
         }
     }
 
@@ -266,6 +450,7 @@ impl Step {
             used: 0,
             swallow: 0,
             after: None,
+            get: None,
         }
     }
 
@@ -275,11 +460,12 @@ impl Step {
             used,
             swallow,
             after: Some(after),
+            get: None,
         }
     }
 }
 
-fn text_step(buf: &[u8], session: &mut Session<'_>, out: &mut Vec<u8>) -> Step {
+fn text_step(buf: &[u8], session: &mut Session<'_>, out: &mut Output) -> Step {
     logged(buf, session, out, text_exchange, verbose::exchange)
 }
 
@@ -289,8 +475,8 @@ fn text_step(buf: &[u8], session: &mut Session<'_>, out: &mut Vec<u8>) -> Step {
 fn logged<'s>(
     buf: &[u8],
     session: &mut Session<'s>,
-    out: &mut Vec<u8>,
-    exchange: impl FnOnce(&[u8], &mut Session<'s>, &mut Vec<u8>) -> Step,
+    out: &mut Output,
+    exchange: impl FnOnce(&[u8], &mut Session<'s>, &mut Output) -> Step,
     log: impl FnOnce(i32, &[u8], &[u8]),
 ) -> Step {
     let start = out.len();
@@ -303,9 +489,24 @@ fn logged<'s>(
     step
 }
 
-fn text_exchange(buf: &[u8], session: &mut Session<'_>, out: &mut Vec<u8>) -> Step {
+fn text_exchange(buf: &[u8], session: &mut Session<'_>, out: &mut Output) -> Step {
     match text::parse(buf, &session.shared.limits) {
-        Parsed::Done(req, used) => Step::done(used, command::text(req, session, out)),
+        Parsed::Done(req, used) => {
+            // [stream] A get that stops early is resumed with its options and reply.
+            let get = match &req {
+                Request::Text(Command::Get(get), reply) => Some((
+                    Get {
+                        keys: Keys::Spaced(&[]),
+                        ..*get
+                    },
+                    *reply,
+                )),
+                _ => None,
+            };
+            let mut step = Step::done(used, command::text(req, session, out));
+            step.get = get;
+            step
+        }
         Parsed::Incomplete => Step::wait(),
         Parsed::Invalid(e) => {
             e.write_reply(out);
@@ -316,16 +517,17 @@ fn text_exchange(buf: &[u8], session: &mut Session<'_>, out: &mut Vec<u8>) -> St
                 used: e.consumed,
                 swallow: e.swallow,
                 after: Some(After::Continue),
+                get: None,
             }
         }
     }
 }
 
-fn binary_step(buf: &[u8], session: &mut Session<'_>, out: &mut Vec<u8>) -> Step {
+fn binary_step(buf: &[u8], session: &mut Session<'_>, out: &mut Output) -> Step {
     logged(buf, session, out, binary_exchange, verbose::binary_exchange)
 }
 
-fn binary_exchange(buf: &[u8], session: &mut Session<'_>, out: &mut Vec<u8>) -> Step {
+fn binary_exchange(buf: &[u8], session: &mut Session<'_>, out: &mut Output) -> Step {
     match binary::parse(buf, &session.shared.limits) {
         BinParsed::Done(req, used) => Step::done(used, command::binary(req, session, out)),
         BinParsed::Incomplete => Step::wait(),
@@ -342,13 +544,14 @@ fn binary_exchange(buf: &[u8], session: &mut Session<'_>, out: &mut Vec<u8>) -> 
                 used: consumed,
                 swallow,
                 after: Some(if close { After::Close } else { After::Continue }),
+                get: None,
             }
         }
     }
 }
 
 /// `-Y`: the first text request must carry credentials.
-fn auth_step(buf: &[u8], session: &mut Session<'_>, out: &mut Vec<u8>) -> Step {
+fn auth_step(buf: &[u8], session: &mut Session<'_>, out: &mut Output) -> Step {
     match text::auth::parse(buf) {
         AuthParsed::Incomplete => Step::wait(),
         AuthParsed::Close => Step::close(buf.len()),

@@ -11,6 +11,9 @@ use std::os::fd::AsRawFd;
 
 use tokio::io::unix::AsyncFd;
 
+use super::buffers;
+use super::output::{self, Output};
+
 /// A non-blocking socket registered with the worker's event loop.
 pub struct Socket<S: AsRawFd> {
     fd: AsyncFd<S>,
@@ -28,16 +31,26 @@ where
         Ok(Socket { fd })
     }
 
-    /// Reads whatever is available into `buf`, waiting if nothing is. Ok(0) is end of stream.
-    pub async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+    /// Waits until the socket has data, then reads what is available into `rbuf`, taking a
+    /// buffer from the worker's pool only then (an idle connection holds none) and making
+    /// room for at least `min` bytes. Ok(Ok(0)) is end of stream.
+    pub async fn read_into(
+        &self,
+        rbuf: &mut ReadBuf,
+        min: usize,
+    ) -> io::Result<Result<usize, Oom>> {
         loop {
             let mut guard = self.fd.readable().await?;
-            match guard.try_io(|s| s.get_ref().read(buf)) {
+            let spare = match rbuf.spare(min) {
+                Ok(s) => s,
+                Err(oom) => return Ok(Err(oom)),
+            };
+            match guard.try_io(|s| s.get_ref().read(spare)) {
                 Ok(Ok(n)) => {
-                    if n > 0 && n < buf.len() {
+                    if n > 0 && n < spare.len() {
                         guard.clear_ready();
                     }
-                    return Ok(n);
+                    return Ok(Ok(n));
                 }
                 Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Ok(Err(e)) => return Err(e),
@@ -49,16 +62,44 @@ where
     /// Writes all of `buf`, waiting for the peer to read when its window is full.
     pub async fn write_all(&self, mut buf: &[u8]) -> io::Result<()> {
         while !buf.is_empty() {
+            let n = self.write_some(|mut s| s.write(buf)).await?;
+            buf = &buf[n..];
+        }
+        Ok(())
+    }
+
+    /// Writes all of `out` (copied bytes and shared values, one vectored write each time
+    /// the socket takes data), waiting for the peer to read when its window is full.
+    pub async fn write_out(&self, out: &mut Output) -> io::Result<()> {
+        while !out.is_empty() {
+            let n = if out.has_shared() {
+                self.write_some(|mut s| {
+                    let (iov, n) = output::iov(out);
+                    s.write_vectored(&iov[..n])
+                })
+                .await?
+            } else {
+                let head = out.head();
+                self.write_some(|mut s| s.write(head)).await?
+            };
+            out.advance(n);
+        }
+        Ok(())
+    }
+
+    /// One successful write (at least a byte), waiting for room if there is none.
+    async fn write_some(&self, mut w: impl FnMut(&S) -> io::Result<usize>) -> io::Result<usize> {
+        loop {
             // Sockets are usually writable: try first, wait only if the kernel says so.
-            match self.fd.get_ref().write(buf) {
+            match w(self.fd.get_ref()) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => buf = &buf[n..],
+                Ok(n) => return Ok(n),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     let mut guard = self.fd.writable().await?;
-                    match guard.try_io(|s| s.get_ref().write(buf)) {
+                    match guard.try_io(|s| w(s.get_ref())) {
                         Ok(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
-                        Ok(Ok(n)) => buf = &buf[n..],
+                        Ok(Ok(n)) => return Ok(n),
                         Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
                         Ok(Err(e)) => return Err(e),
                         Err(_would_block) => {}
@@ -67,29 +108,38 @@ where
                 Err(e) => return Err(e),
             }
         }
-        Ok(())
     }
 }
 
-/// The read buffer: initialized bytes with a window `[start, end)` of unparsed input.
+/// Why a read buffer could not be had under `-o read_buf_mem_limit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Oom {
+    /// No buffer at all for a connection that holds none.
+    Take,
+    /// Not enough to grow the one it holds (a request larger than a buffer).
+    Grow,
+}
+
+/// The read buffer: initialized bytes with a window `[start, end)` of unparsed input. The
+/// memory comes from the worker's pool (see [`buffers`]) and goes back once no input waits.
+#[derive(Default)]
 pub struct ReadBuf {
     buf: Vec<u8>,
     start: usize,
     end: usize,
+    /// Bytes charged to the pool for `buf`.
+    charged: usize,
 }
 
 impl ReadBuf {
-    pub fn with_capacity(n: usize) -> ReadBuf {
-        ReadBuf {
-            buf: vec![0; n],
-            start: 0,
-            end: 0,
-        }
-    }
-
     /// Unparsed bytes.
     pub fn data(&self) -> &[u8] {
         &self.buf[self.start..self.end]
+    }
+
+    /// Unparsed bytes, to rewrite in place.
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[self.start..self.end]
     }
 
     pub fn is_empty(&self) -> bool {
@@ -104,8 +154,13 @@ impl ReadBuf {
         }
     }
 
-    /// Room to read into, at least `min` bytes: compacts, then grows if needed.
-    pub fn spare(&mut self, min: usize) -> &mut [u8] {
+    /// Room to read into, at least `min` bytes: takes a buffer if none is held, compacts,
+    /// then grows if needed.
+    pub fn spare(&mut self, min: usize) -> Result<&mut [u8], Oom> {
+        if self.buf.is_empty() {
+            self.buf = buffers::take_read().ok_or(Oom::Take)?;
+            self.charged = buffers::UNIT;
+        }
         if self.buf.len() - self.end < min {
             if self.start > 0 {
                 self.buf.copy_within(self.start..self.end, 0);
@@ -114,10 +169,14 @@ impl ReadBuf {
             }
             if self.buf.len() - self.end < min {
                 let want = (self.end + min).max(self.buf.len() * 2);
+                if !buffers::grow(want - self.buf.len()) {
+                    return Err(Oom::Grow);
+                }
+                self.charged += want - self.buf.len();
                 self.buf.resize(want, 0);
             }
         }
-        &mut self.buf[self.end..]
+        Ok(&mut self.buf[self.end..])
     }
 
     pub fn filled(&mut self, n: usize) {
@@ -128,10 +187,19 @@ impl ReadBuf {
         self.buf.len()
     }
 
-    /// Gives back a large buffer once it is empty.
-    pub fn shrink_to(&mut self, n: usize) {
-        if self.is_empty() && self.buf.len() > n {
-            self.buf = vec![0; n];
+    /// Gives the buffer back to the pool once no input waits in it.
+    pub fn release(&mut self) {
+        if self.is_empty() && !self.buf.is_empty() {
+            buffers::give_read(std::mem::take(&mut self.buf), self.charged);
+            self.charged = 0;
+        }
+    }
+}
+
+impl Drop for ReadBuf {
+    fn drop(&mut self) {
+        if !self.buf.is_empty() {
+            buffers::give_read(std::mem::take(&mut self.buf), self.charged);
         }
     }
 }
@@ -142,22 +210,23 @@ mod tests {
 
     #[test]
     fn read_buf_window() {
-        let mut b = ReadBuf::with_capacity(8);
-        b.spare(4)[..4].copy_from_slice(b"abcd");
+        let mut b = ReadBuf::default();
+        b.spare(4).unwrap()[..4].copy_from_slice(b"abcd");
         b.filled(4);
         b.consume(2);
         assert_eq!(b.data(), b"cd");
-        // Needs 6: compacts to the front, then fits.
-        let s = b.spare(6);
-        assert!(s.len() >= 6);
+        let cap = b.capacity();
+        // Needs all but one byte: compacts to the front, then fits.
+        let s = b.spare(cap - 2).unwrap();
+        assert!(s.len() >= cap - 2);
         s[..2].copy_from_slice(b"ef");
         b.filled(2);
         assert_eq!(b.data(), b"cdef");
-        b.spare(100);
-        assert!(b.capacity() >= 104);
+        b.spare(cap).unwrap();
+        assert!(b.capacity() >= cap + 4);
         b.consume(4);
         assert!(b.is_empty());
-        b.shrink_to(8);
-        assert_eq!(b.capacity(), 8);
+        b.release();
+        assert_eq!(b.capacity(), 0);
     }
 }

@@ -6,12 +6,14 @@
 //! and returns.
 
 pub mod auth;
+pub mod buffers;
 pub mod command;
 pub mod connection;
 pub mod detail;
 pub mod dump;
 pub mod io;
 pub mod listener;
+pub mod output;
 pub mod process;
 pub mod settings;
 pub mod stats;

@@ -75,6 +75,11 @@ pub fn write(sh: &Shared, out: &mut Vec<u8>) {
     stat(out, "lru_segmented", "no");
     stat(out, "temporary_ttl", 0);
     stat(out, "idle_timeout", c.idle_timeout_secs);
+    stat(
+        out,
+        "read_buf_mem_limit",
+        c.read_buf_mem_limit_mb * 1024 * 1024,
+    );
     stat(out, "track_sizes", "no");
     stat(out, "inline_ascii_response", "no");
     stat(out, "shards", sh.store.shard_count());

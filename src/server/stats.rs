@@ -75,6 +75,8 @@ counters!(
     bytes_read,
     bytes_written,
     conn_yields,
+    response_obj_oom,
+    read_buf_oom,
 );
 
 #[repr(align(128))]
@@ -143,6 +145,8 @@ pub fn write_general(out: &mut Vec<u8>, g: &General<'_>) {
     stat(out, "total_connections", g.total_connections);
     stat(out, "rejected_connections", g.rejected_connections);
     stat(out, "connection_structures", g.curr_connections);
+    stat(out, "response_obj_oom", c.response_obj_oom);
+    stat(out, "read_buf_oom", c.read_buf_oom);
     for (name, v) in [
         ("cmd_get", c.cmd_get),
         ("cmd_set", c.cmd_set),

@@ -100,6 +100,10 @@ async fn serve_connections(
     shared: Arc<Shared>,
 ) {
     let local = TaskTracker::new();
+    super::buffers::init(super::buffers::worker_limit(
+        shared.config.read_buf_mem_limit_mb,
+        shared.config.threads,
+    ));
     while let Some(conn) = rx.recv().await {
         let shared = shared.clone();
         match conn {

@@ -31,7 +31,7 @@ pub use stats::ShardStats;
 pub use version::{Hlc, NodeId, Version};
 
 use observe::Observers;
-use segment::Geometry;
+use segment::{Geometry, SegBuf};
 use shard::{hash_key, Budget, NoRoom, Shard, WalkPos};
 
 /// memcached's default `-m`, in megabytes.
@@ -159,6 +159,16 @@ pub struct Hit<'a> {
     pub stale: bool,
     /// The item was created by `vivify`.
     pub created: bool,
+    /// The item's segment buffer, for [`Hit::share_value`].
+    buf: &'a SegBuf,
+}
+
+impl Hit<'_> {
+    /// The value as a reference-counted buffer that outlives the shard's lock, for a large
+    /// item (one with a segment of its own); None means copy `item.value()` instead.
+    pub fn share_value(&self) -> Option<bytes::Bytes> {
+        self.buf.share(self.item.value())
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -483,6 +493,7 @@ impl Store {
                 token_sent,
                 stale,
                 created,
+                buf: shard.buf(loc),
             }));
         }
         let in_place = meta == before
@@ -515,6 +526,7 @@ impl Store {
             token_sent,
             stale,
             created,
+            buf: shard.buf(loc),
         }))
     }
 

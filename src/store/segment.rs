@@ -5,8 +5,74 @@
 //! bytes. An item bigger than a quarter segment gets a segment of its own size. Space held
 //! by deleted or replaced items comes back when the segment is compacted (see
 //! [`super::shard`]); a segment whose items are all gone is freed at once.
+//!
+//! A large segment's buffer is reference-counted ([`SegBuf`]): a reply that is still being
+//! written to a slow client keeps the value alive by holding a reference, as memcached holds
+//! a reference to the item, instead of copying it once per reader. Only large segments are
+//! shared: small values are cheaper to copy than to count, and a reply's copies are bounded
+//! by the connection's output cap. Any write into a buffer a reply still holds (a read's
+//! access-time bump, an in-place overwrite, incr) first gives the segment a fresh copy, so
+//! a value a reply holds never changes under it.
+
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+
+use bytes::Bytes;
 
 use super::item::{self, Base, Fields, Item};
+
+/// A segment's memory: owned for regular segments, shared for large ones.
+pub enum SegBuf {
+    Owned(Box<[u8]>),
+    Shared(Arc<Box<[u8]>>),
+}
+
+impl SegBuf {
+    /// A reference to `part` (a slice of this buffer) that outlives the shard's lock, or
+    /// None for a regular segment (the caller copies instead).
+    pub fn share(&self, part: &[u8]) -> Option<Bytes> {
+        let SegBuf::Shared(arc) = self else {
+            return None;
+        };
+        let start = (part.as_ptr() as usize).checked_sub(arc.as_ptr() as usize)?;
+        if start + part.len() > arc.len() {
+            return None;
+        }
+        Some(Bytes::from_owner(Held(arc.clone())).slice(start..start + part.len()))
+    }
+}
+
+/// The owner a shared [`Bytes`] keeps alive.
+struct Held(Arc<Box<[u8]>>);
+
+impl AsRef<[u8]> for Held {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Deref for SegBuf {
+    type Target = [u8];
+
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        match self {
+            SegBuf::Owned(b) => b,
+            SegBuf::Shared(a) => a,
+        }
+    }
+}
+
+impl DerefMut for SegBuf {
+    /// Copies a shared buffer that a reply still holds before writing into it.
+    #[inline]
+    fn deref_mut(&mut self) -> &mut [u8] {
+        match self {
+            SegBuf::Owned(b) => b,
+            SegBuf::Shared(a) => Arc::make_mut(a).as_mut(),
+        }
+    }
+}
 
 /// Sizes every shard of a store uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +120,7 @@ impl Geometry {
 }
 
 pub struct Segment {
-    pub buf: Box<[u8]>,
+    pub buf: SegBuf,
     /// End of the written part.
     pub len: usize,
     pub live_items: usize,
@@ -74,10 +140,15 @@ pub struct Segment {
 
 impl Segment {
     pub fn new(cap: usize, seq: u64, base: Base, now: u32, large: bool) -> Segment {
+        // Zeroed memory comes from fresh pages for big buffers, so the unwritten tail of a
+        // segment costs address space, not resident memory.
+        let mem = vec![0u8; cap].into_boxed_slice();
         Segment {
-            // Zeroed memory comes from fresh pages for big buffers, so the unwritten tail
-            // of a segment costs address space, not resident memory.
-            buf: vec![0u8; cap].into_boxed_slice(),
+            buf: if large {
+                SegBuf::Shared(Arc::new(mem))
+            } else {
+                SegBuf::Owned(mem)
+            },
             len: 0,
             live_items: 0,
             live_bytes: 0,
@@ -119,6 +190,19 @@ impl Segment {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shared_value_survives_writes_into_its_segment() {
+        let mut seg = Segment::new(64, 1, Base::default(), 0, true);
+        seg.buf[..5].copy_from_slice(b"hello");
+        let held = seg.buf.share(&seg.buf[..5]).expect("large segments share");
+        // A write while a reply holds the buffer goes to a copy.
+        seg.buf[..5].copy_from_slice(b"HELLO");
+        assert_eq!(&held[..], b"hello");
+        assert_eq!(&seg.buf[..5], b"HELLO");
+        let small = Segment::new(64, 2, Base::default(), 0, false);
+        assert!(small.buf.share(&small.buf[..5]).is_none());
+    }
 
     #[test]
     fn geometry_scales_with_the_budget() {

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::index::Index;
 use super::item::{self, bits, Base, Item, Meta};
-use super::segment::{Geometry, Segment};
+use super::segment::{Geometry, SegBuf, Segment};
 use super::stats::ShardStats;
 use super::version::Hlc;
 
@@ -209,6 +209,11 @@ impl Shard {
     pub fn item(&self, loc: u32) -> Item<'_> {
         let (id, off) = self.geo.split(loc);
         self.seg(id).item(off)
+    }
+
+    /// The buffer of the segment that holds `loc` (see [`SegBuf::share`]).
+    pub fn buf(&self, loc: u32) -> &SegBuf {
+        &self.seg(self.geo.split(loc).0).buf
     }
 
     pub fn is_flushed(&self, it: &Item<'_>, now: u32) -> bool {

@@ -3,7 +3,7 @@
 //! come out in order at the next loud command.
 
 use super::{op, status, status_text, Header, HEADER_LEN, RESPONSE};
-use crate::protocol::command::{Counted, Deleted, Encoding, Flushed, Hit, Reply, Stored};
+use crate::protocol::command::{Counted, Deleted, Encoding, Flushed, Hit, Reply, ReplyBuf, Stored};
 
 /// What shapes a binary command's reply besides its outcome.
 #[derive(Debug, Clone, Copy)]
@@ -44,7 +44,7 @@ impl BinaryReply {
 impl Reply for BinaryReply {
     const ENCODING: Encoding = Encoding::Binary;
 
-    fn hit(&self, out: &mut Vec<u8>, hit: &Hit<'_>) {
+    fn hit(&self, out: &mut impl ReplyBuf, hit: &Hit<'_>) {
         let with_key = matches!(self.opcode, op::GETK | op::GATK);
         let key: &[u8] = if with_key { hit.key } else { &[] };
         let value: &[u8] = if self.opcode != op::TOUCH {
@@ -53,7 +53,14 @@ impl Reply for BinaryReply {
             &[]
         };
         let flags = hit.flags.to_be_bytes();
-        response(out, &self.header, status::OK, hit.cas.0, &flags, key, value);
+        let head = Head {
+            status: status::OK,
+            cas: hit.cas.0,
+            extras: &flags,
+            key,
+        };
+        head.write(out.bytes(), &self.header, value.len());
+        out.value(value, hit.shared);
     }
 
     fn miss(&self, out: &mut Vec<u8>, key: &[u8]) {
@@ -171,20 +178,42 @@ pub fn response(
     key: &[u8],
     value: &[u8],
 ) {
-    let body = extras.len() + key.len() + value.len();
-    out.reserve(HEADER_LEN + body);
-    out.push(RESPONSE);
-    out.push(req.opcode);
-    out.extend_from_slice(&(key.len() as u16).to_be_bytes());
-    out.push(extras.len() as u8);
-    out.push(0);
-    out.extend_from_slice(&status.to_be_bytes());
-    out.extend_from_slice(&(body as u32).to_be_bytes());
-    out.extend_from_slice(&req.opaque.to_be_bytes());
-    out.extend_from_slice(&cas.to_be_bytes());
-    out.extend_from_slice(extras);
-    out.extend_from_slice(key);
+    let head = Head {
+        status,
+        cas,
+        extras,
+        key,
+    };
+    out.reserve(HEADER_LEN + extras.len() + key.len() + value.len());
+    head.write(out, req, value.len());
     out.extend_from_slice(value);
+}
+
+/// A response up to its value: header, extras and key.
+struct Head<'a> {
+    status: u16,
+    cas: u64,
+    extras: &'a [u8],
+    key: &'a [u8],
+}
+
+impl Head<'_> {
+    /// Appends the packet's header, extras and key, for a value of `value_len` bytes that
+    /// the caller appends next.
+    fn write(&self, out: &mut Vec<u8>, req: &Header, value_len: usize) {
+        let body = self.extras.len() + self.key.len() + value_len;
+        out.push(RESPONSE);
+        out.push(req.opcode);
+        out.extend_from_slice(&(self.key.len() as u16).to_be_bytes());
+        out.push(self.extras.len() as u8);
+        out.push(0);
+        out.extend_from_slice(&self.status.to_be_bytes());
+        out.extend_from_slice(&(body as u32).to_be_bytes());
+        out.extend_from_slice(&req.opaque.to_be_bytes());
+        out.extend_from_slice(&self.cas.to_be_bytes());
+        out.extend_from_slice(self.extras);
+        out.extend_from_slice(self.key);
+    }
 }
 
 /// Appends an error response carrying memcached's text for `status`.

@@ -5,7 +5,7 @@
 use base64::Engine;
 
 use super::flags::{tokens, MetaFlags};
-use crate::protocol::command::{Counted, Deleted, Encoding, Hit, Reply, Stored};
+use crate::protocol::command::{Counted, Deleted, Encoding, Hit, Reply, ReplyBuf, Stored};
 use crate::protocol::text::reply::{stored_line, NON_NUMERIC};
 
 /// What shapes a meta command's reply besides its outcome.
@@ -28,8 +28,9 @@ impl MetaReply<'_> {
 impl Reply for MetaReply<'_> {
     const ENCODING: Encoding = Encoding::Meta;
 
-    fn hit(&self, out: &mut Vec<u8>, hit: &Hit<'_>) {
+    fn hit(&self, buf: &mut impl ReplyBuf, hit: &Hit<'_>) {
         let f = self.flags;
+        let out = buf.bytes();
         if f.value {
             out.extend_from_slice(b"VA ");
             out.extend_from_slice(itoa::Buffer::new().format(hit.value.len()).as_bytes());
@@ -56,8 +57,8 @@ impl Reply for MetaReply<'_> {
         }
         out.extend_from_slice(b"\r\n");
         if f.value {
-            out.extend_from_slice(hit.value);
-            out.extend_from_slice(b"\r\n");
+            buf.value(hit.value, hit.shared);
+            buf.bytes().extend_from_slice(b"\r\n");
         }
     }
 

@@ -2,7 +2,7 @@
 //! connection's output buffer; integers are formatted without allocation.
 
 use crate::protocol::command::{
-    Counted, Deleted, Encoding, Flushed, Hit, MemLimit, Reply, Shutdown, Stored,
+    Counted, Deleted, Encoding, Flushed, Hit, MemLimit, Reply, ReplyBuf, Shutdown, Stored,
 };
 
 /// What shapes a text command's reply besides its outcome.
@@ -25,9 +25,11 @@ impl TextReply {
 impl Reply for TextReply {
     const ENCODING: Encoding = Encoding::Text;
 
-    fn hit(&self, out: &mut Vec<u8>, hit: &Hit<'_>) {
+    fn hit(&self, out: &mut impl ReplyBuf, hit: &Hit<'_>) {
         let cas = self.with_cas.then_some(hit.cas.0);
-        value(out, hit.key, hit.flags, hit.value, cas);
+        value_head(out.bytes(), hit.key, hit.flags, hit.value.len(), cas);
+        out.value(hit.value, hit.shared);
+        out.bytes().extend_from_slice(b"\r\n");
     }
 
     fn end(&self, out: &mut Vec<u8>) {
@@ -126,20 +128,26 @@ pub fn stored_line(o: Stored) -> &'static [u8] {
 
 /// Appends `VALUE <key> <flags> <bytes> [<cas>]\r\n<data>\r\n`.
 pub fn value(out: &mut Vec<u8>, key: &[u8], flags: u32, data: &[u8], cas: Option<u64>) {
-    let mut b = itoa::Buffer::new();
     out.reserve(key.len() + data.len() + 48);
+    value_head(out, key, flags, data.len(), cas);
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The `VALUE <key> <flags> <bytes> [<cas>]` line of a hit.
+#[inline]
+pub fn value_head(out: &mut Vec<u8>, key: &[u8], flags: u32, len: usize, cas: Option<u64>) {
+    let mut b = itoa::Buffer::new();
     out.extend_from_slice(b"VALUE ");
     out.extend_from_slice(key);
     out.push(b' ');
     out.extend_from_slice(b.format(flags).as_bytes());
     out.push(b' ');
-    out.extend_from_slice(b.format(data.len()).as_bytes());
+    out.extend_from_slice(b.format(len).as_bytes());
     if let Some(c) = cas {
         out.push(b' ');
         out.extend_from_slice(b.format(c).as_bytes());
     }
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(data);
     out.extend_from_slice(b"\r\n");
 }
 

@@ -28,6 +28,7 @@ pub mod stats;
 pub mod storage;
 pub mod touch;
 
+use super::output::Output;
 use super::stats::Counts;
 use super::Shared;
 use crate::protocol::binary;
@@ -45,6 +46,11 @@ pub enum After {
     /// Flush, then stop the server.
     Shutdown {
         graceful: bool,
+    },
+    /// A multiget stopped because the output is full: write it out, then serve the last
+    /// `rest` bytes of its key list (see `connection`).
+    Partial {
+        rest: usize,
     },
     /// Flush, then stream `lru_crawler metadump` lines (`all`: every live item; else none)
     /// and END, then go on reading.
@@ -84,7 +90,7 @@ impl Session<'_> {
 }
 
 /// A text or meta request.
-pub fn text(req: Request<'_>, s: &mut Session<'_>, out: &mut Vec<u8>) -> After {
+pub fn text(req: Request<'_>, s: &mut Session<'_>, out: &mut Output) -> After {
     match req {
         Request::Text(cmd, reply) => execute(cmd, &reply, s, out),
         Request::Meta(m) => {
@@ -97,7 +103,7 @@ pub fn text(req: Request<'_>, s: &mut Session<'_>, out: &mut Vec<u8>) -> After {
 }
 
 /// A binary request: first the SASL gate (`-S`), then the command.
-pub fn binary(req: binary::Request<'_>, s: &mut Session<'_>, out: &mut Vec<u8>) -> After {
+pub fn binary(req: binary::Request<'_>, s: &mut Session<'_>, out: &mut Output) -> After {
     if let Some(after) = auth::binary_gate(&req, s, out) {
         return after;
     }
@@ -115,10 +121,10 @@ pub fn execute<R: Reply>(
     cmd: Command<'_>,
     reply: &R,
     s: &mut Session<'_>,
-    out: &mut Vec<u8>,
+    out: &mut Output,
 ) -> After {
     match cmd {
-        Command::Get(get) => retrieval::get(s, &get, reply, out),
+        Command::Get(get) => return retrieval::get(s, &get, reply, out),
         Command::Debug { key } => retrieval::debug(s, key, reply, out),
         Command::Store(store) => reply.stored(out, storage::store(s, &store, R::ENCODING)),
         Command::TooLarge(refused) => {

@@ -1,16 +1,41 @@
 //! Reads: get, gets, gat, gats, mg, binary get/getk/gat/gatk/touch, and `me`.
 //!
 //! Each hit is rendered while the shard lock holds the item, from a borrowed view of it
-//! ([`Hit`]), so a value is copied once: from the store into the output buffer.
+//! ([`Hit`]), so a value is copied once, from the store into the output buffer, or not at
+//! all when it is large (the output then keeps a reference to it, see [`Output`]). A
+//! multiget stops between keys once the output is full; the connection writes it and comes
+//! back for the rest ([`After::Partial`]), so a reply never sits whole in memory.
 
 use super::super::detail::Op;
+use super::super::output::Output;
 use super::super::stats::Counts;
-use super::Session;
-use crate::protocol::command::{Encoding, Get, Hit, Reply};
+use super::{After, Session};
+use crate::protocol::command::{Encoding, Get, Hit, Keys, Reply};
 use crate::protocol::Cas;
 use crate::store::{self, bits, item_total_size, Item, Miss, ReadOptions};
 
-pub fn get<R: Reply>(s: &mut Session<'_>, get: &Get<'_>, reply: &R, out: &mut Vec<u8>) {
+pub fn get<R: Reply>(s: &mut Session<'_>, get: &Get<'_>, reply: &R, out: &mut Output) -> After {
+    let served = get_keys(s, get, reply, out);
+    if let Keys::Spaced(list) = get.keys {
+        if served < list.len() {
+            return After::Partial {
+                rest: list.len() - served,
+            };
+        }
+    }
+    reply.end(out);
+    After::Continue
+}
+
+/// Serves the keys of `get` in order, stopping after a key once the output is full;
+/// returns how many bytes of a spaced key list were served (all of them when it ran to
+/// the end). The caller ends the reply.
+pub fn get_keys<R: Reply>(
+    s: &mut Session<'_>,
+    get: &Get<'_>,
+    reply: &R,
+    out: &mut Output,
+) -> usize {
     let opts = ReadOptions {
         no_update: get.no_update,
         touch: get.touch.map(|t| s.exptime(t)),
@@ -23,7 +48,10 @@ pub fn get<R: Reply>(s: &mut Session<'_>, get: &Get<'_>, reply: &R, out: &mut Ve
         let found = s.shared.store.read(key, now, opts, |r| match r {
             Ok(h) => {
                 let cas = s.cas_out(h.item.cas);
-                reply.hit(out, &view(&h, cas, now));
+                let shared = h.share_value();
+                let mut hit = view(&h, cas, now);
+                hit.shared = shared.as_ref();
+                reply.hit(out, &hit);
                 Ok(())
             }
             Err(miss) => Err(miss),
@@ -36,8 +64,16 @@ pub fn get<R: Reply>(s: &mut Session<'_>, get: &Get<'_>, reply: &R, out: &mut Ve
         if found.is_err() {
             reply.miss(out, key);
         }
+        if out.full() {
+            if let Keys::Spaced(list) = get.keys {
+                return key.as_ptr() as usize - list.as_ptr() as usize + key.len();
+            }
+        }
     }
-    reply.end(out);
+    match get.keys {
+        Keys::Spaced(list) => list.len(),
+        Keys::One(_) => 0,
+    }
 }
 
 /// `me`: the item as it is, without updating it.
@@ -71,6 +107,7 @@ fn item_view<'a>(it: &Item<'a>, cas: Cas, now: u32) -> Hit<'a> {
     Hit {
         key: it.key(),
         value: it.value(),
+        shared: None,
         flags: it.flags,
         cas,
         ttl: (it.exptime != 0).then(|| it.exptime.saturating_sub(now)),

@@ -1,0 +1,257 @@
+//! What a connection may hold: replies stream as the socket drains, large values are shared
+//! by stalled readers, idle connections hold no buffers, long get lines are answered as they
+//! arrive, and `-o read_buf_mem_limit` caps all buffers with memcached's errors. Each test
+//! runs the real binary and reads its resident memory from /proc.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::{Client, Proc};
+
+const MB: usize = 1024 * 1024;
+
+/// The server's resident memory, in bytes.
+fn rss(p: &Proc) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", p.child.id()))
+        .expect("read /proc status");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .expect("VmRSS line");
+    let kb: usize = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS value");
+    kb * 1024
+}
+
+/// Lets the server work through what it was sent, then reads its memory.
+fn settled_rss(p: &Proc) -> usize {
+    std::thread::sleep(Duration::from_millis(300));
+    rss(p)
+}
+
+/// Room for many connections in this process and the server it starts.
+fn raise_fd_limit(want: u64) {
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < want {
+            r.rlim_cur = want.min(r.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
+}
+
+/// A connection whose receive window is small, so the server meets a full socket fast.
+fn non_reader(p: &Proc) -> TcpStream {
+    let s = TcpStream::connect(p.addr()).expect("connect");
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+fn set_value(c: &mut Client, key: &str, value: &[u8]) {
+    let mut req = format!("set {key} 0 0 {}\r\n", value.len()).into_bytes();
+    req.extend_from_slice(value);
+    req.extend_from_slice(b"\r\n");
+    c.send(&req);
+    assert_eq!(c.read_n(8), b"STORED\r\n");
+}
+
+/// A get on another connection answers promptly.
+fn assert_prompt(p: &Proc) {
+    let mut c = p.client();
+    let start = Instant::now();
+    c.expect(b"get small\r\n", b"VALUE small 0 2\r\nhi\r\nEND\r\n");
+    let took = start.elapsed();
+    assert!(took < Duration::from_millis(500), "get took {took:?}");
+}
+
+#[test]
+fn a_multiget_from_a_client_that_never_reads_stays_small() {
+    // One worker: every connection shares it with the stalled ones.
+    let p = Proc::start(&["-m", "64", "-t", "1"]);
+    let mut c = p.client();
+    let value = vec![b'v'; 1_000_000];
+    set_value(&mut c, "big", &value);
+    set_value(&mut c, "small", b"hi");
+    let before = settled_rss(&p);
+    // Four connections ask for 1000 times the value (1 GB each) and never read.
+    let line = format!("get{}\r\n", " big".repeat(1000));
+    let stalled: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let mut s = non_reader(&p);
+            s.write_all(line.as_bytes()).unwrap();
+            s
+        })
+        .collect();
+    let after = settled_rss(&p);
+    assert!(
+        after < before + 32 * MB,
+        "RSS grew from {before} to {after} bytes"
+    );
+    assert_prompt(&p);
+    drop(stalled);
+    // A client that reads gets every byte, in order.
+    let n = 20;
+    c.send(format!("get{}\r\n", " big".repeat(n)).as_bytes());
+    let mut one = b"VALUE big 0 1000000\r\n".to_vec();
+    one.extend_from_slice(&value);
+    one.extend_from_slice(b"\r\n");
+    for i in 0..n {
+        assert_eq!(c.read_n(one.len()), one, "value {i}");
+    }
+    assert_eq!(c.read_n(5), b"END\r\n");
+    assert_prompt(&p);
+}
+
+#[test]
+fn stalled_readers_of_one_large_value_share_it() {
+    raise_fd_limit(4096);
+    let p = Proc::start(&["-m", "64", "-t", "2", "-c", "4096"]);
+    let mut c = p.client();
+    let value = vec![b'w'; 1_000_000];
+    set_value(&mut c, "big", &value);
+    set_value(&mut c, "small", b"hi");
+    let before = settled_rss(&p);
+    let n = 300;
+    let stalled: Vec<TcpStream> = (0..n)
+        .map(|_| {
+            let mut s = non_reader(&p);
+            s.write_all(b"get big\r\n").unwrap();
+            s
+        })
+        .collect();
+    let after = settled_rss(&p);
+    // A copy each would be 300 MB; references cost a few KB each.
+    assert!(
+        after < before + 24 * MB,
+        "{n} stalled readers: RSS grew from {before} to {after} bytes"
+    );
+    assert_prompt(&p);
+    // Overwriting the value they hold changes nothing they read.
+    set_value(&mut c, "big", &vec![b'x'; 1_000_000]);
+    let mut first = stalled.into_iter().next().unwrap();
+    first
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut want = b"VALUE big 0 1000000\r\n".to_vec();
+    want.extend_from_slice(&value);
+    want.extend_from_slice(b"\r\nEND\r\n");
+    let mut got = vec![0; want.len()];
+    first.read_exact(&mut got).unwrap();
+    assert!(got == want, "the held value changed");
+}
+
+#[test]
+fn idle_connections_hold_no_buffers() {
+    raise_fd_limit(8192);
+    let p = Proc::start(&["-t", "2", "-c", "8192"]);
+    // A first batch warms up the allocator and the runtime.
+    let warm: Vec<Client> = (0..200).map(|_| p.client()).collect();
+    drop(warm);
+    let before = settled_rss(&p);
+    let n = 3000;
+    let conns: Vec<Client> = (0..n)
+        .map(|_| {
+            let mut c = p.client();
+            // Each one has used its buffers once.
+            c.send(b"mn\r\n");
+            assert_eq!(c.read_n(4), b"MN\r\n");
+            c
+        })
+        .collect();
+    let after = settled_rss(&p);
+    let each = after.saturating_sub(before) / n;
+    assert!(each < 4096, "{each} bytes per idle connection");
+    drop(conns);
+}
+
+#[test]
+fn a_long_get_line_arriving_in_pieces_is_answered_whole() {
+    let p = Proc::start(&["-m", "64"]);
+    let mut c = p.client();
+    // 9000 keys of 250 bytes: a 2.3 MB line; every tenth key is stored.
+    let key = |i: usize| format!("{i:0>250}");
+    let mut want = Vec::new();
+    let mut line = b"get".to_vec();
+    for i in 0..9000 {
+        line.push(b' ');
+        line.extend_from_slice(key(i).as_bytes());
+        if i % 10 == 0 {
+            let v = format!("value-{i}");
+            set_value(&mut c, &key(i), v.as_bytes());
+            want.extend_from_slice(format!("VALUE {} 0 {}\r\n{v}\r\n", key(i), v.len()).as_bytes());
+        }
+    }
+    line.extend_from_slice(b"\r\n");
+    want.extend_from_slice(b"END\r\n");
+    let mut reader = c.stream.try_clone().unwrap();
+    let expect = want.len();
+    let got = std::thread::spawn(move || {
+        let mut got = vec![0; expect];
+        reader.read_exact(&mut got).map(|_| got)
+    });
+    for piece in line.chunks(64 * 1024) {
+        c.send(piece);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let got = got.join().unwrap().expect("the whole reply");
+    assert!(got == want, "reply differs");
+    // The connection goes on.
+    c.expect(b"get nothing\r\n", b"END\r\n");
+    // A bad key in such a line gets memcached's error and the rest of the line is dropped.
+    let mut bad = format!("get{}", " k".repeat(1500)).into_bytes();
+    bad.extend_from_slice(format!(" {} k\r\n", "x".repeat(300)).as_bytes());
+    c.send(&bad);
+    c.expect(b"", b"CLIENT_ERROR bad command line format\r\n");
+    c.expect(b"get nothing\r\n", b"END\r\n");
+}
+
+#[test]
+fn read_buf_mem_limit_refuses_with_memcached_errors() {
+    // One worker with 1 MB: 64 buffers of 16 KB.
+    let p = Proc::start(&["-t", "1", "-o", "read_buf_mem_limit=1"]);
+    let mut stats = p.client();
+    stats.expect(b"set foo 0 0 3\r\nbar\r\n", b"STORED\r\n");
+    // A get that has begun to arrive holds a read buffer.
+    let mut getter = p.client();
+    getter.send(b"get fo");
+    // Partial requests hold the others (the stats connection's goes back when idle).
+    let mut held = Vec::new();
+    for _ in 0..63 {
+        let mut c = p.client();
+        c.send(b"set foo 0 0 2\r\n");
+        held.push(c);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    // No buffer for a new request: the connection is closed.
+    let mut late = p.client();
+    late.send(b"version\r\n");
+    let mut buf = [0u8; 64];
+    assert!(matches!(late.stream.read(&mut buf), Ok(0) | Err(_)));
+    // No output buffer for the get.
+    getter.expect(
+        b"o\r\n",
+        b"SERVER_ERROR out of memory writing get response\r\n",
+    );
+    // A request larger than what is left: answered, then closed.
+    held.pop();
+    let mut big = p.client();
+    big.send(format!("set big 0 0 100000\r\n{}", "b".repeat(50_000)).as_bytes());
+    big.expect(b"", b"SERVER_ERROR out of memory reading request\r\n");
+    assert!(matches!(big.stream.read(&mut buf), Ok(0) | Err(_)));
+    drop(held);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(stats.stat("response_obj_oom"), "1");
+    assert_eq!(stats.stat("read_buf_oom"), "2");
+    // With the buffers back, everything works again.
+    getter.expect(b"get foo\r\n", b"VALUE foo 0 3\r\nbar\r\nEND\r\n");
+}
