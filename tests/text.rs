@@ -70,9 +70,24 @@ fn storage_errors() {
             "set a 0 0 1\r\nxx\r\n",
             "CLIENT_ERROR bad data chunk\r\nERROR\r\n",
         ),
+        // As in memcached, only a key's length is checked: control bytes are allowed.
         (
-            "set k\x01ey 0 0 1\r\nx\r\n",
-            "CLIENT_ERROR bad command line format\r\nERROR\r\n",
+            "set \x10k\x01ey 0 0 1\r\nx\r\nget \x10k\x01ey\r\n",
+            "STORED\r\nVALUE \x10k\x01ey 0 1\r\nx\r\nEND\r\n",
+        ),
+        // memcached's int overflows: lengths near i32::MAX are bad format, not too large
+        // (and no data is waited for); larger numbers keep their low 32 bits.
+        (
+            "set k 0 0 2147483647\r\n",
+            "CLIENT_ERROR bad command line format\r\n",
+        ),
+        (
+            "set k 0 0 4294967297\r\nx\r\nget k\r\n",
+            "STORED\r\nVALUE k 0 1\r\nx\r\nEND\r\n",
+        ),
+        (
+            "set k 0 -99999999999 1\r\nx\r\nget k\r\n",
+            "STORED\r\nEND\r\n",
         ),
     ]);
 }

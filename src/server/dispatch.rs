@@ -673,7 +673,9 @@ pub(super) fn write_stats(s: &mut Session<'_>, group: &[u8], arg: &[u8], out: &m
             }
             return;
         }
-        b"sizes" | b"extstore" => {}
+        // memcached tracks item sizes only with `-o track_sizes`, which is not built here.
+        b"sizes" => stat(out, "sizes_status", "disabled"),
+        b"extstore" => {}
         _ => {
             out.extend_from_slice(b"ERROR\r\n");
             return;
