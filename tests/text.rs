@@ -473,6 +473,8 @@ fn stats_groups() {
     assert_eq!(c.stat_group("slabs", "active_slabs"), "1");
     let conns = String::from_utf8(c.call_until(b"stats conns\r\n", b"END\r\n")).unwrap();
     assert!(conns.contains(":addr tcp:127.0.0.1:"), "{conns}");
+    // The listening socket is listed too, as memcached lists it.
+    assert!(conns.contains(":state conn_listening\r\n"), "{conns}");
     assert!(conns.contains(":secs_since_last_cmd "), "{conns}");
 }
 

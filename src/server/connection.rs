@@ -114,15 +114,7 @@ where
                 swallow -= n;
                 continue;
             }
-            let buf = &data[consumed..];
-            let step = match proto {
-                Proto::Binary => binary_step(buf, &mut session, &mut out),
-                Proto::Text if shared.ascii_credentials.is_some() && !session.authenticated => {
-                    auth_step(buf, &mut session, &mut out)
-                }
-                Proto::Text => text_step(buf, &mut session, &mut out),
-                Proto::Unknown | Proto::Refused => Step::close(0),
-            };
+            let step = step(proto, &data[consumed..], &mut session, &mut out);
             consumed += step.used;
             if step.swallow > 0 {
                 swallow = step.swallow;
@@ -222,9 +214,23 @@ fn prefetch_reads(shared: &Shared, proto: Proto, data: &[u8]) {
     }
 }
 
+/// Parses and executes the request at the front of `buf` in protocol `proto`, appending
+/// its reply to `out`. UDP datagrams run through here too, so both transports share one
+/// parse, execute and render path.
+pub(super) fn step(proto: Proto, buf: &[u8], session: &mut Session<'_>, out: &mut Vec<u8>) -> Step {
+    match proto {
+        Proto::Binary => binary_step(buf, session, out),
+        Proto::Text if session.shared.ascii_credentials.is_some() && !session.authenticated => {
+            auth_step(buf, session, out)
+        }
+        Proto::Text => text_step(buf, session, out),
+        Proto::Unknown | Proto::Refused => Step::close(0),
+    }
+}
+
 /// Which protocol a connection speaks, decided by its first byte as memcached does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Proto {
+pub(super) enum Proto {
     Unknown,
     Text,
     Binary,
@@ -233,7 +239,7 @@ enum Proto {
 }
 
 impl Proto {
-    fn detect(first: u8, binding: &str) -> Proto {
+    pub(super) fn detect(first: u8, binding: &str) -> Proto {
         let binary = first == crate::protocol::binary::REQUEST;
         match (binding, binary) {
             ("ascii", true) | ("binary", false) => Proto::Refused,
@@ -245,10 +251,10 @@ impl Proto {
 
 /// One parse-and-execute step: bytes used, bytes to skip next, and what to do after
 /// (`None`: wait for more input).
-struct Step {
-    used: usize,
-    swallow: usize,
-    after: Option<After>,
+pub(super) struct Step {
+    pub used: usize,
+    pub swallow: usize,
+    pub after: Option<After>,
 }
 
 impl Step {

@@ -16,6 +16,7 @@ pub mod listener;
 pub mod process;
 pub mod settings;
 pub mod stats;
+pub mod udp;
 pub mod verbose;
 pub mod worker;
 
@@ -65,9 +66,19 @@ pub enum ServerError {
 
 /// A connection as `stats conns` shows it.
 pub struct ConnEntry {
+    pub kind: ConnKind,
     pub addr: String,
     pub listen_addr: String,
     pub last_cmd: Arc<AtomicU32>,
+}
+
+/// What a `stats conns` entry is; memcached lists its listening and UDP sockets too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnKind {
+    Client,
+    Listening,
+    /// One UDP receiver (memcached has one per worker thread on each UDP socket).
+    Udp,
 }
 
 /// State shared by every connection task.
@@ -134,12 +145,31 @@ impl Shared {
         conns.insert(
             id,
             ConnEntry {
+                kind: ConnKind::Client,
                 addr,
                 listen_addr,
                 last_cmd: last.clone(),
             },
         );
         (id, last)
+    }
+
+    /// Lists a listening socket or UDP receiver at `addr` in `stats conns` for as long as
+    /// the server runs; returns its last-request time for the owner to update.
+    fn register_endpoint(&self, kind: ConnKind, addr: String) -> Arc<AtomicU32> {
+        let id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
+        let last = Arc::new(AtomicU32::new(self.clock.now()));
+        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        conns.insert(
+            id,
+            ConnEntry {
+                kind,
+                addr,
+                listen_addr: String::new(),
+                last_cmd: last.clone(),
+            },
+        );
+        last
     }
 
     fn unregister(&self, id: u64) {
@@ -154,9 +184,19 @@ impl Shared {
         ids.sort_unstable();
         for id in ids {
             let c = &conns[&id];
+            if c.kind == ConnKind::Udp {
+                stat(out, &format!("{id}:UDP"), "UDP");
+            }
             let _ = write!(out, "STAT {id}:addr {}\r\n", c.addr);
-            let _ = write!(out, "STAT {id}:listen_addr {}\r\n", c.listen_addr);
-            stat(out, &format!("{id}:state"), "conn_parse_cmd");
+            let state = match c.kind {
+                ConnKind::Client => {
+                    let _ = write!(out, "STAT {id}:listen_addr {}\r\n", c.listen_addr);
+                    "conn_parse_cmd"
+                }
+                ConnKind::Listening => "conn_listening",
+                ConnKind::Udp => "conn_read",
+            };
+            stat(out, &format!("{id}:state"), state);
             let secs = now.saturating_sub(c.last_cmd.load(Ordering::Relaxed));
             stat(out, &format!("{id}:secs_since_last_cmd"), secs);
         }
@@ -167,6 +207,7 @@ impl Shared {
 pub struct Server {
     shared: Arc<Shared>,
     bound: Bound,
+    udp: Vec<std::net::UdpSocket>,
 }
 
 impl Server {
@@ -194,6 +235,7 @@ impl Server {
             None => None,
         };
         let bound = listener::bind(&config.listen)?;
+        let udp = udp::bind(&config.listen)?;
         let store = Store::new(config.store.clone(), clock.clone());
         let (tx, _) = watch::channel(false);
         let config_threads = config.threads.max(1);
@@ -224,7 +266,15 @@ impl Server {
             conns: Mutex::new(HashMap::new()),
             shutdown: tx,
         });
-        Ok(Server { shared, bound })
+        Ok(Server { shared, bound, udp })
+    }
+
+    /// The UDP addresses bound (`-U`; none when it is 0).
+    pub fn udp_addrs(&self) -> Vec<SocketAddr> {
+        self.udp
+            .iter()
+            .filter_map(|s| s.local_addr().ok())
+            .collect()
     }
 
     /// The TCP addresses actually bound (useful with port 0).
@@ -246,6 +296,7 @@ impl Server {
         let shared = self.shared;
         let workers = Arc::new(worker::Workers::start(&shared)?);
         listener::spawn_accept_loops(self.bound, shared.clone(), workers.clone())?;
+        let udp = udp::spawn(self.udp, &shared)?;
         spawn_reclaimer(shared.clone());
         let mut stop = shared.shutdown_signal();
         while !*stop.borrow() {
@@ -259,6 +310,7 @@ impl Server {
         if let Some(workers) = wait_unique(workers).await {
             workers.join(Duration::from_secs(10)).await;
         }
+        udp::join(udp).await;
         if let Some(path) = &shared.config.listen.unix_socket {
             let _ = std::fs::remove_file(path);
         }

@@ -65,7 +65,7 @@ pub fn parse<'a>(
         None
     };
     // memcached adds 2 for the CRLF in an int: lengths that would overflow it are refused.
-    if vlen < 0 || vlen > i32::MAX - 2 {
+    if !(0..=i32::MAX - 2).contains(&vlen) {
         return err(ErrorKind::BadFormat);
     }
     let vlen = vlen as usize;
