@@ -475,6 +475,29 @@ fn stats_groups() {
     assert!(conns.contains(":addr tcp:127.0.0.1:"), "{conns}");
     // The listening socket is listed too, as memcached lists it.
     assert!(conns.contains(":state conn_listening\r\n"), "{conns}");
+    // The asking connection is executing; others show what they wait for.
+    assert!(conns.contains(":state conn_parse_cmd\r\n"), "{conns}");
+    let _fresh = s.client();
+    let mut mid_set = s.client();
+    mid_set.send(b"set b 0 0 5\r\nab");
+    let mut idle = s.client();
+    idle.expect(b"mn\r\n", b"MN\r\n");
+    // The other connections' tasks run on other threads: wait (bounded) until all three
+    // have read what was sent to them.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let conns = loop {
+        let conns = String::from_utf8(c.call_until(b"stats conns\r\n", b"END\r\n")).unwrap();
+        let done = ["conn_new_cmd", "conn_nread", "conn_read"]
+            .iter()
+            .all(|st| conns.contains(&format!(":state {st}\r\n")));
+        if done || std::time::Instant::now() > deadline {
+            break conns;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    for st in ["conn_new_cmd", "conn_nread", "conn_read"] {
+        assert!(conns.contains(&format!(":state {st}\r\n")), "{st}: {conns}");
+    }
     assert!(conns.contains(":secs_since_last_cmd "), "{conns}");
 }
 

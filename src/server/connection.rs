@@ -8,15 +8,15 @@
 
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::dispatch::{self, After, Session};
 use super::io::{ReadBuf, Socket};
 use super::stats::Counts;
-use super::Shared;
 use super::{dump, verbose};
+use super::{Activity, ConnState, Shared};
 use crate::protocol::binary::{self, BinParsed};
 use crate::protocol::text::auth::AuthParsed;
 use crate::protocol::{text, Next, Parsed};
@@ -46,13 +46,13 @@ pub async fn serve<S>(
     S: AsRawFd,
     for<'a> &'a S: Read + Write,
 {
-    let (id, last_cmd) = shared.register(addr, listen_addr);
+    let (id, activity) = shared.register(addr, listen_addr);
     let fd = stream.as_raw_fd();
     if shared.verbosity() > 1 {
         verbose::opened(fd);
     }
     let result = match Socket::new(stream) {
-        Ok(sock) => run(&sock, fd, &shared, worker, &last_cmd).await,
+        Ok(sock) => run(&sock, fd, &shared, worker, &activity).await,
         Err(e) => Err(e),
     };
     if shared.verbosity() > 1 {
@@ -70,7 +70,7 @@ async fn run<S>(
     fd: i32,
     shared: &Shared,
     worker: usize,
-    last_cmd: &AtomicU32,
+    activity: &Activity,
 ) -> std::io::Result<Stop>
 where
     S: AsRawFd,
@@ -132,7 +132,7 @@ where
             }
         }
         if consumed > 0 {
-            last_cmd.store(session.now, Ordering::Relaxed);
+            activity.last_cmd.store(session.now, Ordering::Relaxed);
         }
         rbuf.consume(consumed);
         if !out.is_empty() {
@@ -165,24 +165,50 @@ where
         if rbuf.capacity() > SHRINK_ABOVE {
             rbuf.shrink_to(READ_BUF);
         }
+        if proto != Proto::Unknown {
+            let waiting = waiting_for_data(proto, rbuf.data(), swallow);
+            activity.set_state(if waiting {
+                ConnState::Nread
+            } else {
+                ConnState::Read
+            });
+        }
         let spare = rbuf.spare(READ_BUF / 4);
         let n = tokio::select! {
             biased;
             _ = &mut stopped => return Ok(Stop::Close),
             r = async {
                 if idle > 0 {
-                    tokio::time::timeout(Duration::from_secs(idle), sock.read(spare)).await.unwrap_or(Ok(0))
+                    tokio::time::timeout(Duration::from_secs(idle), sock.read(spare)).await.ok()
                 } else {
-                    sock.read(spare).await
+                    Some(sock.read(spare).await)
                 }
-            } => r?,
+            } => match r {
+                Some(r) => r?,
+                // `-o idle_timeout`: closed for silence, counted as memcached counts it.
+                None => {
+                    shared.counts.slot(worker).idle_kicks.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Stop::Close);
+                }
+            },
         };
         if n == 0 {
             return Ok(Stop::Close);
         }
         rbuf.filled(n);
         session.counts.bytes_read += n as u64;
+        activity.set_state(ConnState::ParseCmd);
     }
+}
+
+/// Is the connection waiting for the rest of a request whose header it has (memcached's
+/// `conn_nread`), rather than for a new request? `pending` is the unparsed input.
+fn waiting_for_data(proto: Proto, pending: &[u8], swallow: usize) -> bool {
+    swallow > 0
+        || match proto {
+            Proto::Binary => pending.len() >= binary::HEADER_LEN,
+            _ => memchr::memchr(b'\n', pending).is_some(),
+        }
 }
 
 /// Writes out the pending replies and empties the buffer, counting the bytes.

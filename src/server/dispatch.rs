@@ -619,6 +619,7 @@ pub(super) fn write_stats(s: &mut Session<'_>, group: &[u8], arg: &[u8], out: &m
                 rejected_connections: sh.rejected_connections(),
                 limit_maxbytes: sh.store.limit_bytes(),
                 threads: sh.config.threads,
+                idle_timeout: sh.config.idle_timeout_secs > 0,
                 counts: sh.counts.sum(),
                 store: sh.store.stats(),
                 segments: sh.store.segment_count(),

@@ -23,7 +23,7 @@ pub mod worker;
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -69,7 +69,44 @@ pub struct ConnEntry {
     pub kind: ConnKind,
     pub addr: String,
     pub listen_addr: String,
-    pub last_cmd: Arc<AtomicU32>,
+    pub activity: Arc<Activity>,
+}
+
+/// What a connection's owner reports for `stats conns`: when it last got a request and,
+/// for a client, memcached's name for what it is doing.
+#[derive(Debug, Default)]
+pub struct Activity {
+    pub last_cmd: AtomicU32,
+    state: AtomicU8,
+}
+
+/// A client connection's state, named as memcached names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ConnState {
+    /// Connected, nothing sent yet.
+    NewCmd,
+    /// Waiting for a request.
+    Read,
+    /// Executing requests.
+    ParseCmd,
+    /// Waiting for the rest of a request's data block.
+    Nread,
+}
+
+impl Activity {
+    pub fn set_state(&self, s: ConnState) {
+        self.state.store(s as u8, Ordering::Relaxed);
+    }
+
+    fn state_name(&self) -> &'static str {
+        match self.state.load(Ordering::Relaxed) {
+            0 => "conn_new_cmd",
+            1 => "conn_read",
+            2 => "conn_parse_cmd",
+            _ => "conn_nread",
+        }
+    }
 }
 
 /// What a `stats conns` entry is; memcached lists its listening and UDP sockets too.
@@ -138,9 +175,12 @@ impl Shared {
         self.shutdown.subscribe()
     }
 
-    fn register(&self, addr: String, listen_addr: String) -> (u64, Arc<AtomicU32>) {
+    fn register(&self, addr: String, listen_addr: String) -> (u64, Arc<Activity>) {
         let id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
-        let last = Arc::new(AtomicU32::new(self.clock.now()));
+        let last = Arc::new(Activity {
+            last_cmd: AtomicU32::new(self.clock.now()),
+            ..Default::default()
+        });
         let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
         conns.insert(
             id,
@@ -148,7 +188,7 @@ impl Shared {
                 kind: ConnKind::Client,
                 addr,
                 listen_addr,
-                last_cmd: last.clone(),
+                activity: last.clone(),
             },
         );
         (id, last)
@@ -156,9 +196,12 @@ impl Shared {
 
     /// Lists a listening socket or UDP receiver at `addr` in `stats conns` for as long as
     /// the server runs; returns its last-request time for the owner to update.
-    fn register_endpoint(&self, kind: ConnKind, addr: String) -> Arc<AtomicU32> {
+    fn register_endpoint(&self, kind: ConnKind, addr: String) -> Arc<Activity> {
         let id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
-        let last = Arc::new(AtomicU32::new(self.clock.now()));
+        let last = Arc::new(Activity {
+            last_cmd: AtomicU32::new(self.clock.now()),
+            ..Default::default()
+        });
         let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
         conns.insert(
             id,
@@ -166,7 +209,7 @@ impl Shared {
                 kind,
                 addr,
                 listen_addr: String::new(),
-                last_cmd: last.clone(),
+                activity: last.clone(),
             },
         );
         last
@@ -191,13 +234,13 @@ impl Shared {
             let state = match c.kind {
                 ConnKind::Client => {
                     let _ = write!(out, "STAT {id}:listen_addr {}\r\n", c.listen_addr);
-                    "conn_parse_cmd"
+                    c.activity.state_name()
                 }
                 ConnKind::Listening => "conn_listening",
                 ConnKind::Udp => "conn_read",
             };
             stat(out, &format!("{id}:state"), state);
-            let secs = now.saturating_sub(c.last_cmd.load(Ordering::Relaxed));
+            let secs = now.saturating_sub(c.activity.last_cmd.load(Ordering::Relaxed));
             stat(out, &format!("{id}:secs_since_last_cmd"), secs);
         }
     }

@@ -14,7 +14,7 @@
 
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -23,7 +23,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use super::connection::{self, Proto};
 use super::dispatch::{After, Session};
-use super::{dump, listener, ConnKind, ServerError, Shared};
+use super::{dump, listener, Activity, ConnKind, ServerError, Shared};
 use crate::config::ListenConfig;
 use crate::store::Cursor;
 
@@ -142,11 +142,11 @@ pub fn spawn(
         for worker in 0..shared.config.threads.max(1) {
             let socket = socket.try_clone()?;
             let shared = shared.clone();
-            let last_cmd = shared.register_endpoint(ConnKind::Udp, name.clone());
+            let activity = shared.register_endpoint(ConnKind::Udp, name.clone());
             handles.push(
                 std::thread::Builder::new()
                     .name(format!("repcached-udp-{worker}"))
-                    .spawn(move || receive(socket, shared, worker, last_cmd))?,
+                    .spawn(move || receive(socket, shared, worker, activity))?,
             );
         }
     }
@@ -163,7 +163,7 @@ pub async fn join(handles: Vec<JoinHandle<()>>) {
     }
 }
 
-fn receive(socket: UdpSocket, shared: Arc<Shared>, worker: usize, last_cmd: Arc<AtomicU32>) {
+fn receive(socket: UdpSocket, shared: Arc<Shared>, worker: usize, activity: Arc<Activity>) {
     let stop = shared.shutdown_signal();
     let mut buf = vec![0u8; READ_BUF];
     let mut out = Vec::new();
@@ -192,7 +192,7 @@ fn receive(socket: UdpSocket, shared: Arc<Shared>, worker: usize, last_cmd: Arc<
             authenticated: false,
         };
         session.counts.bytes_read += n as u64;
-        last_cmd.store(session.now, Ordering::Relaxed);
+        activity.last_cmd.store(session.now, Ordering::Relaxed);
         let mut send = |datagram: &[u8]| {
             if let Err(e) = socket.send_to(datagram, peer) {
                 tracing::debug!("udp send to {peer} failed: {e}");
