@@ -4,6 +4,7 @@
 //!  main ── config (flags, TOML) ──► server::Server::bind ──► run
 //!                                     │
 //!   acceptor ─► worker threads (-t) ─► one task per connection
+//!   UDP (-U) ─► -t receiver threads per socket, one datagram at a time
 //!                                     │
 //!   protocol::{text, meta, binary}: bytes ─► protocol::command::Command + the encoding's Reply
 //!                          (pure, no I/O; its own vocabulary: Cas, Exptime, SetMode)
@@ -22,7 +23,9 @@
 //! Tasks: the main thread's runtime accepts connections, handles signals and runs the
 //! reclaimer (expired items, free heap pages). Each accepted connection is handed to one of
 //! `-t` worker threads, each a single-threaded runtime that owns its connections, as in
-//! memcached. Shutdown is a watch channel every task selects on. The store is shared by
+//! memcached. UDP sockets are read by their own threads, which run each datagram's requests
+//! through the same per-request step as connections. Shutdown is a watch channel every
+//! task selects on (UDP receivers poll it). The store is shared by
 //! handle and locks one shard per operation.
 
 pub mod config;

@@ -187,6 +187,20 @@ fn corpus() -> Vec<Vec<u8>> {
             w = "y".repeat(1_048_512)
         ),
         &format!("set a 0 0 1\r\nx\r\n{}", "get a\r\n".repeat(500)),
+        // Lengths and exptimes as memcached's 32-bit ints read them (its issue 70).
+        "set k 0 0 2147483647\r\nset k 0 0 2147483646\r\nset k 0 0 4294967295\r\n",
+        "set k 0 0 -2\r\nset k 0 0 -2147483648\r\nset k 0 0 -2147483649\r\n",
+        "set k 0 0 99999999999999999999\r\nset k 0 0 9223372036854775808\r\n",
+        "set k 0 0 4294967296\r\n\r\nget k\r\nset k 0 0 4294967297\r\nx\r\nget k\r\n",
+        "set k 0 -99999999999 1\r\nx\r\nget k\r\nset k 0 99999999999 1\r\nx\r\nget k\r\n",
+        "touch k 4294967297\r\ngat 4294967297 k\r\nms k 2147483647\r\nms k 2147483646\r\n",
+        "ms k 4294967297\r\nx\r\nmg k v T4294967297 N4294967297\r\nmg k t\r\n",
+        // Keys with control bytes (memcaslap's start with 0x10).
+        "set \x10a\x01 0 0 1\r\nx\r\nget \x10a\x01\r\nmg \x10a\x01 v k\r\ndelete \x10a\x01\r\n",
+        "set a\rb 0 0 1\r\nx\r\nget a\rb\r\nset a\tb\x7f 0 0 1\r\ny\r\nget a\tb\x7f\r\n",
+        // memcached 1.6.18 has no md/mg/ms/ma x flag.
+        "set k 0 0 1\r\nx\r\nmd k x\r\nmg k x\r\nms k 1 x\r\n1\r\nma k x\r\nget k\r\n",
+        "stats sizes\r\n",
     ]
     .iter()
     .map(|s| s.as_bytes().to_vec())
@@ -348,6 +362,17 @@ mod binary {
             packet(op::GET, &[0; 4], b"a", &[], 0),
             packet(op::GET, &[], &[b'k'; 251], &[], 0),
             packet(op::SET, &set_x(0, 0), b"big", &vec![b'x'; 2_000_000], 0),
+            // Unknown opcodes (verbosity is one to memcached 1.6.18 in any other shape):
+            // answered, the body skipped, the connection kept, however large the body.
+            packet(0x55, &[], &[], &vec![b'x'; 2_000_000], 0),
+            packet(op::VERBOSITY, &[], &[], &vec![b'x'; 3_000_000], 0),
+            packet(op::VERBOSITY, &[], &[], b"xyz", 0),
+            // Binary keys may hold any byte.
+            [
+                packet(op::SET, &set_x(0, 0), b"\x10\x00 \r\n", b"v", 0),
+                packet(op::GETK, &[], b"\x10\x00 \r\n", &[], 0),
+            ]
+            .concat(),
             packet(op::QUIT, &[], &[], &[], 0),
             packet(op::QUITQ, &[], &[], &[], 0),
         ];

@@ -138,9 +138,15 @@ fn idle_connections_are_closed() {
     let s = Proc::start(&["-o", "idle_timeout=1"]);
     let mut c = s.client();
     c.expect(b"mn\r\n", b"MN\r\n");
+    assert_eq!(c.stat("idle_kicks"), "0");
     let start = Instant::now();
     assert!(c.is_closed());
     assert!(start.elapsed() < Duration::from_secs(3));
+    // Counted as memcached counts it (and shown only with -o idle_timeout).
+    assert_eq!(s.client().stat("idle_kicks"), "1");
+    let plain = Proc::start(&[]);
+    let stats = plain.client().call_until(b"stats\r\n", b"END\r\n");
+    assert!(!String::from_utf8_lossy(&stats).contains("idle_kicks"));
 }
 
 #[test]

@@ -70,9 +70,24 @@ fn storage_errors() {
             "set a 0 0 1\r\nxx\r\n",
             "CLIENT_ERROR bad data chunk\r\nERROR\r\n",
         ),
+        // As in memcached, only a key's length is checked: control bytes are allowed.
         (
-            "set k\x01ey 0 0 1\r\nx\r\n",
-            "CLIENT_ERROR bad command line format\r\nERROR\r\n",
+            "set \x10k\x01ey 0 0 1\r\nx\r\nget \x10k\x01ey\r\n",
+            "STORED\r\nVALUE \x10k\x01ey 0 1\r\nx\r\nEND\r\n",
+        ),
+        // memcached's int overflows: lengths near i32::MAX are bad format, not too large
+        // (and no data is waited for); larger numbers keep their low 32 bits.
+        (
+            "set k 0 0 2147483647\r\n",
+            "CLIENT_ERROR bad command line format\r\n",
+        ),
+        (
+            "set k 0 0 4294967297\r\nx\r\nget k\r\n",
+            "STORED\r\nVALUE k 0 1\r\nx\r\nEND\r\n",
+        ),
+        (
+            "set k 0 -99999999999 1\r\nx\r\nget k\r\n",
+            "STORED\r\nEND\r\n",
         ),
     ]);
 }
@@ -458,6 +473,31 @@ fn stats_groups() {
     assert_eq!(c.stat_group("slabs", "active_slabs"), "1");
     let conns = String::from_utf8(c.call_until(b"stats conns\r\n", b"END\r\n")).unwrap();
     assert!(conns.contains(":addr tcp:127.0.0.1:"), "{conns}");
+    // The listening socket is listed too, as memcached lists it.
+    assert!(conns.contains(":state conn_listening\r\n"), "{conns}");
+    // The asking connection is executing; others show what they wait for.
+    assert!(conns.contains(":state conn_parse_cmd\r\n"), "{conns}");
+    let _fresh = s.client();
+    let mut mid_set = s.client();
+    mid_set.send(b"set b 0 0 5\r\nab");
+    let mut idle = s.client();
+    idle.expect(b"mn\r\n", b"MN\r\n");
+    // The other connections' tasks run on other threads: wait (bounded) until all three
+    // have read what was sent to them.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let conns = loop {
+        let conns = String::from_utf8(c.call_until(b"stats conns\r\n", b"END\r\n")).unwrap();
+        let done = ["conn_new_cmd", "conn_nread", "conn_read"]
+            .iter()
+            .all(|st| conns.contains(&format!(":state {st}\r\n")));
+        if done || std::time::Instant::now() > deadline {
+            break conns;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    for st in ["conn_new_cmd", "conn_nread", "conn_read"] {
+        assert!(conns.contains(&format!(":state {st}\r\n")), "{st}: {conns}");
+    }
     assert!(conns.contains(":secs_since_last_cmd "), "{conns}");
 }
 

@@ -45,6 +45,7 @@ pub enum ConfigError {
 pub struct ListenConfig {
     /// TCP port; 0 means no TCP listener.
     pub port: u16,
+    /// UDP port (`-U`); 0, the default as in memcached 1.6, means no UDP.
     pub udp_port: u16,
     /// Interfaces; empty means all (IPv4 and IPv6).
     pub addrs: Vec<String>,
@@ -201,6 +202,10 @@ impl Config {
         }
         if let Some(p) = args.udp_port {
             c.listen.udp_port = p;
+            // As in memcached: a UDP port given without a TCP port is the TCP port too.
+            if p != 0 && args.port.is_none() {
+                c.listen.port = p;
+            }
         }
         if let Some(l) = &args.listen {
             c.listen.addrs = l

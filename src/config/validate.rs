@@ -191,8 +191,12 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
     if !c.prefix_delimiter.is_ascii() {
         return bad("-D: the key prefix delimiter must be one ASCII character, such as ':'");
     }
-    if c.listen.udp_port != 0 {
-        return bad("-U: UDP is not supported by repcached; leave -U at 0 and use TCP");
+    // memcached refuses these too: a datagram cannot carry a login.
+    if c.listen.udp_port != 0 && c.sasl {
+        return bad("-U: UDP cannot be used with SASL (-S); leave -U at 0");
+    }
+    if c.listen.udp_port != 0 && c.auth_file.is_some() {
+        return bad("-U: UDP cannot be used with ascii authentication (-Y); leave -U at 0");
     }
     if c.sasl && c.sasl_file.is_none() {
         return bad("-S needs a password file of user:password lines: give -o sasl_file=FILE or set MEMCACHED_SASL_PWDB");

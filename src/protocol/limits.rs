@@ -36,9 +36,11 @@ impl Default for Limits {
     }
 }
 
-/// A key is valid if it is short enough and has no control characters or spaces.
+/// A key is valid if it is not empty and at most 250 bytes. As in memcached, that is the
+/// only check: tokenizing already keeps spaces and newlines out of text keys, and control
+/// bytes are allowed (libmemcached's `memcaslap` starts every key with 0x10).
 pub fn is_valid_key(key: &[u8]) -> bool {
-    !key.is_empty() && key.len() <= KEY_MAX_LENGTH && key.iter().all(|&b| b > b' ' && b != 0x7f)
+    !key.is_empty() && key.len() <= KEY_MAX_LENGTH
 }
 
 #[cfg(test)]

@@ -25,16 +25,23 @@ pub fn parse_u32(s: &[u8]) -> Option<u32> {
     parse_u64(s).and_then(|n| u32::try_from(n).ok())
 }
 
-/// Signed 32-bit (`safe_strtol`): exptimes and lengths.
+/// Signed 32-bit (`safe_strtol`): exptimes and lengths. memcached reads a 64-bit long and
+/// stores it in a 32-bit int, so only numbers beyond 64 bits fail; larger 32-bit overflows
+/// keep their low 32 bits (`set k 0 -99999999999 1` is stored, already expired).
 pub fn parse_i32(s: &[u8]) -> Option<i32> {
     let (neg, rest) = match s.first() {
         Some(b'-') => (true, &s[1..]),
         Some(b'+') => (false, &s[1..]),
         _ => (false, s),
     };
-    let n = digits(rest)? as i64;
-    let n = if neg { -n } else { n };
-    i32::try_from(n).ok()
+    let n = digits(rest)?;
+    let n: i64 = if neg {
+        // i64::MIN is the one magnitude with no positive counterpart.
+        0i64.checked_sub_unsigned(n)?
+    } else {
+        i64::try_from(n).ok()?
+    };
+    Some(n as i32)
 }
 
 #[cfg(test)]
@@ -51,7 +58,12 @@ mod tests {
         assert_eq!(parse_u64(b"1a"), None);
         assert_eq!(parse_u32(b"4294967296"), None);
         assert_eq!(parse_i32(b"-5"), Some(-5));
-        assert_eq!(parse_i32(b"2147483648"), None);
+        assert_eq!(parse_i32(b"2147483648"), Some(i32::MIN));
+        assert_eq!(parse_i32(b"4294967297"), Some(1));
+        assert_eq!(parse_i32(b"-99999999999"), Some(-1_215_752_191));
+        assert_eq!(parse_i32(b"-9223372036854775808"), Some(0));
+        assert_eq!(parse_i32(b"9223372036854775808"), None);
+        assert_eq!(parse_i32(b"-9223372036854775809"), None);
         assert_eq!(parse_i32(b"-"), None);
     }
 }

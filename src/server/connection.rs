@@ -15,7 +15,7 @@
 
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,8 +23,8 @@ use super::command::{self, After, Session};
 use super::io::{Oom, ReadBuf, Socket};
 use super::output::Output;
 use super::stats::Counts;
-use super::Shared;
 use super::{dump, verbose};
+use super::{Activity, ConnState, Shared};
 use crate::config::BindingProtocol;
 use crate::protocol::binary::{self, BinParsed};
 use crate::protocol::command::{Command, Get, Keys};
@@ -58,13 +58,13 @@ pub async fn serve<S>(
     S: AsRawFd,
     for<'a> &'a S: Read + Write,
 {
-    let (id, last_cmd) = shared.register(addr, listen_addr);
+    let (id, activity) = shared.register(addr, listen_addr);
     let fd = stream.as_raw_fd();
     if shared.verbosity() > 1 {
         verbose::opened(fd);
     }
     let result = match Socket::new(stream) {
-        Ok(sock) => run(&sock, fd, &shared, worker, &last_cmd).await,
+        Ok(sock) => run(&sock, fd, &shared, worker, &activity).await,
         Err(e) => Err(e),
     };
     if shared.verbosity() > 1 {
@@ -95,7 +95,7 @@ async fn run<S>(
     fd: i32,
     shared: &Shared,
     worker: usize,
-    last_cmd: &AtomicU32,
+    activity: &Activity,
 ) -> std::io::Result<Stop>
 where
     S: AsRawFd,
@@ -179,14 +179,7 @@ where
             }
             let buf = &data[consumed..];
             let at = consumed;
-            let step = match proto {
-                Proto::Binary => binary_step(buf, &mut session, &mut out),
-                Proto::Text if shared.ascii_credentials.is_some() && !session.authenticated => {
-                    auth_step(buf, &mut session, &mut out)
-                }
-                Proto::Text => text_step(buf, &mut session, &mut out),
-                Proto::Unknown | Proto::Refused => Step::close(0),
-            };
+            let step = step(proto, buf, &mut session, &mut out);
             consumed += step.used;
             if step.swallow > 0 {
                 swallow = step.swallow;
@@ -233,17 +226,13 @@ where
                     consumed = data.len();
                 }
                 None => break,
-                Some(After::Partial { rest }) => {
-                    // [stream] The key list ends where the line does, before its CR LF.
-                    let line = &buf[..step.used];
-                    let line = line.strip_suffix(b"\n").unwrap_or(line);
-                    let end = at + line.strip_suffix(b"\r").unwrap_or(line).len();
-                    if let Some((get, reply)) = step.get {
+                Some(After::Partial { .. }) => {
+                    if let Some((get, reply, keys)) = step.unserved_keys(buf) {
                         pending = Some(PendingGet {
                             get,
                             reply,
-                            at: end - rest,
-                            end,
+                            at: at + keys.start,
+                            end: at + keys.end,
                             complete: true,
                         });
                     }
@@ -256,7 +245,7 @@ where
             }
         }
         if consumed > 0 {
-            last_cmd.store(session.now, Ordering::Relaxed);
+            activity.last_cmd.store(session.now, Ordering::Relaxed);
         }
         if let Some((verb, tail)) = keep {
             // The tail becomes `get <partial key>` again, in place.
@@ -297,6 +286,14 @@ where
             _ => {}
         }
         // An idle connection holds no buffer: the next one is taken when data arrives.
+        if proto != Proto::Unknown {
+            let waiting = waiting_for_data(proto, rbuf.data(), swallow);
+            activity.set_state(if waiting {
+                ConnState::Nread
+            } else {
+                ConnState::Read
+            });
+        }
         rbuf.release();
         let r = tokio::select! {
             biased;
@@ -305,11 +302,18 @@ where
                 if idle > 0 {
                     tokio::time::timeout(Duration::from_secs(idle), sock.read_into(&mut rbuf, READ_MIN))
                         .await
-                        .unwrap_or(Ok(Ok(0)))
+                        .ok()
                 } else {
-                    sock.read_into(&mut rbuf, READ_MIN).await
+                    Some(sock.read_into(&mut rbuf, READ_MIN).await)
                 }
-            } => r?,
+            } => match r {
+                Some(r) => r?,
+                // `-o idle_timeout`: closed for silence, counted as memcached counts it.
+                None => {
+                    shared.counts.slot(worker).idle_kicks.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Stop::Close);
+                }
+            },
         };
         let n = match r {
             Ok(n) => n,
@@ -329,7 +333,18 @@ where
         }
         rbuf.filled(n);
         session.counts.bytes_read += n as u64;
+        activity.set_state(ConnState::ParseCmd);
     }
+}
+
+/// Is the connection waiting for the rest of a request whose header it has (memcached's
+/// `conn_nread`), rather than for a new request? `pending` is the unparsed input.
+fn waiting_for_data(proto: Proto, pending: &[u8], swallow: usize) -> bool {
+    swallow > 0
+        || match proto {
+            Proto::Binary => pending.len() >= binary::HEADER_LEN,
+            _ => memchr::memchr(b'\n', pending).is_some(),
+        }
 }
 
 /// Writes out the pending replies, counting the bytes.
@@ -404,9 +419,23 @@ fn prefetch_reads(shared: &Shared, proto: Proto, data: &[u8]) {
     }
 }
 
+/// Parses and executes the request at the front of `buf` in protocol `proto`, appending
+/// its reply to `out`. UDP datagrams run through here too, so both transports share one
+/// parse, execute and render path.
+pub(super) fn step(proto: Proto, buf: &[u8], session: &mut Session<'_>, out: &mut Output) -> Step {
+    match proto {
+        Proto::Binary => binary_step(buf, session, out),
+        Proto::Text if session.shared.ascii_credentials.is_some() && !session.authenticated => {
+            auth_step(buf, session, out)
+        }
+        Proto::Text => text_step(buf, session, out),
+        Proto::Unknown | Proto::Refused => Step::close(0),
+    }
+}
+
 /// Which protocol a connection speaks, decided by its first byte as memcached does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Proto {
+pub(super) enum Proto {
     Unknown,
     Text,
     Binary,
@@ -415,7 +444,7 @@ enum Proto {
 }
 
 impl Proto {
-    fn detect(first: u8, binding: BindingProtocol) -> Proto {
+    pub(super) fn detect(first: u8, binding: BindingProtocol) -> Proto {
         let binary = first == crate::protocol::binary::REQUEST;
         match (binding, binary) {
             (BindingProtocol::Ascii, true) | (BindingProtocol::Binary, false) => Proto::Refused,
@@ -427,12 +456,31 @@ impl Proto {
 
 /// One parse-and-execute step: bytes used, bytes to skip next, and what to do after
 /// (`None`: wait for more input).
-struct Step {
-    used: usize,
-    swallow: usize,
-    after: Option<After>,
+pub(super) struct Step {
+    pub used: usize,
+    pub swallow: usize,
+    pub after: Option<After>,
     /// [stream] A text get's options and reply (to resume it after `After::Partial`).
     get: Option<(Get<'static>, TextReply)>,
+}
+
+impl Step {
+    /// After [`After::Partial`]: the get's options, its reply, and where in `buf` (the
+    /// bytes this step parsed from) the keys it has not served yet lie. The key list ends
+    /// where the line does, before its CR LF.
+    pub(super) fn unserved_keys(
+        &self,
+        buf: &[u8],
+    ) -> Option<(Get<'static>, TextReply, std::ops::Range<usize>)> {
+        let Some(After::Partial { rest }) = self.after else {
+            return None;
+        };
+        let (get, reply) = self.get?;
+        let line = &buf[..self.used];
+        let line = line.strip_suffix(b"\n").unwrap_or(line);
+        let end = line.strip_suffix(b"\r").unwrap_or(line).len();
+        Some((get, reply, end.checked_sub(rest)?..end))
+    }
 }
 
 impl Step {

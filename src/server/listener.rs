@@ -15,7 +15,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, UnixListener};
 
 use super::worker::{Accepted, Workers};
-use super::{ServerError, Shared};
+use super::{ConnKind, ServerError, Shared};
 use crate::config::ListenConfig;
 
 /// Listeners bound but not yet serving.
@@ -24,15 +24,16 @@ pub struct Bound {
     pub unix: Option<StdUnixListener>,
 }
 
-fn bind_error(addr: &str, port: u16, e: &std::io::Error) -> ServerError {
+/// Why `addr` could not be bound, and what to change; `flag` names the port's flag.
+pub fn bind_error(addr: &str, port: u16, flag: &str, e: &std::io::Error) -> ServerError {
     let reason = match e.kind() {
         std::io::ErrorKind::AddrInUse => {
             format!(
-                "port {port} is already in use; stop the other server or pick another port with -p"
+                "port {port} is already in use; stop the other server or pick another port with {flag}"
             )
         }
         std::io::ErrorKind::PermissionDenied => {
-            format!("permission denied for port {port}; ports below 1024 need root, pick another with -p")
+            format!("permission denied for port {port}; ports below 1024 need root, pick another with {flag}")
         }
         std::io::ErrorKind::AddrNotAvailable => {
             "no such address on this machine; check the address given to -l".to_string()
@@ -83,8 +84,23 @@ pub fn bind(cfg: &ListenConfig) -> Result<Bound, ServerError> {
     if cfg.port == 0 && cfg.addrs.is_empty() {
         return Ok(bound);
     }
+    let wildcard = cfg.addrs.is_empty();
+    for addr in addresses(cfg, cfg.port)? {
+        match bind_tcp(addr, cfg.backlog) {
+            Ok(l) => bound.tcp.push(l),
+            // No IPv6 on this machine: the IPv4 wildcard still serves.
+            Err(_) if wildcard && addr.is_ipv6() => {}
+            Err(e) => return Err(bind_error(&addr.to_string(), cfg.port, "-p", &e)),
+        }
+    }
+    Ok(bound)
+}
+
+/// The addresses to listen on at `port` (TCP or UDP): each `-l` host, or, without `-l`,
+/// the IPv4 and IPv6 wildcards (IPv4 only for port 0, so both get the same port).
+pub fn addresses(cfg: &ListenConfig, port: u16) -> Result<Vec<SocketAddr>, ServerError> {
     let hosts: Vec<String> = if cfg.addrs.is_empty() {
-        if cfg.port == 0 {
+        if port == 0 {
             vec!["0.0.0.0".into()]
         } else {
             vec!["0.0.0.0".into(), "::".into()]
@@ -92,27 +108,20 @@ pub fn bind(cfg: &ListenConfig) -> Result<Bound, ServerError> {
     } else {
         cfg.addrs.clone()
     };
-    let wildcard = cfg.addrs.is_empty();
+    let mut out = Vec::new();
     for host in hosts {
         let spec = if host.contains(':') && !host.starts_with('[') {
-            format!("[{host}]:{}", cfg.port)
+            format!("[{host}]:{port}")
         } else {
-            format!("{host}:{}", cfg.port)
+            format!("{host}:{port}")
         };
         let addrs = spec.to_socket_addrs().map_err(|e| ServerError::Resolve {
             addr: host.clone(),
             reason: e.to_string(),
         })?;
-        for addr in addrs {
-            match bind_tcp(addr, cfg.backlog) {
-                Ok(l) => bound.tcp.push(l),
-                // No IPv6 on this machine: the IPv4 wildcard still serves.
-                Err(_) if wildcard && addr.is_ipv6() => {}
-                Err(e) => return Err(bind_error(&addr.to_string(), cfg.port, &e)),
-            }
-        }
+        out.extend(addrs);
     }
-    Ok(bound)
+    Ok(out)
 }
 
 /// A listener the accept loop can drive: TCP or unix.
@@ -192,6 +201,7 @@ pub fn spawn_accept_loops(
             .local_addr()
             .map(|a| format!("tcp:{a}"))
             .unwrap_or_default();
+        shared.register_endpoint(ConnKind::Listening, listen.clone());
         tokio::spawn(accept_loop(l, listen, shared.clone(), workers.clone()));
     }
     if let Some(l) = bound.unix {
@@ -203,6 +213,7 @@ pub fn spawn_accept_loops(
             .as_ref()
             .map(|p| format!("unix:{}", p.display()))
             .unwrap_or_default();
+        shared.register_endpoint(ConnKind::Listening, listen.clone());
         tokio::spawn(accept_loop(l, listen, shared.clone(), workers));
     }
     Ok(())

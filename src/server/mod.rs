@@ -17,13 +17,14 @@ pub mod output;
 pub mod process;
 pub mod settings;
 pub mod stats;
+pub mod udp;
 pub mod verbose;
 pub mod worker;
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -66,9 +67,56 @@ pub enum ServerError {
 
 /// A connection as `stats conns` shows it.
 pub struct ConnEntry {
+    pub kind: ConnKind,
     pub addr: String,
     pub listen_addr: String,
-    pub last_cmd: Arc<AtomicU32>,
+    pub activity: Arc<Activity>,
+}
+
+/// What a connection's owner reports for `stats conns`: when it last got a request and,
+/// for a client, memcached's name for what it is doing.
+#[derive(Debug, Default)]
+pub struct Activity {
+    pub last_cmd: AtomicU32,
+    state: AtomicU8,
+}
+
+/// A client connection's state, named as memcached names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ConnState {
+    /// Connected, nothing sent yet.
+    NewCmd,
+    /// Waiting for a request.
+    Read,
+    /// Executing requests.
+    ParseCmd,
+    /// Waiting for the rest of a request's data block.
+    Nread,
+}
+
+impl Activity {
+    pub fn set_state(&self, s: ConnState) {
+        self.state.store(s as u8, Ordering::Relaxed);
+    }
+
+    fn state_name(&self) -> &'static str {
+        match self.state.load(Ordering::Relaxed) {
+            0 => "conn_new_cmd",
+            1 => "conn_read",
+            2 => "conn_parse_cmd",
+            _ => "conn_nread",
+        }
+    }
+}
+
+/// What a `stats conns` entry is; memcached lists its listening and UDP sockets too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnKind {
+    Client,
+    Listening,
+    /// One UDP receiver (memcached has one per worker thread on each UDP socket).
+    Udp,
 }
 
 /// State shared by every connection task.
@@ -128,19 +176,44 @@ impl Shared {
         self.shutdown.subscribe()
     }
 
-    fn register(&self, addr: String, listen_addr: String) -> (u64, Arc<AtomicU32>) {
+    fn register(&self, addr: String, listen_addr: String) -> (u64, Arc<Activity>) {
         let id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
-        let last = Arc::new(AtomicU32::new(self.clock.now()));
+        let last = Arc::new(Activity {
+            last_cmd: AtomicU32::new(self.clock.now()),
+            ..Default::default()
+        });
         let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
         conns.insert(
             id,
             ConnEntry {
+                kind: ConnKind::Client,
                 addr,
                 listen_addr,
-                last_cmd: last.clone(),
+                activity: last.clone(),
             },
         );
         (id, last)
+    }
+
+    /// Lists a listening socket or UDP receiver at `addr` in `stats conns` for as long as
+    /// the server runs; returns its last-request time for the owner to update.
+    fn register_endpoint(&self, kind: ConnKind, addr: String) -> Arc<Activity> {
+        let id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
+        let last = Arc::new(Activity {
+            last_cmd: AtomicU32::new(self.clock.now()),
+            ..Default::default()
+        });
+        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        conns.insert(
+            id,
+            ConnEntry {
+                kind,
+                addr,
+                listen_addr: String::new(),
+                activity: last.clone(),
+            },
+        );
+        last
     }
 
     fn unregister(&self, id: u64) {
@@ -155,10 +228,20 @@ impl Shared {
         ids.sort_unstable();
         for id in ids {
             let c = &conns[&id];
+            if c.kind == ConnKind::Udp {
+                stat(out, &format!("{id}:UDP"), "UDP");
+            }
             let _ = write!(out, "STAT {id}:addr {}\r\n", c.addr);
-            let _ = write!(out, "STAT {id}:listen_addr {}\r\n", c.listen_addr);
-            stat(out, &format!("{id}:state"), "conn_parse_cmd");
-            let secs = now.saturating_sub(c.last_cmd.load(Ordering::Relaxed));
+            let state = match c.kind {
+                ConnKind::Client => {
+                    let _ = write!(out, "STAT {id}:listen_addr {}\r\n", c.listen_addr);
+                    c.activity.state_name()
+                }
+                ConnKind::Listening => "conn_listening",
+                ConnKind::Udp => "conn_read",
+            };
+            stat(out, &format!("{id}:state"), state);
+            let secs = now.saturating_sub(c.activity.last_cmd.load(Ordering::Relaxed));
             stat(out, &format!("{id}:secs_since_last_cmd"), secs);
         }
     }
@@ -168,6 +251,7 @@ impl Shared {
 pub struct Server {
     shared: Arc<Shared>,
     bound: Bound,
+    udp: Vec<std::net::UdpSocket>,
 }
 
 impl Server {
@@ -195,6 +279,7 @@ impl Server {
             None => None,
         };
         let bound = listener::bind(&config.listen)?;
+        let udp = udp::bind(&config.listen)?;
         let store = Store::new(config.store.clone(), clock.clone());
         let (tx, _) = watch::channel(false);
         let config_threads = config.threads.max(1);
@@ -225,7 +310,15 @@ impl Server {
             conns: Mutex::new(HashMap::new()),
             shutdown: tx,
         });
-        Ok(Server { shared, bound })
+        Ok(Server { shared, bound, udp })
+    }
+
+    /// The UDP addresses bound (`-U`; none when it is 0).
+    pub fn udp_addrs(&self) -> Vec<SocketAddr> {
+        self.udp
+            .iter()
+            .filter_map(|s| s.local_addr().ok())
+            .collect()
     }
 
     /// The TCP addresses actually bound (useful with port 0).
@@ -247,6 +340,7 @@ impl Server {
         let shared = self.shared;
         let workers = Arc::new(worker::Workers::start(&shared)?);
         listener::spawn_accept_loops(self.bound, shared.clone(), workers.clone())?;
+        let udp = udp::spawn(self.udp, &shared)?;
         spawn_reclaimer(shared.clone());
         let mut stop = shared.shutdown_signal();
         while !*stop.borrow() {
@@ -260,6 +354,7 @@ impl Server {
         if let Some(workers) = wait_unique(workers).await {
             workers.join(Duration::from_secs(10)).await;
         }
+        udp::join(udp).await;
         if let Some(path) = &shared.config.listen.unix_socket {
             let _ = std::fs::remove_file(path);
         }

@@ -205,6 +205,24 @@ impl Output {
         }
     }
 
+    /// Moves everything pending, copied and shared, into `dst` in order (UDP, which needs
+    /// one contiguous message to split into datagrams).
+    pub fn drain_into(&mut self, dst: &mut Vec<u8>) {
+        loop {
+            let n = {
+                let (iov, n) = iov(self);
+                for s in &iov[..n] {
+                    dst.extend_from_slice(s);
+                }
+                iov[..n].iter().map(|s| s.len()).sum::<usize>()
+            };
+            if n == 0 {
+                break;
+            }
+            self.advance(n);
+        }
+    }
+
     /// Gives the buffer back to the pool once nothing is pending.
     pub fn release(&mut self) {
         if self.is_empty() && self.buf.capacity() != 0 {

@@ -72,6 +72,7 @@ counters!(
     store_no_memory,
     auth_cmds,
     auth_errors,
+    idle_kicks,
     bytes_read,
     bytes_written,
     conn_yields,
@@ -125,6 +126,8 @@ pub struct General<'a> {
     pub rejected_connections: u64,
     pub limit_maxbytes: usize,
     pub threads: usize,
+    /// `-o idle_timeout` is on (memcached then shows `idle_kicks`).
+    pub idle_timeout: bool,
     pub counts: Counts,
     pub store: ShardStats,
     pub segments: usize,
@@ -172,11 +175,15 @@ pub fn write_general(out: &mut Vec<u8>, g: &General<'_>) {
         ("store_no_memory", c.store_no_memory),
         ("auth_cmds", c.auth_cmds),
         ("auth_errors", c.auth_errors),
-        ("bytes_read", c.bytes_read),
-        ("bytes_written", c.bytes_written),
     ] {
         stat(out, name, v);
     }
+    // As in memcached, only when `-o idle_timeout` is on.
+    if g.idle_timeout {
+        stat(out, "idle_kicks", c.idle_kicks);
+    }
+    stat(out, "bytes_read", c.bytes_read);
+    stat(out, "bytes_written", c.bytes_written);
     stat(out, "limit_maxbytes", g.limit_maxbytes);
     stat(out, "accepting_conns", 1);
     stat(out, "threads", g.threads);
@@ -230,6 +237,7 @@ mod tests {
             rusage_user: 0.5,
             rusage_system: 0.25,
             max_connections: 10,
+            idle_timeout: true,
             curr_connections: 1,
             total_connections: 2,
             rejected_connections: 0,

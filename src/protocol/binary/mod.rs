@@ -302,6 +302,11 @@ pub enum BinParsed<'a> {
     BadMagic,
 }
 
+/// Is `op` (a loud opcode) one this server answers? Others get "Unknown command".
+fn known(op: u8) -> bool {
+    matches!(op, op::GET..=op::GATQ | op::SASL_LIST_MECHS..=op::GATKQ)
+}
+
 /// Does the body length fit the opcode? (memcached's dispatcher rules.)
 fn shape_ok(op: u8, key: usize, ext: usize, body: usize) -> bool {
     use op::*;
@@ -372,11 +377,22 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> BinParsed<'a> {
         return err(status::UNKNOWN_COMMAND, HEADER_LEN, 0, true);
     }
     let (opcode, quiet) = unquiet(header.opcode);
-    if key_len > KEY_MAX_LENGTH || !shape_ok(opcode, key_len, ext_len, body_len) {
-        return err(status::EINVAL, HEADER_LEN, 0, true);
-    }
     let value_len = body_len - key_len - ext_len;
     let head = HEADER_LEN + ext_len + key_len;
+    if key_len > KEY_MAX_LENGTH {
+        return err(status::EINVAL, HEADER_LEN, 0, true);
+    }
+    if !shape_ok(opcode, key_len, ext_len, body_len) {
+        // memcached 1.6.18 does not know verbosity: in any shape but the one served here
+        // it is an unknown command, answered with the body skipped.
+        if opcode == op::VERBOSITY {
+            if buf.len() < head {
+                return BinParsed::Incomplete;
+            }
+            return err(status::UNKNOWN_COMMAND, head, value_len, false);
+        }
+        return err(status::EINVAL, HEADER_LEN, 0, true);
+    }
     let is_store = matches!(
         opcode,
         op::SET | op::ADD | op::REPLACE | op::APPEND | op::PREPEND
@@ -396,9 +412,14 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> BinParsed<'a> {
         if buf.len() < head {
             return BinParsed::Incomplete;
         }
-        // Storage commands: refuse and swallow the value. Others never carry big values.
+        // Storage commands: refuse and swallow the value. Other known commands never carry
+        // big values; an unknown one is answered as memcached does, its body skipped.
         if !is_store {
-            return err(status::EINVAL, head, value_len, true);
+            return if known(opcode) {
+                err(status::EINVAL, head, value_len, true)
+            } else {
+                err(status::UNKNOWN_COMMAND, head, value_len, false)
+            };
         }
         let refused = TooLarge {
             key: &buf[HEADER_LEN + ext_len..head],

@@ -21,6 +21,8 @@ pub struct MetaFlags<'a> {
     pub value: bool,
     pub no_update: bool,
     pub invalidate: bool,
+    /// Never set by the parser: memcached 1.6.18 has no `x` flag and refuses it, so we do
+    /// too. The store still supports the newer behaviour (drop the value, keep the item).
     pub strip_value: bool,
     pub client_flags: u32,
     pub compare_cas: Option<u64>,
@@ -114,7 +116,6 @@ pub fn parse<'a>(raw: &'a [u8], key: &mut Cow<'a, [u8]>) -> Result<MetaFlags<'a>
             b'v' => f.value = true,
             b'u' => f.no_update = true,
             b'I' => f.invalidate = true,
-            b'x' => f.strip_value = true,
             b'P' | b'L' | b'k' | b's' | b't' | b'c' | b'f' | b'h' | b'l' => {}
             _ => return Err(ErrorKind::MetaInvalidFlag),
         }

@@ -267,8 +267,9 @@ fn parse_set<'a>(
     if t.ntokens > META_MAX_TOKENS {
         return err(ErrorKind::MetaTooManyFlags, 0);
     }
+    // As for set: memcached adds 2 for the CRLF in an int, so larger lengths are refused.
     let vlen = match parse_i32(t.get(2)) {
-        Some(v) if v >= 0 => v as usize,
+        Some(v) if (0..=i32::MAX - 2).contains(&v) => v as usize,
         _ => return err(ErrorKind::BadFormat, 0),
     };
     let swallow = vlen + 2;

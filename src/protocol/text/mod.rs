@@ -4,8 +4,7 @@
 //!
 //! memcached splits a line on single spaces (runs of spaces collapse) into at most 24
 //! tokens, and checks each verb's token count before looking at the tokens; a wrong count
-//! is a bare `ERROR`. We keep those rules so replies match byte for byte, and add one: keys
-//! with control characters are refused.
+//! is a bare `ERROR`. We keep those rules so replies match byte for byte.
 
 pub mod admin;
 pub mod arith;

@@ -64,7 +64,8 @@ pub fn parse<'a>(
     } else {
         None
     };
-    if vlen < 0 {
+    // memcached adds 2 for the CRLF in an int: lengths that would overflow it are refused.
+    if !(0..=i32::MAX - 2).contains(&vlen) {
         return err(ErrorKind::BadFormat);
     }
     let vlen = vlen as usize;

@@ -25,6 +25,7 @@ pub fn write(s: &mut Session<'_>, group: &[u8], arg: &[u8], out: &mut Vec<u8>) {
                 rejected_connections: sh.rejected_connections(),
                 limit_maxbytes: sh.store.limit_bytes(),
                 threads: sh.config.threads,
+                idle_timeout: sh.config.idle_timeout_secs > 0,
                 counts: sh.counts.sum(),
                 store: sh.store.stats(),
                 segments: sh.store.segment_count(),
@@ -79,7 +80,9 @@ pub fn write(s: &mut Session<'_>, group: &[u8], arg: &[u8], out: &mut Vec<u8>) {
             }
             return;
         }
-        b"sizes" | b"extstore" => {}
+        // memcached tracks item sizes only with `-o track_sizes`, which is not built here.
+        b"sizes" => stat(out, "sizes_status", "disabled"),
+        b"extstore" => {}
         _ => {
             out.extend_from_slice(b"ERROR\r\n");
             return;
