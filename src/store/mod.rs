@@ -287,11 +287,7 @@ impl Store {
     }
 
     fn budget(&self) -> Budget<'_> {
-        Budget {
-            used: &self.inner.used,
-            limit: self.limit_bytes(),
-            evict: self.inner.cfg.evict,
-        }
+        Budget::new(&self.inner.used, self.limit_bytes(), self.inner.cfg.evict)
     }
 
     /// Bytes of segments allocated now: what `-m` limits.
@@ -333,35 +329,36 @@ impl Store {
         meta
     }
 
-    fn over_budget(&self, need: usize) -> bool {
-        self.inner.used.load(Ordering::Relaxed) + need > self.limit_bytes()
-    }
-
-    /// Frees segments in shards other than `skip` until `need` more bytes fit or none can
-    /// go. Locks one shard at a time, never two.
-    fn evict_elsewhere(&self, need: usize, skip: usize, now: u32) -> bool {
-        let n = self.inner.shards.len();
+    /// Charges `need` bytes to the budget, freeing the oldest segments of shards other than
+    /// `skip` (one lock at a time, never two) until they fit; false if every other shard is
+    /// empty and they still do not. The charge is the caller's to spend or give back.
+    fn reserve_elsewhere(&self, need: usize, skip: usize, now: u32) -> bool {
         let b = self.budget();
+        let n = self.inner.shards.len();
         let mut idle = 0;
-        while self.over_budget(need) {
-            let i = self.inner.evict_hand.fetch_add(1, Ordering::Relaxed) % n;
-            if i == skip {
-                continue;
+        loop {
+            if b.try_charge(need) {
+                return true;
             }
-            if self.lock(i).release_oldest(now, &b) {
+            // Each shard is visited once in n steps of the shared hand; twice that many
+            // visits without a segment to free means the others are empty (other writers
+            // move the hand too).
+            if idle >= 2 * n {
+                return false;
+            }
+            let i = self.inner.evict_hand.fetch_add(1, Ordering::Relaxed) % n;
+            if i != skip && self.lock(i).release_oldest(now, &b) {
                 idle = 0;
             } else {
                 idle += 1;
-                if idle >= n {
-                    return false;
-                }
             }
         }
-        true
     }
 
-    /// Stores an item in shard `si`, freeing memory in other shards if its own cannot make
-    /// room. Returns the shard, still locked, and the item's location.
+    /// Stores an item in shard `si`. With eviction on it always finds room when the item fits
+    /// `-I`: a shard that cannot make room itself has freed all it could, so the room a new
+    /// segment needs is charged by freeing segments in other shards, then spent on the
+    /// retry. Returns the shard, still locked, and the item's location.
     #[allow(clippy::too_many_arguments)]
     fn put<'s>(
         &'s self,
@@ -380,17 +377,16 @@ impl Store {
         if !b.evict {
             return Err(StoreError::OutOfMemory);
         }
+        let vlen = parts.iter().map(|p| p.len()).sum();
+        let need = shard.room_for(key.len(), vlen, meta);
         drop(shard);
-        let len = key.len() + parts.iter().map(|p| p.len()).sum::<usize>() + 32;
-        let geo = self.inner.geo;
-        let need = if len > geo.large_min {
-            len
-        } else {
-            geo.seg_size
-        };
-        self.evict_elsewhere(need, si, now);
+        if self.reserve_elsewhere(need, si, now) {
+            b.prepaid.set(need);
+        }
         let mut shard = self.lock(si);
-        match shard.put(hash, key, parts, meta, now, &b) {
+        let put = shard.put(hash, key, parts, meta, now, &b);
+        b.refund();
+        match put {
             Ok(loc) => Ok((shard, loc)),
             Err(NoRoom) => Err(StoreError::OutOfMemory),
         }
