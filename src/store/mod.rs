@@ -2,10 +2,22 @@
 //!
 //! The store speaks in its own words (stored, not stored, exists, not found, a value) and
 //! never sees wire bytes. Each operation hashes the key once, locks one shard for the map
-//! work only, and returns; nothing waits while a lock is held. Memory is one global budget
-//! (`-m`) that shards draw whole segments from: a write first recycles its own shard's oldest
-//! segment, and only if that shard has none does it free segments in others, one lock at a
-//! time, so no two shard locks are ever held together.
+//! work only, and returns; nothing waits while a lock is held.
+//!
+//! Memory is one global budget (`-m`) that shards draw whole segments from: regular segments
+//! pack small items, and an item above a quarter segment gets a segment of its own size.
+//!
+//! What guarantees a set's room, with eviction on: the write first makes room in its own
+//! shard (a new segment, or its oldest ones compacted or freed). That fails only when the
+//! shard holds nothing it could reuse; then exactly what a new segment for the item costs is
+//! charged to the budget by freeing the oldest segments of other shards, one lock at a time
+//! (no two shard locks are ever held together), and the retry spends that charge, so no other
+//! writer can take the room in between. Any segment can be freed, and an item within `-I` is
+//! at most half the budget (the config checks `-I` against `-m`), so a set that fits `-I` is
+//! always stored; concurrent writers can still miss only if the items they store at the same
+//! moment need more than the whole budget together. The fast path pays nothing for this: the
+//! cross-shard work runs only after the shard's own attempt failed. With `-M` nothing live is
+//! evicted, and a write that finds no room answers out of memory.
 //!
 //! Replication hooks: every item carries a [`Version`]; deletes may leave tombstones; the
 //! store can be walked with [`Store::scan`] while serving; and [`Store::subscribe`] reports
@@ -329,36 +341,35 @@ impl Store {
         meta
     }
 
-    /// Charges `need` bytes to the budget, freeing the oldest segments of shards other than
-    /// `skip` (one lock at a time, never two) until they fit; false if every other shard is
-    /// empty and they still do not. The charge is the caller's to spend or give back.
-    fn reserve_elsewhere(&self, need: usize, skip: usize, now: u32) -> bool {
+    /// Charges `need` bytes to the budget, freeing the oldest segments shard by shard (one
+    /// lock at a time, never two) until they fit; false if every shard is empty and they
+    /// still do not. The charge is the caller's to spend or give back.
+    fn reserve(&self, need: usize, now: u32) -> bool {
         let b = self.budget();
         let n = self.inner.shards.len();
         let mut idle = 0;
-        loop {
-            if b.try_charge(need) {
-                return true;
-            }
+        while !b.try_charge(need) {
             // Each shard is visited once in n steps of the shared hand; twice that many
-            // visits without a segment to free means the others are empty (other writers
-            // move the hand too).
+            // visits without a segment to free means all are empty (other writers move the
+            // hand too).
             if idle >= 2 * n {
                 return false;
             }
             let i = self.inner.evict_hand.fetch_add(1, Ordering::Relaxed) % n;
-            if i != skip && self.lock(i).release_oldest(now, &b) {
+            if self.lock(i).release_oldest(now, &b) {
                 idle = 0;
             } else {
                 idle += 1;
             }
         }
+        true
     }
 
-    /// Stores an item in shard `si`. With eviction on it always finds room when the item fits
+    /// Stores an item in shard `si`. With eviction on it finds room for any item that fits
     /// `-I`: a shard that cannot make room itself has freed all it could, so the room a new
-    /// segment needs is charged by freeing segments in other shards, then spent on the
-    /// retry. Returns the shard, still locked, and the item's location.
+    /// segment for the item takes is charged by freeing the oldest segments of other shards
+    /// (its own too, if writers refilled it while unlocked), then spent on the retry.
+    /// Returns the shard, still locked, and the item's location.
     #[allow(clippy::too_many_arguments)]
     fn put<'s>(
         &'s self,
@@ -380,7 +391,7 @@ impl Store {
         let vlen = parts.iter().map(|p| p.len()).sum();
         let need = shard.room_for(key.len(), vlen, meta);
         drop(shard);
-        if self.reserve_elsewhere(need, si, now) {
+        if self.reserve(need, now) {
             b.prepaid.set(need);
         }
         let mut shard = self.lock(si);
