@@ -10,14 +10,15 @@
 //! What guarantees a set's room, with eviction on: the write first makes room in its own
 //! shard (a new segment, or its oldest ones compacted or freed). That fails only when the
 //! shard holds nothing it could reuse; then exactly what a new segment for the item costs is
-//! charged to the budget by freeing the oldest segments of other shards, one lock at a time
-//! (no two shard locks are ever held together), and the retry spends that charge, so no other
-//! writer can take the room in between. Any segment can be freed, and an item within `-I` is
-//! at most half the budget (the config checks `-I` against `-m`), so a set that fits `-I` is
-//! always stored; concurrent writers can still miss only if the items they store at the same
-//! moment need more than the whole budget together. The fast path pays nothing for this: the
-//! cross-shard work runs only after the shard's own attempt failed. With `-M` nothing live is
-//! evicted, and a write that finds no room answers out of memory.
+//! charged to the budget by freeing the oldest segments of the shards, one lock at a time (no
+//! two shard locks are ever held together), and the set runs again under its shard's lock,
+//! checks included, spending that charge, so no other writer can take the room in between.
+//! Any segment can be freed, and an item within `-I` is at most half the budget (the config
+//! checks `-I` against `-m`), so a set that fits `-I` is always stored; concurrent writers
+//! can still miss only if the items they store at the same moment need more than the whole
+//! budget together. The fast path pays nothing for this: the cross-shard work runs only after
+//! the shard's own attempt failed. With `-M` nothing live is evicted, and a write that finds
+//! no room answers out of memory.
 //!
 //! Replication hooks: every item carries a [`Version`]; deletes may leave tombstones; the
 //! store can be walked with [`Store::scan`] while serving; and [`Store::subscribe`] reports
@@ -248,6 +249,14 @@ pub struct Store {
     inner: Arc<Inner>,
 }
 
+/// How many times a set makes room in other shards before it answers out of memory. One
+/// does, unless another writer changes the item meanwhile or all of the budget is held by
+/// other writers' room at once.
+const ROOM_ROUNDS: usize = 4;
+
+/// What a new segment for an item would cost: its shard had no room for it.
+struct NeedRoom(usize);
+
 /// A shard addresses at most 4 GiB (4-byte locations); bigger budgets get more shards.
 const MAX_SHARD_BUDGET: usize = 2 << 30;
 
@@ -363,44 +372,6 @@ impl Store {
             }
         }
         true
-    }
-
-    /// Stores an item in shard `si`. With eviction on it finds room for any item that fits
-    /// `-I`: a shard that cannot make room itself has freed all it could, so the room a new
-    /// segment for the item takes is charged by freeing the oldest segments of other shards
-    /// (its own too, if writers refilled it while unlocked), then spent on the retry.
-    /// Returns the shard, still locked, and the item's location.
-    #[allow(clippy::too_many_arguments)]
-    fn put<'s>(
-        &'s self,
-        si: usize,
-        mut shard: MutexGuard<'s, Shard>,
-        hash: u64,
-        key: &[u8],
-        parts: &[&[u8]],
-        meta: &Meta,
-        now: u32,
-    ) -> Result<(MutexGuard<'s, Shard>, u32), StoreError> {
-        let b = self.budget();
-        if let Ok(loc) = shard.put(hash, key, parts, meta, now, &b) {
-            return Ok((shard, loc));
-        }
-        if !b.evict {
-            return Err(StoreError::OutOfMemory);
-        }
-        let vlen = parts.iter().map(|p| p.len()).sum();
-        let need = shard.room_for(key.len(), vlen, meta);
-        drop(shard);
-        if self.reserve(need, now) {
-            b.prepaid.set(need);
-        }
-        let mut shard = self.lock(si);
-        let put = shard.put(hash, key, parts, meta, now, &b);
-        b.refund();
-        match put {
-            Ok(loc) => Ok((shard, loc)),
-            Err(NoRoom) => Err(StoreError::OutOfMemory),
-        }
     }
 
     /// Reports the item at `loc` to subscribers, after unlocking.
@@ -526,15 +497,51 @@ impl Store {
     }
 
     /// Stores an item per `req.mode` and the CAS rules of memcached's `do_store_item`.
+    ///
+    /// With eviction on, an item that fits `-I` is always given room: when its shard cannot
+    /// make room itself, what a new segment for it costs is charged by freeing segments in
+    /// the shards ([`Store::reserve`]), and the whole operation runs again, its checks
+    /// included, spending that charge (the shard was unlocked in between).
     pub fn set(&self, req: &SetRequest<'_>, now: u32) -> Result<SetOutcome, StoreError> {
         if !self.fits(req.key.len(), req.value.len(), req.flags) {
             return Err(StoreError::TooLarge);
         }
+        let b = self.budget();
+        let mut need = match self.try_set(req, now, &b) {
+            Ok(done) => return Ok(done),
+            Err(NeedRoom(need)) => need,
+        };
+        if !b.evict {
+            return Err(StoreError::OutOfMemory);
+        }
+        // Another writer may change the item meanwhile (an append makes it longer, so it
+        // costs more than was charged): a few rounds, not one.
+        for _ in 0..ROOM_ROUNDS {
+            if self.reserve(need, now) {
+                b.prepaid.set(need);
+            }
+            let done = self.try_set(req, now, &b);
+            b.refund();
+            match done {
+                Ok(done) => return Ok(done),
+                Err(NeedRoom(more)) => need = more,
+            }
+        }
+        Err(StoreError::OutOfMemory)
+    }
+
+    /// [`Store::set`] under one lock of the key's shard; what a new segment would cost if
+    /// the shard has no room for the item.
+    fn try_set(
+        &self,
+        req: &SetRequest<'_>,
+        now: u32,
+        b: &Budget<'_>,
+    ) -> Result<SetOutcome, NeedRoom> {
         let hash = hash_key(req.key);
         let si = self.shard_of(hash);
         let mut shard = self.lock(si);
-        let b = self.budget();
-        let existing = shard.lookup(hash, req.key, now, &b).ok();
+        let existing = shard.lookup(hash, req.key, now, b).ok();
         // Append and prepend build the joined value here: making room may move the old one.
         let mut joined = Vec::new();
         let mut meta = match existing {
@@ -616,9 +623,13 @@ impl Store {
                 return Ok(SetOutcome::Stored { cas, size });
             }
         }
-        let (shard, loc) = self.put(si, shard, hash, req.key, &[value], &meta, now)?;
-        self.publish_loc(shard, loc);
-        Ok(SetOutcome::Stored { cas, size })
+        match shard.put(hash, req.key, &[value], &meta, now, b) {
+            Ok(loc) => {
+                self.publish_loc(shard, loc);
+                Ok(SetOutcome::Stored { cas, size })
+            }
+            Err(NoRoom) => Err(NeedRoom(shard.room_for(req.key.len(), size, &meta))),
+        }
     }
 
     /// Removes (or, with tombstones on, marks deleted) an item, or invalidates it (md `I`).
