@@ -2,10 +2,23 @@
 //!
 //! The store speaks in its own words (stored, not stored, exists, not found, a value) and
 //! never sees wire bytes. Each operation hashes the key once, locks one shard for the map
-//! work only, and returns; nothing waits while a lock is held. Memory is one global budget
-//! (`-m`) that shards draw whole segments from: a write first recycles its own shard's oldest
-//! segment, and only if that shard has none does it free segments in others, one lock at a
-//! time, so no two shard locks are ever held together.
+//! work only, and returns; nothing waits while a lock is held.
+//!
+//! Memory is one global budget (`-m`) that shards draw whole segments from: regular segments
+//! pack small items, and an item above a quarter segment gets a segment of its own size.
+//!
+//! What guarantees a set's room, with eviction on: the write first makes room in its own
+//! shard (a new segment, or its oldest ones compacted or freed). That fails only when the
+//! shard holds nothing it could reuse; then exactly what a new segment for the item costs is
+//! charged to the budget by freeing the oldest segments of the shards, one lock at a time (no
+//! two shard locks are ever held together), and the set runs again under its shard's lock,
+//! checks included, spending that charge, so no other writer can take the room in between.
+//! Any segment can be freed, and an item within `-I` is at most half the budget (the config
+//! checks `-I` against `-m`), so a set that fits `-I` is always stored; concurrent writers
+//! can still miss only if the items they store at the same moment need more than the whole
+//! budget together. The fast path pays nothing for this: the cross-shard work runs only after
+//! the shard's own attempt failed. With `-M` nothing live is evicted, and a write that finds
+//! no room answers out of memory.
 //!
 //! Replication hooks: every item carries a [`Version`]; deletes may leave tombstones; the
 //! store can be walked with [`Store::scan`] while serving; and [`Store::subscribe`] reports
@@ -246,6 +259,14 @@ pub struct Store {
     inner: Arc<Inner>,
 }
 
+/// How many times a set makes room in other shards before it answers out of memory. One
+/// does, unless another writer changes the item meanwhile or all of the budget is held by
+/// other writers' room at once.
+const ROOM_ROUNDS: usize = 4;
+
+/// What a new segment for an item would cost: its shard had no room for it.
+struct NeedRoom(usize);
+
 /// A shard addresses at most 4 GiB (4-byte locations); bigger budgets get more shards.
 const MAX_SHARD_BUDGET: usize = 2 << 30;
 
@@ -297,11 +318,7 @@ impl Store {
     }
 
     fn budget(&self) -> Budget<'_> {
-        Budget {
-            used: &self.inner.used,
-            limit: self.limit_bytes(),
-            evict: self.inner.cfg.evict,
-        }
+        Budget::new(&self.inner.used, self.limit_bytes(), self.inner.cfg.evict)
     }
 
     /// Bytes of segments allocated now: what `-m` limits.
@@ -343,67 +360,28 @@ impl Store {
         meta
     }
 
-    fn over_budget(&self, need: usize) -> bool {
-        self.inner.used.load(Ordering::Relaxed) + need > self.limit_bytes()
-    }
-
-    /// Frees segments in shards other than `skip` until `need` more bytes fit or none can
-    /// go. Locks one shard at a time, never two.
-    fn evict_elsewhere(&self, need: usize, skip: usize, now: u32) -> bool {
-        let n = self.inner.shards.len();
+    /// Charges `need` bytes to the budget, freeing the oldest segments shard by shard (one
+    /// lock at a time, never two) until they fit; false if every shard is empty and they
+    /// still do not. The charge is the caller's to spend or give back.
+    fn reserve(&self, need: usize, now: u32) -> bool {
         let b = self.budget();
+        let n = self.inner.shards.len();
         let mut idle = 0;
-        while self.over_budget(need) {
-            let i = self.inner.evict_hand.fetch_add(1, Ordering::Relaxed) % n;
-            if i == skip {
-                continue;
+        while !b.try_charge(need) {
+            // Each shard is visited once in n steps of the shared hand; twice that many
+            // visits without a segment to free means all are empty (other writers move the
+            // hand too).
+            if idle >= 2 * n {
+                return false;
             }
+            let i = self.inner.evict_hand.fetch_add(1, Ordering::Relaxed) % n;
             if self.lock(i).release_oldest(now, &b) {
                 idle = 0;
             } else {
                 idle += 1;
-                if idle >= n {
-                    return false;
-                }
             }
         }
         true
-    }
-
-    /// Stores an item in shard `si`, freeing memory in other shards if its own cannot make
-    /// room. Returns the shard, still locked, and the item's location.
-    #[allow(clippy::too_many_arguments)]
-    fn put<'s>(
-        &'s self,
-        si: usize,
-        mut shard: MutexGuard<'s, Shard>,
-        hash: u64,
-        key: &[u8],
-        parts: &[&[u8]],
-        meta: &Meta,
-        now: u32,
-    ) -> Result<(MutexGuard<'s, Shard>, u32), StoreError> {
-        let b = self.budget();
-        if let Ok(loc) = shard.put(hash, key, parts, meta, now, &b) {
-            return Ok((shard, loc));
-        }
-        if !b.evict {
-            return Err(StoreError::OutOfMemory);
-        }
-        drop(shard);
-        let len = key.len() + parts.iter().map(|p| p.len()).sum::<usize>() + 32;
-        let geo = self.inner.geo;
-        let need = if len > geo.large_min {
-            len
-        } else {
-            geo.seg_size
-        };
-        self.evict_elsewhere(need, si, now);
-        let mut shard = self.lock(si);
-        match shard.put(hash, key, parts, meta, now, &b) {
-            Ok(loc) => Ok((shard, loc)),
-            Err(NoRoom) => Err(StoreError::OutOfMemory),
-        }
     }
 
     /// Reports the item at `loc` to subscribers, after unlocking.
@@ -531,15 +509,51 @@ impl Store {
     }
 
     /// Stores an item per `req.mode` and the CAS rules of memcached's `do_store_item`.
+    ///
+    /// With eviction on, an item that fits `-I` is always given room: when its shard cannot
+    /// make room itself, what a new segment for it costs is charged by freeing segments in
+    /// the shards ([`Store::reserve`]), and the whole operation runs again, its checks
+    /// included, spending that charge (the shard was unlocked in between).
     pub fn set(&self, req: &SetRequest<'_>, now: u32) -> Result<SetOutcome, StoreError> {
         if !self.fits(req.key.len(), req.value.len(), req.flags) {
             return Err(StoreError::TooLarge);
         }
+        let b = self.budget();
+        let mut need = match self.try_set(req, now, &b) {
+            Ok(done) => return Ok(done),
+            Err(NeedRoom(need)) => need,
+        };
+        if !b.evict {
+            return Err(StoreError::OutOfMemory);
+        }
+        // Another writer may change the item meanwhile (an append makes it longer, so it
+        // costs more than was charged): a few rounds, not one.
+        for _ in 0..ROOM_ROUNDS {
+            if self.reserve(need, now) {
+                b.prepaid.set(need);
+            }
+            let done = self.try_set(req, now, &b);
+            b.refund();
+            match done {
+                Ok(done) => return Ok(done),
+                Err(NeedRoom(more)) => need = more,
+            }
+        }
+        Err(StoreError::OutOfMemory)
+    }
+
+    /// [`Store::set`] under one lock of the key's shard; what a new segment would cost if
+    /// the shard has no room for the item.
+    fn try_set(
+        &self,
+        req: &SetRequest<'_>,
+        now: u32,
+        b: &Budget<'_>,
+    ) -> Result<SetOutcome, NeedRoom> {
         let hash = hash_key(req.key);
         let si = self.shard_of(hash);
         let mut shard = self.lock(si);
-        let b = self.budget();
-        let existing = shard.lookup(hash, req.key, now, &b).ok();
+        let existing = shard.lookup(hash, req.key, now, b).ok();
         // Append and prepend build the joined value here: making room may move the old one.
         let mut joined = Vec::new();
         let mut meta = match existing {
@@ -621,9 +635,13 @@ impl Store {
                 return Ok(SetOutcome::Stored { cas, size });
             }
         }
-        let (shard, loc) = self.put(si, shard, hash, req.key, &[value], &meta, now)?;
-        self.publish_loc(shard, loc);
-        Ok(SetOutcome::Stored { cas, size })
+        match shard.put(hash, req.key, &[value], &meta, now, b) {
+            Ok(loc) => {
+                self.publish_loc(shard, loc);
+                Ok(SetOutcome::Stored { cas, size })
+            }
+            Err(NoRoom) => Err(NeedRoom(shard.room_for(req.key.len(), size, &meta))),
+        }
     }
 
     /// Removes (or, with tombstones on, marks deleted) an item, or invalidates it (md `I`).

@@ -6,6 +6,7 @@
 //! the rest are evicted. That is FIFO with a second chance, by whole segments, so eviction
 //! needs no per-item list links and no per-hit bookkeeping beyond one bit.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::index::Index;
@@ -54,15 +55,28 @@ pub struct Budget<'a> {
     pub limit: usize,
     /// May live items be evicted to make room (`-M` says no).
     pub evict: bool,
+    /// Bytes already charged for this operation (room made in other shards), spent by the
+    /// first segment it opens, so no concurrent writer can take that room in between.
+    pub prepaid: Cell<usize>,
 }
 
-impl Budget<'_> {
-    /// More is allocated than allowed: the limit was lowered at run time.
-    fn over(&self) -> bool {
-        self.used.load(Ordering::Relaxed) > self.limit
+impl<'a> Budget<'a> {
+    pub fn new(used: &'a AtomicUsize, limit: usize, evict: bool) -> Budget<'a> {
+        Budget {
+            used,
+            limit,
+            evict,
+            prepaid: Cell::new(0),
+        }
     }
 
-    fn try_charge(&self, n: usize) -> bool {
+    /// Charges `n` bytes if they fit the limit now.
+    pub fn try_charge(&self, n: usize) -> bool {
+        let pre = self.prepaid.get();
+        if pre >= n {
+            self.prepaid.set(pre - n);
+            return true;
+        }
         let before = self.used.fetch_add(n, Ordering::Relaxed);
         if before + n > self.limit {
             self.used.fetch_sub(n, Ordering::Relaxed);
@@ -71,8 +85,18 @@ impl Budget<'_> {
         true
     }
 
-    fn release(&self, n: usize) {
+    pub fn release(&self, n: usize) {
         self.used.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// Gives back whatever of the prepaid room was not spent.
+    pub fn refund(&self) {
+        self.release(self.prepaid.take());
+    }
+
+    /// More is allocated than allowed: the limit was lowered at run time.
+    fn over(&self) -> bool {
+        self.used.load(Ordering::Relaxed) > self.limit
     }
 }
 
@@ -381,6 +405,27 @@ impl Shard {
             self.stats.total_items -= 1;
         }
         Ok(loc)
+    }
+
+    /// Bytes a new segment for this item takes from the budget: its own size if it is large,
+    /// else a regular segment. When [`Shard::put`] says [`NoRoom`] with eviction on, the
+    /// shard holds no segment it could reuse, and this much free budget is what it lacks.
+    pub fn room_for(&self, klen: usize, vlen: usize, meta: &Meta) -> usize {
+        let own = Self::own_len(klen, vlen, meta);
+        if own > self.geo.large_min {
+            own
+        } else {
+            self.geo.seg_size
+        }
+    }
+
+    /// The item's encoded length in a segment of its own.
+    fn own_len(klen: usize, vlen: usize, meta: &Meta) -> usize {
+        let alone = Base {
+            stamp: meta.cas,
+            time: meta.atime,
+        };
+        item::encoded_len(meta, klen, vlen, alone)
     }
 
     /// Finds a segment with room for an item: the active one, a new one, or the oldest
@@ -772,11 +817,7 @@ mod tests {
     use super::*;
 
     fn budget(used: &AtomicUsize, limit: usize) -> Budget<'_> {
-        Budget {
-            used,
-            limit,
-            evict: true,
-        }
+        Budget::new(used, limit, true)
     }
 
     fn put(s: &mut Shard, key: &[u8], value: &[u8], b: &Budget) -> u32 {
@@ -845,11 +886,7 @@ mod tests {
     #[test]
     fn without_eviction_a_full_shard_says_no_room() {
         let used = AtomicUsize::new(0);
-        let b = Budget {
-            used: &used,
-            limit: 4096,
-            evict: false,
-        };
+        let b = Budget::new(&used, 4096, false);
         let mut s = small();
         let meta = Meta::new(0, 0, 2);
         let mut stored = 0;

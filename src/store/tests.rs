@@ -572,6 +572,15 @@ fn eviction_front_age_follows_the_oldest_segment() {
     assert_eq!(s.eviction_front_age(10), 8);
 }
 
+/// Takes one from a count of running threads when dropped.
+struct Finished<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Finished<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 #[test]
 fn concurrent_writers_under_pressure_never_read_stale_values() {
     let limit = 256 * 1024;
@@ -583,6 +592,11 @@ fn concurrent_writers_under_pressure_never_read_stale_values() {
         ..Default::default()
     };
     let s = Store::new(cfg, Arc::new(Clock::new()));
+    assert_eq!(
+        s.segment_size(),
+        8 << 10,
+        "the sizes below are chosen for this"
+    );
     let writing = std::sync::atomic::AtomicUsize::new(4);
     std::thread::scope(|sc| {
         // The background reclaimer, walking while the writers compact and free segments.
@@ -597,6 +611,9 @@ fn concurrent_writers_under_pressure_never_read_stale_values() {
             let s = s.clone();
             let writing = &writing;
             sc.spawn(move || {
+                // Counts this writer out even if it panics, so the reclaimer stops and the
+                // test fails instead of hanging.
+                let _done = Finished(writing);
                 // Each thread owns its keys, so it knows their last value.
                 let mut last: HashMap<u16, Vec<u8>> = HashMap::new();
                 let mut x: u32 = 0x9e37_79b9 ^ t as u32;
@@ -608,18 +625,17 @@ fn concurrent_writers_under_pressure_never_read_stale_values() {
                     let key = [b't', t, (k >> 8) as u8, k as u8];
                     match x % 10 {
                         0..=3 => {
-                            let n = [3usize, 90, 700, 20_000][(x as usize >> 8) % 4];
+                            // 2030 and 2040 sit on either side of a quarter segment.
+                            let n = [3usize, 90, 700, 2030, 2040, 20_000][(x as usize >> 8) % 6];
                             let value = vec![(i % 251) as u8; n];
                             let mut req = SetRequest::new(SetMode::Set, &key, &value);
                             if x.is_multiple_of(4) {
                                 req.exptime = 3;
                             }
-                            match s.set(&req, 2) {
-                                Ok(_) => {
-                                    last.insert(k, value);
-                                }
-                                Err(e) => assert_eq!(e, StoreError::OutOfMemory),
-                            }
+                            // With eviction on, no set is refused, with four writers too.
+                            let r = s.set(&req, 2);
+                            assert!(r.is_ok(), "thread {t}: set of {n} bytes answered {r:?}");
+                            last.insert(k, value);
                         }
                         4 => {
                             s.delete(
@@ -642,7 +658,6 @@ fn concurrent_writers_under_pressure_never_read_stale_values() {
                     }
                     assert!(s.used_bytes() <= limit + 4 * 64 * 1024);
                 }
-                writing.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             });
         }
     });
@@ -669,4 +684,95 @@ fn lowering_the_limit_frees_memory_as_writes_go_on() {
     }
     assert!(s.used_bytes() <= 256 << 10, "used {}", s.used_bytes());
     assert!(get(&s, b"n4999").is_some());
+}
+
+/// A value length for a [`Room`] set, chosen against the store's own sizes.
+#[derive(Debug, Clone, Copy)]
+enum Size {
+    Tiny(u8),
+    /// This many bytes below where the item stops fitting a quarter segment (negative: above).
+    NearQuarter(i16),
+    /// This many bytes below the largest value `-I` allows.
+    NearMax(u16),
+    /// A share, in 1/256ths, of the largest value `-I` allows.
+    Share(u8),
+}
+
+#[derive(Debug, Clone)]
+enum Room {
+    Set(u8, Size),
+    Get(u8),
+    Delete(u8),
+}
+
+fn room_op() -> impl Strategy<Value = Room> {
+    let k = 0u8..40;
+    let size = prop_oneof![
+        1 => any::<u8>().prop_map(Size::Tiny),
+        3 => (-16i16..48).prop_map(Size::NearQuarter),
+        2 => (0u16..64).prop_map(Size::NearMax),
+        2 => any::<u8>().prop_map(Size::Share),
+    ];
+    prop_oneof![
+        6 => (k.clone(), size).prop_map(|(k, n)| Room::Set(k, n)),
+        2 => k.clone().prop_map(Room::Get),
+        1 => k.prop_map(Room::Delete),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    /// With eviction on, a set whose item fits `-I` is stored, whatever the sizes before it,
+    /// the budget (down to 1 MiB), `-I` (up to half the budget) and the shard count; the
+    /// budget holds after every operation, and the item just stored reads back.
+    #[test]
+    fn with_eviction_every_set_that_fits_is_stored(
+        mb in 1usize..=3,
+        item_max_share in 1usize..=64,
+        shard_bits in 0u32..=6,
+        ops in proptest::collection::vec(room_op(), 1..120),
+    ) {
+        let limit = mb << 20;
+        // From 1 KiB (memcached's least) up to half the budget (its most for this -m).
+        let item_size_max = (limit / 2 * item_max_share / 64).max(1024);
+        let cfg = StoreConfig {
+            limit_bytes: limit,
+            item_size_max,
+            shards: 1 << shard_bits,
+            ..Default::default()
+        };
+        let s = Store::new(cfg, Arc::new(Clock::new()));
+        let quarter = s.segment_size() / 4;
+        for (i, op) in ops.into_iter().enumerate() {
+            match op {
+                Room::Set(k, size) => {
+                    let key = format!("key{k}");
+                    let max_value = item_size_max - item_total_size(key.len(), 0, 0);
+                    let n = match size {
+                        Size::Tiny(n) => n as usize,
+                        // Plain items take a 12-byte header here: around the line, an item is
+                        // packed with others or gets a segment of its own.
+                        Size::NearQuarter(d) => (quarter as isize - 12 - key.len() as isize - d as isize) as usize,
+                        Size::NearMax(d) => max_value.saturating_sub(d as usize),
+                        Size::Share(p) => max_value * p as usize / 256,
+                    }
+                    .min(max_value);
+                    let value = vec![(i % 251) as u8; n];
+                    let r = s.set(&SetRequest::new(SetMode::Set, key.as_bytes(), &value), 2);
+                    prop_assert!(
+                        matches!(r, Ok(SetOutcome::Stored { .. })),
+                        "set of {} bytes (quarter segment {}, -I {}) answered {:?}", n, quarter, item_size_max, r
+                    );
+                    prop_assert!(get(&s, key.as_bytes()).as_deref() == Some(&value[..]), "stored value lost");
+                }
+                Room::Get(k) => {
+                    get(&s, format!("key{k}").as_bytes());
+                }
+                Room::Delete(k) => {
+                    s.delete(&DeleteRequest { key: format!("key{k}").as_bytes(), ..Default::default() }, 2);
+                }
+            }
+            prop_assert!(s.used_bytes() <= limit, "used {} over {}", s.used_bytes(), limit);
+        }
+    }
 }
