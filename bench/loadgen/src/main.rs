@@ -1,16 +1,24 @@
-//! A small closed-loop load generator for memcached-compatible servers.
+//! A light closed-loop load generator for memcached-compatible servers.
 //!
 //! Each of N connections sends one request, waits for its whole reply, and sends the next,
 //! so throughput reflects server latency and the numbers are steady run to run (unlike
 //! open-loop tools on a small machine). Keys are drawn uniformly from a fixed key space; a
 //! warm-up fills every key first so gets hit.
 //!
+//! The client shares the machine with the server it measures, so it is built to cost as
+//! little as it can: each client thread is a plain epoll loop over its non-blocking
+//! connections (no runtime, no wakers, no allocation per request), requests are templates
+//! with only the key rewritten in place, and a reply is framed by counting bytes (every
+//! value has the same known size) rather than by parsing it. One request costs the client
+//! one `write`, one `read` and a share of an `epoll_wait`. It reports its own CPU per
+//! operation so a run can show how much of the machine the client took.
+//!
 //! Output is one line of `name=value` pairs for scripts (bench/compare reads it).
 
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -25,8 +33,8 @@ struct Args {
     /// Concurrent connections
     #[arg(long, default_value_t = 64)]
     conns: usize,
-    /// Client threads (each an event loop over its share of the connections)
-    #[arg(long, default_value_t = 1)]
+    /// Client threads, each an epoll loop over its share of the connections
+    #[arg(long, default_value_t = 2)]
     threads: usize,
     /// Number of distinct keys
     #[arg(long, default_value_t = 100_000)]
@@ -54,10 +62,41 @@ struct Args {
     fill_only: bool,
 }
 
-fn key(i: usize, size: usize) -> Vec<u8> {
-    let mut k = format!("key:{i:0width$}", width = size.saturating_sub(4)).into_bytes();
-    k.truncate(size.max(8));
-    k
+/// What each connection sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Workload {
+    Mixed,
+    Multiget,
+    Set,
+}
+
+/// The key space as one flat table of fixed-width keys, built once.
+struct Keys {
+    table: Vec<u8>,
+    width: usize,
+    count: usize,
+}
+
+impl Keys {
+    fn new(count: usize, size: usize) -> Keys {
+        // `key:` and zero-padded digits; never shorter than 8 bytes, as before.
+        let width = size.max(8);
+        let digits = width.saturating_sub(4);
+        let mut table = Vec::with_capacity(count * width);
+        for i in 0..count {
+            let k = format!("key:{i:0digits$}");
+            table.extend_from_slice(&k.as_bytes()[..width]);
+        }
+        Keys {
+            table,
+            width,
+            count,
+        }
+    }
+
+    fn get(&self, i: usize) -> &[u8] {
+        &self.table[i * self.width..(i + 1) * self.width]
+    }
 }
 
 /// Small xorshift: deterministic per connection, no dependency.
@@ -71,55 +110,357 @@ impl Rng {
     }
 }
 
-/// Reads until the buffer ends with `end`; returns false if the connection closed.
-fn read_reply(s: &mut TcpStream, buf: &mut Vec<u8>, end: &[u8]) -> bool {
-    buf.clear();
-    let mut chunk = [0u8; 65536];
+/// Request templates and reply sizes, shared by every connection of a run.
+struct Shape {
+    workload: Workload,
+    /// `get` followed by `batch` keys: ` <key>` each, then CRLF.
+    get: Vec<u8>,
+    batch: usize,
+    /// `set <key> 0 0 <n>\r\n<value>\r\n`; the key starts at byte 4.
+    set: Vec<u8>,
+    /// Bytes of one hit in a get reply: `VALUE <key> 0 <n>\r\n<value>\r\n`.
+    hit_len: usize,
+    /// Mixed workload: a get when `rng % 65536 < get_below`.
+    get_below: u64,
+}
+
+const END: &[u8] = b"END\r\n";
+const STORED: &[u8] = b"STORED\r\n";
+
+impl Shape {
+    fn new(args: &Args, keys: &Keys) -> Shape {
+        let workload = match args.workload.as_str() {
+            "multiget" => Workload::Multiget,
+            "set" => Workload::Set,
+            _ => Workload::Mixed,
+        };
+        let batch = if workload == Workload::Multiget {
+            args.batch.max(1)
+        } else {
+            1
+        };
+        let mut get = b"get".to_vec();
+        for _ in 0..batch {
+            get.push(b' ');
+            get.extend_from_slice(keys.get(0));
+        }
+        get.extend_from_slice(b"\r\n");
+        let header = format!(" 0 0 {}\r\n", args.value_size);
+        let mut set = b"set ".to_vec();
+        set.extend_from_slice(keys.get(0));
+        set.extend_from_slice(header.as_bytes());
+        set.resize(set.len() + args.value_size, b'v');
+        set.extend_from_slice(b"\r\n");
+        let value_line = format!(" 0 {}\r\n", args.value_size);
+        let hit_len = "VALUE ".len() + keys.width + value_line.len() + args.value_size + 2;
+        Shape {
+            workload,
+            get,
+            batch,
+            set,
+            hit_len,
+            get_below: (args.get_ratio.clamp(0.0, 1.0) * 65536.0) as u64,
+        }
+    }
+
+    /// The largest reply any request can get.
+    fn max_reply(&self) -> usize {
+        (self.hit_len * self.batch + END.len()).max(4096)
+    }
+}
+
+/// Where a reply stands after the bytes received so far.
+#[derive(Debug, PartialEq, Eq)]
+enum Framed {
+    /// The whole reply is in.
+    Done,
+    More,
+    /// Not what was asked for (an error line, or a value of another size).
+    Unexpected,
+}
+
+/// Frames a get reply by counting: each item starts with `V` and is `hit_len` bytes, the
+/// reply ends with `END\r\n`. Only one byte per item is looked at.
+fn frame_get(buf: &[u8], hit_len: usize) -> Framed {
+    let mut at = 0;
     loop {
-        match s.read(&mut chunk) {
-            Ok(0) | Err(_) => return false,
-            Ok(n) => {
-                buf.extend_from_slice(&chunk[..n]);
-                if buf.ends_with(end) {
-                    return true;
-                }
+        match buf.get(at) {
+            None => return Framed::More,
+            Some(b'V') => at += hit_len,
+            Some(b'E') if buf.len() < at + END.len() => return Framed::More,
+            Some(b'E') if &buf[at..at + END.len()] == END && buf.len() == at + END.len() => {
+                return Framed::Done
             }
+            Some(_) => return Framed::Unexpected,
         }
     }
 }
 
-fn fill(args: &Args) {
-    let per = args.keys.div_ceil(args.threads.max(1));
+fn frame_set(buf: &[u8]) -> Framed {
+    if buf.len() < STORED.len() {
+        if STORED.starts_with(buf) {
+            Framed::More
+        } else {
+            Framed::Unexpected
+        }
+    } else if buf == STORED {
+        Framed::Done
+    } else {
+        Framed::Unexpected
+    }
+}
+
+/// One closed-loop connection.
+struct Conn {
+    stream: TcpStream,
+    rng: Rng,
+    /// The request being sent: this connection's copy of a template, key rewritten.
+    get: Vec<u8>,
+    set: Vec<u8>,
+    is_get: bool,
+    sent: usize,
+    /// Reply bytes received so far.
+    reply: Vec<u8>,
+    got: usize,
+    started: Instant,
+}
+
+impl Conn {
+    fn request(&self) -> &[u8] {
+        if self.is_get {
+            &self.get
+        } else {
+            &self.set
+        }
+    }
+
+    /// Picks the next request and rewrites its keys in place.
+    fn prepare(&mut self, shape: &Shape, keys: &Keys) {
+        self.is_get = match shape.workload {
+            Workload::Mixed => (self.rng.next() & 0xffff) < shape.get_below,
+            Workload::Multiget => true,
+            Workload::Set => false,
+        };
+        let w = keys.width;
+        if self.is_get {
+            for j in 0..shape.batch {
+                let k = keys.get(self.rng.next() as usize % keys.count);
+                let at = 4 + j * (w + 1);
+                self.get[at..at + w].copy_from_slice(k);
+            }
+        } else {
+            let k = keys.get(self.rng.next() as usize % keys.count);
+            self.set[4..4 + w].copy_from_slice(k);
+        }
+        self.sent = 0;
+        self.got = 0;
+    }
+
+    /// Writes what is left of the request; true when all of it is out.
+    fn send(&mut self) -> io::Result<bool> {
+        let req = if self.is_get { &self.get } else { &self.set };
+        while self.sent < req.len() {
+            match (&self.stream).write(&req[self.sent..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// Per-microsecond latency counts up to this bound; slower replies share the last bucket.
+const LAT_BUCKETS: usize = 1 << 16;
+
+/// What one client thread measured.
+struct Tally {
+    ops: u64,
+    keys: u64,
+    lat: Vec<u64>,
+}
+
+/// A thin epoll wrapper: the connection's index is the event's data.
+struct Epoll(i32);
+
+impl Epoll {
+    fn new() -> io::Result<Epoll> {
+        // SAFETY: plain system call; the descriptor is owned by the returned value.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Epoll(fd))
+    }
+
+    fn ctl(&self, op: i32, fd: i32, events: u32, token: usize) -> io::Result<()> {
+        let mut ev = libc::epoll_event {
+            events,
+            u64: token as u64,
+        };
+        // SAFETY: `ev` is a valid event for the duration of the call.
+        if unsafe { libc::epoll_ctl(self.0, op, fd, &mut ev) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    fn wait(&self, events: &mut [libc::epoll_event], timeout_ms: i32) -> io::Result<usize> {
+        // SAFETY: the kernel writes at most `events.len()` entries into `events`.
+        let n = unsafe {
+            libc::epoll_wait(self.0, events.as_mut_ptr(), events.len() as i32, timeout_ms)
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return if e.kind() == io::ErrorKind::Interrupted {
+                Ok(0)
+            } else {
+                Err(e)
+            };
+        }
+        Ok(n as usize)
+    }
+}
+
+impl Drop for Epoll {
+    fn drop(&mut self) {
+        // SAFETY: closes the descriptor this value owns, once.
+        unsafe { libc::close(self.0) };
+    }
+}
+
+/// Drives `conns` connections until `stop`: send, wait for the whole reply, send the next.
+fn drive(
+    args: &Args,
+    shape: &Shape,
+    keys: &Keys,
+    ids: &[usize],
+    ready: &std::sync::Barrier,
+    stop: &AtomicBool,
+) -> io::Result<Tally> {
+    let epoll = Epoll::new()?;
+    let mut conns = Vec::with_capacity(ids.len());
+    for (token, &c) in ids.iter().enumerate() {
+        let stream = TcpStream::connect((args.host.as_str(), args.port))?;
+        stream.set_nodelay(true)?;
+        stream.set_nonblocking(true)?;
+        epoll.ctl(
+            libc::EPOLL_CTL_ADD,
+            stream.as_raw_fd(),
+            libc::EPOLLIN as u32,
+            token,
+        )?;
+        conns.push(Conn {
+            stream,
+            rng: Rng(0x9e37_79b9_7f4a_7c15 ^ ((c as u64 + 1) * 0x1234_5678)),
+            get: shape.get.clone(),
+            set: shape.set.clone(),
+            is_get: false,
+            sent: 0,
+            reply: vec![0; shape.max_reply()],
+            got: 0,
+            started: Instant::now(),
+        });
+    }
+    let mut tally = Tally {
+        ops: 0,
+        keys: 0,
+        lat: vec![0; LAT_BUCKETS],
+    };
+    ready.wait();
+    for (token, c) in conns.iter_mut().enumerate() {
+        c.prepare(shape, keys);
+        c.started = Instant::now();
+        if !c.send()? {
+            let events = (libc::EPOLLIN | libc::EPOLLOUT) as u32;
+            epoll.ctl(libc::EPOLL_CTL_MOD, c.stream.as_raw_fd(), events, token)?;
+        }
+    }
+    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; conns.len().max(1)];
+    while !stop.load(Ordering::Relaxed) {
+        let n = epoll.wait(&mut events, 10)?;
+        for ev in &events[..n] {
+            let token = ev.u64 as usize;
+            let c = &mut conns[token];
+            let fd = c.stream.as_raw_fd();
+            if ev.events & libc::EPOLLOUT as u32 != 0 && c.sent < c.request().len() {
+                if c.send()? {
+                    epoll.ctl(libc::EPOLL_CTL_MOD, fd, libc::EPOLLIN as u32, token)?;
+                }
+                continue;
+            }
+            if ev.events & (libc::EPOLLIN | libc::EPOLLERR | libc::EPOLLHUP) as u32 == 0 {
+                continue;
+            }
+            let n = match (&c.stream).read(&mut c.reply[c.got..]) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            c.got += n;
+            let framed = if c.is_get {
+                frame_get(&c.reply[..c.got], shape.hit_len)
+            } else {
+                frame_set(&c.reply[..c.got])
+            };
+            match framed {
+                Framed::More if c.got < c.reply.len() => continue,
+                Framed::More | Framed::Unexpected => {
+                    let shown = String::from_utf8_lossy(&c.reply[..c.got.min(200)]).into_owned();
+                    return Err(io::Error::other(format!("unexpected reply: {shown:?}")));
+                }
+                Framed::Done => {}
+            }
+            let now = Instant::now();
+            let us = now.duration_since(c.started).as_micros() as usize;
+            tally.lat[us.min(LAT_BUCKETS - 1)] += 1;
+            tally.ops += 1;
+            tally.keys += if c.is_get { shape.batch as u64 } else { 1 };
+            c.prepare(shape, keys);
+            c.started = now;
+            if !c.send()? {
+                let events = (libc::EPOLLIN | libc::EPOLLOUT) as u32;
+                epoll.ctl(libc::EPOLL_CTL_MOD, fd, events, token)?;
+            }
+        }
+    }
+    Ok(tally)
+}
+
+/// Sets every key, 100 per pipelined batch, over `threads` blocking connections.
+fn fill(args: &Args, keys: &Keys) {
+    let threads = args.threads.max(1);
+    let per = keys.count.div_ceil(threads);
     let value = vec![b'v'; args.value_size];
+    let header = format!(" 0 0 {}\r\n", args.value_size);
     std::thread::scope(|sc| {
-        for t in 0..args.threads.max(1) {
-            let value = &value;
+        for t in 0..threads {
+            let (value, header) = (&value, &header);
             sc.spawn(move || {
                 let mut s = TcpStream::connect((args.host.as_str(), args.port)).expect("connect");
                 let mut batch = Vec::new();
-                let mut pending = 0;
-                let mut buf = Vec::new();
-                let (from, to) = (t * per, ((t + 1) * per).min(args.keys));
-                for i in from..to {
-                    batch.extend_from_slice(b"set ");
-                    batch.extend_from_slice(&key(i, args.key_size));
-                    batch.extend_from_slice(format!(" 0 0 {}\r\n", value.len()).as_bytes());
-                    batch.extend_from_slice(value);
-                    batch.extend_from_slice(b"\r\n");
-                    pending += 1;
-                    if pending == 100 || i + 1 == to {
-                        s.write_all(&batch).expect("fill write");
-                        let want = b"STORED\r\n".repeat(pending);
-                        read_reply(&mut s, &mut buf, b"\r\n");
-                        while buf.len() < want.len() {
-                            let mut more = Vec::new();
-                            if !read_reply(&mut s, &mut more, b"\r\n") {
-                                break;
-                            }
-                            buf.extend_from_slice(&more);
-                        }
-                        batch.clear();
-                        pending = 0;
+                let mut reply = vec![0u8; 100 * STORED.len()];
+                let (from, to) = (t * per, ((t + 1) * per).min(keys.count));
+                for first in (from..to).step_by(100) {
+                    let last = (first + 100).min(to);
+                    batch.clear();
+                    for i in first..last {
+                        batch.extend_from_slice(b"set ");
+                        batch.extend_from_slice(keys.get(i));
+                        batch.extend_from_slice(header.as_bytes());
+                        batch.extend_from_slice(value);
+                        batch.extend_from_slice(b"\r\n");
+                    }
+                    s.write_all(&batch).expect("fill write");
+                    let want = (last - first) * STORED.len();
+                    s.read_exact(&mut reply[..want]).expect("fill read");
+                    if reply[..want].chunks(STORED.len()).any(|r| r != STORED) {
+                        let shown = String::from_utf8_lossy(&reply[..want.min(200)]).into_owned();
+                        panic!("fill: unexpected reply {shown:?}");
                     }
                 }
             });
@@ -127,140 +468,124 @@ fn fill(args: &Args) {
     });
 }
 
-/// One closed-loop connection: send, wait for the whole reply, repeat until told to stop.
-async fn drive(
-    c: usize,
-    args: &Args,
-    stop: &AtomicBool,
-    ops: &AtomicU64,
-    keys_done: &AtomicU64,
-) -> Vec<u32> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect((args.host.as_str(), args.port))
-        .await
-        .expect("connect");
-    s.set_nodelay(true).ok();
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((c as u64 + 1) * 0x1234_5678));
-    let value = vec![b'v'; args.value_size];
-    let mut req = Vec::new();
-    let mut buf = Vec::with_capacity(65536);
-    let mut lat = Vec::with_capacity(1 << 16);
-    while !stop.load(Ordering::Relaxed) {
-        req.clear();
-        let (end, nkeys): (&[u8], u64) = match args.workload.as_str() {
-            "multiget" => {
-                req.extend_from_slice(b"get");
-                for _ in 0..args.batch {
-                    req.push(b' ');
-                    req.extend_from_slice(&key(rng.next() as usize % args.keys, args.key_size));
-                }
-                req.extend_from_slice(b"\r\n");
-                (b"END\r\n", args.batch as u64)
-            }
-            w => {
-                let is_get =
-                    w == "mixed" && (rng.next() % 10_000) as f64 / 10_000.0 < args.get_ratio;
-                let k = key(rng.next() as usize % args.keys, args.key_size);
-                if is_get {
-                    req.extend_from_slice(b"get ");
-                    req.extend_from_slice(&k);
-                    req.extend_from_slice(b"\r\n");
-                    (b"END\r\n", 1)
-                } else {
-                    req.extend_from_slice(b"set ");
-                    req.extend_from_slice(&k);
-                    req.extend_from_slice(format!(" 0 0 {}\r\n", value.len()).as_bytes());
-                    req.extend_from_slice(&value);
-                    req.extend_from_slice(b"\r\n");
-                    (b"STORED\r\n", 1)
-                }
-            }
-        };
-        let t0 = Instant::now();
-        if s.write_all(&req).await.is_err() {
-            break;
-        }
-        buf.clear();
-        loop {
-            match s.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => return lat,
-                Ok(_) if buf.ends_with(end) => break,
-                Ok(_) => {}
-            }
-        }
-        lat.push(t0.elapsed().as_micros().min(u32::MAX as u128) as u32);
-        ops.fetch_add(1, Ordering::Relaxed);
-        keys_done.fetch_add(nkeys, Ordering::Relaxed);
-    }
-    lat
+/// User plus system CPU seconds this process has used.
+fn cpu_secs() -> f64 {
+    // SAFETY: getrusage fills the struct it is given and nothing else.
+    let ru = unsafe {
+        let mut ru = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+        ru
+    };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
 fn main() {
     let args = Args::parse();
+    let keys = Keys::new(args.keys.max(1), args.key_size);
     if args.warmup || args.fill_only {
-        fill(&args);
+        fill(&args, &keys);
     }
     if args.fill_only {
-        println!("filled={}", args.keys);
+        println!("filled={}", keys.count);
         return;
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let ops = Arc::new(AtomicU64::new(0));
-    let keys_done = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let threads = args.threads.max(1);
-    let mut handles = Vec::new();
-    for t in 0..threads {
-        let args = args.clone();
-        let (stop, ops, keys_done) = (stop.clone(), ops.clone(), keys_done.clone());
-        // A few event-loop threads drive all connections, so the client costs the machine
-        // little and the servers see the batching a real client fleet gives them.
-        handles.push(std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let mut tasks = Vec::new();
-                for c in (0..args.conns).filter(|c| c % threads == t) {
-                    let args = args.clone();
-                    let (stop, ops, keys_done) = (stop.clone(), ops.clone(), keys_done.clone());
-                    tasks.push(tokio::spawn(async move {
-                        drive(c, &args, &stop, &ops, &keys_done).await
-                    }));
-                }
-                let mut lat = Vec::new();
-                for task in tasks {
-                    lat.extend(task.await.unwrap_or_default());
-                }
-                lat
+    let shape = Shape::new(&args, &keys);
+    let threads = args.threads.clamp(1, args.conns.max(1));
+    let stop = AtomicBool::new(false);
+    // Connections are set up before the clock starts; the barrier's last party is main.
+    let ready = std::sync::Barrier::new(threads + 1);
+    let (tallies, secs, cpu) = std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let ids: Vec<usize> = (0..args.conns).filter(|c| c % threads == t).collect();
+                let (args, shape, keys, ready, stop) = (&args, &shape, &keys, &ready, &stop);
+                sc.spawn(move || drive(args, shape, keys, &ids, ready, stop))
             })
-        }));
-    }
-    std::thread::sleep(Duration::from_secs_f64(args.duration));
-    stop.store(true, Ordering::Relaxed);
-    let elapsed_at_stop = start.elapsed().as_secs_f64();
-    let total_ops = ops.load(Ordering::Relaxed);
-    let total_keys = keys_done.load(Ordering::Relaxed);
-    let mut lat: Vec<u32> = handles
-        .into_iter()
-        .flat_map(|h| h.join().unwrap())
-        .collect();
-    lat.sort_unstable();
-    let pct = |p: f64| -> u32 {
-        if lat.is_empty() {
-            0
-        } else {
-            lat[((lat.len() - 1) as f64 * p) as usize]
+            .collect();
+        ready.wait();
+        let (start, cpu0) = (Instant::now(), cpu_secs());
+        std::thread::sleep(Duration::from_secs_f64(args.duration));
+        stop.store(true, Ordering::Relaxed);
+        let tallies: Vec<Tally> = handles
+            .into_iter()
+            .map(|h| match h.join().expect("client thread") {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("loadgen: {e}");
+                    std::process::exit(1);
+                }
+            })
+            .collect();
+        (tallies, start.elapsed().as_secs_f64(), cpu_secs() - cpu0)
+    });
+    let ops: u64 = tallies.iter().map(|t| t.ops).sum();
+    let nkeys: u64 = tallies.iter().map(|t| t.keys).sum();
+    let mut lat = vec![0u64; LAT_BUCKETS];
+    for t in &tallies {
+        for (sum, n) in lat.iter_mut().zip(&t.lat) {
+            *sum += n;
         }
+    }
+    let pct = |p: f64| -> usize {
+        let rank = ((ops.saturating_sub(1)) as f64 * p) as u64;
+        let mut seen = 0;
+        for (us, n) in lat.iter().enumerate() {
+            seen += n;
+            if seen > rank {
+                return us;
+            }
+        }
+        0
     };
     println!(
-        "ops={} keys={} secs={:.3} ops_per_sec={:.0} p50_us={} p99_us={}",
-        total_ops,
-        total_keys,
-        elapsed_at_stop,
-        total_ops as f64 / elapsed_at_stop,
+        "ops={} keys={} secs={:.3} ops_per_sec={:.0} p50_us={} p99_us={} client_cpu_us_per_op={:.2}",
+        ops,
+        nkeys,
+        secs,
+        ops as f64 / secs,
         pct(0.50),
-        pct(0.99)
+        pct(0.99),
+        cpu / ops.max(1) as f64 * 1e6,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn get_replies_are_framed_by_counting() {
+        let hit = b"VALUE key:0000000001 0 3\r\nabc\r\n";
+        let mut reply = hit.to_vec();
+        assert_eq!(frame_get(&reply, hit.len()), Framed::More);
+        reply.extend_from_slice(b"EN");
+        assert_eq!(frame_get(&reply, hit.len()), Framed::More);
+        reply.extend_from_slice(b"D\r\n");
+        assert_eq!(frame_get(&reply, hit.len()), Framed::Done);
+        assert_eq!(frame_get(b"END\r\n", hit.len()), Framed::Done);
+        assert_eq!(
+            frame_get(b"SERVER_ERROR x\r\n", hit.len()),
+            Framed::Unexpected
+        );
+        assert_eq!(frame_get(b"END\r\nX", hit.len()), Framed::Unexpected);
+    }
+
+    #[test]
+    fn set_replies() {
+        assert_eq!(frame_set(b"STO"), Framed::More);
+        assert_eq!(frame_set(STORED), Framed::Done);
+        assert_eq!(
+            frame_set(b"SERVER_ERROR out of memory\r\n"),
+            Framed::Unexpected
+        );
+    }
+
+    #[test]
+    fn keys_keep_their_width() {
+        let keys = Keys::new(3, 16);
+        assert_eq!(keys.get(2), b"key:000000000002");
+        let short = Keys::new(3, 4);
+        assert_eq!(short.get(1), b"key:0001");
+    }
 }
