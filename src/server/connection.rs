@@ -58,19 +58,27 @@ pub async fn serve<S>(
     S: AsRawFd,
     for<'a> &'a S: Read + Write,
 {
-    let (id, activity) = shared.register(addr, listen_addr);
     let fd = stream.as_raw_fd();
+    let (id, activity) = shared.register(addr, listen_addr, fd);
     if shared.verbosity() > 1 {
         verbose::opened(fd);
     }
     let result = match Socket::new(stream) {
-        Ok(sock) => run(&sock, fd, &shared, worker, &activity).await,
-        Err(e) => Err(e),
+        Ok(sock) => {
+            let result = run(&sock, fd, &shared, worker, &activity).await;
+            // Out of the registry before the socket closes, so a shutdown never reaches
+            // a descriptor number that has been reused.
+            shared.unregister(id);
+            result
+        }
+        Err(e) => {
+            shared.unregister(id);
+            Err(e)
+        }
     };
     if shared.verbosity() > 1 {
         verbose::closed(fd);
     }
-    shared.unregister(id);
     shared.curr_conns.fetch_sub(1, Ordering::AcqRel);
     if let Ok(Stop::Shutdown) = result {
         shared.shutdown();
@@ -106,11 +114,6 @@ where
     let mut swallow = 0usize;
     // After a bad key in a streamed get line: the rest of that line is dropped.
     let mut skip_line = false;
-    let mut stop = shared.shutdown_signal();
-    // One wait for shutdown per connection, not one per request: re-arming it each time
-    // would register and unregister a waiter on every read.
-    let stopped = stop.changed();
-    tokio::pin!(stopped);
     let idle = shared.config.idle_timeout_secs;
     let mut session = Session {
         shared,
@@ -295,25 +298,27 @@ where
             });
         }
         rbuf.release();
-        let r = tokio::select! {
-            biased;
-            _ = &mut stopped => return Ok(Stop::Close),
-            r = async {
-                if idle > 0 {
-                    tokio::time::timeout(Duration::from_secs(idle), sock.read_into(&mut rbuf, READ_MIN))
-                        .await
-                        .ok()
-                } else {
-                    Some(sock.read_into(&mut rbuf, READ_MIN).await)
-                }
-            } => match r {
-                Some(r) => r?,
-                // `-o idle_timeout`: closed for silence, counted as memcached counts it.
-                None => {
-                    shared.counts.slot(worker).idle_kicks.fetch_add(1, Ordering::Relaxed);
-                    return Ok(Stop::Close);
-                }
-            },
+        // Shutdown needs no wait of its own here: it shuts the socket for reading, and
+        // this read ends (see `Shared::shutdown`).
+        let read = if idle > 0 {
+            let limit = Duration::from_secs(idle);
+            tokio::time::timeout(limit, sock.read_into(&mut rbuf, READ_MIN))
+                .await
+                .ok()
+        } else {
+            Some(sock.read_into(&mut rbuf, READ_MIN).await)
+        };
+        let r = match read {
+            Some(r) => r?,
+            // `-o idle_timeout`: closed for silence, counted as memcached counts it.
+            None => {
+                shared
+                    .counts
+                    .slot(worker)
+                    .idle_kicks
+                    .fetch_add(1, Ordering::Relaxed);
+                return Ok(Stop::Close);
+            }
         };
         let n = match r {
             Ok(n) => n,
@@ -406,6 +411,9 @@ fn long_get(buf: &[u8]) -> LongGet {
 /// several (a multi-key get, or pipelined gets, getkq or mg), so the lookups' cache misses
 /// overlap instead of queueing one after another.
 fn prefetch_reads(shared: &Shared, proto: Proto, data: &[u8]) {
+    if !may_hold_several_reads(proto, data) {
+        return;
+    }
     let mut keys: [&[u8]; 64] = [&[]; 64];
     let n = match proto {
         Proto::Binary if data.len() >= 2 * binary::HEADER_LEN => {
@@ -416,6 +424,29 @@ fn prefetch_reads(shared: &Shared, proto: Proto, data: &[u8]) {
     };
     if n > 1 {
         shared.store.prefetch(&keys[..n]);
+    }
+}
+
+/// A cheap look at the batch before listing its keys: the common case, one request with at
+/// most one key, or one that is not a read, is done with at once.
+#[inline]
+fn may_hold_several_reads(proto: Proto, data: &[u8]) -> bool {
+    match proto {
+        Proto::Text => {
+            // The walk stops at the first line that is not get, gets or mg.
+            if !matches!(data.first(), Some(b'g' | b'm')) {
+                return false;
+            }
+            match memchr::memchr(b'\n', data) {
+                Some(nl) => {
+                    nl + 1 < data.len() || memchr::memchr_iter(b' ', &data[..nl]).nth(1).is_some()
+                }
+                None => false,
+            }
+        }
+        Proto::Binary => binary::Header::parse(data)
+            .is_some_and(|h| binary::HEADER_LEN + (h.body_len as usize) < data.len()),
+        _ => false,
     }
 }
 
