@@ -385,7 +385,12 @@ fn long_get(buf: &[u8]) -> LongGet {
         return LongGet::No;
     };
     let start = lead + verb.len();
-    let Some(space) = memchr::memrchr(b' ', buf) else {
+    // The line may end right after what arrived: when that is spaces (and perhaps the CR
+    // of its CR LF), the last complete key is kept too, so what is left reads
+    // `get <key> \r\n` when the line ends, never a bare `get \r\n` (an ERROR).
+    let body = buf.strip_suffix(b"\r").unwrap_or(buf);
+    let end = body.iter().rposition(|&b| b != b' ').map_or(0, |i| i + 1);
+    let Some(space) = memchr::memrchr(b' ', &buf[..end.max(start)]) else {
         return LongGet::No;
     };
     // An unfinished last key is kept whatever its length: as in memcached, a key too long is
