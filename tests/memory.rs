@@ -216,6 +216,31 @@ fn a_long_get_line_arriving_in_pieces_is_answered_whole() {
 }
 
 #[test]
+fn a_long_get_line_cut_after_its_last_space_still_ends_with_end() {
+    let p = Proc::start(&["-m", "64"]);
+    let mut c = p.client();
+    set_value(&mut c, "k0", b"zero");
+    set_value(&mut c, "k499", b"last");
+    // 500 keys: a line past 2048 bytes, so it is served as it arrives.
+    let keys: Vec<String> = (0..500).map(|i| format!("k{i}")).collect();
+    let line = format!("get {} ", keys.join(" "));
+    let want = b"VALUE k0 0 4\r\nzero\r\nVALUE k499 0 4\r\nlast\r\nEND\r\n";
+    // The line's end arrives on its own: after the trailing space, and inside its CR LF.
+    for (head, tail) in [
+        (line.clone(), "\r\n"),
+        (format!("{line}\r"), "\n"),
+        (format!("{line}   "), "\r\n"),
+    ] {
+        c.send(head.as_bytes());
+        std::thread::sleep(Duration::from_millis(50));
+        c.expect(
+            format!("{tail}get k0\r\n").as_bytes(),
+            &[&want[..], b"VALUE k0 0 4\r\nzero\r\nEND\r\n"].concat(),
+        );
+    }
+}
+
+#[test]
 fn read_buf_mem_limit_refuses_with_memcached_errors() {
     // One worker with 1 MB: 64 buffers of 16 KB.
     let p = Proc::start(&["-t", "1", "-o", "read_buf_mem_limit=1"]);

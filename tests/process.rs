@@ -348,6 +348,61 @@ fn double_verbose_logs_each_request_and_reply_line() {
 }
 
 #[test]
+fn double_verbose_logs_every_key_after_a_large_value() {
+    use repcached::protocol::binary::{op, request};
+    let mut p = common::Proc::start(&["-vv"]);
+    let mut c = p.client();
+    let big = vec![b'v'; 600_000];
+    let mut set = b"set big 0 0 600000\r\n".to_vec();
+    set.extend_from_slice(&big);
+    set.extend_from_slice(b"\r\nset small 0 0 2\r\nhi\r\n");
+    c.expect(&set, b"STORED\r\nSTORED\r\n");
+    c.send(b"get big small\r\n");
+    let mut want = b"VALUE big 0 600000\r\n".to_vec();
+    want.extend_from_slice(&big);
+    want.extend_from_slice(b"\r\nVALUE small 0 2\r\nhi\r\nEND\r\n");
+    assert!(c.read_n(want.len()) == want, "text reply differs");
+    drop(c);
+    // Binary: two GETK hits, the first large.
+    let mut b = p.client();
+    b.send(
+        &[
+            request(op::GETK, &[], b"big", &[], 0, 0),
+            request(op::GETK, &[], b"small", &[], 0, 0),
+        ]
+        .concat(),
+    );
+    b.read_n(24 + 4 + 3 + big.len() + 24 + 4 + 5 + 2);
+    drop(b);
+    let err = stop_and_read_stderr(&mut p);
+    let fd = err
+        .lines()
+        .find_map(|l| l.strip_suffix(" get big small"))
+        .unwrap_or_else(|| panic!("no request line in {err:?}"))
+        .trim_start_matches('<')
+        .to_string();
+    let exchange: Vec<&str> = err
+        .lines()
+        .filter(|l| l[1..].starts_with(&format!("{fd} ")))
+        .skip_while(|l| !l.ends_with(" get big small"))
+        .take(4)
+        .collect();
+    let want = [
+        format!("<{fd} get big small"),
+        format!(">{fd} sending key big"),
+        format!(">{fd} sending key small"),
+        format!(">{fd} END"),
+    ];
+    assert_eq!(
+        exchange,
+        want.iter().map(String::as_str).collect::<Vec<_>>(),
+        "{err}"
+    );
+    // One response header dump per GETK.
+    assert_eq!(err.matches("Writing bin response:").count(), 2, "{err}");
+}
+
+#[test]
 fn double_verbose_dumps_binary_headers_as_memcached() {
     use repcached::protocol::binary::{op, request};
     let mut p = common::Proc::start(&["-vv"]);

@@ -27,10 +27,10 @@ use super::{dump, verbose};
 use super::{Activity, ConnState, Shared};
 use crate::config::BindingProtocol;
 use crate::protocol::binary::{self, BinParsed};
-use crate::protocol::command::{Command, Get, Keys};
+use crate::protocol::command::{Command, Get, Keys, Reply};
 use crate::protocol::limits::{is_valid_key, LINE_MAX_LENGTH};
 use crate::protocol::text::auth::AuthParsed;
-use crate::protocol::text::reply::{self, TextReply};
+use crate::protocol::text::reply::TextReply;
 use crate::protocol::{text, Next, Parsed, Request};
 use crate::store::Cursor;
 
@@ -155,11 +155,8 @@ where
                     keys: Keys::Spaced(list),
                     ..g.get
                 };
-                g.at += command::retrieval::get_keys(&mut session, &get, &g.reply, &mut out);
+                g.at += resume_get(&mut session, &get, &g.reply, &mut out, g.complete);
                 if g.at == g.end {
-                    if g.complete {
-                        out.extend_from_slice(reply::END);
-                    }
                     pending = None;
                 }
                 continue;
@@ -342,6 +339,28 @@ where
     }
 }
 
+/// [stream] Serves more keys of a text get that stopped for a full output, and its END once
+/// `get`'s are the last keys of a `complete` line; returns the bytes of the key list
+/// served. With `-vv` their replies are logged as the first keys' were.
+pub(super) fn resume_get(
+    session: &mut Session<'_>,
+    get: &Get<'_>,
+    reply: &TextReply,
+    out: &mut Output,
+    complete: bool,
+) -> usize {
+    let mark = out.mark();
+    let served = command::retrieval::get_keys(session, get, reply, out);
+    let done = matches!(get.keys, Keys::Spaced(list) if served == list.len());
+    if done && complete {
+        reply.end(out);
+    }
+    if session.shared.verbosity() > 1 {
+        verbose::more_replies(session.fd, &out.since(mark));
+    }
+    served
+}
+
 /// Is the connection waiting for the rest of a request whose header it has (memcached's
 /// `conn_nread`), rather than for a new request? `pending` is the unparsed input.
 fn waiting_for_data(proto: Proto, pending: &[u8], swallow: usize) -> bool {
@@ -390,7 +409,12 @@ fn long_get(buf: &[u8]) -> LongGet {
         return LongGet::No;
     };
     let start = lead + verb.len();
-    let Some(space) = memchr::memrchr(b' ', buf) else {
+    // The line may end right after what arrived: when that is spaces (and perhaps the CR
+    // of its CR LF), the last complete key is kept too, so what is left reads
+    // `get <key> \r\n` when the line ends, never a bare `get \r\n` (an ERROR).
+    let body = buf.strip_suffix(b"\r").unwrap_or(buf);
+    let end = body.iter().rposition(|&b| b != b' ').map_or(0, |i| i + 1);
+    let Some(space) = memchr::memrchr(b' ', &buf[..end.max(start)]) else {
         return LongGet::No;
     };
     // An unfinished last key is kept whatever its length: as in memcached, a key too long is
@@ -558,12 +582,14 @@ fn logged<'s>(
     exchange: impl FnOnce(&[u8], &mut Session<'s>, &mut Output) -> Step,
     log: impl FnOnce(i32, &[u8], &[u8]),
 ) -> Step {
-    let start = out.len();
+    let start = out.mark();
     // Read before executing, so `verbosity 0` itself is still logged.
     let verbose = session.shared.verbosity() > 1;
     let step = exchange(buf, session, out);
     if verbose && step.used > 0 {
-        log(session.fd, &buf[..step.used], &out[start..]);
+        // Large values are queued by reference, not in the copied bytes: put them back,
+        // or the log would read past them into the next reply.
+        log(session.fd, &buf[..step.used], &out.since(start));
     }
     step
 }

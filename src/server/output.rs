@@ -25,6 +25,13 @@ pub const HIGH_WATER: usize = 256 * 1024;
 /// Most slices one vectored write takes.
 const MAX_IOV: usize = 64;
 
+/// A point in the output: copied bytes and shared values queued before it.
+#[derive(Debug, Clone, Copy)]
+pub struct Mark {
+    copied: usize,
+    shared: usize,
+}
+
 #[derive(Default)]
 pub struct Output {
     buf: Vec<u8>,
@@ -122,6 +129,33 @@ impl Output {
     pub fn head(&self) -> &[u8] {
         let end = self.shared.front().map_or(self.buf.len(), |s| s.0);
         &self.buf[self.sent..end]
+    }
+
+    /// Where the output ends now, for [`Output::since`].
+    pub fn mark(&self) -> Mark {
+        Mark {
+            copied: self.buf.len(),
+            shared: self.shared.len(),
+        }
+    }
+
+    /// Everything appended since `mark` (nothing written since), with the values queued
+    /// there put back in place: for `-vv`, which reads a reply as it goes out.
+    pub fn since(&self, mark: Mark) -> std::borrow::Cow<'_, [u8]> {
+        let start = mark.copied.min(self.buf.len());
+        let queued = self.shared.range(mark.shared.min(self.shared.len())..);
+        if queued.len() == 0 {
+            return self.buf[start..].into();
+        }
+        let mut all = Vec::with_capacity(self.buf.len() - start + self.shared_len);
+        let mut from = start;
+        for (at, b) in queued {
+            all.extend_from_slice(&self.buf[from..*at]);
+            all.extend_from_slice(b);
+            from = *at;
+        }
+        all.extend_from_slice(&self.buf[from..]);
+        all.into()
     }
 
     pub fn has_shared(&self) -> bool {
@@ -294,6 +328,26 @@ mod tests {
             assert_eq!(got, b"VALUE a 0 5\r\nhello\r\nxy12345678END\r\n");
             assert!(out.is_empty() && out.head().is_empty());
         }
+    }
+
+    #[test]
+    fn since_puts_queued_values_back_in_place() {
+        let mut out = Output::default();
+        out.extend_from_slice(b"ab");
+        out.value(b"", Some(Bytes::from_static(b"XY")));
+        // A value queued last sits where the next reply starts: it is still before the mark.
+        let mark = out.mark();
+        assert_eq!(&*out.since(mark), b"");
+        out.extend_from_slice(b"cd");
+        out.value(b"", Some(Bytes::from_static(b"12")));
+        out.value(b"", Some(Bytes::from_static(b"3")));
+        out.extend_from_slice(b"e");
+        assert_eq!(&*out.since(mark), b"cd123e");
+        let mut fresh = Output::default();
+        let zero = fresh.mark();
+        fresh.value(b"", Some(Bytes::from_static(b"Z")));
+        fresh.extend_from_slice(b"z");
+        assert_eq!(&*fresh.since(zero), b"Zz");
     }
 
     #[test]

@@ -21,12 +21,12 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::command::{self, After, Session};
+use super::command::{After, Session};
 use super::connection::{self, Proto};
 use super::output::Output;
 use super::{dump, listener, Activity, ConnKind, ServerError, Shared};
 use crate::config::ListenConfig;
-use crate::protocol::command::{Get, Keys, Reply};
+use crate::protocol::command::{Get, Keys};
 use crate::store::Cursor;
 
 /// The frame header every datagram starts with.
@@ -250,9 +250,8 @@ fn serve_datagram(
                     keys: Keys::Spaced(&rest[at..end]),
                     ..get
                 };
-                at += command::retrieval::get_keys(session, &get, &text, out);
+                at += connection::resume_get(session, &get, &text, out, true);
             }
-            text.end(out);
         }
         if let Some(After::Dump { all }) = after {
             let mut cursor = all.then(Cursor::default);

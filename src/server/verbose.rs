@@ -31,6 +31,21 @@ pub fn exchange(fd: i32, request: &[u8], reply: &[u8]) {
     let mut text = Vec::with_capacity(64 + reply.len().min(4096));
     let first = first_line(request);
     let _ = writeln!(text, "<{fd} {}", String::from_utf8_lossy(first));
+    reply_lines(&mut text, fd, reply);
+    // One write per request, so lines from different workers do not interleave.
+    let _ = std::io::stderr().lock().write_all(&text);
+}
+
+/// Logs the reply lines of a multiget's keys served after it stopped for a full output
+/// (the request line was logged with its first keys).
+pub fn more_replies(fd: i32, reply: &[u8]) {
+    let mut text = Vec::with_capacity(reply.len().min(4096));
+    reply_lines(&mut text, fd, reply);
+    let _ = std::io::stderr().lock().write_all(&text);
+}
+
+/// Every line of `reply`, a value as the key it was sent for.
+fn reply_lines(text: &mut Vec<u8>, fd: i32, reply: &[u8]) {
     let mut rest = reply;
     while !rest.is_empty() {
         let line = first_line(rest);
@@ -44,8 +59,6 @@ pub fn exchange(fd: i32, request: &[u8], reply: &[u8]) {
         }
         rest = &rest[skip..];
     }
-    // One write per request, so lines from different workers do not interleave.
-    let _ = std::io::stderr().lock().write_all(&text);
 }
 
 /// Logs a binary request (its header and, for a get or touch, its key) and the responses
