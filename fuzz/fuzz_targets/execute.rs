@@ -15,6 +15,7 @@ use repcached::config::Config;
 use repcached::protocol::binary::{self, BinParsed};
 use repcached::protocol::{text, Parsed};
 use repcached::server::command::{self, After, Session};
+use repcached::server::output::Output;
 use repcached::server::{Server, Shared};
 
 /// One server for the whole run; it is never started, only its state is used.
@@ -41,10 +42,14 @@ fuzz_target!(|data: &[u8]| {
         authenticated: true,
     };
     let binary = data.first() == Some(&binary::REQUEST);
-    let mut out = Vec::new();
+    let mut out = Output::default();
+    let mut sent = Vec::new();
     let mut rest = data;
     while !rest.is_empty() {
-        out.clear();
+        // What a connection would write: copied bytes and values queued by reference.
+        out.ensure();
+        sent.clear();
+        out.drain_into(&mut sent);
         let (used, after) = if binary {
             match binary::parse(rest, &shared.limits) {
                 BinParsed::Done(req, n) => (n, command::binary(req, &mut session, &mut out)),
