@@ -118,11 +118,24 @@ fn sigterm_exits_cleanly() {
     let mut p = Proc::start(&[]);
     let mut c = p.client();
     c.expect(b"set a 0 0 1\r\nx\r\n", b"STORED\r\n");
+    // Idle connections on every worker, one of them with half a request waiting.
+    let mut idle: Vec<_> = (0..6).map(|_| p.client()).collect();
+    idle[0].send(b"set b 0 0 5\r\nab");
+    let start = Instant::now();
     // SAFETY: sending a signal to our own child.
     unsafe { libc::kill(p.child.id() as i32, libc::SIGTERM) };
     let st = wait_exit(&mut p.child, Duration::from_secs(10)).expect("exit after SIGTERM");
     assert!(st.success(), "{st:?}");
+    // Waiting connections are closed at once, not after the workers' grace period.
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
     assert!(c.is_closed());
+    for mut i in idle {
+        assert!(i.is_closed());
+    }
 }
 
 #[test]

@@ -192,35 +192,24 @@ impl Shared {
     /// Lists a client connection in `stats conns`. Its socket `fd` must stay open until
     /// [`Shared::unregister`]: shutdown reaches it by that number.
     fn register(&self, addr: String, listen_addr: String, fd: RawFd) -> (u64, Arc<Activity>) {
-        let id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
-        let last = Arc::new(Activity {
-            last_cmd: AtomicU32::new(self.clock.now()),
-            ..Default::default()
-        });
-        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-        conns.insert(
-            id,
-            ConnEntry {
-                kind: ConnKind::Client,
-                addr,
-                listen_addr,
-                activity: last.clone(),
-                fd: Some(fd),
-            },
-        );
-        // Registered after a shutdown began: this one is stopped too (the check is under
-        // the same lock as the shutdown's walk, so no connection slips between them).
-        if *self.shutdown.borrow() {
-            shut_read(fd);
-        }
-        (id, last)
+        self.insert(ConnKind::Client, addr, listen_addr, Some(fd))
     }
 
     /// Lists a listening socket or UDP receiver at `addr` in `stats conns` for as long as
     /// the server runs; returns its last-request time for the owner to update.
     fn register_endpoint(&self, kind: ConnKind, addr: String) -> Arc<Activity> {
+        self.insert(kind, addr, String::new(), None).1
+    }
+
+    fn insert(
+        &self,
+        kind: ConnKind,
+        addr: String,
+        listen_addr: String,
+        fd: Option<RawFd>,
+    ) -> (u64, Arc<Activity>) {
         let id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
-        let last = Arc::new(Activity {
+        let activity = Arc::new(Activity {
             last_cmd: AtomicU32::new(self.clock.now()),
             ..Default::default()
         });
@@ -230,12 +219,17 @@ impl Shared {
             ConnEntry {
                 kind,
                 addr,
-                listen_addr: String::new(),
-                activity: last.clone(),
-                fd: None,
+                listen_addr,
+                activity: activity.clone(),
+                fd,
             },
         );
-        last
+        // Registered after a shutdown began: this one is stopped too (the check is under
+        // the same lock as the shutdown's walk, so no connection slips between them).
+        if let (Some(fd), true) = (fd, *self.shutdown.borrow()) {
+            shut_read(fd);
+        }
+        (id, activity)
     }
 
     fn unregister(&self, id: u64) {

@@ -6,6 +6,8 @@
 //! doubling), so its memory per item stays between 5.6 and 6.7 bytes instead of swinging
 //! between 5.7 and 11.4. The price is more frequent rehashing, paid by inserts of new keys.
 
+use super::shard::prefetch_line;
+
 const EMPTY: u8 = 0xff;
 const DELETED: u8 = 0x80;
 const GROUP: usize = 8;
@@ -41,19 +43,6 @@ fn match_empty(group: u64) -> u64 {
 
 fn match_free(group: u64) -> u64 {
     group & HI
-}
-
-/// Asks the CPU to start loading the cache line at `p`; a hint that never faults.
-#[inline]
-fn prefetch_line(p: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: prefetch is a hint; it reads nothing architecturally and cannot fault, whatever
-    // the address.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch(p as *const i8, std::arch::x86_64::_MM_HINT_T0);
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
 }
 
 /// Slots of the set bits of a match, lowest first.

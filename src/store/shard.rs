@@ -24,7 +24,7 @@ pub fn hash_key(key: &[u8]) -> u64 {
 
 /// Asks the CPU to start loading the cache line at `p`; a hint that never faults.
 #[inline]
-fn prefetch_line(p: *const u8) {
+pub(super) fn prefetch_line(p: *const u8) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: prefetch is a hint; it reads nothing architecturally and cannot fault, whatever
     // the address.
