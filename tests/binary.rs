@@ -458,6 +458,22 @@ fn sasl_plain() {
         (status::AUTH_ERROR, &b"Auth failure."[..])
     );
     assert!(c.is_closed());
+    // A value over -I is refused for want of authentication too, before its size: the
+    // header alone gets the answer, and the connection is closed.
+    let mut c = p.client();
+    let body_len: u32 = 8 + 3 + 2 * 1024 * 1024;
+    let mut head = vec![0x80, op::SET, 0, 3, 8, 0, 0, 0];
+    head.extend_from_slice(&body_len.to_be_bytes());
+    head.extend_from_slice(&[0; 12]);
+    head.extend_from_slice(&[0; 8]);
+    head.extend_from_slice(b"big");
+    c.send(&head);
+    let r = read_resp(&mut c);
+    assert_eq!(
+        (r.status, r.value.as_slice()),
+        (status::AUTH_ERROR, &b"Auth failure."[..])
+    );
+    assert!(c.is_closed());
     let mut c = p.client();
     assert_eq!(
         call(&mut c, &packet(op::VERSION, &[], &[], &[], 0, 1)).status,

@@ -317,6 +317,11 @@ fn double_verbose_logs_each_request_and_reply_line() {
         b"VALUE greeting 0 5\r\nhello\r\nEND\r\n",
     );
     c.expect(b"bogus\r\n", b"ERROR\r\n");
+    // Meta replies are logged only when they are errors, and mn's MN, as memcached does.
+    c.expect(b"mg greeting v\r\n", b"VA 5\r\nhello\r\n");
+    c.expect(b"mg nope v\r\n", b"EN\r\n");
+    c.expect(b"mg greeting !\r\n", b"CLIENT_ERROR invalid flag\r\n");
+    c.expect(b"mn\r\n", b"MN\r\n");
     // Turned off at run time, nothing more is logged.
     c.expect(b"verbosity 0\r\n", b"OK\r\n");
     c.expect(
@@ -345,6 +350,12 @@ fn double_verbose_logs_each_request_and_reply_line() {
         format!(">{fd} END"),
         format!("<{fd} bogus"),
         format!(">{fd} ERROR"),
+        format!("<{fd} mg greeting v"),
+        format!("<{fd} mg nope v"),
+        format!("<{fd} mg greeting !"),
+        format!(">{fd} CLIENT_ERROR invalid flag"),
+        format!("<{fd} mn"),
+        format!(">{fd} MN"),
         format!("<{fd} verbosity 0"),
         format!(">{fd} OK"),
     ];

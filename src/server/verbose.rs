@@ -31,7 +31,12 @@ pub fn exchange(fd: i32, request: &[u8], reply: &[u8]) {
     let mut text = Vec::with_capacity(64 + reply.len().min(4096));
     let first = first_line(request);
     let _ = writeln!(text, "<{fd} {}", String::from_utf8_lossy(first));
-    reply_lines(&mut text, fd, reply);
+    // memcached logs a meta command's reply only when it is an error (and `mn`'s MN).
+    let only_errors = matches!(
+        first.split(|&b| b == b' ').next(),
+        Some(b"mg" | b"ms" | b"md" | b"ma" | b"me")
+    );
+    reply_lines(&mut text, fd, reply, only_errors);
     // One write per request, so lines from different workers do not interleave.
     let _ = std::io::stderr().lock().write_all(&text);
 }
@@ -40,20 +45,25 @@ pub fn exchange(fd: i32, request: &[u8], reply: &[u8]) {
 /// (the request line was logged with its first keys).
 pub fn more_replies(fd: i32, reply: &[u8]) {
     let mut text = Vec::with_capacity(reply.len().min(4096));
-    reply_lines(&mut text, fd, reply);
+    reply_lines(&mut text, fd, reply, false);
     let _ = std::io::stderr().lock().write_all(&text);
 }
 
-/// Every line of `reply`, a value as the key it was sent for.
-fn reply_lines(text: &mut Vec<u8>, fd: i32, reply: &[u8]) {
+/// Every line of `reply`, a value as the key it was sent for; with `only_errors`, just the
+/// error lines.
+fn reply_lines(text: &mut Vec<u8>, fd: i32, reply: &[u8], only_errors: bool) {
     let mut rest = reply;
     while !rest.is_empty() {
         let line = first_line(rest);
         let mut skip = line_len(rest);
         if let Some(value_len) = value_header(line) {
-            let key = line.split(|&b| b == b' ').nth(1).unwrap_or_default();
-            let _ = writeln!(text, ">{fd} sending key {}", String::from_utf8_lossy(key));
+            if !only_errors {
+                let key = line.split(|&b| b == b' ').nth(1).unwrap_or_default();
+                let _ = writeln!(text, ">{fd} sending key {}", String::from_utf8_lossy(key));
+            }
             skip = (skip + value_len + 2).min(rest.len());
+        } else if only_errors && !is_error(line) {
+            // A meta reply line: not logged.
         } else {
             let _ = writeln!(text, ">{fd} {}", String::from_utf8_lossy(line));
         }
@@ -135,6 +145,12 @@ fn line_len(b: &[u8]) -> usize {
 }
 
 /// The data length announced by a `VALUE key flags bytes [cas]` or `VA bytes ...` line.
+fn is_error(line: &[u8]) -> bool {
+    line.starts_with(b"ERROR")
+        || line.starts_with(b"CLIENT_ERROR")
+        || line.starts_with(b"SERVER_ERROR")
+}
+
 fn value_header(line: &[u8]) -> Option<usize> {
     let mut parts = line.split(|&b| b == b' ');
     let n = match parts.next()? {

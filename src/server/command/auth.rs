@@ -23,10 +23,8 @@ pub fn binary_gate(req: &binary::Request<'_>, s: &Session<'_>, out: &mut Vec<u8>
         }
         return None;
     }
-    // A value over -I is refused from its header, before this check.
-    let exempt = sasl_op
-        || req.reply.header.opcode == op::VERSION
-        || matches!(req.command, Some(Command::TooLarge(_)));
+    // As in memcached, authentication comes before anything else, a value's size included.
+    let exempt = sasl_op || req.reply.header.opcode == op::VERSION;
     if s.authenticated || exempt {
         return None;
     }
