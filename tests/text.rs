@@ -143,6 +143,32 @@ fn cas() {
     assert_eq!(c.stat("cas_misses"), "1");
 }
 
+/// memcached's CAS is one counter for the whole server, so no two items share a value, and
+/// its own suite checks that two keys set back to back get different ones.
+#[test]
+fn cas_values_differ_across_keys() {
+    let s = InProc::default();
+    let mut c = s.client();
+    let mut req = Vec::new();
+    let mut gets = b"gets".to_vec();
+    for i in 0..256 {
+        req.extend_from_slice(format!("set k{i} 0 0 1\r\nx\r\n").as_bytes());
+        gets.extend_from_slice(format!(" k{i}").as_bytes());
+    }
+    gets.extend_from_slice(b"\r\n");
+    c.expect(&req, "STORED\r\n".repeat(256).as_bytes());
+    let out = String::from_utf8(c.call_until(&gets, b"END\r\n")).unwrap();
+    let mut seen: Vec<u64> = out
+        .lines()
+        .filter(|l| l.starts_with("VALUE "))
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(seen.len(), 256);
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(seen.len(), 256, "two keys share a CAS value");
+}
+
 #[test]
 fn retrieval() {
     let long_key = "k".repeat(251);
