@@ -279,7 +279,11 @@ impl Store {
             .next_power_of_two();
         let geo = Geometry::for_shard_budget(cfg.limit_bytes / n);
         let shards = (0..n)
-            .map(|_| Padded(Mutex::new(Shard::new(geo))))
+            .map(|i| {
+                let mut shard = Shard::new(geo);
+                shard.hlc = Hlc::lane(i, n);
+                Padded(Mutex::new(shard))
+            })
             .collect();
         Store {
             inner: Arc::new(Inner {

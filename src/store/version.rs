@@ -18,13 +18,34 @@ pub struct Version {
 const LOGICAL_BITS: u32 = 16;
 
 /// A hybrid logical clock. Each store shard owns one, so issuing a stamp needs no atomics:
-/// stamps are unique and increasing per shard, which is per key, which is what CAS needs.
-#[derive(Debug, Default, Clone)]
+/// stamps are increasing per shard, which is per key, which is what CAS needs. A shard's clock
+/// issues only stamps in its own lane (those equal to its index modulo the shard count), so
+/// no two items written here share a stamp, as no two share a CAS in memcached.
+#[derive(Debug, Clone)]
 pub struct Hlc {
     last: u64,
+    lane: u64,
+    /// Lane count minus one; the count is a power of two.
+    lane_mask: u64,
+}
+
+impl Default for Hlc {
+    fn default() -> Hlc {
+        Hlc::lane(0, 1)
+    }
 }
 
 impl Hlc {
+    /// The clock of lane `lane` of `lanes`, a power of two.
+    pub fn lane(lane: usize, lanes: usize) -> Hlc {
+        debug_assert!(lanes.is_power_of_two() && lane < lanes);
+        Hlc {
+            last: 0,
+            lane: lane as u64,
+            lane_mask: lanes as u64 - 1,
+        }
+    }
+
     /// The stamp a clock at `unix_ms` starts from.
     pub fn stamp_of_ms(unix_ms: u64) -> u64 {
         unix_ms << LOGICAL_BITS
@@ -33,11 +54,13 @@ impl Hlc {
     /// A new stamp above every stamp issued or observed so far.
     pub fn tick(&mut self, unix_ms: u64) -> u64 {
         let wall = Self::stamp_of_ms(unix_ms);
-        self.last = if wall > self.last {
+        let next = if wall > self.last {
             wall
         } else {
             self.last + 1
         };
+        // Up to the first stamp in this clock's lane.
+        self.last = next + (self.lane.wrapping_sub(next) & self.lane_mask);
         self.last
     }
 
@@ -67,6 +90,28 @@ mod tests {
         assert!(a < b && b < c);
         let d = h.tick(2000);
         assert_eq!(d, Hlc::stamp_of_ms(2000));
+    }
+
+    #[test]
+    fn lanes_never_issue_the_same_stamp() {
+        let mut lanes: Vec<Hlc> = (0..4).map(|i| Hlc::lane(i, 4)).collect();
+        let mut seen = Vec::new();
+        for ms in [1000, 1000, 1000, 999, 1001] {
+            for h in &mut lanes {
+                let a = h.tick(ms);
+                let b = h.tick(ms);
+                assert!(a < b);
+                seen.extend([a, b]);
+            }
+        }
+        lanes[2].observe(Hlc::stamp_of_ms(5000) + 1);
+        let c = lanes[2].tick(10);
+        assert!(c > Hlc::stamp_of_ms(5000) + 1 && c % 4 == 2);
+        seen.push(c);
+        let n = seen.len();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), n);
     }
 
     #[test]
