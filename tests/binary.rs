@@ -629,3 +629,48 @@ fn sasl_password_file_from_the_environment() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn refused_set_drops_the_old_value() {
+    // As in memcached: a set (quiet or not, with a CAS or without) refused for its size
+    // removes the key's old value, so a failed write never leaves stale data behind; the
+    // other storage opcodes leave it. Every refusal is answered, quiet ones included.
+    let s = Proc::start(&["-I", "1k"]);
+    let mut c = s.client();
+    let big = vec![b'x'; 2000];
+    let e2big = {
+        let mut r = vec![RESPONSE, 0, 0, 0, 0, 0, 0, 0x03, 0, 0, 0, 10];
+        r.extend_from_slice(&[0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 0]);
+        r.extend_from_slice(b"Too large.");
+        r
+    };
+    let cases: [(u8, u64, bool); 8] = [
+        (op::SET, 0, true),
+        (op::SETQ, 0, true),
+        (op::SET, 1, true),
+        (op::ADD, 0, false),
+        (op::REPLACE, 0, false),
+        (op::APPEND, 0, false),
+        (op::PREPEND, 0, false),
+        (op::REPLACEQ, 0, false),
+    ];
+    for (opcode, cas, dropped) in cases {
+        set(&mut c, b"k", b"old", 0);
+        let extras = if matches!(opcode, op::APPEND | op::PREPEND) {
+            Vec::new()
+        } else {
+            set_extras(0, 0)
+        };
+        // The reply names the opcode as sent, quiet or not.
+        let mut want = e2big.clone();
+        want[1] = opcode;
+        c.expect(&packet(opcode, &extras, b"k", &big, cas, 7), &want);
+        let r = call(&mut c, &packet(op::GET, &[], b"k", &[], 0, 1));
+        let want = if dropped {
+            (status::KEY_ENOENT, &b"Not found"[..])
+        } else {
+            (status::OK, &b"old"[..])
+        };
+        assert_eq!((r.status, r.value.as_slice()), want, "opcode {opcode:#x}");
+    }
+}

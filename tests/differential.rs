@@ -177,6 +177,11 @@ fn corpus() -> Vec<Vec<u8>> {
         &format!("set big 0 0 {}\r\n{big}\r\nget big\r\n", big.len()),
         &format!("set a 0 0 1\r\nx\r\nset a 0 0 2000000\r\n{}\r\nget a\r\n", "x".repeat(2_000_000)),
         &format!("set a 0 0 2000000 noreply\r\n{}\r\n", "x".repeat(20)),
+        // Only a refused set drops the old value: a refused cas keeps it.
+        &format!(
+            "set a 0 0 1\r\nx\r\ngets a\r\ncas a 0 0 1048577 1\r\n{}\r\nget a\r\n",
+            "x".repeat(1_048_577)
+        ),
         &format!("get {}\r\n", "k ".repeat(2000)),
         &format!("ms big 1048576\r\n{}\r\n", "x".repeat(1_048_576)),
         // Non-zero client flags take 4 bytes of the item in memcached: at the -I edge they

@@ -185,7 +185,7 @@ impl<'a> Store<'a> {
 pub struct TooLarge<'a> {
     pub key: &'a [u8],
     /// Drop the key's old value, so a failed write never leaves stale data behind
-    /// (memcached does for text `set` and every `ms`).
+    /// (memcached does for a text or binary `set` and every `ms`).
     pub drop_old: bool,
     /// Bytes of the refused value still to skip.
     pub swallow: usize,

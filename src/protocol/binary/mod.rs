@@ -421,9 +421,10 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> BinParsed<'a> {
                 err(status::UNKNOWN_COMMAND, head, value_len, false)
             };
         }
+        // memcached drops the old value of a refused set, quiet or not, CAS or not.
         let refused = TooLarge {
             key: &buf[HEADER_LEN + ext_len..head],
-            drop_old: false,
+            drop_old: opcode == op::SET,
             swallow: value_len,
         };
         let command = Some(Command::TooLarge(refused));
@@ -630,9 +631,21 @@ mod tests {
                 },
                 used,
             ) => {
-                assert_eq!((t.key, t.drop_old, t.swallow), (&b"k"[..], false, 2000));
+                assert_eq!((t.key, t.drop_old, t.swallow), (&b"k"[..], true, 2000));
                 assert_eq!(used, HEADER_LEN + 9);
             }
+            other => panic!("{other:?}"),
+        }
+        // Only a set drops the old value.
+        let bytes = request(op::ADDQ, &[0; 8], b"k", &[b'x'; 2000], 0);
+        match parse(&bytes, &limits) {
+            BinParsed::Done(
+                Request {
+                    command: Some(Command::TooLarge(t)),
+                    ..
+                },
+                _,
+            ) => assert!(!t.drop_old),
             other => panic!("{other:?}"),
         }
         // A get cannot carry a value at all: refused, and the connection closes.

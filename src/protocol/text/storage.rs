@@ -70,10 +70,10 @@ pub fn parse<'a>(
     }
     let vlen = vlen as usize;
     if item_size(key.len(), vlen, flags) > limits.item_size_max {
-        // memcached drops the old value of a refused `set` only.
+        // memcached drops the old value of a refused `set` only, not of a `cas`.
         let refused = TooLarge {
             key,
-            drop_old: mode == SetMode::Set,
+            drop_old: mode == SetMode::Set && !is_cas,
             swallow: vlen + 2,
         };
         return text(Command::TooLarge(refused), noreply, used);

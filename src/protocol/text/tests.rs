@@ -117,6 +117,10 @@ fn too_large_is_a_request_that_swallows() {
         Command::TooLarge(t) => assert!(!t.drop_old),
         other => panic!("{other:?}"),
     }
+    match command(b"cas k 0 0 2000000 1\r\n").0 {
+        Command::TooLarge(t) => assert!(!t.drop_old),
+        other => panic!("{other:?}"),
+    }
     match done(b"ms k 2000000 T0\r\n").0 {
         Request::Meta(m) => assert_eq!(m.too_large, Some(2_000_002)),
         other => panic!("{other:?}"),
