@@ -206,6 +206,12 @@ fn corpus() -> Vec<Vec<u8>> {
         // memcached 1.6.18 has no md/mg/ms/ma x flag.
         "set k 0 0 1\r\nx\r\nmd k x\r\nmg k x\r\nms k 1 x\r\n1\r\nma k x\r\nget k\r\n",
         "stats sizes\r\n",
+        concat!(
+            "slabs automove invalid\r\nslabs automove 3\r\nslabs automove 2\r\nslabs automove -1\r\n",
+            "slabs automove 0 noreply\r\nslabs automove x noreply\r\nslabs automove 9 noreply\r\n",
+            "slabs automove ratio\r\nslabs automove ratio x\r\nslabs automove ratio 0.5\r\n",
+            "slabs automove\r\nslabs automove 1 2 3\r\nslabs automove 4294967297\r\nslabs automove 0\r\n",
+        ),
     ]
     .iter()
     .map(|s| s.as_bytes().to_vec())

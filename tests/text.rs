@@ -487,6 +487,26 @@ fn stats_counters_are_exact() {
     assert_eq!(c.stat("total_items"), "0");
 }
 
+/// Counters memcached reports that are always zero here (listening never pauses, no item is
+/// ever locked at an LRU tail) are still shown, in memcached's order.
+#[test]
+fn stats_shows_listen_disabled_and_reflocked_counters() {
+    let s = InProc::default();
+    let mut c = s.client();
+    for name in [
+        "listen_disabled_num",
+        "time_in_listen_disabled_us",
+        "lrutail_reflocked",
+    ] {
+        assert_eq!(c.stat(name), "0", "{name}");
+    }
+    let out = String::from_utf8(c.call_until(b"stats\r\n", b"END\r\n")).unwrap();
+    assert!(out.contains(concat!(
+        "STAT accepting_conns 1\r\nSTAT listen_disabled_num 0\r\n",
+        "STAT time_in_listen_disabled_us 0\r\nSTAT threads "
+    )));
+}
+
 #[test]
 fn stats_groups() {
     let s = InProc::default();

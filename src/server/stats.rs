@@ -186,6 +186,9 @@ pub fn write_general(out: &mut Vec<u8>, g: &General<'_>) {
     stat(out, "bytes_written", c.bytes_written);
     stat(out, "limit_maxbytes", g.limit_maxbytes);
     stat(out, "accepting_conns", 1);
+    // Listening is never paused here (past -c a client is refused at accept instead).
+    stat(out, "listen_disabled_num", 0);
+    stat(out, "time_in_listen_disabled_us", 0);
     stat(out, "threads", g.threads);
     stat(out, "conn_yields", c.conn_yields);
     let s = &g.store;
@@ -196,6 +199,8 @@ pub fn write_general(out: &mut Vec<u8>, g: &General<'_>) {
     stat(out, "evicted_unfetched", s.evicted_unfetched);
     stat(out, "evictions", s.evictions);
     stat(out, "reclaimed", s.reclaimed);
+    // No item is held by a reference at an LRU tail: there is no LRU tail to walk.
+    stat(out, "lrutail_reflocked", 0);
     stat(out, "tombstones", s.tombstones);
     stat(out, "store_segments", g.segments);
 }

@@ -4,7 +4,7 @@
 
 use super::{invalid, text, Tokens};
 use crate::protocol::command::Command;
-use crate::protocol::number::parse_u32;
+use crate::protocol::number::{parse_u32, parse_u64};
 use crate::protocol::{ErrorKind, Parsed, ProtocolError};
 
 /// `verbosity <level> [noreply]`
@@ -44,6 +44,29 @@ pub fn dump_classes(arg: &[u8]) -> Option<bool> {
     Some(has_one)
 }
 
+/// `slabs automove <0|1|2> [noreply]` or `slabs automove ratio <float> [noreply]`: nothing
+/// moves here, but the argument is checked as memcached checks it. The level is read as
+/// `safe_strtoul` reads it (64 bits, kept to the low 32).
+fn parse_automove<'a>(t: &Tokens<'a>, used: usize) -> Parsed<'a> {
+    let noreply = t.noreply();
+    let reply: &'static [u8] = if t.get(2) == b"ratio" {
+        let ratio = std::str::from_utf8(t.get(3))
+            .ok()
+            .and_then(|s| s.parse::<f64>().ok());
+        match ratio {
+            Some(_) if t.ntokens >= 5 => b"OK\r\n",
+            _ => b"ERROR\r\n",
+        }
+    } else {
+        match parse_u64(t.get(2)).map(|n| n as u32) {
+            Some(0..=2) => b"OK\r\n",
+            Some(_) => b"ERROR\r\n",
+            None => b"CLIENT_ERROR bad command line format\r\n",
+        }
+    };
+    text(Command::Fixed { reply }, noreply, used)
+}
+
 /// Everything else: stats, version, quit, shutdown, admin verbs, or an unknown command.
 pub fn parse_other<'a>(t: &Tokens<'a>, used: usize) -> Parsed<'a> {
     let done = |cmd| text(cmd, false, used);
@@ -77,7 +100,7 @@ pub fn parse_other<'a>(t: &Tokens<'a>, used: usize) -> Parsed<'a> {
         // No slab classes here: pages are not moved between classes.
         b"slabs" => match (t.ntokens, t.get(1)) {
             (5, b"reassign") => fixed(b"CLIENT_ERROR slab reassignment disabled\r\n"),
-            (4, b"automove") => fixed(b"OK\r\n"),
+            (n, b"automove") if n >= 4 => parse_automove(t, used),
             _ => fixed(b"ERROR\r\n"),
         },
         // Expiry is reclaimed by a background task that is always on.

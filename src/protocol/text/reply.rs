@@ -110,7 +110,7 @@ impl Reply for TextReply {
     }
 
     fn fixed(&self, out: &mut Vec<u8>, reply: &'static [u8]) {
-        out.extend_from_slice(reply);
+        self.line(out, reply);
     }
 }
 
