@@ -643,3 +643,20 @@ fn stats_detail_counts_per_prefix_over_text_and_binary() {
     c.expect(b"stats reset\r\n", b"RESET\r\n");
     c.expect(b"stats detail dump\r\n", b"END\r\n");
 }
+
+#[test]
+fn pipelined_requests_past_reqs_per_event_count_yields() {
+    // `-R 1`: after each request with more already read, the connection yields once.
+    let s = InProc::start({
+        let mut c = repcached::config::Config::for_tests();
+        c.reqs_per_event = 1;
+        c
+    });
+    let mut c = s.client();
+    c.expect(
+        b"set k 0 0 1\r\na\r\nset k 0 0 1\r\nb\r\nset k 0 0 1\r\nc\r\nset k 0 0 1\r\nd\r\n",
+        b"STORED\r\nSTORED\r\nSTORED\r\nSTORED\r\n",
+    );
+    let yields: u64 = c.stat("conn_yields").parse().unwrap_or(0);
+    assert!(yields >= 3, "conn_yields {yields}");
+}

@@ -115,6 +115,7 @@ where
     // After a bad key in a streamed get line: the rest of that line is dropped.
     let mut skip_line = false;
     let idle = shared.config.idle_timeout_secs;
+    let reqs_per_event = shared.config.reqs_per_event.max(1);
     let mut session = Session {
         shared,
         counts: Default::default(),
@@ -144,6 +145,7 @@ where
         }
         prefetch_reads(shared, proto, data);
         let mut pending: Option<PendingGet> = None;
+        let mut served = 0usize;
         while consumed < data.len() || pending.is_some() {
             if out.full() && out.must_flush() {
                 send(sock, &mut out, &mut session.counts).await?;
@@ -177,10 +179,20 @@ where
                 swallow -= n;
                 continue;
             }
+            if served >= reqs_per_event {
+                // As memcached's `-R`: a connection with more requests read than one turn
+                // allows lets the others on its worker run first.
+                served = 0;
+                session.counts.conn_yields += 1;
+                tokio::task::yield_now().await;
+            }
             let buf = &data[consumed..];
             let at = consumed;
             let step = step(proto, buf, &mut session, &mut out);
             consumed += step.used;
+            if step.used > 0 {
+                served += 1;
+            }
             if step.swallow > 0 {
                 swallow = step.swallow;
             }
