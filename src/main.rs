@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 use repcached::config::{Args, Config};
+use repcached::server::listener::{write_port_file, PORT_FILE_ENV};
 use repcached::server::{Server, VERSION};
 
 /// memcached's exit code for usage errors (EX_USAGE).
@@ -60,6 +61,19 @@ fn main() -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(EXIT_OSERR, e),
     };
+    // As memcached: with a TCP/UDP setup (no -s), name the ports actually bound, so that
+    // `-p -1` / `-U -1` can be found. A file that cannot be written is reported, not fatal.
+    if config.listen.unix_socket.is_none() {
+        if let Some(path) = std::env::var_os(PORT_FILE_ENV) {
+            let path = std::path::PathBuf::from(path);
+            if let Err(e) = write_port_file(&path, &server.local_addrs(), &server.udp_addrs()) {
+                eprintln!(
+                    "repcached: cannot write the port file {} named by {PORT_FILE_ENV}: {e}; check that its folder is writable",
+                    path.display()
+                );
+            }
+        }
+    }
     if config.daemonize {
         if let Err(e) = repcached::server::process::daemonize() {
             return fail(EXIT_OSERR, format!("cannot daemonize: {e}"));

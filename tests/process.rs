@@ -461,3 +461,94 @@ fn double_verbose_dumps_binary_headers_as_memcached() {
     assert_eq!(lines[response + 2], format!(">{fd}   0x00 0x00 0x00 0x01"));
     at(&format!("<{fd} SET k Value len is 1"));
 }
+
+/// Starts the binary with `args` and MEMCACHED_PORT_FILENAME set, waits for the port file
+/// and returns the child and the file's lines.
+fn start_with_port_file(dir: &TempDir, args: &[&str]) -> (std::process::Child, Vec<String>) {
+    let file = dir.0.join("ports");
+    let _ = std::fs::remove_file(&file);
+    let mut child = Command::new(BIN)
+        .args(["-u", "root", "-l", "127.0.0.1"])
+        .args(args)
+        .env("MEMCACHED_PORT_FILENAME", &file)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !file.exists() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("no port file written for {args:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let text = std::fs::read_to_string(&file).unwrap();
+    (child, text.lines().map(str::to_string).collect())
+}
+
+fn port_of(lines: &[String], kind: &str) -> Option<u16> {
+    lines
+        .iter()
+        .find_map(|l| l.strip_prefix(&format!("{kind}: ")))
+        .map(|p| p.parse().unwrap())
+}
+
+#[test]
+fn minus_one_takes_free_ports_named_in_the_port_file() {
+    let dir = TempDir::new("portfile");
+    let (mut child, lines) = start_with_port_file(&dir, &["-p", "-1", "-U", "-1"]);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let tcp = port_of(&lines, "TCP INET").expect("a TCP line");
+    let udp = port_of(&lines, "UDP INET").expect("a UDP line");
+    assert!(tcp != 0 && udp != 0, "{lines:?}");
+    let mut c = Client::connect(SocketAddr::from(([127, 0, 0, 1], tcp)));
+    c.expect(b"set k 0 0 2\r\nhi\r\n", b"STORED\r\n");
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    sock.send_to(
+        b"\x00\x07\x00\x00\x00\x01\x00\x00get k\r\n",
+        ("127.0.0.1", udp),
+    )
+    .unwrap();
+    let mut buf = [0u8; 1500];
+    let n = sock.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..2], b"\x00\x07");
+    assert_eq!(&buf[8..n], b"VALUE k 0 2\r\nhi\r\nEND\r\n");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn port_file_leaves_out_what_is_off() {
+    let dir = TempDir::new("portoff");
+    // -p 0: TCP off, and UDP off by default; the file is still written, empty.
+    let (mut child, lines) = start_with_port_file(&dir, &["-p", "0"]);
+    assert!(lines.is_empty(), "{lines:?}");
+    let _ = child.kill();
+    let _ = child.wait();
+    // -U -1 alone: TCP takes a free port of its own too, as in memcached.
+    let (mut child, lines) = start_with_port_file(&dir, &["-U", "-1"]);
+    let tcp = port_of(&lines, "TCP INET").expect("a TCP line");
+    let udp = port_of(&lines, "UDP INET").expect("a UDP line");
+    assert!(tcp != 0 && udp != 0, "{lines:?}");
+    assert!(wait_ready(
+        SocketAddr::from(([127, 0, 0, 1], tcp)),
+        Duration::from_secs(5)
+    ));
+    let _ = child.kill();
+    let _ = child.wait();
+    // An explicit port is named as given.
+    let port = free_port();
+    let (mut child, lines) = start_with_port_file(&dir, &["-p", &port.to_string()]);
+    assert_eq!(lines, vec![format!("TCP INET: {port}")]);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn out_of_range_ports_are_refused() {
+    let e = one_line_error(&["-p", "-2"]);
+    assert!(e.contains("-p") && e.contains("-1"), "{e}");
+    let e = one_line_error(&["-U", "70000"]);
+    assert!(e.contains("-U"), "{e}");
+}

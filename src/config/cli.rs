@@ -18,12 +18,12 @@ use serde::Deserialize;
 )]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Args {
-    /// TCP port to listen on (default 11211; 0 turns TCP off)
-    #[arg(short = 'p', long = "port")]
-    pub port: Option<u16>,
-    /// UDP port (default 0, off)
-    #[arg(short = 'U', long = "udp-port")]
-    pub udp_port: Option<u16>,
+    /// TCP port to listen on (default 11211; 0 turns TCP off, -1 takes any free port)
+    #[arg(short = 'p', long = "port", allow_negative_numbers = true)]
+    pub port: Option<i64>,
+    /// UDP port (default 0, off; -1 takes any free port)
+    #[arg(short = 'U', long = "udp-port", allow_negative_numbers = true)]
+    pub udp_port: Option<i64>,
     /// Unix socket path (turns TCP off)
     #[arg(short = 's', long = "unix-socket")]
     pub unix_socket: Option<PathBuf>,

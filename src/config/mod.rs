@@ -40,13 +40,60 @@ pub enum ConfigError {
     ParseFile { path: PathBuf, message: String },
 }
 
+/// A `-p` or `-U` port, as memcached reads it: 0 is off, -1 is any free port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortSpec {
+    /// No listener of this kind.
+    Off,
+    /// Whatever free port the system hands out (`-1`).
+    AnyFree,
+    /// This port.
+    Fixed(u16),
+}
+
+impl PortSpec {
+    /// Reads a flag's number: 0 off, -1 any free port, 1 to 65535 that port.
+    pub fn from_flag(n: i64, flag: &str) -> Result<PortSpec, ConfigError> {
+        match n {
+            0 => Ok(PortSpec::Off),
+            -1 => Ok(PortSpec::AnyFree),
+            1..=65535 => Ok(PortSpec::Fixed(n as u16)),
+            _ => Err(ConfigError::Invalid(format!(
+                "{flag} {n}: give a port from 1 to 65535, 0 for off, or -1 for any free port"
+            ))),
+        }
+    }
+
+    pub fn is_on(self) -> bool {
+        self != PortSpec::Off
+    }
+
+    /// The port to bind: None when off, 0 (the system picks) for any free port.
+    pub fn bind_port(self) -> Option<u16> {
+        match self {
+            PortSpec::Off => None,
+            PortSpec::AnyFree => Some(0),
+            PortSpec::Fixed(p) => Some(p),
+        }
+    }
+
+    /// The number as given on the command line (memcached's `stats settings` shows this).
+    pub fn as_flag(self) -> i32 {
+        match self {
+            PortSpec::Off => 0,
+            PortSpec::AnyFree => -1,
+            PortSpec::Fixed(p) => p as i32,
+        }
+    }
+}
+
 /// Where clients connect.
 #[derive(Debug, Clone)]
 pub struct ListenConfig {
-    /// TCP port; 0 means no TCP listener.
-    pub port: u16,
-    /// UDP port (`-U`); 0, the default as in memcached 1.6, means no UDP.
-    pub udp_port: u16,
+    /// TCP port (`-p`).
+    pub port: PortSpec,
+    /// UDP port (`-U`); off by default, as in memcached 1.6.
+    pub udp_port: PortSpec,
     /// Interfaces; empty means all (IPv4 and IPv6).
     pub addrs: Vec<String>,
     pub unix_socket: Option<PathBuf>,
@@ -133,8 +180,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: ListenConfig {
-                port: DEFAULT_PORT,
-                udp_port: 0,
+                port: PortSpec::Fixed(DEFAULT_PORT),
+                udp_port: PortSpec::Off,
                 addrs: Vec::new(),
                 unix_socket: None,
                 unix_mask: DEFAULT_UNIX_MASK,
@@ -177,7 +224,7 @@ impl Config {
     pub fn for_tests() -> Config {
         let mut c = Config::default();
         c.listen.addrs = vec!["127.0.0.1".into()];
-        c.listen.port = 0;
+        c.listen.port = PortSpec::AnyFree;
         c.threads = 2;
         c
     }
@@ -198,12 +245,14 @@ impl Config {
         let mut c = Config::default();
         let invalid = |m: String| ConfigError::Invalid(m);
         if let Some(p) = args.port {
-            c.listen.port = p;
+            c.listen.port = PortSpec::from_flag(p, "-p")?;
         }
         if let Some(p) = args.udp_port {
+            let p = PortSpec::from_flag(p, "-U")?;
             c.listen.udp_port = p;
-            // As in memcached: a UDP port given without a TCP port is the TCP port too.
-            if p != 0 && args.port.is_none() {
+            // As in memcached: a UDP port given without a TCP port is the TCP port too
+            // (with -U -1, each gets its own free port).
+            if p.is_on() && args.port.is_none() {
                 c.listen.port = p;
             }
         }

@@ -192,16 +192,16 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
         return bad("-D: the key prefix delimiter must be one ASCII character, such as ':'");
     }
     // memcached refuses these too: a datagram cannot carry a login.
-    if c.listen.udp_port != 0 && c.sasl {
+    if c.listen.udp_port.is_on() && c.sasl {
         return bad("-U: UDP cannot be used with SASL (-S); leave -U at 0");
     }
-    if c.listen.udp_port != 0 && c.auth_file.is_some() {
+    if c.listen.udp_port.is_on() && c.auth_file.is_some() {
         return bad("-U: UDP cannot be used with ascii authentication (-Y); leave -U at 0");
     }
     if c.sasl && c.sasl_file.is_none() {
         return bad("-S needs a password file of user:password lines: give -o sasl_file=FILE or set MEMCACHED_SASL_PWDB");
     }
-    if c.listen.port == 0
+    if !c.listen.port.is_on()
         && c.listen.unix_socket.is_none()
         && !c.listen.addrs.is_empty()
         && c.listen.addrs.iter().all(|a| a.is_empty())
@@ -209,8 +209,7 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
         return bad("nothing to listen on: give -p PORT or -s SOCKET");
     }
     if c.replication.peer.is_some()
-        && c.replication.listen_port == c.listen.port
-        && c.listen.port != 0
+        && c.listen.port == super::PortSpec::Fixed(c.replication.listen_port)
     {
         return bad("-X: the replication port must differ from the client port -p");
     }

@@ -81,16 +81,16 @@ pub fn bind(cfg: &ListenConfig) -> Result<Bound, ServerError> {
         bound.unix = Some(l);
         return Ok(bound);
     }
-    if cfg.port == 0 && cfg.addrs.is_empty() {
+    let Some(port) = cfg.port.bind_port() else {
         return Ok(bound);
-    }
+    };
     let wildcard = cfg.addrs.is_empty();
-    for addr in addresses(cfg, cfg.port)? {
+    for addr in addresses(cfg, port)? {
         match bind_tcp(addr, cfg.backlog) {
             Ok(l) => bound.tcp.push(l),
             // No IPv6 on this machine: the IPv4 wildcard still serves.
             Err(_) if wildcard && addr.is_ipv6() => {}
-            Err(e) => return Err(bind_error(&addr.to_string(), cfg.port, "-p", &e)),
+            Err(e) => return Err(bind_error(&addr.to_string(), port, "-p", &e)),
         }
     }
     Ok(bound)
@@ -122,6 +122,36 @@ pub fn addresses(cfg: &ListenConfig, port: u16) -> Result<Vec<SocketAddr>, Serve
         out.extend(addrs);
     }
     Ok(out)
+}
+
+/// The environment variable naming the file that gets the ports actually bound, as with
+/// memcached (test suites start the server with `-p -1` and read the ports from it).
+pub const PORT_FILE_ENV: &str = "MEMCACHED_PORT_FILENAME";
+
+/// The port file's text: one `TCP INET: PORT` (or `INET6`, or `UDP`) line per socket bound,
+/// TCP first. Empty when nothing was bound.
+pub fn port_file_text(tcp: &[SocketAddr], udp: &[SocketAddr]) -> String {
+    let mut out = String::new();
+    for (kind, addrs) in [("TCP", tcp), ("UDP", udp)] {
+        for a in addrs {
+            let family = if a.is_ipv4() { "INET" } else { "INET6" };
+            out.push_str(&format!("{kind} {family}: {}\n", a.port()));
+        }
+    }
+    out
+}
+
+/// Writes the port file: to `PATH.lck` first, then renamed to `PATH`, so a reader that
+/// waits for `PATH` never sees it half written. It stays after the server exits.
+pub fn write_port_file(
+    path: &std::path::Path,
+    tcp: &[SocketAddr],
+    udp: &[SocketAddr],
+) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".lck");
+    std::fs::write(&tmp, port_file_text(tcp, udp))?;
+    std::fs::rename(&tmp, path)
 }
 
 /// A listener the accept loop can drive: TCP or unix.
@@ -233,4 +263,23 @@ async fn admit<S: tokio::io::AsyncWrite + Unpin>(shared: &Shared, mut stream: S)
     }
     shared.total_conns.fetch_add(1, Ordering::Relaxed);
     Some(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_file_lines() {
+        let tcp: Vec<SocketAddr> = vec![
+            "127.0.0.1:4000".parse().unwrap(),
+            "[::1]:4001".parse().unwrap(),
+        ];
+        let udp: Vec<SocketAddr> = vec!["127.0.0.1:5000".parse().unwrap()];
+        assert_eq!(
+            port_file_text(&tcp, &udp),
+            "TCP INET: 4000\nTCP INET6: 4001\nUDP INET: 5000\n"
+        );
+        assert_eq!(port_file_text(&[], &[]), "");
+    }
 }

@@ -22,7 +22,7 @@ pub fn write(sh: &Shared, out: &mut Vec<u8>) {
     stat(out, "maxbytes", sh.store.limit_bytes());
     stat(out, "maxconns", c.max_connections);
     stat(out, "tcpport", sh.tcp_port());
-    stat(out, "udpport", c.listen.udp_port);
+    stat(out, "udpport", c.listen.udp_port.as_flag());
     stat(
         out,
         "inter",

@@ -95,24 +95,20 @@ pub fn split(request_id: u16, reply: &[u8], mut send: impl FnMut(&[u8])) {
 /// Binds a UDP socket on each listen address when `-U` is not 0 (never with `-s`, as in
 /// memcached).
 pub fn bind(cfg: &ListenConfig) -> Result<Vec<UdpSocket>, ServerError> {
-    if cfg.udp_port == 0 || cfg.unix_socket.is_some() {
+    let Some(port) = cfg.udp_port.bind_port() else {
+        return Ok(Vec::new());
+    };
+    if cfg.unix_socket.is_some() {
         return Ok(Vec::new());
     }
     let wildcard = cfg.addrs.is_empty();
     let mut sockets = Vec::new();
-    for addr in listener::addresses(cfg, cfg.udp_port)? {
+    for addr in listener::addresses(cfg, port)? {
         match bind_one(addr) {
             Ok(s) => sockets.push(s),
             // No IPv6 on this machine: the IPv4 wildcard still serves.
             Err(_) if wildcard && addr.is_ipv6() => {}
-            Err(e) => {
-                return Err(listener::bind_error(
-                    &format!("udp {addr}"),
-                    cfg.udp_port,
-                    "-U",
-                    &e,
-                ))
-            }
+            Err(e) => return Err(listener::bind_error(&format!("udp {addr}"), port, "-U", &e)),
         }
     }
     Ok(sockets)
