@@ -114,7 +114,6 @@ pub struct ReplicationConfig {
     pub queue: Option<usize>,
 }
 
-/// The server's settings.
 /// `-B`: the protocols a connection may speak (memcached's names, as `stats settings`
 /// shows them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,6 +140,7 @@ impl std::fmt::Display for BindingProtocol {
     }
 }
 
+/// The server's settings.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: ListenConfig,

@@ -153,11 +153,7 @@ where
             if let Some(g) = &mut pending {
                 // [stream] The rest of a get that filled the output.
                 let list = &data[g.at..g.end];
-                let get = Get {
-                    keys: Keys::Spaced(list),
-                    ..g.get
-                };
-                g.at += resume_get(&mut session, &get, &g.reply, &mut out, g.complete);
+                g.at += resume_get(&mut session, &g.get, list, &g.reply, &mut out, g.complete);
                 if g.at == g.end {
                     pending = None;
                 }
@@ -351,20 +347,24 @@ where
     }
 }
 
-/// [stream] Serves more keys of a text get that stopped for a full output, and its END once
-/// `get`'s are the last keys of a `complete` line; returns the bytes of the key list
-/// served. With `-vv` their replies are logged as the first keys' were.
+/// [stream] Serves more keys (`list`) of a text get (`get`, its options) that stopped for a
+/// full output, and its END once they are the last keys of a `complete` line; returns the
+/// bytes of `list` served. With `-vv` their replies are logged as the first keys' were.
 pub(super) fn resume_get(
     session: &mut Session<'_>,
     get: &Get<'_>,
+    list: &[u8],
     reply: &TextReply,
     out: &mut Output,
     complete: bool,
 ) -> usize {
     let mark = out.mark();
-    let served = command::retrieval::get_keys(session, get, reply, out);
-    let done = matches!(get.keys, Keys::Spaced(list) if served == list.len());
-    if done && complete {
+    let get = Get {
+        keys: Keys::Spaced(list),
+        ..*get
+    };
+    let served = command::retrieval::get_keys(session, &get, reply, out);
+    if served == list.len() && complete {
         reply.end(out);
     }
     if session.shared.verbosity() > 1 {
@@ -548,9 +548,7 @@ impl Step {
         let end = line.strip_suffix(b"\r").unwrap_or(line).len();
         Some((get, reply, end.checked_sub(rest)?..end))
     }
-}
 
-impl Step {
     fn close(used: usize) -> Step {
         Step {
             used,

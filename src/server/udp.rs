@@ -26,7 +26,6 @@ use super::connection::{self, Proto};
 use super::output::Output;
 use super::{dump, listener, Activity, ConnKind, ServerError, Shared};
 use crate::config::ListenConfig;
-use crate::protocol::command::{Get, Keys};
 use crate::store::Cursor;
 
 /// The frame header every datagram starts with.
@@ -242,11 +241,7 @@ fn serve_datagram(
                 if out.must_flush() {
                     reply(out, session);
                 }
-                let get = Get {
-                    keys: Keys::Spaced(&rest[at..end]),
-                    ..get
-                };
-                at += connection::resume_get(session, &get, &text, out, true);
+                at += connection::resume_get(session, &get, &rest[at..end], &text, out, true);
             }
         }
         if let Some(After::Dump { all }) = after {

@@ -6,9 +6,7 @@ use crate::protocol::command::{Delete, Deleted, Encoding};
 use crate::store::{DeleteOutcome, DeleteRequest};
 
 pub fn delete(s: &mut Session<'_>, d: &Delete<'_>, encoding: Encoding) -> Deleted {
-    if encoding != Encoding::Meta {
-        s.shared.detail.record(d.key, Op::Delete);
-    }
+    s.detail(encoding, d.key, Op::Delete);
     let r = DeleteRequest {
         key: d.key,
         compare_cas: d.compare_cas.map(|cas| cas.0),

@@ -28,11 +28,12 @@ pub mod stats;
 pub mod storage;
 pub mod touch;
 
+use super::detail::Op;
 use super::output::Output;
 use super::stats::Counts;
 use super::Shared;
 use crate::protocol::binary;
-use crate::protocol::command::{Command, Exptime, Reply};
+use crate::protocol::command::{Command, Encoding, Exptime, Reply};
 use crate::protocol::Request;
 
 /// What the connection does after a request.
@@ -77,6 +78,14 @@ impl Session<'_> {
     /// A client's expiry in the store's relative seconds.
     fn exptime(&self, e: Exptime) -> u32 {
         self.shared.clock.rel_exptime(e.0, self.now)
+    }
+
+    /// Counts `op` on `key` in the per-prefix stats (`stats detail`), which memcached keeps
+    /// for text and binary commands but not meta ones.
+    fn detail(&self, encoding: Encoding, key: &[u8], op: Op) {
+        if encoding != Encoding::Meta {
+            self.shared.detail.record(key, op);
+        }
     }
 
     /// The CAS value a client sees: the item's stamp, or 0 under `-C`.

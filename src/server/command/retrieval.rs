@@ -10,7 +10,7 @@ use super::super::detail::Op;
 use super::super::output::Output;
 use super::super::stats::Counts;
 use super::{After, Session};
-use crate::protocol::command::{Encoding, Get, Hit, Keys, Reply};
+use crate::protocol::command::{Get, Hit, Keys, Reply};
 use crate::protocol::Cas;
 use crate::store::{self, bits, item_total_size, Item, Miss, ReadOptions};
 
@@ -57,10 +57,7 @@ pub fn get_keys<R: Reply>(
             Err(miss) => Err(miss),
         });
         count_read(&mut s.counts, touch, found);
-        // memcached's per-prefix stats leave meta commands out.
-        if R::ENCODING != Encoding::Meta {
-            s.shared.detail.record(key, Op::Get { hit: found.is_ok() });
-        }
+        s.detail(R::ENCODING, key, Op::Get { hit: found.is_ok() });
         if found.is_err() {
             reply.miss(out, key);
         }
@@ -85,6 +82,7 @@ pub fn debug<R: Reply>(s: &mut Session<'_>, key: &[u8], reply: &R, out: &mut Vec
             let mut hit = item_view(it, Cas(it.cas), now);
             hit.idle = now.saturating_sub(it.atime);
             hit.fetched = it.has(bits::FETCHED);
+            hit.size = item_total_size(it.key().len(), it.value().len(), it.flags);
             reply.debug(out, Some(&hit));
         }
     });
@@ -117,7 +115,8 @@ fn item_view<'a>(it: &Item<'a>, cas: Cas, now: u32) -> Hit<'a> {
         won: false,
         token_sent: false,
         stale: false,
-        size: item_total_size(it.key().len(), it.value().len(), it.flags),
+        // Only `me` shows it (see `debug`).
+        size: 0,
     }
 }
 

@@ -15,9 +15,7 @@ pub fn store(s: &mut Session<'_>, c: &Store<'_>, encoding: Encoding) -> Stored {
     r.new_cas = c.new_cas.map(|cas| cas.0);
     r.vivify = c.vivify.map(|t| s.exptime(t));
     r.key_binary = c.key_binary;
-    if encoding != Encoding::Meta {
-        s.shared.detail.record(c.key, Op::Set);
-    }
+    s.detail(encoding, c.key, Op::Set);
     let is_cas = c.compare_cas.is_some();
     s.counts.cmd_set += 1;
     match s.shared.store.set(&r, s.now) {
@@ -57,9 +55,7 @@ pub fn store(s: &mut Session<'_>, c: &Store<'_>, encoding: Encoding) -> Stored {
 /// A write over `-I`, refused from its header.
 pub fn too_large(s: &mut Session<'_>, t: &TooLarge<'_>, encoding: Encoding) -> Stored {
     s.counts.store_too_large += 1;
-    if encoding != Encoding::Meta {
-        s.shared.detail.record(t.key, Op::Set);
-    }
+    s.detail(encoding, t.key, Op::Set);
     if t.drop_old {
         let delete = DeleteRequest {
             key: t.key,
