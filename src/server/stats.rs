@@ -202,6 +202,7 @@ pub fn write_general(out: &mut Vec<u8>, g: &General<'_>) {
     // No item is held by a reference at an LRU tail: there is no LRU tail to walk.
     stat(out, "lrutail_reflocked", 0);
     stat(out, "tombstones", s.tombstones);
+    stat(out, "tombstone_bytes", s.tombstone_bytes);
     stat(out, "store_segments", g.segments);
 }
 

@@ -24,9 +24,13 @@
 //! store can be walked with [`Store::scan`] while serving; and [`Store::subscribe`] reports
 //! every change as the resulting item state.
 
+mod apply;
 pub mod clock;
+pub mod flush;
+pub mod forgotten;
 pub mod index;
 pub mod item;
+pub mod merge;
 pub mod observe;
 pub mod segment;
 pub mod shard;
@@ -339,29 +343,41 @@ impl Store {
         item_total_size(key_len, value_len, flags) <= self.inner.cfg.item_size_max
     }
 
-    fn new_stamp(&self, shard: &mut Shard, explicit: Option<u64>) -> u64 {
-        match explicit {
-            Some(cas) => {
-                shard.hlc.observe(cas);
-                cas
+    /// The stamp of a new local version of `key`: a fresh tick, above every stamp the shard
+    /// holds, or the client's own (`ms E`, `md E`, `ma E`) where that is safe.
+    ///
+    /// A client's stamp is taken only if it orders after every state this node knows of the
+    /// key (the one held, live or deleted, one forgotten, a flush) and is not far ahead of
+    /// wall time; otherwise the write gets a fresh stamp, as if `E` had not been given. So
+    /// `E` can never move a key's version backwards, overflow the clock or drag it ahead.
+    fn new_stamp(&self, shard: &mut Shard, hash: u64, key: &[u8], explicit: Option<u64>) -> u64 {
+        let wall = self.inner.clock.unix_ms();
+        if let Some(e) = explicit {
+            let mine = Version {
+                stamp: e,
+                node: self.inner.cfg.node,
+            };
+            let held = shard.find(hash, key).map(|loc| shard.item(loc).version());
+            let safe = e <= merge::stamp_limit(wall)
+                && held.is_none_or(|v| merge::replaces(mine, v))
+                && !shard.forgotten.covers(hash, e)
+                && e >= shard.flushes.below();
+            if safe {
+                shard.hlc.observe(e);
+                return e;
             }
-            None => shard.hlc.tick(self.inner.clock.unix_ms()),
         }
+        shard.hlc.tick(wall)
     }
 
-    /// A fresh version's fields, stamped for this node.
-    fn fresh_meta(
-        &self,
-        shard: &mut Shard,
-        flags: u32,
-        exptime: u32,
-        now: u32,
-        cas: Option<u64>,
-    ) -> Meta {
-        let mut meta = Meta::new(flags, exptime, now);
-        meta.cas = self.new_stamp(shard, cas);
-        meta.node = self.inner.cfg.node;
-        meta
+    /// A delete marker's fields: kept for `tombstone_secs`, and through one eviction pass
+    /// more than an unread item.
+    fn tombstone(&self, version: Version, now: u32) -> Meta {
+        let mut m = Meta::new(0, now + self.inner.cfg.tombstone_secs.max(1), now);
+        m.set(bits::TOMBSTONE | bits::REFERENCED);
+        m.cas = version.stamp;
+        m.node = version.node;
+        m
     }
 
     /// Charges `need` bytes to the budget, freeing the oldest segments shard by shard (one
@@ -429,7 +445,9 @@ impl Store {
             Ok(loc) => (loc, false),
             Err(miss) => match opts.vivify {
                 Some(exptime) if self.fits(key.len(), 0, 0) => {
-                    let meta = self.fresh_meta(&mut shard, 0, exptime, now, None);
+                    let mut meta = Meta::new(0, exptime, now);
+                    meta.cas = self.new_stamp(&mut shard, hash, key, None);
+                    meta.node = self.inner.cfg.node;
                     match shard.put(hash, key, &[], &meta, now, &b) {
                         Ok(loc) => (loc, true),
                         Err(NoRoom) => return f(Err(miss)),
@@ -438,12 +456,17 @@ impl Store {
                 _ => return f(Err(miss)),
             },
         };
-        let it = shard.item(loc);
-        let before = it.meta();
+        let before = shard.item(loc).meta();
         let mut meta = before;
         if let Some(t) = opts.touch {
+            // A new expiry is a change like any other: a new version, so peers take it.
             meta.exptime = t;
+            if !created {
+                meta.cas = self.new_stamp(&mut shard, hash, key, None);
+                meta.node = self.inner.cfg.node;
+            }
         }
+        let it = shard.item(loc);
         let mut won = created;
         if let Some(r) = opts.recache {
             if !meta.has(bits::TOKEN_SENT) && !created && meta.exptime != 0 && meta.exptime < r {
@@ -479,7 +502,7 @@ impl Store {
             }));
         }
         let in_place = meta == before
-            || if meta.exptime != before.exptime {
+            || if meta.exptime != before.exptime || meta.cas != before.cas {
                 shard.update(loc, &meta)
             } else {
                 shard.mark_read(loc, meta.bits, meta.atime)
@@ -522,8 +545,19 @@ impl Store {
         if !self.fits(req.key.len(), req.value.len(), req.flags) {
             return Err(StoreError::TooLarge);
         }
+        self.with_room(now, |b| self.try_set(req, now, b))
+    }
+
+    /// Runs `attempt` (a write under its shard's lock) until it finds room. When its shard
+    /// could make none, what it lacks is charged by freeing segments across shards
+    /// ([`Store::reserve`]) and it runs again, its checks included, spending that charge.
+    fn with_room<T>(
+        &self,
+        now: u32,
+        mut attempt: impl FnMut(&Budget<'_>) -> Result<T, NeedRoom>,
+    ) -> Result<T, StoreError> {
         let b = self.budget();
-        let mut need = match self.try_set(req, now, &b) {
+        let mut need = match attempt(&b) {
             Ok(done) => return Ok(done),
             Err(NeedRoom(need)) => need,
         };
@@ -536,7 +570,7 @@ impl Store {
             if self.reserve(need, now) {
                 b.prepaid.set(need);
             }
-            let done = self.try_set(req, now, &b);
+            let done = attempt(&b);
             b.refund();
             match done {
                 Ok(done) => return Ok(done),
@@ -629,7 +663,7 @@ impl Store {
         if req.key_binary {
             meta.set(bits::KEY_BINARY);
         }
-        meta.cas = self.new_stamp(&mut shard, req.new_cas);
+        meta.cas = self.new_stamp(&mut shard, hash, req.key, req.new_cas);
         meta.node = self.inner.cfg.node;
         let (cas, size) = (meta.cas, value.len());
         // The common cache refresh: same length, written over the old bytes.
@@ -662,7 +696,7 @@ impl Store {
             return DeleteOutcome::Exists;
         }
         let mut meta = old.meta();
-        let stamp = self.new_stamp(&mut shard, req.new_cas);
+        let stamp = self.new_stamp(&mut shard, hash, req.key, req.new_cas);
         let node = self.inner.cfg.node;
         if req.invalidate || req.strip_value {
             if req.invalidate {
@@ -692,15 +726,14 @@ impl Store {
             return DeleteOutcome::Deleted;
         }
         if self.inner.cfg.tombstone_secs > 0 {
-            let mut tomb = Meta::new(0, now + self.inner.cfg.tombstone_secs, now);
-            tomb.set(bits::TOMBSTONE);
-            tomb.cas = stamp;
-            tomb.node = node;
+            let tomb = self.tombstone(Version { stamp, node }, now);
             if shard.put(hash, req.key, &[], &tomb, now, &b).is_err() {
-                // No room for the marker: delete outright.
+                // No room for the marker: forget the key instead.
+                shard.forgotten.raise(hash, stamp);
                 shard.remove_key(hash, req.key, &b);
             }
         } else {
+            shard.forgotten.raise(hash, stamp);
             shard.remove(hash, loc, &b);
         }
         drop(shard);
@@ -730,7 +763,9 @@ impl Store {
                     return ArithOutcome::NotFound;
                 };
                 let digits = buf.format(initial).as_bytes();
-                let meta = self.fresh_meta(&mut shard, 0, exptime, now, req.new_cas);
+                let mut meta = Meta::new(0, exptime, now);
+                meta.cas = self.new_stamp(&mut shard, hash, req.key, req.new_cas);
+                meta.node = self.inner.cfg.node;
                 let Ok(loc) = shard.put(hash, req.key, &[digits], &meta, now, &b) else {
                     return ArithOutcome::NotStored;
                 };
@@ -758,7 +793,7 @@ impl Store {
         let digits = buf.format(value).as_bytes();
         let old_len = old.value().len();
         let mut meta = old.meta();
-        meta.cas = self.new_stamp(&mut shard, req.new_cas);
+        meta.cas = self.new_stamp(&mut shard, hash, req.key, req.new_cas);
         meta.node = self.inner.cfg.node;
         if let Some(t) = req.exptime {
             meta.exptime = t;
@@ -800,23 +835,36 @@ impl Store {
         )
     }
 
-    /// Invalidates every item now, or at relative second `at`.
-    pub fn flush_all(&self, at: Option<u32>, now: u32) {
+    /// Invalidates every item written before now, or before relative second `at` once it
+    /// has come (see [`flush`]). Returns the flush's stamp: what was written below it goes.
+    pub fn flush_all(&self, at: Option<u32>, now: u32) -> u64 {
         let clock = &self.inner.clock;
+        let (before, at) = match at {
+            Some(t) if t > now => (Hlc::stamp_of_ms(clock.unix_of(t) * 1000), t),
+            _ => {
+                // Above every stamp any shard has issued or taken in: all of it goes.
+                let wall = Hlc::stamp_of_ms(clock.unix_ms());
+                let n = self.inner.shards.len();
+                let last = (0..n).map(|i| self.lock(i).hlc.last()).max().unwrap_or(0);
+                (wall.max(last + 1), 0)
+            }
+        };
+        self.flush_shards(before, at, now);
+        before
+    }
+
+    /// Takes a flush into every shard; false if every shard knew it already.
+    fn flush_shards(&self, before: u64, at: u32, now: u32) -> bool {
+        let mut changed = false;
         for i in 0..self.inner.shards.len() {
             let mut shard = self.lock(i);
-            match at {
-                Some(t) if t > now => {
-                    shard.flush_at = t;
-                    let at_ms = clock.unix_of(t) * 1000;
-                    shard.flush_before = Hlc::stamp_of_ms(at_ms);
-                }
-                _ => {
-                    shard.flush_at = 0;
-                    shard.flush_before = shard.hlc.tick(clock.unix_ms());
-                }
+            if at <= now {
+                // Later local writes must order after it.
+                shard.hlc.observe(before);
             }
+            changed |= shard.flushes.add(before, at, now);
         }
+        changed
     }
 
     /// Drops expired items in every shard, visiting at most `budget` items per shard.

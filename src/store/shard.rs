@@ -9,6 +9,8 @@
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use super::flush::Flushes;
+use super::forgotten::Forgotten;
 use super::index::Index;
 use super::item::{self, bits, Base, Item, Meta};
 use super::segment::{Geometry, SegBuf, Segment};
@@ -144,9 +146,10 @@ pub struct Shard {
     next_seq: u64,
     reclaim_at: ReclaimAt,
     pub hlc: Hlc,
-    /// Items with a stamp below this are flushed, once `flush_at` has come.
-    pub flush_before: u64,
-    pub flush_at: u32,
+    /// The flushes this shard has heard of.
+    pub flushes: Flushes,
+    /// Stamps of the key states this shard dropped, so older ones are not taken back.
+    pub forgotten: Forgotten,
     pub stats: ShardStats,
 }
 
@@ -179,8 +182,8 @@ impl Shard {
             next_seq: 1,
             reclaim_at: ReclaimAt::default(),
             hlc: Hlc::default(),
-            flush_before: 0,
-            flush_at: 0,
+            flushes: Flushes::default(),
+            forgotten: Forgotten::default(),
             stats: ShardStats::default(),
         }
     }
@@ -241,7 +244,7 @@ impl Shard {
     }
 
     pub fn is_flushed(&self, it: &Item<'_>, now: u32) -> bool {
-        self.flush_before != 0 && now >= self.flush_at && it.cas < self.flush_before
+        self.flushes.covers(it.cas, now)
     }
 
     /// The live item for `key`, removing it if it has expired or been flushed.
@@ -249,8 +252,8 @@ impl Shard {
         let loc = self.find(hash, key).ok_or(Miss::Absent)?;
         let it = self.item(loc);
         if it.is_tombstone() {
-            if it.is_expired(now) {
-                self.remove(hash, loc, b);
+            if it.is_expired(now) || self.is_flushed(&it, now) {
+                self.forget(hash, loc, b);
             }
             return Err(Miss::Absent);
         }
@@ -262,8 +265,21 @@ impl Shard {
             return Ok(loc);
         };
         self.count_gone(it.bits, Fate::Expire);
-        self.remove(hash, loc, b);
+        self.forget(hash, loc, b);
         Err(why)
+    }
+
+    /// The version `key` holds, live, deleted or dead but not yet dropped.
+    pub fn held_stamp(&self, hash: u64, key: &[u8]) -> Option<u64> {
+        self.find(hash, key).map(|loc| self.item(loc).cas)
+    }
+
+    /// Drops the item at `loc`, the newest state of its key, remembering its stamp (see
+    /// [`Forgotten`]).
+    pub fn forget(&mut self, hash: u64, loc: u32, b: &Budget) {
+        let stamp = self.item(loc).cas;
+        self.forgotten.raise(hash, stamp);
+        self.remove(hash, loc, b);
     }
 
     /// Counts an item leaving by expiry or eviction, as memcached does.
@@ -289,6 +305,11 @@ impl Shard {
         }
     }
 
+    /// Counts an item found dead by TTL or flush, as a read finding it would.
+    pub fn count_expired(&mut self, item_bits: u8) {
+        self.count_gone(item_bits, Fate::Expire);
+    }
+
     fn fate(&self, it: &Item<'_>, now: u32, evict: bool) -> Fate {
         if it.is_expired(now) || self.is_flushed(it, now) {
             Fate::Expire
@@ -302,20 +323,22 @@ impl Shard {
     fn count_in(&mut self, tombstone: bool, len: usize) {
         if tombstone {
             self.stats.tombstones += 1;
+            self.stats.tombstone_bytes += len as u64;
         } else {
             self.stats.curr_items += 1;
             self.stats.total_items += 1;
+            self.stats.bytes += len as u64;
         }
-        self.stats.bytes += len as u64;
     }
 
     fn count_out(&mut self, tombstone: bool, len: usize) {
         if tombstone {
             self.stats.tombstones -= 1;
+            self.stats.tombstone_bytes -= len as u64;
         } else {
             self.stats.curr_items -= 1;
+            self.stats.bytes -= len as u64;
         }
-        self.stats.bytes -= len as u64;
     }
 
     /// Removes the item at `loc` from the index and marks it dead.
@@ -592,8 +615,12 @@ impl Shard {
         true
     }
 
+    /// Drops a live or deleted item from the index while its segment is emptied or
+    /// compacted, remembering its stamp (see [`Forgotten`]).
     fn unindex(&mut self, it: &Item<'_>, loc: u32) {
-        if let Some(bk) = self.index.find(hash_key(it.key()), |l| l == loc) {
+        let hash = hash_key(it.key());
+        self.forgotten.raise(hash, it.cas);
+        if let Some(bk) = self.index.find(hash, |l| l == loc) {
             self.index.remove(bk);
         }
     }
@@ -643,6 +670,7 @@ impl Shard {
             let mut meta = it.meta();
             meta.clear(bits::REFERENCED);
             let hash = hash_key(it.key());
+            let tomb = it.is_tombstone();
             let len = item::encoded_len(&meta, f.klen, f.vlen, base);
             let header = len - f.klen - f.vlen;
             seg.buf
@@ -654,7 +682,11 @@ impl Shard {
                     self.index.set(bk, new_loc);
                 }
             }
-            self.stats.bytes = self.stats.bytes + len as u64 - f.total() as u64;
+            self.count_out(tomb, f.total());
+            self.count_in(tomb, len);
+            if !tomb {
+                self.stats.total_items -= 1;
+            }
             wr += len;
             items += 1;
             bytes += len;
@@ -718,6 +750,7 @@ impl Shard {
     /// Walks up to `budget` items from where the last walk stopped and drops dead ones, so
     /// expired data does not hold memory until someone asks for it. Returns items dropped.
     pub fn reclaim(&mut self, budget: usize, now: u32, b: &Budget) -> usize {
+        self.flushes.settle(now);
         let mut dropped = 0;
         let mut visited = 0;
         let at = self.reclaim_at;
@@ -749,7 +782,7 @@ impl Shard {
             if fate == Fate::Expire {
                 let loc = self.geo.loc(id as u32, o);
                 self.count_gone(item_bits, Fate::Expire);
-                self.remove(hash, loc, b);
+                self.forget(hash, loc, b);
                 dropped += 1;
             }
         }

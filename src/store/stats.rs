@@ -10,8 +10,8 @@ pub struct ShardStats {
     pub curr_items: u64,
     /// Items ever stored, `total_items`.
     pub total_items: u64,
-    /// Bytes live items (and tombstones) take in their segments, `bytes`; the segments
-    /// themselves are what `-m` limits.
+    /// Bytes live items take in their segments, `bytes`; the segments themselves are what
+    /// `-m` limits.
     pub bytes: u64,
     /// Live items removed to make room, `evictions`.
     pub evictions: u64,
@@ -21,8 +21,10 @@ pub struct ShardStats {
     pub expired_unfetched: u64,
     /// Evicted items that had never been fetched, `evicted_unfetched`.
     pub evicted_unfetched: u64,
-    /// Delete markers held for replication.
+    /// Delete markers held for replication, and the bytes they take (which count against
+    /// `-m` like items).
     pub tombstones: u64,
+    pub tombstone_bytes: u64,
 }
 
 impl AddAssign for ShardStats {
@@ -35,6 +37,7 @@ impl AddAssign for ShardStats {
         self.expired_unfetched += o.expired_unfetched;
         self.evicted_unfetched += o.evicted_unfetched;
         self.tombstones += o.tombstones;
+        self.tombstone_bytes += o.tombstone_bytes;
     }
 }
 

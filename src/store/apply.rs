@@ -1,0 +1,164 @@
+//! Applying another node's changes: the state a key reached there, merged by
+//! last-writer-wins ([`super::merge`]) into this store.
+//!
+//! A remote change is taken only if it is newer than everything this node knows of the key:
+//! the state it holds (live or a delete marker), the states it forgot ([`super::forgotten`])
+//! and the flushes it heard of ([`super::flush`]). A change taken is published to the feed
+//! with the node it came from, so it is never sent back there; one not taken changes
+//! nothing and is published nowhere, which is what ends the echo in a mesh. Applying the
+//! same change twice, late, or out of order therefore leaves the same state.
+
+use super::item::Meta;
+use super::merge::{replaces, stamp_limit};
+use super::shard::{hash_key, Budget, NoRoom};
+use super::version::{NodeId, Version};
+use super::{NeedRoom, Store, StoreError};
+
+/// The state a key reached on another node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteState<'a> {
+    Live {
+        value: &'a [u8],
+        flags: u32,
+        /// In this store's relative seconds (0: never; 1: already expired): replication
+        /// sends the remaining lifetime, so clocks need not agree.
+        exptime: u32,
+    },
+    Deleted,
+}
+
+/// One change from another node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteChange<'a> {
+    pub key: &'a [u8],
+    pub state: RemoteState<'a>,
+    pub version: Version,
+    /// The peer it arrived from (not always the node that made it, in a mesh).
+    pub origin: NodeId,
+}
+
+/// What applying a remote change did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The key took the new state.
+    Changed,
+    /// Already here, or older than the state held: nothing changed.
+    Stale,
+    /// Older than a state this node dropped (evicted, expired, a delete marker let go):
+    /// taking it could bring back what was overwritten or deleted, so it is refused.
+    Forgotten,
+    /// Written before a flush this node has taken: gone already.
+    Flushed,
+    /// Newer than what was held, but expired by now: the older state went, nothing new
+    /// was stored.
+    Expired,
+    /// Stamped further ahead of this node's clock than [`super::merge::MAX_AHEAD_MS`].
+    FromTheFuture,
+}
+
+impl Store {
+    /// Applies another node's change to a key (see the module doc).
+    pub fn apply(&self, change: &RemoteChange<'_>, now: u32) -> Result<Applied, StoreError> {
+        if let RemoteState::Live { value, flags, .. } = change.state {
+            if !self.fits(change.key.len(), value.len(), flags) {
+                return Err(StoreError::TooLarge);
+            }
+        }
+        self.with_room(now, |b| self.try_apply(change, now, b))
+    }
+
+    fn try_apply(
+        &self,
+        c: &RemoteChange<'_>,
+        now: u32,
+        b: &Budget<'_>,
+    ) -> Result<Applied, NeedRoom> {
+        if c.version.stamp > stamp_limit(self.inner.clock.unix_ms()) {
+            return Ok(Applied::FromTheFuture);
+        }
+        let hash = hash_key(c.key);
+        let mut shard = self.lock(self.shard_of(hash));
+        let mut held = None;
+        if let Some(loc) = shard.find(hash, c.key) {
+            let it = shard.item(loc);
+            let (dead, bits, version) = (
+                it.is_expired(now) || shard.is_flushed(&it, now),
+                it.bits,
+                it.version(),
+            );
+            if dead {
+                // Dropped as a read would, and remembered.
+                shard.count_expired(bits);
+                shard.forget(hash, loc, b);
+            } else {
+                held = Some((loc, version));
+            }
+        }
+        match held {
+            Some((_, v)) if !replaces(c.version, v) => return Ok(Applied::Stale),
+            None if shard.forgotten.covers(hash, c.version.stamp) => {
+                return Ok(Applied::Forgotten)
+            }
+            _ => {}
+        }
+        if shard.flushes.covers(c.version.stamp, now) {
+            return Ok(Applied::Flushed);
+        }
+        shard.hlc.observe(c.version.stamp);
+        let meta = match c.state {
+            RemoteState::Live { exptime, .. } if exptime != 0 && exptime <= now => {
+                if let Some((loc, _)) = held {
+                    shard.remove(hash, loc, b);
+                }
+                shard.forgotten.raise(hash, c.version.stamp);
+                return Ok(Applied::Expired);
+            }
+            RemoteState::Live { flags, exptime, .. } => {
+                let mut m = Meta::new(flags, exptime, now);
+                m.cas = c.version.stamp;
+                m.node = c.version.node;
+                m
+            }
+            RemoteState::Deleted if self.inner.cfg.tombstone_secs == 0 => {
+                if let Some((loc, _)) = held {
+                    shard.remove(hash, loc, b);
+                }
+                shard.forgotten.raise(hash, c.version.stamp);
+                return Ok(Applied::Changed);
+            }
+            RemoteState::Deleted => self.tombstone(c.version, now),
+        };
+        let value = match c.state {
+            RemoteState::Live { value, .. } => value,
+            RemoteState::Deleted => &[],
+        };
+        if let Some((loc, _)) = held {
+            if !meta.has(super::bits::TOMBSTONE) && shard.overwrite(loc, value, &meta) {
+                self.publish_loc(shard, loc);
+                return Ok(Applied::Changed);
+            }
+        }
+        match shard.put(hash, c.key, &[value], &meta, now, b) {
+            Ok(loc) => {
+                self.publish_loc(shard, loc);
+                Ok(Applied::Changed)
+            }
+            Err(NoRoom) if meta.has(super::bits::TOMBSTONE) => {
+                // No room for the marker: forgetting the key is as safe.
+                shard.forgotten.raise(hash, c.version.stamp);
+                shard.remove_key(hash, c.key, b);
+                Ok(Applied::Changed)
+            }
+            Err(NoRoom) => Err(NeedRoom(shard.room_for(c.key.len(), value.len(), &meta))),
+        }
+    }
+
+    /// Applies another node's flush: everything stamped below `before` goes once relative
+    /// second `at` has come (0: now). False if this node had it already.
+    pub fn apply_flush(&self, before: u64, at: u32, now: u32) -> bool {
+        if at <= now && before > stamp_limit(self.inner.clock.unix_ms()) {
+            return false;
+        }
+        self.flush_shards(before, at, now)
+    }
+}
