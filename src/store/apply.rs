@@ -96,9 +96,7 @@ impl Store {
         }
         match held {
             Some((_, v)) if !replaces(c.version, v) => return Ok(Applied::Stale),
-            None if shard.forgotten.covers(hash, c.version.stamp) => {
-                return Ok(Applied::Forgotten)
-            }
+            None if shard.forgotten.covers(hash, c.version.stamp) => return Ok(Applied::Forgotten),
             _ => {}
         }
         if shard.flushes.covers(c.version.stamp, now) {

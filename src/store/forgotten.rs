@@ -18,9 +18,7 @@ pub struct Forgotten {
 
 impl Default for Forgotten {
     fn default() -> Self {
-        Forgotten {
-            marks: [0; SLICES],
-        }
+        Forgotten { marks: [0; SLICES] }
     }
 }
 

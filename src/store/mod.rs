@@ -40,6 +40,7 @@ pub mod version;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+pub use apply::{Applied, RemoteChange, RemoteState};
 pub use clock::Clock;
 pub use item::{bits, item_total_size, Item, Meta};
 pub use observe::{ItemState, Mutation, Subscription};
@@ -1013,5 +1014,7 @@ pub fn parse_counter(v: &[u8]) -> Option<u64> {
     Some(n)
 }
 
+#[cfg(test)]
+mod apply_tests;
 #[cfg(test)]
 mod tests;

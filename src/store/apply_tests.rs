@@ -1,0 +1,367 @@
+//! Tests of what replication leans on, without a network: remote applies, what the store
+//! remembers of dropped states, flushes as ordered events, new versions for every change.
+
+use std::sync::Arc;
+
+use super::*;
+
+fn node(cfg: StoreConfig, id: u16) -> Store {
+    Store::new(
+        StoreConfig {
+            node: NodeId(id),
+            ..cfg
+        },
+        Arc::new(Clock::new()),
+    )
+}
+
+fn replicated(id: u16) -> Store {
+    node(
+        StoreConfig {
+            tombstone_secs: 600,
+            ..Default::default()
+        },
+        id,
+    )
+}
+
+fn now(s: &Store) -> u32 {
+    s.clock().now()
+}
+
+fn set(s: &Store, key: &[u8], value: &[u8]) -> u64 {
+    match s.set(&SetRequest::new(SetMode::Set, key, value), now(s)) {
+        Ok(SetOutcome::Stored { cas, .. }) => cas,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn delete(s: &Store, key: &[u8]) -> DeleteOutcome {
+    let req = DeleteRequest {
+        key,
+        ..Default::default()
+    };
+    s.delete(&req, now(s))
+}
+
+/// (value, version) a client would read, without updating anything.
+fn read(s: &Store, key: &[u8]) -> Option<(Vec<u8>, Version)> {
+    s.peek(key, now(s), |it| {
+        it.map(|it| (it.value().to_vec(), it.version()))
+    })
+}
+
+fn live<'a>(key: &'a [u8], value: &'a [u8], stamp: u64, from: u16) -> RemoteChange<'a> {
+    RemoteChange {
+        key,
+        state: RemoteState::Live {
+            value,
+            flags: 0,
+            exptime: 0,
+        },
+        version: Version {
+            stamp,
+            node: NodeId(from),
+        },
+        origin: NodeId(from),
+    }
+}
+
+fn deleted(key: &[u8], stamp: u64, from: u16) -> RemoteChange<'_> {
+    RemoteChange {
+        key,
+        state: RemoteState::Deleted,
+        version: Version {
+            stamp,
+            node: NodeId(from),
+        },
+        origin: NodeId(from),
+    }
+}
+
+fn apply(s: &Store, c: &RemoteChange<'_>) -> Applied {
+    s.apply(c, now(s)).unwrap()
+}
+
+/// A stamp of the current wall time, as another node would issue it.
+fn stamp_now(s: &Store) -> u64 {
+    Hlc::stamp_of_ms(s.clock().unix_ms())
+}
+
+#[test]
+fn newer_remote_writes_win_older_and_repeated_ones_change_nothing() {
+    let s = replicated(1);
+    let cas = set(&s, b"k", b"mine");
+    assert_eq!(apply(&s, &live(b"k", b"old", cas - 1, 2)), Applied::Stale);
+    assert_eq!(read(&s, b"k").unwrap().0, b"mine");
+    // The same stamp from a higher node id orders after it.
+    assert_eq!(apply(&s, &live(b"k", b"tie", cas, 2)), Applied::Changed);
+    let (v, ver) = read(&s, b"k").unwrap();
+    assert_eq!((v.as_slice(), ver.node), (&b"tie"[..], NodeId(2)));
+    assert_eq!(apply(&s, &live(b"k", b"tie", cas, 2)), Applied::Stale);
+    // A local write after it orders after it.
+    let next = set(&s, b"k", b"again");
+    assert!(next > cas);
+}
+
+#[test]
+fn a_remote_delete_leaves_a_marker_even_for_a_key_never_held() {
+    let s = replicated(1);
+    let t = stamp_now(&s);
+    assert_eq!(apply(&s, &deleted(b"never", t, 2)), Applied::Changed);
+    assert_eq!(s.stats().tombstones, 1);
+    assert!(s.stats().tombstone_bytes > 0);
+    assert!(read(&s, b"never").is_none());
+    // A write made before the delete arrives late: refused.
+    assert_eq!(apply(&s, &live(b"never", b"x", t - 1, 3)), Applied::Stale);
+    assert!(read(&s, b"never").is_none());
+    // One made after it is taken.
+    assert_eq!(apply(&s, &live(b"never", b"y", t + 1, 3)), Applied::Changed);
+    assert_eq!(read(&s, b"never").unwrap().0, b"y");
+    assert_eq!(s.stats().tombstones, 0);
+}
+
+#[test]
+fn a_dropped_delete_marker_still_refuses_older_writes() {
+    let s = replicated(1);
+    set(&s, b"k", b"v");
+    let n = now(&s);
+    assert_eq!(delete(&s, b"k"), DeleteOutcome::Deleted);
+    let del = s.peek(b"k", n, |it| it.map(|it| it.cas));
+    assert!(del.is_none(), "a marker is not an item");
+    // Past the marker's window the reclaimer drops it.
+    s.clock().advance(601);
+    assert_eq!(s.reclaim(1000, now(&s)), 1);
+    assert_eq!(s.stats().tombstones, 0);
+    let old = stamp_now(&s) - Hlc::stamp_of_ms(700_000);
+    assert_eq!(
+        apply(&s, &live(b"k", b"zombie", old, 2)),
+        Applied::Forgotten
+    );
+    assert!(read(&s, b"k").is_none());
+}
+
+#[test]
+fn without_markers_a_delete_is_remembered_by_its_stamp() {
+    let s = node(StoreConfig::default(), 1);
+    let cas = set(&s, b"k", b"v");
+    assert_eq!(delete(&s, b"k"), DeleteOutcome::Deleted);
+    assert_eq!(s.stats().tombstones, 0);
+    assert_eq!(
+        apply(&s, &live(b"k", b"zombie", cas, 2)),
+        Applied::Forgotten
+    );
+    assert_eq!(
+        apply(&s, &live(b"k", b"newer", stamp_now(&s) + (1 << 20), 2)),
+        Applied::Changed
+    );
+}
+
+#[test]
+fn evicted_keys_never_take_back_an_older_version() {
+    let s = node(
+        StoreConfig {
+            limit_bytes: 64 * 1024,
+            shards: 1,
+            tombstone_secs: 600,
+            ..Default::default()
+        },
+        1,
+    );
+    let first = set(&s, b"victim", &[b'a'; 200]);
+    for i in 0..2000u32 {
+        set(&s, format!("filler{i}").as_bytes(), &[b'f'; 200]);
+    }
+    assert!(read(&s, b"victim").is_none(), "evicted");
+    assert!(s.stats().evictions > 0);
+    assert_eq!(
+        apply(&s, &live(b"victim", b"older", first - 1, 2)),
+        Applied::Forgotten
+    );
+    assert_eq!(
+        apply(&s, &live(b"victim", b"same", first, 1)),
+        Applied::Forgotten
+    );
+}
+
+#[test]
+fn expired_items_are_remembered_too() {
+    let s = replicated(1);
+    let mut req = SetRequest::new(SetMode::Set, b"k", b"short");
+    req.exptime = now(&s) + 5;
+    let Ok(SetOutcome::Stored { cas, .. }) = s.set(&req, now(&s)) else {
+        panic!()
+    };
+    s.clock().advance(10);
+    assert!(read(&s, b"k").is_none());
+    // The value the short-lived one replaced, sent late by a peer that missed it.
+    assert_eq!(
+        apply(&s, &live(b"k", b"long", cas - 1, 2)),
+        Applied::Forgotten
+    );
+}
+
+#[test]
+fn a_remote_write_that_expired_on_its_way_removes_what_it_replaces() {
+    let s = replicated(1);
+    let cas = set(&s, b"k", b"v");
+    let mut c = live(b"k", b"gone", cas + 1, 2);
+    c.state = RemoteState::Live {
+        value: b"gone",
+        flags: 0,
+        exptime: 1,
+    };
+    assert_eq!(apply(&s, &c), Applied::Expired);
+    assert!(read(&s, b"k").is_none());
+    assert_eq!(apply(&s, &live(b"k", b"v", cas, 1)), Applied::Forgotten);
+}
+
+#[test]
+fn stamps_far_ahead_of_the_clock_are_refused() {
+    let s = replicated(1);
+    let ahead = stamp_now(&s) + Hlc::stamp_of_ms(merge::MAX_AHEAD_MS + 60_000);
+    assert_eq!(
+        apply(&s, &live(b"k", b"v", ahead, 2)),
+        Applied::FromTheFuture
+    );
+    assert_eq!(
+        apply(&s, &live(b"k", b"v", u64::MAX, 2)),
+        Applied::FromTheFuture
+    );
+    assert!(read(&s, b"k").is_none());
+    // Minutes ahead is a clock that is off, not broken: taken.
+    let minutes = stamp_now(&s) + Hlc::stamp_of_ms(5 * 60_000);
+    assert_eq!(apply(&s, &live(b"k", b"v", minutes, 2)), Applied::Changed);
+    assert!(
+        set(&s, b"k", b"local") > minutes,
+        "local writes order after it"
+    );
+}
+
+#[test]
+fn flushes_are_ordered_by_stamp_wherever_applied() {
+    let pause = || std::thread::sleep(std::time::Duration::from_millis(5));
+    let a = replicated(1);
+    let b = replicated(2);
+    let old = set(&b, b"old", b"1");
+    pause();
+    let flush = a.flush_all(None, now(&a));
+    assert!(flush > old);
+    pause();
+    let newer = set(&b, b"new", b"2");
+    assert!(newer > flush);
+    // The flush reaches b after b's own newer write.
+    assert!(b.apply_flush(flush, 0, now(&b)));
+    assert!(read(&b, b"old").is_none());
+    assert_eq!(read(&b, b"new").unwrap().0, b"2");
+    assert!(!b.apply_flush(flush, 0, now(&b)), "once");
+    // Writes made before the flush are refused wherever they arrive late.
+    assert_eq!(apply(&a, &live(b"old", b"1", old, 2)), Applied::Flushed);
+    // A write made after it is kept.
+    set(&a, b"after", b"3");
+    assert_eq!(read(&a, b"after").unwrap().0, b"3");
+}
+
+#[test]
+fn a_later_flush_does_not_bring_flushed_items_back() {
+    let s = replicated(1);
+    set(&s, b"k", b"v");
+    s.flush_all(None, now(&s));
+    s.flush_all(Some(now(&s) + 100), now(&s));
+    assert!(read(&s, b"k").is_none());
+    let mut seen = 0;
+    s.visit_live(Cursor::default(), 10, now(&s), |_| seen += 1);
+    assert_eq!(seen, 0);
+}
+
+#[test]
+fn a_delayed_flush_takes_what_was_written_before_its_time() {
+    let s = replicated(1);
+    set(&s, b"early", b"1");
+    s.flush_all(Some(now(&s) + 2), now(&s));
+    set(&s, b"meanwhile", b"2");
+    assert!(read(&s, b"early").is_some());
+    s.clock().advance(3);
+    assert!(read(&s, b"early").is_none());
+    assert!(read(&s, b"meanwhile").is_none());
+    set(&s, b"after", b"3");
+    assert!(read(&s, b"after").is_some());
+}
+
+#[test]
+fn touch_and_gat_make_a_new_version() {
+    let s = replicated(1);
+    let cas = set(&s, b"k", b"v");
+    assert!(s.touch(b"k", now(&s) + 100, now(&s)));
+    let (_, touched) = read(&s, b"k").unwrap();
+    assert!(touched.stamp > cas);
+    // The untouched version, arriving from a peer, is older now.
+    assert_eq!(apply(&s, &live(b"k", b"v", cas, 1)), Applied::Stale);
+    let opts = ReadOptions {
+        touch: Some(now(&s) + 200),
+        ..Default::default()
+    };
+    let gat = s.read(b"k", now(&s), opts, |r| r.unwrap().item.cas);
+    assert!(gat > touched.stamp, "gat answers the new CAS");
+    assert_eq!(read(&s, b"k").unwrap().1.stamp, gat);
+}
+
+#[test]
+fn a_client_stamp_never_moves_a_version_back_or_the_clock_ahead() {
+    let s = replicated(1);
+    let cas = set(&s, b"k", b"v");
+    let with_e = |e: u64| {
+        let mut req = SetRequest::new(SetMode::Set, b"k", b"e");
+        req.new_cas = Some(e);
+        match s.set(&req, now(&s)).unwrap() {
+            SetOutcome::Stored { cas, .. } => cas,
+            other => panic!("{other:?}"),
+        }
+    };
+    // Below the version held: a fresh stamp instead.
+    let low = with_e(5);
+    assert!(low > cas);
+    // Far ahead of the clock, or at the very top: a fresh stamp, no overflow.
+    let top = with_e(u64::MAX);
+    assert!(top > low && top < stamp_now(&s) + Hlc::stamp_of_ms(1000));
+    // Ahead of the version held and near the clock: taken as given.
+    let wanted = top + 1000;
+    assert_eq!(with_e(wanted), wanted);
+    assert!(set(&s, b"k", b"after") > wanted);
+    // Not below a deleted key's marker either.
+    assert_eq!(delete(&s, b"k"), DeleteOutcome::Deleted);
+    let fresh = with_e(wanted + 1);
+    assert!(fresh > wanted + 1, "the delete's stamp is above it");
+}
+
+#[test]
+fn tombstones_count_against_the_memory_limit_and_can_go_when_it_is_spent() {
+    let s = node(
+        StoreConfig {
+            limit_bytes: 64 * 1024,
+            shards: 1,
+            tombstone_secs: 600,
+            ..Default::default()
+        },
+        1,
+    );
+    let t = stamp_now(&s);
+    let mut last = 0;
+    for i in 0..5000u64 {
+        let key = format!("deleted-key-number-{i}");
+        assert_eq!(
+            apply(&s, &deleted(key.as_bytes(), t + i, 2)),
+            Applied::Changed
+        );
+        last = i;
+        assert!(s.used_bytes() <= 64 * 1024);
+    }
+    let st = s.stats();
+    assert!(st.tombstones > 0 && st.tombstones < 5000, "{st:?}");
+    // Whichever markers went, no older write of any of those keys is taken.
+    for i in 0..=last {
+        let key = format!("deleted-key-number-{i}");
+        let r = apply(&s, &live(key.as_bytes(), b"zombie", t + i - 1, 3));
+        assert!(matches!(r, Applied::Stale | Applied::Forgotten), "{r:?}");
+    }
+}
