@@ -25,9 +25,11 @@
 //! every change as the resulting item state.
 
 pub mod clock;
+pub mod feed;
 pub mod index;
 pub mod item;
 pub mod observe;
+pub mod record;
 pub mod segment;
 pub mod shard;
 pub mod stats;
