@@ -26,12 +26,14 @@
 
 mod apply;
 pub mod clock;
+pub mod feed;
 pub mod flush;
 pub mod forgotten;
 pub mod index;
 pub mod item;
 pub mod merge;
 pub mod observe;
+pub mod record;
 pub mod segment;
 pub mod shard;
 pub mod stats;

@@ -1,0 +1,471 @@
+//! The mutation feed: how replication learns of every change.
+//!
+//! Every change (set, delete, touch, arithmetic, flush...) is published as the state it left
+//! behind, a [`Record`], never as the command. Each store shard owns a [`Ring`] of its
+//! records with its own sequence numbers, pushed under the shard lock the writer already
+//! holds, so the write path takes no global lock; store-wide records (a flush) go to one
+//! events ring, under a mutex of its own, as they are rare. A record is encoded once and
+//! every reader (one per peer) shares its buffer.
+//!
+//! Memory is bounded by each ring's byte cap: the oldest records go first. A reader keeps a
+//! [`FeedCursor`], the next sequence number per ring; when a ring has already dropped the
+//! record it asks for, the read answers [`Read::Lost`] with exactly which sequence numbers
+//! are gone, and the reader resynchronises that shard from a snapshot scan, then continues
+//! from where the ring resumes. Nothing is recorded while nobody reads: the write path's only
+//! cost then is [`Feed::is_on`], one relaxed load.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::record::Record;
+
+/// A bounded queue of one shard's records, used under that shard's lock.
+#[derive(Debug)]
+pub struct Ring {
+    recs: VecDeque<Record>,
+    /// The sequence number the next record gets; the first is 1.
+    next: u64,
+    /// Sum of the kept records' encoded sizes.
+    bytes: usize,
+    cap: usize,
+}
+
+/// How far a read got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Read {
+    /// Everything before this sequence number has been read; ask for it next.
+    Upto(u64),
+    /// Records `from..resume` were dropped: resynchronise, then read from `resume`.
+    Lost { from: u64, resume: u64 },
+}
+
+impl Ring {
+    /// A ring keeping at most `cap_bytes` of encoded records (but always the newest one).
+    pub fn new(cap_bytes: usize) -> Ring {
+        Ring {
+            recs: VecDeque::new(),
+            next: 1,
+            bytes: 0,
+            cap: cap_bytes,
+        }
+    }
+
+    /// Appends `rec` with the next sequence number, which it returns, and drops the oldest
+    /// records while over the cap.
+    pub fn push(&mut self, rec: Record) -> u64 {
+        let seq = self.next;
+        self.next += 1;
+        self.bytes += rec.len();
+        self.recs.push_back(rec.with_seq(seq));
+        self.trim();
+        seq
+    }
+
+    /// The sequence number the next record will get: where a new reader starts.
+    pub fn next_seq(&self) -> u64 {
+        self.next
+    }
+
+    /// Appends to `out` the records from `from` on, up to `max_bytes` of them but at least
+    /// one if any is there. A `from` past the end is a caller's bug, answered as up to date.
+    pub fn read(&self, from: u64, max_bytes: usize, out: &mut Vec<Record>) -> Read {
+        let first = self.first_seq();
+        if from < first {
+            return Read::Lost {
+                from,
+                resume: first,
+            };
+        }
+        if from >= self.next {
+            return Read::Upto(self.next);
+        }
+        let mut seq = from;
+        let mut used = 0;
+        for rec in self.recs.range((from - first) as usize..) {
+            if seq > from && used + rec.len() > max_bytes {
+                break;
+            }
+            used += rec.len();
+            out.push(rec.clone());
+            seq += 1;
+        }
+        Read::Upto(seq)
+    }
+
+    /// Drops every record; sequence numbers carry on, so a reader behind sees `Lost`.
+    pub fn clear(&mut self) {
+        self.recs.clear();
+        self.bytes = 0;
+    }
+
+    pub fn set_cap(&mut self, cap_bytes: usize) {
+        self.cap = cap_bytes;
+        self.trim();
+    }
+
+    /// Encoded bytes held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn len(&self) -> usize {
+        self.recs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.recs.is_empty()
+    }
+
+    /// The sequence number of the oldest record kept (`next` when empty).
+    fn first_seq(&self) -> u64 {
+        self.next - self.recs.len() as u64
+    }
+
+    fn trim(&mut self) {
+        while self.bytes > self.cap && self.recs.len() > 1 {
+            if let Some(old) = self.recs.pop_front() {
+                self.bytes -= old.len();
+            }
+        }
+    }
+}
+
+/// Called when records wait for a reader that may be asleep.
+pub type Waker = Arc<dyn Fn() + Send + Sync>;
+
+/// The store-wide part of the feed, shared by all shards.
+pub struct Feed {
+    readers: AtomicUsize,
+    /// Set by the first writer after the reader last looked; cleared by the reader.
+    pending: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+    events: Mutex<Ring>,
+}
+
+impl Feed {
+    /// A feed whose events ring keeps up to `events_cap` bytes.
+    pub fn new(events_cap: usize) -> Feed {
+        Feed {
+            readers: AtomicUsize::new(0),
+            pending: AtomicBool::new(false),
+            waker: Mutex::new(None),
+            events: Mutex::new(Ring::new(events_cap)),
+        }
+    }
+
+    /// Whether anyone reads, so writers record their changes.
+    #[inline]
+    pub fn is_on(&self) -> bool {
+        self.readers.load(Ordering::Relaxed) != 0
+    }
+
+    pub fn attach(&self) {
+        self.readers.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn detach(&self) {
+        self.readers.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub fn set_waker(&self, f: Waker) {
+        *self.waker.lock().unwrap_or_else(|e| e.into_inner()) = Some(f);
+    }
+
+    /// Called by a writer after pushing records and unlocking its shard: wakes the reader
+    /// once per batch. A writer that finds the flag set needs no wake-up of its own: the
+    /// reader has not cleared it yet, and after clearing it reads every shard under its lock,
+    /// which the writer has released.
+    pub fn notify(&self) {
+        if self.pending.load(Ordering::Relaxed) || self.pending.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let waker = self.waker.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(wake) = waker {
+            wake();
+        }
+    }
+
+    /// Called by the reader before it reads: clears the flag so the next write wakes it
+    /// again; true if anything was signalled since last time.
+    pub fn take_pending(&self) -> bool {
+        self.pending.swap(false, Ordering::AcqRel)
+    }
+
+    /// Records a store-wide change (a flush); returns its sequence number.
+    pub fn push_event(&self, rec: Record) -> u64 {
+        self.events().push(rec)
+    }
+
+    pub fn read_events(&self, from: u64, max_bytes: usize, out: &mut Vec<Record>) -> Read {
+        self.events().read(from, max_bytes, out)
+    }
+
+    /// The sequence number the next event will get.
+    pub fn events_next_seq(&self) -> u64 {
+        self.events().next_seq()
+    }
+
+    fn events(&self) -> std::sync::MutexGuard<'_, Ring> {
+        self.events.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Where a reader is: the next sequence number of each shard's ring and of the events ring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedCursor {
+    shards: Vec<u64>,
+    events: u64,
+}
+
+impl FeedCursor {
+    pub fn new(shards: Vec<u64>, events: u64) -> FeedCursor {
+        FeedCursor { shards, events }
+    }
+
+    pub fn shard(&self, i: usize) -> u64 {
+        self.shards[i]
+    }
+
+    pub fn set_shard(&mut self, i: usize, seq: u64) {
+        self.shards[i] = seq;
+    }
+
+    pub fn shards(&self) -> &[u64] {
+        &self.shards
+    }
+
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
+    pub fn set_events(&mut self, seq: u64) {
+        self.events = seq;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::version::Version;
+    use proptest::prelude::*;
+    use std::sync::atomic::AtomicU32;
+
+    /// A record of exactly `len` encoded bytes (at least the header).
+    fn rec(len: usize) -> Record {
+        let r = Record::deleted(b"k", Version::default(), None);
+        let value = vec![b'v'; len.saturating_sub(r.len())];
+        Record::live(b"k", &value, 0, 0, Version::default(), None)
+    }
+
+    fn seqs(out: &[Record]) -> Vec<u64> {
+        out.iter().map(Record::seq).collect()
+    }
+
+    #[test]
+    fn sequence_numbers_start_at_one_and_count_pushes() {
+        let mut ring = Ring::new(1 << 20);
+        assert_eq!(ring.next_seq(), 1);
+        assert_eq!(ring.push(rec(40)), 1);
+        assert_eq!(ring.push(rec(40)), 2);
+        assert_eq!((ring.next_seq(), ring.len(), ring.bytes()), (3, 2, 80));
+        ring.clear();
+        assert!(ring.is_empty() && ring.bytes() == 0);
+        assert_eq!(ring.push(rec(40)), 3);
+    }
+
+    #[test]
+    fn the_cap_drops_the_oldest_but_keeps_the_newest() {
+        let mut ring = Ring::new(100);
+        for _ in 0..3 {
+            ring.push(rec(40));
+        }
+        assert_eq!((ring.len(), ring.bytes()), (2, 80));
+        ring.push(rec(500));
+        assert_eq!((ring.len(), ring.bytes()), (1, 500));
+        let mut out = Vec::new();
+        assert_eq!(ring.read(4, 10, &mut out), Read::Upto(5));
+        assert_eq!(seqs(&out), [4]);
+        ring.push(rec(40));
+        assert_eq!((ring.len(), ring.bytes()), (1, 40));
+        ring.push(rec(40));
+        ring.set_cap(50);
+        assert_eq!((ring.len(), ring.bytes()), (1, 40));
+    }
+
+    #[test]
+    fn reads_from_anywhere_kept() {
+        let mut ring = Ring::new(1 << 20);
+        for _ in 0..5 {
+            ring.push(rec(40));
+        }
+        let mut out = Vec::new();
+        assert_eq!(ring.read(1, usize::MAX, &mut out), Read::Upto(6));
+        assert_eq!(seqs(&out), [1, 2, 3, 4, 5]);
+        out.clear();
+        assert_eq!(ring.read(3, 80, &mut out), Read::Upto(5));
+        assert_eq!(seqs(&out), [3, 4]);
+        out.clear();
+        assert_eq!(ring.read(2, 1, &mut out), Read::Upto(3));
+        assert_eq!(seqs(&out), [2]);
+        out.clear();
+        assert_eq!(ring.read(6, 100, &mut out), Read::Upto(6));
+        assert_eq!(ring.read(60, 100, &mut out), Read::Upto(6));
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn overflow_reports_exactly_what_was_lost() {
+        let mut ring = Ring::new(120);
+        for _ in 0..10 {
+            ring.push(rec(40));
+        }
+        let mut out = Vec::new();
+        assert_eq!(
+            ring.read(2, 1000, &mut out),
+            Read::Lost { from: 2, resume: 8 }
+        );
+        assert!(out.is_empty());
+        assert_eq!(ring.read(8, 1000, &mut out), Read::Upto(11));
+        assert_eq!(seqs(&out), [8, 9, 10]);
+        ring.clear();
+        assert_eq!(ring.read(11, 1000, &mut out), Read::Upto(11));
+        assert_eq!(
+            ring.read(9, 1000, &mut out),
+            Read::Lost {
+                from: 9,
+                resume: 11
+            }
+        );
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Push(usize),
+        Read(u64, usize),
+        Clear,
+        SetCap(usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (32usize..100).prop_map(Op::Push),
+            4 => (0u64..40, 0usize..300).prop_map(|(f, m)| Op::Read(f, m)),
+            1 => Just(Op::Clear),
+            1 => (0usize..400).prop_map(Op::SetCap),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn ring_matches_a_model_of_every_record(cap in 0usize..400, ops in prop::collection::vec(op(), 0..60)) {
+            let mut ring = Ring::new(cap);
+            let mut cap = cap;
+            // Every record ever pushed (seq i + 1 at i), and how many of the oldest are gone.
+            let mut all: Vec<Record> = Vec::new();
+            let mut gone = 0;
+            let trim = |all: &[Record], gone: &mut usize, cap: usize| {
+                while all.len() - *gone > 1 && all[*gone..].iter().map(Record::len).sum::<usize>() > cap {
+                    *gone += 1;
+                }
+            };
+            for op in ops {
+                match op {
+                    Op::Push(len) => {
+                        let r = rec(len);
+                        all.push(r.clone().with_seq(all.len() as u64 + 1));
+                        prop_assert_eq!(ring.push(r), all.len() as u64);
+                        trim(&all, &mut gone, cap);
+                    }
+                    Op::Clear => {
+                        ring.clear();
+                        gone = all.len();
+                    }
+                    Op::SetCap(c) => {
+                        ring.set_cap(c);
+                        cap = c;
+                        trim(&all, &mut gone, cap);
+                    }
+                    Op::Read(from, max) => {
+                        let mut out = vec![rec(0)];
+                        let got = ring.read(from, max, &mut out);
+                        let next = all.len() as u64 + 1;
+                        let (want, read): (&[Record], Read) = if from <= gone as u64 {
+                            (&[], Read::Lost { from, resume: gone as u64 + 1 })
+                        } else if from >= next {
+                            (&[], Read::Upto(next))
+                        } else {
+                            let rest = &all[from as usize - 1..];
+                            let mut n = 1;
+                            let mut used = rest[0].len();
+                            while n < rest.len() && used + rest[n].len() <= max {
+                                used += rest[n].len();
+                                n += 1;
+                            }
+                            (&rest[..n], Read::Upto(from + n as u64))
+                        };
+                        prop_assert_eq!(got, read);
+                        prop_assert_eq!(&out[1..], want);
+                    }
+                }
+                let kept = &all[gone..];
+                prop_assert_eq!(ring.len(), kept.len());
+                prop_assert_eq!(ring.bytes(), kept.iter().map(Record::len).sum::<usize>());
+                prop_assert_eq!(ring.next_seq(), all.len() as u64 + 1);
+            }
+        }
+    }
+
+    #[test]
+    fn notify_wakes_once_per_take() {
+        let feed = Feed::new(1024);
+        let woken = Arc::new(AtomicU32::new(0));
+        let w = woken.clone();
+        feed.notify();
+        assert!(feed.take_pending(), "the flag is set even with no waker");
+        feed.set_waker(Arc::new(move || {
+            w.fetch_add(1, Ordering::Relaxed);
+        }));
+        feed.notify();
+        feed.notify();
+        assert_eq!(woken.load(Ordering::Relaxed), 1);
+        assert!(feed.take_pending());
+        assert!(!feed.take_pending());
+        feed.notify();
+        assert_eq!(woken.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn is_on_follows_readers() {
+        fn shared<T: Send + Sync>(_: &T) {}
+        let feed = Feed::new(1024);
+        shared(&feed);
+        assert!(!feed.is_on());
+        feed.attach();
+        feed.attach();
+        feed.detach();
+        assert!(feed.is_on());
+        feed.detach();
+        assert!(!feed.is_on());
+    }
+
+    #[test]
+    fn events_ring_keeps_flushes() {
+        let feed = Feed::new(1024);
+        let flush = Record::flush(Version::default(), 77, 0, None);
+        assert_eq!(feed.events_next_seq(), 1);
+        assert_eq!(feed.push_event(flush.clone()), 1);
+        let mut out = Vec::new();
+        assert_eq!(feed.read_events(1, 0, &mut out), Read::Upto(2));
+        assert_eq!(out, [flush.with_seq(1)]);
+        assert_eq!(feed.read_events(2, 0, &mut out), Read::Upto(2));
+
+        let mut cur = FeedCursor::new(vec![1; 4], feed.events_next_seq());
+        cur.set_shard(2, 9);
+        cur.set_events(3);
+        assert_eq!(
+            (cur.shard(2), cur.events(), cur.shards()),
+            (9, 3, &[1, 1, 9, 1][..])
+        );
+    }
+}
