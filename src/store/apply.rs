@@ -8,9 +8,12 @@
 //! nothing and is published nowhere, which is what ends the echo in a mesh. Applying the
 //! same change twice, late, or out of order therefore leaves the same state.
 
+use std::sync::MutexGuard;
+
 use super::item::Meta;
 use super::merge::{replaces, stamp_limit};
-use super::shard::{hash_key, Budget, NoRoom};
+use super::record::Record;
+use super::shard::{hash_key, Budget, NoRoom, Shard};
 use super::version::{NodeId, Version};
 use super::{NeedRoom, Store, StoreError};
 
@@ -59,6 +62,9 @@ pub enum Applied {
 impl Store {
     /// Applies another node's change to a key (see the module doc).
     pub fn apply(&self, change: &RemoteChange<'_>, now: u32) -> Result<Applied, StoreError> {
+        if change.key.len() > super::record::KEY_MAX {
+            return Err(StoreError::TooLarge);
+        }
         if let RemoteState::Live { value, flags, .. } = change.state {
             if !self.fits(change.key.len(), value.len(), flags) {
                 return Err(StoreError::TooLarge);
@@ -122,6 +128,7 @@ impl Store {
                     shard.remove(hash, loc, b);
                 }
                 shard.forgotten.raise(hash, c.version.stamp);
+                self.publish_deleted(shard, c);
                 return Ok(Applied::Changed);
             }
             RemoteState::Deleted => self.tombstone(c.version, now),
@@ -132,31 +139,50 @@ impl Store {
         };
         if let Some((loc, _)) = held {
             if !meta.has(super::bits::TOMBSTONE) && shard.overwrite(loc, value, &meta) {
-                self.publish_loc(shard, loc);
+                self.publish_from(shard, loc, Some(c.origin));
                 return Ok(Applied::Changed);
             }
         }
         match shard.put(hash, c.key, &[value], &meta, now, b) {
             Ok(loc) => {
-                self.publish_loc(shard, loc);
+                self.publish_from(shard, loc, Some(c.origin));
                 Ok(Applied::Changed)
             }
             Err(NoRoom) if meta.has(super::bits::TOMBSTONE) => {
                 // No room for the marker: forgetting the key is as safe.
                 shard.forgotten.raise(hash, c.version.stamp);
                 shard.remove_key(hash, c.key, b);
+                self.publish_deleted(shard, c);
                 Ok(Applied::Changed)
             }
             Err(NoRoom) => Err(NeedRoom(shard.room_for(c.key.len(), value.len(), &meta))),
         }
     }
 
-    /// Applies another node's flush: everything stamped below `before` goes once relative
-    /// second `at` has come (0: now). False if this node had it already.
-    pub fn apply_flush(&self, before: u64, at: u32, now: u32) -> bool {
+    fn publish_deleted(&self, shard: MutexGuard<'_, Shard>, c: &RemoteChange<'_>) {
+        if self.inner.feed.is_on() {
+            self.publish(shard, Record::deleted(c.key, c.version, Some(c.origin)));
+        }
+    }
+
+    /// Applies another node's flush (a [`Record::flush`]): everything stamped below
+    /// `before` goes once relative second `at` has come (0: now). False if this node had
+    /// it already, or if it is stamped too far ahead to be taken now.
+    pub fn apply_flush(
+        &self,
+        version: Version,
+        before: u64,
+        at: u32,
+        origin: NodeId,
+        now: u32,
+    ) -> bool {
         if at <= now && before > stamp_limit(self.inner.clock.unix_ms()) {
             return false;
         }
-        self.flush_shards(before, at, now)
+        let changed = self.flush_shards(before, at, now);
+        if changed {
+            self.publish_event(Record::flush(version, before, at, Some(origin)));
+        }
+        changed
     }
 }

@@ -134,12 +134,22 @@ impl Ring {
 /// Called when records wait for a reader that may be asleep.
 pub type Waker = Arc<dyn Fn() + Send + Sync>;
 
-/// The store-wide part of the feed, shared by all shards.
-pub struct Feed {
-    readers: AtomicUsize,
+/// At most this many readers at once (one per peer: a mesh of 8 nodes needs 7).
+pub const MAX_READERS: usize = 32;
+
+/// One reader's wake-up: its own flag, so a slow reader never holds back another's.
+#[derive(Default)]
+struct Slot {
+    taken: AtomicBool,
     /// Set by the first writer after the reader last looked; cleared by the reader.
     pending: AtomicBool,
     waker: Mutex<Option<Waker>>,
+}
+
+/// The store-wide part of the feed, shared by all shards.
+pub struct Feed {
+    readers: AtomicUsize,
+    slots: Box<[Slot]>,
     events: Mutex<Ring>,
 }
 
@@ -148,8 +158,7 @@ impl Feed {
     pub fn new(events_cap: usize) -> Feed {
         Feed {
             readers: AtomicUsize::new(0),
-            pending: AtomicBool::new(false),
-            waker: Mutex::new(None),
+            slots: (0..MAX_READERS).map(|_| Slot::default()).collect(),
             events: Mutex::new(Ring::new(events_cap)),
         }
     }
@@ -160,36 +169,55 @@ impl Feed {
         self.readers.load(Ordering::Relaxed) != 0
     }
 
-    pub fn attach(&self) {
+    /// Takes a reader slot; None when [`MAX_READERS`] read already.
+    pub fn attach(&self) -> Option<usize> {
+        let slot = self.slots.iter().position(|s| {
+            s.taken
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        })?;
         self.readers.fetch_add(1, Ordering::Relaxed);
+        Some(slot)
     }
 
-    pub fn detach(&self) {
+    pub fn detach(&self, slot: usize) {
+        let s = &self.slots[slot];
+        *s.waker.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        s.pending.store(false, Ordering::Relaxed);
+        s.taken.store(false, Ordering::Release);
         self.readers.fetch_sub(1, Ordering::Relaxed);
     }
 
-    pub fn set_waker(&self, f: Waker) {
-        *self.waker.lock().unwrap_or_else(|e| e.into_inner()) = Some(f);
+    pub fn set_waker(&self, slot: usize, f: Waker) {
+        *self.slots[slot]
+            .waker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(f);
     }
 
-    /// Called by a writer after pushing records and unlocking its shard: wakes the reader
-    /// once per batch. A writer that finds the flag set needs no wake-up of its own: the
-    /// reader has not cleared it yet, and after clearing it reads every shard under its lock,
-    /// which the writer has released.
+    /// Called by a writer after pushing records and unlocking its shard: wakes each reader
+    /// once per batch. A writer that finds a reader's flag set needs no wake-up of its own:
+    /// the reader has not cleared it yet, and after clearing it reads every shard under its
+    /// lock, which the writer has released.
     pub fn notify(&self) {
-        if self.pending.load(Ordering::Relaxed) || self.pending.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let waker = self.waker.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        if let Some(wake) = waker {
-            wake();
+        for s in self.slots.iter() {
+            if !s.taken.load(Ordering::Relaxed)
+                || s.pending.load(Ordering::Relaxed)
+                || s.pending.swap(true, Ordering::AcqRel)
+            {
+                continue;
+            }
+            let waker = s.waker.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            if let Some(wake) = waker {
+                wake();
+            }
         }
     }
 
-    /// Called by the reader before it reads: clears the flag so the next write wakes it
+    /// Called by the reader before it reads: clears its flag so the next write wakes it
     /// again; true if anything was signalled since last time.
-    pub fn take_pending(&self) -> bool {
-        self.pending.swap(false, Ordering::AcqRel)
+    pub fn take_pending(&self, slot: usize) -> bool {
+        self.slots[slot].pending.swap(false, Ordering::AcqRel)
     }
 
     /// Records a store-wide change (a flush); returns its sequence number.
@@ -421,18 +449,25 @@ mod tests {
         let feed = Feed::new(1024);
         let woken = Arc::new(AtomicU32::new(0));
         let w = woken.clone();
+        let a = feed.attach().unwrap();
+        let b = feed.attach().unwrap();
         feed.notify();
-        assert!(feed.take_pending(), "the flag is set even with no waker");
-        feed.set_waker(Arc::new(move || {
-            w.fetch_add(1, Ordering::Relaxed);
-        }));
+        assert!(feed.take_pending(a), "the flag is set even with no waker");
+        feed.set_waker(
+            a,
+            Arc::new(move || {
+                w.fetch_add(1, Ordering::Relaxed);
+            }),
+        );
         feed.notify();
         feed.notify();
         assert_eq!(woken.load(Ordering::Relaxed), 1);
-        assert!(feed.take_pending());
-        assert!(!feed.take_pending());
+        assert!(feed.take_pending(a));
+        assert!(!feed.take_pending(a));
         feed.notify();
         assert_eq!(woken.load(Ordering::Relaxed), 2);
+        // b's flag is its own: set since the first write, whatever a did.
+        assert!(feed.take_pending(b));
     }
 
     #[test]
@@ -441,12 +476,16 @@ mod tests {
         let feed = Feed::new(1024);
         shared(&feed);
         assert!(!feed.is_on());
-        feed.attach();
-        feed.attach();
-        feed.detach();
+        let a = feed.attach().unwrap();
+        let b = feed.attach().unwrap();
+        assert_ne!(a, b);
+        feed.detach(a);
         assert!(feed.is_on());
-        feed.detach();
+        feed.detach(b);
         assert!(!feed.is_on());
+        let all: Vec<_> = (0..MAX_READERS).map(|_| feed.attach()).collect();
+        assert!(all.iter().all(Option::is_some));
+        assert_eq!(feed.attach(), None, "full");
     }
 
     #[test]

@@ -32,11 +32,11 @@ pub mod forgotten;
 pub mod index;
 pub mod item;
 pub mod merge;
-pub mod observe;
 pub mod record;
 pub mod segment;
 pub mod shard;
 pub mod stats;
+mod subscribe;
 pub mod version;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -45,19 +45,24 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub use apply::{Applied, RemoteChange, RemoteState};
 pub use clock::Clock;
 pub use item::{bits, item_total_size, Item, Meta};
-pub use observe::{ItemState, Mutation, Subscription};
+pub use record::{Kind, Record};
 pub use shard::Miss;
 pub use stats::ShardStats;
+pub use subscribe::{Batch, FeedReader, Lost};
 pub use version::{Hlc, NodeId, Version};
 
-use observe::Observers;
+use feed::Feed;
 use segment::{Geometry, SegBuf};
-use shard::{hash_key, Budget, NoRoom, Shard, WalkPos};
+use shard::{hash_key, Budget, NoRoom, Shard, Walk, WalkPos};
 
 /// memcached's default `-m`, in megabytes.
 pub const DEFAULT_LIMIT_MB: usize = 64;
 /// memcached's default `-I`.
 pub const DEFAULT_ITEM_SIZE_MAX: usize = 1024 * 1024;
+/// What the mutation feed keeps for a lagging reader, by default.
+pub const DEFAULT_FEED_BYTES: usize = 64 << 20;
+/// The feed's share for store-wide events (flushes).
+const FEED_EVENTS_BYTES: usize = 64 << 10;
 /// How long a delete marker is kept when tombstones are on; replication sets it.
 pub const DEFAULT_TOMBSTONE_SECS: u32 = 0;
 
@@ -76,6 +81,9 @@ pub struct StoreConfig {
     pub node: NodeId,
     /// Number of shards; rounded up to a power of two.
     pub shards: usize,
+    /// Bytes of changes the mutation feed keeps for a reader that falls behind, over all
+    /// shards (only while someone reads).
+    pub feed_bytes: usize,
 }
 
 impl Default for StoreConfig {
@@ -87,6 +95,7 @@ impl Default for StoreConfig {
             tombstone_secs: DEFAULT_TOMBSTONE_SECS,
             node: NodeId(0),
             shards: 64,
+            feed_bytes: DEFAULT_FEED_BYTES,
         }
     }
 }
@@ -245,6 +254,21 @@ pub struct Cursor {
     pos: WalkPos,
 }
 
+impl Cursor {
+    /// The start of shard `i`'s part of a walk: to resync one shard whose feed records
+    /// were lost, walk from here while [`Cursor::shard`] stays `i`.
+    pub fn of_shard(i: usize) -> Cursor {
+        Cursor {
+            shard: i,
+            pos: WalkPos::default(),
+        }
+    }
+
+    pub fn shard(&self) -> usize {
+        self.shard
+    }
+}
+
 #[repr(align(128))]
 struct Padded(Mutex<Shard>);
 
@@ -257,7 +281,7 @@ struct Inner {
     limit: AtomicUsize,
     evict_hand: AtomicUsize,
     clock: Arc<Clock>,
-    observers: Observers,
+    feed: Feed,
 }
 
 /// A cheap-clone handle over the shards.
@@ -289,6 +313,7 @@ impl Store {
             .map(|i| {
                 let mut shard = Shard::new(geo);
                 shard.hlc = Hlc::lane(i, n);
+                shard.ring.set_cap(cfg.feed_bytes / n);
                 Padded(Mutex::new(shard))
             })
             .collect();
@@ -302,7 +327,7 @@ impl Store {
                 used: AtomicUsize::new(0),
                 evict_hand: AtomicUsize::new(0),
                 clock,
-                observers: Observers::default(),
+                feed: Feed::new(FEED_EVENTS_BYTES),
             }),
         }
     }
@@ -407,15 +432,6 @@ impl Store {
         true
     }
 
-    /// Reports the item at `loc` to subscribers, after unlocking.
-    fn publish_loc(&self, shard: MutexGuard<'_, Shard>, loc: u32) {
-        if self.inner.observers.is_observed() {
-            let m = Mutation::of_item(&shard.item(loc), &self.inner.clock);
-            drop(shard);
-            self.inner.observers.publish(m);
-        }
-    }
-
     /// Warms the cache for a coming [`Store::read`] of each of `keys` (at most 64 are
     /// used): many keys' memory loads then run side by side. Only worth it for several.
     pub fn prefetch(&self, keys: &[&[u8]]) {
@@ -488,7 +504,7 @@ impl Store {
             meta.atime = now;
             meta.set(bits::FETCHED | bits::REFERENCED);
         }
-        let observed = self.inner.observers.is_observed() && (created || opts.touch.is_some());
+        let observed = self.inner.feed.is_on() && (created || opts.touch.is_some());
         if meta == before && !observed {
             // Nothing to write (a hot key read again within the second): the item as
             // decoded above is the answer. A return of its own on purpose: folding the two
@@ -520,12 +536,13 @@ impl Store {
                 Err(NoRoom) => return f(Err(Miss::Absent)),
             }
         };
-        let it = shard.item(loc);
         if observed {
-            self.inner
-                .observers
-                .publish(Mutation::of_item(&it, &self.inner.clock));
+            // Published before the reply is built: the record must not wait on the client.
+            let rec = self.record_of(&shard.item(loc), None);
+            shard.ring.push(rec);
+            self.inner.feed.notify();
         }
+        let it = shard.item(loc);
         f(Ok(Hit {
             item: it,
             prev_atime: before.atime,
@@ -739,14 +756,13 @@ impl Store {
             shard.forgotten.raise(hash, stamp);
             shard.remove(hash, loc, &b);
         }
-        drop(shard);
-        if self.inner.observers.is_observed() {
-            self.inner.observers.publish(Mutation {
-                key: req.key.into(),
-                state: ItemState::Deleted {
-                    version: Version { stamp, node },
-                },
-            });
+        let rec = self
+            .inner
+            .feed
+            .is_on()
+            .then(|| Record::deleted(req.key, Version { stamp, node }, None));
+        if let Some(rec) = rec {
+            self.publish(shard, rec);
         }
         DeleteOutcome::Deleted
     }
@@ -852,7 +868,12 @@ impl Store {
                 (wall.max(last + 1), 0)
             }
         };
+        let version = Version {
+            stamp: before,
+            node: self.inner.cfg.node,
+        };
         self.flush_shards(before, at, now);
+        self.publish_event(Record::flush(version, before, at, None));
         before
     }
 
@@ -878,17 +899,48 @@ impl Store {
             .sum()
     }
 
-    /// The next batch of a snapshot walk, as item states; `None` cursor when done. Items
+    /// The next batch of a snapshot walk for a full resync: the state of each key held,
+    /// live or deleted (a marker), as feed records, about `max_bytes` of them (at least
+    /// one); `None` cursor when done. Expired and flushed items are left out. Items
     /// present for the whole walk are seen at least once (an item that compaction moves
     /// may be seen twice); others may or may not be.
-    pub fn scan(&self, cursor: Cursor, max: usize) -> (Vec<Mutation>, Option<Cursor>) {
+    pub fn scan(
+        &self,
+        cursor: Cursor,
+        max_bytes: usize,
+        now: u32,
+    ) -> (Vec<Record>, Option<Cursor>) {
         let mut out = Vec::new();
-        let clock = &self.inner.clock;
-        let more = self.walk(cursor, max, |_, it| {
-            out.push(Mutation::of_item(it, clock));
-            true
+        let mut bytes = 0;
+        let more = self.walk(cursor, |shard, it| {
+            if bytes >= max_bytes && !out.is_empty() {
+                return Walk::Stop;
+            }
+            if it.is_expired(now) || shard.is_flushed(it, now) {
+                return Walk::Skip;
+            }
+            let rec = self.record_of(it, None);
+            bytes += rec.len();
+            out.push(rec);
+            Walk::Took
         });
         (out, more)
+    }
+
+    /// A feed record of an item's state.
+    fn record_of(&self, it: &Item<'_>, origin: Option<NodeId>) -> Record {
+        if it.is_tombstone() {
+            Record::deleted(it.key(), it.version(), origin)
+        } else {
+            Record::live(
+                it.key(),
+                it.value(),
+                it.flags,
+                it.exptime,
+                it.version(),
+                origin,
+            )
+        }
     }
 
     /// As [`Store::scan`], for items a client could read now (not expired, flushed or
@@ -900,45 +952,38 @@ impl Store {
         now: u32,
         mut f: impl FnMut(&Item<'_>),
     ) -> Option<Cursor> {
-        self.walk(cursor, max, |shard, it| {
-            let live = !it.is_tombstone() && !it.is_expired(now) && !shard.is_flushed(it, now);
-            if live {
-                f(it);
+        let mut taken = 0;
+        self.walk(cursor, |shard, it| {
+            if taken >= max.max(1) {
+                return Walk::Stop;
             }
-            live
+            let live = !it.is_tombstone() && !it.is_expired(now) && !shard.is_flushed(it, now);
+            if !live {
+                return Walk::Skip;
+            }
+            f(it);
+            taken += 1;
+            Walk::Took
         })
     }
 
     /// Walks shards from `cursor` until `f` has taken `max` items; the cursor to go on
     /// from, or None when every shard has been walked.
-    fn walk(
-        &self,
-        cursor: Cursor,
-        max: usize,
-        mut f: impl FnMut(&Shard, &Item<'_>) -> bool,
-    ) -> Option<Cursor> {
+    fn walk(&self, cursor: Cursor, mut f: impl FnMut(&Shard, &Item<'_>) -> Walk) -> Option<Cursor> {
         let mut cur = cursor;
-        let mut taken = 0;
-        while cur.shard < self.inner.shards.len() && taken < max {
-            let next = self.lock(cur.shard).visit(cur.pos, max - taken, |s, it| {
-                let took = f(s, it);
-                taken += took as usize;
-                took
-            });
-            match next {
-                Some(pos) => cur.pos = pos,
+        while cur.shard < self.inner.shards.len() {
+            match self.lock(cur.shard).visit(cur.pos, &mut f) {
+                Some(pos) => {
+                    cur.pos = pos;
+                    return Some(cur);
+                }
                 None => {
                     cur.shard += 1;
                     cur.pos = WalkPos::default();
                 }
             }
         }
-        (cur.shard < self.inner.shards.len()).then_some(cur)
-    }
-
-    /// Reports every later change; see [`observe`].
-    pub fn subscribe(&self, capacity: usize) -> Subscription {
-        self.inner.observers.subscribe(capacity)
+        None
     }
 
     /// Sum of the shards' counters.

@@ -9,6 +9,7 @@
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use super::feed::Ring;
 use super::flush::Flushes;
 use super::forgotten::Forgotten;
 use super::index::Index;
@@ -117,6 +118,15 @@ pub struct WalkPos {
     off: usize,
 }
 
+/// What a walk's visitor did with an item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Walk {
+    Took,
+    Skip,
+    /// Stop before this item; the walk goes on from it next time.
+    Stop,
+}
+
 /// Where the background reclaim walk goes on. The offset is only good while the segment is
 /// the same one (creation number) in the same state (generation): compaction moves items and
 /// a freed id can be reused, and an offset into either would land mid-item.
@@ -146,6 +156,8 @@ pub struct Shard {
     next_seq: u64,
     reclaim_at: ReclaimAt,
     pub hlc: Hlc,
+    /// This shard's changes, for the mutation feed's readers.
+    pub ring: Ring,
     /// The flushes this shard has heard of.
     pub flushes: Flushes,
     /// Stamps of the key states this shard dropped, so older ones are not taken back.
@@ -182,6 +194,7 @@ impl Shard {
             next_seq: 1,
             reclaim_at: ReclaimAt::default(),
             hlc: Hlc::default(),
+            ring: Ring::new(0),
             flushes: Flushes::default(),
             forgotten: Forgotten::default(),
             stats: ShardStats::default(),
@@ -794,23 +807,20 @@ impl Shard {
         dropped
     }
 
-    /// Hands `f` the live items from walk position `from` on, until it has taken `max`;
-    /// returns where to go on, or None at the end. Segments are visited in creation order.
-    /// Compaction moves items only within their segment and bumps its generation, and a
-    /// walk that finds the generation of its segment changed reads it again from the start,
-    /// so an item present for the whole walk is seen at least once. `f` says if it took
-    /// the item.
+    /// Hands `f` the items (live or deleted) from walk position `from` on, until it says
+    /// stop; returns where to go on, or None at the end. Segments are visited in creation
+    /// order. Compaction moves items only within their segment and bumps its generation,
+    /// and a walk that finds the generation of its segment changed reads it again from the
+    /// start, so an item present for the whole walk is seen at least once.
     pub fn visit(
         &self,
         from: WalkPos,
-        max: usize,
-        mut f: impl FnMut(&Shard, &Item<'_>) -> bool,
+        mut f: impl FnMut(&Shard, &Item<'_>) -> Walk,
     ) -> Option<WalkPos> {
         let mut pos = from;
         if pos.end == 0 {
             pos.end = self.next_seq + 1;
         }
-        let mut taken = 0;
         loop {
             let next = self
                 .segs
@@ -822,11 +832,10 @@ impl Shard {
                 (pos.seq, pos.gen, pos.off) = (next.seq, next.gen, 0);
             }
             while let Some((o, it, fl)) = next.next_live(pos.off) {
-                if taken >= max {
+                if f(self, &it) == Walk::Stop {
                     pos.off = o;
                     return Some(pos);
                 }
-                taken += f(self, &it) as usize;
                 pos.off = o + fl.total();
             }
             (pos.seq, pos.off) = (pos.seq + 1, 0);
@@ -1007,9 +1016,14 @@ mod tests {
         let mut cur = Some(WalkPos::default());
         let mut n = 0u32;
         while let Some(c) = cur {
-            cur = s.visit(c, 10, |_, it| {
+            let mut taken = 0;
+            cur = s.visit(c, |_, it| {
+                if taken == 10 {
+                    return Walk::Stop;
+                }
+                taken += 1;
                 seen.insert(it.key().to_vec());
-                true
+                Walk::Took
             });
             // Writes in between force compactions that move the read items.
             for _ in 0..2 {

@@ -73,11 +73,9 @@ fn versions_carry_the_node_id() {
     };
     let s = Store::new(cfg, Arc::new(Clock::new()));
     set(&s, b"a", b"1");
-    let (batch, _) = s.scan(Cursor::default(), 10);
-    match &batch[0].state {
-        ItemState::Live { version, .. } => assert_eq!(version.node, NodeId(7)),
-        other => panic!("{other:?}"),
-    }
+    let (batch, _) = s.scan(Cursor::default(), 1000, 2);
+    assert_eq!(batch[0].kind(), Kind::Live);
+    assert_eq!(batch[0].version().node, NodeId(7));
 }
 
 #[test]
@@ -145,11 +143,9 @@ fn tombstones_keep_the_delete_version_until_their_window_ends() {
     assert!(s.read(b"a", now, ReadOptions::default(), |r| r.is_err()));
     assert_eq!(s.stats().curr_items, 0);
     assert_eq!(s.stats().tombstones, 1);
-    let (batch, _) = s.scan(Cursor::default(), 10);
-    match &batch[0].state {
-        ItemState::Deleted { version } => assert!(*version > before),
-        other => panic!("{other:?}"),
-    }
+    let (batch, _) = s.scan(Cursor::default(), 1000, now);
+    assert_eq!(batch[0].kind(), Kind::Deleted);
+    assert!(batch[0].version() > before);
     // Add works over a tombstone; a new version orders after the delete.
     s.set(&SetRequest::new(SetMode::Add, b"a", b"2"), now)
         .unwrap();
@@ -170,7 +166,7 @@ fn tombstones_keep_the_delete_version_until_their_window_ends() {
 #[test]
 fn subscribers_see_every_change_as_item_state() {
     let s = store();
-    let sub = s.subscribe(16);
+    let mut sub = s.subscribe().unwrap();
     set(&s, b"a", b"1");
     s.arith(
         &ArithRequest {
@@ -188,20 +184,74 @@ fn subscribers_see_every_change_as_item_state() {
         },
         2,
     );
-    let got: Vec<_> = sub.rx.try_iter().collect();
+    let got = sub.read(1 << 20);
+    assert!(got.lost.is_empty());
+    let got = got.records;
     assert_eq!(got.len(), 3);
-    assert!(matches!(&got[0].state, ItemState::Live { value, .. } if &**value == b"1"));
-    assert!(matches!(&got[1].state, ItemState::Live { value, .. } if &**value == b"2"));
-    assert!(matches!(&got[2].state, ItemState::Deleted { .. }));
-    // A full channel marks the subscription lagged instead of blocking.
-    let small = s.subscribe(1);
-    set(&s, b"b", b"1");
-    set(&s, b"b", b"2");
-    assert!(small.take_lagged());
+    assert_eq!((got[0].kind(), got[0].value()), (Kind::Live, &b"1"[..]));
+    assert_eq!((got[1].kind(), got[1].value()), (Kind::Live, &b"2"[..]));
+    assert_eq!((got[2].kind(), got[2].key()), (Kind::Deleted, &b"a"[..]));
+    assert!(got[0].version() < got[1].version() && got[1].version() < got[2].version());
+    assert!(got.iter().all(|r| r.origin().is_none()), "made here");
+    assert!(sub.read(1 << 20).records.is_empty(), "read once");
     drop(sub);
-    drop(small);
     set(&s, b"c", b"1");
-    assert!(!s.inner.observers.is_observed());
+    assert!(!s.inner.feed.is_on());
+}
+
+#[test]
+fn a_reader_that_falls_behind_learns_exactly_what_it_lost() {
+    let cfg = StoreConfig {
+        shards: 1,
+        feed_bytes: 4096,
+        ..Default::default()
+    };
+    let s = Store::new(cfg, Arc::new(Clock::new()));
+    let mut slow = s.subscribe().unwrap();
+    let mut fast = s.subscribe().unwrap();
+    let woken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let w = woken.clone();
+    fast.set_waker(Arc::new(move || {
+        w.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }));
+    let mut seen = 0;
+    for i in 0..200u32 {
+        set(&s, format!("k{i}").as_bytes(), &[b'v'; 100]);
+        let b = fast.read(1 << 20);
+        assert!(b.lost.is_empty());
+        seen += b.records.len();
+    }
+    assert_eq!(seen, 200, "a reader that keeps up loses nothing");
+    assert_eq!(woken.load(std::sync::atomic::Ordering::Relaxed), 200);
+    let b = slow.read(1 << 20);
+    assert_eq!(b.lost.len(), 1);
+    let lost = b.lost[0];
+    assert_eq!((lost.shard, lost.from), (Some(0), 1));
+    assert_eq!(b.records.first().map(Record::seq), Some(lost.resume));
+    assert_eq!(b.records.last().map(Record::seq), Some(200));
+    assert!(b.records.iter().map(Record::len).sum::<usize>() <= 4096);
+    // The shard's lost changes come back from a scan of that shard.
+    let (snap, _) = s.scan(Cursor::of_shard(0), 1 << 30, 2);
+    assert_eq!(snap.len(), 200);
+}
+
+#[test]
+fn flushes_reach_the_feed_once() {
+    let s = store();
+    let mut sub = s.subscribe().unwrap();
+    let stamp = s.flush_all(None, 2);
+    let got = sub.read(1 << 20).records;
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        (got[0].kind(), got[0].flush_before(), got[0].flush_at()),
+        (Kind::Flush, stamp, 0)
+    );
+    let v = got[0].version();
+    assert!(!s.apply_flush(v, stamp, 0, NodeId(3), 2), "known already");
+    assert!(
+        sub.read(1 << 20).records.is_empty(),
+        "nothing new to forward"
+    );
 }
 
 #[test]
@@ -214,12 +264,12 @@ fn scan_walks_everything_while_serving() {
     let mut cur = Some(Cursor::default());
     let mut round = 0;
     while let Some(c) = cur {
-        let (batch, next) = s.scan(c, 64);
+        let (batch, next) = s.scan(c, 64 * 40, 2);
         // Writes in between do not disturb the walk.
         set(&s, format!("new{round}").as_bytes(), b"v");
         round += 1;
         for m in batch {
-            seen.insert(m.key.to_vec());
+            seen.insert(m.key().to_vec());
         }
         cur = next;
     }
@@ -231,7 +281,7 @@ fn scan_walks_everything_while_serving() {
 #[test]
 fn same_size_overwrite_is_a_fresh_version() {
     let s = store();
-    let sub = s.subscribe(16);
+    let mut sub = s.subscribe().unwrap();
     set(&s, b"a", b"one");
     // Fetch it and mark it stale, so the overwrite has bits to clear.
     assert_eq!(get(&s, b"a").unwrap(), b"one");
@@ -271,8 +321,8 @@ fn same_size_overwrite_is_a_fresh_version() {
     assert_eq!(after.curr_items, before.1.curr_items);
     assert_eq!(after.total_items, before.1.total_items + 1);
     assert_eq!(s.used_bytes(), before.2, "same size, same charge");
-    let last = sub.rx.try_iter().last().unwrap();
-    assert!(matches!(&last.state, ItemState::Live { value, .. } if &**value == b"two"));
+    let last = sub.read(1 << 20).records.pop().unwrap();
+    assert_eq!((last.kind(), last.value()), (Kind::Live, &b"two"[..]));
 }
 
 #[test]
@@ -546,10 +596,10 @@ proptest! {
         let mut seen = HashMap::new();
         let mut cur = Some(Cursor::default());
         while let Some(c) = cur {
-            let (batch, next) = s.scan(c, 7);
+            let (batch, next) = s.scan(c, 300, 2);
             for m in batch {
-                if let ItemState::Live { value, .. } = m.state {
-                    prop_assert!(seen.insert(m.key.to_vec(), value).is_none(), "seen twice");
+                if m.kind() == Kind::Live {
+                    prop_assert!(seen.insert(m.key().to_vec(), m.value().to_vec()).is_none(), "seen twice");
                 }
             }
             cur = next;

@@ -1,0 +1,203 @@
+//! Reading the mutation feed ([`super::feed`]): a subscriber's cursor over every shard's
+//! ring and the events ring, and the writers' side that fills them.
+
+use std::sync::MutexGuard;
+
+use super::feed::{FeedCursor, Read, Waker};
+use super::record::Record;
+use super::shard::Shard;
+use super::version::NodeId;
+use super::Store;
+
+/// Records a reader could not get: the ring had already dropped them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lost {
+    /// The shard whose changes were lost (resync it with [`super::Cursor::of_shard`]); None
+    /// for the events ring (flushes).
+    pub shard: Option<usize>,
+    pub from: u64,
+    pub resume: u64,
+}
+
+/// What one read of the feed brought.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub records: Vec<Record>,
+    pub lost: Vec<Lost>,
+}
+
+/// One subscriber's position in the feed. Records are kept for it from the moment it
+/// subscribes; dropping it stops that once no reader is left.
+pub struct FeedReader {
+    store: Store,
+    slot: usize,
+    cursor: FeedCursor,
+    /// The shard the next read starts at, so a busy shard cannot starve the others.
+    start: usize,
+}
+
+impl Store {
+    /// A reader of every change made from now on (see [`super::feed`]); None when
+    /// [`super::feed::MAX_READERS`] read already.
+    pub fn subscribe(&self) -> Option<FeedReader> {
+        let feed = &self.inner.feed;
+        let slot = feed.attach()?;
+        let shards = (0..self.inner.shards.len())
+            .map(|i| self.lock(i).ring.next_seq())
+            .collect();
+        let cursor = FeedCursor::new(shards, feed.events_next_seq());
+        Some(FeedReader {
+            store: self.clone(),
+            slot,
+            cursor,
+            start: 0,
+        })
+    }
+
+    /// Pushes the item at `loc` into its shard's ring as the state it is now, then unlocks
+    /// and wakes the readers. `origin`: the peer the change came from, None for a client.
+    pub(super) fn publish_loc(&self, shard: MutexGuard<'_, Shard>, loc: u32) {
+        self.publish_from(shard, loc, None);
+    }
+
+    pub(super) fn publish_from(
+        &self,
+        shard: MutexGuard<'_, Shard>,
+        loc: u32,
+        origin: Option<NodeId>,
+    ) {
+        if !self.inner.feed.is_on() {
+            return;
+        }
+        let it = shard.item(loc);
+        let rec = if it.is_tombstone() {
+            Record::deleted(it.key(), it.version(), origin)
+        } else {
+            Record::live(
+                it.key(),
+                it.value(),
+                it.flags,
+                it.exptime,
+                it.version(),
+                origin,
+            )
+        };
+        self.publish(shard, rec);
+    }
+
+    /// Pushes a record built by the caller (a delete that left no marker), unlocks, wakes.
+    pub(super) fn publish(&self, mut shard: MutexGuard<'_, Shard>, rec: Record) {
+        if self.inner.feed.is_on() {
+            shard.ring.push(rec);
+            drop(shard);
+            self.inner.feed.notify();
+        }
+    }
+
+    /// Pushes a store-wide record (a flush).
+    pub(super) fn publish_event(&self, rec: Record) {
+        if self.inner.feed.is_on() {
+            self.inner.feed.push_event(rec);
+            self.inner.feed.notify();
+        }
+    }
+}
+
+impl FeedReader {
+    /// Reads the records written since the last read, up to about `max_bytes` of them (at
+    /// least one if any), shard by shard; lost ranges are reported, and skipped.
+    pub fn read(&mut self, max_bytes: usize) -> Batch {
+        let mut batch = Batch::default();
+        let feed = &self.store.inner.feed;
+        feed.take_pending(self.slot);
+        let mut used = 0;
+        let mut from = self.cursor.events();
+        let next = read_ring(
+            &mut batch,
+            None,
+            &mut from,
+            &mut used,
+            max_bytes,
+            |f, m, o| feed.read_events(f, m, o),
+        );
+        self.cursor.set_events(next);
+        let n = self.cursor.shards().len();
+        for step in 0..n {
+            if used >= max_bytes && !batch.records.is_empty() {
+                self.start = (self.start + step) % n;
+                return batch;
+            }
+            let i = (self.start + step) % n;
+            let mut from = self.cursor.shard(i);
+            let shard = self.store.lock(i);
+            let next = read_ring(
+                &mut batch,
+                Some(i),
+                &mut from,
+                &mut used,
+                max_bytes,
+                |f, m, o| shard.ring.read(f, m, o),
+            );
+            drop(shard);
+            self.cursor.set_shard(i, next);
+        }
+        self.start = (self.start + 1) % n;
+        batch
+    }
+
+    /// Called (from a writer's thread) when records arrive after [`FeedReader::read`]:
+    /// once per batch, not per record.
+    pub fn set_waker(&self, f: Waker) {
+        self.store.inner.feed.set_waker(self.slot, f);
+    }
+
+    pub fn cursor(&self) -> &FeedCursor {
+        &self.cursor
+    }
+}
+
+/// Reads one ring from `from` into `batch` within what is left of `max_bytes`; a lost
+/// range is noted and reading goes on from where the ring resumes. Returns the next seq.
+fn read_ring(
+    batch: &mut Batch,
+    shard: Option<usize>,
+    from: &mut u64,
+    used: &mut usize,
+    max_bytes: usize,
+    read: impl Fn(u64, usize, &mut Vec<Record>) -> Read,
+) -> u64 {
+    loop {
+        let before = batch.records.len();
+        let left = max_bytes.saturating_sub(*used);
+        match read(*from, left, &mut batch.records) {
+            Read::Upto(next) => {
+                *used += batch.records[before..]
+                    .iter()
+                    .map(Record::len)
+                    .sum::<usize>();
+                return next;
+            }
+            Read::Lost { from: lost, resume } => {
+                batch.lost.push(Lost {
+                    shard,
+                    from: lost,
+                    resume,
+                });
+                *from = resume;
+            }
+        }
+    }
+}
+
+impl Drop for FeedReader {
+    fn drop(&mut self) {
+        let feed = &self.store.inner.feed;
+        feed.detach(self.slot);
+        if !feed.is_on() {
+            // Nobody reads: give the records' memory back.
+            for i in 0..self.store.inner.shards.len() {
+                self.store.lock(i).ring.clear();
+            }
+        }
+    }
+}
