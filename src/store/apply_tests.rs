@@ -386,3 +386,340 @@ fn tombstones_count_against_the_memory_limit_and_can_go_when_it_is_spent() {
         assert!(matches!(r, Applied::Stale | Applied::Forgotten), "{r:?}");
     }
 }
+
+/// Nodes that exchange every change, in any order, duplicated and late, end up holding the
+/// same state, and none ever shows a value a delete or flush it knows of has removed.
+mod convergence {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    const NODES: usize = 3;
+    const KEYS: u8 = 6;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Set(usize, u8, u8),
+        Append(usize, u8, u8),
+        Incr(usize, u8),
+        Delete(usize, u8),
+        Touch(usize, u8),
+        Flush(usize),
+        /// Writes this many fillers on a node: evicts, when memory is small.
+        Fill(usize, u8),
+        /// Time passes: delete markers past their window go.
+        Advance(u8),
+        /// Delivers a message in flight (index modulo their number), or only a copy of it.
+        Deliver(usize, bool),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let n = 0..NODES;
+        let k = 0..KEYS;
+        prop_oneof![
+            3 => (n.clone(), k.clone(), any::<u8>()).prop_map(|(n, k, v)| Op::Set(n, k, v)),
+            1 => (n.clone(), k.clone(), any::<u8>()).prop_map(|(n, k, v)| Op::Append(n, k, v)),
+            1 => (n.clone(), k.clone()).prop_map(|(n, k)| Op::Incr(n, k)),
+            2 => (n.clone(), k.clone()).prop_map(|(n, k)| Op::Delete(n, k)),
+            1 => (n.clone(), k.clone()).prop_map(|(n, k)| Op::Touch(n, k)),
+            1 => n.clone().prop_map(Op::Flush),
+            1 => (n, 1u8..40).prop_map(|(n, c)| Op::Fill(n, c)),
+            1 => (1u8..8).prop_map(Op::Advance),
+            8 => (any::<usize>(), any::<bool>()).prop_map(|(i, dup)| Op::Deliver(i, dup)),
+        ]
+    }
+
+    struct Msg {
+        to: usize,
+        from: usize,
+        rec: Record,
+    }
+
+    struct Cluster {
+        clock: Arc<Clock>,
+        nodes: Vec<Store>,
+        readers: Vec<FeedReader>,
+        net: Vec<Msg>,
+        /// Every change made by a client, on any node.
+        made: Vec<Record>,
+        /// Per node: the newest delete and flush it has been told of, per key.
+        told_deleted: Vec<HashMap<Vec<u8>, Version>>,
+        told_flushed: Vec<u64>,
+        forgot: bool,
+    }
+
+    fn id(i: usize) -> NodeId {
+        NodeId(i as u16 + 1)
+    }
+
+    impl Cluster {
+        fn new(small: bool, markers: bool) -> Cluster {
+            let clock = Arc::new(Clock::new());
+            let nodes: Vec<Store> = (0..NODES)
+                .map(|i| {
+                    let cfg = StoreConfig {
+                        node: id(i),
+                        tombstone_secs: if markers { 10 } else { 0 },
+                        limit_bytes: if small { 48 << 10 } else { 64 << 20 },
+                        shards: if small { 2 } else { 8 },
+                        ..Default::default()
+                    };
+                    Store::new(cfg, clock.clone())
+                })
+                .collect();
+            let readers = nodes.iter().map(|s| s.subscribe().unwrap()).collect();
+            Cluster {
+                clock,
+                nodes,
+                readers,
+                net: Vec::new(),
+                made: Vec::new(),
+                told_deleted: vec![HashMap::new(); NODES],
+                told_flushed: vec![0; NODES],
+                forgot: false,
+            }
+        }
+
+        fn now(&self) -> u32 {
+            self.clock.now()
+        }
+
+        /// Moves what each node's feed holds onto the network, to every other node but
+        /// the one a change came from.
+        fn collect(&mut self) {
+            for (i, r) in self.readers.iter_mut().enumerate() {
+                let batch = r.read(usize::MAX);
+                assert!(batch.lost.is_empty(), "the feed keeps everything here");
+                for rec in batch.records {
+                    if rec.origin().is_none() {
+                        self.made.push(rec.clone());
+                    }
+                    for to in (0..NODES).filter(|&j| j != i && rec.origin() != Some(id(j))) {
+                        self.net.push(Msg {
+                            to,
+                            from: i,
+                            rec: rec.clone(),
+                        });
+                    }
+                }
+            }
+        }
+
+        fn tell_delete(&mut self, node: usize, key: &[u8], v: Version) {
+            let e = self.told_deleted[node].entry(key.to_vec()).or_default();
+            *e = (*e).max(v);
+        }
+
+        fn deliver(&mut self, m: &Msg) {
+            let s = &self.nodes[m.to];
+            let now = self.clock.now();
+            let rec = &m.rec;
+            match rec.kind() {
+                Kind::Flush => {
+                    s.apply_flush(
+                        rec.version(),
+                        rec.flush_before(),
+                        rec.flush_at(),
+                        id(m.from),
+                        now,
+                    );
+                    let f = &mut self.told_flushed[m.to];
+                    *f = (*f).max(rec.flush_before());
+                }
+                kind => {
+                    let state = if kind == Kind::Live {
+                        RemoteState::Live {
+                            value: rec.value(),
+                            flags: rec.flags(),
+                            exptime: rec.exptime(),
+                        }
+                    } else {
+                        RemoteState::Deleted
+                    };
+                    let change = RemoteChange {
+                        key: rec.key(),
+                        state,
+                        version: rec.version(),
+                        origin: id(m.from),
+                    };
+                    let r = s.apply(&change, now).unwrap();
+                    assert_ne!(r, Applied::FromTheFuture);
+                    assert_ne!(r, Applied::Expired);
+                    if r == Applied::Forgotten {
+                        self.forgot = true;
+                    }
+                    if kind == Kind::Deleted {
+                        self.tell_delete(m.to, rec.key(), rec.version());
+                    }
+                }
+            }
+        }
+
+        fn run(&mut self, op: &Op) {
+            let now = self.now();
+            let key = |k: u8| vec![b'k', k];
+            match *op {
+                Op::Set(n, k, v) => {
+                    let (key, value) = (key(k), [v]);
+                    let r = SetRequest::new(SetMode::Set, &key, &value);
+                    self.nodes[n].set(&r, now).unwrap();
+                }
+                Op::Append(n, k, v) => {
+                    let (key, value) = (key(k), [v]);
+                    let r = SetRequest::new(SetMode::Append, &key, &value);
+                    self.nodes[n].set(&r, now).unwrap();
+                }
+                Op::Incr(n, k) => {
+                    let req = ArithRequest {
+                        key: &key(k),
+                        incr: true,
+                        delta: 1,
+                        vivify: Some((0, 7)),
+                        ..Default::default()
+                    };
+                    self.nodes[n].arith(&req, now);
+                }
+                Op::Delete(n, k) => {
+                    let key = key(k);
+                    let req = DeleteRequest {
+                        key: &key,
+                        ..Default::default()
+                    };
+                    self.nodes[n].delete(&req, now);
+                }
+                Op::Touch(n, k) => {
+                    self.nodes[n].touch(&key(k), now + 5000, now);
+                }
+                Op::Flush(n) => {
+                    let f = self.nodes[n].flush_all(None, now);
+                    self.told_flushed[n] = self.told_flushed[n].max(f);
+                }
+                Op::Fill(n, count) => {
+                    for i in 0..count {
+                        let key = format!("fill-{n}-{i}-{}", self.made.len());
+                        let r = SetRequest::new(SetMode::Set, key.as_bytes(), &[b'f'; 300]);
+                        self.nodes[n].set(&r, now).unwrap();
+                    }
+                }
+                Op::Advance(secs) => {
+                    self.clock.advance(secs as u64);
+                    let now = self.now();
+                    for s in &self.nodes {
+                        if s.reclaim(10_000, now) > 0 {
+                            self.forgot = true;
+                        }
+                    }
+                }
+                Op::Deliver(i, dup) => {
+                    if !self.net.is_empty() {
+                        let i = i % self.net.len();
+                        let m = if dup {
+                            let m = &self.net[i];
+                            Msg {
+                                to: m.to,
+                                from: m.from,
+                                rec: m.rec.clone(),
+                            }
+                        } else {
+                            self.net.swap_remove(i)
+                        };
+                        self.deliver(&m);
+                    }
+                }
+            }
+            // Local deletes count as told, on the node that made them.
+            self.collect_and_check();
+        }
+
+        fn collect_and_check(&mut self) {
+            let before = self.made.len();
+            self.collect();
+            for rec in self.made[before..].to_vec() {
+                if rec.kind() == Kind::Deleted {
+                    let n = (rec.version().node.0 - 1) as usize;
+                    self.tell_delete(n, rec.key(), rec.version());
+                }
+            }
+            self.check_nothing_comes_back();
+        }
+
+        /// No node shows a version older than a delete or flush it has been told of.
+        fn check_nothing_comes_back(&self) {
+            for (n, s) in self.nodes.iter().enumerate() {
+                for k in 0..KEYS {
+                    let key = [b'k', k];
+                    if let Some((_, v)) = read(s, &key) {
+                        if let Some(d) = self.told_deleted[n].get(&key[..]) {
+                            assert!(v > *d, "node {n} shows {key:?} at {v:?}, deleted at {d:?}");
+                        }
+                        assert!(
+                            v.stamp >= self.told_flushed[n],
+                            "node {n} shows a flushed {key:?}"
+                        );
+                    }
+                }
+            }
+        }
+
+        /// Delivers everything in flight, and what applying it makes the nodes forward.
+        fn settle(&mut self) {
+            let mut rounds = 0;
+            while let Some(m) = self.net.pop() {
+                self.deliver(&m);
+                self.collect_and_check();
+                rounds += 1;
+                assert!(rounds < 1_000_000, "changes echo forever");
+            }
+        }
+
+        /// What every node must hold of `key` once all changes are in: the newest change
+        /// made to it anywhere, unless that is a delete or was flushed.
+        fn winner(&self, key: &[u8]) -> Option<(Vec<u8>, Version)> {
+            let flushed = self
+                .made
+                .iter()
+                .filter(|r| r.kind() == Kind::Flush)
+                .map(Record::flush_before)
+                .max()
+                .unwrap_or(0);
+            let last = self
+                .made
+                .iter()
+                .filter(|r| r.kind() != Kind::Flush && r.key() == key)
+                .max_by_key(|r| r.version())?;
+            (last.kind() == Kind::Live && last.version().stamp >= flushed)
+                .then(|| (last.value().to_vec(), last.version()))
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+        #[test]
+        fn nodes_that_exchanged_every_change_agree(
+            ops in proptest::collection::vec(op(), 1..120),
+            small in any::<bool>(),
+            markers in any::<bool>(),
+        ) {
+            let mut c = Cluster::new(small, markers);
+            for op in &ops {
+                c.run(op);
+            }
+            c.settle();
+            let evicted = c.nodes.iter().any(|s| s.stats().evictions > 0);
+            for k in 0..KEYS {
+                let key = [b'k', k];
+                let want = c.winner(&key);
+                for (n, s) in c.nodes.iter().enumerate() {
+                    let got = read(s, &key);
+                    if evicted || c.forgot {
+                        // A node may have forgotten the key, but never holds another state.
+                        prop_assert!(got.is_none() || got == want, "node {} key {}: {:?} vs {:?}", n, k, got, want);
+                    } else {
+                        prop_assert_eq!(&got, &want, "node {} key {}", n, k);
+                    }
+                }
+            }
+        }
+    }
+}
