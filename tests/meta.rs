@@ -190,6 +190,19 @@ fn meta_set_cas_and_invalidate() {
     // E sets the CAS explicitly.
     c.expect(b"ms e 1 E12345\r\nx\r\n", b"HD\r\n");
     c.expect(b"mg e c\r\n", b"HD c12345\r\n");
+    // ... unless that would move the key's version back, or far ahead of the clock: then
+    // the write gets a fresh CAS instead, as if E were not given.
+    c.expect(b"ms e 1 E100\r\nx\r\n", b"HD\r\n");
+    let back = cas_of(&mut c, "e");
+    assert!(back > 12345, "{back}");
+    c.expect(b"ms e 1 E18446744073709551615\r\nx\r\n", b"HD\r\n");
+    let top = cas_of(&mut c, "e");
+    assert!(top > back && top < u64::MAX / 2, "{top}");
+    c.expect(
+        format!("ms e 1 E{}\r\nx\r\n", top + 10).as_bytes(),
+        b"HD\r\n",
+    );
+    assert_eq!(cas_of(&mut c, "e"), top + 10);
 }
 
 #[test]

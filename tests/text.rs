@@ -289,6 +289,40 @@ fn touch_and_gat() {
     ]);
 }
 
+/// The CAS value in a `gets`/`gats` reply's VALUE line.
+fn cas_in(reply: &[u8]) -> u64 {
+    let line = String::from_utf8_lossy(reply);
+    let first = line.lines().next().unwrap_or_default();
+    first
+        .rsplit(' ')
+        .next()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A new expiry is a change like any other, so replication orders it: a new version, and
+/// so a new CAS (memcached keeps the old one; see the README).
+#[test]
+fn touch_and_gat_give_a_new_cas() {
+    let s = InProc::default();
+    let mut c = s.client();
+    c.expect(b"set a 0 0 1\r\nx\r\n", b"STORED\r\n");
+    let before = cas_in(&c.call_until(b"gets a\r\n", b"END\r\n"));
+    c.expect(b"touch a 100\r\n", b"TOUCHED\r\n");
+    c.expect(
+        format!("cas a 0 0 1 {before}\r\ny\r\n").as_bytes(),
+        b"EXISTS\r\n",
+    );
+    let touched = cas_in(&c.call_until(b"gets a\r\n", b"END\r\n"));
+    assert!(touched > before);
+    let gat = cas_in(&c.call_until(b"gats 100 a\r\n", b"END\r\n"));
+    assert!(gat > touched, "gats answers the CAS it made");
+    c.expect(
+        format!("cas a 0 0 1 {gat}\r\ny\r\n").as_bytes(),
+        b"STORED\r\n",
+    );
+}
+
 #[test]
 fn expiration_times() {
     let s = InProc::default();
