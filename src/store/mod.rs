@@ -20,9 +20,28 @@
 //! the shard's own attempt failed. With `-M` nothing live is evicted, and a write that finds
 //! no room answers out of memory.
 //!
-//! Replication hooks: every item carries a [`Version`]; deletes may leave tombstones; the
-//! store can be walked with [`Store::scan`] while serving; and [`Store::subscribe`] reports
-//! every change as the resulting item state.
+//! How replication uses it. Every change, local or remote, is ordered by one rule,
+//! last-writer-wins on a [`Version`] (stamp, node id; see [`merge`]), and every change makes
+//! a new version: writes, deletes, arithmetic, and touches too.
+//! - Sending: [`Store::subscribe`] gives a reader of the mutation feed ([`feed`]): each
+//!   change as the state it left (a [`Record`], encoded once and shared by all readers),
+//!   with per-shard sequence numbers. A change applied from a peer carries that peer as its
+//!   origin, so it is not sent back there. A reader that fell behind learns exactly which
+//!   records of which shard it lost ([`Lost`]) and resynchronises that shard with
+//!   [`Store::scan`] from [`Cursor::of_shard`] (the scan leaves out what is flushed or
+//!   expired, includes delete markers, and comes in batches bounded in bytes).
+//! - Receiving: [`Store::apply`] takes another node's state of a key only if it is newer
+//!   than all this node knows of the key: the state held (live or a delete marker), the
+//!   stamps of states it dropped ([`forgotten`]: evicted, expired, markers let go) and the
+//!   flushes it took ([`flush`], an event ordered by stamp: [`Store::apply_flush`]). So a
+//!   store may forget a key, but never takes back a state older than one it dropped: no
+//!   deleted or overwritten value comes back, whatever the order of arrival.
+//! - Delete markers (tombstones, kept `tombstone_secs` when replicating) count against `-m`
+//!   and are evicted like unread items after one extra pass; either way what they recorded
+//!   stays in [`forgotten`]. Clocks: stamps more than [`merge::MAX_AHEAD_MS`] ahead of this
+//!   node's clock are refused, from peers and from `E` alike, so no client or peer can drag
+//!   the clock ahead; expiry arrives as this store's relative time (replication sends the
+//!   remaining lifetime).
 
 mod apply;
 pub mod clock;
