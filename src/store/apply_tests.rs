@@ -627,18 +627,26 @@ mod convergence {
                     }
                 }
             }
-            // Local deletes count as told, on the node that made them.
             self.collect_and_check();
         }
 
+        /// Ships what the feeds hold; a node's own deletes count as told to it.
         fn collect_and_check(&mut self) {
             let before = self.made.len();
             self.collect();
-            for rec in self.made[before..].to_vec() {
-                if rec.kind() == Kind::Deleted {
-                    let n = (rec.version().node.0 - 1) as usize;
-                    self.tell_delete(n, rec.key(), rec.version());
-                }
+            let deletes: Vec<(usize, Vec<u8>, Version)> = self.made[before..]
+                .iter()
+                .filter(|r| r.kind() == Kind::Deleted)
+                .map(|r| {
+                    (
+                        (r.version().node.0 - 1) as usize,
+                        r.key().to_vec(),
+                        r.version(),
+                    )
+                })
+                .collect();
+            for (n, key, v) in deletes {
+                self.tell_delete(n, &key, v);
             }
             self.check_nothing_comes_back();
         }
