@@ -97,12 +97,6 @@ fn main() -> ExitCode {
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
-    if let Some(peer) = &config.replication.peer {
-        tracing::warn!(
-            "replication peer {peer}:{} configured, but this build does not replicate yet; serving as a standalone cache",
-            config.replication.connect_port
-        );
-    }
     // This runtime accepts connections, handles signals and runs background tasks; the
     // `-t` worker threads that serve connections are started by the server.
     let runtime = match tokio::runtime::Builder::new_current_thread()

@@ -121,15 +121,33 @@ pub struct Args {
     /// Extended options, comma-separated (memcached's -o)
     #[arg(short = 'o', long = "extended")]
     pub extended: Vec<String>,
-    /// Replication peer host (repcached)
-    #[arg(short = 'x', long = "peer")]
-    pub peer: Option<String>,
+    /// Replication peer, HOST or HOST:PORT (a bare host uses -X's port); repeat for a mesh
+    #[arg(short = 'x', long = "peer", action = ArgAction::Append)]
+    pub peer: Vec<String>,
     /// Replication port, or LISTEN:CONNECT ports (repcached; default 11212)
     #[arg(short = 'X', long = "replication-port")]
     pub replication_port: Option<String>,
-    /// Replication queue size (repcached)
+    /// Replication queue size (repcached; accepted, see --repl-backlog-size)
     #[arg(short = 'q', long = "replication-queue")]
     pub replication_queue: Option<usize>,
+    /// Address and port peers connect to (default: -X's port at the first -l address)
+    #[arg(long = "repl-listen")]
+    pub repl_listen: Option<String>,
+    /// File holding the secret peers must share
+    #[arg(long = "repl-secret-file")]
+    pub repl_secret_file: Option<PathBuf>,
+    /// Cluster name; nodes of another cluster are refused (default "repcached")
+    #[arg(long = "cluster")]
+    pub cluster: Option<String>,
+    /// This node's id in the cluster, 1-65535 (default: derived from the replication address)
+    #[arg(long = "node-id")]
+    pub node_id: Option<u16>,
+    /// Seconds of silence after which a peer link is dropped and redialled (default 3)
+    #[arg(long = "repl-timeout")]
+    pub repl_timeout: Option<f64>,
+    /// Changes kept for a peer that is away, for a partial resync (default 64m)
+    #[arg(long = "repl-backlog-size")]
+    pub repl_backlog_size: Option<String>,
     /// Read settings from this TOML file; flags override it
     #[arg(long = "config")]
     #[serde(skip)]
@@ -150,11 +168,15 @@ impl Args {
             options: port, udp_port, unix_socket, unix_mask, listen, user, memory_limit,
                 conn_limit, pidfile, slab_growth_factor, slab_min_size, prefix_delimiter, threads,
                 max_reqs_per_event, listen_backlog, protocol, max_item_size, auth_file,
-                memory_file, peer, replication_port, replication_queue;
+                memory_file, replication_port, replication_queue, repl_listen, repl_secret_file,
+                cluster, node_id, repl_timeout, repl_backlog_size;
             switches: enable_shutdown, daemon, enable_coredumps, lock_memory, enable_largepages,
                 disable_cas, enable_sasl, disable_flush_all, disable_evictions);
         if self.verbose == 0 {
             self.verbose = file.verbose;
+        }
+        if self.peer.is_empty() {
+            self.peer = file.peer.clone();
         }
         if self.extended.is_empty() {
             self.extended = file.extended.clone();

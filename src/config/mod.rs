@@ -101,18 +101,76 @@ pub struct ListenConfig {
     pub backlog: i32,
 }
 
-/// repcached's replication settings (used by the replication component).
-#[derive(Debug, Clone, Default)]
+/// A peer to dial: the host is resolved again at every attempt (addresses change).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerAddr {
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::fmt::Display for PeerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Replication settings: repcached's `-x`/`-X`, and the general form.
+#[derive(Debug, Clone)]
 pub struct ReplicationConfig {
-    /// `-x`: the peer to pair with.
-    pub peer: Option<String>,
+    /// `-x HOST[:PORT]` / `--peer`, repeatable: the nodes to pair with.
+    pub peers: Vec<PeerAddr>,
     /// `-X`: the port to listen on for peers.
     pub listen_port: u16,
-    /// `-X LISTEN:CONNECT`: the peer's port, when it differs.
+    /// `-X LISTEN:CONNECT`: the peers' port, for a `-x` host given without one.
     pub connect_port: u16,
-    /// `-q`: replication queue length.
+    /// `--repl-listen ADDR:PORT`; None: `listen_port` at the first `-l` address.
+    pub listen: Option<String>,
+    /// The shared secret (`--repl-secret-file`'s content, trailing newline removed).
+    pub secret: Option<Vec<u8>>,
+    pub cluster: String,
+    /// `--node-id`; None: derived from the replication address.
+    pub node_id: Option<u16>,
+    /// `--repl-timeout`: silence after which a link is dropped.
+    pub timeout: std::time::Duration,
+    /// `--repl-backlog-size`: changes kept per store for peers that are away.
+    pub backlog_bytes: usize,
+    /// `-q`: repcached's queue length, accepted; the backlog is sized in bytes instead.
     pub queue: Option<usize>,
 }
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        ReplicationConfig {
+            peers: Vec::new(),
+            listen_port: DEFAULT_REPLICATION_PORT,
+            connect_port: DEFAULT_REPLICATION_PORT,
+            listen: None,
+            secret: None,
+            cluster: DEFAULT_CLUSTER.to_string(),
+            node_id: None,
+            timeout: std::time::Duration::from_secs(3),
+            backlog_bytes: crate::store::DEFAULT_FEED_BYTES,
+            queue: None,
+        }
+    }
+}
+
+impl ReplicationConfig {
+    /// Replication runs when a peer is named or a replication address is given.
+    pub fn enabled(&self) -> bool {
+        !self.peers.is_empty() || self.listen.is_some()
+    }
+}
+
+/// The cluster name nodes use unless told otherwise.
+pub const DEFAULT_CLUSTER: &str = "repcached";
+/// How long delete markers are kept when replicating: a peer away for less gets the delete
+/// itself; one away longer is still protected by what the store remembers of them.
+pub const REPLICATED_TOMBSTONE_SECS: u32 = 3600;
 
 /// `-B`: the protocols a connection may speak (memcached's names, as `stats settings`
 /// shows them).
@@ -188,12 +246,7 @@ impl Default for Config {
                 backlog: DEFAULT_BACKLOG,
             },
             store: StoreConfig::default(),
-            replication: ReplicationConfig {
-                peer: None,
-                listen_port: DEFAULT_REPLICATION_PORT,
-                connect_port: DEFAULT_REPLICATION_PORT,
-                queue: None,
-            },
+            replication: ReplicationConfig::default(),
             threads: DEFAULT_THREADS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             verbose: 0,
@@ -365,14 +418,42 @@ impl Config {
         if c.sasl && c.auth_file.is_some() {
             return Err(invalid("-S and -Y cannot be used together: SASL needs the binary protocol, -Y the ascii one".into()));
         }
-        c.replication.peer = args.peer.clone();
-        if let Some(x) = &args.replication_port {
-            let (l, r) = validate::parse_replication_port(x)?;
-            c.replication.listen_port = l;
-            c.replication.connect_port = r;
+        replication_from(&mut c.replication, &args)?;
+        if c.replication.enabled() {
+            c.store.tombstone_secs = REPLICATED_TOMBSTONE_SECS;
+            c.store.feed_bytes = c.replication.backlog_bytes;
         }
-        c.replication.queue = args.replication_queue;
         validate::validate(&c)?;
         Ok(c)
     }
+}
+
+/// The replication settings from the flags (or the config file's keys).
+fn replication_from(r: &mut ReplicationConfig, args: &Args) -> Result<(), ConfigError> {
+    if let Some(x) = &args.replication_port {
+        let (l, c) = validate::parse_replication_port(x)?;
+        r.listen_port = l;
+        r.connect_port = c;
+    }
+    r.peers = args
+        .peer
+        .iter()
+        .map(|p| validate::parse_peer(p, r.connect_port))
+        .collect::<Result<_, _>>()?;
+    r.listen = args.repl_listen.clone();
+    if let Some(path) = &args.repl_secret_file {
+        r.secret = Some(validate::read_secret(path)?);
+    }
+    if let Some(name) = &args.cluster {
+        r.cluster = name.clone();
+    }
+    r.node_id = args.node_id;
+    if let Some(t) = args.repl_timeout {
+        r.timeout = validate::parse_timeout(t)?;
+    }
+    if let Some(b) = &args.repl_backlog_size {
+        r.backlog_bytes = validate::parse_size(b)?;
+    }
+    r.queue = args.replication_queue;
+    Ok(())
 }

@@ -164,6 +164,66 @@ pub fn parse_replication_port(s: &str) -> Result<(u16, u16), ConfigError> {
     }
 }
 
+/// `-x HOST`, `-x HOST:PORT` or `-x [V6]:PORT`; a bare host takes `default_port`.
+pub fn parse_peer(s: &str, default_port: u16) -> Result<super::PeerAddr, ConfigError> {
+    let bad = || {
+        ConfigError::Invalid(format!(
+            "-x {s}: give a peer as HOST or HOST:PORT, like -x 127.0.0.3 or --peer 127.0.0.3:11212"
+        ))
+    };
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let (h, tail) = rest.split_once(']').ok_or_else(bad)?;
+        match tail.strip_prefix(':') {
+            Some(p) => (h, p.parse().map_err(|_| bad())?),
+            None if tail.is_empty() => (h, default_port),
+            None => return Err(bad()),
+        }
+    } else {
+        match s.rsplit_once(':') {
+            Some((h, p)) if !h.contains(':') => (h, p.parse().map_err(|_| bad())?),
+            Some(_) => (s, default_port),
+            None => (s, default_port),
+        }
+    };
+    if host.is_empty() || port == 0 {
+        return Err(bad());
+    }
+    Ok(super::PeerAddr {
+        host: host.to_string(),
+        port,
+    })
+}
+
+/// The shared replication secret: the file's content, without a trailing newline.
+pub fn read_secret(path: &std::path::Path) -> Result<Vec<u8>, ConfigError> {
+    let mut bytes = std::fs::read(path).map_err(|e| {
+        ConfigError::Invalid(format!(
+            "cannot read --repl-secret-file {}: {e}; give a readable file holding the secret shared by all nodes",
+            path.display()
+        ))
+    })?;
+    while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        bytes.pop();
+    }
+    if bytes.is_empty() {
+        return Err(ConfigError::Invalid(format!(
+            "--repl-secret-file {} is empty; put the secret shared by all nodes in it",
+            path.display()
+        )));
+    }
+    Ok(bytes)
+}
+
+/// `--repl-timeout SECS`: between 0.1 and 3600.
+pub fn parse_timeout(secs: f64) -> Result<std::time::Duration, ConfigError> {
+    if !(0.1..=3600.0).contains(&secs) {
+        return Err(ConfigError::Invalid(format!(
+            "--repl-timeout {secs}: give seconds between 0.1 and 3600, like --repl-timeout 3"
+        )));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
 /// Cross-field rules.
 pub fn validate(c: &Config) -> Result<(), ConfigError> {
     let bad = |m: &str| Err(ConfigError::Invalid(m.to_string()));
@@ -208,10 +268,16 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
     {
         return bad("nothing to listen on: give -p PORT or -s SOCKET");
     }
-    if c.replication.peer.is_some()
-        && c.listen.port == super::PortSpec::Fixed(c.replication.listen_port)
+    let r = &c.replication;
+    if r.enabled() && r.listen.is_none() && c.listen.port == super::PortSpec::Fixed(r.listen_port)
     {
         return bad("-X: the replication port must differ from the client port -p");
+    }
+    if r.node_id == Some(0) {
+        return bad("--node-id 0 is reserved for a standalone server: give 1-65535");
+    }
+    if r.cluster.is_empty() || r.cluster.len() > 255 {
+        return bad("--cluster: give a name of 1-255 characters");
     }
     Ok(())
 }

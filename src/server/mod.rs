@@ -63,6 +63,8 @@ pub enum ServerError {
         what: &'static str,
     },
     #[error("{0}")]
+    Replication(#[from] crate::replication::node::StartError),
+    #[error("{0}")]
     Io(#[from] std::io::Error),
 }
 
@@ -136,6 +138,9 @@ pub struct Shared {
     pub counts: PerWorker,
     /// Per-prefix counters (`stats detail`).
     pub detail: detail::PrefixStats,
+    /// The replication component, when peers are configured; set once the server runs
+    /// (after a daemonizing fork, which threads would not survive).
+    pub replication: std::sync::OnceLock<crate::replication::Replication>,
     curr_conns: AtomicU64,
     total_conns: AtomicU64,
     rejected_conns: AtomicU64,
@@ -267,6 +272,8 @@ impl Shared {
 pub struct Server {
     shared: Arc<Shared>,
     bound: Bound,
+    /// The replication listener, bound with the others, started by [`Server::run`].
+    replication: Option<crate::replication::node::Bound>,
     udp: Vec<std::net::UdpSocket>,
 }
 
@@ -296,7 +303,18 @@ impl Server {
         };
         let bound = listener::bind(&config.listen)?;
         let udp = udp::bind(&config.listen)?;
-        let store = Store::new(config.store.clone(), clock.clone());
+        let mut store_cfg = config.store.clone();
+        let replication = if config.replication.enabled() {
+            // Peers listen at the first -l address unless told otherwise.
+            let host = config.listen.addrs.iter().flat_map(|a| a.split(',')).next();
+            let host = host.filter(|h| !h.is_empty()).unwrap_or("0.0.0.0");
+            let r = crate::replication::Replication::bind(&config.replication, host)?;
+            store_cfg.node = r.node();
+            Some(r)
+        } else {
+            None
+        };
+        let store = Store::new(store_cfg, clock.clone());
         let (tx, _) = watch::channel(false);
         let config_threads = config.threads.max(1);
         // Validation keeps -D to one ASCII character.
@@ -318,6 +336,7 @@ impl Server {
             clock,
             counts: PerWorker::new(config_threads),
             detail: detail::PrefixStats::new(delimiter),
+            replication: std::sync::OnceLock::new(),
             curr_conns: AtomicU64::new(0),
             total_conns: AtomicU64::new(0),
             rejected_conns: AtomicU64::new(0),
@@ -326,7 +345,12 @@ impl Server {
             conns: Mutex::new(HashMap::new()),
             shutdown: tx,
         });
-        Ok(Server { shared, bound, udp })
+        Ok(Server {
+            shared,
+            bound,
+            replication,
+            udp,
+        })
     }
 
     /// The UDP addresses bound (`-U`; none when it is 0).
@@ -354,6 +378,9 @@ impl Server {
     /// or [`Shared::shutdown`]), then lets open connections finish and returns.
     pub async fn run(self) -> Result<(), ServerError> {
         let shared = self.shared;
+        if let Some(r) = self.replication {
+            let _ = shared.replication.set(r.start(shared.store.clone())?);
+        }
         let workers = Arc::new(worker::Workers::start(&shared)?);
         listener::spawn_accept_loops(self.bound, shared.clone(), workers.clone())?;
         let udp = udp::spawn(self.udp, &shared)?;

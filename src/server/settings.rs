@@ -87,8 +87,14 @@ pub fn write(sh: &Shared, out: &mut Vec<u8>) {
     stat(
         out,
         "replication_peer",
-        c.replication.peer.as_deref().unwrap_or("NULL"),
+        peers_text(c).as_deref().unwrap_or("NULL"),
     );
     stat(out, "replication_port", c.replication.listen_port);
     stat(out, "memory_file", "NULL");
+}
+
+/// The configured peers, comma-separated; None without any.
+fn peers_text(c: &crate::config::Config) -> Option<String> {
+    let p = &c.replication.peers;
+    (!p.is_empty()).then(|| p.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(","))
 }

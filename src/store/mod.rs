@@ -896,6 +896,15 @@ impl Store {
         before
     }
 
+    /// Everything stamped below this has been flushed, on every shard: what a peer that
+    /// lost flush records must still be told.
+    pub fn flushed_below(&self) -> u64 {
+        (0..self.inner.shards.len())
+            .map(|i| self.lock(i).flushes.below())
+            .min()
+            .unwrap_or(0)
+    }
+
     /// Takes a flush into every shard; false if every shard knew it already.
     fn flush_shards(&self, before: u64, at: u32, now: u32) -> bool {
         let mut changed = false;

@@ -31,6 +31,28 @@ pub fn write(s: &mut Session<'_>, group: &[u8], arg: &[u8], out: &mut Vec<u8>) {
                 segments: sh.store.segment_count(),
             };
             stats::write_general(out, &g);
+            if let Some(r) = sh.replication.get() {
+                stat(out, "replication_node_id", r.node().0);
+                stat(out, "replication_peers", r.configured().len());
+                stat(out, "replication_peers_connected", r.connected());
+            }
+        }
+        b"replication" => {
+            if let Some(r) = sh.replication.get() {
+                stat(out, "node_id", r.node().0);
+                stat(out, "listen", r.listen_addr());
+                for p in r.peer_stats() {
+                    let n = p.node.0;
+                    stat(out, &format!("peer:{n}:state"), p.state.name());
+                    stat(out, &format!("peer:{n}:lag_writes"), p.lag);
+                    stat(out, &format!("peer:{n}:full_syncs"), p.full_syncs);
+                    stat(out, &format!("peer:{n}:received"), p.received);
+                    if let Some((e, ago)) = &p.last_error {
+                        stat(out, &format!("peer:{n}:last_error"), e);
+                        stat(out, &format!("peer:{n}:last_error_secs_ago"), ago);
+                    }
+                }
+            }
         }
         b"settings" => super::super::settings::write(sh, out),
         b"items" => {

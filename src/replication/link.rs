@@ -1,0 +1,326 @@
+//! One connection between two nodes: the handshake, then each side streams its changes to
+//! the other and applies what it receives.
+//!
+//! Sending: a full resync first when the peer is new or was restarted (or lost records),
+//! as a snapshot from the store's scan, while the feed reader created before it collects
+//! every change made meanwhile; then the feed, batch after batch, as the socket takes them
+//! (so a slow peer holds back only its own reader, whose ring is bounded). Changes that
+//! came from this peer are not sent back. A quiet link carries heartbeats, and a link that
+//! hears nothing for the timeout is dropped.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+
+use super::handshake::{self, Local};
+use super::node::{Inner, Registered, State};
+use super::wire::{self, Frame, PROTOCOL_VERSION};
+use crate::store::{
+    Applied, Cursor, FeedReader, Kind, NodeId, Record, RemoteChange, RemoteState, Version,
+};
+
+/// Bytes of changes per frame.
+const BATCH_BYTES: usize = 256 << 10;
+
+/// Why a link ended.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("bad frame from peer: {0}")]
+    Wire(#[from] wire::WireError),
+    #[error("peer closed the connection")]
+    Closed,
+    #[error("no word from peer for {0:?}: link dropped")]
+    Silent(Duration),
+    /// This node refuses the peer; the reason is sent to it too.
+    #[error("{0}")]
+    Refused(String),
+    /// The peer refused this node.
+    #[error("peer refused this node: {0}")]
+    RefusedBy(String),
+    #[error("peer broke the protocol: {0}")]
+    Protocol(&'static str),
+    #[error("too many peers reading this node's changes")]
+    Full,
+}
+
+/// Reads frames off a socket half.
+struct Frames {
+    rd: OwnedReadHalf,
+    buf: BytesMut,
+    timeout: Duration,
+}
+
+impl Frames {
+    async fn next(&mut self) -> Result<Frame, LinkError> {
+        loop {
+            if let Some(f) = wire::decode(&mut self.buf)? {
+                return Ok(f);
+            }
+            self.buf.reserve(64 << 10);
+            let read = tokio::time::timeout(self.timeout, self.rd.read_buf(&mut self.buf));
+            match read.await {
+                Err(_) => return Err(LinkError::Silent(self.timeout)),
+                Ok(Ok(0)) => return Err(LinkError::Closed),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+async fn send(wr: &mut OwnedWriteHalf, frame: &Frame) -> Result<(), LinkError> {
+    let mut out = BytesMut::new();
+    wire::encode(frame, &mut out);
+    wr.write_all(&out).await?;
+    Ok(())
+}
+
+/// Runs one connection to its end. `dialed`: the configured address this node dialled, or
+/// None for a connection a peer opened.
+pub async fn run(
+    inner: Arc<Inner>,
+    stream: TcpStream,
+    dialed: Option<&str>,
+) -> Result<(), LinkError> {
+    let _ = stream.set_nodelay(true);
+    let (rd, mut wr) = stream.into_split();
+    let mut frames = Frames {
+        rd,
+        buf: BytesMut::with_capacity(64 << 10),
+        timeout: inner.timeout,
+    };
+    let local: &Local = &inner.local;
+    let nonce = handshake::new_nonce();
+    let hello = Frame::Hello {
+        version: PROTOCOL_VERSION,
+        cluster: local.cluster.clone(),
+        node: local.node,
+        run: local.run,
+        nonce,
+    };
+    send(&mut wr, &hello).await?;
+    let (peer, peer_run, peer_nonce) = match frames.next().await? {
+        Frame::Hello {
+            version,
+            cluster,
+            node,
+            run,
+            nonce,
+        } => {
+            if let Err(why) = handshake::check_hello(local, version, &cluster, node) {
+                return refuse(&mut wr, why).await;
+            }
+            (node, run, nonce)
+        }
+        Frame::Refuse { reason } => return Err(LinkError::RefusedBy(reason)),
+        _ => return Err(LinkError::Protocol("expected a hello")),
+    };
+    let mac = handshake::proof(local, &peer_nonce, &nonce);
+    send(&mut wr, &Frame::Proof { mac }).await?;
+    match frames.next().await? {
+        Frame::Proof { mac } => {
+            if let Err(why) = handshake::verify(local, peer, &peer_nonce, &nonce, &mac) {
+                return refuse(&mut wr, why).await;
+            }
+        }
+        Frame::Refuse { reason } => return Err(LinkError::RefusedBy(reason)),
+        _ => return Err(LinkError::Protocol("expected a proof")),
+    }
+    let dialer = match dialed {
+        Some(name) => {
+            inner.learn(name, peer);
+            local.node
+        }
+        None => peer,
+    };
+    let Registered {
+        id,
+        cancel,
+        reader,
+        full,
+    } = match inner.register(peer, peer_run, dialer) {
+        Some(r) => r,
+        // The other connection between the two nodes is the one kept.
+        None => return Ok(()),
+    };
+    let mut reader = match reader {
+        Some(r) => r,
+        None => {
+            inner.unregister(peer, id, None);
+            return Err(LinkError::Full);
+        }
+    };
+    inner.set_state(peer, if full { State::FullSync } else { State::Streaming });
+    let notify = Arc::new(Notify::new());
+    let n = notify.clone();
+    reader.set_waker(Arc::new(move || n.notify_one()));
+    let heartbeat = inner.timeout / 3;
+    let result = tokio::select! {
+        r = send_changes(&inner, &mut wr, &mut reader, &notify, peer, full, heartbeat) => r,
+        r = receive(&inner, &mut frames, peer) => r,
+        _ = cancel.cancelled() => Ok(()),
+    };
+    inner.unregister(peer, id, Some(reader));
+    result
+}
+
+async fn refuse(wr: &mut OwnedWriteHalf, why: String) -> Result<(), LinkError> {
+    let _ = send(wr, &Frame::Refuse { reason: why.clone() }).await;
+    let _ = wr.shutdown().await;
+    Err(LinkError::Refused(why))
+}
+
+/// Streams this node's changes: a snapshot first if `full`, then the feed.
+async fn send_changes(
+    inner: &Inner,
+    wr: &mut OwnedWriteHalf,
+    reader: &mut FeedReader,
+    notify: &Notify,
+    peer: NodeId,
+    full: bool,
+    heartbeat: Duration,
+) -> Result<(), LinkError> {
+    let store = &inner.store;
+    let mut out = BytesMut::new();
+    if full {
+        send(wr, &Frame::SnapshotStart).await?;
+        snapshot(inner, wr, &mut out, None).await?;
+        send(wr, &Frame::SnapshotEnd).await?;
+        inner.count_full_sync(peer);
+    }
+    inner.set_state(peer, State::Streaming);
+    loop {
+        let batch = reader.read(BATCH_BYTES);
+        for lost in &batch.lost {
+            // The ring dropped changes this peer never got: copy that part again.
+            tracing::info!(
+                "replication: changes {}..{} for peer node {} were dropped from the backlog; resyncing",
+                lost.from,
+                lost.resume,
+                peer.0
+            );
+            match lost.shard {
+                Some(i) => snapshot(inner, wr, &mut out, Some(i)).await?,
+                None => {
+                    // Lost flushes: what they did, summed up as one.
+                    let below = store.flushed_below();
+                    let v = Version {
+                        stamp: below,
+                        node: inner.local.node,
+                    };
+                    out.clear();
+                    let rec = Record::flush(v, below, 0, None);
+                    wire::encode_changes(store.clock().now(), &[rec], &mut out);
+                    wr.write_all(&out).await?;
+                }
+            }
+            inner.count_full_sync(peer);
+        }
+        let mine: Vec<_> = batch
+            .records
+            .into_iter()
+            .filter(|r| r.origin() != Some(peer))
+            .collect();
+        if !mine.is_empty() {
+            out.clear();
+            wire::encode_changes(store.clock().now(), &mine, &mut out);
+            wr.write_all(&out).await?;
+            continue;
+        }
+        tokio::select! {
+            _ = notify.notified() => {}
+            _ = tokio::time::sleep(heartbeat) => send(wr, &Frame::Heartbeat).await?,
+        }
+    }
+}
+
+/// Sends every key's state held now: of all shards, or of shard `only`.
+async fn snapshot(
+    inner: &Inner,
+    wr: &mut OwnedWriteHalf,
+    out: &mut BytesMut,
+    only: Option<usize>,
+) -> Result<(), LinkError> {
+    let store = &inner.store;
+    let (mut cursor, shard) = match only {
+        Some(i) => (Some(Cursor::of_shard(i)), Some(i)),
+        None => (Some(Cursor::default()), None),
+    };
+    while let Some(c) = cursor {
+        if shard.is_some_and(|i| c.shard() != i) {
+            break;
+        }
+        let now = store.clock().now();
+        let (records, next) = store.scan(c, BATCH_BYTES, now);
+        cursor = next;
+        if records.is_empty() {
+            continue;
+        }
+        out.clear();
+        wire::encode_changes(now, &records, out);
+        wr.write_all(out).await?;
+    }
+    Ok(())
+}
+
+/// Applies what the peer sends until the link ends.
+async fn receive(inner: &Inner, frames: &mut Frames, peer: NodeId) -> Result<(), LinkError> {
+    let store = &inner.store;
+    loop {
+        match frames.next().await? {
+            Frame::Changes { now, records } => {
+                let my_now = store.clock().now();
+                for rec in &records {
+                    let version = rec.version();
+                    match rec.kind() {
+                        Kind::Flush => {
+                            let at = match rec.flush_at() {
+                                0 => 0,
+                                at => super::expiry::local_exptime(at, now, my_now),
+                            };
+                            store.apply_flush(version, rec.flush_before(), at, peer, my_now);
+                        }
+                        kind => {
+                            let state = if kind == Kind::Live {
+                                RemoteState::Live {
+                                    value: rec.value(),
+                                    flags: rec.flags(),
+                                    exptime: super::expiry::local_exptime(rec.exptime(), now, my_now),
+                                }
+                            } else {
+                                RemoteState::Deleted
+                            };
+                            let change = RemoteChange {
+                                key: rec.key(),
+                                state,
+                                version,
+                                origin: peer,
+                            };
+                            match store.apply(&change, my_now) {
+                                Ok(Applied::FromTheFuture) => inner.note_error(
+                                    peer,
+                                    "a change stamped over an hour ahead of this node's clock was refused: check both clocks",
+                                ),
+                                Ok(_) => {}
+                                Err(e) => tracing::debug!("replication: change not applied: {e}"),
+                            }
+                        }
+                    }
+                }
+                inner.count_received(peer, records.len());
+            }
+            Frame::Heartbeat | Frame::SnapshotStart | Frame::SnapshotEnd => {}
+            Frame::Refuse { reason } => return Err(LinkError::RefusedBy(reason)),
+            Frame::Hello { .. } | Frame::Proof { .. } => {
+                return Err(LinkError::Protocol("a handshake frame after the handshake"))
+            }
+        }
+    }
+}
