@@ -16,4 +16,5 @@
 //! signed, so links belong on a trusted network or inside a tunnel.
 
 pub mod expiry;
+pub mod handshake;
 pub mod wire;
