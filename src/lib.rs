@@ -30,5 +30,6 @@
 
 pub mod config;
 pub mod protocol;
+pub mod replication;
 pub mod server;
 pub mod store;

@@ -1,0 +1,516 @@
+//! Replication frames: pure encoding and decoding, no I/O.
+//!
+//! Layout, little-endian: `len: u32` (bytes after it), `type: u8`, then the body.
+//!
+//! ```text
+//!  1 Hello          version u16, node u16, run u64, nonce [16], cluster str
+//!  2 Proof          mac [32]
+//!  3 Refuse         reason str
+//!  4 SnapshotStart  (empty)
+//!  5 SnapshotEnd    (empty)
+//!  6 Changes        now u32, count u32, count × (len u32, record bytes)
+//!  7 Heartbeat      (empty)
+//!  str = len u16 (at most MAX_STRING) + UTF-8
+//! ```
+//!
+//! Hello and Refuse keep this layout in every protocol version, so any release can read
+//! another's Hello and refuse it with a reason the operator can act on.
+//!
+//! Decoding is strict: a body must be exactly as long as its fields, and records must be
+//! canonical, so every accepted frame has one encoding. After an error the stream is out of
+//! step and the link must be dropped.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use crate::store::record::RecordError;
+use crate::store::{NodeId, Record};
+
+/// The replication protocol version this build speaks.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Largest frame accepted: a batch of changes holds at most a few MB; a peer announcing more
+/// is broken.
+pub const MAX_FRAME: usize = 64 << 20;
+/// Longest cluster name or refusal reason, in bytes.
+pub const MAX_STRING: usize = 1024;
+
+const HELLO: u8 = 1;
+const PROOF: u8 = 2;
+const REFUSE: u8 = 3;
+const SNAPSHOT_START: u8 = 4;
+const SNAPSHOT_END: u8 = 5;
+const CHANGES: u8 = 6;
+const HEARTBEAT: u8 = 7;
+
+/// The smallest record (a header) plus its length prefix: bounds a claimed record count.
+const MIN_RECORD: usize = 4 + 32;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// First frame each side sends.
+    Hello {
+        version: u16,
+        cluster: String,
+        node: NodeId,
+        run: u64,
+        nonce: [u8; 16],
+    },
+    /// HMAC proof that the sender knows the secret (all zeros when no secret is configured).
+    Proof { mac: [u8; 32] },
+    /// Why the sender refuses the link; it closes the connection after this.
+    Refuse { reason: String },
+    /// The sender starts a full copy of its data (a snapshot follows as Changes frames).
+    SnapshotStart,
+    /// The snapshot is complete.
+    SnapshotEnd,
+    /// Changes, as store records; `now` is the sender's relative second when it sent them,
+    /// so the receiver can turn each record's expiry into a remaining lifetime.
+    Changes { now: u32, records: Vec<Record> },
+    /// Keeps a quiet link alive; its absence for the timeout means the link is dead.
+    Heartbeat,
+}
+
+/// Why bytes from a peer are not a frame. Any of these means the peer is broken or not a
+/// repcached node, and the link should be dropped.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("unknown replication frame type {0}")]
+    UnknownType(u8),
+    #[error("replication frame of {len} bytes exceeds the {max}-byte limit")]
+    Oversized { len: usize, max: usize },
+    #[error("malformed {frame} frame: {problem}")]
+    Malformed {
+        frame: &'static str,
+        problem: &'static str,
+    },
+    #[error("bad record in a Changes frame: {0}")]
+    Record(#[from] RecordError),
+    #[error("string of {len} bytes in a {frame} frame exceeds the {max}-byte limit")]
+    StringTooLong {
+        frame: &'static str,
+        len: usize,
+        max: usize,
+    },
+    #[error("string in a {frame} frame is not UTF-8")]
+    NotUtf8 { frame: &'static str },
+}
+
+/// Appends the encoding of `frame` to `out`. Records are written as their existing bytes
+/// (not re-encoded). A string over [`MAX_STRING`] is cut at a character boundary; the
+/// caller keeps a Changes batch under [`MAX_FRAME`], or the peer refuses it.
+pub fn encode(frame: &Frame, out: &mut BytesMut) {
+    let ty = match frame {
+        Frame::Changes { now, records } => return encode_changes(*now, records, out),
+        Frame::Hello { .. } => HELLO,
+        Frame::Proof { .. } => PROOF,
+        Frame::Refuse { .. } => REFUSE,
+        Frame::SnapshotStart => SNAPSHOT_START,
+        Frame::SnapshotEnd => SNAPSHOT_END,
+        Frame::Heartbeat => HEARTBEAT,
+    };
+    let start = out.len();
+    out.put_u32_le(0); // the length, once known
+    out.put_u8(ty);
+    match frame {
+        Frame::Hello {
+            version,
+            cluster,
+            node,
+            run,
+            nonce,
+        } => {
+            out.put_u16_le(*version);
+            out.put_u16_le(node.0);
+            out.put_u64_le(*run);
+            out.put_slice(nonce);
+            put_str(out, cluster);
+        }
+        Frame::Proof { mac } => out.put_slice(mac),
+        Frame::Refuse { reason } => put_str(out, reason),
+        _ => {}
+    }
+    let len = (out.len() - start - 4) as u32;
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+}
+
+/// Encodes a Changes frame straight from records a reader got (so a batch is not cloned
+/// into a Frame first).
+pub fn encode_changes(now: u32, records: &[Record], out: &mut BytesMut) {
+    let body: usize = records.iter().map(|r| 4 + r.len()).sum();
+    let len = 1 + 8 + body;
+    out.reserve(4 + len);
+    out.put_u32_le(len as u32);
+    out.put_u8(CHANGES);
+    out.put_u32_le(now);
+    out.put_u32_le(records.len() as u32);
+    for r in records {
+        out.put_u32_le(r.len() as u32);
+        out.put_slice(r.as_bytes());
+    }
+}
+
+/// Takes one complete frame off the front of `buf`; Ok(None) while it is incomplete (not an
+/// error). Record bodies are split off `buf` without copying (Bytes), so they keep the read
+/// buffer's allocation alive until dropped.
+///
+/// The length and the type are checked as soon as they arrive, so a hostile header fails at
+/// once rather than after the peer has been waited on for a body.
+pub fn decode(buf: &mut BytesMut) -> Result<Option<Frame>, WireError> {
+    let Some(&[a, b, c, d]) = buf.get(..4) else {
+        return Ok(None);
+    };
+    let len = u32::from_le_bytes([a, b, c, d]) as usize;
+    if len > MAX_FRAME {
+        return Err(WireError::Oversized {
+            len,
+            max: MAX_FRAME,
+        });
+    }
+    if len == 0 {
+        return Err(malformed("replication", "no frame type"));
+    }
+    let Some(&ty) = buf.get(4) else {
+        return Ok(None);
+    };
+    let name = frame_name(ty)?;
+    if buf.len() < 4 + len {
+        return Ok(None);
+    }
+    buf.advance(5);
+    let mut body = Body {
+        b: buf.split_to(len - 1).freeze(),
+        frame: name,
+    };
+    let frame = match ty {
+        HELLO => Frame::Hello {
+            version: body.u16()?,
+            node: NodeId(body.u16()?),
+            run: body.u64()?,
+            nonce: body.array()?,
+            cluster: body.string()?,
+        },
+        PROOF => Frame::Proof { mac: body.array()? },
+        REFUSE => Frame::Refuse {
+            reason: body.string()?,
+        },
+        SNAPSHOT_START => Frame::SnapshotStart,
+        SNAPSHOT_END => Frame::SnapshotEnd,
+        HEARTBEAT => Frame::Heartbeat,
+        _ => {
+            // CHANGES: `frame_name` let only known types through.
+            let now = body.u32()?;
+            let count = body.u32()? as usize;
+            if count > body.b.len() / MIN_RECORD {
+                return Err(malformed(name, "more records than the frame can hold"));
+            }
+            let mut records = Vec::with_capacity(count);
+            for _ in 0..count {
+                let n = body.u32()? as usize;
+                records.push(Record::decode(body.take(n)?)?);
+            }
+            Frame::Changes { now, records }
+        }
+    };
+    if !body.b.is_empty() {
+        return Err(malformed(name, "bytes after the body"));
+    }
+    Ok(Some(frame))
+}
+
+fn put_str(out: &mut BytesMut, s: &str) {
+    let mut end = s.len().min(MAX_STRING);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    out.put_u16_le(end as u16);
+    out.put_slice(&s.as_bytes()[..end]);
+}
+
+fn frame_name(ty: u8) -> Result<&'static str, WireError> {
+    Ok(match ty {
+        HELLO => "Hello",
+        PROOF => "Proof",
+        REFUSE => "Refuse",
+        SNAPSHOT_START => "SnapshotStart",
+        SNAPSHOT_END => "SnapshotEnd",
+        CHANGES => "Changes",
+        HEARTBEAT => "Heartbeat",
+        _ => return Err(WireError::UnknownType(ty)),
+    })
+}
+
+fn malformed(frame: &'static str, problem: &'static str) -> WireError {
+    WireError::Malformed { frame, problem }
+}
+
+/// A frame's body being read; every read checks what is left first.
+struct Body {
+    b: Bytes,
+    frame: &'static str,
+}
+
+impl Body {
+    fn take(&mut self, n: usize) -> Result<Bytes, WireError> {
+        if self.b.len() < n {
+            return Err(malformed(self.frame, "body too short"));
+        }
+        Ok(self.b.split_to(n))
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], WireError> {
+        let mut a = [0; N];
+        a.copy_from_slice(&self.take(N)?);
+        Ok(a)
+    }
+
+    fn u16(&mut self) -> Result<u16, WireError> {
+        self.array().map(u16::from_le_bytes)
+    }
+
+    fn u32(&mut self) -> Result<u32, WireError> {
+        self.array().map(u32::from_le_bytes)
+    }
+
+    fn u64(&mut self) -> Result<u64, WireError> {
+        self.array().map(u64::from_le_bytes)
+    }
+
+    fn string(&mut self) -> Result<String, WireError> {
+        let len = usize::from(self.u16()?);
+        if len > MAX_STRING {
+            return Err(WireError::StringTooLong {
+                frame: self.frame,
+                len,
+                max: MAX_STRING,
+            });
+        }
+        let bytes = self.take(len)?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| WireError::NotUtf8 { frame: self.frame })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Version;
+    use proptest::prelude::*;
+
+    fn v(stamp: u64, node: u16) -> Version {
+        Version {
+            stamp,
+            node: NodeId(node),
+        }
+    }
+
+    fn changes() -> Frame {
+        Frame::Changes {
+            now: 1234,
+            records: vec![
+                Record::live(b"k", b"value", 7, 99, v(5, 1), None),
+                Record::deleted(b"gone", v(6, 2), Some(NodeId(3))),
+                Record::flush(v(7, 1), 7 << 16, 40, None),
+            ],
+        }
+    }
+
+    fn every_kind() -> Vec<Frame> {
+        vec![
+            Frame::Hello {
+                version: PROTOCOL_VERSION,
+                cluster: "prod-eu ☃".into(),
+                node: NodeId(65535),
+                run: u64::MAX - 3,
+                nonce: [0xa5; 16],
+            },
+            Frame::Proof { mac: [7; 32] },
+            Frame::Refuse {
+                reason: "wrong cluster".into(),
+            },
+            Frame::SnapshotStart,
+            Frame::SnapshotEnd,
+            changes(),
+            Frame::Changes {
+                now: 0,
+                records: vec![],
+            },
+            Frame::Heartbeat,
+        ]
+    }
+
+    fn encoded(f: &Frame) -> BytesMut {
+        let mut out = BytesMut::new();
+        encode(f, &mut out);
+        out
+    }
+
+    fn decode_all(bytes: &[u8]) -> Result<Option<Frame>, WireError> {
+        decode(&mut BytesMut::from(bytes))
+    }
+
+    #[test]
+    fn every_frame_kind_round_trips() {
+        for f in every_kind() {
+            let mut buf = encoded(&f);
+            let len = u32::from_le_bytes(buf[..4].try_into().unwrap()) as usize;
+            assert_eq!(len + 4, buf.len(), "{f:?}");
+            assert_eq!(decode(&mut buf).unwrap(), Some(f.clone()));
+            assert!(buf.is_empty());
+        }
+    }
+
+    #[test]
+    fn changes_encode_the_same_either_way() {
+        let Frame::Changes { now, records } = changes() else {
+            unreachable!()
+        };
+        let mut direct = BytesMut::new();
+        encode_changes(now, &records, &mut direct);
+        assert_eq!(direct, encoded(&changes()));
+        // Each record goes out as the bytes the store encoded.
+        for r in &records {
+            assert!(direct.windows(r.len()).any(|w| w == &r.as_bytes()[..]));
+        }
+    }
+
+    #[test]
+    fn partial_frames_wait_and_leave_the_rest() {
+        let mut stream = encoded(&changes());
+        encode(&Frame::Heartbeat, &mut stream);
+        let first = encoded(&changes()).len();
+        let mut buf = BytesMut::new();
+        for (i, &byte) in stream.iter().enumerate() {
+            buf.put_u8(byte);
+            let got = decode(&mut buf).unwrap();
+            if i + 1 == first {
+                assert_eq!(got, Some(changes()));
+                assert!(buf.is_empty());
+            } else if i + 1 == stream.len() {
+                assert_eq!(got, Some(Frame::Heartbeat));
+            } else {
+                assert_eq!(got, None, "byte {i}");
+            }
+        }
+        // Both at once: one frame per call, the second left intact.
+        let mut both = stream.clone();
+        assert_eq!(decode(&mut both).unwrap(), Some(changes()));
+        assert_eq!(both, encoded(&Frame::Heartbeat));
+        assert_eq!(decode(&mut both).unwrap(), Some(Frame::Heartbeat));
+        assert_eq!(decode(&mut both).unwrap(), None);
+    }
+
+    #[test]
+    fn oversized_length_fails_before_the_body() {
+        let mut buf = BytesMut::from(&((MAX_FRAME + 1) as u32).to_le_bytes()[..]);
+        let err = decode(&mut buf).unwrap_err();
+        assert!(
+            matches!(err, WireError::Oversized { len, max: MAX_FRAME } if len == MAX_FRAME + 1)
+        );
+        assert!(err.to_string().contains(&MAX_FRAME.to_string()));
+        // The limit itself waits for its body.
+        let mut at_limit = BytesMut::from(&(MAX_FRAME as u32).to_le_bytes()[..]);
+        at_limit.put_u8(CHANGES);
+        assert!(decode(&mut at_limit).unwrap().is_none());
+    }
+
+    #[test]
+    fn unknown_type_fails_at_once() {
+        for ty in [0, 8, 255] {
+            let header = [100, 0, 0, 0, ty];
+            assert!(matches!(decode_all(&header), Err(WireError::UnknownType(t)) if t == ty));
+        }
+        assert!(matches!(
+            decode_all(&[0, 0, 0, 0]),
+            Err(WireError::Malformed { .. })
+        ));
+    }
+
+    /// Frame bytes with the length patched to fit the body.
+    fn frame(ty: u8, body: &[u8]) -> Vec<u8> {
+        let mut b = ((body.len() + 1) as u32).to_le_bytes().to_vec();
+        b.push(ty);
+        b.extend_from_slice(body);
+        b
+    }
+
+    #[test]
+    fn bad_bodies_are_errors() {
+        let is_malformed = |r| matches!(r, Err(WireError::Malformed { .. }));
+        // Every frame with its last byte cut off, or one byte added, as a whole frame.
+        for f in every_kind() {
+            let b = encoded(&f);
+            if b.len() > 5 {
+                assert!(is_malformed(decode_all(&frame(b[4], &b[5..b.len() - 1]))));
+            }
+            let mut extra = b[5..].to_vec();
+            extra.push(0);
+            assert!(is_malformed(decode_all(&frame(b[4], &extra))), "{f:?}");
+        }
+        // A record count the frame cannot hold is refused before reading records.
+        let mut huge = 0u32.to_le_bytes().to_vec();
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(is_malformed(decode_all(&frame(CHANGES, &huge))));
+        // A record that is not a record.
+        let mut bad = 0u32.to_le_bytes().to_vec();
+        bad.extend_from_slice(&1u32.to_le_bytes());
+        bad.extend_from_slice(&36u32.to_le_bytes());
+        bad.extend_from_slice(&[0xff; 36]);
+        assert!(matches!(
+            decode_all(&frame(CHANGES, &bad)),
+            Err(WireError::Record(_))
+        ));
+        // Strings: too long, not UTF-8.
+        let mut long = 1025u16.to_le_bytes().to_vec();
+        long.extend_from_slice(&[b'a'; 1025]);
+        assert!(matches!(
+            decode_all(&frame(REFUSE, &long)),
+            Err(WireError::StringTooLong { len: 1025, .. })
+        ));
+        assert!(matches!(
+            decode_all(&frame(REFUSE, &[2, 0, 0xc3, 0x28])),
+            Err(WireError::NotUtf8 { .. })
+        ));
+    }
+
+    #[test]
+    fn long_strings_are_cut_at_a_char_boundary() {
+        let f = Frame::Refuse {
+            reason: "é".repeat(MAX_STRING),
+        };
+        let Some(Frame::Refuse { reason }) = decode(&mut encoded(&f)).unwrap() else {
+            panic!("not a Refuse")
+        };
+        assert_eq!(reason, "é".repeat(MAX_STRING / 2));
+    }
+
+    /// Arbitrary bytes, or a valid frame with one byte changed or its end cut.
+    fn candidate() -> impl Strategy<Value = Vec<u8>> {
+        let frames = every_kind();
+        let edited = (
+            0..frames.len(),
+            any::<prop::sample::Index>(),
+            any::<u8>(),
+            0u8..3,
+        )
+            .prop_map(move |(i, at, byte, how)| {
+                let mut b = encoded(&frames[i]).to_vec();
+                let at = at.index(b.len());
+                match how {
+                    0 => b[at] = byte,
+                    1 => b.truncate(at),
+                    _ => {}
+                }
+                b
+            });
+        prop_oneof![proptest::collection::vec(any::<u8>(), 0..200), edited]
+    }
+
+    proptest! {
+        #[test]
+        fn decode_never_panics_and_accepts_only_canonical_frames(b in candidate()) {
+            let mut buf = BytesMut::from(&b[..]);
+            if let Ok(Some(f)) = decode(&mut buf) {
+                let used = b.len() - buf.len();
+                prop_assert_eq!(&encoded(&f)[..], &b[..used]);
+            }
+        }
+    }
+}
