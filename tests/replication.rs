@@ -18,16 +18,31 @@ struct Node {
 
 impl Node {
     fn start(ip: [u8; 4], port: u16, args: &[String]) -> Node {
+        Node::start_logging(ip, port, args, Stdio::null())
+    }
+
+    /// As [`Node::start`], with the log (stderr) going to `log`.
+    fn start_logging(ip: [u8; 4], port: u16, args: &[String], log: Stdio) -> Node {
         let addr = SocketAddr::from((ip, port));
         let child = Command::new(BIN)
-            .args(["-u", "root", "-l", &addr.ip().to_string(), "-p", &port.to_string()])
+            .args([
+                "-u",
+                "root",
+                "-l",
+                &addr.ip().to_string(),
+                "-p",
+                &port.to_string(),
+            ])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("spawn repcached");
-        assert!(wait_ready(addr, Duration::from_secs(10)), "node {addr} did not start");
+        assert!(
+            wait_ready(addr, Duration::from_secs(10)),
+            "node {addr} did not start"
+        );
         Node {
             child,
             addr,
@@ -98,12 +113,16 @@ fn get(c: &mut Client, key: &str) -> Option<String> {
     let text = String::from_utf8(out).unwrap();
     let mut lines = text.lines();
     let first = lines.next()?;
-    first.starts_with("VALUE").then(|| lines.next().unwrap_or("").to_string())
+    first
+        .starts_with("VALUE")
+        .then(|| lines.next().unwrap_or("").to_string())
 }
 
 fn sees(node: &Node, key: &str, want: Option<&str>) -> bool {
     let mut c = node.client();
-    eventually(Duration::from_secs(10), || get(&mut c, key).as_deref() == want)
+    eventually(Duration::from_secs(10), || {
+        get(&mut c, key).as_deref() == want
+    })
 }
 
 #[test]
@@ -111,7 +130,10 @@ fn the_seeds_pair_replicates_every_kind_of_change_both_ways() {
     let (a, b) = seed_pair(&[]);
     let (mut ca, mut cb) = (a.client(), b.client());
     ca.expect(b"set user:1 5 0 5\r\nalice\r\n", b"STORED\r\n");
-    assert!(sees(&b, "user:1", Some("alice")), "a set on one node reaches the other");
+    assert!(
+        sees(&b, "user:1", Some("alice")),
+        "a set on one node reaches the other"
+    );
     cb.expect(b"ms other 3 T0\r\nbob\r\n", b"HD\r\n");
     assert!(sees(&a, "other", Some("bob")), "and back");
     ca.expect(b"append user:1 0 0 2\r\n!!\r\n", b"STORED\r\n");
@@ -124,19 +146,36 @@ fn the_seeds_pair_replicates_every_kind_of_change_both_ways() {
     assert!(sees(&a, "user:1", None), "deletes replicate");
     // A CAS read on one node completes on the other: versions are the same everywhere.
     let out = String::from_utf8(ca.call_until(b"gets other\r\n", b"END\r\n")).unwrap();
-    let cas: u64 = out.lines().next().unwrap().rsplit(' ').next().unwrap().parse().unwrap();
-    cb.expect(format!("cas other 0 0 3 {cas}\r\nnew\r\n").as_bytes(), b"STORED\r\n");
+    let cas: u64 = out
+        .lines()
+        .next()
+        .unwrap()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    cb.expect(
+        format!("cas other 0 0 3 {cas}\r\nnew\r\n").as_bytes(),
+        b"STORED\r\n",
+    );
     assert!(sees(&a, "other", Some("new")));
     // A touch is a change too: the other node takes the new expiry (and version).
     cb.expect(b"touch other 1\r\n", b"TOUCHED\r\n");
     std::thread::sleep(Duration::from_millis(2200));
-    assert!(sees(&a, "other", None), "the touched expiry reached the other node");
+    assert!(
+        sees(&a, "other", None),
+        "the touched expiry reached the other node"
+    );
     ca.expect(b"set f 0 0 1\r\nx\r\n", b"STORED\r\n");
     assert!(sees(&b, "f", Some("x")));
     cb.expect(b"flush_all\r\n", b"OK\r\n");
     assert!(sees(&a, "f", None), "flush_all replicates");
     ca.expect(b"set after 0 0 1\r\ny\r\n", b"STORED\r\n");
-    assert!(sees(&b, "after", Some("y")), "writes after the flush survive");
+    assert!(
+        sees(&b, "after", Some("y")),
+        "writes after the flush survive"
+    );
     assert_eq!(cb.stat("replication_peers_connected"), "1");
 }
 
@@ -144,27 +183,46 @@ fn the_seeds_pair_replicates_every_kind_of_change_both_ways() {
 fn a_killed_node_comes_back_complete_and_nothing_deleted_returns() {
     let (a, mut b) = seed_pair(&[]);
     let mut ca = a.client();
-    for i in 0..200 {
-        ca.expect(format!("set k{i} 0 0 2\r\nv{}\r\n", i % 10).as_bytes(), b"STORED\r\n");
-    }
+    let batch = |c: &mut Client, lines: String| {
+        c.send(lines.as_bytes());
+        c.expect(b"mn\r\n", b"MN\r\n");
+    };
+    let sets = |range: std::ops::Range<u32>, p: char| -> String {
+        range
+            .map(|i| format!("set k{i} 0 0 2 noreply\r\n{p}{}\r\n", i % 10))
+            .collect()
+    };
+    batch(&mut ca, sets(0..200, 'v'));
     assert!(sees(&b, "k199", Some("v9")));
     b.kill();
     // Written while the other node is down.
-    for i in 200..400 {
-        ca.expect(format!("set k{i} 0 0 2\r\nw{}\r\n", i % 10).as_bytes(), b"STORED\r\n");
-    }
-    for i in 0..50 {
-        ca.expect(format!("delete k{i}\r\n").as_bytes(), b"DELETED\r\n");
-    }
+    batch(&mut ca, sets(200..400, 'w'));
+    batch(
+        &mut ca,
+        (0..50)
+            .map(|i| format!("delete k{i} noreply\r\n"))
+            .collect(),
+    );
     b.restart();
-    assert!(sees(&b, "k399", Some("w9")), "the restarted node gets what it missed");
+    assert!(
+        sees(&b, "k399", Some("w9")),
+        "the restarted node gets what it missed"
+    );
     let mut cb = b.client();
     for i in 50..400 {
-        let want = if i < 200 { format!("v{}", i % 10) } else { format!("w{}", i % 10) };
+        let want = if i < 200 {
+            format!("v{}", i % 10)
+        } else {
+            format!("w{}", i % 10)
+        };
         assert_eq!(get(&mut cb, &format!("k{i}")), Some(want), "k{i}");
     }
     for i in 0..50 {
-        assert_eq!(get(&mut cb, &format!("k{i}")), None, "deleted k{i} stays deleted");
+        assert_eq!(
+            get(&mut cb, &format!("k{i}")),
+            None,
+            "deleted k{i} stays deleted"
+        );
     }
     // And the same from the other side: the restarted node's writes reach the first.
     cb.expect(b"set fromb 0 0 1\r\nz\r\n", b"STORED\r\n");
@@ -187,19 +245,29 @@ fn a_three_node_mesh_pairs_by_itself() {
         })
         .collect();
     for (i, n) in nodes.iter().enumerate() {
-        n.client()
-            .expect(format!("set from{i} 0 0 1\r\n{i}\r\n").as_bytes(), b"STORED\r\n");
+        n.client().expect(
+            format!("set from{i} 0 0 1\r\n{i}\r\n").as_bytes(),
+            b"STORED\r\n",
+        );
     }
     for n in &nodes {
         for i in 0..3 {
             let v = i.to_string();
-            assert!(sees(n, &format!("from{i}"), Some(&v)), "write anywhere, read everywhere");
+            assert!(
+                sees(n, &format!("from{i}"), Some(&v)),
+                "write anywhere, read everywhere"
+            );
         }
     }
     nodes[2].kill();
-    nodes[0].client().expect(b"set late 0 0 1\r\nL\r\n", b"STORED\r\n");
+    nodes[0]
+        .client()
+        .expect(b"set late 0 0 1\r\nL\r\n", b"STORED\r\n");
     nodes[2].restart();
-    assert!(sees(&nodes[2], "late", Some("L")), "a member that comes back is complete");
+    assert!(
+        sees(&nodes[2], "late", Some("L")),
+        "a member that comes back is complete"
+    );
     assert!(sees(&nodes[2], "from1", Some("1")));
 }
 
@@ -211,20 +279,45 @@ fn a_wrong_secret_is_refused_and_said_once() {
     std::fs::write(&s2, "wrong\n").unwrap();
     let (port, rport) = (free_port(), free_port());
     let r = rport.to_string();
-    let a = Node::start(
+    let log = dir.0.join("a.log");
+    let a = Node::start_logging(
         [127, 0, 0, 7],
         port,
-        &args(&["-X", &r, "-x", "127.0.0.8", "--repl-secret-file", s1.to_str().unwrap()]),
+        &args(&[
+            "-X",
+            &r,
+            "-x",
+            "127.0.0.8",
+            "--repl-secret-file",
+            s1.to_str().unwrap(),
+        ]),
+        Stdio::from(std::fs::File::create(&log).unwrap()),
     );
     let b = Node::start(
         [127, 0, 0, 8],
         port,
-        &args(&["-X", &r, "-x", "127.0.0.7", "--repl-secret-file", s2.to_str().unwrap()]),
+        &args(&[
+            "-X",
+            &r,
+            "-x",
+            "127.0.0.7",
+            "--repl-secret-file",
+            s2.to_str().unwrap(),
+        ]),
     );
     a.client().expect(b"set k 0 0 1\r\nx\r\n", b"STORED\r\n");
     std::thread::sleep(Duration::from_secs(1));
-    assert_eq!(get(&mut b.client(), "k"), None, "nothing crosses without the secret");
+    assert_eq!(
+        get(&mut b.client(), "k"),
+        None,
+        "nothing crosses without the secret"
+    );
     assert_eq!(a.client().stat("replication_peers_connected"), "0");
+    // Both directions were refused, again and again (each retry), yet each reason is
+    // logged once, not once per retry.
+    let text = std::fs::read_to_string(&log).unwrap();
+    let said = text.matches("wrong replication secret").count();
+    assert!((1..=2).contains(&said), "{said} times:\n{text}");
 }
 
 #[test]
@@ -252,10 +345,21 @@ fn a_busy_replication_port_fails_the_start_with_a_clear_message() {
     let held = std::net::TcpListener::bind("127.0.0.11:0").unwrap();
     let rport = held.local_addr().unwrap().port().to_string();
     let (code, _, err) = common::run_bin(&[
-        "-u", "root", "-l", "127.0.0.11", "-p", &free_port().to_string(), "-X", &rport, "-x",
+        "-u",
+        "root",
+        "-l",
+        "127.0.0.11",
+        "-p",
+        &free_port().to_string(),
+        "-X",
+        &rport,
+        "-x",
         "127.0.0.12",
     ]);
     assert_ne!(code, Some(0));
-    assert!(err.contains("cannot listen for replication peers on 127.0.0.11"), "{err}");
+    assert!(
+        err.contains("cannot listen for replication peers on 127.0.0.11"),
+        "{err}"
+    );
     assert!(err.contains("-X"), "{err}");
 }

@@ -269,8 +269,7 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
         return bad("nothing to listen on: give -p PORT or -s SOCKET");
     }
     let r = &c.replication;
-    if r.enabled() && r.listen.is_none() && c.listen.port == super::PortSpec::Fixed(r.listen_port)
-    {
+    if r.enabled() && r.listen.is_none() && c.listen.port == super::PortSpec::Fixed(r.listen_port) {
         return bad("-X: the replication port must differ from the client port -p");
     }
     if r.node_id == Some(0) {

@@ -157,7 +157,14 @@ pub async fn run(
             return Err(LinkError::Full);
         }
     };
-    inner.set_state(peer, if full { State::FullSync } else { State::Streaming });
+    inner.set_state(
+        peer,
+        if full {
+            State::FullSync
+        } else {
+            State::Streaming
+        },
+    );
     let notify = Arc::new(Notify::new());
     let n = notify.clone();
     reader.set_waker(Arc::new(move || n.notify_one()));
@@ -172,7 +179,13 @@ pub async fn run(
 }
 
 async fn refuse(wr: &mut OwnedWriteHalf, why: String) -> Result<(), LinkError> {
-    let _ = send(wr, &Frame::Refuse { reason: why.clone() }).await;
+    let _ = send(
+        wr,
+        &Frame::Refuse {
+            reason: why.clone(),
+        },
+    )
+    .await;
     let _ = wr.shutdown().await;
     Err(LinkError::Refused(why))
 }
@@ -223,6 +236,7 @@ async fn send_changes(
             }
             inner.count_full_sync(peer);
         }
+        let got = !batch.records.is_empty() || !batch.lost.is_empty();
         let mine: Vec<_> = batch
             .records
             .into_iter()
@@ -232,6 +246,9 @@ async fn send_changes(
             out.clear();
             wire::encode_changes(store.clock().now(), &mine, &mut out);
             wr.write_all(&out).await?;
+        }
+        if got {
+            // A read stops at a batch's size: there may be more waiting.
             continue;
         }
         tokio::select! {
@@ -292,7 +309,11 @@ async fn receive(inner: &Inner, frames: &mut Frames, peer: NodeId) -> Result<(),
                                 RemoteState::Live {
                                     value: rec.value(),
                                     flags: rec.flags(),
-                                    exptime: super::expiry::local_exptime(rec.exptime(), now, my_now),
+                                    exptime: super::expiry::local_exptime(
+                                        rec.exptime(),
+                                        now,
+                                        my_now,
+                                    ),
                                 }
                             } else {
                                 RemoteState::Deleted

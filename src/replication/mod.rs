@@ -17,4 +17,8 @@
 
 pub mod expiry;
 pub mod handshake;
+pub mod link;
+pub mod node;
 pub mod wire;
+
+pub use node::Replication;

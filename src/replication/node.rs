@@ -161,7 +161,10 @@ impl Bound {
                 })
             })
             .map_err(StartError::Thread)?;
-        tracing::info!("replication: node {} listening for peers on {listen}", node.0);
+        tracing::info!(
+            "replication: node {} listening for peers on {listen}",
+            node.0
+        );
         Ok(Replication {
             inner,
             listen,
@@ -267,7 +270,8 @@ async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
                 let i = inner.clone();
                 tokio::spawn(async move {
                     if let Err(e) = link::run(i.clone(), stream, None).await {
-                        i.note_link_end(&from.to_string(), &e);
+                        // By address only: a peer dials from a new port each time.
+                        i.note_link_end(&from.ip().to_string(), &e);
                     }
                 });
             }
@@ -359,7 +363,11 @@ impl Inner {
         tracing::info!(
             "replication: linked with node {} ({})",
             peer.0,
-            if same_run { "partial resync" } else { "full resync" }
+            if same_run {
+                "partial resync"
+            } else {
+                "full resync"
+            }
         );
         Some(Registered {
             id,
@@ -435,7 +443,11 @@ impl Inner {
     fn note_link_end(&self, name: &str, e: &LinkError) {
         use std::collections::hash_map::Entry;
         static LAST: Mutex<Option<HashMap<String, String>>> = Mutex::new(None);
-        let text = e.to_string();
+        // Either side may notice a refusal first: the same reason, whichever did.
+        let text = match e {
+            LinkError::Refused(why) | LinkError::RefusedBy(why) => why.clone(),
+            other => other.to_string(),
+        };
         let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
         let map = last.get_or_insert_with(HashMap::new);
         let repeated = match map.entry(name.to_string()) {
@@ -452,9 +464,9 @@ impl Inner {
         if !repeated {
             match e {
                 LinkError::Refused(_) | LinkError::RefusedBy(_) => {
-                    tracing::error!("replication: peer {name}: {text}")
+                    tracing::error!("replication: peer {name}: {e}")
                 }
-                _ => tracing::info!("replication: peer {name}: {text}"),
+                _ => tracing::info!("replication: peer {name}: {e}"),
             }
         }
     }

@@ -96,5 +96,10 @@ pub fn write(sh: &Shared, out: &mut Vec<u8>) {
 /// The configured peers, comma-separated; None without any.
 fn peers_text(c: &crate::config::Config) -> Option<String> {
     let p = &c.replication.peers;
-    (!p.is_empty()).then(|| p.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(","))
+    (!p.is_empty()).then(|| {
+        p.iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    })
 }

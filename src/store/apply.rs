@@ -57,13 +57,15 @@ pub enum Applied {
     Expired,
     /// Stamped further ahead of this node's clock than [`super::merge::MAX_AHEAD_MS`].
     FromTheFuture,
+    /// A key no client could send (empty, or over 250 bytes): refused.
+    BadKey,
 }
 
 impl Store {
     /// Applies another node's change to a key (see the module doc).
     pub fn apply(&self, change: &RemoteChange<'_>, now: u32) -> Result<Applied, StoreError> {
-        if change.key.len() > super::record::KEY_MAX {
-            return Err(StoreError::TooLarge);
+        if change.key.is_empty() || change.key.len() > super::record::KEY_MAX {
+            return Ok(Applied::BadKey);
         }
         if let RemoteState::Live { value, flags, .. } = change.state {
             if !self.fits(change.key.len(), value.len(), flags) {
@@ -110,11 +112,20 @@ impl Store {
         }
         shard.hlc.observe(c.version.stamp);
         let meta = match c.state {
-            RemoteState::Live { exptime, .. } if exptime != 0 && exptime <= now => {
+            RemoteState::Live {
+                value,
+                flags,
+                exptime,
+            } if exptime != 0 && exptime <= now => {
                 if let Some((loc, _)) = held {
                     shard.remove(hash, loc, b);
                 }
                 shard.forgotten.raise(hash, c.version.stamp);
+                if held.is_some() && self.inner.feed.is_on() {
+                    // Passed on as it came, so nodes further along drop what it replaced.
+                    let rec = Record::live(c.key, value, flags, exptime, c.version, Some(c.origin));
+                    self.publish(shard, rec);
+                }
                 return Ok(Applied::Expired);
             }
             RemoteState::Live { flags, exptime, .. } => {
@@ -176,7 +187,9 @@ impl Store {
         origin: NodeId,
         now: u32,
     ) -> bool {
-        if at <= now && before > stamp_limit(self.inner.clock.unix_ms()) {
+        // Its stamp is that of its time (or later): bounded like any stamp, at that time.
+        let wait_ms = u64::from(at.saturating_sub(now)) * 1000;
+        if before > stamp_limit(self.inner.clock.unix_ms().saturating_add(wait_ms)) {
             return false;
         }
         let changed = self.flush_shards(before, at, now);

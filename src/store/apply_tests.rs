@@ -387,6 +387,150 @@ fn tombstones_count_against_the_memory_limit_and_can_go_when_it_is_spent() {
     }
 }
 
+#[test]
+fn an_invalidation_that_finds_no_room_forgets_the_key_and_says_so() {
+    let s = node(
+        StoreConfig {
+            limit_bytes: 16 << 10,
+            shards: 1,
+            evict: false,
+            tombstone_secs: 600,
+            ..Default::default()
+        },
+        1,
+    );
+    let mut sub = s.subscribe().unwrap();
+    let v0 = set(&s, b"k", &[b'a'; 40]);
+    set(&s, b"k", &[b'b'; 40]);
+    let mut i = 0;
+    while s
+        .set(
+            &SetRequest::new(SetMode::Set, format!("f{i}").as_bytes(), b"x"),
+            now(&s),
+        )
+        .is_ok()
+    {
+        i += 1;
+    }
+    sub.read(usize::MAX);
+    let inval = DeleteRequest {
+        key: b"k",
+        invalidate: true,
+        ..Default::default()
+    };
+    assert_eq!(s.delete(&inval, now(&s)), DeleteOutcome::Deleted);
+    let got = sub.read(usize::MAX).records;
+    assert!(read(&s, b"k").is_none(), "no room to mark it stale: gone");
+    assert_eq!(
+        got.last().map(|r| (r.kind(), r.key())),
+        Some((Kind::Deleted, &b"k"[..]))
+    );
+    assert_ne!(apply(&s, &live(b"k", b"zombie", v0, 2)), Applied::Changed);
+}
+
+#[test]
+fn remote_delayed_flushes_are_bounded_too() {
+    let s = replicated(1);
+    let v = Version {
+        stamp: 1,
+        node: NodeId(2),
+    };
+    assert!(!s.apply_flush(v, u64::MAX, now(&s) + 1, NodeId(2), now(&s)));
+    s.clock().advance(2);
+    set(&s, b"k", b"v");
+    assert!(read(&s, b"k").is_some(), "local writes stay visible");
+}
+
+#[test]
+fn a_local_delayed_flush_covers_items_stamped_ahead_of_the_clock() {
+    let s = replicated(1);
+    let ahead = stamp_now(&s) + Hlc::stamp_of_ms(10 * 60_000);
+    assert_eq!(apply(&s, &live(b"k", b"v", ahead, 2)), Applied::Changed);
+    s.flush_all(Some(now(&s) + 2), now(&s));
+    s.clock().advance(3);
+    assert!(read(&s, b"k").is_none());
+}
+
+#[test]
+fn a_remote_write_expired_on_its_way_is_passed_on() {
+    let s = replicated(1);
+    let cas = set(&s, b"k", b"v");
+    let mut sub = s.subscribe().unwrap();
+    let mut c = live(b"k", b"gone", cas + 1, 2);
+    c.state = RemoteState::Live {
+        value: b"gone",
+        flags: 0,
+        exptime: 1,
+    };
+    assert_eq!(apply(&s, &c), Applied::Expired);
+    let got = sub.read(usize::MAX).records;
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        (got[0].version(), got[0].origin()),
+        (c.version, Some(NodeId(2)))
+    );
+}
+
+#[test]
+fn the_waker_runs_with_no_shard_locked() {
+    let s = Arc::new(node(
+        StoreConfig {
+            shards: 1,
+            ..Default::default()
+        },
+        1,
+    ));
+    set(&s, b"k", b"v");
+    let sub = s.subscribe().unwrap();
+    let (probe, free) = (
+        s.clone(),
+        Arc::new(std::sync::atomic::AtomicBool::new(true)),
+    );
+    let f = free.clone();
+    sub.set_waker(Arc::new(move || {
+        let unlocked = probe.inner.shards[0].0.try_lock().is_ok();
+        f.fetch_and(unlocked, std::sync::atomic::Ordering::Relaxed);
+    }));
+    assert!(s.touch(b"k", now(&s) + 100, now(&s)));
+    let opts = ReadOptions {
+        vivify: Some(0),
+        ..Default::default()
+    };
+    s.read(b"new", now(&s), opts, |_| ());
+    assert!(free.load(std::sync::atomic::Ordering::Relaxed));
+}
+
+#[test]
+fn a_client_stamp_below_a_due_flush_is_not_taken() {
+    let s = replicated(1);
+    let f = s.flush_all(Some(now(&s) + 1), now(&s));
+    s.clock().advance(2);
+    let mut req = SetRequest::new(SetMode::Set, b"k", b"v");
+    req.new_cas = Some(f - 1);
+    assert!(matches!(
+        s.set(&req, now(&s)),
+        Ok(SetOutcome::Stored { .. })
+    ));
+    assert!(
+        read(&s, b"k").is_some(),
+        "stored with a fresh stamp, so visible"
+    );
+}
+
+#[test]
+fn a_huge_marker_window_does_not_overflow() {
+    let s = node(
+        StoreConfig {
+            tombstone_secs: u32::MAX,
+            ..Default::default()
+        },
+        1,
+    );
+    set(&s, b"k", b"v");
+    assert_eq!(delete(&s, b"k"), DeleteOutcome::Deleted);
+    assert_eq!(s.stats().tombstones, 1);
+}
+
 /// Nodes that exchange every change, in any order, duplicated and late, end up holding the
 /// same state, and none ever shows a value a delete or flush it knows of has removed.
 mod convergence {
@@ -423,7 +567,7 @@ mod convergence {
             2 => (n.clone(), k.clone()).prop_map(|(n, k)| Op::Delete(n, k)),
             1 => (n.clone(), k.clone()).prop_map(|(n, k)| Op::Touch(n, k)),
             1 => n.clone().prop_map(Op::Flush),
-            1 => (n, 1u8..40).prop_map(|(n, c)| Op::Fill(n, c)),
+            1 => (n, 1u8..120).prop_map(|(n, c)| Op::Fill(n, c)),
             1 => (1u8..8).prop_map(Op::Advance),
             8 => (any::<usize>(), any::<bool>()).prop_map(|(i, dup)| Op::Deliver(i, dup)),
         ]
@@ -460,7 +604,7 @@ mod convergence {
                     let cfg = StoreConfig {
                         node: id(i),
                         tombstone_secs: if markers { 10 } else { 0 },
-                        limit_bytes: if small { 48 << 10 } else { 64 << 20 },
+                        limit_bytes: if small { 32 << 10 } else { 64 << 20 },
                         shards: if small { 2 } else { 8 },
                         ..Default::default()
                     };

@@ -10,7 +10,8 @@
 //! the nodes that already passed its time could not undo it.
 
 /// At most this many delayed flushes wait at once; beyond it, the furthest is dropped.
-const MAX_PENDING: usize = 64;
+/// Which one that is depends on when each arrived, so nodes agree only below this many.
+const MAX_PENDING: usize = 1024;
 
 /// The flushes a shard has heard of.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

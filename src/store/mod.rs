@@ -397,7 +397,14 @@ impl Store {
     /// key (the one held, live or deleted, one forgotten, a flush) and is not far ahead of
     /// wall time; otherwise the write gets a fresh stamp, as if `E` had not been given. So
     /// `E` can never move a key's version backwards, overflow the clock or drag it ahead.
-    fn new_stamp(&self, shard: &mut Shard, hash: u64, key: &[u8], explicit: Option<u64>) -> u64 {
+    fn new_stamp(
+        &self,
+        shard: &mut Shard,
+        hash: u64,
+        key: &[u8],
+        explicit: Option<u64>,
+        now: u32,
+    ) -> u64 {
         let wall = self.inner.clock.unix_ms();
         if let Some(e) = explicit {
             let mine = Version {
@@ -408,7 +415,7 @@ impl Store {
             let safe = e <= merge::stamp_limit(wall)
                 && held.is_none_or(|v| merge::replaces(mine, v))
                 && !shard.forgotten.covers(hash, e)
-                && e >= shard.flushes.below();
+                && !shard.flushes.covers(e, now);
             if safe {
                 shard.hlc.observe(e);
                 return e;
@@ -420,7 +427,8 @@ impl Store {
     /// A delete marker's fields: kept for `tombstone_secs`, and through one eviction pass
     /// more than an unread item.
     fn tombstone(&self, version: Version, now: u32) -> Meta {
-        let mut m = Meta::new(0, now + self.inner.cfg.tombstone_secs.max(1), now);
+        let until = now.saturating_add(self.inner.cfg.tombstone_secs.max(1));
+        let mut m = Meta::new(0, until, now);
         m.set(bits::TOMBSTONE | bits::REFERENCED);
         m.cas = version.stamp;
         m.node = version.node;
@@ -484,7 +492,7 @@ impl Store {
             Err(miss) => match opts.vivify {
                 Some(exptime) if self.fits(key.len(), 0, 0) => {
                     let mut meta = Meta::new(0, exptime, now);
-                    meta.cas = self.new_stamp(&mut shard, hash, key, None);
+                    meta.cas = self.new_stamp(&mut shard, hash, key, None, now);
                     meta.node = self.inner.cfg.node;
                     match shard.put(hash, key, &[], &meta, now, &b) {
                         Ok(loc) => (loc, true),
@@ -500,7 +508,7 @@ impl Store {
             // A new expiry is a change like any other: a new version, so peers take it.
             meta.exptime = t;
             if !created {
-                meta.cas = self.new_stamp(&mut shard, hash, key, None);
+                meta.cas = self.new_stamp(&mut shard, hash, key, None, now);
                 meta.node = self.inner.cfg.node;
             }
         }
@@ -556,13 +564,11 @@ impl Store {
             }
         };
         if observed {
-            // Published before the reply is built: the record must not wait on the client.
             let rec = self.record_of(&shard.item(loc), None);
             shard.ring.push(rec);
-            self.inner.feed.notify();
         }
         let it = shard.item(loc);
-        f(Ok(Hit {
+        let r = f(Ok(Hit {
             item: it,
             prev_atime: before.atime,
             prev_fetched: before.has(bits::FETCHED),
@@ -571,7 +577,13 @@ impl Store {
             stale,
             created,
             buf: shard.buf(loc),
-        }))
+        }));
+        drop(shard);
+        if observed {
+            // Woken after unlocking: a waker may do anything, the store included.
+            self.inner.feed.notify();
+        }
+        r
     }
 
     /// Stores an item per `req.mode` and the CAS rules of memcached's `do_store_item`.
@@ -702,7 +714,7 @@ impl Store {
         if req.key_binary {
             meta.set(bits::KEY_BINARY);
         }
-        meta.cas = self.new_stamp(&mut shard, hash, req.key, req.new_cas);
+        meta.cas = self.new_stamp(&mut shard, hash, req.key, req.new_cas, now);
         meta.node = self.inner.cfg.node;
         let (cas, size) = (meta.cas, value.len());
         // The common cache refresh: same length, written over the old bytes.
@@ -735,7 +747,7 @@ impl Store {
             return DeleteOutcome::Exists;
         }
         let mut meta = old.meta();
-        let stamp = self.new_stamp(&mut shard, hash, req.key, req.new_cas);
+        let stamp = self.new_stamp(&mut shard, hash, req.key, req.new_cas, now);
         let node = self.inner.cfg.node;
         if req.invalidate || req.strip_value {
             if req.invalidate {
@@ -760,7 +772,15 @@ impl Store {
             };
             match put {
                 Ok(new) => self.publish_loc(shard, new),
-                Err(NoRoom) => shard.remove_key(hash, req.key, &b),
+                Err(NoRoom) => {
+                    // No room for the changed copy: the key goes, as a delete would.
+                    shard.forgotten.raise(hash, stamp);
+                    shard.remove_key(hash, req.key, &b);
+                    if self.inner.feed.is_on() {
+                        let v = Version { stamp, node };
+                        self.publish(shard, Record::deleted(req.key, v, None));
+                    }
+                }
             }
             return DeleteOutcome::Deleted;
         }
@@ -802,7 +822,7 @@ impl Store {
                 };
                 let digits = buf.format(initial).as_bytes();
                 let mut meta = Meta::new(0, exptime, now);
-                meta.cas = self.new_stamp(&mut shard, hash, req.key, req.new_cas);
+                meta.cas = self.new_stamp(&mut shard, hash, req.key, req.new_cas, now);
                 meta.node = self.inner.cfg.node;
                 let Ok(loc) = shard.put(hash, req.key, &[digits], &meta, now, &b) else {
                     return ArithOutcome::NotStored;
@@ -831,7 +851,7 @@ impl Store {
         let digits = buf.format(value).as_bytes();
         let old_len = old.value().len();
         let mut meta = old.meta();
-        meta.cas = self.new_stamp(&mut shard, hash, req.key, req.new_cas);
+        meta.cas = self.new_stamp(&mut shard, hash, req.key, req.new_cas, now);
         meta.node = self.inner.cfg.node;
         if let Some(t) = req.exptime {
             meta.exptime = t;
@@ -877,15 +897,16 @@ impl Store {
     /// has come (see [`flush`]). Returns the flush's stamp: what was written below it goes.
     pub fn flush_all(&self, at: Option<u32>, now: u32) -> u64 {
         let clock = &self.inner.clock;
+        // Above every stamp any shard has issued or taken in (some may be ahead of the
+        // wall clock: a peer's, or a client's `E`), so all of it goes.
+        let n = self.inner.shards.len();
+        let last = (0..n).map(|i| self.lock(i).hlc.last()).max().unwrap_or(0);
         let (before, at) = match at {
-            Some(t) if t > now => (Hlc::stamp_of_ms(clock.unix_of(t) * 1000), t),
-            _ => {
-                // Above every stamp any shard has issued or taken in: all of it goes.
-                let wall = Hlc::stamp_of_ms(clock.unix_ms());
-                let n = self.inner.shards.len();
-                let last = (0..n).map(|i| self.lock(i).hlc.last()).max().unwrap_or(0);
-                (wall.max(last + 1), 0)
+            Some(t) if t > now => {
+                let deadline = Hlc::stamp_of_ms(clock.unix_of(t) * 1000);
+                (deadline.max(last + 1), t)
             }
+            _ => (Hlc::stamp_of_ms(clock.unix_ms()).max(last + 1), 0),
         };
         let version = Version {
             stamp: before,

@@ -764,6 +764,8 @@ impl Shard {
     /// expired data does not hold memory until someone asks for it. Returns items dropped.
     pub fn reclaim(&mut self, budget: usize, now: u32, b: &Budget) -> usize {
         self.flushes.settle(now);
+        // A delayed flush that came due orders later local writes after it.
+        self.hlc.observe(self.flushes.below());
         let mut dropped = 0;
         let mut visited = 0;
         let at = self.reclaim_at;

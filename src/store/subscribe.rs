@@ -59,7 +59,12 @@ impl Store {
         let shards: u64 = (0..self.inner.shards.len())
             .map(|i| self.lock(i).ring.next_seq().saturating_sub(cursor.shard(i)))
             .sum();
-        shards + self.inner.feed.events_next_seq().saturating_sub(cursor.events())
+        shards
+            + self
+                .inner
+                .feed
+                .events_next_seq()
+                .saturating_sub(cursor.events())
     }
 
     /// Pushes the item at `loc` into its shard's ring as the state it is now, then unlocks
