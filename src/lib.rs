@@ -12,8 +12,10 @@
 //!   server::command::{storage, retrieval, arith, delete, touch, flush, stats, admin, auth}
 //!       one executor per family ─► store (shards, memory, expiry, versions)
 //!                                     │                  │
-//!   outcome ─► Reply (TextReply, MetaReply, BinaryReply) ─► bytes    mutation observers
-//!                                                          ─► replication (to come)
+//!   outcome ─► Reply (TextReply, MetaReply, BinaryReply) ─► bytes    mutation feed
+//!                                                                  │        ▲ apply
+//!   replication thread: listener + a dialer per peer ─► link per peer (handshake,
+//!       snapshot, then the feed out; changes in ─► store.apply by last-writer-wins)
 //! ```
 //!
 //! Where a command lives: `incr` is parsed in `protocol/text/arith.rs` (meta `ma` in
@@ -26,7 +28,8 @@
 //! memcached. UDP sockets are read by their own threads, which run each datagram's requests
 //! through the same per-request step as connections. Shutdown is a watch channel every
 //! task selects on (UDP receivers poll it). The store is shared by
-//! handle and locks one shard per operation.
+//! handle and locks one shard per operation. Replication runs on a thread of its own, so
+//! peers never take a client worker's time.
 
 pub mod config;
 pub mod protocol;
