@@ -161,6 +161,8 @@ fn seed_command_line_daemonizes() {
         .args(["-m", "128", "-p", &port.to_string(), "-u", "root", "-P"])
         .arg(&pidfile)
         .args(["-d", "-x", "127.0.0.9", "-l", "127.0.0.1"])
+        // The replication port on a free one, not 11212, which another program may hold.
+        .args(["-X", &free_port().to_string()])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
