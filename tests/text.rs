@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::InProc;
+use common::{cas_in, InProc};
 
 fn table(cases: &[(&str, &str)]) {
     let s = InProc::default();
@@ -98,15 +98,7 @@ fn cas() {
     let mut c = s.client();
     c.expect(b"set a 0 0 1\r\nx\r\n", b"STORED\r\n");
     let out = String::from_utf8(c.call_until(b"gets a\r\n", b"END\r\n")).unwrap();
-    let cas: u64 = out
-        .lines()
-        .next()
-        .unwrap()
-        .rsplit(' ')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let cas = cas_in(out.as_bytes());
     assert!(cas > 0);
     c.expect(
         format!("cas a 0 0 1 {}\r\ny\r\n", cas + 1).as_bytes(),
@@ -287,17 +279,6 @@ fn touch_and_gat() {
         ("gat 10\r\n", "END\r\n"),
         ("gats\r\n", "ERROR\r\n"),
     ]);
-}
-
-/// The CAS value in a `gets`/`gats` reply's VALUE line.
-fn cas_in(reply: &[u8]) -> u64 {
-    let line = String::from_utf8_lossy(reply);
-    let first = line.lines().next().unwrap_or_default();
-    first
-        .rsplit(' ')
-        .next()
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
 }
 
 /// A new expiry is a change like any other, so replication orders it: a new version, and

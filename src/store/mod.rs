@@ -977,7 +977,7 @@ impl Store {
     }
 
     /// A feed record of an item's state.
-    fn record_of(&self, it: &Item<'_>, origin: Option<NodeId>) -> Record {
+    pub(super) fn record_of(&self, it: &Item<'_>, origin: Option<NodeId>) -> Record {
         if it.is_tombstone() {
             Record::deleted(it.key(), it.version(), origin)
         } else {

@@ -82,19 +82,7 @@ impl Store {
         if !self.inner.feed.is_on() {
             return;
         }
-        let it = shard.item(loc);
-        let rec = if it.is_tombstone() {
-            Record::deleted(it.key(), it.version(), origin)
-        } else {
-            Record::live(
-                it.key(),
-                it.value(),
-                it.flags,
-                it.exptime,
-                it.version(),
-                origin,
-            )
-        };
+        let rec = self.record_of(&shard.item(loc), origin);
         self.publish(shard, rec);
     }
 

@@ -256,6 +256,12 @@ impl Client {
         }
     }
 
+    /// The CAS value `gets` answers for `key` (0 on a miss).
+    pub fn cas_of(&mut self, key: &str) -> u64 {
+        let out = self.call_until(format!("gets {key}\r\n").as_bytes(), b"END\r\n");
+        cas_in(&out)
+    }
+
     /// Reads one `STAT name value` from `stats`.
     pub fn stat(&mut self, name: &str) -> String {
         self.stat_group("", name)
@@ -277,4 +283,18 @@ impl Client {
             })
             .unwrap_or_else(|| panic!("no stat {name}"))
     }
+}
+
+/// The CAS value in a `gets`/`gats` reply's first VALUE line (0 if none).
+pub fn cas_in(reply: &[u8]) -> u64 {
+    let text = String::from_utf8_lossy(reply);
+    let first = text.lines().next().unwrap_or_default();
+    if !first.starts_with("VALUE ") {
+        return 0;
+    }
+    first
+        .rsplit(' ')
+        .next()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
 }
