@@ -251,31 +251,14 @@ fn flushes_are_ordered_by_stamp_wherever_applied() {
     let newer = set(&b, b"new", b"2");
     assert!(newer > flush);
     // The flush reaches b after b's own newer write.
-    assert!(b.apply_flush(
-        Version {
-            stamp: flush,
-            node: NodeId(1)
-        },
-        flush,
-        0,
-        NodeId(1),
-        now(&b)
-    ));
+    let v = Version {
+        stamp: flush,
+        node: NodeId(1),
+    };
+    assert!(b.apply_flush(v, flush, 0, NodeId(1), now(&b)));
     assert!(read(&b, b"old").is_none());
     assert_eq!(read(&b, b"new").unwrap().0, b"2");
-    assert!(
-        !b.apply_flush(
-            Version {
-                stamp: flush,
-                node: NodeId(1)
-            },
-            flush,
-            0,
-            NodeId(1),
-            now(&b)
-        ),
-        "once"
-    );
+    assert!(!b.apply_flush(v, flush, 0, NodeId(1), now(&b)), "once");
     // Writes made before the flush are refused wherever they arrive late.
     assert_eq!(apply(&a, &live(b"old", b"1", old, 2)), Applied::Flushed);
     // A write made after it is kept.
