@@ -27,9 +27,11 @@ use crate::store::{NodeId, Record};
 
 /// The replication protocol version this build speaks.
 pub const PROTOCOL_VERSION: u16 = 1;
-/// Largest frame accepted: a batch of changes holds at most a few MB; a peer announcing more
-/// is broken.
-pub const MAX_FRAME: usize = 64 << 20;
+/// Largest frame accepted. A batch of changes is a few hundred KB, but one record may be as
+/// large as the largest item (`-I`, at most 1 GB) and travels in a frame of its own; a peer
+/// announcing more is broken. The bytes arrive (and are buffered) as they are sent, so the
+/// limit reserves nothing up front.
+pub const MAX_FRAME: usize = (1 << 30) + (1 << 20);
 /// Longest cluster name or refusal reason, in bytes.
 pub const MAX_STRING: usize = 1024;
 
