@@ -1,0 +1,140 @@
+//! Replication between nodes whose clocks disagree by minutes: one node runs under
+//! libfaketime (Debian's `faketime`), five minutes ahead.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::{free_port, wait_ready, Client, BIN};
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts a node at `ip`, under `faketime -f OFFSET` when given one.
+fn node(ip: &str, port: u16, rport: u16, peer: &str, offset: Option<&str>) -> Killed {
+    let mut cmd = match offset {
+        Some(o) => {
+            let mut c = Command::new("faketime");
+            c.args(["-f", o, BIN]);
+            c
+        }
+        None => Command::new(BIN),
+    };
+    let child = cmd
+        .args(["-u", "root", "-l", ip, "-p", &port.to_string()])
+        .args(["-X", &rport.to_string(), "-x", peer])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn repcached (under faketime: install Debian's faketime)");
+    let addr: SocketAddr = format!("{ip}:{port}").parse().unwrap();
+    assert!(
+        wait_ready(addr, Duration::from_secs(10)),
+        "{ip} did not start"
+    );
+    Killed(child)
+}
+
+fn hit(c: &mut Client, key: &str) -> bool {
+    let out = c.call_until(format!("get {key}\r\n").as_bytes(), b"END\r\n");
+    out.starts_with(b"VALUE")
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[test]
+fn expiry_and_ordering_hold_when_clocks_are_minutes_apart() {
+    let (port, rport) = (free_port(), free_port());
+    let _a = node("127.0.0.31", port, rport, "127.0.0.32", None);
+    let _b = node("127.0.0.32", port, rport, "127.0.0.31", Some("+300s"));
+    let a_addr: SocketAddr = format!("127.0.0.31:{port}").parse().unwrap();
+    let b_addr: SocketAddr = format!("127.0.0.32:{port}").parse().unwrap();
+    let (mut ca, mut cb) = (Client::connect(a_addr), Client::connect(b_addr));
+    let linked = Instant::now() + Duration::from_secs(10);
+    while ca.stat("replication_peers_connected") != "1" {
+        assert!(Instant::now() < linked, "the nodes did not pair");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let skew = cb.stat("time").parse::<i64>().unwrap() - ca.stat("time").parse::<i64>().unwrap();
+    assert!(
+        (290..=310).contains(&skew),
+        "the second node's clock is {skew} s off"
+    );
+    // Relative expiry set on either node, and absolute expiry by each node's own clock.
+    ca.expect(b"set rel_a 0 3 1\r\nx\r\n", b"STORED\r\n");
+    cb.expect(b"set rel_b 0 3 1\r\nx\r\n", b"STORED\r\n");
+    let abs_a = unix_now() + 3;
+    let abs_b = unix_now() + 300 + 3;
+    ca.expect(
+        format!("set abs_a 0 {abs_a} 1\r\nx\r\n").as_bytes(),
+        b"STORED\r\n",
+    );
+    cb.expect(
+        format!("set abs_b 0 {abs_b} 1\r\nx\r\n").as_bytes(),
+        b"STORED\r\n",
+    );
+    let keys = ["rel_a", "rel_b", "abs_a", "abs_b"];
+    let start = Instant::now();
+    // Seen on both first, then gone on both at about the same moment.
+    let mut gone: Vec<[Option<Duration>; 2]> = vec![[None, None]; keys.len()];
+    let mut seen = vec![[false, false]; keys.len()];
+    while start.elapsed() < Duration::from_secs(8) {
+        for (i, key) in keys.iter().enumerate() {
+            for (side, c) in [&mut ca, &mut cb].into_iter().enumerate() {
+                let present = hit(c, key);
+                seen[i][side] |= present;
+                if seen[i][side] && !present && gone[i][side].is_none() {
+                    gone[i][side] = Some(start.elapsed());
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for (i, key) in keys.iter().enumerate() {
+        assert!(seen[i][0] && seen[i][1], "{key} reached both nodes");
+        let (Some(a), Some(b)) = (gone[i][0], gone[i][1]) else {
+            panic!("{key} did not expire on both: {:?}", gone[i]);
+        };
+        let apart = a.abs_diff(b);
+        assert!(
+            apart <= Duration::from_millis(1200),
+            "{key}: {a:?} vs {b:?}"
+        );
+        assert!(a <= Duration::from_secs(5), "{key} expired late: {a:?}");
+    }
+    // The node ahead wrote first; a later write on the other still wins everywhere.
+    cb.expect(b"set k 0 0 5\r\nfirst\r\n", b"STORED\r\n");
+    let until = Instant::now() + Duration::from_secs(5);
+    while !hit(&mut ca, "k") {
+        assert!(Instant::now() < until, "k did not reach the other node");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    ca.expect(b"set k 0 0 6\r\nsecond\r\n", b"STORED\r\n");
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let out = cb.call_until(b"get k\r\n", b"END\r\n");
+        if out.windows(6).any(|w| w == b"second") {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "the later write lost on the node ahead"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = ca.call_until(b"get k\r\n", b"END\r\n");
+    assert!(out.windows(6).any(|w| w == b"second"));
+}
