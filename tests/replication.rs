@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::proxy::{Mode, Proxy};
 use common::{free_port, wait_ready, Client, TempDir, BIN};
 
 /// A node: `repcached -u root -l <ip> -p <port> <args>`, killed (SIGKILL) on drop.
@@ -362,4 +363,387 @@ fn a_busy_replication_port_fails_the_start_with_a_clear_message() {
         "{err}"
     );
     assert!(err.contains("-X"), "{err}");
+}
+
+/// Two nodes that reach each other only through fault-injecting proxies, one per
+/// direction: `a` dials `b` through `ab`, `b` dials `a` through `ba`.
+struct ProxiedPair {
+    a: Node,
+    b: Node,
+    ab: Proxy,
+    ba: Proxy,
+}
+
+impl ProxiedPair {
+    /// Nodes on 127.0.0.`first` and `first + 1`, the proxies on `first + 2` (to `b`) and
+    /// `first + 3` (to `a`); links dropped after a second of silence.
+    fn start(first: u8) -> ProxiedPair {
+        let ip = |i: u8| [127, 0, 0, first + i];
+        let port = free_port();
+        let (ra, rb) = (
+            SocketAddr::from((ip(0), free_port())),
+            SocketAddr::from((ip(1), free_port())),
+        );
+        let ab = Proxy::start(SocketAddr::from((ip(2), 0)), rb);
+        let ba = Proxy::start(SocketAddr::from((ip(3), 0)), ra);
+        let node = |listen: SocketAddr, peer: SocketAddr| {
+            let (listen, peer) = (listen.to_string(), peer.to_string());
+            args(&[
+                "-m",
+                "64",
+                "--repl-listen",
+                &listen,
+                "--peer",
+                &peer,
+                "--repl-timeout",
+                "1",
+            ])
+        };
+        let a = Node::start(ip(0), port, &node(ra, ab.addr()));
+        let b = Node::start(ip(1), port, &node(rb, ba.addr()));
+        let pair = ProxiedPair { a, b, ab, ba };
+        assert!(pair.linked(Duration::from_secs(5)), "the pair links up");
+        pair
+    }
+
+    /// Both proxies at once: the link kept may be either node's dial.
+    fn set_mode(&self, mode: Mode) {
+        self.ab.set_mode(mode);
+        self.ba.set_mode(mode);
+    }
+
+    fn cut(&self) {
+        self.ab.cut();
+        self.ba.cut();
+    }
+
+    /// Waits until both nodes count `n` peers connected.
+    fn connected(&self, n: usize, limit: Duration) -> bool {
+        let want = n.to_string();
+        let (mut ca, mut cb) = (self.a.client(), self.b.client());
+        eventually(limit, || {
+            ca.stat("replication_peers_connected") == want
+                && cb.stat("replication_peers_connected") == want
+        })
+    }
+
+    fn linked(&self, limit: Duration) -> bool {
+        self.connected(1, limit)
+    }
+}
+
+/// Runs a pipeline of noreply commands and waits until the node has taken all of them.
+fn batch(c: &mut Client, lines: &str) {
+    c.send(lines.as_bytes());
+    c.expect(b"mn\r\n", b"MN\r\n");
+}
+
+#[test]
+fn a_partition_heals_to_identical_data_and_no_deleted_key_returns() {
+    let p = ProxiedPair::start(21);
+    let (mut ca, mut cb) = (p.a.client(), p.b.client());
+    let before = [
+        "c1",
+        "c2",
+        "del_on_a",
+        "del_on_b",
+        "x_deleted_later",
+        "y_written_later",
+    ];
+    for (i, k) in before.iter().enumerate() {
+        let c = if i % 2 == 0 { &mut ca } else { &mut cb };
+        c.expect(
+            format!("set {k} 0 0 3\r\nold\r\n").as_bytes(),
+            b"STORED\r\n",
+        );
+    }
+    for k in before {
+        assert!(sees(&p.a, k, Some("old")) && sees(&p.b, k, Some("old")));
+    }
+
+    p.set_mode(Mode::Blackhole);
+    // Sent down the links before either side knows they are dead: lost on the way.
+    ca.expect(b"set in_flight 0 0 1\r\nf\r\n", b"STORED\r\n");
+    assert!(
+        p.connected(0, Duration::from_secs(4)),
+        "a link that hears nothing is dropped"
+    );
+    // Each side writes without the other. Of two writes to one key, the later wins; a
+    // delete is a write too.
+    let later = || std::thread::sleep(Duration::from_millis(50));
+    batch(
+        &mut ca,
+        "set c1 0 0 4 noreply\r\na-c1\r\n\
+         delete del_on_a noreply\r\n\
+         set only_a 0 0 1 noreply\r\na\r\n\
+         delete y_written_later noreply\r\n",
+    );
+    batch(
+        &mut cb,
+        "set c2 0 0 4 noreply\r\nb-c2\r\n\
+         delete del_on_b noreply\r\n\
+         set only_b 0 0 1 noreply\r\nb\r\n\
+         set x_deleted_later 0 0 5 noreply\r\nb-new\r\n",
+    );
+    later();
+    batch(
+        &mut cb,
+        "set c1 0 0 7 noreply\r\nb-later\r\n\
+         set y_written_later 0 0 7 noreply\r\nb-later\r\n",
+    );
+    batch(
+        &mut ca,
+        "set c2 0 0 7 noreply\r\na-later\r\n\
+         delete x_deleted_later noreply\r\n",
+    );
+    // Nothing crossed.
+    assert_eq!(get(&mut cb, "only_a"), None);
+    assert_eq!(get(&mut ca, "only_b"), None);
+    assert_eq!(get(&mut ca, "c1").as_deref(), Some("a-c1"));
+
+    let healed = Instant::now();
+    p.set_mode(Mode::Pass);
+    assert!(p.linked(Duration::from_secs(5)), "the pair links again");
+    let want: [(&str, Option<&str>); 9] = [
+        ("in_flight", Some("f")),
+        ("c1", Some("b-later")),
+        ("c2", Some("a-later")),
+        ("del_on_a", None),
+        ("del_on_b", None),
+        ("only_a", Some("a")),
+        ("only_b", Some("b")),
+        ("x_deleted_later", None),
+        ("y_written_later", Some("b-later")),
+    ];
+    let (mut ga, mut gb) = (p.a.client(), p.b.client());
+    let mut last = Vec::new();
+    let agreed = eventually(Duration::from_secs(5), || {
+        last = want
+            .iter()
+            .map(|(k, _)| (*k, get(&mut ga, k), get(&mut gb, k)))
+            .collect();
+        last.iter()
+            .zip(&want)
+            .all(|((_, a, b), (_, w))| a.as_deref() == *w && b.as_deref() == *w)
+    });
+    assert!(agreed, "after healing, (key, a, b): {last:?}");
+    eprintln!("converged {:?} after healing", healed.elapsed());
+}
+
+#[test]
+fn a_blip_reconnects_by_itself() {
+    let p = ProxiedPair::start(25);
+    let mut ca = p.a.client();
+    let mut written = 0;
+    for round in 0..5 {
+        let lines: String = (written..written + 100)
+            .map(|i| format!("set k{i} 0 0 4 noreply\r\nv{i:03}\r\n"))
+            .collect();
+        // Sent in pieces around the cut, so some changes are in flight when it comes.
+        let (first, second) = lines.split_at(lines.len() / 2);
+        ca.send(first.as_bytes());
+        p.cut();
+        batch(&mut ca, second);
+        written += 100;
+        if round < 4 {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    assert!(
+        p.linked(Duration::from_secs(5)),
+        "linked again after the blips"
+    );
+    let mut cb = p.b.client();
+    let mut missing = Vec::new();
+    let all = eventually(Duration::from_secs(5), || {
+        missing = (0..written)
+            .filter(|i| get(&mut cb, &format!("k{i}")) != Some(format!("v{i:03}")))
+            .collect();
+        missing.is_empty()
+    });
+    assert!(all, "never reached the other node: {missing:?}");
+}
+
+#[test]
+fn a_silent_link_is_detected_within_the_timeout() {
+    let p = ProxiedPair::start(29);
+    p.set_mode(Mode::Blackhole);
+    let silent = Instant::now();
+    assert!(
+        p.connected(0, Duration::from_secs(3)),
+        "both nodes drop a silent link within 3 s (timeout 1 s)"
+    );
+    eprintln!("dropped after {:?}", silent.elapsed());
+    // Still down while the silence lasts: a new link cannot form through a blackhole.
+    p.a.client()
+        .expect(b"set during 0 0 1\r\nd\r\n", b"STORED\r\n");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(p.b.client().stat("replication_peers_connected"), "0");
+    assert_eq!(get(&mut p.b.client(), "during"), None);
+    p.set_mode(Mode::Pass);
+    assert!(p.linked(Duration::from_secs(5)), "the link comes back");
+    assert!(sees(&p.b, "during", Some("d")), "what was missed arrives");
+    p.b.client()
+        .expect(b"set after 0 0 1\r\ne\r\n", b"STORED\r\n");
+    assert!(sees(&p.a, "after", Some("e")), "and writes flow again");
+}
+
+/// A binary-protocol request: the 24-byte header, then extras, key and value.
+fn binary_request(opcode: u8, extras: &[u8], key: &[u8], value: &[u8]) -> Vec<u8> {
+    let body = extras.len() + key.len() + value.len();
+    let mut out = vec![0x80, opcode];
+    out.extend_from_slice(&(key.len() as u16).to_be_bytes());
+    out.push(extras.len() as u8);
+    out.push(0); // data type
+    out.extend_from_slice(&[0, 0]); // vbucket
+    out.extend_from_slice(&(body as u32).to_be_bytes());
+    out.extend_from_slice(&[0, 0, 0, 0]); // opaque
+    out.extend_from_slice(&[0; 8]); // cas
+    out.extend_from_slice(extras);
+    out.extend_from_slice(key);
+    out.extend_from_slice(value);
+    out
+}
+
+/// Sends a binary request and returns the response's status.
+fn binary_call(c: &mut Client, req: &[u8]) -> u16 {
+    c.send(req);
+    let h = c.read_n(24);
+    assert_eq!(h[0], 0x81, "response magic");
+    let body = u32::from_be_bytes([h[8], h[9], h[10], h[11]]) as usize;
+    c.read_n(body);
+    u16::from_be_bytes([h[6], h[7]])
+}
+
+#[test]
+fn binary_protocol_writes_replicate() {
+    let p = ProxiedPair::start(33);
+    let mut ca = p.a.client();
+    let mut extras = 7u32.to_be_bytes().to_vec(); // flags
+    extras.extend_from_slice(&0u32.to_be_bytes()); // exptime
+    assert_eq!(
+        binary_call(&mut ca, &binary_request(0x01, &extras, b"bin", b"binary!")),
+        0,
+        "set"
+    );
+    assert!(
+        sees(&p.b, "bin", Some("binary!")),
+        "a binary set replicates"
+    );
+    let out = p.b.client().call_until(b"get bin\r\n", b"END\r\n");
+    assert!(
+        out.starts_with(b"VALUE bin 7 7\r\n"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    assert_eq!(
+        binary_call(&mut ca, &binary_request(0x04, &[], b"bin", &[])),
+        0,
+        "delete"
+    );
+    assert!(sees(&p.b, "bin", None), "a binary delete replicates");
+}
+
+#[test]
+fn a_flush_during_a_partition_reaches_the_other_side() {
+    let p = ProxiedPair::start(37);
+    let (mut ca, mut cb) = (p.a.client(), p.b.client());
+    ca.expect(b"set old 0 0 1\r\no\r\n", b"STORED\r\n");
+    assert!(sees(&p.b, "old", Some("o")));
+    p.set_mode(Mode::Blackhole);
+    assert!(p.connected(0, Duration::from_secs(4)));
+    cb.expect(b"set b_before 0 0 1\r\nx\r\n", b"STORED\r\n");
+    std::thread::sleep(Duration::from_millis(50));
+    ca.expect(b"flush_all\r\n", b"OK\r\n");
+    std::thread::sleep(Duration::from_millis(50));
+    cb.expect(b"set b_after 0 0 1\r\ny\r\n", b"STORED\r\n");
+    p.set_mode(Mode::Pass);
+    assert!(p.linked(Duration::from_secs(5)));
+    for n in [&p.a, &p.b] {
+        assert!(
+            sees(n, "b_after", Some("y")),
+            "a write after the flush stays"
+        );
+        assert!(sees(n, "old", None), "the flush reached both");
+        assert!(
+            sees(n, "b_before", None),
+            "older writes elsewhere are flushed too"
+        );
+    }
+}
+
+/// The proxy itself, against an echo server: each mode does what the tests above rely on.
+#[test]
+fn the_fault_proxy_passes_loses_refuses_and_cuts() {
+    use std::io::{Read, Write};
+    let echo = std::net::TcpListener::bind("127.0.0.41:0").unwrap();
+    let target = echo.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in echo.incoming().flatten() {
+            std::thread::spawn(move || {
+                let (mut r, mut w) = (s.try_clone().unwrap(), s);
+                let _ = std::io::copy(&mut r, &mut w);
+            });
+        }
+    });
+    let p = Proxy::start("127.0.0.42:0".parse().unwrap(), target);
+    let connect = || {
+        let s = std::net::TcpStream::connect(p.addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        s
+    };
+    let echoes = |s: &mut std::net::TcpStream, msg: &[u8]| {
+        if s.write_all(msg).is_err() {
+            return false;
+        }
+        let mut got = vec![0; msg.len()];
+        s.read_exact(&mut got).is_ok() && got == msg
+    };
+    // Closed: the next read sees the end (or a reset), not a timeout.
+    let closed = |s: &mut std::net::TcpStream| {
+        let mut b = [0u8; 16];
+        match s.read(&mut b) {
+            Ok(0) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+            Ok(_) => false,
+        }
+    };
+    let mut s = connect();
+    assert!(echoes(&mut s, b"hello"), "pass forwards both ways");
+
+    p.set_mode(Mode::Blackhole);
+    assert!(!echoes(&mut s, b"lost"), "a blackhole loses bytes");
+    let mut fresh = connect();
+    assert!(!echoes(&mut fresh, b"lost too"), "new connections too");
+    p.set_mode(Mode::Pass);
+    assert!(
+        closed(&mut s),
+        "a connection that lost bytes is closed on healing"
+    );
+    let mut s = connect();
+    assert!(
+        echoes(&mut s, b"again"),
+        "new connections pass after healing"
+    );
+
+    p.cut();
+    assert!(closed(&mut s), "a cut closes what is open");
+    let mut s = connect();
+    assert!(
+        echoes(&mut s, b"after cut"),
+        "and new connections still pass"
+    );
+
+    p.set_mode(Mode::Refuse);
+    assert!(closed(&mut s), "refuse closes what is open");
+    let mut refused = connect();
+    assert!(closed(&mut refused), "and every new connection");
+    p.set_mode(Mode::Pass);
+    let mut s = connect();
+    assert!(echoes(&mut s, b"back"));
+    assert!(
+        eventually(Duration::from_secs(2), || p.connections() == 1),
+        "closed connections are forgotten"
+    );
 }

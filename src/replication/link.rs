@@ -1,12 +1,12 @@
 //! One connection between two nodes: the handshake, then each side streams its changes to
 //! the other and applies what it receives.
 //!
-//! Sending: a full resync first when the peer is new or was restarted (or lost records),
-//! as a snapshot from the store's scan, while the feed reader created before it collects
-//! every change made meanwhile; then the feed, batch after batch, as the socket takes them
-//! (so a slow peer holds back only its own reader, whose ring is bounded). Changes that
-//! came from this peer are not sent back. A quiet link carries heartbeats, and a link that
-//! hears nothing for the timeout is dropped.
+//! Sending: a full resync first on a new link (see [`super::node`] for why): this node's
+//! flushes summed up as one, then a snapshot from the store's scan, while the feed reader
+//! created before it collects every change made meanwhile; then the feed, batch after
+//! batch, as the socket takes them (so a slow peer holds back only its own reader, whose
+//! ring is bounded). Changes that came from this peer are not sent back. A quiet link
+//! carries heartbeats, and a link that hears nothing for the timeout is dropped.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -204,6 +204,8 @@ async fn send_changes(
     let mut out = BytesMut::new();
     if full {
         send(wr, &Frame::SnapshotStart).await?;
+        // The snapshot leaves out what was flushed; the peer may still hold it.
+        send_flushed(inner, wr, &mut out).await?;
         snapshot(inner, wr, &mut out, None).await?;
         send(wr, &Frame::SnapshotEnd).await?;
         inner.count_full_sync(peer);
@@ -221,18 +223,8 @@ async fn send_changes(
             );
             match lost.shard {
                 Some(i) => snapshot(inner, wr, &mut out, Some(i)).await?,
-                None => {
-                    // Lost flushes: what they did, summed up as one.
-                    let below = store.flushed_below();
-                    let v = Version {
-                        stamp: below,
-                        node: inner.local.node,
-                    };
-                    out.clear();
-                    let rec = Record::flush(v, below, 0, None);
-                    wire::encode_changes(store.clock().now(), &[rec], &mut out);
-                    wr.write_all(&out).await?;
-                }
+                // Lost flushes: what they did, summed up as one.
+                None => send_flushed(inner, wr, &mut out).await?,
             }
             inner.count_full_sync(peer);
         }
@@ -256,6 +248,29 @@ async fn send_changes(
             _ = tokio::time::sleep(heartbeat) => send(wr, &Frame::Heartbeat).await?,
         }
     }
+}
+
+/// Sends the flushes this node took, summed up as one: everything stamped below
+/// [`crate::store::Store::flushed_below`] is gone.
+async fn send_flushed(
+    inner: &Inner,
+    wr: &mut OwnedWriteHalf,
+    out: &mut BytesMut,
+) -> Result<(), LinkError> {
+    let store = &inner.store;
+    let below = store.flushed_below();
+    if below == 0 {
+        return Ok(());
+    }
+    let v = Version {
+        stamp: below,
+        node: inner.local.node,
+    };
+    out.clear();
+    let rec = Record::flush(v, below, 0, None);
+    wire::encode_changes(store.clock().now(), &[rec], out);
+    wr.write_all(out).await?;
+    Ok(())
 }
 
 /// Sends every key's state held now: of all shards, or of shard `only`.

@@ -8,9 +8,12 @@
 //! they agree without a word. A dialer whose link ends waits (backoff with jitter, at most
 //! a few seconds) and dials again, resolving the host name anew each time.
 //!
-//! A peer's feed reader outlives its links: when the same peer process comes back (same run
-//! id) and the backlog still holds everything it missed, only that is sent (a partial
-//! resync); a restarted peer, or one that missed more than the backlog, gets a full copy.
+//! Every new link starts with a full copy. A sender knows only what it wrote to its socket,
+//! not what the peer applied: when a link breaks, what was in flight (in socket buffers, on
+//! the wire) is lost, yet the feed reader has moved past it, so resuming from that reader
+//! (a partial resync) would leave the peer without those changes for good. The parked
+//! reader path below stays for when peers acknowledge what they applied; until then no
+//! reader is kept once its link ends.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -49,7 +52,8 @@ impl State {
 struct Peer {
     /// The peer's process, as of its last handshake: a new one needs a full copy.
     run: u64,
-    /// Changes for it, kept while it is away (bounded by the backlog).
+    /// Changes for it, kept while it is away (bounded by the backlog). Never parked for
+    /// now: see the module's notes.
     reader: Option<FeedReader>,
     link: Option<Link>,
     state: State,
@@ -377,17 +381,16 @@ impl Inner {
         })
     }
 
-    /// Ends link `id`'s registration, keeping the reader for the peer's return.
+    /// Ends link `id`'s registration. Its reader is dropped, not kept for the peer's return:
+    /// it has moved past whatever the broken link lost in flight (see the module's notes).
     pub fn unregister(&self, peer: NodeId, id: u64, reader: Option<FeedReader>) {
+        drop(reader);
         let mut peers = self.peers();
         if let Some(p) = peers.get_mut(&peer) {
             if p.link.as_ref().is_some_and(|l| l.id == id) {
                 p.link = None;
                 p.state = State::Down;
                 tracing::info!("replication: link with node {} down", peer.0);
-            }
-            if p.reader.is_none() {
-                p.reader = reader;
             }
         }
     }
