@@ -136,7 +136,7 @@ pub struct ReplicationConfig {
     pub node_id: Option<u16>,
     /// `--repl-timeout`: silence after which a link is dropped.
     pub timeout: std::time::Duration,
-    /// `--repl-backlog-size`: changes kept per store for peers that are away.
+    /// `--repl-backlog-size`: changes kept for a connected peer that falls behind.
     pub backlog_bytes: usize,
     /// `-q`: repcached's queue length, accepted; the backlog is sized in bytes instead.
     pub queue: Option<usize>,

@@ -300,7 +300,16 @@ async fn dial_loop(inner: Arc<Inner>, peer: PeerAddr) {
     let mut attempt = 0u32;
     loop {
         let started = Instant::now();
-        match TcpStream::connect((peer.host.as_str(), peer.port)).await {
+        // Bounded: in a real partition a connect may go unanswered for minutes.
+        let connect = TcpStream::connect((peer.host.as_str(), peer.port));
+        let connected = match tokio::time::timeout(inner.timeout, connect).await {
+            Ok(r) => r,
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {:?}", inner.timeout),
+            )),
+        };
+        match connected {
             Ok(stream) => match link::run(inner.clone(), stream, Some(&name)).await {
                 Ok(()) => {}
                 Err(e) => inner.note_link_end(&name, &e),
