@@ -747,3 +747,51 @@ fn the_fault_proxy_passes_loses_refuses_and_cuts() {
         "closed connections are forgotten"
     );
 }
+
+/// Runs tests/clients/php_session.php: a session through PHP's Memcached session handler
+/// (locking on, its default) on `server`; returns what it printed.
+fn php_session(server: SocketAddr, id: &str, op: &[&str]) -> String {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/php_session.php");
+    let out = Command::new("php")
+        .arg(script)
+        .arg(server.to_string())
+        .arg(id)
+        .args(op)
+        .output()
+        .expect("php-cli with php-memcached must be installed");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+fn php_sees(server: SocketAddr, id: &str, want: &str) -> bool {
+    let want = format!("session: {want}");
+    eventually(Duration::from_secs(10), || {
+        php_session(server, id, &["read"]).contains(&want)
+    })
+}
+
+#[test]
+fn a_php_session_written_through_one_node_survives_either_node_dying() {
+    let (mut a, mut b) = seed_pair(&[]);
+    let id = "sess4242deadbeef";
+    assert!(php_session(a.addr, id, &["write", "alice"]).contains("session: alice"));
+    assert!(php_sees(b.addr, id, "alice"), "read through the other node");
+    a.kill();
+    assert!(
+        php_sees(b.addr, id, "alice"),
+        "the first node died: still there"
+    );
+    assert!(php_session(b.addr, id, &["write", "bob"]).contains("session: bob"));
+    a.restart();
+    assert!(php_sees(a.addr, id, "bob"), "the restarted node caught up");
+    b.kill();
+    assert!(
+        php_sees(a.addr, id, "bob"),
+        "the other node died: still there"
+    );
+}
