@@ -15,7 +15,7 @@
 //! cost then is [`Feed::is_on`], one relaxed load.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::record::Record;
@@ -137,14 +137,18 @@ pub type Waker = Arc<dyn Fn() + Send + Sync>;
 /// At most this many readers at once (one per peer: a mesh of 8 nodes needs 7).
 pub const MAX_READERS: usize = 32;
 
-/// One reader's wake-up: its own flag, so a slow reader never holds back another's.
+/// One reader's wake-up: its own flags, so a slow reader never holds back another's.
 #[derive(Default)]
 struct Slot {
     taken: AtomicBool,
-    /// Set by the first writer after the reader last looked; cleared by the reader.
-    pending: AtomicBool,
+    /// Which rings got records since the reader last looked ([`Feed::bit`]): the reader
+    /// reads only those, and a writer wakes it only when the mask was empty.
+    dirty: AtomicU64,
     waker: Mutex<Option<Waker>>,
 }
+
+/// The dirty bit of the events ring; shard `i`'s is bit `i % 63`.
+pub const EVENTS_BIT: u64 = 1 << 63;
 
 /// The store-wide part of the feed, shared by all shards.
 pub struct Feed {
@@ -183,7 +187,7 @@ impl Feed {
     pub fn detach(&self, slot: usize) {
         let s = &self.slots[slot];
         *s.waker.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        s.pending.store(false, Ordering::Relaxed);
+        s.dirty.store(0, Ordering::Relaxed);
         s.taken.store(false, Ordering::Release);
         self.readers.fetch_sub(1, Ordering::Relaxed);
     }
@@ -195,15 +199,22 @@ impl Feed {
             .unwrap_or_else(|e| e.into_inner()) = Some(f);
     }
 
-    /// Called by a writer after pushing records and unlocking its shard: wakes each reader
-    /// once per batch. A writer that finds a reader's flag set needs no wake-up of its own:
-    /// the reader has not cleared it yet, and after clearing it reads every shard under its
-    /// lock, which the writer has released.
-    pub fn notify(&self) {
+    /// The dirty bit of shard `i`'s ring.
+    #[inline]
+    pub fn bit(shard: usize) -> u64 {
+        1 << (shard % 63)
+    }
+
+    /// Called by a writer after pushing records into the ring(s) of `bit` and unlocking:
+    /// marks them for each reader, and wakes a reader only if it had nothing marked (once
+    /// per batch, not per record). A writer that finds its bit set needs no wake-up: the
+    /// reader has not taken the mask yet, and after taking it reads those rings under
+    /// their lock, which the writer has released.
+    pub fn notify(&self, bit: u64) {
         for s in self.slots.iter() {
             if !s.taken.load(Ordering::Relaxed)
-                || s.pending.load(Ordering::Relaxed)
-                || s.pending.swap(true, Ordering::AcqRel)
+                || s.dirty.load(Ordering::Relaxed) & bit != 0
+                || s.dirty.fetch_or(bit, Ordering::AcqRel) != 0
             {
                 continue;
             }
@@ -214,10 +225,10 @@ impl Feed {
         }
     }
 
-    /// Called by the reader before it reads: clears its flag so the next write wakes it
-    /// again; true if anything was signalled since last time.
-    pub fn take_pending(&self, slot: usize) -> bool {
-        self.slots[slot].pending.swap(false, Ordering::AcqRel)
+    /// Called by the reader before it reads: takes (and clears) the mask of rings written
+    /// since it last looked, so the next write wakes it again.
+    pub fn take_dirty(&self, slot: usize) -> u64 {
+        self.slots[slot].dirty.swap(0, Ordering::AcqRel)
     }
 
     /// Records a store-wide change (a flush); returns its sequence number.
@@ -451,23 +462,24 @@ mod tests {
         let w = woken.clone();
         let a = feed.attach().unwrap();
         let b = feed.attach().unwrap();
-        feed.notify();
-        assert!(feed.take_pending(a), "the flag is set even with no waker");
+        feed.notify(1);
+        assert_eq!(feed.take_dirty(a), 1, "marked even with no waker");
         feed.set_waker(
             a,
             Arc::new(move || {
                 w.fetch_add(1, Ordering::Relaxed);
             }),
         );
-        feed.notify();
-        feed.notify();
-        assert_eq!(woken.load(Ordering::Relaxed), 1);
-        assert!(feed.take_pending(a));
-        assert!(!feed.take_pending(a));
-        feed.notify();
+        feed.notify(2);
+        feed.notify(EVENTS_BIT);
+        assert_eq!(woken.load(Ordering::Relaxed), 1, "one wake-up per batch");
+        assert_eq!(feed.take_dirty(a), 2 | EVENTS_BIT);
+        assert_eq!(feed.take_dirty(a), 0);
+        feed.notify(Feed::bit(65));
         assert_eq!(woken.load(Ordering::Relaxed), 2);
-        // b's flag is its own: set since the first write, whatever a did.
-        assert!(feed.take_pending(b));
+        assert_eq!(feed.take_dirty(a), 4, "shard 65 shares shard 2's bit");
+        // b's mask is its own: everything since the first write, whatever a did.
+        assert_eq!(feed.take_dirty(b), 1 | 2 | 4 | EVENTS_BIT);
     }
 
     #[test]

@@ -332,6 +332,7 @@ impl Store {
             .map(|i| {
                 let mut shard = Shard::new(geo);
                 shard.hlc = Hlc::lane(i, n);
+                shard.id = i;
                 shard.ring.set_cap(cfg.feed_bytes / n);
                 Padded(Mutex::new(shard))
             })
@@ -578,10 +579,11 @@ impl Store {
             created,
             buf: shard.buf(loc),
         }));
+        let bit = feed::Feed::bit(shard.id);
         drop(shard);
         if observed {
             // Woken after unlocking: a waker may do anything, the store included.
-            self.inner.feed.notify();
+            self.inner.feed.notify(bit);
         }
         r
     }

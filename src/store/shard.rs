@@ -156,6 +156,8 @@ pub struct Shard {
     next_seq: u64,
     reclaim_at: ReclaimAt,
     pub hlc: Hlc,
+    /// This shard's place in the store.
+    pub id: usize,
     /// This shard's changes, for the mutation feed's readers.
     pub ring: Ring,
     /// The flushes this shard has heard of.
@@ -194,6 +196,7 @@ impl Shard {
             next_seq: 1,
             reclaim_at: ReclaimAt::default(),
             hlc: Hlc::default(),
+            id: 0,
             ring: Ring::new(0),
             flushes: Flushes::default(),
             forgotten: Forgotten::default(),

@@ -3,7 +3,7 @@
 
 use std::sync::MutexGuard;
 
-use super::feed::{FeedCursor, Read, Waker};
+use super::feed::{Feed, FeedCursor, Read, Waker, EVENTS_BIT};
 use super::record::Record;
 use super::shard::Shard;
 use super::version::NodeId;
@@ -32,6 +32,8 @@ pub struct FeedReader {
     store: Store,
     slot: usize,
     cursor: FeedCursor,
+    /// Rings marked written and not yet drained (see [`super::feed::Feed::bit`]).
+    todo: u64,
     /// The shard the next read starts at, so a busy shard cannot starve the others.
     start: usize,
 }
@@ -50,6 +52,8 @@ impl Store {
             store: self.clone(),
             slot,
             cursor,
+            // Everything, the first time: writes may have come before the first look.
+            todo: u64::MAX,
             start: 0,
         })
     }
@@ -90,8 +94,9 @@ impl Store {
     pub(super) fn publish(&self, mut shard: MutexGuard<'_, Shard>, rec: Record) {
         if self.inner.feed.is_on() {
             shard.ring.push(rec);
+            let bit = Feed::bit(shard.id);
             drop(shard);
-            self.inner.feed.notify();
+            self.inner.feed.notify(bit);
         }
     }
 
@@ -99,7 +104,7 @@ impl Store {
     pub(super) fn publish_event(&self, rec: Record) {
         if self.inner.feed.is_on() {
             self.inner.feed.push_event(rec);
-            self.inner.feed.notify();
+            self.inner.feed.notify(EVENTS_BIT);
         }
     }
 }
@@ -110,25 +115,37 @@ impl FeedReader {
     pub fn read(&mut self, max_bytes: usize) -> Batch {
         let mut batch = Batch::default();
         let feed = &self.store.inner.feed;
-        feed.take_pending(self.slot);
+        self.todo |= feed.take_dirty(self.slot);
         let mut used = 0;
-        let mut from = self.cursor.events();
-        let next = read_ring(
-            &mut batch,
-            None,
-            &mut from,
-            &mut used,
-            max_bytes,
-            |f, m, o| feed.read_events(f, m, o),
-        );
-        self.cursor.set_events(next);
+        if self.todo & EVENTS_BIT != 0 {
+            let mut from = self.cursor.events();
+            let next = read_ring(
+                &mut batch,
+                None,
+                &mut from,
+                &mut used,
+                max_bytes,
+                |f, m, o| feed.read_events(f, m, o),
+            );
+            self.cursor.set_events(next);
+            if next == feed.events_next_seq() {
+                self.todo &= !EVENTS_BIT;
+            }
+        }
+        // Only the rings marked since the last read: a write costs its reader one ring's
+        // lock, not a visit to every shard.
         let n = self.cursor.shards().len();
+        let (mask, mut undrained) = (self.todo & !EVENTS_BIT, 0);
         for step in 0..n {
+            let i = (self.start + step) % n;
+            let bit = Feed::bit(i);
+            if mask & bit == 0 {
+                continue;
+            }
             if used >= max_bytes && !batch.records.is_empty() {
-                self.start = (self.start + step) % n;
+                self.start = i;
                 return batch;
             }
-            let i = (self.start + step) % n;
             let mut from = self.cursor.shard(i);
             let shard = self.store.lock(i);
             let next = read_ring(
@@ -139,9 +156,16 @@ impl FeedReader {
                 max_bytes,
                 |f, m, o| shard.ring.read(f, m, o),
             );
+            let drained = next == shard.ring.next_seq();
             drop(shard);
             self.cursor.set_shard(i, next);
+            if !drained {
+                // Stopped by the batch's size: the marks stay for the next read.
+                undrained |= bit;
+            }
         }
+        // A bit covers every 63rd shard: it stays while any of them has records left.
+        self.todo = (self.todo & !mask) | undrained;
         self.start = (self.start + 1) % n;
         batch
     }

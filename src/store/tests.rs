@@ -826,3 +826,30 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_reader_gets_every_record_when_shards_share_a_mark() {
+    let cfg = StoreConfig {
+        shards: 256,
+        ..Default::default()
+    };
+    let s = Store::new(cfg, Arc::new(Clock::new()));
+    let mut sub = s.subscribe().unwrap();
+    let mut seen = std::collections::HashSet::new();
+    for round in 0..3u32 {
+        for i in 0..500u32 {
+            set(&s, format!("k{round}-{i}").as_bytes(), b"v");
+        }
+        loop {
+            let b = sub.read(2000);
+            assert!(b.lost.is_empty());
+            if b.records.is_empty() {
+                break;
+            }
+            for r in b.records {
+                assert!(seen.insert(r.key().to_vec()), "read twice");
+            }
+        }
+        assert_eq!(seen.len() as u32, 500 * (round + 1));
+    }
+}
