@@ -795,3 +795,38 @@ fn a_php_session_written_through_one_node_survives_either_node_dying() {
         "the other node died: still there"
     );
 }
+
+#[test]
+fn a_restarted_node_answers_reads_at_once_while_it_catches_up() {
+    let (a, mut b) = seed_pair(&[]);
+    let mut ca = a.client();
+    let value = "v".repeat(2000);
+    let n = 20_000;
+    let mut lines = String::new();
+    for i in 0..n {
+        lines.push_str(&format!("set key{i} 0 0 {}\r\n{value}\r\n", value.len()));
+    }
+    lines.push_str("mn\r\n");
+    ca.send(lines.as_bytes());
+    let mut all = Vec::new();
+    while !all.ends_with(b"MN\r\n") {
+        let mut chunk = [0u8; 65536];
+        let got = std::io::Read::read(&mut ca.stream, &mut chunk).unwrap();
+        assert!(got > 0);
+        all.extend_from_slice(&chunk[..got]);
+    }
+    assert!(sees(&b, &format!("key{}", n - 1), Some(&value)));
+    b.restart();
+    // At once, before the full copy (40 MB) can have arrived: no miss for any key.
+    let mut cb = b.client();
+    let mut missed = 0;
+    for i in (0..n).step_by(97) {
+        if get(&mut cb, &format!("key{i}")).as_deref() != Some(value.as_str()) {
+            missed += 1;
+        }
+    }
+    assert_eq!(
+        missed, 0,
+        "a restarted node answered misses for keys the cluster holds"
+    );
+}

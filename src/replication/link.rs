@@ -19,6 +19,7 @@ use tokio::sync::Notify;
 
 use super::handshake::{self, Local};
 use super::node::{Inner, Registered, State};
+use super::warmup::Pending;
 use super::wire::{self, Frame, PROTOCOL_VERSION};
 use crate::store::{
     Applied, Cursor, FeedReader, Kind, NodeId, Record, RemoteChange, RemoteState, Version,
@@ -26,6 +27,8 @@ use crate::store::{
 
 /// Bytes of changes per frame.
 const BATCH_BYTES: usize = 256 << 10;
+/// Socket send and receive buffers of a link.
+const SOCKET_BUFFER: usize = 256 << 10;
 
 /// Why a link ended.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +93,11 @@ pub async fn run(
     dialed: Option<&str>,
 ) -> Result<(), LinkError> {
     let _ = stream.set_nodelay(true);
+    // Small socket buffers: a fetch's answer queues behind what is in flight (a snapshot),
+    // so that must stay short; a few hundred KB still fill a fast link.
+    let sock = socket2::SockRef::from(&stream);
+    let _ = sock.set_send_buffer_size(SOCKET_BUFFER);
+    let _ = sock.set_recv_buffer_size(SOCKET_BUFFER);
     let (rd, mut wr) = stream.into_split();
     let mut frames = Frames {
         rd,
@@ -143,6 +151,9 @@ pub async fn run(
     let Registered {
         id,
         cancel,
+        mut control,
+        control_tx,
+        pending,
         reader,
         full,
     } = match inner.register(peer, peer_run, dialer) {
@@ -170,11 +181,12 @@ pub async fn run(
     reader.set_waker(Arc::new(move || n.notify_one()));
     let heartbeat = inner.timeout / 3;
     let result = tokio::select! {
-        r = send_changes(&inner, &mut wr, &mut reader, &notify, peer, full, heartbeat) => r,
-        r = receive(&inner, &mut frames, peer) => r,
+        r = send_changes(&inner, &mut wr, &mut reader, &mut control, &notify, peer, full, heartbeat) => r,
+        r = receive(&inner, &mut frames, peer, &control_tx, &pending) => r,
         _ = cancel.cancelled() => Ok(()),
     };
     inner.unregister(peer, id, Some(reader));
+    pending.fail_all();
     result
 }
 
@@ -191,10 +203,12 @@ async fn refuse(wr: &mut OwnedWriteHalf, why: String) -> Result<(), LinkError> {
 }
 
 /// Streams this node's changes: a snapshot first if `full`, then the feed.
+#[allow(clippy::too_many_arguments)]
 async fn send_changes(
     inner: &Inner,
     wr: &mut OwnedWriteHalf,
     reader: &mut FeedReader,
+    control: &mut Control,
     notify: &Notify,
     peer: NodeId,
     full: bool,
@@ -206,7 +220,7 @@ async fn send_changes(
         send(wr, &Frame::SnapshotStart).await?;
         // The snapshot leaves out what was flushed; the peer may still hold it.
         send_flushed(inner, wr, &mut out).await?;
-        snapshot(inner, wr, &mut out, None).await?;
+        snapshot(inner, wr, &mut out, None, control).await?;
         send(wr, &Frame::SnapshotEnd).await?;
         inner.count_full_sync(peer);
     }
@@ -222,7 +236,7 @@ async fn send_changes(
                 peer.0
             );
             match lost.shard {
-                Some(i) => snapshot(inner, wr, &mut out, Some(i)).await?,
+                Some(i) => snapshot(inner, wr, &mut out, Some(i), control).await?,
                 // Lost flushes: what they did, summed up as one.
                 None => send_flushed(inner, wr, &mut out).await?,
             }
@@ -245,6 +259,11 @@ async fn send_changes(
         }
         tokio::select! {
             _ = notify.notified() => {}
+            f = control.recv() => {
+                if let Some(f) = f {
+                    send(wr, &f).await?;
+                }
+            }
             _ = tokio::time::sleep(heartbeat) => send(wr, &Frame::Heartbeat).await?,
         }
     }
@@ -279,6 +298,7 @@ async fn snapshot(
     wr: &mut OwnedWriteHalf,
     out: &mut BytesMut,
     only: Option<usize>,
+    control: &mut Control,
 ) -> Result<(), LinkError> {
     let store = &inner.store;
     let (mut cursor, shard) = match only {
@@ -288,6 +308,10 @@ async fn snapshot(
     while let Some(c) = cursor {
         if shard.is_some_and(|i| c.shard() != i) {
             break;
+        }
+        // A peer catching up waits on these answers: they go between batches.
+        while let Ok(f) = control.try_recv() {
+            send(wr, &f).await?;
         }
         let now = store.clock().now();
         let (records, next) = store.scan(c, BATCH_BYTES, now);
@@ -302,8 +326,17 @@ async fn snapshot(
     Ok(())
 }
 
-/// Applies what the peer sends until the link ends.
-async fn receive(inner: &Inner, frames: &mut Frames, peer: NodeId) -> Result<(), LinkError> {
+/// Fetches and their answers, sent between batches of changes.
+type Control = tokio::sync::mpsc::UnboundedReceiver<Frame>;
+
+/// Applies what the peer sends until the link ends, and answers its fetches.
+async fn receive(
+    inner: &Inner,
+    frames: &mut Frames,
+    peer: NodeId,
+    control: &tokio::sync::mpsc::UnboundedSender<Frame>,
+    pending: &Pending,
+) -> Result<(), LinkError> {
     let store = &inner.store;
     loop {
         match frames.next().await? {
@@ -352,7 +385,14 @@ async fn receive(inner: &Inner, frames: &mut Frames, peer: NodeId) -> Result<(),
                 }
                 inner.count_received(peer, records.len());
             }
-            Frame::Heartbeat | Frame::SnapshotStart | Frame::SnapshotEnd => {}
+            Frame::SnapshotEnd => inner.warmup.set_caught_up(),
+            Frame::Heartbeat | Frame::SnapshotStart => {}
+            Frame::Fetch { id, key } => {
+                let now = store.clock().now();
+                let record = store.state_of(&key, now);
+                let _ = control.send(Frame::Fetched { id, now, record });
+            }
+            Frame::Fetched { id, now, record } => pending.answer(id, now, record),
             Frame::Refuse { reason } => return Err(LinkError::RefusedBy(reason)),
             Frame::Hello { .. } | Frame::Proof { .. } => {
                 return Err(LinkError::Protocol("a handshake frame after the handshake"))

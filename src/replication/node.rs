@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::handshake::{self, Local};
 use super::link::{self, LinkError};
+use super::warmup::{Fetcher, Pending, WarmUp};
 use crate::config::{PeerAddr, ReplicationConfig};
 use crate::store::{FeedReader, NodeId, Store};
 
@@ -67,12 +68,18 @@ struct Link {
     /// The node that dialled it: the one dialled by the lower id wins.
     dialer: NodeId,
     cancel: CancellationToken,
+    /// For reads that miss while this node catches up.
+    fetcher: Fetcher,
 }
 
 /// What a link gets when it is registered as the peer's one link.
 pub struct Registered {
     pub id: u64,
     pub cancel: CancellationToken,
+    /// Frames to send besides the changes (fetches and their answers).
+    pub control: tokio::sync::mpsc::UnboundedReceiver<super::wire::Frame>,
+    pub control_tx: tokio::sync::mpsc::UnboundedSender<super::wire::Frame>,
+    pub pending: Arc<Pending>,
     /// None: no reader slot left.
     pub reader: Option<FeedReader>,
     /// Send a full copy first.
@@ -84,6 +91,7 @@ pub struct Inner {
     pub store: Store,
     pub local: Local,
     pub timeout: Duration,
+    pub warmup: WarmUp,
     peers: Mutex<HashMap<NodeId, Peer>>,
     /// Which node a configured address turned out to be, once dialled.
     names: Mutex<HashMap<String, NodeId>>,
@@ -138,6 +146,7 @@ impl Bound {
             store,
             local,
             timeout: cfg.timeout,
+            warmup: WarmUp::default(),
             peers: Mutex::new(HashMap::new()),
             names: Mutex::new(HashMap::new()),
             next_link: std::sync::atomic::AtomicU64::new(1),
@@ -213,6 +222,32 @@ impl Replication {
 
     pub fn node(&self) -> NodeId {
         self.inner.local.node
+    }
+
+    /// For a read that missed `key`: while this node catches up, asks a linked peer and
+    /// takes what it holds (see [`super::warmup`]); true if the key is here now.
+    pub fn warm_up(&self, key: &[u8]) -> bool {
+        let w = &self.inner.warmup;
+        if w.caught_up() {
+            return false;
+        }
+        let find = || {
+            let peers = self.inner.peers();
+            peers
+                .values()
+                .find_map(|p| p.link.as_ref().map(|l| l.fetcher.clone()))
+        };
+        // A link may be replaced under a fetch (two nodes dialling each other at once):
+        // then once more through whichever link is up.
+        for _ in 0..2 {
+            let Some(via) = w.link(find) else {
+                return false;
+            };
+            if let Ok(found) = w.fetch(&self.inner.store, &via, key) {
+                return found;
+            }
+        }
+        false
     }
 
     pub fn listen_addr(&self) -> SocketAddr {
@@ -368,10 +403,17 @@ impl Inner {
             self.store.subscribe()
         };
         p.run = run;
+        let (control_tx, control) = tokio::sync::mpsc::unbounded_channel();
+        let pending = Arc::new(Pending::default());
         p.link = Some(Link {
             id,
             dialer,
             cancel: cancel.clone(),
+            fetcher: Fetcher {
+                peer,
+                control: control_tx.clone(),
+                pending: pending.clone(),
+            },
         });
         tracing::info!(
             "replication: linked with node {} ({})",
@@ -385,6 +427,9 @@ impl Inner {
         Some(Registered {
             id,
             cancel,
+            control,
+            control_tx,
+            pending,
             reader,
             full: !same_run,
         })

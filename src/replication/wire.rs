@@ -42,6 +42,8 @@ const SNAPSHOT_START: u8 = 4;
 const SNAPSHOT_END: u8 = 5;
 const CHANGES: u8 = 6;
 const HEARTBEAT: u8 = 7;
+const FETCH: u8 = 8;
+const FETCHED: u8 = 9;
 
 /// The smallest record (a header) plus its length prefix: bounds a claimed record count.
 const MIN_RECORD: usize = 4 + 32;
@@ -69,6 +71,15 @@ pub enum Frame {
     Changes { now: u32, records: Vec<Record> },
     /// Keeps a quiet link alive; its absence for the timeout means the link is dead.
     Heartbeat,
+    /// A node still catching up missed `key`: what does the sender hold of it?
+    Fetch { id: u64, key: Bytes },
+    /// The answer to Fetch `id`: the key's state (live or deleted), if any, with the
+    /// sender's `now` for its expiry.
+    Fetched {
+        id: u64,
+        now: u32,
+        record: Option<Record>,
+    },
 }
 
 /// Why bytes from a peer are not a frame. Any of these means the peer is broken or not a
@@ -108,6 +119,8 @@ pub fn encode(frame: &Frame, out: &mut BytesMut) {
         Frame::SnapshotStart => SNAPSHOT_START,
         Frame::SnapshotEnd => SNAPSHOT_END,
         Frame::Heartbeat => HEARTBEAT,
+        Frame::Fetch { .. } => FETCH,
+        Frame::Fetched { .. } => FETCHED,
     };
     let start = out.len();
     out.put_u32_le(0); // the length, once known
@@ -128,6 +141,23 @@ pub fn encode(frame: &Frame, out: &mut BytesMut) {
         }
         Frame::Proof { mac } => out.put_slice(mac),
         Frame::Refuse { reason } => put_str(out, reason),
+        Frame::Fetch { id, key } => {
+            out.put_u64_le(*id);
+            out.put_u16_le(key.len() as u16);
+            out.put_slice(key);
+        }
+        Frame::Fetched { id, now, record } => {
+            out.put_u64_le(*id);
+            out.put_u32_le(*now);
+            match record {
+                Some(r) => {
+                    out.put_u8(1);
+                    out.put_u32_le(r.len() as u32);
+                    out.put_slice(r.as_bytes());
+                }
+                None => out.put_u8(0),
+            }
+        }
         _ => {}
     }
     let len = (out.len() - start - 4) as u32;
@@ -197,6 +227,30 @@ pub fn decode(buf: &mut BytesMut) -> Result<Option<Frame>, WireError> {
         SNAPSHOT_START => Frame::SnapshotStart,
         SNAPSHOT_END => Frame::SnapshotEnd,
         HEARTBEAT => Frame::Heartbeat,
+        FETCH => {
+            let id = body.u64()?;
+            let n = body.u16()? as usize;
+            if n == 0 || n > crate::store::record::KEY_MAX {
+                return Err(malformed(name, "key length out of range"));
+            }
+            Frame::Fetch {
+                id,
+                key: body.take(n)?,
+            }
+        }
+        FETCHED => {
+            let id = body.u64()?;
+            let now = body.u32()?;
+            let record = match body.array::<1>()? {
+                [0] => None,
+                [1] => {
+                    let n = body.u32()? as usize;
+                    Some(Record::decode(body.take(n)?)?)
+                }
+                _ => return Err(malformed(name, "bad record flag")),
+            };
+            Frame::Fetched { id, now, record }
+        }
         _ => {
             // CHANGES: `frame_name` let only known types through.
             let now = body.u32()?;
@@ -236,6 +290,8 @@ fn frame_name(ty: u8) -> Result<&'static str, WireError> {
         SNAPSHOT_END => "SnapshotEnd",
         CHANGES => "Changes",
         HEARTBEAT => "Heartbeat",
+        FETCH => "Fetch",
+        FETCHED => "Fetched",
         _ => return Err(WireError::UnknownType(ty)),
     })
 }
@@ -335,6 +391,20 @@ mod tests {
                 records: vec![],
             },
             Frame::Heartbeat,
+            Frame::Fetch {
+                id: 7,
+                key: Bytes::from_static(b"user:1"),
+            },
+            Frame::Fetched {
+                id: 7,
+                now: 99,
+                record: Some(Record::live(b"user:1", b"alice", 3, 120, v(5, 2), None)),
+            },
+            Frame::Fetched {
+                id: 8,
+                now: 99,
+                record: None,
+            },
         ]
     }
 

@@ -170,6 +170,19 @@ impl Store {
         }
     }
 
+    /// The state `key` holds here, live or deleted, as a record (for a peer catching up);
+    /// None if nothing, or only something expired or flushed.
+    pub fn state_of(&self, key: &[u8], now: u32) -> Option<Record> {
+        let hash = hash_key(key);
+        let shard = self.lock(self.shard_of(hash));
+        let loc = shard.find(hash, key)?;
+        let it = shard.item(loc);
+        if it.is_expired(now) || shard.is_flushed(&it, now) {
+            return None;
+        }
+        Some(self.record_of(&it, None))
+    }
+
     fn publish_deleted(&self, shard: MutexGuard<'_, Shard>, c: &RemoteChange<'_>) {
         if self.inner.feed.is_on() {
             self.publish(shard, Record::deleted(c.key, c.version, Some(c.origin)));

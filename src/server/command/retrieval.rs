@@ -42,20 +42,16 @@ pub fn get_keys<R: Reply>(
         vivify: get.vivify.map(|t| s.exptime(t)),
         recache: get.recache.map(|t| s.exptime(t)),
     };
-    let now = s.now;
     let touch = get.touch.is_some();
     for key in get.keys.iter() {
-        let found = s.shared.store.read(key, now, opts, |r| match r {
-            Ok(h) => {
-                let cas = s.cas_out(h.item.cas);
-                let shared = h.share_value();
-                let mut hit = view(&h, cas, now);
-                hit.shared = shared.as_ref();
-                reply.hit(out, &hit);
-                Ok(())
+        let mut found = read_one(s, key, opts, reply, out);
+        if found.is_err() {
+            // A node still catching up asks a peer before it answers a miss.
+            let warmed = s.shared.replication.get().is_some_and(|r| r.warm_up(key));
+            if warmed {
+                found = read_one(s, key, opts, reply, out);
             }
-            Err(miss) => Err(miss),
-        });
+        }
         count_read(&mut s.counts, touch, found);
         s.detail(R::ENCODING, key, Op::Get { hit: found.is_ok() });
         if found.is_err() {
@@ -71,6 +67,28 @@ pub fn get_keys<R: Reply>(
         Keys::Spaced(list) => list.len(),
         Keys::One(_) => 0,
     }
+}
+
+/// Reads one key and renders a hit; a miss is the caller's to answer.
+fn read_one<R: Reply>(
+    s: &mut Session<'_>,
+    key: &[u8],
+    opts: ReadOptions,
+    reply: &R,
+    out: &mut Output,
+) -> Result<(), Miss> {
+    let now = s.now;
+    s.shared.store.read(key, now, opts, |r| match r {
+        Ok(h) => {
+            let cas = s.cas_out(h.item.cas);
+            let shared = h.share_value();
+            let mut hit = view(&h, cas, now);
+            hit.shared = shared.as_ref();
+            reply.hit(out, &hit);
+            Ok(())
+        }
+        Err(miss) => Err(miss),
+    })
 }
 
 /// `me`: the item as it is, without updating it.

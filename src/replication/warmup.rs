@@ -1,0 +1,161 @@
+//! Reads that miss while a node catches up ask a peer first, as mcrouter's WarmUp route
+//! does: a restarted node serves clients at once, and must not answer "not found" for a key
+//! the cluster holds just because its copy has not arrived yet (a PHP session would vanish).
+//!
+//! Until this node has received a complete snapshot from a peer since it started, a miss
+//! sends a Fetch over a live link and waits for the answer, at most [`FETCH_WAIT`]: the
+//! state the peer holds (live or deleted) is applied here by the usual merge, and the read
+//! runs again. Once caught up, or with no link up, a miss costs one relaxed load. The wait
+//! blocks the client's worker thread for a round trip between nodes, only during catch-up,
+//! only on misses.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::expiry::local_exptime;
+use super::wire::Frame;
+use crate::store::{Applied, Kind, NodeId, Record, RemoteChange, RemoteState, Store};
+
+/// The longest a read waits for a peer's answer (it may queue behind a snapshot batch in
+/// flight to this node).
+pub const FETCH_WAIT: Duration = Duration::from_secs(1);
+
+/// The link a fetch went out on closed before the answer came.
+#[derive(Debug)]
+pub struct Gone;
+
+/// A peer's answer: its `now` and the key's state there.
+pub type Answer = Option<(u32, Record)>;
+
+/// Fetches in flight on one link, by id.
+#[derive(Default)]
+pub struct Pending {
+    waiting: Mutex<HashMap<u64, SyncSender<Answer>>>,
+}
+
+impl Pending {
+    /// Hands an answer to the read waiting for it (gone if it gave up).
+    pub fn answer(&self, id: u64, now: u32, record: Option<Record>) {
+        let waiter = self.lock().remove(&id);
+        if let Some(tx) = waiter {
+            let _ = tx.try_send(record.map(|r| (now, r)));
+        }
+    }
+
+    /// The link is gone: every read waiting on it stops waiting (and may try another).
+    pub fn fail_all(&self) {
+        self.lock().clear();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, SyncSender<Answer>>> {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What a link offers for fetches: a way to send it frames, and its fetches in flight.
+#[derive(Clone)]
+pub struct Fetcher {
+    pub peer: NodeId,
+    pub control: UnboundedSender<Frame>,
+    pub pending: Arc<Pending>,
+}
+
+/// How long after start a miss waits for a first link to come up.
+const FIRST_LINK_WAIT: Duration = Duration::from_secs(5);
+
+/// This node's catch-up state.
+pub struct WarmUp {
+    /// Set once a complete snapshot has arrived from a peer.
+    caught_up: AtomicBool,
+    next_id: AtomicU64,
+    started: Instant,
+}
+
+impl Default for WarmUp {
+    fn default() -> Self {
+        WarmUp {
+            caught_up: AtomicBool::new(false),
+            next_id: AtomicU64::new(0),
+            started: Instant::now(),
+        }
+    }
+}
+
+impl WarmUp {
+    pub fn set_caught_up(&self) {
+        if !self.caught_up.swap(true, Ordering::Relaxed) {
+            tracing::info!("replication: caught up (a full copy from a peer has arrived)");
+        }
+    }
+
+    pub fn caught_up(&self) -> bool {
+        self.caught_up.load(Ordering::Relaxed)
+    }
+
+    /// A link to fetch through: one up now, or, just after start (when the peers are being
+    /// dialled), the first to come up within [`FETCH_WAIT`].
+    pub fn link(&self, find: impl Fn() -> Option<Fetcher>) -> Option<Fetcher> {
+        if let Some(f) = find() {
+            return Some(f);
+        }
+        if self.started.elapsed() > FIRST_LINK_WAIT {
+            return None;
+        }
+        let until = Instant::now() + FETCH_WAIT;
+        while Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+            if let Some(f) = find() {
+                return Some(f);
+            }
+        }
+        None
+    }
+
+    /// Asks the peer behind `via` for `key`, applies what it holds, and says whether the
+    /// key is worth reading again; Err if the link went away before answering.
+    pub fn fetch(&self, store: &Store, via: &Fetcher, key: &[u8]) -> Result<bool, Gone> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = sync_channel(1);
+        via.pending.lock().insert(id, tx);
+        let frame = Frame::Fetch {
+            id,
+            key: Bytes::copy_from_slice(key),
+        };
+        if via.control.send(frame).is_err() {
+            via.pending.lock().remove(&id);
+            return Err(Gone);
+        }
+        let answer = rx.recv_timeout(FETCH_WAIT);
+        via.pending.lock().remove(&id);
+        let (sender_now, rec) = match answer {
+            Ok(Some(a)) => a,
+            Ok(None) | Err(RecvTimeoutError::Timeout) => return Ok(false),
+            Err(RecvTimeoutError::Disconnected) => return Err(Gone),
+        };
+        let my_now = store.clock().now();
+        let state = match rec.kind() {
+            Kind::Live => RemoteState::Live {
+                value: rec.value(),
+                flags: rec.flags(),
+                exptime: local_exptime(rec.exptime(), sender_now, my_now),
+            },
+            Kind::Deleted => RemoteState::Deleted,
+            Kind::Flush => return Ok(false),
+        };
+        let change = RemoteChange {
+            key: rec.key(),
+            state,
+            version: rec.version(),
+            origin: via.peer,
+        };
+        // Stale too means the key is here: the copy brought it meanwhile.
+        let applied = store.apply(&change, my_now);
+        Ok(rec.kind() == Kind::Live && matches!(applied, Ok(Applied::Changed | Applied::Stale)))
+    }
+}
