@@ -10,6 +10,8 @@
 //!  5 SnapshotEnd    (empty)
 //!  6 Changes        now u32, count u32, count × (len u32, record bytes)
 //!  7 Heartbeat      (empty)
+//!  8 Fetch          id u64, key len u16, key
+//!  9 Fetched        id u64, now u32, has u8, [len u32, record bytes]
 //!  str = len u16 (at most MAX_STRING) + UTF-8
 //! ```
 //!
@@ -485,7 +487,7 @@ mod tests {
 
     #[test]
     fn unknown_type_fails_at_once() {
-        for ty in [0, 8, 255] {
+        for ty in [0, 10, 255] {
             let header = [100, 0, 0, 0, ty];
             assert!(matches!(decode_all(&header), Err(WireError::UnknownType(t)) if t == ty));
         }
