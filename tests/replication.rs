@@ -146,16 +146,8 @@ fn the_seeds_pair_replicates_every_kind_of_change_both_ways() {
     cb.expect(b"delete user:1\r\n", b"DELETED\r\n");
     assert!(sees(&a, "user:1", None), "deletes replicate");
     // A CAS read on one node completes on the other: versions are the same everywhere.
-    let out = String::from_utf8(ca.call_until(b"gets other\r\n", b"END\r\n")).unwrap();
-    let cas: u64 = out
-        .lines()
-        .next()
-        .unwrap()
-        .rsplit(' ')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let cas = ca.cas_of("other");
+    assert!(cas > 0);
     cb.expect(
         format!("cas other 0 0 3 {cas}\r\nnew\r\n").as_bytes(),
         b"STORED\r\n",
