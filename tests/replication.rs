@@ -822,3 +822,44 @@ fn a_restarted_node_answers_reads_at_once_while_it_catches_up() {
         "a restarted node answered misses for keys the cluster holds"
     );
 }
+
+/// Sum of `peer:*:<name>` over `stats replication`.
+fn peer_stat_sum(c: &mut Client, name: &str) -> u64 {
+    let out = String::from_utf8(c.call_until(b"stats replication\r\n", b"END\r\n")).unwrap();
+    out.lines()
+        .filter_map(|l| {
+            let mut p = l.split(' ');
+            let (stat, key, value) = (p.next()?, p.next()?, p.next()?);
+            (stat == "STAT" && key.starts_with("peer:") && key.ends_with(&format!(":{name}")))
+                .then(|| value.parse::<u64>().ok())
+                .flatten()
+        })
+        .sum()
+}
+
+#[test]
+fn changes_flowing_one_way_keep_the_link_up() {
+    let (a, b) = seed_pair(&["--repl-timeout", "1"]);
+    let (mut ca, mut cb) = (a.client(), b.client());
+    ca.expect(b"set first 0 0 1\r\nx\r\n", b"STORED\r\n");
+    assert!(sees(&b, "first", Some("x")));
+    std::thread::sleep(Duration::from_millis(300));
+    let base = (
+        peer_stat_sum(&mut ca, "full_syncs"),
+        peer_stat_sum(&mut cb, "full_syncs"),
+    );
+    let until = Instant::now() + Duration::from_secs(4);
+    let mut i = 0;
+    while Instant::now() < until {
+        ca.expect(format!("set k{i} 0 0 1\r\nx\r\n").as_bytes(), b"STORED\r\n");
+        i += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(sees(&b, &format!("k{}", i - 1), Some("x")));
+    // No link dropped (each new link starts with a full copy).
+    let now = (
+        peer_stat_sum(&mut ca, "full_syncs"),
+        peer_stat_sum(&mut cb, "full_syncs"),
+    );
+    assert_eq!(now, base);
+}

@@ -9,7 +9,7 @@
 //! carries heartbeats, and a link that hears nothing for the timeout is dropped.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -225,7 +225,14 @@ async fn send_changes(
         inner.count_full_sync(peer);
     }
     inner.set_state(peer, State::Streaming);
+    // The peer must hear from this node every `heartbeat`, whatever else happens: changes
+    // flowing only the other way (a copy this node receives) must not read as silence.
+    let mut last_write = Instant::now();
     loop {
+        while let Ok(f) = control.try_recv() {
+            send(wr, &f).await?;
+            last_write = Instant::now();
+        }
         let batch = reader.read(BATCH_BYTES);
         for lost in &batch.lost {
             // The ring dropped changes this peer never got: copy that part again.
@@ -252,6 +259,11 @@ async fn send_changes(
             out.clear();
             wire::encode_changes(store.clock().now(), &mine, &mut out);
             wr.write_all(&out).await?;
+            last_write = Instant::now();
+        }
+        if last_write.elapsed() >= heartbeat {
+            send(wr, &Frame::Heartbeat).await?;
+            last_write = Instant::now();
         }
         if got {
             // A read stops at a batch's size: there may be more waiting.
@@ -262,9 +274,13 @@ async fn send_changes(
             f = control.recv() => {
                 if let Some(f) = f {
                     send(wr, &f).await?;
+                    last_write = Instant::now();
                 }
             }
-            _ = tokio::time::sleep(heartbeat) => send(wr, &Frame::Heartbeat).await?,
+            _ = tokio::time::sleep_until((last_write + heartbeat).into()) => {
+                send(wr, &Frame::Heartbeat).await?;
+                last_write = Instant::now();
+            }
         }
     }
 }
