@@ -863,3 +863,17 @@ fn changes_flowing_one_way_keep_the_link_up() {
     );
     assert_eq!(now, base);
 }
+
+#[test]
+fn a_delayed_flush_reaches_a_node_that_was_down_when_it_was_given() {
+    let (a, mut b) = seed_pair(&[]);
+    let mut ca = a.client();
+    ca.expect(b"set k 0 0 1\r\nx\r\n", b"STORED\r\n");
+    assert!(sees(&b, "k", Some("x")));
+    b.kill();
+    ca.expect(b"flush_all 2\r\n", b"OK\r\n");
+    b.restart();
+    assert!(sees(&b, "k", Some("x")), "not flushed yet");
+    assert!(sees(&a, "k", None), "flushed when its time came");
+    assert!(sees(&b, "k", None), "on the restarted node too");
+}

@@ -285,25 +285,35 @@ async fn send_changes(
     }
 }
 
-/// Sends the flushes this node took, summed up as one: everything stamped below
-/// [`crate::store::Store::flushed_below`] is gone.
+/// Sends the flushes this node took: those due summed up as one (everything stamped below
+/// [`crate::store::Store::flushed_below`] is gone), and each delayed one still to come.
 async fn send_flushed(
     inner: &Inner,
     wr: &mut OwnedWriteHalf,
     out: &mut BytesMut,
 ) -> Result<(), LinkError> {
     let store = &inner.store;
+    let now = store.clock().now();
     let below = store.flushed_below();
-    if below == 0 {
+    let node = inner.local.node;
+    let mut flushes = Vec::new();
+    if below != 0 {
+        let v = Version { stamp: below, node };
+        flushes.push(Record::flush(v, below, 0, None));
+    }
+    // Delayed ones still to come: the snapshot carries the items they will remove.
+    for (at, before) in store.pending_flushes(now) {
+        let v = Version {
+            stamp: before,
+            node,
+        };
+        flushes.push(Record::flush(v, before, at, None));
+    }
+    if flushes.is_empty() {
         return Ok(());
     }
-    let v = Version {
-        stamp: below,
-        node: inner.local.node,
-    };
     out.clear();
-    let rec = Record::flush(v, below, 0, None);
-    wire::encode_changes(store.clock().now(), &[rec], out);
+    wire::encode_changes(now, &flushes, out);
     wr.write_all(out).await?;
     Ok(())
 }

@@ -39,6 +39,11 @@ impl Flushes {
         self.below
     }
 
+    /// The delayed flushes still to come: (relative second, stamp).
+    pub fn pending(&self) -> &[(u32, u64)] {
+        &self.pending
+    }
+
     /// Takes in a flush of everything stamped below `before`, from relative second `at` on
     /// (0 or past: now). False if it changes nothing: an older or repeated flush.
     pub fn add(&mut self, before: u64, at: u32, now: u32) -> bool {

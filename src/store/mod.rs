@@ -928,6 +928,14 @@ impl Store {
             .unwrap_or(0)
     }
 
+    /// The delayed flushes still to come, (relative second, stamp): with
+    /// [`Store::flushed_below`], all a peer must be told of this node's flushes.
+    pub fn pending_flushes(&self, now: u32) -> Vec<(u32, u64)> {
+        let mut shard = self.lock(0);
+        shard.flushes.settle(now);
+        shard.flushes.pending().to_vec()
+    }
+
     /// Takes a flush into every shard; false if every shard knew it already.
     fn flush_shards(&self, before: u64, at: u32, now: u32) -> bool {
         let mut changed = false;
