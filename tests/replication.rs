@@ -791,22 +791,7 @@ fn a_php_session_written_through_one_node_survives_either_node_dying() {
 #[test]
 fn a_restarted_node_answers_reads_at_once_while_it_catches_up() {
     let (a, mut b) = seed_pair(&[]);
-    let mut ca = a.client();
-    let value = "v".repeat(2000);
-    let n = 20_000;
-    let mut lines = String::new();
-    for i in 0..n {
-        lines.push_str(&format!("set key{i} 0 0 {}\r\n{value}\r\n", value.len()));
-    }
-    lines.push_str("mn\r\n");
-    ca.send(lines.as_bytes());
-    let mut all = Vec::new();
-    while !all.ends_with(b"MN\r\n") {
-        let mut chunk = [0u8; 65536];
-        let got = std::io::Read::read(&mut ca.stream, &mut chunk).unwrap();
-        assert!(got > 0);
-        all.extend_from_slice(&chunk[..got]);
-    }
+    let (n, value) = load_40mb(&a);
     assert!(sees(&b, &format!("key{}", n - 1), Some(&value)));
     b.restart();
     // At once, before the full copy (40 MB) can have arrived: no miss for any key.
@@ -876,4 +861,53 @@ fn a_delayed_flush_reaches_a_node_that_was_down_when_it_was_given() {
     assert!(sees(&b, "k", Some("x")), "not flushed yet");
     assert!(sees(&a, "k", None), "flushed when its time came");
     assert!(sees(&b, "k", None), "on the restarted node too");
+}
+
+/// Stores 20,000 keys of 2,000 bytes on `node` (pipelined); returns (count, value).
+fn load_40mb(node: &Node) -> (usize, String) {
+    let mut c = node.client();
+    let value = "v".repeat(2000);
+    let n = 20_000;
+    let mut lines = String::new();
+    for i in 0..n {
+        lines.push_str(&format!(
+            "set key{i} 0 0 {} noreply\r\n{value}\r\n",
+            value.len()
+        ));
+    }
+    c.send(lines.as_bytes());
+    c.expect(b"mn\r\n", b"MN\r\n");
+    (n, value)
+}
+
+#[test]
+fn writes_on_a_restarted_node_act_on_the_clusters_state_while_it_catches_up() {
+    let (a, mut b) = seed_pair(&[]);
+    let (n, value) = load_40mb(&a);
+    assert!(sees(&b, &format!("key{}", n - 1), Some(&value)));
+    b.restart();
+    let mut cb = b.client();
+    // At once, before the copy can have arrived: deletes find the keys, adds do not.
+    let deletes: Vec<usize> = (0..n).step_by(97).collect();
+    let lines: String = deletes
+        .iter()
+        .map(|i| format!("delete key{i}\r\n"))
+        .collect();
+    cb.send(lines.as_bytes());
+    let want = "DELETED\r\n".repeat(deletes.len());
+    assert_eq!(String::from_utf8(cb.read_n(want.len())).unwrap(), want);
+    let lines: String = (1..n)
+        .step_by(97)
+        .map(|i| format!("add key{i} 0 0 1\r\nx\r\n"))
+        .collect();
+    cb.send(lines.as_bytes());
+    let want = "NOT_STORED\r\n".repeat((1..n).step_by(97).count());
+    assert_eq!(String::from_utf8(cb.read_n(want.len())).unwrap(), want);
+    // After the copy: the deleted keys stay deleted on both nodes.
+    assert!(sees(&b, &format!("key{}", n - 1), Some(&value)));
+    for node in [&a, &b] {
+        for i in &deletes {
+            assert!(sees(node, &format!("key{i}"), None), "key{i} came back");
+        }
+    }
 }

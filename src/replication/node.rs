@@ -224,6 +224,11 @@ impl Replication {
         self.inner.local.node
     }
 
+    /// False until a full copy from a peer has arrived since this node started.
+    pub fn caught_up(&self) -> bool {
+        self.inner.warmup.caught_up()
+    }
+
     /// For a read that missed `key`: while this node catches up, asks a linked peer and
     /// takes what it holds (see [`super::warmup`]); true if the key is here now.
     pub fn warm_up(&self, key: &[u8]) -> bool {

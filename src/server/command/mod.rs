@@ -75,6 +75,18 @@ pub struct Session<'s> {
 }
 
 impl Session<'_> {
+    /// Before a write that depends on what `key` holds (add, replace, cas, append, prepend,
+    /// delete, incr/decr, touch): while this node catches up, a key it lacks is fetched
+    /// from a peer first, as a read's would be, so the write acts on the cluster's state
+    /// (a delete of a key whose copy has not arrived yet must not let it come back).
+    fn warm_up(&self, key: &[u8]) {
+        if let Some(r) = self.shared.replication.get() {
+            if !r.caught_up() && self.shared.store.peek(key, self.now, |it| it.is_none()) {
+                r.warm_up(key);
+            }
+        }
+    }
+
     /// A client's expiry in the store's relative seconds.
     fn exptime(&self, e: Exptime) -> u32 {
         self.shared.clock.rel_exptime(e.0, self.now)
