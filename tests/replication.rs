@@ -911,3 +911,33 @@ fn writes_on_a_restarted_node_act_on_the_clusters_state_while_it_catches_up() {
         }
     }
 }
+
+#[test]
+fn a_connection_that_has_not_proved_itself_cannot_make_a_node_buffer_much() {
+    let (port, rport) = (free_port(), free_port());
+    let r = rport.to_string();
+    let _a = Node::start(
+        [127, 0, 0, 41],
+        port,
+        &args(&["-X", &r, "-x", "127.0.0.42", "--repl-timeout", "1"]),
+    );
+    let mut s = std::net::TcpStream::connect(("127.0.0.41", rport)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    // A Changes frame announcing 1 GiB, before any handshake.
+    let mut frame = (1u32 << 30).to_le_bytes().to_vec();
+    frame.push(6);
+    frame.extend_from_slice(&[0u8; 4096]);
+    let _ = std::io::Write::write_all(&mut s, &frame);
+    let started = Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        match std::io::Read::read(&mut s, &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => continue, // its Hello
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "dropped at once"
+    );
+}

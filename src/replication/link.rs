@@ -58,12 +58,17 @@ struct Frames {
     rd: OwnedReadHalf,
     buf: BytesMut,
     timeout: Duration,
+    /// The longest frame accepted now (small until the peer has proved itself).
+    max: usize,
 }
+
+/// The longest frame before the handshake is complete: a Hello or a Refuse at most.
+const HANDSHAKE_FRAME: usize = 4 << 10;
 
 impl Frames {
     async fn next(&mut self) -> Result<Frame, LinkError> {
         loop {
-            if let Some(f) = wire::decode(&mut self.buf)? {
+            if let Some(f) = wire::decode_limited(&mut self.buf, self.max)? {
                 return Ok(f);
             }
             self.buf.reserve(64 << 10);
@@ -103,44 +108,16 @@ pub async fn run(
         rd,
         buf: BytesMut::with_capacity(64 << 10),
         timeout: inner.timeout,
+        max: HANDSHAKE_FRAME,
     };
+    // The whole handshake within the timeout: a peer trickling bytes holds nothing long.
+    let shake = handshake_with(&inner, &mut frames, &mut wr, dialed.is_some());
+    let (peer, peer_run) = match tokio::time::timeout(inner.timeout, shake).await {
+        Ok(r) => r?,
+        Err(_) => return Err(LinkError::Silent(inner.timeout)),
+    };
+    frames.max = wire::MAX_FRAME;
     let local: &Local = &inner.local;
-    let nonce = handshake::new_nonce();
-    let hello = Frame::Hello {
-        version: PROTOCOL_VERSION,
-        cluster: local.cluster.clone(),
-        node: local.node,
-        run: local.run,
-        nonce,
-    };
-    send(&mut wr, &hello).await?;
-    let (peer, peer_run, peer_nonce) = match frames.next().await? {
-        Frame::Hello {
-            version,
-            cluster,
-            node,
-            run,
-            nonce,
-        } => {
-            if let Err(why) = handshake::check_hello(local, version, &cluster, node) {
-                return refuse(&mut wr, why).await;
-            }
-            (node, run, nonce)
-        }
-        Frame::Refuse { reason } => return Err(LinkError::RefusedBy(reason)),
-        _ => return Err(LinkError::Protocol("expected a hello")),
-    };
-    let mac = handshake::proof(local, &peer_nonce, &nonce);
-    send(&mut wr, &Frame::Proof { mac }).await?;
-    match frames.next().await? {
-        Frame::Proof { mac } => {
-            if let Err(why) = handshake::verify(local, peer, &peer_nonce, &nonce, &mac) {
-                return refuse(&mut wr, why).await;
-            }
-        }
-        Frame::Refuse { reason } => return Err(LinkError::RefusedBy(reason)),
-        _ => return Err(LinkError::Protocol("expected a proof")),
-    }
     let dialer = match dialed {
         Some(name) => {
             inner.learn(name, peer);
@@ -190,7 +167,63 @@ pub async fn run(
     result
 }
 
-async fn refuse(wr: &mut OwnedWriteHalf, why: String) -> Result<(), LinkError> {
+/// Hellos both ways, then proofs: the node that dialled proves first, and the node that
+/// accepted proves only once it has checked that proof, so a node never hands its proof
+/// to a connection that has not proved itself (which a third party could relay).
+/// Returns the peer's node id and run.
+async fn handshake_with(
+    inner: &Inner,
+    frames: &mut Frames,
+    wr: &mut OwnedWriteHalf,
+    dialed: bool,
+) -> Result<(NodeId, u64), LinkError> {
+    let local: &Local = &inner.local;
+    let nonce = handshake::new_nonce();
+    let hello = Frame::Hello {
+        version: PROTOCOL_VERSION,
+        cluster: local.cluster.clone(),
+        node: local.node,
+        run: local.run,
+        nonce,
+    };
+    send(wr, &hello).await?;
+    let (peer, peer_run, peer_nonce) = match frames.next().await? {
+        Frame::Hello {
+            version,
+            cluster,
+            node,
+            run,
+            nonce,
+        } => {
+            if let Err(why) = handshake::check_hello(local, version, &cluster, node) {
+                return Err(refuse(wr, why).await);
+            }
+            (node, run, nonce)
+        }
+        Frame::Refuse { reason } => return Err(LinkError::RefusedBy(reason)),
+        _ => return Err(LinkError::Protocol("expected a hello")),
+    };
+    let mac = handshake::proof(local, &peer_nonce, &nonce);
+    if dialed {
+        send(wr, &Frame::Proof { mac }).await?;
+    }
+    match frames.next().await? {
+        Frame::Proof { mac } => {
+            if let Err(why) = handshake::verify(local, peer, &peer_nonce, &nonce, &mac) {
+                return Err(refuse(wr, why).await);
+            }
+        }
+        Frame::Refuse { reason } => return Err(LinkError::RefusedBy(reason)),
+        _ => return Err(LinkError::Protocol("expected a proof")),
+    }
+    if !dialed {
+        send(wr, &Frame::Proof { mac }).await?;
+    }
+    Ok((peer, peer_run))
+}
+
+/// Tells the peer why it is refused, closes, and gives the error to log.
+async fn refuse(wr: &mut OwnedWriteHalf, why: String) -> LinkError {
     let _ = send(
         wr,
         &Frame::Refuse {
@@ -199,7 +232,7 @@ async fn refuse(wr: &mut OwnedWriteHalf, why: String) -> Result<(), LinkError> {
     )
     .await;
     let _ = wr.shutdown().await;
-    Err(LinkError::Refused(why))
+    LinkError::Refused(why)
 }
 
 /// Streams this node's changes: a snapshot first if `full`, then the feed.

@@ -189,15 +189,18 @@ pub fn encode_changes(now: u32, records: &[Record], out: &mut BytesMut) {
 /// The length and the type are checked as soon as they arrive, so a hostile header fails at
 /// once rather than after the peer has been waited on for a body.
 pub fn decode(buf: &mut BytesMut) -> Result<Option<Frame>, WireError> {
+    decode_limited(buf, MAX_FRAME)
+}
+
+/// As [`decode`], refusing frames longer than `max` (before a peer has proved itself, only
+/// handshake frames, a few hundred bytes, are due: nothing more is buffered for it).
+pub fn decode_limited(buf: &mut BytesMut, max: usize) -> Result<Option<Frame>, WireError> {
     let Some(&[a, b, c, d]) = buf.get(..4) else {
         return Ok(None);
     };
     let len = u32::from_le_bytes([a, b, c, d]) as usize;
-    if len > MAX_FRAME {
-        return Err(WireError::Oversized {
-            len,
-            max: MAX_FRAME,
-        });
+    if len > max {
+        return Err(WireError::Oversized { len, max });
     }
     if len == 0 {
         return Err(malformed("replication", "no frame type"));
