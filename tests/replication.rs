@@ -941,3 +941,33 @@ fn a_connection_that_has_not_proved_itself_cannot_make_a_node_buffer_much() {
         "dropped at once"
     );
 }
+
+#[test]
+fn bad_replication_flags_say_what_to_change() {
+    let port = free_port().to_string();
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["--repl-backlog-size", "0"],
+            "--repl-backlog-size 0: give a size above 0",
+        ),
+        (
+            &["--repl-listen", &format!("127.0.0.1:{port}")],
+            "--repl-listen: the replication port must differ",
+        ),
+        (
+            &["--node-id", "0", "-x", "127.0.0.43"],
+            "--node-id 0 is reserved",
+        ),
+        (
+            &["-x", "127.0.0.43:notaport"],
+            "-x 127.0.0.43:notaport: give a peer as HOST or HOST:PORT",
+        ),
+    ];
+    for (flags, want) in cases {
+        let mut all = vec!["-u", "root", "-l", "127.0.0.1", "-p", &port];
+        all.extend_from_slice(flags);
+        let (code, _, err) = common::run_bin(&all);
+        assert_ne!(code, Some(0), "{flags:?}");
+        assert!(err.contains(want), "{flags:?}: {err}");
+    }
+}

@@ -139,7 +139,7 @@ pub struct Args {
     /// Cluster name; nodes of another cluster are refused (default "repcached")
     #[arg(long = "cluster")]
     pub cluster: Option<String>,
-    /// This node's id in the cluster, 1-65535 (default: derived from the replication address)
+    /// This node's id in the cluster, 1-65535 (default: random at each start)
     #[arg(long = "node-id")]
     pub node_id: Option<u16>,
     /// Seconds of silence after which a peer link is dropped and redialled (default 3)

@@ -132,7 +132,7 @@ pub struct ReplicationConfig {
     /// The shared secret (`--repl-secret-file`'s content, trailing newline removed).
     pub secret: Option<Vec<u8>>,
     pub cluster: String,
-    /// `--node-id`; None: derived from the replication address.
+    /// `--node-id`; None: random at each start.
     pub node_id: Option<u16>,
     /// `--repl-timeout`: silence after which a link is dropped.
     pub timeout: std::time::Duration,
@@ -452,7 +452,14 @@ fn replication_from(r: &mut ReplicationConfig, args: &Args) -> Result<(), Config
         r.timeout = validate::parse_timeout(t)?;
     }
     if let Some(b) = &args.repl_backlog_size {
-        r.backlog_bytes = validate::parse_size(b)?;
+        r.backlog_bytes = validate::parse_size(b)
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| {
+                ConfigError::Invalid(format!(
+                    "--repl-backlog-size {b}: give a size above 0, in bytes or with k or m, like 64m"
+                ))
+            })?;
     }
     r.queue = args.replication_queue;
     Ok(())

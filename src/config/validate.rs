@@ -272,6 +272,14 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
     if r.enabled() && r.listen.is_none() && c.listen.port == super::PortSpec::Fixed(r.listen_port) {
         return bad("-X: the replication port must differ from the client port -p");
     }
+    let repl_port = r
+        .listen
+        .as_deref()
+        .and_then(|l| l.rsplit_once(':'))
+        .and_then(|(_, p)| p.parse::<u16>().ok());
+    if repl_port.is_some_and(|p| c.listen.port == super::PortSpec::Fixed(p)) {
+        return bad("--repl-listen: the replication port must differ from the client port -p");
+    }
     if r.node_id == Some(0) {
         return bad("--node-id 0 is reserved for a standalone server: give 1-65535");
     }

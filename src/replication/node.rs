@@ -277,10 +277,6 @@ impl Replication {
             .map(|(id, p)| PeerStats {
                 node: *id,
                 state: p.state,
-                lag: p
-                    .reader
-                    .as_ref()
-                    .map_or(0, |r| self.inner.store.feed_lag(r.cursor())),
                 full_syncs: p.full_syncs,
                 received: p.received,
                 last_error: p
@@ -299,8 +295,6 @@ impl Replication {
 pub struct PeerStats {
     pub node: NodeId,
     pub state: State,
-    /// Changes written here that the peer has not been sent yet.
-    pub lag: u64,
     pub full_syncs: u64,
     pub received: u64,
     /// The last error and how many seconds ago.

@@ -308,6 +308,8 @@ impl Server {
             // Peers listen at the first -l address unless told otherwise.
             let host = config.listen.addrs.iter().flat_map(|a| a.split(',')).next();
             let host = host.filter(|h| !h.is_empty()).unwrap_or("0.0.0.0");
+            // `-l [::1]` names an IPv6 address in brackets; the address itself is inside.
+            let host = host.trim_start_matches('[').trim_end_matches(']');
             let r = crate::replication::Replication::bind(&config.replication, host)?;
             store_cfg.node = r.node();
             Some(r)

@@ -58,19 +58,6 @@ impl Store {
         })
     }
 
-    /// Changes recorded that a reader at `cursor` has not read yet.
-    pub fn feed_lag(&self, cursor: &FeedCursor) -> u64 {
-        let shards: u64 = (0..self.inner.shards.len())
-            .map(|i| self.lock(i).ring.next_seq().saturating_sub(cursor.shard(i)))
-            .sum();
-        shards
-            + self
-                .inner
-                .feed
-                .events_next_seq()
-                .saturating_sub(cursor.events())
-    }
-
     /// Pushes the item at `loc` into its shard's ring as the state it is now, then unlocks
     /// and wakes the readers. `origin`: the peer the change came from, None for a client.
     pub(super) fn publish_loc(&self, shard: MutexGuard<'_, Shard>, loc: u32) {

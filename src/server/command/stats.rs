@@ -44,7 +44,6 @@ pub fn write(s: &mut Session<'_>, group: &[u8], arg: &[u8], out: &mut Vec<u8>) {
                 for p in r.peer_stats() {
                     let n = p.node.0;
                     stat(out, &format!("peer:{n}:state"), p.state.name());
-                    stat(out, &format!("peer:{n}:lag_writes"), p.lag);
                     stat(out, &format!("peer:{n}:full_syncs"), p.full_syncs);
                     stat(out, &format!("peer:{n}:received"), p.received);
                     if let Some((e, ago)) = &p.last_error {
