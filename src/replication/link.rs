@@ -8,6 +8,7 @@
 //! ring is bounded). Changes that came from this peer are not sent back. A quiet link
 //! carries heartbeats, and a link that hears nothing for the timeout is dropped.
 
+use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,19 @@ use super::wire::{self, Frame, PROTOCOL_VERSION};
 use crate::store::{
     Applied, Cursor, FeedReader, Kind, NodeId, Record, RemoteChange, RemoteState, Version,
 };
+
+/// How the sender learns of new changes: woken by writers when idle, polling when busy.
+struct Wake {
+    notify: Arc<Notify>,
+    /// Set while the sender polls: writers then skip the wake-up.
+    polling: Arc<AtomicBool>,
+}
+
+/// A pause between polls while changes keep coming (the feed's own batching; the
+/// runtime's timers tick in milliseconds).
+const POLL_PAUSE: Duration = Duration::from_millis(1);
+/// A batch this large means the sender is behind: it reads again at once.
+const POLL_BATCH: usize = 256;
 
 /// Bytes of changes per frame.
 const BATCH_BYTES: usize = 256 << 10;
@@ -154,11 +168,19 @@ pub async fn run(
         },
     );
     let notify = Arc::new(Notify::new());
-    let n = notify.clone();
-    reader.set_waker(Arc::new(move || n.notify_one()));
+    let polling = Arc::new(AtomicBool::new(false));
+    let (n, p) = (notify.clone(), polling.clone());
+    reader.set_waker(Arc::new(move || {
+        // While the sender polls, a writer need not wake it (a syscall on the client's path).
+        fence(Ordering::SeqCst);
+        if !p.load(Ordering::SeqCst) {
+            n.notify_one();
+        }
+    }));
+    let wake = Wake { notify, polling };
     let heartbeat = inner.timeout / 3;
     let result = tokio::select! {
-        r = send_changes(&inner, &mut wr, &mut reader, &mut control, &notify, peer, full, heartbeat) => r,
+        r = send_changes(&inner, &mut wr, &mut reader, &mut control, &wake, peer, full, heartbeat) => r,
         r = receive(&inner, &mut frames, peer, &control_tx, &pending) => r,
         _ = cancel.cancelled() => Ok(()),
     };
@@ -242,7 +264,7 @@ async fn send_changes(
     wr: &mut OwnedWriteHalf,
     reader: &mut FeedReader,
     control: &mut Control,
-    notify: &Notify,
+    wake: &Wake,
     peer: NodeId,
     full: bool,
     heartbeat: Duration,
@@ -299,11 +321,22 @@ async fn send_changes(
             last_write = Instant::now();
         }
         if got {
-            // A read stops at a batch's size: there may be more waiting.
+            // Busy: the next changes are fetched by polling after a short pause, so they
+            // travel in batches and writers skip the wake-up (a system call on the client's
+            // path). A read stops at a batch's size, so there may be more waiting at once.
+            if !mine.is_empty() && mine.len() < POLL_BATCH {
+                wake.polling.store(true, Ordering::SeqCst);
+                tokio::time::sleep(POLL_PAUSE).await;
+            }
+            continue;
+        }
+        if wake.polling.swap(false, Ordering::SeqCst) {
+            // Back to wake-ups: one more look for a write that skipped its wake-up.
+            fence(Ordering::SeqCst);
             continue;
         }
         tokio::select! {
-            _ = notify.notified() => {}
+            _ = wake.notify.notified() => {}
             f = control.recv() => {
                 if let Some(f) = f {
                     send(wr, &f).await?;
