@@ -18,13 +18,12 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
+use super::expiry::local_exptime;
 use super::handshake::{self, Local};
 use super::node::{Inner, Registered, State};
 use super::warmup::Pending;
 use super::wire::{self, Frame, PROTOCOL_VERSION};
-use crate::store::{
-    Applied, Cursor, FeedReader, Kind, NodeId, Record, RemoteChange, RemoteState, Version,
-};
+use crate::store::{Applied, Cursor, FeedReader, Kind, NodeId, Record, RemoteChange, Version};
 
 /// How the sender learns of new changes: woken by writers when idle, polling when busy.
 struct Wake {
@@ -438,31 +437,13 @@ async fn receive(
                     let version = rec.version();
                     match rec.kind() {
                         Kind::Flush => {
-                            let at = match rec.flush_at() {
-                                0 => 0,
-                                at => super::expiry::local_exptime(at, now, my_now),
-                            };
+                            let at = local_exptime(rec.flush_at(), now, my_now);
                             store.apply_flush(version, rec.flush_before(), at, peer, my_now);
                         }
-                        kind => {
-                            let state = if kind == Kind::Live {
-                                RemoteState::Live {
-                                    value: rec.value(),
-                                    flags: rec.flags(),
-                                    exptime: super::expiry::local_exptime(
-                                        rec.exptime(),
-                                        now,
-                                        my_now,
-                                    ),
-                                }
-                            } else {
-                                RemoteState::Deleted
-                            };
-                            let change = RemoteChange {
-                                key: rec.key(),
-                                state,
-                                version,
-                                origin: peer,
+                        _ => {
+                            let exptime = local_exptime(rec.exptime(), now, my_now);
+                            let Some(change) = RemoteChange::of_record(rec, exptime, peer) else {
+                                continue;
                             };
                             match store.apply(&change, my_now) {
                                 Ok(Applied::FromTheFuture) => inner.note_error(

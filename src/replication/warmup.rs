@@ -20,7 +20,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::expiry::local_exptime;
 use super::wire::Frame;
-use crate::store::{Applied, Kind, NodeId, Record, RemoteChange, RemoteState, Store};
+use crate::store::{Applied, Kind, NodeId, Record, RemoteChange, Store};
 
 /// The longest a read waits for a peer's answer (it may queue behind a snapshot batch in
 /// flight to this node).
@@ -139,20 +139,9 @@ impl WarmUp {
             Err(RecvTimeoutError::Disconnected) => return Err(Gone),
         };
         let my_now = store.clock().now();
-        let state = match rec.kind() {
-            Kind::Live => RemoteState::Live {
-                value: rec.value(),
-                flags: rec.flags(),
-                exptime: local_exptime(rec.exptime(), sender_now, my_now),
-            },
-            Kind::Deleted => RemoteState::Deleted,
-            Kind::Flush => return Ok(false),
-        };
-        let change = RemoteChange {
-            key: rec.key(),
-            state,
-            version: rec.version(),
-            origin: via.peer,
+        let exptime = local_exptime(rec.exptime(), sender_now, my_now);
+        let Some(change) = RemoteChange::of_record(&rec, exptime, via.peer) else {
+            return Ok(false);
         };
         // Stale too means the key is here: the copy brought it meanwhile.
         let applied = store.apply(&change, my_now);

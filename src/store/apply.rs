@@ -12,7 +12,7 @@ use std::sync::MutexGuard;
 
 use super::item::Meta;
 use super::merge::{replaces, stamp_limit};
-use super::record::Record;
+use super::record::{Kind, Record};
 use super::shard::{hash_key, Budget, NoRoom, Shard};
 use super::version::{NodeId, Version};
 use super::{NeedRoom, Store, StoreError};
@@ -38,6 +38,28 @@ pub struct RemoteChange<'a> {
     pub version: Version,
     /// The peer it arrived from (not always the node that made it, in a mesh).
     pub origin: NodeId,
+}
+
+impl<'a> RemoteChange<'a> {
+    /// The change a feed record (live or deleted) carries from `origin`, its expiry already
+    /// in this store's relative seconds; None for a flush, which is applied on its own.
+    pub fn of_record(rec: &'a Record, exptime: u32, origin: NodeId) -> Option<Self> {
+        let state = match rec.kind() {
+            Kind::Live => RemoteState::Live {
+                value: rec.value(),
+                flags: rec.flags(),
+                exptime,
+            },
+            Kind::Deleted => RemoteState::Deleted,
+            Kind::Flush => return None,
+        };
+        Some(RemoteChange {
+            key: rec.key(),
+            state,
+            version: rec.version(),
+            origin,
+        })
+    }
 }
 
 /// What applying a remote change did.

@@ -79,6 +79,17 @@ fn deleted(key: &[u8], stamp: u64, from: u16) -> RemoteChange<'_> {
     }
 }
 
+/// A write from node 2 that expired before it arrived (exptime 1: already past).
+fn expired_on_its_way(key: &[u8], stamp: u64) -> RemoteChange<'_> {
+    let mut c = live(key, b"gone", stamp, 2);
+    c.state = RemoteState::Live {
+        value: b"gone",
+        flags: 0,
+        exptime: 1,
+    };
+    c
+}
+
 fn apply(s: &Store, c: &RemoteChange<'_>) -> Applied {
     s.apply(c, now(s)).unwrap()
 }
@@ -205,12 +216,7 @@ fn expired_items_are_remembered_too() {
 fn a_remote_write_that_expired_on_its_way_removes_what_it_replaces() {
     let s = replicated(1);
     let cas = set(&s, b"k", b"v");
-    let mut c = live(b"k", b"gone", cas + 1, 2);
-    c.state = RemoteState::Live {
-        value: b"gone",
-        flags: 0,
-        exptime: 1,
-    };
+    let c = expired_on_its_way(b"k", cas + 1);
     assert_eq!(apply(&s, &c), Applied::Expired);
     assert!(read(&s, b"k").is_none());
     assert_eq!(apply(&s, &live(b"k", b"v", cas, 1)), Applied::Forgotten);
@@ -439,12 +445,7 @@ fn a_remote_write_expired_on_its_way_is_passed_on() {
     let s = replicated(1);
     let cas = set(&s, b"k", b"v");
     let mut sub = s.subscribe().unwrap();
-    let mut c = live(b"k", b"gone", cas + 1, 2);
-    c.state = RemoteState::Live {
-        value: b"gone",
-        flags: 0,
-        exptime: 1,
-    };
+    let c = expired_on_its_way(b"k", cas + 1);
     assert_eq!(apply(&s, &c), Applied::Expired);
     let got = sub.read(usize::MAX).records;
     assert_eq!(got.len(), 1);
@@ -654,21 +655,8 @@ mod convergence {
                     *f = (*f).max(rec.flush_before());
                 }
                 kind => {
-                    let state = if kind == Kind::Live {
-                        RemoteState::Live {
-                            value: rec.value(),
-                            flags: rec.flags(),
-                            exptime: rec.exptime(),
-                        }
-                    } else {
-                        RemoteState::Deleted
-                    };
-                    let change = RemoteChange {
-                        key: rec.key(),
-                        state,
-                        version: rec.version(),
-                        origin: id(m.from),
-                    };
+                    let change = RemoteChange::of_record(rec, rec.exptime(), id(m.from))
+                        .expect("a live or deleted record");
                     let r = s.apply(&change, now).unwrap();
                     assert_ne!(r, Applied::FromTheFuture);
                     assert_ne!(r, Applied::Expired);
