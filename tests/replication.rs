@@ -370,6 +370,11 @@ impl ProxiedPair {
     /// Nodes on 127.0.0.`first` and `first + 1`, the proxies on `first + 2` (to `b`) and
     /// `first + 3` (to `a`); links dropped after a second of silence.
     fn start(first: u8) -> ProxiedPair {
+        ProxiedPair::start_with(first, &[])
+    }
+
+    /// As [`ProxiedPair::start`], with more arguments for both nodes.
+    fn start_with(first: u8, extra: &[&str]) -> ProxiedPair {
         let ip = |i: u8| [127, 0, 0, first + i];
         let port = free_port();
         let (ra, rb) = (
@@ -380,16 +385,21 @@ impl ProxiedPair {
         let ba = Proxy::start(SocketAddr::from((ip(3), 0)), ra);
         let node = |listen: SocketAddr, peer: SocketAddr| {
             let (listen, peer) = (listen.to_string(), peer.to_string());
-            args(&[
-                "-m",
-                "64",
-                "--repl-listen",
-                &listen,
-                "--peer",
-                &peer,
-                "--repl-timeout",
-                "1",
-            ])
+            args(
+                &[
+                    "-m",
+                    "64",
+                    "--repl-listen",
+                    &listen,
+                    "--peer",
+                    &peer,
+                    "--repl-timeout",
+                    "1",
+                ]
+                .into_iter()
+                .chain(extra.iter().copied())
+                .collect::<Vec<_>>(),
+            )
         };
         let a = Node::start(ip(0), port, &node(ra, ab.addr()));
         let b = Node::start(ip(1), port, &node(rb, ba.addr()));
@@ -421,6 +431,19 @@ impl ProxiedPair {
 
     fn linked(&self, limit: Duration) -> bool {
         self.connected(1, limit)
+    }
+
+    /// Asserts that `k0..k{n}` (each set on `a` to `v` and its number) reached `b`.
+    fn assert_all_arrived(&self, n: usize) {
+        let mut cb = self.b.client();
+        let mut missing = Vec::new();
+        let all = eventually(Duration::from_secs(5), || {
+            missing = (0..n)
+                .filter(|i| get(&mut cb, &format!("k{i}")) != Some(format!("v{i:03}")))
+                .collect();
+            missing.is_empty()
+        });
+        assert!(all, "never reached the other node: {missing:?}");
     }
 }
 
@@ -545,15 +568,94 @@ fn a_blip_reconnects_by_itself() {
         p.linked(Duration::from_secs(5)),
         "linked again after the blips"
     );
-    let mut cb = p.b.client();
-    let mut missing = Vec::new();
-    let all = eventually(Duration::from_secs(5), || {
-        missing = (0..written)
-            .filter(|i| get(&mut cb, &format!("k{i}")) != Some(format!("v{i:03}")))
+    p.assert_all_arrived(written);
+    // Each blip resumed from where the other node had got to: no copy from scratch.
+    let mut ca = p.a.client();
+    assert!(peer_stat_sum(&mut ca, "partial_syncs") >= 1);
+    assert_eq!(
+        peer_stat_sum(&mut ca, "full_syncs"),
+        1,
+        "only the first link copies all"
+    );
+    assert_eq!(peer_stat_sum(&mut ca, "shard_resyncs"), 0);
+}
+
+#[test]
+fn a_peer_away_longer_than_the_backlog_gets_what_it_missed_from_a_snapshot() {
+    let p = ProxiedPair::start_with(33, &["--repl-backlog-size", "256k"]);
+    let mut ca = p.a.client();
+    batch(&mut ca, "set first 0 0 1 noreply\r\nx\r\n");
+    assert!(sees(&p.b, "first", Some("x")));
+    p.set_mode(Mode::Refuse);
+    p.cut();
+    assert!(p.connected(0, Duration::from_secs(3)));
+    // About 2 MB while the peer is away: far more than the backlog holds.
+    let written = 2000;
+    let value = "v".repeat(1000);
+    for chunk in (0..written).collect::<Vec<_>>().chunks(100) {
+        let lines: String = chunk
+            .iter()
+            .map(|i| format!("set k{i} 0 0 {} noreply\r\n{value}\r\n", value.len()))
             .collect();
-        missing.is_empty()
+        batch(&mut ca, &lines);
+    }
+    p.set_mode(Mode::Pass);
+    assert!(p.linked(Duration::from_secs(5)));
+    let mut cb = p.b.client();
+    let all = eventually(Duration::from_secs(10), || {
+        (0..written).all(|i| get(&mut cb, &format!("k{i}")).as_deref() == Some(value.as_str()))
     });
-    assert!(all, "never reached the other node: {missing:?}");
+    assert!(all, "everything written while the peer was away arrived");
+    assert!(peer_stat_sum(&mut ca, "partial_syncs") >= 1);
+    assert!(
+        peer_stat_sum(&mut ca, "shard_resyncs") >= 1,
+        "shards whose backlog moved on were copied again"
+    );
+    assert_eq!(peer_stat_sum(&mut ca, "full_syncs"), 1);
+}
+
+#[test]
+fn stats_replication_shows_each_link_its_state_and_lag() {
+    let p = ProxiedPair::start(37);
+    let mut ca = p.a.client();
+    batch(&mut ca, "set k 0 0 1 noreply\r\nx\r\n");
+    assert!(sees(&p.b, "k", Some("x")));
+    let group = |c: &mut Client| {
+        String::from_utf8(c.call_until(b"stats replication\r\n", b"END\r\n")).unwrap()
+    };
+    // Once the write is confirmed, nothing is outstanding.
+    let settled = eventually(Duration::from_secs(3), || {
+        peer_stat_sum(&mut ca, "lag_writes") == 0 && peer_stat_sum(&mut ca, "lag_bytes") == 0
+    });
+    let text = group(&mut ca);
+    assert!(settled, "lag settles to 0: {text}");
+    let b_id = p.b.client().stat("replication_node_id");
+    let proxy = p.ab.addr();
+    for want in [
+        "STAT role master".to_string(),
+        format!("STAT dial:{proxy}:state streaming"),
+        format!("STAT dial:{proxy}:node {b_id}"),
+        format!("STAT peer:{b_id}:state streaming"),
+        format!("STAT peer:{b_id}:lag_ms 0"),
+        format!("STAT peer:{b_id}:full_syncs 1"),
+    ] {
+        assert!(text.contains(&want), "{want:?} in {text}");
+    }
+    assert_eq!(ca.stat("replication_role"), "master");
+    // A dialler that cannot get through says so.
+    p.set_mode(Mode::Refuse);
+    p.cut();
+    assert!(p.connected(0, Duration::from_secs(3)));
+    let down = eventually(Duration::from_secs(3), || {
+        let t = group(&mut ca);
+        t.contains(&format!("STAT peer:{b_id}:state down"))
+            && (t.contains(&format!("STAT dial:{proxy}:state connecting"))
+                || t.contains(&format!("STAT dial:{proxy}:state down")))
+    });
+    assert!(down, "{}", group(&mut ca));
+    // While away, what the peer has not confirmed is counted.
+    batch(&mut ca, "set k2 0 0 1 noreply\r\ny\r\n");
+    assert_eq!(peer_stat_sum(&mut ca, "lag_writes"), 1);
 }
 
 #[test]

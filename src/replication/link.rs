@@ -1,14 +1,17 @@
 //! One connection between two nodes: the handshake, then each side streams its changes to
 //! the other and applies what it receives.
 //!
-//! Sending: a full resync first on a new link (see [`super::node`] for why): this node's
-//! flushes summed up as one, then a snapshot from the store's scan, while the feed reader
-//! created before it collects every change made meanwhile; then the feed, batch after
-//! batch, as the socket takes them (so a slow peer holds back only its own reader, whose
-//! ring is bounded). Changes that came from this peer are not sent back. A quiet link
-//! carries heartbeats, and a link that hears nothing for the timeout is dropped.
+//! After the handshake each side says how much of the other's feed it has applied
+//! (Resume), and each sends accordingly (see [`super::node`]): either the rest of the
+//! backlog from there (a partial resync), or a full copy: this node's flushes summed up as
+//! one, then a snapshot from the store's scan, while the feed reader created before it
+//! collects every change made meanwhile. Then the feed, batch after batch, as the socket
+//! takes them (so a slow peer holds back only its own reader, whose ring is bounded), each
+//! batch followed by a Mark of the positions it reached, which the peer keeps (to resume
+//! from) and acknowledges (for lag). Changes that came from this peer are not sent back. A
+//! quiet link carries heartbeats, and a link that hears nothing for the timeout is dropped.
 
-use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,10 +23,12 @@ use tokio::sync::Notify;
 
 use super::expiry::local_exptime;
 use super::handshake::{self, Local};
-use super::node::{Inner, Registered, State};
+use super::node::{Inner, Parked, Registered, Registration, State, SyncKind};
 use super::warmup::Pending;
 use super::wire::{self, Frame, PROTOCOL_VERSION};
-use crate::store::{Applied, Cursor, FeedReader, Kind, NodeId, Record, RemoteChange, Version};
+use crate::store::{
+    Applied, Cursor, FeedCursor, FeedReader, Kind, NodeId, Record, RemoteChange, Version,
+};
 
 /// How the sender learns of new changes: woken by writers when idle, polling when busy.
 struct Wake {
@@ -64,6 +69,8 @@ pub enum LinkError {
     Protocol(&'static str),
     #[error("too many peers reading this node's changes")]
     Full,
+    #[error("the previous link with this peer did not end in time")]
+    Stuck,
 }
 
 /// Reads frames off a socket half.
@@ -116,6 +123,7 @@ pub async fn run(
     let sock = socket2::SockRef::from(&stream);
     let _ = sock.set_send_buffer_size(SOCKET_BUFFER);
     let _ = sock.set_recv_buffer_size(SOCKET_BUFFER);
+    let addr = stream.peer_addr().ok();
     let (rd, mut wr) = stream.into_split();
     let mut frames = Frames {
         rd,
@@ -141,35 +149,86 @@ pub async fn run(
     let Registered {
         id,
         cancel,
+        ended: _,
         mut control,
         control_tx,
         pending,
-        reader,
-        full,
-    } = match inner.register(peer, peer_run, dialer) {
-        Some(r) => r,
-        // The other connection between the two nodes is the one kept.
-        None => return Ok(()),
-    };
-    let mut reader = match reader {
-        Some(r) => r,
-        None => {
-            inner.unregister(peer, id, None);
-            return Err(LinkError::Full);
+    } = loop {
+        match inner.register(peer, peer_run, dialer, addr) {
+            Registration::Linked(r) => break r,
+            // The other connection between the two nodes is the one kept.
+            Registration::Lost => return Ok(()),
+            Registration::Wait(ended) => {
+                let end = tokio::time::timeout(inner.timeout, ended.cancelled());
+                if end.await.is_err() {
+                    return Err(LinkError::Stuck);
+                }
+            }
         }
     };
+    // The reader lives here, not in the futures below, so it is parked however they end.
+    let mut sending = None;
+    let result = tokio::select! {
+        r = serve(&inner, &mut frames, &mut wr, peer, &mut control, &control_tx, &pending, &mut sending) => r,
+        _ = cancel.cancelled() => Ok(()),
+    };
+    inner.unregister(peer, id, sending);
+    pending.fail_all();
+    result
+}
+
+/// Acknowledgements this node owes the peer: the latest Mark applied, sent with the next
+/// frames out.
+#[derive(Default)]
+struct Acks {
+    latest: AtomicU64,
+    notify: Notify,
+}
+
+/// Agrees with the peer where each side resumes, then sends and receives until the link
+/// ends.
+#[allow(clippy::too_many_arguments)]
+async fn serve(
+    inner: &Inner,
+    frames: &mut Frames,
+    wr: &mut OwnedWriteHalf,
+    peer: NodeId,
+    control: &mut Control,
+    control_tx: &tokio::sync::mpsc::UnboundedSender<Frame>,
+    pending: &Pending,
+    sending: &mut Option<Parked>,
+) -> Result<(), LinkError> {
+    send(wr, &inner.resume_frame(peer)).await?;
+    let (run, chain, at) = match frames.next().await? {
+        Frame::Resume {
+            run,
+            chain,
+            events,
+            shards,
+        } => (run, chain, FeedCursor::new(shards, events)),
+        Frame::Refuse { reason } => return Err(LinkError::RefusedBy(reason)),
+        _ => return Err(LinkError::Protocol("expected a resume")),
+    };
+    let start = inner
+        .start_sending(peer, run, chain, at)
+        .ok_or(LinkError::Full)?;
+    let full = start.full;
     inner.set_state(
         peer,
         if full {
             State::FullSync
         } else {
-            State::Streaming
+            State::PartialSync
         },
     );
+    let parked = sending.insert(Parked {
+        reader: start.reader,
+        chain: start.chain,
+    });
     let notify = Arc::new(Notify::new());
     let polling = Arc::new(AtomicBool::new(false));
     let (n, p) = (notify.clone(), polling.clone());
-    reader.set_waker(Arc::new(move || {
+    parked.reader.set_waker(Arc::new(move || {
         // While the sender polls, a writer need not wake it (a syscall on the client's path).
         fence(Ordering::SeqCst);
         if !p.load(Ordering::SeqCst) {
@@ -177,15 +236,17 @@ pub async fn run(
         }
     }));
     let wake = Wake { notify, polling };
-    let heartbeat = inner.timeout / 3;
-    let result = tokio::select! {
-        r = send_changes(&inner, &mut wr, &mut reader, &mut control, &wake, peer, full, heartbeat) => r,
-        r = receive(&inner, &mut frames, peer, &control_tx, &pending) => r,
-        _ = cancel.cancelled() => Ok(()),
+    let acks = Acks::default();
+    let mut marks = Marks {
+        chain: parked.chain,
+        n: 0,
+        sent: None,
+        bytes: 0,
     };
-    inner.unregister(peer, id, Some(reader));
-    pending.fail_all();
-    result
+    tokio::select! {
+        r = send_changes(inner, wr, &mut parked.reader, &mut marks, control, &wake, &acks, peer, full) => r,
+        r = receive(inner, frames, peer, control_tx, pending, &acks) => r,
+    }
 }
 
 /// Hellos both ways, then proofs: the node that dialled proves first, and the node that
@@ -256,29 +317,70 @@ async fn refuse(wr: &mut OwnedWriteHalf, why: String) -> LinkError {
     LinkError::Refused(why)
 }
 
+/// The positions this node has told the peer, for the next Mark.
+struct Marks {
+    chain: u64,
+    n: u64,
+    /// As of the last Mark; None before the first (which lists every shard).
+    sent: Option<FeedCursor>,
+    /// Bytes of frames written on the link so far.
+    bytes: u64,
+}
+
+impl Marks {
+    /// Appends a Mark of what moved since the last one to `out`; false if nothing did.
+    fn append(&mut self, at: &FeedCursor, out: &mut BytesMut) -> bool {
+        let shards: Vec<(u32, u64)> = at
+            .shards()
+            .iter()
+            .enumerate()
+            .filter(|(i, seq)| self.sent.as_ref().is_none_or(|s| s.shard(*i) != **seq))
+            .map(|(i, seq)| (i as u32, *seq))
+            .collect();
+        let events_moved = self.sent.as_ref().is_none_or(|s| s.events() != at.events());
+        if shards.is_empty() && !events_moved {
+            return false;
+        }
+        self.n += 1;
+        let mark = Frame::Mark {
+            chain: self.chain,
+            n: self.n,
+            events: at.events(),
+            shards,
+        };
+        wire::encode(&mark, out);
+        self.sent = Some(at.clone());
+        true
+    }
+}
+
 /// Streams this node's changes: a snapshot first if `full`, then the feed.
 #[allow(clippy::too_many_arguments)]
 async fn send_changes(
     inner: &Inner,
     wr: &mut OwnedWriteHalf,
     reader: &mut FeedReader,
+    marks: &mut Marks,
     control: &mut Control,
     wake: &Wake,
+    acks: &Acks,
     peer: NodeId,
     full: bool,
-    heartbeat: Duration,
 ) -> Result<(), LinkError> {
     let store = &inner.store;
+    let heartbeat = inner.timeout / 3;
     let mut out = BytesMut::new();
     if full {
-        send(wr, &Frame::SnapshotStart).await?;
+        let complete = inner.warmup.caught_up();
+        send(wr, &Frame::SnapshotStart { complete }).await?;
         // The snapshot leaves out what was flushed; the peer may still hold it.
         send_flushed(inner, wr, &mut out).await?;
         snapshot(inner, wr, &mut out, None, control).await?;
         send(wr, &Frame::SnapshotEnd).await?;
-        inner.count_full_sync(peer);
+        inner.count(peer, SyncKind::Full);
     }
-    inner.set_state(peer, State::Streaming);
+    // Still catching up until the reader reaches what the feed held by now.
+    let mut behind = Some(store.feed_total());
     // The peer must hear from this node every `heartbeat`, whatever else happens: changes
     // flowing only the other way (a copy this node receives) must not read as silence.
     let mut last_write = Instant::now();
@@ -301,7 +403,7 @@ async fn send_changes(
                 // Lost flushes: what they did, summed up as one.
                 None => send_flushed(inner, wr, &mut out).await?,
             }
-            inner.count_full_sync(peer);
+            inner.count(peer, SyncKind::Shard);
         }
         let got = !batch.records.is_empty() || !batch.lost.is_empty();
         let mine: Vec<_> = batch
@@ -309,11 +411,26 @@ async fn send_changes(
             .into_iter()
             .filter(|r| r.origin() != Some(peer))
             .collect();
+        out.clear();
         if !mine.is_empty() {
-            out.clear();
             wire::encode_changes(store.clock().now(), &mine, &mut out);
+        }
+        let marked = marks.append(reader.cursor(), &mut out);
+        let ack = acks.latest.swap(0, Ordering::Relaxed);
+        if ack != 0 {
+            wire::encode(&Frame::Ack { n: ack }, &mut out);
+        }
+        if !out.is_empty() {
             wr.write_all(&out).await?;
+            marks.bytes += out.len() as u64;
             last_write = Instant::now();
+            if marked {
+                inner.mark_sent(peer, marks.n, reader.cursor().total(), marks.bytes);
+            }
+        }
+        if behind.is_some_and(|t| reader.cursor().total() >= t) {
+            behind = None;
+            inner.set_state(peer, State::Streaming);
         }
         if last_write.elapsed() >= heartbeat {
             send(wr, &Frame::Heartbeat).await?;
@@ -336,6 +453,7 @@ async fn send_changes(
         }
         tokio::select! {
             _ = wake.notify.notified() => {}
+            _ = acks.notify.notified() => {}
             f = control.recv() => {
                 if let Some(f) = f {
                     send(wr, &f).await?;
@@ -427,8 +545,11 @@ async fn receive(
     peer: NodeId,
     control: &tokio::sync::mpsc::UnboundedSender<Frame>,
     pending: &Pending,
+    acks: &Acks,
 ) -> Result<(), LinkError> {
     let store = &inner.store;
+    // Whether the copy arriving holds the cluster's data (see [`Frame::SnapshotStart`]).
+    let mut complete = false;
     loop {
         match frames.next().await? {
             Frame::Changes { now, records } => {
@@ -458,8 +579,25 @@ async fn receive(
                 }
                 inner.count_received(peer, records.len());
             }
-            Frame::SnapshotEnd => inner.warmup.set_caught_up(),
-            Frame::Heartbeat | Frame::SnapshotStart => {}
+            Frame::SnapshotStart { complete: c } => {
+                complete = c;
+                inner.copy_starts(peer);
+            }
+            Frame::SnapshotEnd => inner.copy_done(peer, complete),
+            Frame::Mark {
+                chain,
+                n,
+                events,
+                shards,
+            } => {
+                inner
+                    .applied(peer, chain, events, &shards)
+                    .map_err(LinkError::Protocol)?;
+                acks.latest.store(n, Ordering::Relaxed);
+                acks.notify.notify_one();
+            }
+            Frame::Ack { n } => inner.acked(peer, n),
+            Frame::Heartbeat => {}
             Frame::Fetch { id, key } => {
                 let now = store.clock().now();
                 let record = store.state_of(&key, now);
@@ -467,7 +605,7 @@ async fn receive(
             }
             Frame::Fetched { id, now, record } => pending.answer(id, now, record),
             Frame::Refuse { reason } => return Err(LinkError::RefusedBy(reason)),
-            Frame::Hello { .. } | Frame::Proof { .. } => {
+            Frame::Hello { .. } | Frame::Proof { .. } | Frame::Resume { .. } => {
                 return Err(LinkError::Protocol("a handshake frame after the handshake"))
             }
         }

@@ -8,12 +8,14 @@
 //! they agree without a word. A dialer whose link ends waits (backoff with jitter, at most
 //! a few seconds) and dials again, resolving the host name anew each time.
 //!
-//! Every new link starts with a full copy. A sender knows only what it wrote to its socket,
-//! not what the peer applied: when a link breaks, what was in flight (in socket buffers, on
-//! the wire) is lost, yet the feed reader has moved past it, so resuming from that reader
-//! (a partial resync) would leave the peer without those changes for good. The parked
-//! reader path below stays for when peers acknowledge what they applied; until then no
-//! reader is kept once its link ends.
+//! Resuming: a sender knows only what it wrote to its socket, not what the peer applied
+//! (what was in flight when a link broke is lost), so the receiver keeps the positions of
+//! the sender's feed it has applied (sent in Mark frames) and hands them back first thing
+//! on the next link (Resume). The sender keeps its feed reader for the peer while the peer
+//! is away (parked), and if the positions belong to that very reader (same process, same
+//! `chain`) rewinds it there: a partial resync, where shards whose backlog has moved on are
+//! copied again from a snapshot. Anything else (a restarted node on either side, a copy
+//! that never completed) gets a full copy.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -26,14 +28,20 @@ use tokio_util::sync::CancellationToken;
 use super::handshake::{self, Local};
 use super::link::{self, LinkError};
 use super::warmup::{Fetcher, Pending, WarmUp};
+use super::wire::Frame;
 use crate::config::{PeerAddr, ReplicationConfig};
-use crate::store::{FeedReader, NodeId, Store};
+use crate::store::{FeedCursor, FeedReader, NodeId, Store};
 
 /// Where a link to a peer stands (`stats replication`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum State {
+    /// Dialling (a configured address whose node is not linked).
     Connecting,
+    /// Connected, proving identities and agreeing where to resume.
+    #[default]
+    Handshake,
     FullSync,
+    PartialSync,
     Streaming,
     Down,
 }
@@ -42,7 +50,9 @@ impl State {
     pub fn name(self) -> &'static str {
         match self {
             State::Connecting => "connecting",
+            State::Handshake => "handshake",
             State::FullSync => "full_sync",
+            State::PartialSync => "partial_sync",
             State::Streaming => "streaming",
             State::Down => "down",
         }
@@ -50,17 +60,72 @@ impl State {
 }
 
 /// What this node knows of one peer, by node id.
+#[derive(Default)]
 struct Peer {
     /// The peer's process, as of its last handshake: a new one needs a full copy.
     run: u64,
-    /// Changes for it, kept while it is away (bounded by the backlog). Never parked for
-    /// now: see the module's notes.
-    reader: Option<FeedReader>,
+    /// This node's feed reader for the peer, kept while the peer is away (the backlog
+    /// bounds what it holds back), to resume from.
+    parked: Option<Parked>,
+    /// How much of the peer's feed this node has applied, once a copy from it completed.
+    applied: Option<Position>,
     link: Option<Link>,
+    /// The peer's address as last seen on a link.
+    addr: Option<SocketAddr>,
     state: State,
+    since: Option<Instant>,
     full_syncs: u64,
+    partial_syncs: u64,
+    shard_resyncs: u64,
     received: u64,
+    lag: Lag,
     last_error: Option<(String, Instant)>,
+}
+
+/// A feed reader with the number that names it to the peer (its positions are only
+/// meaningful to this reader: the feed is continuous from where it started).
+pub struct Parked {
+    pub reader: FeedReader,
+    pub chain: u64,
+}
+
+/// Positions of a peer's feed applied here.
+#[derive(Debug, Clone)]
+pub struct Position {
+    run: u64,
+    chain: u64,
+    cursor: FeedCursor,
+}
+
+/// What the peer has acknowledged of what this node sent (see [`Inner::mark_sent`]).
+#[derive(Default)]
+struct Lag {
+    /// Marks sent and not yet acknowledged: (n, when, feed position total, bytes sent).
+    marks: std::collections::VecDeque<(u64, Instant, u64, u64)>,
+    acked_total: u64,
+    acked_bytes: u64,
+    sent_bytes: u64,
+}
+
+/// Marks remembered per peer for lag: more than a silent link sends before it is dropped.
+const MAX_MARKS: usize = 4096;
+
+/// Kinds of catching up a peer, counted in `stats replication`.
+pub enum SyncKind {
+    /// Everything, from a snapshot.
+    Full,
+    /// What the peer missed, from the backlog.
+    Partial,
+    /// One shard again from a snapshot: the backlog had dropped changes the peer needed.
+    Shard,
+}
+
+/// How a link starts sending.
+pub struct Start {
+    pub reader: FeedReader,
+    pub chain: u64,
+    /// A full copy first; else the reader was rewound to where the peer is.
+    pub full: bool,
 }
 
 struct Link {
@@ -68,22 +133,30 @@ struct Link {
     /// The node that dialled it: the one dialled by the lower id wins.
     dialer: NodeId,
     cancel: CancellationToken,
+    /// Cancelled once the link has ended and parked its reader.
+    ended: CancellationToken,
     /// For reads that miss while this node catches up.
     fetcher: Fetcher,
+}
+
+/// The answer to [`Inner::register`].
+pub enum Registration {
+    Linked(Registered),
+    /// The peer's other link wins: close this one.
+    Lost,
+    /// The old link was told to end: wait for this, then register again.
+    Wait(CancellationToken),
 }
 
 /// What a link gets when it is registered as the peer's one link.
 pub struct Registered {
     pub id: u64,
     pub cancel: CancellationToken,
+    pub ended: CancellationToken,
     /// Frames to send besides the changes (fetches and their answers).
     pub control: tokio::sync::mpsc::UnboundedReceiver<super::wire::Frame>,
     pub control_tx: tokio::sync::mpsc::UnboundedSender<super::wire::Frame>,
     pub pending: Arc<Pending>,
-    /// None: no reader slot left.
-    pub reader: Option<FeedReader>,
-    /// Send a full copy first.
-    pub full: bool,
 }
 
 /// Shared by the listener, the dialers and the links.
@@ -92,10 +165,18 @@ pub struct Inner {
     pub local: Local,
     pub timeout: Duration,
     pub warmup: WarmUp,
+    /// Configured peer addresses: a node that has a complete copy from as many peers
+    /// holds what the cluster holds, even if none of them was caught up itself.
+    configured: usize,
     peers: Mutex<HashMap<NodeId, Peer>>,
+    /// Peers whose full copy has arrived since this node started.
+    copied_from: Mutex<std::collections::HashSet<NodeId>>,
+    /// Where each configured address's dialler is (`stats replication`).
+    dials: Mutex<HashMap<String, State>>,
     /// Which node a configured address turned out to be, once dialled.
     names: Mutex<HashMap<String, NodeId>>,
     next_link: std::sync::atomic::AtomicU64,
+    next_chain: std::sync::atomic::AtomicU64,
 }
 
 /// A running replication component.
@@ -147,9 +228,13 @@ impl Bound {
             local,
             timeout: cfg.timeout,
             warmup: WarmUp::default(),
+            configured: cfg.peers.len(),
             peers: Mutex::new(HashMap::new()),
+            copied_from: Mutex::new(Default::default()),
+            dials: Mutex::new(HashMap::new()),
             names: Mutex::new(HashMap::new()),
             next_link: std::sync::atomic::AtomicU64::new(1),
+            next_chain: std::sync::atomic::AtomicU64::new(1),
         });
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -272,12 +357,26 @@ impl Replication {
     /// One line of facts per known peer, for `stats replication`.
     pub fn peer_stats(&self) -> Vec<PeerStats> {
         let peers = self.inner.peers();
+        let total = self.inner.store.feed_total();
         let mut out: Vec<PeerStats> = peers
             .iter()
             .map(|(id, p)| PeerStats {
                 node: *id,
+                addr: p.addr,
                 state: p.state,
+                lag_writes: match (&p.link, &p.parked) {
+                    (None, None) => None,
+                    _ => Some(total.saturating_sub(p.lag.acked_total)),
+                },
+                lag_bytes: p.lag.sent_bytes.saturating_sub(p.lag.acked_bytes),
+                lag_ms: p
+                    .lag
+                    .marks
+                    .front()
+                    .map_or(0, |m| m.1.elapsed().as_millis() as u64),
                 full_syncs: p.full_syncs,
+                partial_syncs: p.partial_syncs,
+                shard_resyncs: p.shard_resyncs,
                 received: p.received,
                 last_error: p
                     .last_error
@@ -288,14 +387,65 @@ impl Replication {
         out.sort_by_key(|p| p.node);
         out
     }
+
+    /// Each configured address and where its dialler is (connecting, handshake, or the
+    /// state of the node it reached).
+    pub fn dial_stats(&self) -> Vec<(String, State, Option<NodeId>)> {
+        let dials = self
+            .inner
+            .dials
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let names = self
+            .inner
+            .names
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let peers = self.inner.peers();
+        self.configured
+            .iter()
+            .map(|a| {
+                let name = a.to_string();
+                let node = names.get(&name).copied();
+                // Linked (by either node's dial): the link's state.
+                let linked = node.and_then(|n| peers.get(&n).filter(|p| p.link.is_some()));
+                let state = match linked {
+                    Some(p) => p.state,
+                    None => dials.get(&name).copied().unwrap_or(State::Connecting),
+                };
+                (name, state, node)
+            })
+            .collect()
+    }
+
+    /// `stats`' replication role: every node takes writes; `catching_up` until it holds a
+    /// full copy of the cluster's data.
+    pub fn role(&self) -> &'static str {
+        if self.caught_up() {
+            "master"
+        } else {
+            "catching_up"
+        }
+    }
 }
 
 /// What `stats replication` shows of a peer.
 #[derive(Debug, Clone)]
 pub struct PeerStats {
     pub node: NodeId,
+    pub addr: Option<SocketAddr>,
     pub state: State,
+    /// Changes this node took that the peer has not confirmed (None: nothing kept for it).
+    pub lag_writes: Option<u64>,
+    /// Bytes sent to it not yet confirmed.
+    pub lag_bytes: u64,
+    /// Age of the oldest change sent and not yet confirmed.
+    pub lag_ms: u64,
     pub full_syncs: u64,
+    pub partial_syncs: u64,
+    pub shard_resyncs: u64,
     pub received: u64,
     /// The last error and how many seconds ago.
     pub last_error: Option<(String, u64)>,
@@ -334,6 +484,7 @@ async fn dial_loop(inner: Arc<Inner>, peer: PeerAddr) {
     let mut attempt = 0u32;
     loop {
         let started = Instant::now();
+        inner.dial_state(&name, State::Connecting);
         // Bounded: in a real partition a connect may go unanswered for minutes.
         let connect = TcpStream::connect((peer.host.as_str(), peer.port));
         let connected = match tokio::time::timeout(inner.timeout, connect).await {
@@ -344,12 +495,15 @@ async fn dial_loop(inner: Arc<Inner>, peer: PeerAddr) {
             )),
         };
         match connected {
-            Ok(stream) => match link::run(inner.clone(), stream, Some(&name)).await {
-                Ok(()) => {}
-                Err(e) => inner.note_link_end(&name, &e),
-            },
+            Ok(stream) => {
+                inner.dial_state(&name, State::Handshake);
+                if let Err(e) = link::run(inner.clone(), stream, Some(&name)).await {
+                    inner.note_link_end(&name, &e);
+                }
+            }
             Err(e) => inner.note_link_end(&name, &LinkError::Io(e)),
         }
+        inner.dial_state(&name, State::Down);
         // A link that lasted resets the backoff; one refused or failing at once grows it.
         if started.elapsed() > Duration::from_secs(5) {
             attempt = 0;
@@ -370,82 +524,255 @@ impl Inner {
         self.peers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Makes a link the peer's one link, or says None if the peer's other link wins.
-    pub fn register(&self, peer: NodeId, run: u64, dialer: NodeId) -> Option<Registered> {
+    /// Makes a link the peer's one link, unless the peer's other link wins; an older link
+    /// from the same pair is ended first (its reader must be parked before a new link can
+    /// resume from it).
+    pub fn register(
+        &self,
+        peer: NodeId,
+        run: u64,
+        dialer: NodeId,
+        addr: Option<SocketAddr>,
+    ) -> Registration {
         let mut peers = self.peers();
-        let p = peers.entry(peer).or_insert_with(|| Peer {
-            run: 0,
-            reader: None,
-            link: None,
-            state: State::Connecting,
-            full_syncs: 0,
-            received: 0,
-            last_error: None,
-        });
+        let p = peers.entry(peer).or_default();
         if let Some(old) = &p.link {
             let winner = self.local.node.min(peer);
             if old.dialer != dialer && old.dialer == winner {
-                return None;
+                return Registration::Lost;
             }
             // The new one wins (or replaces a link from the same side that is gone).
             old.cancel.cancel();
+            return Registration::Wait(old.ended.clone());
         }
         let id = self
             .next_link
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let cancel = CancellationToken::new();
-        let same_run = p.run == run && p.reader.is_some();
-        let reader = if same_run {
-            p.reader.take()
-        } else {
-            p.reader = None;
-            self.store.subscribe()
-        };
-        p.run = run;
+        if p.run != run {
+            // A restarted peer: what it had applied of this node is gone with it.
+            p.run = run;
+            p.parked = None;
+            p.applied = None;
+        }
+        p.addr = addr.or(p.addr);
+        let (cancel, ended) = (CancellationToken::new(), CancellationToken::new());
         let (control_tx, control) = tokio::sync::mpsc::unbounded_channel();
         let pending = Arc::new(Pending::default());
         p.link = Some(Link {
             id,
             dialer,
             cancel: cancel.clone(),
+            ended: ended.clone(),
             fetcher: Fetcher {
                 peer,
                 control: control_tx.clone(),
                 pending: pending.clone(),
             },
         });
-        tracing::info!(
-            "replication: linked with node {} ({})",
-            peer.0,
-            if same_run {
-                "partial resync"
-            } else {
-                "full resync"
-            }
-        );
-        Some(Registered {
+        p.state = State::Handshake;
+        Registration::Linked(Registered {
             id,
             cancel,
+            ended,
             control,
             control_tx,
             pending,
-            reader,
-            full: !same_run,
         })
     }
 
-    /// Ends link `id`'s registration. Its reader is dropped, not kept for the peer's return:
-    /// it has moved past whatever the broken link lost in flight (see the module's notes).
-    pub fn unregister(&self, peer: NodeId, id: u64, reader: Option<FeedReader>) {
-        drop(reader);
-        let mut peers = self.peers();
-        if let Some(p) = peers.get_mut(&peer) {
-            if p.link.as_ref().is_some_and(|l| l.id == id) {
-                p.link = None;
-                p.state = State::Down;
-                tracing::info!("replication: link with node {} down", peer.0);
+    /// What this node asks of `peer` first on a new link: the positions of its feed
+    /// applied here (or a full copy).
+    pub fn resume_frame(&self, peer: NodeId) -> Frame {
+        let peers = self.peers();
+        let p = peers.get(&peer);
+        match p.and_then(|p| p.applied.as_ref().filter(|a| a.run == p.run)) {
+            Some(a) => Frame::Resume {
+                run: a.run,
+                chain: a.chain,
+                events: a.cursor.events(),
+                shards: a.cursor.shards().to_vec(),
+            },
+            None => Frame::Resume {
+                run: p.map_or(0, |p| p.run),
+                chain: 0,
+                events: 0,
+                shards: Vec::new(),
+            },
+        }
+    }
+
+    /// How to start sending to `peer`, which says it applied this node's feed up to `at`
+    /// of reader `chain` in process `run`: the parked reader rewound there if it can be,
+    /// else a new reader and a full copy. None: no reader slot is free.
+    pub fn start_sending(
+        &self,
+        peer: NodeId,
+        run: u64,
+        chain: u64,
+        at: FeedCursor,
+    ) -> Option<Start> {
+        let parked = self.peers().get_mut(&peer).and_then(|p| p.parked.take());
+        if let Some(mut parked) = parked {
+            if run == self.local.run && chain == parked.chain && parked.reader.rewind(&at) {
+                tracing::info!(
+                    "replication: node {} resumes from the backlog (partial resync)",
+                    peer.0
+                );
+                self.count(peer, SyncKind::Partial);
+                return Some(Start {
+                    reader: parked.reader,
+                    chain,
+                    full: false,
+                });
             }
         }
+        // The old reader (if any) is dropped above, freeing its slot.
+        let reader = match self.store.subscribe() {
+            Some(r) => r,
+            None => {
+                // Every slot taken: give up the reader of the peer away longest.
+                self.drop_oldest_parked();
+                self.store.subscribe()?
+            }
+        };
+        tracing::info!("replication: node {} gets a full copy", peer.0);
+        Some(Start {
+            reader,
+            chain: self
+                .next_chain
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            full: true,
+        })
+    }
+
+    fn drop_oldest_parked(&self) {
+        let dropped = {
+            let mut peers = self.peers();
+            let oldest = peers
+                .iter()
+                .filter(|(_, p)| p.parked.is_some())
+                .min_by_key(|(_, p)| p.since)
+                .map(|(id, _)| *id);
+            oldest.and_then(|id| peers.get_mut(&id).and_then(|p| p.parked.take()))
+        };
+        // Dropped outside the lock: a last reader's drop clears every shard's ring.
+        drop(dropped);
+    }
+
+    /// Ends link `id`'s registration, keeping its reader for the peer's return.
+    pub fn unregister(&self, peer: NodeId, id: u64, reader: Option<Parked>) {
+        let mut peers = self.peers();
+        let Some(p) = peers.get_mut(&peer) else {
+            return;
+        };
+        if p.link.as_ref().is_none_or(|l| l.id != id) {
+            return;
+        }
+        if let Some(l) = p.link.take() {
+            l.ended.cancel();
+        }
+        if reader.is_some() {
+            // Else the link ended before it took the parked one: that stays.
+            p.parked = reader;
+        }
+        p.state = State::Down;
+        p.since = Some(Instant::now());
+        p.lag.marks.clear();
+        tracing::info!("replication: link with node {} down", peer.0);
+    }
+
+    /// A full copy from `peer` is starting: the positions of its feed held here are void
+    /// until the copy completes.
+    pub fn copy_starts(&self, peer: NodeId) {
+        if let Some(p) = self.peers().get_mut(&peer) {
+            p.applied = None;
+        }
+    }
+
+    /// A full copy from `peer` arrived. This node is caught up if the peer was (or if it
+    /// has copies from as many peers as it was given: the whole cluster restarted).
+    pub fn copy_done(&self, peer: NodeId, complete: bool) {
+        let copies = {
+            let mut from = self.copied_from.lock().unwrap_or_else(|e| e.into_inner());
+            from.insert(peer);
+            from.len()
+        };
+        if complete || copies >= self.configured.max(1) {
+            self.warmup.set_caught_up();
+        }
+    }
+
+    /// Takes the peer's Mark: these positions of its feed (of reader `chain`) are applied
+    /// here. The first Mark of a chain lists every shard.
+    pub fn applied(
+        &self,
+        peer: NodeId,
+        chain: u64,
+        events: u64,
+        shards: &[(u32, u64)],
+    ) -> Result<(), &'static str> {
+        let mut peers = self.peers();
+        let Some(p) = peers.get_mut(&peer) else {
+            return Ok(());
+        };
+        let at = match &mut p.applied {
+            Some(a) if a.chain == chain => &mut a.cursor,
+            _ => {
+                if shards
+                    .iter()
+                    .enumerate()
+                    .any(|(i, (s, _))| *s as usize != i)
+                {
+                    return Err("a resume point that does not list every shard");
+                }
+                let cursor = FeedCursor::new(shards.iter().map(|(_, seq)| *seq).collect(), events);
+                p.applied = Some(Position {
+                    run: p.run,
+                    chain,
+                    cursor,
+                });
+                return Ok(());
+            }
+        };
+        for &(shard, seq) in shards {
+            if shard as usize >= at.shards().len() {
+                return Err("a mark for a shard the peer does not have");
+            }
+            at.set_shard(shard as usize, seq);
+        }
+        at.set_events(events);
+        Ok(())
+    }
+
+    /// Notes Mark `n` sent to `peer`, when this node's reader stood at `total` and the link
+    /// had carried `bytes`.
+    pub fn mark_sent(&self, peer: NodeId, n: u64, total: u64, bytes: u64) {
+        if let Some(p) = self.peers().get_mut(&peer) {
+            p.lag.sent_bytes = bytes;
+            if p.lag.marks.len() < MAX_MARKS {
+                p.lag.marks.push_back((n, Instant::now(), total, bytes));
+            }
+        }
+    }
+
+    /// The peer has applied everything up to Mark `n`.
+    pub fn acked(&self, peer: NodeId, n: u64) {
+        if let Some(p) = self.peers().get_mut(&peer) {
+            while let Some(&(m, _, total, bytes)) = p.lag.marks.front() {
+                if m > n {
+                    break;
+                }
+                p.lag.acked_total = total;
+                p.lag.acked_bytes = bytes;
+                p.lag.marks.pop_front();
+            }
+        }
+    }
+
+    /// Notes where the dialler of configured address `name` is.
+    fn dial_state(&self, name: &str, state: State) {
+        let mut dials = self.dials.lock().unwrap_or_else(|e| e.into_inner());
+        dials.insert(name.to_string(), state);
     }
 
     /// Notes which node the configured address `name` reached.
@@ -474,9 +801,14 @@ impl Inner {
         }
     }
 
-    pub fn count_full_sync(&self, peer: NodeId) {
+    /// Adds one to a peer's count of syncs of `kind`.
+    pub fn count(&self, peer: NodeId, kind: SyncKind) {
         if let Some(p) = self.peers().get_mut(&peer) {
-            p.full_syncs += 1;
+            *match kind {
+                SyncKind::Full => &mut p.full_syncs,
+                SyncKind::Partial => &mut p.partial_syncs,
+                SyncKind::Shard => &mut p.shard_resyncs,
+            } += 1;
         }
     }
 

@@ -6,12 +6,15 @@
 //!  1 Hello          version u16, node u16, run u64, nonce [16], cluster str
 //!  2 Proof          mac [32]
 //!  3 Refuse         reason str
-//!  4 SnapshotStart  (empty)
+//!  4 SnapshotStart  complete u8 (0 or 1)
 //!  5 SnapshotEnd    (empty)
 //!  6 Changes        now u32, count u32, count × (len u32, record bytes)
 //!  7 Heartbeat      (empty)
 //!  8 Fetch          id u64, key len u16, key
 //!  9 Fetched        id u64, now u32, has u8, [len u32, record bytes]
+//! 10 Resume         run u64, chain u64, events u64, count u32, count × seq u64
+//! 11 Mark           chain u64, n u64, events u64, count u32, count × (shard u32, seq u64)
+//! 12 Ack            n u64
 //!  str = len u16 (at most MAX_STRING) + UTF-8
 //! ```
 //!
@@ -28,7 +31,7 @@ use crate::store::record::RecordError;
 use crate::store::{NodeId, Record};
 
 /// The replication protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Largest frame accepted. A batch of changes is a few hundred KB, but one record may be as
 /// large as the largest item (`-I`, at most 1 GB) and travels in a frame of its own; a peer
 /// announcing more is broken. The bytes arrive (and are buffered) as they are sent, so the
@@ -46,6 +49,9 @@ const CHANGES: u8 = 6;
 const HEARTBEAT: u8 = 7;
 const FETCH: u8 = 8;
 const FETCHED: u8 = 9;
+const RESUME: u8 = 10;
+const MARK: u8 = 11;
+const ACK: u8 = 12;
 
 /// The smallest record (a header) plus its length prefix: bounds a claimed record count.
 const MIN_RECORD: usize = 4 + 32;
@@ -64,8 +70,9 @@ pub enum Frame {
     Proof { mac: [u8; 32] },
     /// Why the sender refuses the link; it closes the connection after this.
     Refuse { reason: String },
-    /// The sender starts a full copy of its data (a snapshot follows as Changes frames).
-    SnapshotStart,
+    /// The sender starts a full copy of its data (a snapshot follows as Changes frames);
+    /// `complete`: the sender itself was caught up, so the copy holds the cluster's data.
+    SnapshotStart { complete: bool },
     /// The snapshot is complete.
     SnapshotEnd,
     /// Changes, as store records; `now` is the sender's relative second when it sent them,
@@ -82,6 +89,28 @@ pub enum Frame {
         now: u32,
         record: Option<Record>,
     },
+    /// The first frame after the handshake: how much of the peer's feed this node has
+    /// applied, so the peer can send only the rest (a partial resync). `chain` 0 (nothing
+    /// usable) asks for a full copy.
+    Resume {
+        /// The peer's process these positions belong to.
+        run: u64,
+        /// Which of the peer's feed readers they come from (see [`Frame::Mark`]).
+        chain: u64,
+        events: u64,
+        shards: Vec<u64>,
+    },
+    /// Sent after changes: every change of the sender's feed before these positions has
+    /// been sent (of `chain`, one continuous feed reader). The first Mark of a copy lists
+    /// every shard; later ones only the shards that moved. `n` numbers marks for [`Frame::Ack`].
+    Mark {
+        chain: u64,
+        n: u64,
+        events: u64,
+        shards: Vec<(u32, u64)>,
+    },
+    /// Everything up to Mark `n` has been applied (the sender measures lag with it).
+    Ack { n: u64 },
 }
 
 /// Why bytes from a peer are not a frame. Any of these means the peer is broken or not a
@@ -118,11 +147,14 @@ pub fn encode(frame: &Frame, out: &mut BytesMut) {
         Frame::Hello { .. } => HELLO,
         Frame::Proof { .. } => PROOF,
         Frame::Refuse { .. } => REFUSE,
-        Frame::SnapshotStart => SNAPSHOT_START,
+        Frame::SnapshotStart { .. } => SNAPSHOT_START,
         Frame::SnapshotEnd => SNAPSHOT_END,
         Frame::Heartbeat => HEARTBEAT,
         Frame::Fetch { .. } => FETCH,
         Frame::Fetched { .. } => FETCHED,
+        Frame::Resume { .. } => RESUME,
+        Frame::Mark { .. } => MARK,
+        Frame::Ack { .. } => ACK,
     };
     let start = out.len();
     out.put_u32_le(0); // the length, once known
@@ -160,6 +192,37 @@ pub fn encode(frame: &Frame, out: &mut BytesMut) {
                 None => out.put_u8(0),
             }
         }
+        Frame::SnapshotStart { complete } => out.put_u8(u8::from(*complete)),
+        Frame::Resume {
+            run,
+            chain,
+            events,
+            shards,
+        } => {
+            out.put_u64_le(*run);
+            out.put_u64_le(*chain);
+            out.put_u64_le(*events);
+            out.put_u32_le(shards.len() as u32);
+            for seq in shards {
+                out.put_u64_le(*seq);
+            }
+        }
+        Frame::Mark {
+            chain,
+            n,
+            events,
+            shards,
+        } => {
+            out.put_u64_le(*chain);
+            out.put_u64_le(*n);
+            out.put_u64_le(*events);
+            out.put_u32_le(shards.len() as u32);
+            for (shard, seq) in shards {
+                out.put_u32_le(*shard);
+                out.put_u64_le(*seq);
+            }
+        }
+        Frame::Ack { n } => out.put_u64_le(*n),
         _ => {}
     }
     let len = (out.len() - start - 4) as u32;
@@ -229,7 +292,9 @@ pub fn decode_limited(buf: &mut BytesMut, max: usize) -> Result<Option<Frame>, W
         REFUSE => Frame::Refuse {
             reason: body.string()?,
         },
-        SNAPSHOT_START => Frame::SnapshotStart,
+        SNAPSHOT_START => Frame::SnapshotStart {
+            complete: body.flag()?,
+        },
         SNAPSHOT_END => Frame::SnapshotEnd,
         HEARTBEAT => Frame::Heartbeat,
         FETCH => {
@@ -246,16 +311,36 @@ pub fn decode_limited(buf: &mut BytesMut, max: usize) -> Result<Option<Frame>, W
         FETCHED => {
             let id = body.u64()?;
             let now = body.u32()?;
-            let record = match body.array::<1>()? {
-                [0] => None,
-                [1] => {
+            let record = match body.flag()? {
+                false => None,
+                true => {
                     let n = body.u32()? as usize;
                     Some(Record::decode(body.take(n)?)?)
                 }
-                _ => return Err(malformed(name, "bad record flag")),
             };
             Frame::Fetched { id, now, record }
         }
+        RESUME => {
+            let (run, chain, events) = (body.u64()?, body.u64()?, body.u64()?);
+            let shards = body.list(8, |b| b.u64())?;
+            Frame::Resume {
+                run,
+                chain,
+                events,
+                shards,
+            }
+        }
+        MARK => {
+            let (chain, n, events) = (body.u64()?, body.u64()?, body.u64()?);
+            let shards = body.list(12, |b| Ok((b.u32()?, b.u64()?)))?;
+            Frame::Mark {
+                chain,
+                n,
+                events,
+                shards,
+            }
+        }
+        ACK => Frame::Ack { n: body.u64()? },
         _ => {
             // CHANGES: `frame_name` let only known types through.
             let now = body.u32()?;
@@ -297,6 +382,9 @@ fn frame_name(ty: u8) -> Result<&'static str, WireError> {
         HEARTBEAT => "Heartbeat",
         FETCH => "Fetch",
         FETCHED => "Fetched",
+        RESUME => "Resume",
+        MARK => "Mark",
+        ACK => "Ack",
         _ => return Err(WireError::UnknownType(ty)),
     })
 }
@@ -335,6 +423,27 @@ impl Body {
 
     fn u64(&mut self) -> Result<u64, WireError> {
         self.array().map(u64::from_le_bytes)
+    }
+
+    fn flag(&mut self) -> Result<bool, WireError> {
+        match self.array::<1>()? {
+            [0] => Ok(false),
+            [1] => Ok(true),
+            _ => Err(malformed(self.frame, "a flag that is neither 0 nor 1")),
+        }
+    }
+
+    /// A u32 count, then that many items of `size` bytes each, read by `item`.
+    fn list<T>(
+        &mut self,
+        size: usize,
+        item: impl Fn(&mut Body) -> Result<T, WireError>,
+    ) -> Result<Vec<T>, WireError> {
+        let count = self.u32()? as usize;
+        if count > self.b.len() / size {
+            return Err(malformed(self.frame, "more items than the frame can hold"));
+        }
+        (0..count).map(|_| item(self)).collect()
     }
 
     fn string(&mut self) -> Result<String, WireError> {
@@ -388,7 +497,8 @@ mod tests {
             Frame::Refuse {
                 reason: "wrong cluster".into(),
             },
-            Frame::SnapshotStart,
+            Frame::SnapshotStart { complete: true },
+            Frame::SnapshotStart { complete: false },
             Frame::SnapshotEnd,
             changes(),
             Frame::Changes {
@@ -410,6 +520,25 @@ mod tests {
                 now: 99,
                 record: None,
             },
+            Frame::Resume {
+                run: 42,
+                chain: 3,
+                events: 9,
+                shards: vec![1, 2, u64::MAX],
+            },
+            Frame::Resume {
+                run: 0,
+                chain: 0,
+                events: 0,
+                shards: vec![],
+            },
+            Frame::Mark {
+                chain: 3,
+                n: 17,
+                events: 4,
+                shards: vec![(0, 5), (63, 1 << 40)],
+            },
+            Frame::Ack { n: u64::MAX },
         ]
     }
 

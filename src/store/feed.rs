@@ -281,6 +281,11 @@ impl FeedCursor {
     pub fn set_events(&mut self, seq: u64) {
         self.events = seq;
     }
+
+    /// Sum of every position: compared with [`super::Store::feed_total`], how far behind.
+    pub fn total(&self) -> u64 {
+        self.shards.iter().sum::<u64>() + self.events
+    }
 }
 
 #[cfg(test)]

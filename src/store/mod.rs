@@ -63,6 +63,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use apply::{Applied, RemoteChange, RemoteState};
 pub use clock::Clock;
+pub use feed::FeedCursor;
 pub use item::{bits, item_total_size, Item, Meta};
 pub use record::{Kind, Record};
 pub use shard::Miss;

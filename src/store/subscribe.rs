@@ -32,6 +32,8 @@ pub struct FeedReader {
     store: Store,
     slot: usize,
     cursor: FeedCursor,
+    /// Where it started: the feed is continuous from here on (it was on all along).
+    base: FeedCursor,
     /// Rings marked written and not yet drained (see [`super::feed::Feed::bit`]).
     todo: u64,
     /// The shard the next read starts at, so a busy shard cannot starve the others.
@@ -51,11 +53,21 @@ impl Store {
         Some(FeedReader {
             store: self.clone(),
             slot,
+            base: cursor.clone(),
             cursor,
             // Everything, the first time: writes may have come before the first look.
             todo: u64::MAX,
             start: 0,
         })
+    }
+
+    /// How many records the feed has taken so far, all rings together: a reader whose
+    /// [`FeedCursor::total`] is this far behind has that many left to read.
+    pub fn feed_total(&self) -> u64 {
+        let shards: u64 = (0..self.inner.shards.len())
+            .map(|i| self.lock(i).ring.next_seq())
+            .sum();
+        shards + self.inner.feed.events_next_seq()
     }
 
     /// Pushes the item at `loc` into its shard's ring as the state it is now, then unlocks
@@ -165,6 +177,22 @@ impl FeedReader {
 
     pub fn cursor(&self) -> &FeedCursor {
         &self.cursor
+    }
+
+    /// Moves the reader back to `to` (what a peer says it applied), so that what followed is
+    /// read again; the rings report what they no longer hold as lost. Refused (false, the
+    /// reader unmoved) unless `to` lies between where this reader started and where it is.
+    pub fn rewind(&mut self, to: &FeedCursor) -> bool {
+        let within = |at: u64, lo: u64, hi: u64| lo <= at && at <= hi;
+        let n = self.cursor.shards().len();
+        let fits = to.shards().len() == n
+            && within(to.events(), self.base.events(), self.cursor.events())
+            && (0..n).all(|i| within(to.shard(i), self.base.shard(i), self.cursor.shard(i)));
+        if fits {
+            self.cursor = to.clone();
+            self.todo = u64::MAX;
+        }
+        fits
     }
 }
 

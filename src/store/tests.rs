@@ -236,6 +236,61 @@ fn a_reader_that_falls_behind_learns_exactly_what_it_lost() {
 }
 
 #[test]
+fn a_reader_rewinds_to_what_a_peer_applied_and_no_further() {
+    let cfg = StoreConfig {
+        shards: 2,
+        feed_bytes: 8192,
+        ..Default::default()
+    };
+    let s = Store::new(cfg, Arc::new(Clock::new()));
+    set(&s, b"before", b"x");
+    let mut sub = s.subscribe().unwrap();
+    let base = sub.cursor().clone();
+    for i in 0..10u32 {
+        set(&s, format!("k{i}").as_bytes(), b"v");
+    }
+    let first = sub.read(1 << 20);
+    assert_eq!(first.records.len(), 10);
+    let end = sub.cursor().clone();
+    assert_eq!(end.total(), base.total() + 10);
+    assert_eq!(s.feed_total(), end.total());
+    // Back to the start: the same ten again, in the same order per shard.
+    assert!(sub.rewind(&base));
+    let again = sub.read(1 << 20);
+    let keys = |b: &crate::store::Batch| {
+        let mut k: Vec<_> = b.records.iter().map(|r| r.key().to_vec()).collect();
+        k.sort();
+        k
+    };
+    assert_eq!(keys(&again), keys(&first));
+    assert!(again.lost.is_empty());
+    // Not past where it is, not before where it began, not another shape.
+    let mut ahead = end.clone();
+    ahead.set_shard(0, end.shard(0) + 1);
+    assert!(!sub.rewind(&ahead));
+    let mut before = base.clone();
+    before.set_events(base.events().wrapping_sub(1));
+    assert!(!sub.rewind(&before));
+    assert!(!sub.rewind(&FeedCursor::new(vec![1], 1)));
+    assert_eq!(
+        sub.cursor(),
+        &end,
+        "a refused rewind leaves the reader where it was"
+    );
+    // Once the backlog has moved past a position, rewinding there reports the loss.
+    for i in 0..400u32 {
+        set(&s, format!("m{i}").as_bytes(), &[b'v'; 100]);
+    }
+    let _ = sub.read(1 << 30);
+    assert!(sub.rewind(&end));
+    let b = sub.read(1 << 30);
+    assert!(
+        !b.lost.is_empty(),
+        "changes the ring no longer holds are reported lost"
+    );
+}
+
+#[test]
 fn flushes_reach_the_feed_once() {
     let s = store();
     let mut sub = s.subscribe().unwrap();

@@ -35,20 +35,41 @@ pub fn write(s: &mut Session<'_>, group: &[u8], arg: &[u8], out: &mut Vec<u8>) {
                 stat(out, "replication_node_id", r.node().0);
                 stat(out, "replication_peers", r.configured().len());
                 stat(out, "replication_peers_connected", r.connected());
+                stat(out, "replication_role", r.role());
             }
         }
         b"replication" => {
             if let Some(r) = sh.replication.get() {
                 stat(out, "node_id", r.node().0);
                 stat(out, "listen", r.listen_addr());
+                stat(out, "role", r.role());
+                for (addr, state, node) in r.dial_stats() {
+                    stat(out, &format!("dial:{addr}:state"), state.name());
+                    if let Some(n) = node {
+                        stat(out, &format!("dial:{addr}:node"), n.0);
+                    }
+                }
                 for p in r.peer_stats() {
                     let n = p.node.0;
-                    stat(out, &format!("peer:{n}:state"), p.state.name());
-                    stat(out, &format!("peer:{n}:full_syncs"), p.full_syncs);
-                    stat(out, &format!("peer:{n}:received"), p.received);
+                    let mut peer = |name: &str, value: &dyn std::fmt::Display| {
+                        stat(out, &format!("peer:{n}:{name}"), value)
+                    };
+                    if let Some(a) = p.addr {
+                        peer("addr", &a);
+                    }
+                    peer("state", &p.state.name());
+                    if let Some(w) = p.lag_writes {
+                        peer("lag_writes", &w);
+                        peer("lag_bytes", &p.lag_bytes);
+                        peer("lag_ms", &p.lag_ms);
+                    }
+                    peer("full_syncs", &p.full_syncs);
+                    peer("partial_syncs", &p.partial_syncs);
+                    peer("shard_resyncs", &p.shard_resyncs);
+                    peer("received", &p.received);
                     if let Some((e, ago)) = &p.last_error {
-                        stat(out, &format!("peer:{n}:last_error"), e);
-                        stat(out, &format!("peer:{n}:last_error_secs_ago"), ago);
+                        peer("last_error", e);
+                        peer("last_error_secs_ago", ago);
                     }
                 }
             }
