@@ -314,6 +314,70 @@ fn a_wrong_secret_is_refused_and_said_once() {
 }
 
 #[test]
+fn a_second_process_with_the_same_node_id_is_refused_and_the_first_keeps_its_link() {
+    let dir = TempDir::new("dup-id");
+    let (port, rport) = (free_port(), free_port());
+    let r = rport.to_string();
+    let a = Node::start(
+        [127, 0, 0, 71],
+        port,
+        &args(&["-X", &r, "-x", "127.0.0.72", "--node-id", "1"]),
+    );
+    let b = Node::start(
+        [127, 0, 0, 72],
+        port,
+        &args(&["-X", &r, "-x", "127.0.0.71", "--node-id", "2"]),
+    );
+    a.client().expect(b"set k 0 0 1\r\nx\r\n", b"STORED\r\n");
+    assert!(sees(&b, "k", Some("x")));
+    let log = dir.0.join("twin.log");
+    let _twin = Node::start_logging(
+        [127, 0, 0, 73],
+        port,
+        &args(&["-X", &r, "-x", "127.0.0.71", "--node-id", "2"]),
+        Stdio::from(std::fs::File::create(&log).unwrap()),
+    );
+    let said = eventually(Duration::from_secs(5), || {
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("give every node its own --node-id")
+    });
+    assert!(said, "the twin is told why");
+    std::thread::sleep(Duration::from_secs(1));
+    // The first keeps its one link: never replaced, never copied again.
+    let mut ca = a.client();
+    assert_eq!(ca.stat("replication_peers_connected"), "1");
+    assert_eq!(peer_stat_sum(&mut ca, "full_syncs"), 1);
+    a.client().expect(b"set k2 0 0 1\r\ny\r\n", b"STORED\r\n");
+    assert!(sees(&b, "k2", Some("y")));
+}
+
+#[test]
+fn a_peer_restarted_under_a_new_id_replaces_the_old_entry() {
+    let (a, mut b) = seed_pair(&[]);
+    let mut ca = a.client();
+    let old = b.client().stat("replication_node_id");
+    let linked = eventually(Duration::from_secs(5), || {
+        let text = repl_stats(&mut ca);
+        text.contains(&format!("peer:{old}:state streaming"))
+    });
+    assert!(linked);
+    b.restart();
+    let new = b.client().stat("replication_node_id");
+    assert_ne!(old, new, "a node id is chosen at random each start");
+    let mut text = String::new();
+    let replaced = eventually(Duration::from_secs(5), || {
+        text = repl_stats(&mut ca);
+        text.contains(&format!("peer:{new}:state streaming"))
+            && !text.contains(&format!("peer:{old}:"))
+    });
+    assert!(
+        replaced,
+        "the old id is forgotten (and what was kept for it freed): {text}"
+    );
+}
+
+#[test]
 fn another_cluster_is_refused() {
     let (port, rport) = (free_port(), free_port());
     let r = rport.to_string();
@@ -582,7 +646,7 @@ fn a_blip_reconnects_by_itself() {
 
 #[test]
 fn a_peer_away_longer_than_the_backlog_gets_what_it_missed_from_a_snapshot() {
-    let p = ProxiedPair::start_with(33, &["--repl-backlog-size", "256k"]);
+    let p = ProxiedPair::start_with(45, &["--repl-backlog-size", "256k"]);
     let mut ca = p.a.client();
     batch(&mut ca, "set first 0 0 1 noreply\r\nx\r\n");
     assert!(sees(&p.b, "first", Some("x")));
@@ -616,43 +680,43 @@ fn a_peer_away_longer_than_the_backlog_gets_what_it_missed_from_a_snapshot() {
 
 #[test]
 fn stats_replication_shows_each_link_its_state_and_lag() {
-    let p = ProxiedPair::start(37);
+    let p = ProxiedPair::start(55);
     let mut ca = p.a.client();
     batch(&mut ca, "set k 0 0 1 noreply\r\nx\r\n");
     assert!(sees(&p.b, "k", Some("x")));
-    let group = |c: &mut Client| {
-        String::from_utf8(c.call_until(b"stats replication\r\n", b"END\r\n")).unwrap()
-    };
     // Once the write is confirmed, nothing is outstanding.
     let settled = eventually(Duration::from_secs(3), || {
         peer_stat_sum(&mut ca, "lag_writes") == 0 && peer_stat_sum(&mut ca, "lag_bytes") == 0
     });
-    let text = group(&mut ca);
+    let mut text = repl_stats(&mut ca);
     assert!(settled, "lag settles to 0: {text}");
     let b_id = p.b.client().stat("replication_node_id");
     let proxy = p.ab.addr();
-    for want in [
+    let wanted = [
         "STAT role master".to_string(),
         format!("STAT dial:{proxy}:state streaming"),
         format!("STAT dial:{proxy}:node {b_id}"),
         format!("STAT peer:{b_id}:state streaming"),
         format!("STAT peer:{b_id}:lag_ms 0"),
         format!("STAT peer:{b_id}:full_syncs 1"),
-    ] {
-        assert!(text.contains(&want), "{want:?} in {text}");
-    }
+    ];
+    // The dialler learns which node its address leads to once it has got through itself.
+    let shown = eventually(Duration::from_secs(5), || {
+        text = repl_stats(&mut ca);
+        wanted.iter().all(|w| text.contains(w))
+    });
+    assert!(shown, "{wanted:?} in {text}");
     assert_eq!(ca.stat("replication_role"), "master");
     // A dialler that cannot get through says so.
     p.set_mode(Mode::Refuse);
     p.cut();
     assert!(p.connected(0, Duration::from_secs(3)));
     let down = eventually(Duration::from_secs(3), || {
-        let t = group(&mut ca);
+        let t = repl_stats(&mut ca);
         t.contains(&format!("STAT peer:{b_id}:state down"))
-            && (t.contains(&format!("STAT dial:{proxy}:state connecting"))
-                || t.contains(&format!("STAT dial:{proxy}:state down")))
+            && t.contains(&format!("STAT dial:{proxy}:state connecting"))
     });
-    assert!(down, "{}", group(&mut ca));
+    assert!(down, "{}", repl_stats(&mut ca));
     // While away, what the peer has not confirmed is counted.
     batch(&mut ca, "set k2 0 0 1 noreply\r\ny\r\n");
     assert_eq!(peer_stat_sum(&mut ca, "lag_writes"), 1);
@@ -910,9 +974,14 @@ fn a_restarted_node_answers_reads_at_once_while_it_catches_up() {
     );
 }
 
+/// The text of `stats replication`.
+fn repl_stats(c: &mut Client) -> String {
+    String::from_utf8(c.call_until(b"stats replication\r\n", b"END\r\n")).unwrap()
+}
+
 /// Sum of `peer:*:<name>` over `stats replication`.
 fn peer_stat_sum(c: &mut Client, name: &str) -> u64 {
-    let out = String::from_utf8(c.call_until(b"stats replication\r\n", b"END\r\n")).unwrap();
+    let out = repl_stats(c);
     out.lines()
         .filter_map(|l| {
             let mut p = l.split(' ');
@@ -931,10 +1000,11 @@ fn changes_flowing_one_way_keep_the_link_up() {
     ca.expect(b"set first 0 0 1\r\nx\r\n", b"STORED\r\n");
     assert!(sees(&b, "first", Some("x")));
     std::thread::sleep(Duration::from_millis(300));
-    let base = (
-        peer_stat_sum(&mut ca, "full_syncs"),
-        peer_stat_sum(&mut cb, "full_syncs"),
-    );
+    // Copies so far (two links may have formed at the start, one resuming the other's).
+    let copies = |ca: &mut Client, cb: &mut Client| {
+        ["full_syncs", "partial_syncs"].map(|s| (peer_stat_sum(ca, s), peer_stat_sum(cb, s)))
+    };
+    let base = copies(&mut ca, &mut cb);
     let until = Instant::now() + Duration::from_secs(4);
     let mut i = 0;
     while Instant::now() < until {
@@ -943,12 +1013,8 @@ fn changes_flowing_one_way_keep_the_link_up() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(sees(&b, &format!("k{}", i - 1), Some("x")));
-    // No link dropped (each new link starts with a full copy).
-    let now = (
-        peer_stat_sum(&mut ca, "full_syncs"),
-        peer_stat_sum(&mut cb, "full_syncs"),
-    );
-    assert_eq!(now, base);
+    // No link dropped: no copy again, whole or from the backlog.
+    assert_eq!(copies(&mut ca, &mut cb), base);
 }
 
 #[test]
@@ -1041,6 +1107,35 @@ fn a_connection_that_has_not_proved_itself_cannot_make_a_node_buffer_much() {
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "dropped at once"
+    );
+}
+
+#[test]
+fn a_node_of_an_incompatible_protocol_version_is_refused_with_the_reason() {
+    let (port, rport) = (free_port(), free_port());
+    let _a = Node::start(
+        [127, 0, 0, 43],
+        port,
+        &args(&["-X", &rport.to_string(), "-x", "127.0.0.44"]),
+    );
+    let mut s = std::net::TcpStream::connect(("127.0.0.43", rport)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    // A Hello of protocol version 1: version, node id, run, nonce, empty cluster name.
+    let mut body = vec![1u8];
+    body.extend_from_slice(&1u16.to_le_bytes());
+    body.extend_from_slice(&9u16.to_le_bytes());
+    body.extend_from_slice(&7u64.to_le_bytes());
+    body.extend_from_slice(&[0u8; 16]);
+    body.extend_from_slice(&0u16.to_le_bytes());
+    let mut hello = (body.len() as u32).to_le_bytes().to_vec();
+    hello.extend_from_slice(&body);
+    std::io::Write::write_all(&mut s, &hello).unwrap();
+    let mut got = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut s, &mut got);
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.contains("protocol v1") && text.contains("upgrade"),
+        "refused, saying why: {text:?}"
     );
 }
 

@@ -14,7 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
-use super::wire::PROTOCOL_VERSION;
+use super::wire::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use crate::store::NodeId;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -83,10 +83,12 @@ fn fill_random(out: &mut [u8]) {
 /// Checks a peer's Hello against ours; the error is a reason to send in a Refuse and to log,
 /// saying what to change.
 pub fn check_hello(local: &Local, version: u16, cluster: &str, node: NodeId) -> Result<(), String> {
-    if version != PROTOCOL_VERSION {
+    // A newer peer speaks this node's version (it learns it from this Hello): a rolling
+    // upgrade works one release at a time. An older one that cannot is refused.
+    if version < MIN_PROTOCOL_VERSION {
         return Err(format!(
-            "peer speaks replication protocol v{version}, this node v{PROTOCOL_VERSION}: \
-             run the same repcached release on both nodes"
+            "peer speaks replication protocol v{version}, this node needs v{MIN_PROTOCOL_VERSION} \
+             to v{PROTOCOL_VERSION}: upgrade the older node to a release at most one apart"
         ));
     }
     if cluster != local.cluster {
@@ -243,8 +245,14 @@ mod tests {
             check_hello(&me, PROTOCOL_VERSION, "main", NodeId(2)),
             Ok(())
         );
-        let v = check_hello(&me, 2, "main", NodeId(2)).unwrap_err();
-        assert!(v.contains("v2") && v.contains("v1"), "{v}");
+        let v = check_hello(&me, MIN_PROTOCOL_VERSION - 1, "main", NodeId(2)).unwrap_err();
+        assert!(
+            v.contains("v1") && v.contains("v2") && v.contains("upgrade"),
+            "{v}"
+        );
+        // A newer node talks this one's version to it.
+        let newer = check_hello(&me, PROTOCOL_VERSION + 1, "main", NodeId(2));
+        assert_eq!(newer, Ok(()));
         let c = check_hello(&me, PROTOCOL_VERSION, "other", NodeId(2)).unwrap_err();
         assert!(c.contains("\"other\"") && c.contains("\"main\"") && c.contains("--cluster"));
         let n = check_hello(&me, PROTOCOL_VERSION, "main", NodeId(1)).unwrap_err();

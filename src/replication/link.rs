@@ -154,10 +154,11 @@ pub async fn run(
         control_tx,
         pending,
     } = loop {
-        match inner.register(peer, peer_run, dialer, addr) {
+        match inner.register(peer, peer_run, dialer) {
             Registration::Linked(r) => break r,
             // The other connection between the two nodes is the one kept.
             Registration::Lost => return Ok(()),
+            Registration::Refuse(why) => return Err(refuse(&mut wr, why).await),
             Registration::Wait(ended) => {
                 let end = tokio::time::timeout(inner.timeout, ended.cancelled());
                 if end.await.is_err() {
@@ -169,7 +170,7 @@ pub async fn run(
     // The reader lives here, not in the futures below, so it is parked however they end.
     let mut sending = None;
     let result = tokio::select! {
-        r = serve(&inner, &mut frames, &mut wr, peer, &mut control, &control_tx, &pending, &mut sending) => r,
+        r = serve(&inner, &mut frames, &mut wr, (peer, addr), &mut control, &control_tx, &pending, &mut sending) => r,
         _ = cancel.cancelled() => Ok(()),
     };
     inner.unregister(peer, id, sending);
@@ -192,9 +193,9 @@ async fn serve(
     inner: &Inner,
     frames: &mut Frames,
     wr: &mut OwnedWriteHalf,
-    peer: NodeId,
+    (peer, addr): (NodeId, Option<std::net::SocketAddr>),
     control: &mut Control,
-    control_tx: &tokio::sync::mpsc::UnboundedSender<Frame>,
+    control_tx: &ControlTx,
     pending: &Pending,
     sending: &mut Option<Parked>,
 ) -> Result<(), LinkError> {
@@ -205,7 +206,11 @@ async fn serve(
             chain,
             events,
             shards,
-        } => (run, chain, FeedCursor::new(shards, events)),
+            listen,
+        } => {
+            inner.peer_listens(peer, &listen, addr);
+            (run, chain, FeedCursor::new(shards, events))
+        }
         Frame::Refuse { reason } => return Err(LinkError::RefusedBy(reason)),
         _ => return Err(LinkError::Protocol("expected a resume")),
     };
@@ -536,14 +541,19 @@ async fn snapshot(
 }
 
 /// Fetches and their answers, sent between batches of changes.
-type Control = tokio::sync::mpsc::UnboundedReceiver<Frame>;
+type Control = tokio::sync::mpsc::Receiver<Frame>;
+pub type ControlTx = tokio::sync::mpsc::Sender<Frame>;
+
+/// Control frames queued at most per link: a peer asking faster than the link carries the
+/// answers gets no answer for the excess (its reads wait, then take a miss).
+pub const CONTROL_QUEUE: usize = 4096;
 
 /// Applies what the peer sends until the link ends, and answers its fetches.
 async fn receive(
     inner: &Inner,
     frames: &mut Frames,
     peer: NodeId,
-    control: &tokio::sync::mpsc::UnboundedSender<Frame>,
+    control: &ControlTx,
     pending: &Pending,
     acks: &Acks,
 ) -> Result<(), LinkError> {
@@ -601,7 +611,8 @@ async fn receive(
             Frame::Fetch { id, key } => {
                 let now = store.clock().now();
                 let record = store.state_of(&key, now);
-                let _ = control.send(Frame::Fetched { id, now, record });
+                // Never waits: a full queue waits on this link's own sender (see CONTROL_QUEUE).
+                let _ = control.try_send(Frame::Fetched { id, now, record });
             }
             Frame::Fetched { id, now, record } => pending.answer(id, now, record),
             Frame::Refuse { reason } => return Err(LinkError::RefusedBy(reason)),

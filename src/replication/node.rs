@@ -70,8 +70,8 @@ struct Peer {
     /// How much of the peer's feed this node has applied, once a copy from it completed.
     applied: Option<Position>,
     link: Option<Link>,
-    /// The peer's address as last seen on a link.
-    addr: Option<SocketAddr>,
+    /// Where the peer listens, as it says.
+    listen: Option<String>,
     state: State,
     since: Option<Instant>,
     full_syncs: u64,
@@ -146,6 +146,8 @@ pub enum Registration {
     Lost,
     /// The old link was told to end: wait for this, then register again.
     Wait(CancellationToken),
+    /// Another process with the same node id is linked: refuse this one, saying why.
+    Refuse(String),
 }
 
 /// What a link gets when it is registered as the peer's one link.
@@ -154,8 +156,8 @@ pub struct Registered {
     pub cancel: CancellationToken,
     pub ended: CancellationToken,
     /// Frames to send besides the changes (fetches and their answers).
-    pub control: tokio::sync::mpsc::UnboundedReceiver<super::wire::Frame>,
-    pub control_tx: tokio::sync::mpsc::UnboundedSender<super::wire::Frame>,
+    pub control: tokio::sync::mpsc::Receiver<Frame>,
+    pub control_tx: link::ControlTx,
     pub pending: Arc<Pending>,
 }
 
@@ -165,9 +167,11 @@ pub struct Inner {
     pub local: Local,
     pub timeout: Duration,
     pub warmup: WarmUp,
+    /// This node's replication listener, as told to peers.
+    listen: String,
     /// Configured peer addresses: a node that has a complete copy from as many peers
     /// holds what the cluster holds, even if none of them was caught up itself.
-    configured: usize,
+    configured: Vec<String>,
     peers: Mutex<HashMap<NodeId, Peer>>,
     /// Peers whose full copy has arrived since this node started.
     copied_from: Mutex<std::collections::HashSet<NodeId>>,
@@ -228,7 +232,8 @@ impl Bound {
             local,
             timeout: cfg.timeout,
             warmup: WarmUp::default(),
-            configured: cfg.peers.len(),
+            listen: listen.to_string(),
+            configured: cfg.peers.iter().map(|p| p.to_string()).collect(),
             peers: Mutex::new(HashMap::new()),
             copied_from: Mutex::new(Default::default()),
             dials: Mutex::new(HashMap::new()),
@@ -362,7 +367,7 @@ impl Replication {
             .iter()
             .map(|(id, p)| PeerStats {
                 node: *id,
-                addr: p.addr,
+                listen: p.listen.clone(),
                 state: p.state,
                 lag_writes: match (&p.link, &p.parked) {
                     (None, None) => None,
@@ -435,7 +440,8 @@ impl Replication {
 #[derive(Debug, Clone)]
 pub struct PeerStats {
     pub node: NodeId,
-    pub addr: Option<SocketAddr>,
+    /// Where it listens for peers.
+    pub listen: Option<String>,
     pub state: State,
     /// Changes this node took that the peer has not confirmed (None: nothing kept for it).
     pub lag_writes: Option<u64>,
@@ -503,7 +509,8 @@ async fn dial_loop(inner: Arc<Inner>, peer: PeerAddr) {
             }
             Err(e) => inner.note_link_end(&name, &LinkError::Io(e)),
         }
-        inner.dial_state(&name, State::Down);
+        // Dialling again after the pause.
+        inner.dial_state(&name, State::Connecting);
         // A link that lasted resets the backoff; one refused or failing at once grows it.
         if started.elapsed() > Duration::from_secs(5) {
             attempt = 0;
@@ -527,16 +534,23 @@ impl Inner {
     /// Makes a link the peer's one link, unless the peer's other link wins; an older link
     /// from the same pair is ended first (its reader must be parked before a new link can
     /// resume from it).
-    pub fn register(
-        &self,
-        peer: NodeId,
-        run: u64,
-        dialer: NodeId,
-        addr: Option<SocketAddr>,
-    ) -> Registration {
+    pub fn register(&self, peer: NodeId, run: u64, dialer: NodeId) -> Registration {
         let mut peers = self.peers();
         let p = peers.entry(peer).or_default();
         if let Some(old) = &p.link {
+            if p.run != run {
+                // Two live processes with one id would replace each other's link forever.
+                // (A restarted node's old link ends within the timeout; it is let in then.)
+                return Registration::Refuse(format!(
+                    "node id {} is already linked to node {} from another process{}; give every node its own --node-id",
+                    peer.0,
+                    self.local.node.0,
+                    p.listen
+                        .as_ref()
+                        .map(|a| format!(" listening at {a}"))
+                        .unwrap_or_default()
+                ));
+            }
             let winner = self.local.node.min(peer);
             if old.dialer != dialer && old.dialer == winner {
                 return Registration::Lost;
@@ -554,9 +568,8 @@ impl Inner {
             p.parked = None;
             p.applied = None;
         }
-        p.addr = addr.or(p.addr);
         let (cancel, ended) = (CancellationToken::new(), CancellationToken::new());
-        let (control_tx, control) = tokio::sync::mpsc::unbounded_channel();
+        let (control_tx, control) = tokio::sync::mpsc::channel(link::CONTROL_QUEUE);
         let pending = Arc::new(Pending::default());
         p.link = Some(Link {
             id,
@@ -585,18 +598,21 @@ impl Inner {
     pub fn resume_frame(&self, peer: NodeId) -> Frame {
         let peers = self.peers();
         let p = peers.get(&peer);
+        let listen = self.listen.clone();
         match p.and_then(|p| p.applied.as_ref().filter(|a| a.run == p.run)) {
             Some(a) => Frame::Resume {
                 run: a.run,
                 chain: a.chain,
                 events: a.cursor.events(),
                 shards: a.cursor.shards().to_vec(),
+                listen,
             },
             None => Frame::Resume {
                 run: p.map_or(0, |p| p.run),
                 chain: 0,
                 events: 0,
                 shards: Vec::new(),
+                listen,
             },
         }
     }
@@ -697,7 +713,7 @@ impl Inner {
             from.insert(peer);
             from.len()
         };
-        if complete || copies >= self.configured.max(1) {
+        if complete || copies >= self.configured.len().max(1) {
             self.warmup.set_caught_up();
         }
     }
@@ -776,9 +792,50 @@ impl Inner {
     }
 
     /// Notes which node the configured address `name` reached.
+    /// Notes which node the configured address `name` reached.
     pub fn learn(&self, name: &str, node: NodeId) {
         let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
         names.insert(name.to_string(), node);
+    }
+
+    /// Notes where `peer` listens, as it says (with the address its connection came from
+    /// where it listens on every address). Another node known there, now away, was this
+    /// one before a restart under a new id: it is forgotten, and what was kept for it freed.
+    pub fn peer_listens(&self, peer: NodeId, listen: &str, from: Option<SocketAddr>) {
+        let named = match (listen.parse::<SocketAddr>(), from) {
+            (Ok(l), Some(f)) if l.ip().is_unspecified() => {
+                SocketAddr::new(f.ip(), l.port()).to_string()
+            }
+            _ => listen.to_string(),
+        };
+        let forgotten: Vec<(NodeId, Peer)> = {
+            let mut peers = self.peers();
+            if let Some(p) = peers.get_mut(&peer) {
+                p.listen = Some(named.clone());
+            }
+            let gone: Vec<NodeId> = peers
+                .iter()
+                .filter(|(id, p)| {
+                    **id != peer && p.link.is_none() && p.listen.as_deref() == Some(&named)
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            gone.into_iter()
+                .filter_map(|id| peers.remove(&id).map(|p| (id, p)))
+                .collect()
+        };
+        if self.configured.contains(&named) {
+            // The peer dialled first: its configured address is known without a dial.
+            self.learn(&named, peer);
+        }
+        // Dropped outside the lock: a last reader's drop clears every shard's ring.
+        for (id, _) in forgotten {
+            tracing::info!(
+                "replication: node {} at {named} was node {} before it restarted: that one is forgotten",
+                peer.0,
+                id.0
+            );
+        }
     }
 
     /// True while the node that `addr` reached last time is linked (through its own dial,

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::error::TrySendError;
 
 use super::expiry::local_exptime;
 use super::wire::Frame;
@@ -62,7 +62,7 @@ impl Pending {
 #[derive(Clone)]
 pub struct Fetcher {
     pub peer: NodeId,
-    pub control: UnboundedSender<Frame>,
+    pub control: super::link::ControlTx,
     pub pending: Arc<Pending>,
 }
 
@@ -127,9 +127,17 @@ impl WarmUp {
             id,
             key: Bytes::copy_from_slice(key),
         };
-        if via.control.send(frame).is_err() {
-            via.pending.lock().remove(&id);
-            return Err(Gone);
+        match via.control.try_send(frame) {
+            Ok(()) => {}
+            // Too many reads waiting on this link already: this one takes its miss.
+            Err(TrySendError::Full(_)) => {
+                via.pending.lock().remove(&id);
+                return Ok(false);
+            }
+            Err(TrySendError::Closed(_)) => {
+                via.pending.lock().remove(&id);
+                return Err(Gone);
+            }
         }
         let answer = rx.recv_timeout(FETCH_WAIT);
         via.pending.lock().remove(&id);

@@ -12,7 +12,7 @@
 //!  7 Heartbeat      (empty)
 //!  8 Fetch          id u64, key len u16, key
 //!  9 Fetched        id u64, now u32, has u8, [len u32, record bytes]
-//! 10 Resume         run u64, chain u64, events u64, count u32, count × seq u64
+//! 10 Resume         run u64, chain u64, events u64, count u32, count × seq u64, listen str
 //! 11 Mark           chain u64, n u64, events u64, count u32, count × (shard u32, seq u64)
 //! 12 Ack            n u64
 //!  str = len u16 (at most MAX_STRING) + UTF-8
@@ -32,6 +32,9 @@ use crate::store::{NodeId, Record};
 
 /// The replication protocol version this build speaks.
 pub const PROTOCOL_VERSION: u16 = 2;
+/// The oldest version this build accepts from a peer. A node meeting an older peer than
+/// itself but not older than this speaks the peer's version (none yet: v1 had no resume).
+pub const MIN_PROTOCOL_VERSION: u16 = 2;
 /// Largest frame accepted. A batch of changes is a few hundred KB, but one record may be as
 /// large as the largest item (`-I`, at most 1 GB) and travels in a frame of its own; a peer
 /// announcing more is broken. The bytes arrive (and are buffered) as they are sent, so the
@@ -99,6 +102,9 @@ pub enum Frame {
         chain: u64,
         events: u64,
         shards: Vec<u64>,
+        /// Where the sender listens for peers: names it across restarts (its node id may
+        /// change).
+        listen: String,
     },
     /// Sent after changes: every change of the sender's feed before these positions has
     /// been sent (of `chain`, one continuous feed reader). The first Mark of a copy lists
@@ -198,6 +204,7 @@ pub fn encode(frame: &Frame, out: &mut BytesMut) {
             chain,
             events,
             shards,
+            listen,
         } => {
             out.put_u64_le(*run);
             out.put_u64_le(*chain);
@@ -206,6 +213,7 @@ pub fn encode(frame: &Frame, out: &mut BytesMut) {
             for seq in shards {
                 out.put_u64_le(*seq);
             }
+            put_str(out, listen);
         }
         Frame::Mark {
             chain,
@@ -328,6 +336,7 @@ pub fn decode_limited(buf: &mut BytesMut, max: usize) -> Result<Option<Frame>, W
                 chain,
                 events,
                 shards,
+                listen: body.string()?,
             }
         }
         MARK => {
@@ -525,12 +534,14 @@ mod tests {
                 chain: 3,
                 events: 9,
                 shards: vec![1, 2, u64::MAX],
+                listen: "127.0.0.2:11212".into(),
             },
             Frame::Resume {
                 run: 0,
                 chain: 0,
                 events: 0,
                 shards: vec![],
+                listen: String::new(),
             },
             Frame::Mark {
                 chain: 3,
@@ -619,7 +630,7 @@ mod tests {
 
     #[test]
     fn unknown_type_fails_at_once() {
-        for ty in [0, 10, 255] {
+        for ty in [0, 13, 255] {
             let header = [100, 0, 0, 0, ty];
             assert!(matches!(decode_all(&header), Err(WireError::UnknownType(t)) if t == ty));
         }

@@ -54,8 +54,8 @@ pub fn write(s: &mut Session<'_>, group: &[u8], arg: &[u8], out: &mut Vec<u8>) {
                     let mut peer = |name: &str, value: &dyn std::fmt::Display| {
                         stat(out, &format!("peer:{n}:{name}"), value)
                     };
-                    if let Some(a) = p.addr {
-                        peer("addr", &a);
+                    if let Some(a) = &p.listen {
+                        peer("listen", a);
                     }
                     peer("state", &p.state.name());
                     if let Some(w) = p.lag_writes {
