@@ -582,7 +582,7 @@ fn a_blip_reconnects_by_itself() {
 
 #[test]
 fn a_peer_away_longer_than_the_backlog_gets_what_it_missed_from_a_snapshot() {
-    let p = ProxiedPair::start_with(33, &["--repl-backlog-size", "256k"]);
+    let p = ProxiedPair::start_with(73, &["--repl-backlog-size", "256k"]);
     let mut ca = p.a.client();
     batch(&mut ca, "set first 0 0 1 noreply\r\nx\r\n");
     assert!(sees(&p.b, "first", Some("x")));
@@ -616,7 +616,7 @@ fn a_peer_away_longer_than_the_backlog_gets_what_it_missed_from_a_snapshot() {
 
 #[test]
 fn stats_replication_shows_each_link_its_state_and_lag() {
-    let p = ProxiedPair::start(37);
+    let p = ProxiedPair::start(77);
     let mut ca = p.a.client();
     batch(&mut ca, "set k 0 0 1 noreply\r\nx\r\n");
     assert!(sees(&p.b, "k", Some("x")));
