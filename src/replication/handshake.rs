@@ -243,8 +243,12 @@ mod tests {
             check_hello(&me, PROTOCOL_VERSION, "main", NodeId(2)),
             Ok(())
         );
-        let v = check_hello(&me, 2, "main", NodeId(2)).unwrap_err();
-        assert!(v.contains("v2") && v.contains("v1"), "{v}");
+        let other = PROTOCOL_VERSION + 1;
+        let v = check_hello(&me, other, "main", NodeId(2)).unwrap_err();
+        assert!(
+            v.contains(&format!("v{other}")) && v.contains(&format!("v{PROTOCOL_VERSION}")),
+            "{v}"
+        );
         let c = check_hello(&me, PROTOCOL_VERSION, "other", NodeId(2)).unwrap_err();
         assert!(c.contains("\"other\"") && c.contains("\"main\"") && c.contains("--cluster"));
         let n = check_hello(&me, PROTOCOL_VERSION, "main", NodeId(1)).unwrap_err();
