@@ -1251,3 +1251,31 @@ fn a_full_resync_of_100_mb_while_clients_write_both_nodes() {
     );
     assert!(b_rss < 2.0 * data_mb + 32.0, "receiver {b_rss} MB");
 }
+
+#[test]
+fn lag_ms_keeps_counting_once_a_link_with_unconfirmed_changes_drops() {
+    let p = ProxiedPair::start(69);
+    let mut ca = p.a.client();
+    batch(&mut ca, "set k 0 0 1 noreply\r\nx\r\n");
+    assert!(sees(&p.b, "k", Some("x")));
+    assert!(eventually(Duration::from_secs(3), || peer_stat_sum(
+        &mut ca,
+        "lag_writes"
+    ) == 0));
+    // Sent, never confirmed: the partition swallows it.
+    p.set_mode(Mode::Blackhole);
+    batch(&mut ca, "set k2 0 0 1 noreply\r\ny\r\n");
+    std::thread::sleep(Duration::from_millis(300));
+    let before = peer_stat_sum(&mut ca, "lag_ms");
+    assert!(before >= 200, "lag_ms {before} while the link is up");
+    assert!(
+        p.connected(0, Duration::from_secs(5)),
+        "the silent link drops"
+    );
+    assert_eq!(peer_stat_sum(&mut ca, "lag_writes"), 1);
+    let after = peer_stat_sum(&mut ca, "lag_ms");
+    assert!(
+        after > before,
+        "the change is no more confirmed than before: lag_ms went from {before} to {after}"
+    );
+}

@@ -107,7 +107,9 @@ struct Lag {
     sent_bytes: u64,
 }
 
-/// Marks remembered per peer for lag: more than a silent link sends before it is dropped.
+/// Marks remembered per peer for lag. Acks can be held up for seconds on a live link (the
+/// peer is busy sending this node a copy), so more may go out meanwhile: each newer one
+/// then replaces the last kept (see [`Inner::mark_sent`]).
 const MAX_MARKS: usize = 4096;
 
 /// Kinds of catching up a peer, counted in `stats replication`.
@@ -568,6 +570,9 @@ impl Inner {
             p.parked = None;
             p.applied = None;
         }
+        // Marks are numbered per link, and so are the bytes it carries.
+        p.lag.marks.clear();
+        (p.lag.sent_bytes, p.lag.acked_bytes) = (0, 0);
         let (cancel, ended) = (CancellationToken::new(), CancellationToken::new());
         let (control_tx, control) = tokio::sync::mpsc::channel(link::CONTROL_QUEUE);
         let pending = Arc::new(Pending::default());
@@ -693,7 +698,7 @@ impl Inner {
         }
         p.state = State::Down;
         p.since = Some(Instant::now());
-        p.lag.marks.clear();
+        // The marks not acknowledged stay (`lag_ms` goes on counting) until the next link.
         tracing::info!("replication: link with node {} down", peer.0);
     }
 
@@ -765,9 +770,12 @@ impl Inner {
     pub fn mark_sent(&self, peer: NodeId, n: u64, total: u64, bytes: u64) {
         if let Some(p) = self.peers().get_mut(&peer) {
             p.lag.sent_bytes = bytes;
-            if p.lag.marks.len() < MAX_MARKS {
-                p.lag.marks.push_back((n, Instant::now(), total, bytes));
+            if p.lag.marks.len() >= MAX_MARKS {
+                // Full: this mark stands in for the newest kept, so an ack of it still
+                // brings the totals up to date (the oldest keeps its time for `lag_ms`).
+                p.lag.marks.pop_back();
             }
+            p.lag.marks.push_back((n, Instant::now(), total, bytes));
         }
     }
 
@@ -914,5 +922,57 @@ impl Inner {
                 _ => tracing::info!("replication: peer {name}: {e}"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Clock, StoreConfig};
+
+    fn inner() -> Inner {
+        let store = Store::new(StoreConfig::default(), Arc::new(Clock::new()));
+        Inner {
+            store,
+            local: Local {
+                cluster: "test".into(),
+                node: NodeId(1),
+                run: 7,
+                secret: None,
+            },
+            timeout: Duration::from_secs(1),
+            warmup: WarmUp::default(),
+            listen: "127.0.0.1:1".into(),
+            configured: vec!["127.0.0.1:2".into()],
+            peers: Mutex::new(HashMap::new()),
+            copied_from: Mutex::new(Default::default()),
+            dials: Mutex::new(HashMap::new()),
+            names: Mutex::new(HashMap::new()),
+            next_link: std::sync::atomic::AtomicU64::new(1),
+            next_chain: std::sync::atomic::AtomicU64::new(1),
+        }
+    }
+
+    #[test]
+    fn lag_is_right_after_more_marks_than_are_remembered_go_unacknowledged() {
+        let i = inner();
+        let peer = NodeId(2);
+        assert!(matches!(i.register(peer, 9, peer), Registration::Linked(_)));
+        // The peer acknowledges nothing for a while (busy sending this node a large copy),
+        // then everything at once; then the link goes quiet.
+        let last = MAX_MARKS as u64 + 100;
+        for n in 1..=last {
+            i.mark_sent(peer, n, 1000 + n, 10 * n);
+        }
+        i.acked(peer, last);
+        let peers = i.peers();
+        let lag = &peers[&peer].lag;
+        assert_eq!(
+            lag.acked_total,
+            1000 + last,
+            "everything sent was acknowledged"
+        );
+        assert_eq!(lag.sent_bytes - lag.acked_bytes, 0, "no bytes outstanding");
+        assert!(lag.marks.is_empty());
     }
 }
