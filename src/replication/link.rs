@@ -27,7 +27,8 @@ use super::node::{Inner, Parked, Registered, Registration, State, SyncKind};
 use super::warmup::Pending;
 use super::wire::{self, Frame, PROTOCOL_VERSION};
 use crate::store::{
-    Applied, Cursor, FeedCursor, FeedReader, Kind, NodeId, Record, RemoteChange, Version,
+    Applied, Cursor, FeedCursor, FeedReader, Kind, NodeId, Record, RemoteChange, StoreError,
+    Version,
 };
 
 /// How the sender learns of new changes: woken by writers when idle, polling when busy.
@@ -183,8 +184,47 @@ pub async fn run(
 #[derive(Default)]
 struct Acks {
     latest: AtomicU64,
+    /// When the oldest ack not yet sent came in.
+    since: std::sync::Mutex<Option<Instant>>,
     notify: Notify,
 }
+
+impl Acks {
+    /// Mark `n` of the peer's has been applied.
+    fn owe(&self, n: u64) {
+        self.latest.store(n, Ordering::Relaxed);
+        self.since().get_or_insert_with(Instant::now);
+        self.notify.notify_one();
+    }
+
+    /// The ack to send now: with other frames at once, alone only once it has waited
+    /// [`ACK_DELAY`].
+    fn take(&self, with_other_frames: bool) -> Option<u64> {
+        let mut since = self.since();
+        let due = since.is_some_and(|t| with_other_frames || t.elapsed() >= ACK_DELAY);
+        if !due {
+            return None;
+        }
+        *since = None;
+        Some(self.latest.load(Ordering::Relaxed))
+    }
+
+    /// When an ack waiting alone is due.
+    fn due(&self) -> Option<Instant> {
+        self.since().map(|t| t + ACK_DELAY)
+    }
+
+    fn since(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.since.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// How long an ack may wait for other frames to ride with: a link carrying changes one way
+/// would otherwise cost the receiver a write (and the sender a read) per batch.
+const ACK_DELAY: Duration = Duration::from_millis(5);
+/// How long a Mark may wait when the reader moved only past changes the peer made itself
+/// (nothing sent): they matter only to where a later link resumes.
+const MARK_DELAY: Duration = Duration::from_millis(100);
 
 /// Agrees with the peer where each side resumes, then sends and receives until the link
 /// ends.
@@ -389,6 +429,7 @@ async fn send_changes(
     // The peer must hear from this node every `heartbeat`, whatever else happens: changes
     // flowing only the other way (a copy this node receives) must not read as silence.
     let mut last_write = Instant::now();
+    let mut last_mark = Instant::now();
     loop {
         while let Ok(f) = control.try_recv() {
             send(wr, &f).await?;
@@ -420,10 +461,14 @@ async fn send_changes(
         if !mine.is_empty() {
             wire::encode_changes(store.clock().now(), &mine, &mut out);
         }
-        let marked = marks.append(reader.cursor(), &mut out);
-        let ack = acks.latest.swap(0, Ordering::Relaxed);
-        if ack != 0 {
-            wire::encode(&Frame::Ack { n: ack }, &mut out);
+        let mark_now =
+            !mine.is_empty() || marks.sent.is_none() || last_mark.elapsed() >= MARK_DELAY;
+        let marked = mark_now && marks.append(reader.cursor(), &mut out);
+        if marked {
+            last_mark = Instant::now();
+        }
+        if let Some(n) = acks.take(!out.is_empty()) {
+            wire::encode(&Frame::Ack { n }, &mut out);
         }
         if !out.is_empty() {
             wr.write_all(&out).await?;
@@ -456,6 +501,15 @@ async fn send_changes(
             fence(Ordering::SeqCst);
             continue;
         }
+        // Idle: until a change, a control frame, or something due (a heartbeat, an ack
+        // alone, a Mark of changes not sent).
+        let mut due = last_write + heartbeat;
+        if let Some(t) = acks.due() {
+            due = due.min(t);
+        }
+        if marks.sent.as_ref() != Some(reader.cursor()) {
+            due = due.min(last_mark + MARK_DELAY);
+        }
         tokio::select! {
             _ = wake.notify.notified() => {}
             _ = acks.notify.notified() => {}
@@ -465,10 +519,7 @@ async fn send_changes(
                     last_write = Instant::now();
                 }
             }
-            _ = tokio::time::sleep_until((last_write + heartbeat).into()) => {
-                send(wr, &Frame::Heartbeat).await?;
-                last_write = Instant::now();
-            }
+            _ = tokio::time::sleep_until(due.into()) => {}
         }
     }
 }
@@ -560,6 +611,9 @@ async fn receive(
     let store = &inner.store;
     // Whether the copy arriving holds the cluster's data (see [`Frame::SnapshotStart`]).
     let mut complete = false;
+    // False once a change could not be applied for want of room: the peer's Marks would
+    // then claim more than this node holds, so none is kept until a full copy.
+    let mut whole = true;
     loop {
         match frames.next().await? {
             Frame::Changes { now, records } => {
@@ -582,7 +636,20 @@ async fn receive(
                                     "a change stamped over an hour ahead of this node's clock was refused: check both clocks",
                                 ),
                                 Ok(_) => {}
-                                Err(e) => tracing::debug!("replication: change not applied: {e}"),
+                                Err(StoreError::TooLarge) => inner.note_error(
+                                    peer,
+                                    "a change larger than this node's item size limit was refused: give every node the same -I",
+                                ),
+                                Err(StoreError::OutOfMemory) => {
+                                    inner.note_error(
+                                        peer,
+                                        "a change was refused for want of memory (-M): the next link with this peer copies everything again",
+                                    );
+                                    if whole {
+                                        whole = false;
+                                        inner.copy_starts(peer);
+                                    }
+                                }
                             }
                         }
                     }
@@ -591,6 +658,7 @@ async fn receive(
             }
             Frame::SnapshotStart { complete: c } => {
                 complete = c;
+                whole = true;
                 inner.copy_starts(peer);
             }
             Frame::SnapshotEnd => inner.copy_done(peer, complete),
@@ -600,11 +668,12 @@ async fn receive(
                 events,
                 shards,
             } => {
-                inner
-                    .applied(peer, chain, events, &shards)
-                    .map_err(LinkError::Protocol)?;
-                acks.latest.store(n, Ordering::Relaxed);
-                acks.notify.notify_one();
+                if whole {
+                    inner
+                        .applied(peer, chain, events, &shards)
+                        .map_err(LinkError::Protocol)?;
+                }
+                acks.owe(n);
             }
             Frame::Ack { n } => inner.acked(peer, n),
             Frame::Heartbeat => {}

@@ -262,6 +262,7 @@ impl Bound {
                     for p in peers {
                         tokio::spawn(dial_loop(i.clone(), p));
                     }
+                    tokio::spawn(watch_catch_up(i.clone()));
                     accept_loop(i, listener).await;
                 })
             })
@@ -476,6 +477,14 @@ async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
+    }
+}
+
+/// Looks every second whether this node has caught up, until it has.
+async fn watch_catch_up(inner: Arc<Inner>) {
+    while !inner.warmup.caught_up() {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        inner.check_caught_up();
     }
 }
 
@@ -710,17 +719,41 @@ impl Inner {
         }
     }
 
-    /// A full copy from `peer` arrived. This node is caught up if the peer was (or if it
-    /// has copies from as many peers as it was given: the whole cluster restarted).
+    /// A full copy from `peer` arrived. This node is caught up if the peer was.
     pub fn copy_done(&self, peer: NodeId, complete: bool) {
-        let copies = {
-            let mut from = self.copied_from.lock().unwrap_or_else(|e| e.into_inner());
-            from.insert(peer);
-            from.len()
+        self.copied().insert(peer);
+        if complete {
+            self.warmup.set_caught_up();
+        } else {
+            self.check_caught_up();
+        }
+    }
+
+    /// Without a copy from a caught-up peer (the whole cluster restarted), this node holds
+    /// what the cluster holds once it has copies from as many peers as it was given, or,
+    /// after the first few seconds, from every peer linked now (the others may never come
+    /// back; until then every miss would wait on a peer).
+    pub fn check_caught_up(&self) {
+        let copied = self.copied().clone();
+        let linked: Vec<NodeId> = {
+            let peers = self.peers();
+            peers
+                .iter()
+                .filter(|(_, p)| p.link.is_some())
+                .map(|(id, _)| *id)
+                .collect()
         };
-        if complete || copies >= self.configured.len().max(1) {
+        let all_configured = copied.len() >= self.configured.len().max(1);
+        let all_linked = !linked.is_empty()
+            && linked.iter().all(|id| copied.contains(id))
+            && self.warmup.age() > super::warmup::FIRST_LINK_WAIT;
+        if all_configured || all_linked {
             self.warmup.set_caught_up();
         }
+    }
+
+    fn copied(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<NodeId>> {
+        self.copied_from.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Takes the peer's Mark: these positions of its feed (of reader `chain`) are applied

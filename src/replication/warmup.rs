@@ -67,7 +67,7 @@ pub struct Fetcher {
 }
 
 /// How long after start a miss waits for a first link to come up.
-const FIRST_LINK_WAIT: Duration = Duration::from_secs(5);
+pub const FIRST_LINK_WAIT: Duration = Duration::from_secs(5);
 
 /// This node's catch-up state.
 pub struct WarmUp {
@@ -92,6 +92,11 @@ impl WarmUp {
         if !self.caught_up.swap(true, Ordering::Relaxed) {
             tracing::info!("replication: caught up (a full copy from a peer has arrived)");
         }
+    }
+
+    /// How long ago this node started.
+    pub fn age(&self) -> Duration {
+        self.started.elapsed()
     }
 
     pub fn caught_up(&self) -> bool {
