@@ -21,7 +21,10 @@
 //! With `--lag-port` a probe thread measures replication lag besides: again and again it
 //! sets a fresh key on `--port`, notes when the reply arrives, then gets the key from the
 //! other node in a tight loop until it is there; the lag is the time between the two
-//! replies. `--conns 0` runs the probe alone.
+//! replies. Between probes it waits a random time (uniform, averaging `--lag-every-us`): a
+//! fixed pause would start each probe at the same moment of the sender's batching cycle,
+//! right after the batch that carried the previous probe, and so measure one moment only.
+//! `--conns 0` runs the probe alone.
 //!
 //! Output is one line of `name=value` pairs for scripts (bench/compare reads it).
 
@@ -76,7 +79,7 @@ struct Args {
     /// Also probe replication lag: set a key on --port, poll for it on this port
     #[arg(long)]
     lag_port: Option<u16>,
-    /// Microseconds from one lag probe's start to the next
+    /// Mean microseconds between one lag probe's end and the next one's start
     #[arg(long, default_value_t = 2000)]
     lag_every_us: u64,
 }
@@ -598,9 +601,9 @@ fn unexpected(what: &str, buf: &[u8]) -> io::Error {
     io::Error::other(format!("lag probe: unexpected reply to {what}: {shown:?}"))
 }
 
-/// Until `stop`, every `--lag-every-us`: sets a fresh key on `--port`, then gets it from
-/// `lag_port` in a tight loop until it is there; a sample is the time from the set's reply
-/// to the reply that holds the key.
+/// Until `stop`: sets a fresh key on `--port`, then gets it from `lag_port` in a tight loop
+/// until it is there (a sample: the time from the set's reply to the reply that holds the
+/// key), then waits between none and twice `--lag-every-us`.
 fn probe_lag(
     args: &Args,
     lag_port: u16,
@@ -613,14 +616,13 @@ fn probe_lag(
         Ok(s)
     };
     let (mut writer, mut reader) = (connect(args.port)?, connect(lag_port)?);
-    let every = Duration::from_micros(args.lag_every_us);
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d ^ u64::from(std::process::id()));
     let mut lag = Lag {
         us: Vec::new(),
         lost: 0,
     };
     let mut buf = Vec::new();
     ready.wait();
-    let mut next = Instant::now();
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
         let key = format!("lag:{}:{n}", std::process::id());
@@ -646,12 +648,8 @@ fn probe_lag(
                 break;
             }
         }
-        next += every;
-        let now = Instant::now();
-        match next.checked_duration_since(now) {
-            Some(wait) => std::thread::sleep(wait),
-            None => next = now,
-        }
+        let pause = args.lag_every_us * 2 * (rng.next() & 0xffff) / 0x10000;
+        std::thread::sleep(Duration::from_micros(pause));
     }
     Ok(lag)
 }
@@ -802,6 +800,36 @@ mod tests {
             frame_set(b"SERVER_ERROR out of memory\r\n"),
             Framed::Unexpected
         );
+    }
+
+    #[test]
+    fn pace_releases_one_idle_connection_per_due_slot() {
+        assert!(Pace::new(0.0, 0.0, 4).is_none());
+        let mut pace = Pace::new(1000.0, 0.5, 2).expect("paced");
+        let start = Instant::now();
+        pace.start(start);
+        assert_eq!(
+            pace.take(start),
+            None,
+            "the first slot is half an interval in"
+        );
+        assert_eq!(pace.wait_ms(start), 1);
+        let later = start + Duration::from_millis(3);
+        assert!(pace.take(later).is_some());
+        assert!(pace.take(later).is_some());
+        assert_eq!(pace.take(later), None, "no connection idle");
+        assert_eq!(pace.wait_ms(later), Pace::MAX_WAIT_MS);
+        pace.idle.push(1);
+        assert_eq!(pace.take(later), Some(1), "behind schedule: at once");
+    }
+
+    #[test]
+    fn percentiles_of_sorted_samples() {
+        let samples: Vec<u64> = (1..=100).collect();
+        assert_eq!(percentile(&samples, 0.5), 50);
+        assert_eq!(percentile(&samples, 0.99), 99);
+        assert_eq!(percentile(&samples, 1.0), 100);
+        assert_eq!(percentile(&[], 0.5), 0);
     }
 
     #[test]
