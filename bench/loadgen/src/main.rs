@@ -13,6 +13,19 @@
 //! one `write`, one `read` and a share of an `epoll_wait`. It reports its own CPU per
 //! operation so a run can show how much of the machine the client took.
 //!
+//! With `--rate` each thread paces its connections to a share of that many requests per
+//! second instead (request i of a thread is due at its start plus i times the interval; a
+//! connection whose reply is in waits for the next due slot), so a run can hold a server at
+//! a chosen load rather than at saturation.
+//!
+//! With `--lag-port` a probe thread measures replication lag besides: again and again it
+//! sets a fresh key on `--port`, notes when the reply arrives, then gets the key from the
+//! other node in a tight loop until it is there; the lag is the time between the two
+//! replies. Between probes it waits a random time (uniform, averaging `--lag-every-us`): a
+//! fixed pause would start each probe at the same moment of the sender's batching cycle,
+//! right after the batch that carried the previous probe, and so measure one moment only.
+//! `--conns 0` runs the probe alone.
+//!
 //! Output is one line of `name=value` pairs for scripts (bench/compare reads it).
 
 use std::io::{self, Read, Write};
@@ -60,6 +73,15 @@ struct Args {
     /// Only fill the key space, then exit
     #[arg(long)]
     fill_only: bool,
+    /// Requests per second over all threads (0: as fast as replies come back)
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// Also probe replication lag: set a key on --port, poll for it on this port
+    #[arg(long)]
+    lag_port: Option<u16>,
+    /// Mean microseconds between one lag probe's end and the next one's start
+    #[arg(long, default_value_t = 2000)]
+    lag_every_us: u64,
 }
 
 /// What each connection sends.
@@ -331,12 +353,86 @@ impl Drop for Epoll {
     }
 }
 
-/// Drives `conns` connections until `stop`: send, wait for the whole reply, send the next.
+/// Spreads a thread's requests over time: request i is due at the start plus i intervals.
+struct Pace {
+    interval: Duration,
+    /// The first slot's delay after the start (threads start a fraction apart).
+    lead: Duration,
+    next: Instant,
+    /// Connections whose reply is in, waiting for a due slot.
+    idle: Vec<usize>,
+}
+
+impl Pace {
+    /// The longest `epoll_wait` when nothing is due (the loop also checks `stop`).
+    const MAX_WAIT_MS: i32 = 10;
+
+    /// None when `per_sec` is 0: unpaced, each connection sends as soon as its reply is in.
+    fn new(per_sec: f64, offset: f64, conns: usize) -> Option<Pace> {
+        if per_sec <= 0.0 {
+            return None;
+        }
+        let interval = Duration::from_secs_f64(1.0 / per_sec);
+        Some(Pace {
+            interval,
+            lead: interval.mul_f64(offset),
+            next: Instant::now(),
+            idle: (0..conns).collect(),
+        })
+    }
+
+    /// Starts the schedule: every connection waits for its slot.
+    fn start(&mut self, now: Instant) {
+        self.next = now + self.lead;
+    }
+
+    /// An idle connection to start now, if a slot is due.
+    fn take(&mut self, now: Instant) -> Option<usize> {
+        if self.next > now {
+            return None;
+        }
+        let token = self.idle.pop()?;
+        self.next += self.interval;
+        Some(token)
+    }
+
+    /// How long `epoll_wait` may sleep: until the next due slot, if a connection waits for it.
+    fn wait_ms(&self, now: Instant) -> i32 {
+        if self.idle.is_empty() {
+            return Self::MAX_WAIT_MS;
+        }
+        let us = self.next.saturating_duration_since(now).as_micros();
+        us.div_ceil(1000).min(Self::MAX_WAIT_MS as u128) as i32
+    }
+}
+
+/// Starts connection `token`'s next request: picks it, sends what the socket takes, and
+/// asks for writability if some is left.
+fn begin(
+    c: &mut Conn,
+    token: usize,
+    shape: &Shape,
+    keys: &Keys,
+    epoll: &Epoll,
+    now: Instant,
+) -> io::Result<()> {
+    c.prepare(shape, keys);
+    c.started = now;
+    if !c.send()? {
+        let events = (libc::EPOLLIN | libc::EPOLLOUT) as u32;
+        epoll.ctl(libc::EPOLL_CTL_MOD, c.stream.as_raw_fd(), events, token)?;
+    }
+    Ok(())
+}
+
+/// Drives `conns` connections until `stop`: send, wait for the whole reply, send the next
+/// (at once, or when `pace` has a slot due). Latency is counted from the send.
 fn drive(
     args: &Args,
     shape: &Shape,
     keys: &Keys,
     ids: &[usize],
+    mut pace: Option<Pace>,
     ready: &std::sync::Barrier,
     stop: &AtomicBool,
 ) -> io::Result<Tally> {
@@ -370,17 +466,21 @@ fn drive(
         lat: vec![0; LAT_BUCKETS],
     };
     ready.wait();
-    for (token, c) in conns.iter_mut().enumerate() {
-        c.prepare(shape, keys);
-        c.started = Instant::now();
-        if !c.send()? {
-            let events = (libc::EPOLLIN | libc::EPOLLOUT) as u32;
-            epoll.ctl(libc::EPOLL_CTL_MOD, c.stream.as_raw_fd(), events, token)?;
+    let now = Instant::now();
+    match pace.as_mut() {
+        Some(p) => p.start(now),
+        None => {
+            for (token, c) in conns.iter_mut().enumerate() {
+                begin(c, token, shape, keys, &epoll, now)?;
+            }
         }
     }
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; conns.len().max(1)];
     while !stop.load(Ordering::Relaxed) {
-        let n = epoll.wait(&mut events, 10)?;
+        let timeout = pace
+            .as_ref()
+            .map_or(Pace::MAX_WAIT_MS, |p| p.wait_ms(Instant::now()));
+        let n = epoll.wait(&mut events, timeout)?;
         for ev in &events[..n] {
             let token = ev.u64 as usize;
             let c = &mut conns[token];
@@ -420,11 +520,15 @@ fn drive(
             tally.lat[us.min(LAT_BUCKETS - 1)] += 1;
             tally.ops += 1;
             tally.keys += if c.is_get { shape.batch as u64 } else { 1 };
-            c.prepare(shape, keys);
-            c.started = now;
-            if !c.send()? {
-                let events = (libc::EPOLLIN | libc::EPOLLOUT) as u32;
-                epoll.ctl(libc::EPOLL_CTL_MOD, fd, events, token)?;
+            match pace.as_mut() {
+                Some(p) => p.idle.push(token),
+                None => begin(c, token, shape, keys, &epoll, now)?,
+            }
+        }
+        if let Some(p) = pace.as_mut() {
+            let now = Instant::now();
+            while let Some(token) = p.take(now) {
+                begin(&mut conns[token], token, shape, keys, &epoll, now)?;
             }
         }
     }
@@ -468,6 +572,88 @@ fn fill(args: &Args, keys: &Keys) {
     });
 }
 
+/// What the lag probe measured: the lag of each sample, and samples given up on.
+struct Lag {
+    us: Vec<u64>,
+    lost: u64,
+}
+
+/// The probe gives up on a key the other node has not shown after this long.
+const LAG_GIVE_UP: Duration = Duration::from_secs(2);
+
+/// Sends one request on a blocking connection and reads its whole reply into `buf`: one
+/// line, or for a hit, up to the `END` line.
+fn ask(s: &mut TcpStream, req: &[u8], buf: &mut Vec<u8>) -> io::Result<()> {
+    s.write_all(req)?;
+    buf.clear();
+    let mut chunk = [0u8; 512];
+    while !(buf.ends_with(b"\r\n") && (!buf.starts_with(b"VALUE") || buf.ends_with(END))) {
+        match s.read(&mut chunk)? {
+            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+            n => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    Ok(())
+}
+
+fn unexpected(what: &str, buf: &[u8]) -> io::Error {
+    let shown = String::from_utf8_lossy(&buf[..buf.len().min(200)]).into_owned();
+    io::Error::other(format!("lag probe: unexpected reply to {what}: {shown:?}"))
+}
+
+/// Until `stop`: sets a fresh key on `--port`, then gets it from `lag_port` in a tight loop
+/// until it is there (a sample: the time from the set's reply to the reply that holds the
+/// key), then waits between none and twice `--lag-every-us`.
+fn probe_lag(
+    args: &Args,
+    lag_port: u16,
+    ready: &std::sync::Barrier,
+    stop: &AtomicBool,
+) -> io::Result<Lag> {
+    let connect = |port: u16| -> io::Result<TcpStream> {
+        let s = TcpStream::connect((args.host.as_str(), port))?;
+        s.set_nodelay(true)?;
+        Ok(s)
+    };
+    let (mut writer, mut reader) = (connect(args.port)?, connect(lag_port)?);
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d ^ u64::from(std::process::id()));
+    let mut lag = Lag {
+        us: Vec::new(),
+        lost: 0,
+    };
+    let mut buf = Vec::new();
+    ready.wait();
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let key = format!("lag:{}:{n}", std::process::id());
+        n += 1;
+        let set = format!("set {key} 0 0 5\r\nprobe\r\n");
+        ask(&mut writer, set.as_bytes(), &mut buf)?;
+        if buf != STORED {
+            return Err(unexpected("set", &buf));
+        }
+        let written = Instant::now();
+        let get = format!("get {key}\r\n");
+        loop {
+            ask(&mut reader, get.as_bytes(), &mut buf)?;
+            if buf.starts_with(b"VALUE") {
+                lag.us.push(written.elapsed().as_micros() as u64);
+                break;
+            }
+            if buf != END {
+                return Err(unexpected("get", &buf));
+            }
+            if written.elapsed() > LAG_GIVE_UP {
+                lag.lost += 1;
+                break;
+            }
+        }
+        let pause = args.lag_every_us * 2 * (rng.next() & 0xffff) / 0x10000;
+        std::thread::sleep(Duration::from_micros(pause));
+    }
+    Ok(lag)
+}
+
 /// User plus system CPU seconds this process has used.
 fn cpu_secs() -> f64 {
     // SAFETY: getrusage fills the struct it is given and nothing else.
@@ -478,6 +664,22 @@ fn cpu_secs() -> f64 {
     };
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// A thread's result, or the end of the run with its error.
+fn or_exit<T>(r: io::Result<T>) -> T {
+    r.unwrap_or_else(|e| {
+        eprintln!("loadgen: {e}");
+        std::process::exit(1);
+    })
+}
+
+/// The value at fraction `p` of the sorted `samples`, or 0 if there are none.
+fn percentile(samples: &[u64], p: f64) -> u64 {
+    match samples.len() {
+        0 => 0,
+        n => samples[((n - 1) as f64 * p) as usize],
+    }
 }
 
 fn main() {
@@ -491,33 +693,40 @@ fn main() {
         return;
     }
     let shape = Shape::new(&args, &keys);
-    let threads = args.threads.clamp(1, args.conns.max(1));
+    // No connections: the lag probe alone.
+    let threads = args.threads.clamp(1, args.conns.max(1)) * usize::from(args.conns > 0);
     let stop = AtomicBool::new(false);
     // Connections are set up before the clock starts; the barrier's last party is main.
-    let ready = std::sync::Barrier::new(threads + 1);
-    let (tallies, secs, cpu) = std::thread::scope(|sc| {
+    let ready = std::sync::Barrier::new(threads + 1 + usize::from(args.lag_port.is_some()));
+    let (tallies, lag, secs, cpu) = std::thread::scope(|sc| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 let ids: Vec<usize> = (0..args.conns).filter(|c| c % threads == t).collect();
+                let per_sec = args.rate / threads as f64;
+                let pace = Pace::new(per_sec, t as f64 / threads as f64, ids.len());
                 let (args, shape, keys, ready, stop) = (&args, &shape, &keys, &ready, &stop);
-                sc.spawn(move || drive(args, shape, keys, &ids, ready, stop))
+                sc.spawn(move || drive(args, shape, keys, &ids, pace, ready, stop))
             })
             .collect();
+        let probe = args.lag_port.map(|port| {
+            let (args, ready, stop) = (&args, &ready, &stop);
+            sc.spawn(move || probe_lag(args, port, ready, stop))
+        });
         ready.wait();
         let (start, cpu0) = (Instant::now(), cpu_secs());
         std::thread::sleep(Duration::from_secs_f64(args.duration));
         stop.store(true, Ordering::Relaxed);
         let tallies: Vec<Tally> = handles
             .into_iter()
-            .map(|h| match h.join().expect("client thread") {
-                Ok(t) => t,
-                Err(e) => {
-                    eprintln!("loadgen: {e}");
-                    std::process::exit(1);
-                }
-            })
+            .map(|h| or_exit(h.join().expect("client thread")))
             .collect();
-        (tallies, start.elapsed().as_secs_f64(), cpu_secs() - cpu0)
+        let lag = probe.map(|h| or_exit(h.join().expect("probe thread")));
+        (
+            tallies,
+            lag,
+            start.elapsed().as_secs_f64(),
+            cpu_secs() - cpu0,
+        )
     });
     let ops: u64 = tallies.iter().map(|t| t.ops).sum();
     let nkeys: u64 = tallies.iter().map(|t| t.keys).sum();
@@ -538,7 +747,7 @@ fn main() {
         }
         0
     };
-    println!(
+    print!(
         "ops={} keys={} secs={:.3} ops_per_sec={:.0} p50_us={} p99_us={} client_cpu_us_per_op={:.2}",
         ops,
         nkeys,
@@ -548,6 +757,18 @@ fn main() {
         pct(0.99),
         cpu / ops.max(1) as f64 * 1e6,
     );
+    if let Some(mut lag) = lag {
+        lag.us.sort_unstable();
+        print!(
+            " lag_samples={} lag_lost={} lag_p50_us={} lag_p99_us={} lag_max_us={}",
+            lag.us.len(),
+            lag.lost,
+            percentile(&lag.us, 0.50),
+            percentile(&lag.us, 0.99),
+            percentile(&lag.us, 1.0),
+        );
+    }
+    println!();
 }
 
 #[cfg(test)]
@@ -579,6 +800,36 @@ mod tests {
             frame_set(b"SERVER_ERROR out of memory\r\n"),
             Framed::Unexpected
         );
+    }
+
+    #[test]
+    fn pace_releases_one_idle_connection_per_due_slot() {
+        assert!(Pace::new(0.0, 0.0, 4).is_none());
+        let mut pace = Pace::new(1000.0, 0.5, 2).expect("paced");
+        let start = Instant::now();
+        pace.start(start);
+        assert_eq!(
+            pace.take(start),
+            None,
+            "the first slot is half an interval in"
+        );
+        assert_eq!(pace.wait_ms(start), 1);
+        let later = start + Duration::from_millis(3);
+        assert!(pace.take(later).is_some());
+        assert!(pace.take(later).is_some());
+        assert_eq!(pace.take(later), None, "no connection idle");
+        assert_eq!(pace.wait_ms(later), Pace::MAX_WAIT_MS);
+        pace.idle.push(1);
+        assert_eq!(pace.take(later), Some(1), "behind schedule: at once");
+    }
+
+    #[test]
+    fn percentiles_of_sorted_samples() {
+        let samples: Vec<u64> = (1..=100).collect();
+        assert_eq!(percentile(&samples, 0.5), 50);
+        assert_eq!(percentile(&samples, 0.99), 99);
+        assert_eq!(percentile(&samples, 1.0), 100);
+        assert_eq!(percentile(&[], 0.5), 0);
     }
 
     #[test]
