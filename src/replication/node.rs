@@ -665,6 +665,7 @@ impl Inner {
                 self.store.subscribe()?
             }
         };
+        reader.set_peer(peer);
         tracing::info!("replication: node {} gets a full copy", peer.0);
         Some(Start {
             reader,

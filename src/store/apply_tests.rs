@@ -846,3 +846,50 @@ mod convergence {
         }
     }
 }
+
+#[test]
+fn changes_from_the_one_peer_everyone_reads_for_are_not_recorded() {
+    let s = replicated(1);
+    let mut for_2 = s.subscribe().unwrap();
+    for_2.set_peer(NodeId(2));
+    let t = stamp_now(&s);
+    assert_eq!(apply(&s, &live(b"a", b"x", t, 2)), Applied::Changed);
+    assert_eq!(apply(&s, &deleted(b"b", t, 2)), Applied::Changed);
+    s.apply_flush(
+        Version {
+            stamp: 1,
+            node: NodeId(2),
+        },
+        1,
+        0,
+        NodeId(2),
+        now(&s),
+    );
+    assert!(
+        for_2.read(1 << 20).records.is_empty(),
+        "never sent back there: not kept"
+    );
+    assert_eq!(s.feed_total(), for_2.cursor().total());
+    set(&s, b"mine", b"y");
+    assert_eq!(for_2.read(1 << 20).records.len(), 1, "a client's change is");
+    // A reader for another peer needs node 2's changes (it may not reach node 2 itself).
+    let mut for_3 = s.subscribe().unwrap();
+    for_3.set_peer(NodeId(3));
+    assert_eq!(
+        apply(&s, &live(b"c", b"z", stamp_now(&s), 2)),
+        Applied::Changed
+    );
+    assert_eq!(for_3.read(1 << 20).records.len(), 1);
+    drop(for_3);
+    assert_eq!(
+        apply(&s, &live(b"d", b"w", stamp_now(&s), 2)),
+        Applied::Changed
+    );
+    let seen = for_2.read(1 << 20).records;
+    assert_eq!(
+        seen.len(),
+        1,
+        "kept while node 3's reader was there, not after"
+    );
+    assert_eq!(seen[0].key(), b"c");
+}

@@ -15,10 +15,11 @@
 //! cost then is [`Feed::is_on`], one relaxed load.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::record::Record;
+use super::version::NodeId;
 
 /// A bounded queue of one shard's records, used under that shard's lock.
 #[derive(Debug)]
@@ -145,7 +146,12 @@ struct Slot {
     /// reads only those, and a writer wakes it only when the mask was empty.
     dirty: AtomicU64,
     waker: Mutex<Option<Waker>>,
+    /// The peer this reader sends to ([`NO_PEER`] until said).
+    peer: AtomicU32,
 }
+
+/// No peer (a reader that has not said whom it reads for, or readers for several).
+const NO_PEER: u32 = u32::MAX;
 
 /// The dirty bit of the events ring; shard `i`'s is bit `i % 63`.
 pub const EVENTS_BIT: u64 = 1 << 63;
@@ -154,6 +160,9 @@ pub const EVENTS_BIT: u64 = 1 << 63;
 pub struct Feed {
     readers: AtomicUsize,
     slots: Box<[Slot]>,
+    /// The one peer every reader sends to, if they all do (else [`NO_PEER`]): a change
+    /// that came from it need not be recorded at all, as it would never be sent back.
+    sole: AtomicU32,
     events: Mutex<Ring>,
 }
 
@@ -162,7 +171,13 @@ impl Feed {
     pub fn new(events_cap: usize) -> Feed {
         Feed {
             readers: AtomicUsize::new(0),
-            slots: (0..MAX_READERS).map(|_| Slot::default()).collect(),
+            slots: (0..MAX_READERS)
+                .map(|_| Slot {
+                    peer: AtomicU32::new(NO_PEER),
+                    ..Slot::default()
+                })
+                .collect(),
+            sole: AtomicU32::new(NO_PEER),
             events: Mutex::new(Ring::new(events_cap)),
         }
     }
@@ -181,7 +196,40 @@ impl Feed {
                 .is_ok()
         })?;
         self.readers.fetch_add(1, Ordering::Relaxed);
+        self.slots[slot].peer.store(NO_PEER, Ordering::Relaxed);
+        self.find_sole();
         Some(slot)
+    }
+
+    /// Says which peer the reader in `slot` sends to.
+    pub fn set_peer(&self, slot: usize, peer: NodeId) {
+        self.slots[slot]
+            .peer
+            .store(u32::from(peer.0), Ordering::Relaxed);
+        self.find_sole();
+    }
+
+    /// Whether a change from `origin` (None: a client of this node) is to be recorded:
+    /// not when every reader sends to that very peer.
+    #[inline]
+    pub fn wants(&self, origin: Option<NodeId>) -> bool {
+        origin.is_none_or(|o| self.sole.load(Ordering::Relaxed) != u32::from(o.0))
+    }
+
+    /// Recomputes [`Feed::sole`] after a reader came, went or named its peer (rare). A
+    /// writer that read the old value skips a record only a reader that attached since
+    /// could want; a new reader starts after it (and with a full copy).
+    fn find_sole(&self) {
+        let mut peers = self
+            .slots
+            .iter()
+            .filter(|s| s.taken.load(Ordering::Acquire))
+            .map(|s| s.peer.load(Ordering::Relaxed));
+        let sole = match peers.next() {
+            Some(first) if peers.all(|p| p == first) => first,
+            _ => NO_PEER,
+        };
+        self.sole.store(sole, Ordering::Relaxed);
     }
 
     pub fn detach(&self, slot: usize) {
@@ -190,6 +238,7 @@ impl Feed {
         s.dirty.store(0, Ordering::Relaxed);
         s.taken.store(false, Ordering::Release);
         self.readers.fetch_sub(1, Ordering::Relaxed);
+        self.find_sole();
     }
 
     pub fn set_waker(&self, slot: usize, f: Waker) {

@@ -82,7 +82,8 @@ impl Store {
         loc: u32,
         origin: Option<NodeId>,
     ) {
-        if !self.inner.feed.is_on() {
+        let feed = &self.inner.feed;
+        if !feed.is_on() || !feed.wants(origin) {
             return;
         }
         let rec = self.record_of(&shard.item(loc), origin);
@@ -91,7 +92,7 @@ impl Store {
 
     /// Pushes a record built by the caller (a delete that left no marker), unlocks, wakes.
     pub(super) fn publish(&self, mut shard: MutexGuard<'_, Shard>, rec: Record) {
-        if self.inner.feed.is_on() {
+        if self.inner.feed.is_on() && self.inner.feed.wants(rec.origin()) {
             shard.ring.push(rec);
             let bit = Feed::bit(shard.id);
             drop(shard);
@@ -101,7 +102,7 @@ impl Store {
 
     /// Pushes a store-wide record (a flush).
     pub(super) fn publish_event(&self, rec: Record) {
-        if self.inner.feed.is_on() {
+        if self.inner.feed.is_on() && self.inner.feed.wants(rec.origin()) {
             self.inner.feed.push_event(rec);
             self.inner.feed.notify(EVENTS_BIT);
         }
@@ -173,6 +174,12 @@ impl FeedReader {
     /// once per batch, not per record.
     pub fn set_waker(&self, f: Waker) {
         self.store.inner.feed.set_waker(self.slot, f);
+    }
+
+    /// Says which peer this reader sends to: changes that came from it are then not
+    /// recorded while every reader sends to it alone.
+    pub fn set_peer(&self, peer: NodeId) {
+        self.store.inner.feed.set_peer(self.slot, peer);
     }
 
     pub fn cursor(&self) -> &FeedCursor {
