@@ -83,6 +83,10 @@ struct Frames {
     max: usize,
 }
 
+/// Room made in a link's read buffer before each read: about a batch, so a batch takes a
+/// read or two.
+const READ_CHUNK: usize = 256 << 10;
+
 /// The longest frame before the handshake is complete: a Hello or a Refuse at most.
 const HANDSHAKE_FRAME: usize = 4 << 10;
 
@@ -92,7 +96,7 @@ impl Frames {
             if let Some(f) = wire::decode_limited(&mut self.buf, self.max)? {
                 return Ok(f);
             }
-            self.buf.reserve(64 << 10);
+            self.buf.reserve(READ_CHUNK);
             let read = tokio::time::timeout(self.timeout, self.rd.read_buf(&mut self.buf));
             match read.await {
                 Err(_) => return Err(LinkError::Silent(self.timeout)),

@@ -74,6 +74,41 @@ impl DerefMut for SegBuf {
     }
 }
 
+/// How far ahead of the items written a segment is made resident.
+const POPULATE_STEP: usize = 64 << 10;
+
+/// Faults in the pages under `mem` at once (Linux 5.14's MADV_POPULATE_WRITE); elsewhere, or
+/// where the kernel refuses, the pages fault in as they are written, as before.
+fn populate(mem: &mut [u8]) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        static REFUSED: AtomicBool = AtomicBool::new(false);
+        const PAGE: usize = 4096;
+        if mem.is_empty() || REFUSED.load(Ordering::Relaxed) {
+            return;
+        }
+        // Whole pages covering `mem`: the first may hold the allocator's header, which is
+        // this process's memory too, and writes nothing.
+        let start = mem.as_mut_ptr() as usize & !(PAGE - 1);
+        let end = mem.as_mut_ptr() as usize + mem.len();
+        // SAFETY: the range covers pages of a live allocation this code owns (`mem`), and
+        // MADV_POPULATE_WRITE only faults them in as writable, without changing contents.
+        let rc = unsafe {
+            libc::madvise(
+                start as *mut libc::c_void,
+                end - start,
+                libc::MADV_POPULATE_WRITE,
+            )
+        };
+        if rc != 0 {
+            REFUSED.store(true, Ordering::Relaxed);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = mem;
+}
+
 /// Sizes every shard of a store uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Geometry {
@@ -123,6 +158,8 @@ pub struct Segment {
     pub buf: SegBuf,
     /// End of the written part.
     pub len: usize,
+    /// Bytes from the start already made resident ([`Segment::populate_to`]).
+    populated: usize,
     pub live_items: usize,
     pub live_bytes: usize,
     /// Order of creation within its shard; a snapshot walk visits segments in this order.
@@ -150,6 +187,7 @@ impl Segment {
                 SegBuf::Owned(mem)
             },
             len: 0,
+            populated: 0,
             live_items: 0,
             live_bytes: 0,
             seq,
@@ -159,6 +197,23 @@ impl Segment {
             base,
             large,
         }
+    }
+
+    /// Makes the buffer resident up to past `end` in steps of [`POPULATE_STEP`], before
+    /// items are written there: one system call instead of a page fault per 4 KB (the
+    /// faults were a third of the CPU of a node taking a full copy). Only what is about to
+    /// be written, so a segment's unwritten tail still costs no memory.
+    #[inline]
+    pub fn populate_to(&mut self, end: usize) {
+        if end <= self.populated {
+            return;
+        }
+        let SegBuf::Owned(buf) = &mut self.buf else {
+            return;
+        };
+        let to = end.next_multiple_of(POPULATE_STEP).min(buf.len());
+        populate(&mut buf[self.populated..to]);
+        self.populated = to;
     }
 
     pub fn room(&self) -> usize {

@@ -405,6 +405,7 @@ impl Shard {
         let id = self.reserve(key.len(), vlen, meta, now, b)?;
         let seg = self.seg_mut(id);
         let off = seg.len;
+        seg.populate_to(off + item::encoded_len(meta, key.len(), vlen, seg.base));
         let len = item::encode(&mut seg.buf[off..], meta, key, parts, seg.base);
         seg.len += len;
         seg.live_items += 1;
