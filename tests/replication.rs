@@ -1173,7 +1173,7 @@ fn a_node_of_an_incompatible_protocol_version_is_refused_with_the_reason() {
 #[test]
 fn bad_replication_flags_say_what_to_change() {
     let port = free_port().to_string();
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 5] = [
         (
             &["--repl-backlog-size", "0"],
             "--repl-backlog-size 0: give a size above 0",
@@ -1189,6 +1189,10 @@ fn bad_replication_flags_say_what_to_change() {
         (
             &["-x", "127.0.0.43:notaport"],
             "-x 127.0.0.43:notaport: give a peer as HOST or HOST:PORT",
+        ),
+        (
+            &["-x", "127.0.0.43", "--repl-batch-us", "10"],
+            "--repl-batch-us 10: give microseconds between 50 and 100000",
         ),
     ];
     for (flags, want) in cases {

@@ -138,6 +138,8 @@ pub struct ReplicationConfig {
     pub timeout: std::time::Duration,
     /// `--repl-backlog-size`: changes kept for a connected peer that falls behind.
     pub backlog_bytes: usize,
+    /// `--repl-batch-us`: how long a busy link gathers changes before it sends them.
+    pub batch: std::time::Duration,
     /// `-q`: repcached's queue length, accepted; the backlog is sized in bytes instead.
     pub queue: Option<usize>,
 }
@@ -154,6 +156,7 @@ impl Default for ReplicationConfig {
             node_id: None,
             timeout: std::time::Duration::from_secs(3),
             backlog_bytes: crate::store::DEFAULT_FEED_BYTES,
+            batch: std::time::Duration::from_millis(1),
             queue: None,
         }
     }
@@ -460,6 +463,9 @@ fn replication_from(r: &mut ReplicationConfig, args: &Args) -> Result<(), Config
                     "--repl-backlog-size {b}: give a size above 0, in bytes or with k or m, like 64m"
                 ))
             })?;
+    }
+    if let Some(us) = args.repl_batch_us {
+        r.batch = validate::parse_batch(us)?;
     }
     r.queue = args.replication_queue;
     Ok(())

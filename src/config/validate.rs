@@ -224,6 +224,16 @@ pub fn parse_timeout(secs: f64) -> Result<std::time::Duration, ConfigError> {
     Ok(std::time::Duration::from_secs_f64(secs))
 }
 
+/// `--repl-batch-us N`: between 50 and 100,000 microseconds.
+pub fn parse_batch(us: u64) -> Result<std::time::Duration, ConfigError> {
+    if !(50..=100_000).contains(&us) {
+        return Err(ConfigError::Invalid(format!(
+            "--repl-batch-us {us}: give microseconds between 50 and 100000, like --repl-batch-us 1000"
+        )));
+    }
+    Ok(std::time::Duration::from_micros(us))
+}
+
 /// Cross-field rules.
 pub fn validate(c: &Config) -> Result<(), ConfigError> {
     let bad = |m: &str| Err(ConfigError::Invalid(m.to_string()));

@@ -24,6 +24,7 @@ use tokio::sync::Notify;
 use super::expiry::local_exptime;
 use super::handshake::{self, Local};
 use super::node::{Inner, Parked, Registered, Registration, State, SyncKind};
+use super::pause::Pause;
 use super::warmup::Pending;
 use super::wire::{self, Frame, PROTOCOL_VERSION};
 use crate::store::{
@@ -38,9 +39,6 @@ struct Wake {
     polling: Arc<AtomicBool>,
 }
 
-/// A pause between polls while changes keep coming (the feed's own batching; the
-/// runtime's timers tick in milliseconds).
-const POLL_PAUSE: Duration = Duration::from_millis(1);
 /// A batch this large means the sender is behind: it reads again at once.
 const POLL_BATCH: usize = 256;
 
@@ -434,6 +432,7 @@ async fn send_changes(
     // flowing only the other way (a copy this node receives) must not read as silence.
     let mut last_write = Instant::now();
     let mut last_mark = Instant::now();
+    let pause = Pause::default();
     loop {
         while let Ok(f) = control.try_recv() {
             send(wr, &f).await?;
@@ -496,7 +495,9 @@ async fn send_changes(
             // path). A read stops at a batch's size, so there may be more waiting at once.
             if !mine.is_empty() && mine.len() < POLL_BATCH {
                 wake.polling.store(true, Ordering::SeqCst);
-                tokio::time::sleep(POLL_PAUSE).await;
+                // A change waits at most this long (plus the trip) to leave; shorter costs
+                // more CPU per write (a round of system calls on both nodes per batch).
+                pause.sleep(inner.batch).await;
             }
             continue;
         }

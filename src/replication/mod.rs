@@ -19,6 +19,7 @@ pub mod expiry;
 pub mod handshake;
 pub mod link;
 pub mod node;
+pub mod pause;
 pub mod warmup;
 pub mod wire;
 

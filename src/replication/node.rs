@@ -168,6 +168,8 @@ pub struct Inner {
     pub store: Store,
     pub local: Local,
     pub timeout: Duration,
+    /// How long a busy link gathers changes into one batch (`--repl-batch-us`).
+    pub batch: Duration,
     pub warmup: WarmUp,
     /// This node's replication listener, as told to peers.
     listen: String,
@@ -233,6 +235,7 @@ impl Bound {
             store,
             local,
             timeout: cfg.timeout,
+            batch: cfg.batch,
             warmup: WarmUp::default(),
             listen: listen.to_string(),
             configured: cfg.peers.iter().map(|p| p.to_string()).collect(),
@@ -975,6 +978,7 @@ mod tests {
                 secret: None,
             },
             timeout: Duration::from_secs(1),
+            batch: Duration::from_millis(1),
             warmup: WarmUp::default(),
             listen: "127.0.0.1:1".into(),
             configured: vec!["127.0.0.1:2".into()],
