@@ -985,6 +985,50 @@ fn a_php_session_written_through_one_node_survives_either_node_dying() {
     );
 }
 
+/// Runs the pymemcache failover client against `nodes`; its output.
+fn pymemcache_failover(nodes: &[&Node], mode: &str, n: usize) -> String {
+    let list: Vec<String> = nodes.iter().map(|n| n.addr.to_string()).collect();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/pymemcache_failover.py"
+    );
+    let python = std::env::var("REPCACHED_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = Command::new(python)
+        .args([script, &list.join(","), mode, &n.to_string()])
+        .output()
+        .expect("python3 with pymemcache must be installed");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    text
+}
+
+#[test]
+fn pymemcache_fails_over_to_the_node_that_holds_the_copy() {
+    let (a, mut b) = seed_pair(&[]);
+    let n = 200;
+    let text = pymemcache_failover(&[&a, &b], "write", n);
+    assert!(text.contains(&format!("written: {n}")), "{text}");
+    // Every key reached both nodes, whichever the client chose.
+    for node in [&a, &b] {
+        assert!(sees(node, "key0", Some("value0")));
+        assert!(sees(
+            node,
+            &format!("key{}", n - 1),
+            Some(&format!("value{}", n - 1))
+        ));
+    }
+    b.kill();
+    let text = pymemcache_failover(&[&a, &b], "read", n);
+    let misses: usize = text
+        .trim()
+        .strip_prefix("misses: ")
+        .and_then(|m| m.parse().ok())
+        .unwrap_or_else(|| panic!("{text}"));
+    // Only the one call that found the node down, before the client dropped it.
+    assert!(misses <= 1, "{text}");
+}
+
 #[test]
 fn a_restarted_node_answers_reads_at_once_while_it_catches_up() {
     let (a, mut b) = seed_pair(&[]);

@@ -90,7 +90,6 @@ impl Default for Pause {
 }
 
 impl Pause {
-
     /// Waits about `d`.
     pub async fn sleep(&self, d: Duration) {
         #[cfg(target_os = "linux")]
