@@ -1030,6 +1030,32 @@ fn pymemcache_fails_over_to_the_node_that_holds_the_copy() {
 }
 
 #[test]
+fn the_backlog_of_a_peer_away_too_long_is_dropped_and_it_gets_a_full_copy_back() {
+    let (a, mut b) = seed_pair(&["--repl-backlog-ttl", "1"]);
+    let mut ca = a.client();
+    ca.expect(b"set k 0 0 1\r\nx\r\n", b"STORED\r\n");
+    assert!(sees(&b, "k", Some("x")));
+    let id = b.client().stat("replication_node_id");
+    b.kill();
+    // Kept for a second (lag counted against it), then dropped: nothing kept for it.
+    ca.expect(b"set k2 0 0 1\r\ny\r\n", b"STORED\r\n");
+    let lag = format!("peer:{id}:lag_writes");
+    assert!(repl_stats(&mut ca).contains(&lag));
+    let dropped = eventually(Duration::from_secs(5), || {
+        !repl_stats(&mut ca).contains(&lag)
+    });
+    assert!(dropped, "{}", repl_stats(&mut ca));
+    ca.expect(b"set k3 0 0 1\r\nz\r\n", b"STORED\r\n");
+    b.restart();
+    for (key, value) in [("k", "x"), ("k2", "y"), ("k3", "z")] {
+        assert!(
+            sees(&b, key, Some(value)),
+            "{key} arrived with the full copy"
+        );
+    }
+}
+
+#[test]
 fn a_restarted_node_answers_reads_at_once_while_it_catches_up() {
     let (a, mut b) = seed_pair(&[]);
     let (n, value) = load_40mb(&a);

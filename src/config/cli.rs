@@ -148,6 +148,9 @@ pub struct Args {
     /// Changes kept for a connected peer that falls behind (default 64m)
     #[arg(long = "repl-backlog-size")]
     pub repl_backlog_size: Option<String>,
+    /// Seconds the backlog is kept for a peer that is away, to resume from (default 900)
+    #[arg(long = "repl-backlog-ttl")]
+    pub repl_backlog_ttl: Option<u64>,
     /// Microseconds a busy link gathers changes into one batch (default 1000): lower is
     /// less replication lag for more CPU
     #[arg(long = "repl-batch-us")]
@@ -173,7 +176,7 @@ impl Args {
                 conn_limit, pidfile, slab_growth_factor, slab_min_size, prefix_delimiter, threads,
                 max_reqs_per_event, listen_backlog, protocol, max_item_size, auth_file,
                 memory_file, replication_port, replication_queue, repl_listen, repl_secret_file,
-                cluster, node_id, repl_timeout, repl_backlog_size, repl_batch_us;
+                cluster, node_id, repl_timeout, repl_backlog_size, repl_batch_us, repl_backlog_ttl;
             switches: enable_shutdown, daemon, enable_coredumps, lock_memory, enable_largepages,
                 disable_cas, enable_sasl, disable_flush_all, disable_evictions);
         if self.verbose == 0 {

@@ -138,6 +138,8 @@ pub struct ReplicationConfig {
     pub timeout: std::time::Duration,
     /// `--repl-backlog-size`: changes kept for a connected peer that falls behind.
     pub backlog_bytes: usize,
+    /// `--repl-backlog-ttl`: how long changes are kept for a peer that is away.
+    pub backlog_ttl: std::time::Duration,
     /// `--repl-batch-us`: how long a busy link gathers changes before it sends them.
     pub batch: std::time::Duration,
     /// `-q`: repcached's queue length, accepted; the backlog is sized in bytes instead.
@@ -157,6 +159,7 @@ impl Default for ReplicationConfig {
             timeout: std::time::Duration::from_secs(3),
             backlog_bytes: crate::store::DEFAULT_FEED_BYTES,
             batch: std::time::Duration::from_millis(1),
+            backlog_ttl: std::time::Duration::from_secs(900),
             queue: None,
         }
     }
@@ -463,6 +466,9 @@ fn replication_from(r: &mut ReplicationConfig, args: &Args) -> Result<(), Config
                     "--repl-backlog-size {b}: give a size above 0, in bytes or with k or m, like 64m"
                 ))
             })?;
+    }
+    if let Some(secs) = args.repl_backlog_ttl {
+        r.backlog_ttl = std::time::Duration::from_secs(secs);
     }
     if let Some(us) = args.repl_batch_us {
         r.batch = validate::parse_batch(us)?;

@@ -170,6 +170,8 @@ pub struct Inner {
     pub timeout: Duration,
     /// How long a busy link gathers changes into one batch (`--repl-batch-us`).
     pub batch: Duration,
+    /// How long a reader is kept for a peer that is away (`--repl-backlog-ttl`).
+    backlog_ttl: Duration,
     pub warmup: WarmUp,
     /// This node's replication listener, as told to peers.
     listen: String,
@@ -236,6 +238,7 @@ impl Bound {
             local,
             timeout: cfg.timeout,
             batch: cfg.batch,
+            backlog_ttl: cfg.backlog_ttl,
             warmup: WarmUp::default(),
             listen: listen.to_string(),
             configured: cfg.peers.iter().map(|p| p.to_string()).collect(),
@@ -265,7 +268,7 @@ impl Bound {
                     for p in peers {
                         tokio::spawn(dial_loop(i.clone(), p));
                     }
-                    tokio::spawn(watch_catch_up(i.clone()));
+                    tokio::spawn(housekeeping(i.clone()));
                     accept_loop(i, listener).await;
                 })
             })
@@ -484,10 +487,15 @@ async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
 }
 
 /// Looks every second whether this node has caught up, until it has.
-async fn watch_catch_up(inner: Arc<Inner>) {
-    while !inner.warmup.caught_up() {
+/// Every second: whether this node has caught up (until it has), and which peers have
+/// been away too long to keep their backlog.
+async fn housekeeping(inner: Arc<Inner>) {
+    loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        inner.check_caught_up();
+        if !inner.warmup.caught_up() {
+            inner.check_caught_up();
+        }
+        inner.drop_stale_backlogs();
     }
 }
 
@@ -677,6 +685,31 @@ impl Inner {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             full: true,
         })
+    }
+
+    /// Drops the readers kept for peers away longer than `--repl-backlog-ttl`: a node that
+    /// is gone for good must not cost every write the recording of its change (nor the
+    /// backlog's memory, once no reader is left) forever. Such a peer gets a full copy
+    /// when it returns.
+    fn drop_stale_backlogs(&self) {
+        let dropped: Vec<(NodeId, Parked)> = {
+            let mut peers = self.peers();
+            peers
+                .iter_mut()
+                .filter(|(_, p)| {
+                    p.link.is_none() && p.since.is_some_and(|t| t.elapsed() > self.backlog_ttl)
+                })
+                .filter_map(|(id, p)| p.parked.take().map(|r| (*id, r)))
+                .collect()
+        };
+        // Dropped outside the lock: a last reader's drop clears every shard's ring.
+        for (id, _) in dropped {
+            tracing::info!(
+                "replication: node {} away for over {:?}: its backlog is dropped (a full copy when it returns)",
+                id.0,
+                self.backlog_ttl
+            );
+        }
     }
 
     fn drop_oldest_parked(&self) {
@@ -979,6 +1012,7 @@ mod tests {
             },
             timeout: Duration::from_secs(1),
             batch: Duration::from_millis(1),
+            backlog_ttl: Duration::from_secs(900),
             warmup: WarmUp::default(),
             listen: "127.0.0.1:1".into(),
             configured: vec!["127.0.0.1:2".into()],
