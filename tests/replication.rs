@@ -1061,8 +1061,18 @@ fn a_restarted_node_answers_reads_at_once_while_it_catches_up() {
     let (n, value) = load_40mb(&a);
     assert!(sees(&b, &format!("key{}", n - 1), Some(&value)));
     b.restart();
-    // At once, before the full copy (40 MB) can have arrived: no miss for any key.
+    // At once, before the full copy (40 MB) can have arrived: no miss for any key, asked
+    // together (one multiget: the node asks its peer about all of them at once)...
     let mut cb = b.client();
+    let keys: Vec<String> = (48..n).step_by(97).map(|i| format!("key{i}")).collect();
+    let reply = cb.call_until(format!("get {}\r\n", keys.join(" ")).as_bytes(), b"END\r\n");
+    let hits = String::from_utf8_lossy(&reply).matches("VALUE ").count();
+    assert_eq!(
+        hits,
+        keys.len(),
+        "a multiget on a restarted node missed keys"
+    );
+    // ...or one by one.
     let mut missed = 0;
     for i in (0..n).step_by(97) {
         if get(&mut cb, &format!("key{i}")).as_deref() != Some(value.as_str()) {

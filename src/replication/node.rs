@@ -331,9 +331,15 @@ impl Replication {
     /// For a read that missed `key`: while this node catches up, asks a linked peer and
     /// takes what it holds (see [`super::warmup`]); true if the key is here now.
     pub fn warm_up(&self, key: &[u8]) -> bool {
+        self.warm_up_many(&[key]).first() == Some(&true)
+    }
+
+    /// As [`Replication::warm_up`] for several keys at once (one round trip for all):
+    /// which of them are here now.
+    pub fn warm_up_many(&self, keys: &[&[u8]]) -> Vec<bool> {
         let w = &self.inner.warmup;
-        if w.caught_up() {
-            return false;
+        if w.caught_up() || keys.is_empty() {
+            return vec![false; keys.len()];
         }
         let find = || {
             let peers = self.inner.peers();
@@ -345,13 +351,13 @@ impl Replication {
         // then once more through whichever link is up.
         for _ in 0..2 {
             let Some(via) = w.link(find) else {
-                return false;
+                break;
             };
-            if let Ok(found) = w.fetch(&self.inner.store, &via, key) {
+            if let Ok(found) = w.fetch_many(&self.inner.store, &via, keys) {
                 return found;
             }
         }
-        false
+        vec![false; keys.len()]
     }
 
     pub fn listen_addr(&self) -> SocketAddr {

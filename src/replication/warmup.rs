@@ -125,39 +125,64 @@ impl WarmUp {
     /// Asks the peer behind `via` for `key`, applies what it holds, and says whether the
     /// key is worth reading again; Err if the link went away before answering.
     pub fn fetch(&self, store: &Store, via: &Fetcher, key: &[u8]) -> Result<bool, Gone> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = sync_channel(1);
-        via.pending.lock().insert(id, tx);
-        let frame = Frame::Fetch {
-            id,
-            key: Bytes::copy_from_slice(key),
-        };
-        match via.control.try_send(frame) {
-            Ok(()) => {}
-            // Too many reads waiting on this link already: this one takes its miss.
-            Err(TrySendError::Full(_)) => {
-                via.pending.lock().remove(&id);
-                return Ok(false);
-            }
-            Err(TrySendError::Closed(_)) => {
-                via.pending.lock().remove(&id);
-                return Err(Gone);
+        Ok(self.fetch_many(store, via, &[key])?.first() == Some(&true))
+    }
+
+    /// As [`WarmUp::fetch`] for several keys: every question goes out first and the answers
+    /// are awaited together, so a multiget waits one round trip, not one per key.
+    pub fn fetch_many(
+        &self,
+        store: &Store,
+        via: &Fetcher,
+        keys: &[&[u8]],
+    ) -> Result<Vec<bool>, Gone> {
+        let mut asked = Vec::with_capacity(keys.len());
+        for key in keys {
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            let (tx, rx) = sync_channel(1);
+            via.pending.lock().insert(id, tx);
+            let frame = Frame::Fetch {
+                id,
+                key: Bytes::copy_from_slice(key),
+            };
+            match via.control.try_send(frame) {
+                Ok(()) => asked.push(Some((id, rx))),
+                // Too many reads waiting on this link already: this key takes its miss.
+                Err(TrySendError::Full(_)) => {
+                    via.pending.lock().remove(&id);
+                    asked.push(None);
+                }
+                // The link's end fails what it had pending.
+                Err(TrySendError::Closed(_)) => return Err(Gone),
             }
         }
-        let answer = rx.recv_timeout(FETCH_WAIT);
-        via.pending.lock().remove(&id);
-        let (sender_now, rec) = match answer {
-            Ok(Some(a)) => a,
-            Ok(None) | Err(RecvTimeoutError::Timeout) => return Ok(false),
-            Err(RecvTimeoutError::Disconnected) => return Err(Gone),
-        };
-        let my_now = store.clock().now();
-        let exptime = local_exptime(rec.exptime(), sender_now, my_now);
-        let Some(change) = RemoteChange::of_record(&rec, exptime, via.peer) else {
-            return Ok(false);
-        };
-        // Stale too means the key is here: the copy brought it meanwhile.
-        let applied = store.apply(&change, my_now);
-        Ok(rec.kind() == Kind::Live && matches!(applied, Ok(Applied::Changed | Applied::Stale)))
+        let until = Instant::now() + FETCH_WAIT;
+        let mut found = Vec::with_capacity(keys.len());
+        for question in asked {
+            let Some((id, rx)) = question else {
+                found.push(false);
+                continue;
+            };
+            let answer = rx.recv_timeout(until.saturating_duration_since(Instant::now()));
+            via.pending.lock().remove(&id);
+            found.push(match answer {
+                Ok(Some((sender_now, rec))) => take(store, via, sender_now, &rec),
+                Ok(None) | Err(RecvTimeoutError::Timeout) => false,
+                Err(RecvTimeoutError::Disconnected) => return Err(Gone),
+            });
+        }
+        Ok(found)
     }
+}
+
+/// Applies a peer's answer by the usual merge; true if the key is live here now.
+fn take(store: &Store, via: &Fetcher, sender_now: u32, rec: &Record) -> bool {
+    let my_now = store.clock().now();
+    let exptime = local_exptime(rec.exptime(), sender_now, my_now);
+    let Some(change) = RemoteChange::of_record(rec, exptime, via.peer) else {
+        return false;
+    };
+    // Stale too means the key is here: the copy brought it meanwhile.
+    let applied = store.apply(&change, my_now);
+    rec.kind() == Kind::Live && matches!(applied, Ok(Applied::Changed | Applied::Stale))
 }

@@ -87,6 +87,26 @@ impl Session<'_> {
         }
     }
 
+    /// Before a read of several keys: while this node catches up, asks a peer for all the
+    /// keys it lacks in one round trip. False when nothing was asked (caught up, or no key
+    /// missing): each miss then asks on its own, as a single read does.
+    fn warm_up_all<'k>(&self, keys: impl Iterator<Item = &'k [u8]>) -> bool {
+        let Some(r) = self.shared.replication.get() else {
+            return false;
+        };
+        if r.caught_up() {
+            return false;
+        }
+        let missing: Vec<&[u8]> = keys
+            .filter(|k| self.shared.store.peek(k, self.now, |it| it.is_none()))
+            .collect();
+        if missing.is_empty() {
+            return false;
+        }
+        r.warm_up_many(&missing);
+        true
+    }
+
     /// A client's expiry in the store's relative seconds.
     fn exptime(&self, e: Exptime) -> u32 {
         self.shared.clock.rel_exptime(e.0, self.now)
