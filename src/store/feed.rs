@@ -163,6 +163,10 @@ pub struct Feed {
     /// The one peer every reader sends to, if they all do (else [`NO_PEER`]): a change
     /// that came from it need not be recorded at all, as it would never be sent back.
     sole: AtomicU32,
+    /// Held while [`Feed::sole`] is worked out and stored: readers may come and go on
+    /// several threads, and a value worked out from an older view of the slots must not
+    /// be stored over a newer one.
+    finding_sole: Mutex<()>,
     events: Mutex<Ring>,
 }
 
@@ -178,6 +182,7 @@ impl Feed {
                 })
                 .collect(),
             sole: AtomicU32::new(NO_PEER),
+            finding_sole: Mutex::new(()),
             events: Mutex::new(Ring::new(events_cap)),
         }
     }
@@ -220,6 +225,7 @@ impl Feed {
     /// writer that read the old value skips a record only a reader that attached since
     /// could want; a new reader starts after it (and with a full copy).
     fn find_sole(&self) {
+        let _one_at_a_time = self.finding_sole.lock().unwrap_or_else(|e| e.into_inner());
         let mut peers = self
             .slots
             .iter()
@@ -236,6 +242,9 @@ impl Feed {
         let s = &self.slots[slot];
         *s.waker.lock().unwrap_or_else(|e| e.into_inner()) = None;
         s.dirty.store(0, Ordering::Relaxed);
+        // The next reader of this slot must not look, even for a moment, as if it sent
+        // to this one's peer.
+        s.peer.store(NO_PEER, Ordering::Relaxed);
         s.taken.store(false, Ordering::Release);
         self.readers.fetch_sub(1, Ordering::Relaxed);
         self.find_sole();
@@ -571,6 +580,54 @@ mod tests {
         assert_eq!(
             (cur.shard(2), cur.events(), cur.shards()),
             (9, 3, &[1, 1, 9, 1][..])
+        );
+    }
+}
+
+#[cfg(test)]
+mod sole_tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+
+    /// Readers come and go on several threads: the feed must never skip a peer's changes
+    /// while a reader for another peer is attached.
+    #[test]
+    fn readers_coming_and_going_on_other_threads_never_leave_a_stale_sole_peer() {
+        let feed = Arc::new(Feed::new(1 << 10));
+        let for_2 = feed.attach().unwrap();
+        feed.set_peer(for_2, NodeId(2));
+        let stop = Arc::new(AtomicBool::new(false));
+        let churn: Vec<_> = (0..2)
+            .map(|_| {
+                let (feed, stop) = (feed.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let s = feed.attach().unwrap();
+                        feed.set_peer(s, NodeId(2));
+                        feed.detach(s);
+                    }
+                })
+            })
+            .collect();
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        let mut stale = 0;
+        while std::time::Instant::now() < until && stale == 0 {
+            let for_3 = feed.attach().unwrap();
+            feed.set_peer(for_3, NodeId(3));
+            for _ in 0..200 {
+                if !feed.wants(Some(NodeId(2))) {
+                    stale += 1;
+                }
+            }
+            feed.detach(for_3);
+        }
+        stop.store(true, Ordering::Relaxed);
+        for t in churn {
+            t.join().unwrap();
+        }
+        assert_eq!(
+            stale, 0,
+            "node 2's changes skipped while node 3's reader was attached"
         );
     }
 }
