@@ -912,6 +912,12 @@ impl Inner {
             // The peer dialled first: its configured address is known without a dial.
             self.learn(&named, peer);
         }
+        {
+            let mut copied = self.copied();
+            for (id, _) in &forgotten {
+                copied.remove(id);
+            }
+        }
         // Dropped outside the lock: a last reader's drop clears every shard's ring.
         for (id, _) in forgotten {
             tracing::info!(

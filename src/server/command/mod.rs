@@ -103,7 +103,10 @@ impl Session<'_> {
         if missing.is_empty() {
             return false;
         }
-        r.warm_up_many(&missing);
+        // In parts, each well within what a link queues (see CONTROL_QUEUE).
+        for part in missing.chunks(1024) {
+            r.warm_up_many(part);
+        }
         true
     }
 
