@@ -1056,6 +1056,31 @@ fn the_backlog_of_a_peer_away_too_long_is_dropped_and_it_gets_a_full_copy_back()
 }
 
 #[test]
+fn a_peer_that_never_answers_costs_misses_one_wait_not_one_each() {
+    // The only peer's address swallows everything: connections open, nothing comes back,
+    // so this node never links and never catches up.
+    let hole = Proxy::start(
+        SocketAddr::from(([127, 0, 0, 91], 0)),
+        SocketAddr::from(([127, 0, 0, 92], free_port())),
+    );
+    hole.set_mode(Mode::Blackhole);
+    let node = Node::start(
+        [127, 0, 0, 93],
+        free_port(),
+        &args(&["--peer", &hole.addr().to_string(), "--repl-timeout", "10"]),
+    );
+    let mut c = node.client();
+    let started = Instant::now();
+    for i in 0..40 {
+        assert_eq!(get(&mut c, &format!("absent{i}")), None);
+    }
+    // A wait per miss (a quarter second each) would take 10 s.
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "40 misses took {took:?}");
+    assert_eq!(c.stat("replication_role"), "catching_up");
+}
+
+#[test]
 fn a_restarted_node_answers_reads_at_once_while_it_catches_up() {
     let (a, mut b) = seed_pair(&[]);
     let (n, value) = load_40mb(&a);

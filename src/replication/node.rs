@@ -338,7 +338,7 @@ impl Replication {
     /// which of them are here now.
     pub fn warm_up_many(&self, keys: &[&[u8]]) -> Vec<bool> {
         let w = &self.inner.warmup;
-        if w.caught_up() || keys.is_empty() {
+        if w.caught_up() || keys.is_empty() || !w.may_wait() {
             return vec![false; keys.len()];
         }
         let find = || {

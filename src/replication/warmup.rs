@@ -7,7 +7,9 @@
 //! state the peer holds (live or deleted) is applied here by the usual merge, and the read
 //! runs again. Once caught up, or with no link up, a miss costs one relaxed load. The wait
 //! blocks the client's worker thread for a round trip between nodes, only during catch-up,
-//! only on misses.
+//! only on misses; a multiget asks about all its missing keys in one round trip. A wait
+//! that comes to nothing (a slow or unreachable peer) makes misses answer locally for
+//! [`SLOW_PEER_BACKOFF`], so such a peer costs a worker one wait, not one per miss.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,8 +25,11 @@ use super::wire::Frame;
 use crate::store::{Applied, Kind, NodeId, Record, RemoteChange, Store};
 
 /// The longest a read waits for a peer's answer (it may queue behind a snapshot batch in
-/// flight to this node).
-pub const FETCH_WAIT: Duration = Duration::from_secs(1);
+/// flight to this node, a fraction of a millisecond on a healthy link).
+pub const FETCH_WAIT: Duration = Duration::from_millis(250);
+/// After a wait that came to nothing (no answer, no link), misses are answered locally
+/// this long: a slow or unreachable peer costs a worker one wait, not one per miss.
+pub const SLOW_PEER_BACKOFF: Duration = Duration::from_secs(1);
 
 /// The link a fetch went out on closed before the answer came.
 #[derive(Debug)]
@@ -75,6 +80,9 @@ pub struct WarmUp {
     caught_up: AtomicBool,
     next_id: AtomicU64,
     started: Instant,
+    /// Milliseconds after `started` before which no wait is tried (see
+    /// [`SLOW_PEER_BACKOFF`]).
+    quiet_until_ms: AtomicU64,
 }
 
 impl Default for WarmUp {
@@ -83,6 +91,7 @@ impl Default for WarmUp {
             caught_up: AtomicBool::new(false),
             next_id: AtomicU64::new(0),
             started: Instant::now(),
+            quiet_until_ms: AtomicU64::new(0),
         }
     }
 }
@@ -103,6 +112,23 @@ impl WarmUp {
         self.caught_up.load(Ordering::Relaxed)
     }
 
+    /// Whether to ask a peer now: not while backing off from a wait that failed.
+    pub fn may_wait(&self) -> bool {
+        self.started.elapsed().as_millis() as u64 >= self.quiet_until_ms.load(Ordering::Relaxed)
+    }
+
+    /// A wait came to nothing: answer misses locally for a while.
+    pub fn waited_in_vain(&self) {
+        let until = (self.started.elapsed() + SLOW_PEER_BACKOFF).as_millis() as u64;
+        if self.quiet_until_ms.swap(until, Ordering::Relaxed)
+            < self.started.elapsed().as_millis() as u64
+        {
+            tracing::info!(
+                "replication: a peer did not answer a read within {FETCH_WAIT:?}; misses are answered locally for {SLOW_PEER_BACKOFF:?}"
+            );
+        }
+    }
+
     /// A link to fetch through: one up now, or, just after start (when the peers are being
     /// dialled), the first to come up within [`FETCH_WAIT`].
     pub fn link(&self, find: impl Fn() -> Option<Fetcher>) -> Option<Fetcher> {
@@ -119,6 +145,7 @@ impl WarmUp {
                 return Some(f);
             }
         }
+        self.waited_in_vain();
         None
     }
 
@@ -167,7 +194,11 @@ impl WarmUp {
             via.pending.lock().remove(&id);
             found.push(match answer {
                 Ok(Some((sender_now, rec))) => take(store, via, sender_now, &rec),
-                Ok(None) | Err(RecvTimeoutError::Timeout) => false,
+                Ok(None) => false,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.waited_in_vain();
+                    false
+                }
                 Err(RecvTimeoutError::Disconnected) => return Err(Gone),
             });
         }
