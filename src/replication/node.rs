@@ -328,19 +328,17 @@ impl Replication {
         self.inner.warmup.caught_up()
     }
 
-    /// For a read that missed `key`: while this node catches up, asks a linked peer and
-    /// takes what it holds (see [`super::warmup`]); true if the key is here now.
-    pub fn warm_up(&self, key: &[u8]) -> bool {
-        self.warm_up_many(&[key]).first() == Some(&true)
+    /// Whether a request should ask a peer first (see [`super::warmup`]): while this node
+    /// catches up, unless a recent wait came to nothing.
+    pub fn warming(&self) -> bool {
+        let w = &self.inner.warmup;
+        !w.caught_up() && w.may_wait()
     }
 
-    /// As [`Replication::warm_up`] for several keys at once (one round trip for all):
-    /// which of them are here now.
-    pub fn warm_up_many(&self, keys: &[&[u8]]) -> Vec<bool> {
+    /// Asks a linked peer about `keys`, which this node lacks while it catches up, and
+    /// takes what it holds (see [`super::warmup`]). The caller's request then runs again.
+    pub async fn warm_up(&self, keys: &[Vec<u8>]) {
         let w = &self.inner.warmup;
-        if w.caught_up() || keys.is_empty() || !w.may_wait() {
-            return vec![false; keys.len()];
-        }
         let find = || {
             let peers = self.inner.peers();
             peers
@@ -348,16 +346,18 @@ impl Replication {
                 .find_map(|p| p.link.as_ref().map(|l| l.fetcher.clone()))
         };
         // A link may be replaced under a fetch (two nodes dialling each other at once):
-        // then once more through whichever link is up.
-        for _ in 0..2 {
-            let Some(via) = w.link(find) else {
-                break;
-            };
-            if let Ok(found) = w.fetch_many(&self.inner.store, &via, keys) {
-                return found;
+        // then once more through whichever link is up. In parts, each well within what a
+        // link queues.
+        for part in keys.chunks(1024) {
+            for _ in 0..2 {
+                let Some(via) = w.link(find).await else {
+                    return;
+                };
+                if w.fetch_many(&self.inner.store, &via, part).await.is_ok() {
+                    break;
+                }
             }
         }
-        vec![false; keys.len()]
     }
 
     pub fn listen_addr(&self) -> SocketAddr {

@@ -13,12 +13,12 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::oneshot;
 
 use super::expiry::local_exptime;
 use super::wire::Frame;
@@ -41,7 +41,7 @@ pub type Answer = Option<(u32, Record)>;
 /// Fetches in flight on one link, by id.
 #[derive(Default)]
 pub struct Pending {
-    waiting: Mutex<HashMap<u64, SyncSender<Answer>>>,
+    waiting: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
 }
 
 impl Pending {
@@ -49,7 +49,7 @@ impl Pending {
     pub fn answer(&self, id: u64, now: u32, record: Option<Record>) {
         let waiter = self.lock().remove(&id);
         if let Some(tx) = waiter {
-            let _ = tx.try_send(record.map(|r| (now, r)));
+            let _ = tx.send(record.map(|r| (now, r)));
         }
     }
 
@@ -58,7 +58,7 @@ impl Pending {
         self.lock().clear();
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, SyncSender<Answer>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Answer>>> {
         self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -131,7 +131,7 @@ impl WarmUp {
 
     /// A link to fetch through: one up now, or, just after start (when the peers are being
     /// dialled), the first to come up within [`FETCH_WAIT`].
-    pub fn link(&self, find: impl Fn() -> Option<Fetcher>) -> Option<Fetcher> {
+    pub async fn link(&self, find: impl Fn() -> Option<Fetcher>) -> Option<Fetcher> {
         if let Some(f) = find() {
             return Some(f);
         }
@@ -140,7 +140,7 @@ impl WarmUp {
         }
         let until = Instant::now() + FETCH_WAIT;
         while Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(5));
+            tokio::time::sleep(Duration::from_millis(5)).await;
             if let Some(f) = find() {
                 return Some(f);
             }
@@ -149,24 +149,19 @@ impl WarmUp {
         None
     }
 
-    /// Asks the peer behind `via` for `key`, applies what it holds, and says whether the
-    /// key is worth reading again; Err if the link went away before answering.
-    pub fn fetch(&self, store: &Store, via: &Fetcher, key: &[u8]) -> Result<bool, Gone> {
-        Ok(self.fetch_many(store, via, &[key])?.first() == Some(&true))
-    }
-
-    /// As [`WarmUp::fetch`] for several keys: every question goes out first and the answers
-    /// are awaited together, so a multiget waits one round trip, not one per key.
-    pub fn fetch_many(
+    /// Asks the peer behind `via` about `keys` (every question first, then the answers
+    /// together: one round trip), applies what it holds by the usual merge, and says which
+    /// keys are here now; Err if the link went away before answering.
+    pub async fn fetch_many(
         &self,
         store: &Store,
         via: &Fetcher,
-        keys: &[&[u8]],
+        keys: &[Vec<u8>],
     ) -> Result<Vec<bool>, Gone> {
         let mut asked = Vec::with_capacity(keys.len());
         for key in keys {
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            let (tx, rx) = sync_channel(1);
+            let (tx, rx) = oneshot::channel();
             via.pending.lock().insert(id, tx);
             let frame = Frame::Fetch {
                 id,
@@ -183,23 +178,23 @@ impl WarmUp {
                 Err(TrySendError::Closed(_)) => return Err(Gone),
             }
         }
-        let until = Instant::now() + FETCH_WAIT;
+        let until = tokio::time::Instant::now() + FETCH_WAIT;
         let mut found = Vec::with_capacity(keys.len());
         for question in asked {
             let Some((id, rx)) = question else {
                 found.push(false);
                 continue;
             };
-            let answer = rx.recv_timeout(until.saturating_duration_since(Instant::now()));
+            let answer = tokio::time::timeout_at(until, rx).await;
             via.pending.lock().remove(&id);
             found.push(match answer {
-                Ok(Some((sender_now, rec))) => take(store, via, sender_now, &rec),
-                Ok(None) => false,
-                Err(RecvTimeoutError::Timeout) => {
+                Ok(Ok(Some((sender_now, rec)))) => take(store, via, sender_now, &rec),
+                Ok(Ok(None)) => false,
+                Ok(Err(_)) => return Err(Gone),
+                Err(_) => {
                     self.waited_in_vain();
                     false
                 }
-                Err(RecvTimeoutError::Disconnected) => return Err(Gone),
             });
         }
         Ok(found)

@@ -123,6 +123,8 @@ where
         worker,
         fd,
         authenticated: false,
+        fetch: Vec::new(),
+        fetched: false,
     };
     let mut proto = Proto::Unknown;
     loop {
@@ -188,6 +190,8 @@ where
             consumed += step.used;
             if step.used > 0 {
                 served += 1;
+                // A request that was fetched for has run: the next one may fetch.
+                session.fetched = false;
             }
             if step.swallow > 0 {
                 swallow = step.swallow;
@@ -270,6 +274,14 @@ where
         match after {
             After::Close => return Ok(Stop::Close),
             After::Shutdown { .. } => return Ok(Stop::Shutdown),
+            After::Fetch => {
+                // Replies before it are out; the request waits here, not its worker.
+                if let Some(r) = shared.replication.get() {
+                    r.warm_up(&std::mem::take(&mut session.fetch)).await;
+                }
+                session.fetched = true;
+                continue;
+            }
             After::Dump { all } => {
                 if !out.ensure() {
                     session.counts.response_obj_oom += 1;
@@ -567,6 +579,15 @@ impl Step {
         }
     }
 
+    /// A request that waits for a fetch ([`After::Fetch`]) has used nothing: it runs again
+    /// from the same bytes once the answers are in.
+    fn unless_fetching(mut self) -> Step {
+        if self.after == Some(After::Fetch) {
+            self.used = 0;
+        }
+        self
+    }
+
     fn done(used: usize, after: After) -> Step {
         let swallow = if let After::Swallow(n) = after { n } else { 0 };
         Step {
@@ -620,7 +641,7 @@ fn text_exchange(buf: &[u8], session: &mut Session<'_>, out: &mut Output) -> Ste
             };
             let mut step = Step::done(used, command::text(req, session, out));
             step.get = get;
-            step
+            step.unless_fetching()
         }
         Parsed::Incomplete => Step::wait(),
         Parsed::Invalid(e) => {
@@ -644,7 +665,9 @@ fn binary_step(buf: &[u8], session: &mut Session<'_>, out: &mut Output) -> Step 
 
 fn binary_exchange(buf: &[u8], session: &mut Session<'_>, out: &mut Output) -> Step {
     match binary::parse(buf, &session.shared.limits) {
-        BinParsed::Done(req, used) => Step::done(used, command::binary(req, session, out)),
+        BinParsed::Done(req, used) => {
+            Step::done(used, command::binary(req, session, out)).unless_fetching()
+        }
         BinParsed::Incomplete => Step::wait(),
         BinParsed::BadMagic => Step::close(0),
         BinParsed::Error {

@@ -187,6 +187,9 @@ fn receive(socket: UdpSocket, shared: Arc<Shared>, worker: usize, activity: Arc<
             worker,
             fd: socket.as_raw_fd(),
             authenticated: false,
+            fetch: Vec::new(),
+            // A datagram is answered at once: a miss is not first asked of a peer.
+            fetched: true,
         };
         session.counts.bytes_read += n as u64;
         activity.last_cmd.store(session.now, Ordering::Relaxed);
@@ -260,6 +263,8 @@ fn serve_datagram(
             None => return false,
             Some(After::Close) => return false,
             Some(After::Shutdown { .. }) => return true,
+            // Never asked for (see `fetched` above).
+            Some(After::Fetch) => return false,
             Some(
                 After::Continue | After::Swallow(_) | After::Dump { .. } | After::Partial { .. },
             ) => {}

@@ -15,7 +15,6 @@ pub fn arith(s: &mut Session<'_>, a: &Arith<'_>) -> Counted {
         exptime: a.exptime.map(|t| s.exptime(t)),
         new_cas: a.new_cas.map(|cas| cas.0),
     };
-    s.warm_up(a.key);
     let outcome = s.shared.store.arith(&r, s.now);
     count(&mut s.counts, a.incr, &outcome);
     match outcome {

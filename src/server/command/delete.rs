@@ -15,7 +15,6 @@ pub fn delete(s: &mut Session<'_>, d: &Delete<'_>, encoding: Encoding) -> Delete
         new_cas: d.new_cas.map(|cas| cas.0),
         strip_value: d.strip_value,
     };
-    s.warm_up(d.key);
     match s.shared.store.delete(&r, s.now) {
         DeleteOutcome::Deleted => {
             s.counts.delete_hits += 1;

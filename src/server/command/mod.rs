@@ -35,6 +35,7 @@ use super::Shared;
 use crate::protocol::binary;
 use crate::protocol::command::{Command, Encoding, Exptime, Reply};
 use crate::protocol::Request;
+use crate::protocol::SetMode;
 
 /// What the connection does after a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +59,9 @@ pub enum After {
     Dump {
         all: bool,
     },
+    /// Nothing done yet: while this node catches up, ask a peer about
+    /// [`Session::fetch`]'s keys, then run the request again (see [`fetch_first`]).
+    Fetch,
 }
 
 /// One connection's view while it executes a batch.
@@ -72,44 +76,14 @@ pub struct Session<'s> {
     pub fd: i32,
     /// Passed SASL (`-S`) or ascii (`-Y`) authentication.
     pub authenticated: bool,
+    /// Keys to ask a peer about before the request runs ([`After::Fetch`]).
+    pub fetch: Vec<Vec<u8>>,
+    /// The request about to run has had its keys fetched (or must not wait for any:
+    /// UDP), so it runs as it is.
+    pub fetched: bool,
 }
 
 impl Session<'_> {
-    /// Before a write that depends on what `key` holds (add, replace, cas, append, prepend,
-    /// delete, incr/decr, touch): while this node catches up, a key it lacks is fetched
-    /// from a peer first, as a read's would be, so the write acts on the cluster's state
-    /// (a delete of a key whose copy has not arrived yet must not let it come back).
-    fn warm_up(&self, key: &[u8]) {
-        if let Some(r) = self.shared.replication.get() {
-            if !r.caught_up() && self.shared.store.peek(key, self.now, |it| it.is_none()) {
-                r.warm_up(key);
-            }
-        }
-    }
-
-    /// Before a read of several keys: while this node catches up, asks a peer for all the
-    /// keys it lacks in one round trip. False when nothing was asked (caught up, or no key
-    /// missing): each miss then asks on its own, as a single read does.
-    fn warm_up_all<'k>(&self, keys: impl Iterator<Item = &'k [u8]>) -> bool {
-        let Some(r) = self.shared.replication.get() else {
-            return false;
-        };
-        if r.caught_up() {
-            return false;
-        }
-        let missing: Vec<&[u8]> = keys
-            .filter(|k| self.shared.store.peek(k, self.now, |it| it.is_none()))
-            .collect();
-        if missing.is_empty() {
-            return false;
-        }
-        // In parts, each well within what a link queues (see CONTROL_QUEUE).
-        for part in missing.chunks(1024) {
-            r.warm_up_many(part);
-        }
-        true
-    }
-
     /// A client's expiry in the store's relative seconds.
     fn exptime(&self, e: Exptime) -> u32 {
         self.shared.clock.rel_exptime(e.0, self.now)
@@ -133,8 +107,47 @@ impl Session<'_> {
     }
 }
 
+/// While this node catches up, the keys `cmd` needs from a peer first: a read's keys it
+/// lacks, and a write's key whose effect depends on what it holds (add, replace, cas,
+/// append, prepend, delete, incr/decr, touch), so the write acts on the cluster's state
+/// (a delete of a key whose copy has not arrived yet must not let it come back). True:
+/// they are in [`Session::fetch`] and the request waits ([`After::Fetch`]) before anything
+/// is done or counted. Costs one relaxed load once caught up.
+fn fetch_first(cmd: &Command<'_>, s: &mut Session<'_>) -> bool {
+    let one = |key: &[u8]| vec![key.to_vec()];
+    let keys = match cmd {
+        Command::Get(get) => get.keys.iter().map(<[u8]>::to_vec).collect(),
+        Command::Store(st) if st.mode != SetMode::Set || st.compare_cas.is_some() => one(st.key),
+        Command::Delete(d) => one(d.key),
+        Command::Arith(a) => one(a.key),
+        Command::Touch { key, .. } => one(key),
+        _ => return false,
+    };
+    let (store, now) = (&s.shared.store, s.now);
+    s.fetch = keys
+        .into_iter()
+        .filter(|k| store.peek(k, now, |it| it.is_none()))
+        .collect();
+    !s.fetch.is_empty()
+}
+
+/// Whether requests may wait for a peer now ([`fetch_first`]); checked first, as it is
+/// cheap.
+fn may_fetch(s: &Session<'_>) -> bool {
+    !s.fetched && s.shared.replication.get().is_some_and(|r| r.warming())
+}
+
 /// A text or meta request.
 pub fn text(req: Request<'_>, s: &mut Session<'_>, out: &mut Output) -> After {
+    if may_fetch(s) {
+        let wait = match &req {
+            Request::Text(cmd, _) => fetch_first(cmd, s),
+            Request::Meta(m) => fetch_first(&m.command(), s),
+        };
+        if wait {
+            return After::Fetch;
+        }
+    }
     match req {
         Request::Text(cmd, reply) => execute(cmd, &reply, s, out),
         Request::Meta(m) => {
@@ -152,6 +165,7 @@ pub fn binary(req: binary::Request<'_>, s: &mut Session<'_>, out: &mut Output) -
         return after;
     }
     match req.command {
+        Some(cmd) if may_fetch(s) && fetch_first(&cmd, s) => After::Fetch,
         Some(cmd) => execute(cmd, &req.reply, s, out),
         None => {
             req.reply.unknown_command(out);

@@ -43,17 +43,8 @@ pub fn get_keys<R: Reply>(
         recache: get.recache.map(|t| s.exptime(t)),
     };
     let touch = get.touch.is_some();
-    // A node still catching up asks a peer before it answers a miss: for a multiget, about
-    // every key it lacks at once.
-    let asked = matches!(get.keys, Keys::Spaced(_)) && s.warm_up_all(get.keys.iter());
     for key in get.keys.iter() {
-        let mut found = read_one(s, key, opts, reply, out);
-        if found.is_err() && !asked {
-            let warmed = s.shared.replication.get().is_some_and(|r| r.warm_up(key));
-            if warmed {
-                found = read_one(s, key, opts, reply, out);
-            }
-        }
+        let found = read_one(s, key, opts, reply, out);
         count_read(&mut s.counts, touch, found);
         s.detail(R::ENCODING, key, Op::Get { hit: found.is_ok() });
         if found.is_err() {

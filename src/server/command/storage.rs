@@ -18,9 +18,6 @@ pub fn store(s: &mut Session<'_>, c: &Store<'_>, encoding: Encoding) -> Stored {
     s.detail(encoding, c.key, Op::Set);
     let is_cas = c.compare_cas.is_some();
     s.counts.cmd_set += 1;
-    if c.mode != SetMode::Set || is_cas {
-        s.warm_up(c.key);
-    }
     match s.shared.store.set(&r, s.now) {
         Ok(SetOutcome::Stored { cas, size }) => {
             if is_cas {
