@@ -1081,6 +1081,29 @@ fn a_peer_that_never_answers_costs_misses_one_wait_not_one_each() {
 }
 
 #[test]
+fn a_read_waiting_on_a_peer_does_not_hold_up_other_clients_of_its_worker() {
+    // One worker; the only peer swallows everything, so a miss waits for a link first.
+    let hole = Proxy::start(
+        SocketAddr::from(([127, 0, 0, 94], 0)),
+        SocketAddr::from(([127, 0, 0, 95], free_port())),
+    );
+    hole.set_mode(Mode::Blackhole);
+    let node = Node::start(
+        [127, 0, 0, 96],
+        free_port(),
+        &args(&["-t", "1", "--peer", &hole.addr().to_string()]),
+    );
+    let (mut waiting, mut other) = (node.client(), node.client());
+    other.expect(b"set here 0 0 1\r\nx\r\n", b"STORED\r\n");
+    waiting.send(b"get absent\r\n");
+    std::thread::sleep(Duration::from_millis(30));
+    // Served while the first client still waits (its answer is a quarter second away).
+    other.expect(b"get here\r\n", b"VALUE here 0 1\r\nx\r\nEND\r\n");
+    waiting.assert_quiet();
+    assert_eq!(waiting.read_n(5), b"END\r\n");
+}
+
+#[test]
 fn a_restarted_node_answers_reads_at_once_while_it_catches_up() {
     let (a, mut b) = seed_pair(&[]);
     let (n, value) = load_40mb(&a);

@@ -2,14 +2,14 @@
 //! does: a restarted node serves clients at once, and must not answer "not found" for a key
 //! the cluster holds just because its copy has not arrived yet (a PHP session would vanish).
 //!
-//! Until this node has received a complete snapshot from a peer since it started, a miss
-//! sends a Fetch over a live link and waits for the answer, at most [`FETCH_WAIT`]: the
-//! state the peer holds (live or deleted) is applied here by the usual merge, and the read
-//! runs again. Once caught up, or with no link up, a miss costs one relaxed load. The wait
-//! blocks the client's worker thread for a round trip between nodes, only during catch-up,
-//! only on misses; a multiget asks about all its missing keys in one round trip. A wait
-//! that comes to nothing (a slow or unreachable peer) makes misses answer locally for
-//! [`SLOW_PEER_BACKOFF`], so such a peer costs a worker one wait, not one per miss.
+//! Until this node has caught up, a request that reads a key it lacks (or writes one in a
+//! way that depends on what it holds) sends a Fetch over a live link first and waits for
+//! the answer, at most [`FETCH_WAIT`]: the state the peer holds (live or deleted) is applied
+//! here by the usual merge, and the request runs again (the connection waits, not its
+//! worker: see `After::Fetch` in the server's command module). A multiget asks about all
+//! its missing keys in one round trip. Once caught up, a request costs one relaxed load. A
+//! wait that comes to nothing (a slow or unreachable peer) makes misses answer locally for
+//! [`SLOW_PEER_BACKOFF`].
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -11,12 +11,13 @@
 //! [`text()`] for a text or meta line, [`binary()`] for a binary packet.
 //!
 //! Everything here finishes before it returns: a command runs to its outcome under one shard
-//! lock and is answered at once. Replication will add commands that wait on a peer (a read
-//! that misses while this node catches up; a write acknowledged once peers hold it). That
-//! wait goes into [`After`]: a variant carrying what the connection parks on (say, a
-//! oneshot receiver and the reply to render when it fires), returned by the one family
-//! executor that needs it. The connection then stops parsing that batch until it resolves,
-//! keeping replies in order; nothing on the path of a command that does not wait changes.
+//! lock and is answered at once. A command that must first wait on a peer (while this node
+//! catches up, a read of a key it lacks) is stopped before it does or counts anything:
+//! [`fetch_first`] names the keys and the dispatcher returns [`After::Fetch`]; the
+//! connection sends the replies before it, awaits the peer's answers (its worker serves
+//! other connections meanwhile), and runs the request again from the same bytes, keeping
+//! replies in order. A command that does not wait pays one relaxed load. A write
+//! acknowledged once peers hold it would wait the same way.
 
 pub mod admin;
 pub mod arith;
