@@ -1442,3 +1442,35 @@ fn lag_ms_keeps_counting_once_a_link_with_unconfirmed_changes_drops() {
         "the change is no more confirmed than before: lag_ms went from {before} to {after}"
     );
 }
+
+#[test]
+fn a_long_get_line_streamed_in_parts_on_a_restarted_node_misses_nothing() {
+    let (port, rport) = (free_port(), free_port());
+    let r = rport.to_string();
+    let a = Node::start(
+        [127, 0, 0, 130],
+        port,
+        &args(&["-m", "128", "-X", &r, "-x", "127.0.0.131"]),
+    );
+    let mut b = Node::start(
+        [127, 0, 0, 131],
+        port,
+        &args(&["-m", "128", "-X", &r, "-x", "127.0.0.130"]),
+    );
+    let (n, value) = load_40mb(&a);
+    assert!(sees(&b, &format!("key{}", n - 1), Some(&value)));
+    b.restart();
+    // At once, before the copy can have arrived: a get line far longer than one read, so
+    // its keys are served while the rest of the line is still arriving.
+    let mut cb = b.client();
+    let keys: Vec<String> = (0..n).step_by(5).map(|i| format!("key{i}")).collect();
+    let line = format!("get {}\r\n", keys.join(" "));
+    assert!(line.len() > 16 * 1024);
+    let reply = cb.call_until(line.as_bytes(), b"END\r\n");
+    let hits = String::from_utf8_lossy(&reply).matches("VALUE ").count();
+    assert_eq!(
+        hits,
+        keys.len(),
+        "a long get line on a restarted node missed keys"
+    );
+}

@@ -217,6 +217,18 @@ where
                             list,
                             tail,
                         } => {
+                            // Its complete keys wait for a peer first, as a whole line's
+                            // would; then this part of the line is streamed again.
+                            let keys = Keys::Spaced(&buf[list.0..list.1]);
+                            if command::may_fetch(&session)
+                                && command::fetch_missing(keys.iter(), &mut session)
+                            {
+                                after = After::Fetch;
+                                break;
+                            }
+                            // What was fetched is served now: the rest of the line, once
+                            // it arrives, may fetch in turn.
+                            session.fetched = false;
                             pending = Some(PendingGet {
                                 get: Get::plain(),
                                 reply: TextReply {

@@ -115,26 +115,32 @@ impl Session<'_> {
 /// they are in [`Session::fetch`] and the request waits ([`After::Fetch`]) before anything
 /// is done or counted. Costs one relaxed load once caught up.
 fn fetch_first(cmd: &Command<'_>, s: &mut Session<'_>) -> bool {
-    let one = |key: &[u8]| vec![key.to_vec()];
-    let keys = match cmd {
-        Command::Get(get) => get.keys.iter().map(<[u8]>::to_vec).collect(),
-        Command::Store(st) if st.mode != SetMode::Set || st.compare_cas.is_some() => one(st.key),
-        Command::Delete(d) => one(d.key),
-        Command::Arith(a) => one(a.key),
-        Command::Touch { key, .. } => one(key),
-        _ => return false,
-    };
+    match cmd {
+        Command::Get(get) => fetch_missing(get.keys.iter(), s),
+        Command::Store(st) if st.mode != SetMode::Set || st.compare_cas.is_some() => {
+            fetch_missing(std::iter::once(st.key), s)
+        }
+        Command::Delete(d) => fetch_missing(std::iter::once(d.key), s),
+        Command::Arith(a) => fetch_missing(std::iter::once(a.key), s),
+        Command::Touch { key, .. } => fetch_missing(std::iter::once(*key), s),
+        _ => false,
+    }
+}
+
+/// Puts those of `keys` this node lacks in [`Session::fetch`]; true if there are any. Also
+/// for the complete keys of a get line still arriving (see the connection's long lines).
+pub fn fetch_missing<'k>(keys: impl Iterator<Item = &'k [u8]>, s: &mut Session<'_>) -> bool {
     let (store, now) = (&s.shared.store, s.now);
     s.fetch = keys
-        .into_iter()
         .filter(|k| store.peek(k, now, |it| it.is_none()))
+        .map(<[u8]>::to_vec)
         .collect();
     !s.fetch.is_empty()
 }
 
 /// Whether requests may wait for a peer now ([`fetch_first`]); checked first, as it is
 /// cheap.
-fn may_fetch(s: &Session<'_>) -> bool {
+pub fn may_fetch(s: &Session<'_>) -> bool {
     !s.fetched && s.shared.replication.get().is_some_and(|r| r.warming())
 }
 
