@@ -349,6 +349,11 @@ impl Replication {
         // then once more through whichever link is up. In parts, each well within what a
         // link queues.
         for part in keys.chunks(1024) {
+            // A part that waited in vain makes the rest answer locally, as later
+            // requests do (see `WarmUp::may_wait`).
+            if !w.may_wait() {
+                return;
+            }
             for _ in 0..2 {
                 let Some(via) = w.link(find).await else {
                     return;
