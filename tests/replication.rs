@@ -85,16 +85,22 @@ fn args(list: &[&str]) -> Vec<String> {
 /// The seed's pair: both nodes on the same client and replication ports, on their own
 /// addresses, each naming the other with -x.
 fn seed_pair(extra: &[&str]) -> (Node, Node) {
-    let (port, rport) = (free_port(), free_port());
+    let with = [&["-m", "128"][..], extra].concat();
+    pair_at([2, 3], (free_port(), free_port()), [&with, &with])
+}
+
+/// Two nodes in the seed's form on 127.0.0.`ips[0]` and `ips[1]`: the same client and
+/// replication `ports`, each naming the other with -x, each with its own extra flags.
+/// Started together: neither waits for the other.
+fn pair_at(ips: [u8; 2], (port, rport): (u16, u16), extra: [&[&str]; 2]) -> (Node, Node) {
     let r = rport.to_string();
-    let mut a_args = args(&["-m", "128", "-X", &r, "-x", "127.0.0.3"]);
-    let mut b_args = args(&["-m", "128", "-X", &r, "-x", "127.0.0.2"]);
-    a_args.extend(args(extra));
-    b_args.extend(args(extra));
-    // Started together: neither waits for the other.
-    let a = Node::start([127, 0, 0, 2], port, &a_args);
-    let b = Node::start([127, 0, 0, 3], port, &b_args);
-    (a, b)
+    let node = |me: usize| {
+        let other = format!("127.0.0.{}", ips[1 - me]);
+        let mut a = args(&["-X", &r, "-x", &other]);
+        a.extend(args(extra[me]));
+        Node::start([127, 0, 0, ips[me]], port, &a)
+    };
+    (node(0), node(1))
 }
 
 /// Polls `f` until it returns true or `limit` passes.
@@ -318,15 +324,10 @@ fn a_second_process_with_the_same_node_id_is_refused_and_the_first_keeps_its_lin
     let dir = TempDir::new("dup-id");
     let (port, rport) = (free_port(), free_port());
     let r = rport.to_string();
-    let a = Node::start(
-        [127, 0, 0, 71],
-        port,
-        &args(&["-X", &r, "-x", "127.0.0.72", "--node-id", "1"]),
-    );
-    let b = Node::start(
-        [127, 0, 0, 72],
-        port,
-        &args(&["-X", &r, "-x", "127.0.0.71", "--node-id", "2"]),
+    let (a, b) = pair_at(
+        [71, 72],
+        (port, rport),
+        [&["--node-id", "1"], &["--node-id", "2"]],
     );
     a.client().expect(b"set k 0 0 1\r\nx\r\n", b"STORED\r\n");
     assert!(sees(&b, "k", Some("x")));
@@ -410,17 +411,10 @@ fn a_cluster_restarted_without_one_member_stops_catching_up() {
 
 #[test]
 fn another_cluster_is_refused() {
-    let (port, rport) = (free_port(), free_port());
-    let r = rport.to_string();
-    let a = Node::start(
-        [127, 0, 0, 9],
-        port,
-        &args(&["-X", &r, "-x", "127.0.0.10", "--cluster", "blue"]),
-    );
-    let b = Node::start(
-        [127, 0, 0, 10],
-        port,
-        &args(&["-X", &r, "-x", "127.0.0.9", "--cluster", "green"]),
+    let (a, b) = pair_at(
+        [9, 10],
+        (free_port(), free_port()),
+        [&["--cluster", "blue"], &["--cluster", "green"]],
     );
     a.client().expect(b"set k 0 0 1\r\nx\r\n", b"STORED\r\n");
     std::thread::sleep(Duration::from_secs(1));

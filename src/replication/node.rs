@@ -233,22 +233,7 @@ impl Bound {
             cfg,
         } = self;
         let node = local.node;
-        let inner = Arc::new(Inner {
-            store,
-            local,
-            timeout: cfg.timeout,
-            batch: cfg.batch,
-            backlog_ttl: cfg.backlog_ttl,
-            warmup: WarmUp::default(),
-            listen: listen.to_string(),
-            configured: cfg.peers.iter().map(|p| p.to_string()).collect(),
-            peers: Mutex::new(HashMap::new()),
-            copied_from: Mutex::new(Default::default()),
-            dials: Mutex::new(HashMap::new()),
-            names: Mutex::new(HashMap::new()),
-            next_link: std::sync::atomic::AtomicU64::new(1),
-            next_chain: std::sync::atomic::AtomicU64::new(1),
-        });
+        let inner = Arc::new(Inner::new(store, local, listen, &cfg));
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -416,18 +401,8 @@ impl Replication {
     /// Each configured address and where its dialler is (connecting, handshake, or the
     /// state of the node it reached).
     pub fn dial_stats(&self) -> Vec<(String, State, Option<NodeId>)> {
-        let dials = self
-            .inner
-            .dials
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let names = self
-            .inner
-            .names
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let dials = locked(&self.inner.dials).clone();
+        let names = locked(&self.inner.names).clone();
         let peers = self.inner.peers();
         self.configured
             .iter()
@@ -497,7 +472,11 @@ async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
     }
 }
 
-/// Looks every second whether this node has caught up, until it has.
+/// Locks `m`, also after a panic elsewhere left it poisoned (the maps stay usable).
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Every second: whether this node has caught up (until it has), and which peers have
 /// been away too long to keep their backlog.
 async fn housekeeping(inner: Arc<Inner>) {
@@ -560,8 +539,27 @@ async fn dial_loop(inner: Arc<Inner>, peer: PeerAddr) {
 }
 
 impl Inner {
+    fn new(store: Store, local: Local, listen: SocketAddr, cfg: &ReplicationConfig) -> Inner {
+        Inner {
+            store,
+            local,
+            timeout: cfg.timeout,
+            batch: cfg.batch,
+            backlog_ttl: cfg.backlog_ttl,
+            warmup: WarmUp::default(),
+            listen: listen.to_string(),
+            configured: cfg.peers.iter().map(|p| p.to_string()).collect(),
+            peers: Mutex::new(HashMap::new()),
+            copied_from: Mutex::new(Default::default()),
+            dials: Mutex::new(HashMap::new()),
+            names: Mutex::new(HashMap::new()),
+            next_link: std::sync::atomic::AtomicU64::new(1),
+            next_chain: std::sync::atomic::AtomicU64::new(1),
+        }
+    }
+
     fn peers(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, Peer>> {
-        self.peers.lock().unwrap_or_else(|e| e.into_inner())
+        locked(&self.peers)
     }
 
     /// Makes a link the peer's one link, unless the peer's other link wins; an older link
@@ -801,7 +799,7 @@ impl Inner {
     }
 
     fn copied(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<NodeId>> {
-        self.copied_from.lock().unwrap_or_else(|e| e.into_inner())
+        locked(&self.copied_from)
     }
 
     /// Takes the peer's Mark: these positions of its feed (of reader `chain`) are applied
@@ -876,14 +874,14 @@ impl Inner {
 
     /// Notes where the dialler of configured address `name` is.
     fn dial_state(&self, name: &str, state: State) {
-        let mut dials = self.dials.lock().unwrap_or_else(|e| e.into_inner());
+        let mut dials = locked(&self.dials);
         dials.insert(name.to_string(), state);
     }
 
     /// Notes which node the configured address `name` reached.
     /// Notes which node the configured address `name` reached.
     pub fn learn(&self, name: &str, node: NodeId) {
-        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        let mut names = locked(&self.names);
         names.insert(name.to_string(), node);
     }
 
@@ -937,7 +935,7 @@ impl Inner {
     /// which won): the dialer waits instead of dialling again.
     fn linked_via(&self, addr: &PeerAddr) -> bool {
         let node = {
-            let names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+            let names = locked(&self.names);
             names.get(&addr.to_string()).copied()
         };
         node.is_some_and(|n| self.peers().get(&n).is_some_and(|p| p.link.is_some()))
@@ -988,7 +986,7 @@ impl Inner {
             LinkError::Refused(why) | LinkError::RefusedBy(why) => why.clone(),
             other => other.to_string(),
         };
-        let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last = locked(&LAST);
         let map = last.get_or_insert_with(HashMap::new);
         let repeated = match map.entry(name.to_string()) {
             Entry::Occupied(mut o) => {
@@ -1019,27 +1017,20 @@ mod tests {
 
     fn inner() -> Inner {
         let store = Store::new(StoreConfig::default(), Arc::new(Clock::new()));
-        Inner {
-            store,
-            local: Local {
-                cluster: "test".into(),
-                node: NodeId(1),
-                run: 7,
-                secret: None,
-            },
-            timeout: Duration::from_secs(1),
-            batch: Duration::from_millis(1),
-            backlog_ttl: Duration::from_secs(900),
-            warmup: WarmUp::default(),
-            listen: "127.0.0.1:1".into(),
-            configured: vec!["127.0.0.1:2".into()],
-            peers: Mutex::new(HashMap::new()),
-            copied_from: Mutex::new(Default::default()),
-            dials: Mutex::new(HashMap::new()),
-            names: Mutex::new(HashMap::new()),
-            next_link: std::sync::atomic::AtomicU64::new(1),
-            next_chain: std::sync::atomic::AtomicU64::new(1),
-        }
+        let local = Local {
+            cluster: "test".into(),
+            node: NodeId(1),
+            run: 7,
+            secret: None,
+        };
+        let cfg = ReplicationConfig {
+            peers: vec![PeerAddr {
+                host: "127.0.0.1".into(),
+                port: 2,
+            }],
+            ..Default::default()
+        };
+        Inner::new(store, local, SocketAddr::from(([127, 0, 0, 1], 1)), &cfg)
     }
 
     #[test]
