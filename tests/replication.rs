@@ -1151,20 +1151,23 @@ fn the_backlog_of_a_peer_away_too_long_is_dropped_and_it_gets_a_full_copy_back()
     }
 }
 
-#[test]
-fn a_peer_that_never_answers_costs_misses_one_wait_not_one_each() {
-    // The only peer's address swallows everything: connections open, nothing comes back,
-    // so this node never links and never catches up.
+/// A node on 127.0.0.`first + 2` whose only peer's address (a proxy on `first`) swallows
+/// everything: connections open, nothing comes back, so it never links or catches up.
+fn behind_a_blackhole(first: u8, extra: &[&str]) -> (Node, Proxy) {
     let hole = Proxy::start(
-        SocketAddr::from(([127, 0, 0, 91], 0)),
-        SocketAddr::from(([127, 0, 0, 92], free_port())),
+        SocketAddr::from(([127, 0, 0, first], 0)),
+        SocketAddr::from(([127, 0, 0, first + 1], free_port())),
     );
     hole.set_mode(Mode::Blackhole);
-    let node = Node::start(
-        [127, 0, 0, 93],
-        free_port(),
-        &args(&["--peer", &hole.addr().to_string(), "--repl-timeout", "10"]),
-    );
+    let peer = hole.addr().to_string();
+    let flags = [&["--peer", peer.as_str()][..], extra].concat();
+    let node = Node::start([127, 0, 0, first + 2], free_port(), &args(&flags));
+    (node, hole)
+}
+
+#[test]
+fn a_peer_that_never_answers_costs_misses_one_wait_not_one_each() {
+    let (node, _hole) = behind_a_blackhole(91, &["--repl-timeout", "10"]);
     let mut c = node.client();
     let started = Instant::now();
     for i in 0..40 {
@@ -1178,17 +1181,8 @@ fn a_peer_that_never_answers_costs_misses_one_wait_not_one_each() {
 
 #[test]
 fn a_read_waiting_on_a_peer_does_not_hold_up_other_clients_of_its_worker() {
-    // One worker; the only peer swallows everything, so a miss waits for a link first.
-    let hole = Proxy::start(
-        SocketAddr::from(([127, 0, 0, 94], 0)),
-        SocketAddr::from(([127, 0, 0, 95], free_port())),
-    );
-    hole.set_mode(Mode::Blackhole);
-    let node = Node::start(
-        [127, 0, 0, 96],
-        free_port(),
-        &args(&["-t", "1", "--peer", &hole.addr().to_string()]),
-    );
+    // One worker; a miss waits for a link first.
+    let (node, _hole) = behind_a_blackhole(94, &["-t", "1"]);
     let (mut waiting, mut other) = (node.client(), node.client());
     other.expect(b"set here 0 0 1\r\nx\r\n", b"STORED\r\n");
     waiting.send(b"get absent\r\n");
