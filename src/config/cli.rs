@@ -145,7 +145,7 @@ pub struct Args {
     /// Seconds of silence after which a peer link is dropped and redialled (default 3)
     #[arg(long = "repl-timeout")]
     pub repl_timeout: Option<f64>,
-    /// Changes kept for a connected peer that falls behind (default 64m)
+    /// Changes kept for a peer that falls behind or is away, to resume from (default 64m)
     #[arg(long = "repl-backlog-size")]
     pub repl_backlog_size: Option<String>,
     /// Seconds the backlog is kept for a peer that is away, to resume from (default 900)

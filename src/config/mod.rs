@@ -136,7 +136,7 @@ pub struct ReplicationConfig {
     pub node_id: Option<u16>,
     /// `--repl-timeout`: silence after which a link is dropped.
     pub timeout: std::time::Duration,
-    /// `--repl-backlog-size`: changes kept for a connected peer that falls behind.
+    /// `--repl-backlog-size`: changes kept for a peer that falls behind or is away.
     pub backlog_bytes: usize,
     /// `--repl-backlog-ttl`: how long changes are kept for a peer that is away.
     pub backlog_ttl: std::time::Duration,
