@@ -14,8 +14,9 @@
 //!                                     │                  │
 //!   outcome ─► Reply (TextReply, MetaReply, BinaryReply) ─► bytes    mutation feed
 //!                                                                  │        ▲ apply
-//!   replication thread: listener + a dialer per peer ─► link per peer (handshake,
-//!       snapshot, then the feed out; changes in ─► store.apply by last-writer-wins)
+//!   replication thread: listener + a dialer per peer ─► link per peer (handshake, resume
+//!       from the backlog or a snapshot, then the feed out; changes in ─► store.apply by
+//!       last-writer-wins)
 //! ```
 //!
 //! Where a command lives: `incr` is parsed in `protocol/text/arith.rs` (meta `ma` in
@@ -36,3 +37,5 @@ pub mod protocol;
 pub mod replication;
 pub mod server;
 pub mod store;
+#[cfg(test)]
+mod testing;

@@ -37,19 +37,7 @@ fn memccapable_binary_passes() {
 #[test]
 fn pymemcache_round_trip() {
     let p = Proc::start(&[]);
-    let python = std::env::var("REPCACHED_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/clients/pymemcache_roundtrip.py"
-    );
-    let out = Command::new(&python)
-        .arg(script)
-        .arg(p.port.to_string())
-        .output()
-        .expect("python3 with pymemcache must be installed");
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{text}");
+    let text = common::run_python_client("pymemcache_roundtrip.py", &[&p.port.to_string()]);
     assert!(text.contains("pymemcache round trip: ok"), "{text}");
 }
 

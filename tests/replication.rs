@@ -1084,19 +1084,11 @@ fn a_php_session_written_through_one_node_survives_either_node_dying() {
 /// Runs the pymemcache failover client against `nodes`; its output.
 fn pymemcache_failover(nodes: &[&Node], mode: &str, n: usize) -> String {
     let list: Vec<String> = nodes.iter().map(|n| n.addr.to_string()).collect();
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/clients/pymemcache_failover.py"
-    );
-    let python = std::env::var("REPCACHED_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let out = Command::new(python)
-        .args([script, &list.join(","), mode, &n.to_string()])
-        .output()
-        .expect("python3 with pymemcache must be installed");
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{text}");
-    text
+    let args = [list.join(","), mode.to_string(), n.to_string()];
+    common::run_python_client(
+        "pymemcache_failover.py",
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
 }
 
 #[test]

@@ -58,10 +58,10 @@ fn unix_now() -> u64 {
 #[test]
 fn expiry_and_ordering_hold_when_clocks_are_minutes_apart() {
     let (port, rport) = (free_port(), free_port());
-    let _a = node("127.0.0.31", port, rport, "127.0.0.32", None);
-    let _b = node("127.0.0.32", port, rport, "127.0.0.31", Some("+300s"));
-    let a_addr: SocketAddr = format!("127.0.0.31:{port}").parse().unwrap();
-    let b_addr: SocketAddr = format!("127.0.0.32:{port}").parse().unwrap();
+    let _a = node("127.0.0.61", port, rport, "127.0.0.62", None);
+    let _b = node("127.0.0.62", port, rport, "127.0.0.61", Some("+300s"));
+    let a_addr: SocketAddr = format!("127.0.0.61:{port}").parse().unwrap();
+    let b_addr: SocketAddr = format!("127.0.0.62:{port}").parse().unwrap();
     let (mut ca, mut cb) = (Client::connect(a_addr), Client::connect(b_addr));
     let linked = Instant::now() + Duration::from_secs(10);
     while ca.stat("replication_peers_connected") != "1" {

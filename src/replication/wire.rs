@@ -700,24 +700,8 @@ mod tests {
 
     /// Arbitrary bytes, or a valid frame with one byte changed or its end cut.
     fn candidate() -> impl Strategy<Value = Vec<u8>> {
-        let frames = every_kind();
-        let edited = (
-            0..frames.len(),
-            any::<prop::sample::Index>(),
-            any::<u8>(),
-            0u8..3,
-        )
-            .prop_map(move |(i, at, byte, how)| {
-                let mut b = encoded(&frames[i]).to_vec();
-                let at = at.index(b.len());
-                match how {
-                    0 => b[at] = byte,
-                    1 => b.truncate(at),
-                    _ => {}
-                }
-                b
-            });
-        prop_oneof![proptest::collection::vec(any::<u8>(), 0..200), edited]
+        let frames: Vec<Vec<u8>> = every_kind().iter().map(|f| encoded(f).to_vec()).collect();
+        crate::testing::edited_or_random(prop::sample::select(frames), 200)
     }
 
     proptest! {

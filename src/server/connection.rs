@@ -628,7 +628,7 @@ fn logged<'s>(
     let start = out.mark();
     // Read before executing, so `verbosity 0` itself is still logged.
     let verbose = session.shared.verbosity() > 1;
-    let step = exchange(buf, session, out);
+    let step = exchange(buf, session, out).unless_fetching();
     if verbose && step.used > 0 {
         // Large values are queued by reference, not in the copied bytes: put them back,
         // or the log would read past them into the next reply.
@@ -653,7 +653,7 @@ fn text_exchange(buf: &[u8], session: &mut Session<'_>, out: &mut Output) -> Ste
             };
             let mut step = Step::done(used, command::text(req, session, out));
             step.get = get;
-            step.unless_fetching()
+            step
         }
         Parsed::Incomplete => Step::wait(),
         Parsed::Invalid(e) => {
@@ -677,9 +677,7 @@ fn binary_step(buf: &[u8], session: &mut Session<'_>, out: &mut Output) -> Step 
 
 fn binary_exchange(buf: &[u8], session: &mut Session<'_>, out: &mut Output) -> Step {
     match binary::parse(buf, &session.shared.limits) {
-        BinParsed::Done(req, used) => {
-            Step::done(used, command::binary(req, session, out)).unless_fetching()
-        }
+        BinParsed::Done(req, used) => Step::done(used, command::binary(req, session, out)),
         BinParsed::Incomplete => Step::wait(),
         BinParsed::BadMagic => Step::close(0),
         BinParsed::Error {

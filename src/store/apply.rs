@@ -143,7 +143,7 @@ impl Store {
                     shard.remove(hash, loc, b);
                 }
                 shard.forgotten.raise(hash, c.version.stamp);
-                if held.is_some() && self.inner.feed.is_on() {
+                if held.is_some() && self.inner.feed.wants(Some(c.origin)) {
                     // Passed on as it came, so nodes further along drop what it replaced.
                     let rec = Record::live(c.key, value, flags, exptime, c.version, Some(c.origin));
                     self.publish(shard, rec);
@@ -206,7 +206,7 @@ impl Store {
     }
 
     fn publish_deleted(&self, shard: MutexGuard<'_, Shard>, c: &RemoteChange<'_>) {
-        if self.inner.feed.is_on() {
+        if self.inner.feed.wants(Some(c.origin)) {
             self.publish(shard, Record::deleted(c.key, c.version, Some(c.origin)));
         }
     }

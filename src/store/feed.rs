@@ -215,10 +215,10 @@ impl Feed {
     }
 
     /// Whether a change from `origin` (None: a client of this node) is to be recorded:
-    /// not when every reader sends to that very peer.
+    /// when anyone reads, unless every reader sends to that very peer.
     #[inline]
     pub fn wants(&self, origin: Option<NodeId>) -> bool {
-        origin.is_none_or(|o| self.sole.load(Ordering::Relaxed) != u32::from(o.0))
+        self.is_on() && origin.is_none_or(|o| self.sole.load(Ordering::Relaxed) != u32::from(o.0))
     }
 
     /// Recomputes [`Feed::sole`] after a reader came, went or named its peer (rare). A

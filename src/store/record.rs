@@ -435,19 +435,8 @@ mod tests {
     /// Arbitrary bytes, or a record with one byte changed or its end cut, so that decoding
     /// often gets past its first checks.
     fn candidate() -> impl Strategy<Value = Vec<u8>> {
-        let edited = (record(), any::<prop::sample::Index>(), any::<u8>(), 0u8..3).prop_map(
-            |(r, at, byte, how)| {
-                let mut b = r.as_bytes().to_vec();
-                let at = at.index(b.len());
-                match how {
-                    0 => b[at] = byte,
-                    1 => b.truncate(at),
-                    _ => {}
-                }
-                b
-            },
-        );
-        prop_oneof![proptest::collection::vec(any::<u8>(), 0..80), edited]
+        let valid = record().prop_map(|r| r.as_bytes().to_vec());
+        crate::testing::edited_or_random(valid, 80)
     }
 
     proptest! {

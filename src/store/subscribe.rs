@@ -82,8 +82,7 @@ impl Store {
         loc: u32,
         origin: Option<NodeId>,
     ) {
-        let feed = &self.inner.feed;
-        if !feed.is_on() || !feed.wants(origin) {
+        if !self.inner.feed.wants(origin) {
             return;
         }
         let rec = self.record_of(&shard.item(loc), origin);
@@ -92,7 +91,7 @@ impl Store {
 
     /// Pushes a record built by the caller (a delete that left no marker), unlocks, wakes.
     pub(super) fn publish(&self, mut shard: MutexGuard<'_, Shard>, rec: Record) {
-        if self.inner.feed.is_on() && self.inner.feed.wants(rec.origin()) {
+        if self.inner.feed.wants(rec.origin()) {
             shard.ring.push(rec);
             let bit = Feed::bit(shard.id);
             drop(shard);
@@ -102,7 +101,7 @@ impl Store {
 
     /// Pushes a store-wide record (a flush).
     pub(super) fn publish_event(&self, rec: Record) {
-        if self.inner.feed.is_on() && self.inner.feed.wants(rec.origin()) {
+        if self.inner.feed.wants(rec.origin()) {
             self.inner.feed.push_event(rec);
             self.inner.feed.notify(EVENTS_BIT);
         }

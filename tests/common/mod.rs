@@ -144,6 +144,24 @@ pub fn run_bin(args: &[&str]) -> (Option<i32>, String, String) {
     )
 }
 
+/// Runs `tests/clients/<script>` with the test Python (`REPCACHED_TEST_PYTHON`, else
+/// python3, with pymemcache) and `args`; asserts it succeeded and returns its stdout and
+/// stderr together.
+#[allow(dead_code)] // not every test binary runs a Python client
+pub fn run_python_client(script: &str, args: &[&str]) -> String {
+    let python = std::env::var("REPCACHED_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let path = format!("{}/tests/clients/{script}", env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(&python)
+        .arg(path)
+        .args(args)
+        .output()
+        .expect("python3 with pymemcache must be installed");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    text
+}
+
 /// A temp directory removed on drop.
 pub struct TempDir(pub PathBuf);
 

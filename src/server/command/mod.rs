@@ -113,18 +113,17 @@ impl Session<'_> {
 /// append, prepend, delete, incr/decr, touch), so the write acts on the cluster's state
 /// (a delete of a key whose copy has not arrived yet must not let it come back). True:
 /// they are in [`Session::fetch`] and the request waits ([`After::Fetch`]) before anything
-/// is done or counted. Costs one relaxed load once caught up.
+/// is done or counted. Asked only when [`may_fetch`].
 fn fetch_first(cmd: &Command<'_>, s: &mut Session<'_>) -> bool {
-    match cmd {
-        Command::Get(get) => fetch_missing(get.keys.iter(), s),
-        Command::Store(st) if st.mode != SetMode::Set || st.compare_cas.is_some() => {
-            fetch_missing(std::iter::once(st.key), s)
-        }
-        Command::Delete(d) => fetch_missing(std::iter::once(d.key), s),
-        Command::Arith(a) => fetch_missing(std::iter::once(a.key), s),
-        Command::Touch { key, .. } => fetch_missing(std::iter::once(*key), s),
-        _ => false,
-    }
+    let key = match cmd {
+        Command::Get(get) => return fetch_missing(get.keys.iter(), s),
+        Command::Store(st) if st.mode != SetMode::Set || st.compare_cas.is_some() => st.key,
+        Command::Delete(d) => d.key,
+        Command::Arith(a) => a.key,
+        Command::Touch { key, .. } => key,
+        _ => return false,
+    };
+    fetch_missing(std::iter::once(key), s)
 }
 
 /// Puts those of `keys` this node lacks in [`Session::fetch`]; true if there are any. Also
@@ -139,7 +138,7 @@ pub fn fetch_missing<'k>(keys: impl Iterator<Item = &'k [u8]>, s: &mut Session<'
 }
 
 /// Whether requests may wait for a peer now ([`fetch_first`]); checked first, as it is
-/// cheap.
+/// cheap: one relaxed load once caught up.
 pub fn may_fetch(s: &Session<'_>) -> bool {
     !s.fetched && s.shared.replication.get().is_some_and(|r| r.warming())
 }
