@@ -2,6 +2,16 @@
 
 use proptest::prelude::*;
 
+use crate::store::{NodeId, Version};
+
+/// The version stamped `stamp` by node `node`.
+pub fn v(stamp: u64, node: u16) -> Version {
+    Version {
+        stamp,
+        node: NodeId(node),
+    }
+}
+
 /// Arbitrary bytes (up to `random_max` of them), or one of `valid`'s encodings with one byte
 /// changed or its end cut, so that a decoder under test often gets past its first checks.
 pub fn edited_or_random(

@@ -472,15 +472,8 @@ impl Body {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Version;
+    use crate::testing::v;
     use proptest::prelude::*;
-
-    fn v(stamp: u64, node: u16) -> Version {
-        Version {
-            stamp,
-            node: NodeId(node),
-        }
-    }
 
     fn changes() -> Frame {
         Frame::Changes {

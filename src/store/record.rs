@@ -293,14 +293,8 @@ fn encode(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::v;
     use proptest::prelude::*;
-
-    fn v(stamp: u64, node: u16) -> Version {
-        Version {
-            stamp,
-            node: NodeId(node),
-        }
-    }
 
     /// The same record, rebuilt from its accessors.
     fn rebuild(r: &Record) -> Record {
