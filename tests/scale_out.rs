@@ -257,7 +257,9 @@ impl Tally {
         }
     }
 
-    /// Runs `f`, and once more if it fails.
+    /// Runs `f`, and once more after a pause if it fails. (Retried at once, a request cut at
+    /// a kill can reach the dying node once more: a connection its listening socket took
+    /// before the kernel closed it, reset then.)
     fn once_more<T>(&mut self, mut f: impl FnMut() -> Result<T, String>) -> Option<T> {
         self.ops += 1;
         match f() {
@@ -265,6 +267,7 @@ impl Tally {
             Err(e) => self.note(e),
         }
         self.retried += 1;
+        std::thread::sleep(Duration::from_millis(50));
         match f() {
             Ok(v) => Some(v),
             Err(e) => {

@@ -11,10 +11,11 @@ Reads commands from stdin, one a line, and answers each with one line:
   read PREFIX N    reads them back
   quit
 Answer: "ok ops=O retried=R misses=M failed=F": a request that raised (its connection was
-cut) is retried once and counted in R; one that raised again is counted in F; a read that
-found nothing or another value is counted in M.
+cut) is retried once, after 50 ms, and counted in R; one that raised again is counted in F;
+a read that found nothing or another value is counted in M.
 """
 import sys
+import time
 
 from pymemcache.client.hash import HashClient
 from pymemcache.exceptions import MemcacheError
@@ -25,11 +26,11 @@ client = HashClient(servers, connect_timeout=1, timeout=2, ignore_exc=False)
 
 
 def once_more(call):
-    """(result, retried, failed): call, and call again once if it raised."""
+    """(result, retried, failed): call, and call again once, after a pause, if it raised."""
     try:
         return call(), 0, 0
     except (MemcacheError, OSError):
-        pass
+        time.sleep(0.05)
     try:
         return call(), 1, 0
     except (MemcacheError, OSError):
