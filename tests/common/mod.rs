@@ -149,10 +149,7 @@ pub fn run_bin(args: &[&str]) -> (Option<i32>, String, String) {
 /// stderr together.
 #[allow(dead_code)] // not every test binary runs a Python client
 pub fn run_python_client(script: &str, args: &[&str]) -> String {
-    let python = std::env::var("REPCACHED_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let path = format!("{}/tests/clients/{script}", env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new(&python)
-        .arg(path)
+    let out = python_client(script)
         .args(args)
         .output()
         .expect("python3 with pymemcache must be installed");
@@ -160,6 +157,18 @@ pub fn run_python_client(script: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
     text
+}
+
+/// The command that runs `tests/clients/<script>` with the test Python
+/// (`REPCACHED_TEST_PYTHON`, else python3); arguments and I/O are the caller's.
+pub fn python_client(script: &str) -> Command {
+    let python = std::env::var("REPCACHED_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let mut cmd = Command::new(python);
+    cmd.arg(format!(
+        "{}/tests/clients/{script}",
+        env!("CARGO_MANIFEST_DIR")
+    ));
+    cmd
 }
 
 /// A temp directory removed on drop.
