@@ -82,6 +82,10 @@ struct Args {
     /// Mean microseconds between one lag probe's end and the next one's start
     #[arg(long, default_value_t = 2000)]
     lag_every_us: u64,
+    /// Microseconds the lag probe waits between two reads of the other node (0: none, a
+    /// tight loop, which on a machine with few cores takes a core from the nodes it measures)
+    #[arg(long, default_value_t = 0)]
+    lag_poll_us: u64,
 }
 
 /// What each connection sends.
@@ -646,6 +650,9 @@ fn probe_lag(
             if written.elapsed() > LAG_GIVE_UP {
                 lag.lost += 1;
                 break;
+            }
+            if args.lag_poll_us > 0 {
+                std::thread::sleep(Duration::from_micros(args.lag_poll_us));
             }
         }
         let pause = args.lag_every_us * 2 * (rng.next() & 0xffff) / 0x10000;
