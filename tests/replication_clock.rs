@@ -4,16 +4,20 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{free_port, wait_ready, Client, BIN};
 
+/// A node in a process group of its own, the whole group killed on drop: `faketime` runs
+/// the server as its child, which killing `faketime` alone would leave running.
 struct Killed(Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        // SAFETY: kill has no memory preconditions; the group is the one spawned below.
+        unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
         let _ = self.0.wait();
     }
 }
@@ -29,6 +33,7 @@ fn node(ip: &str, port: u16, rport: u16, peer: &str, offset: Option<&str>) -> Ki
         None => Command::new(BIN),
     };
     let child = cmd
+        .process_group(0)
         .args(["-u", "root", "-l", ip, "-p", &port.to_string()])
         .args(["-X", &rport.to_string(), "-x", peer])
         .stdin(Stdio::null())
