@@ -10,14 +10,16 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Client, TempDir, BIN};
+use common::{Client, TempDir};
 
 const WEB: &str = "127.0.0.160:8080";
 const CACHE_A: &str = "127.0.0.161";
 const CACHE_B: &str = "127.0.0.162";
 const NODES: &str = "127.0.0.163 127.0.0.164 127.0.0.165 127.0.0.166";
 
-/// The site, on this test's addresses; taken down on drop.
+/// The site, on this test's addresses, with the release build of the server as a site
+/// would run it (`site up` builds it when needed; the README's test command builds it
+/// first); taken down on drop.
 struct Site {
     dir: TempDir,
 }
@@ -41,7 +43,6 @@ impl Site {
             .env("SITE_CACHE_A", CACHE_A)
             .env("SITE_CACHE_B", CACHE_B)
             .env("SITE_NODES", NODES)
-            .env("REPCACHED", BIN)
             .stdin(Stdio::null())
             .output()
             .expect("run examples/seed-site/site");
@@ -59,6 +60,23 @@ impl Site {
         self.phase(&format!("before-{phase}"));
         self.run(action);
         self.phase(phase);
+    }
+
+    /// The last lines of nginx's and the PHP nodes' error logs, to explain a failure.
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        for log in [
+            "nginx/error.log",
+            "node1/php-errors.log",
+            "node2/php-errors.log",
+            "node3/php-errors.log",
+            "node4/php-errors.log",
+        ] {
+            let text = std::fs::read_to_string(self.dir.0.join(log)).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(8).collect();
+            out += &format!("{log}:\n{}\n", tail.join("\n"));
+        }
+        out
     }
 
     /// Tells the driver what has been done to the site: answers are filed under it.
@@ -149,18 +167,7 @@ fn the_seed_site_loses_nothing_when_cache_and_php_nodes_die() {
     println!("seed site: {requests} requests, {failed} failed, {lost} sessions lost");
     println!("{}", summary["nodes"]);
     let _ = std::process::Command::new("cp").status();
-    let web_log = std::fs::read_to_string(site.dir.0.join("nginx/error.log")).unwrap_or_default();
-    assert_eq!(
-        (failed, lost),
-        (0, 0),
-        "{summary}\nnginx: {}",
-        web_log
-            .lines()
-            .rev()
-            .take(20)
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    assert_eq!((failed, lost), (0, 0), "{summary}\n{}", site.logs());
     assert!(
         requests > 200,
         "too few requests to mean anything: {summary}"

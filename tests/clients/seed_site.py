@@ -21,7 +21,7 @@ import urllib.request
 BASE, CONTROL, USERS = sys.argv[1], sys.argv[2], int(sys.argv[3])
 # A user's pause between clicks. Replication is asynchronous: a write reaches the other
 # node about a millisecond later, and a user's next request comes later than that.
-THINK = 0.02
+THINK = 0.05
 
 
 def phase():
