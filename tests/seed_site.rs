@@ -90,6 +90,8 @@ impl Site {
 
 impl Drop for Site {
     fn drop(&mut self) {
+        // Stops the driver too when the test failed before telling it to.
+        let _ = std::fs::write(self.dir.0.join("stop"), "");
         self.run(&["down"]);
     }
 }
@@ -126,7 +128,7 @@ fn the_seed_site_loses_nothing_when_cache_and_php_nodes_die() {
     site.phase("steady");
     let control = site.dir.0.to_str().unwrap().to_owned();
     let python = std::env::var("REPCACHED_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let driver = Command::new(python)
+    let mut driver = Command::new(python)
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/seed_site.py"))
         .args([&format!("http://{WEB}"), &control, "6"])
         .stdout(Stdio::piped())
@@ -134,6 +136,18 @@ fn the_seed_site_loses_nothing_when_cache_and_php_nodes_die() {
         .spawn()
         .expect("python3");
 
+    // The driver's users start after its solo user: "steady" lasts 2 s from then.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !site.dir.0.join("ready").exists() {
+        if let Some(status) = driver.try_wait().unwrap() {
+            panic!("the driver ended before its users started: {status}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the driver did not start its users"
+        );
+        pause(0.05);
+    }
     pause(2.0);
     site.step(&["kill-cache", "a"], "a-killed");
     pause(2.0);
@@ -166,7 +180,6 @@ fn the_seed_site_loses_nothing_when_cache_and_php_nodes_die() {
     );
     println!("seed site: {requests} requests, {failed} failed, {lost} sessions lost");
     println!("{}", summary["nodes"]);
-    let _ = std::process::Command::new("cp").status();
     assert_eq!((failed, lost), (0, 0), "{summary}\n{}", site.logs());
     assert!(
         requests > 200,

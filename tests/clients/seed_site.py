@@ -33,7 +33,8 @@ def phase():
 
 
 def stopped():
-    return os.path.exists(os.path.join(CONTROL, "stop"))
+    # The test's folder gone means the test is over (it failed before saying stop).
+    return not os.path.isdir(CONTROL) or os.path.exists(os.path.join(CONTROL, "stop"))
 
 
 class User:
@@ -60,7 +61,10 @@ class User:
             self.failed += 1
             self.problems.append(f"{at} {path}: {e}")
             return None
-        per_phase = self.nodes.setdefault(at, {})
+        # A request the test changed the site under (the phase moved on while it ran) is
+        # filed under both phases: nginx may have chosen its node after the change.
+        end = phase()
+        per_phase = self.nodes.setdefault(at if end == at else f"{at}..{end}", {})
         per_phase[body["node"]] = per_phase.get(body["node"], 0) + 1
         return body
 
@@ -107,6 +111,8 @@ def main():
     threads = [threading.Thread(target=u.run) for u in users]
     for t in threads:
         t.start()
+    # Tells the test the users are under way: "steady" is timed from here.
+    open(os.path.join(CONTROL, "ready"), "w").close()
     for t in threads:
         t.join()
     nodes = {}
