@@ -109,6 +109,12 @@ fn caught_up(ip: &str) {
     panic!("cache node {ip} did not catch up");
 }
 
+/// Gets the cache node at `ip` has served since it started.
+fn gets(ip: &str) -> u64 {
+    let addr: SocketAddr = format!("{ip}:11211").parse().unwrap();
+    Client::connect(addr).stat("cmd_get").parse().unwrap()
+}
+
 fn pause(secs: f64) {
     std::thread::sleep(Duration::from_secs_f64(secs));
 }
@@ -154,6 +160,9 @@ fn the_seed_site_loses_nothing_when_cache_and_php_nodes_die() {
     site.step(&["start-cache", "a"], "a-back");
     caught_up(CACHE_A);
     pause(1.0);
+    // PHP went back to the restarted node at once: it served the gets of its side.
+    let served = gets(CACHE_A);
+    assert!(served > 20, "the restarted cache node served {served} gets");
     site.step(&["kill-cache", "b"], "b-killed");
     pause(2.0);
     site.step(&["start-cache", "b"], "b-back");

@@ -25,17 +25,19 @@ function with_session(callable $change)
         if ($id !== '') {
             session_id($id);
         }
+        $why = '';
         try {
             $started = @session_start();
         } catch (Error $e) {
             $started = false; // a new session's id could not be checked there
+            $why = $e->getMessage();
         }
         if (!$started) {
-            log_failure($server, 'session start', error_get_last()['message'] ?? '');
+            log_failure($server, 'session start', $why ?: (error_get_last()['message'] ?? ''));
             continue; // this server is down: the session is on the other one too
         }
-        $id = session_id();
         $result = $change($_SESSION);
+        $id = session_id(); // $change may have given the session a new id
         if (@session_write_close()) {
             return $result;
         }

@@ -26,6 +26,8 @@ try {
                 break;
             }
             with_session(function (array &$s) use ($user) {
+                // A new id at login: an id planted before it is worth nothing after it.
+                session_regenerate_id(true);
                 $s['user'] = $user;
             });
             reply(200, ['user' => $user]);
