@@ -66,14 +66,14 @@ fn every_set_is_stored(args: &[&str], quarter: usize, item_max: usize, sets: u32
 
 #[test]
 fn sets_around_a_quarter_segment_are_stored_with_two_threads() {
-    // 32 shards of 512 KiB: 128 KiB segments, so items near 32 KiB sit on the line.
-    every_set_is_stored(&["-m", "16", "-t", "2"], 32 << 10, 1 << 20, 2000);
+    // 32 shards of 512 KiB: 32 KiB segments, so items near 8 KiB sit on the line.
+    every_set_is_stored(&["-m", "16", "-t", "2"], 8 << 10, 1 << 20, 2000);
 }
 
 #[test]
 fn sets_around_a_quarter_segment_are_stored_with_four_threads() {
-    // 64 shards of 256 KiB: 64 KiB segments, the line at 16 KiB.
-    every_set_is_stored(&["-m", "16"], 16 << 10, 1 << 20, 2000);
+    // 64 shards of 256 KiB: 16 KiB segments, the line at 4 KiB.
+    every_set_is_stored(&["-m", "16"], 4 << 10, 1 << 20, 2000);
 }
 
 #[test]

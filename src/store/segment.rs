@@ -109,6 +109,9 @@ fn populate(mem: &mut [u8]) {
     let _ = mem;
 }
 
+/// The fewest regular segments a shard's budget is cut into (see [`Geometry::for_shard_budget`]).
+pub const SEGMENTS_PER_SHARD: usize = 16;
+
 /// Sizes every shard of a store uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Geometry {
@@ -121,10 +124,12 @@ pub struct Geometry {
 }
 
 impl Geometry {
-    /// A shard with budget `per_shard` holds at least four regular segments, so eviction
-    /// takes a quarter of a shard at most; segments stay between 4 KiB and 1 MiB.
+    /// A shard with budget `per_shard` holds at least sixteen regular segments: its active
+    /// segment, half full on average, then idles a thirty-second of the budget at most
+    /// (with four, an eighth of a small `-m` held nothing), and eviction takes a sixteenth
+    /// of a shard at a time. Segments stay between 4 KiB and 1 MiB.
     pub fn for_shard_budget(per_shard: usize) -> Geometry {
-        let seg_size = (per_shard / 4).clamp(4096, 1 << 20);
+        let seg_size = (per_shard / SEGMENTS_PER_SHARD).clamp(4096, 1 << 20);
         let seg_size = if seg_size.is_power_of_two() {
             seg_size
         } else {
@@ -268,11 +273,12 @@ mod tests {
         );
         assert_eq!(g.max_segments(), 4096);
         let g = Geometry::for_shard_budget(1 << 20);
-        assert_eq!(g.seg_size, 256 << 10);
+        assert_eq!(g.seg_size, 64 << 10);
         let g = Geometry::for_shard_budget(5000);
         assert_eq!(g.seg_size, 4096);
+        // Not a power of two: the segments get smaller, never fewer than sixteen.
         let g = Geometry::for_shard_budget(3 << 20);
-        assert_eq!(g.seg_size, 512 << 10);
+        assert_eq!(g.seg_size, 128 << 10);
         assert_eq!(g.split(g.loc(7, 1234)), (7, 1234));
     }
 }

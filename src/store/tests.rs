@@ -688,7 +688,7 @@ impl Drop for Finished<'_> {
 
 #[test]
 fn concurrent_writers_under_pressure_never_read_stale_values() {
-    let limit = 256 * 1024;
+    let limit = 1024 * 1024;
     let cfg = StoreConfig {
         limit_bytes: limit,
         item_size_max: 64 * 1024,
