@@ -455,6 +455,26 @@ fn ip(last: u8) -> [u8; 4] {
 
 /// Waits until each pair's two nodes hold the same keys of `all` and the pairs between them
 /// hold all of it, each a part; returns each pair's keys.
+/// Kills node `which` of each pair (SIGKILL) while a reader goes through twemproxy at
+/// `proxy`; the reader must lose nothing.
+fn kill_while_reading(
+    nodes: &mut [[Node; 2]; 2],
+    which: usize,
+    proxy: SocketAddr,
+    keys: &[String],
+    what: &str,
+) {
+    let reader = Reader::start(proxy, keys.to_vec());
+    std::thread::sleep(Duration::from_millis(200));
+    for pair in nodes.iter_mut() {
+        pair[which].kill();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    reader
+        .finish()
+        .assert_clean(&format!("twemproxy reads across {what}"));
+}
+
 fn settled(pairs: &mut [[Mc; 2]; 2], all: &[String]) -> [BTreeSet<String>; 2] {
     let mut last = None;
     let ok = eventually(Duration::from_secs(10), || {
@@ -546,14 +566,7 @@ fn two_pairs_behind_per_pair_failover_lose_no_key_when_a_node_of_each_dies() {
     println!("pair keys: {} and {}", held[0].len(), held[1].len());
 
     // Kill the node each pair's endpoint sends to, while a reader is mid-flight.
-    let reader = Reader::start(proxy, nc_keys.clone());
-    std::thread::sleep(Duration::from_millis(200));
-    nodes[0][0].kill();
-    nodes[1][0].kill();
-    std::thread::sleep(Duration::from_millis(300));
-    reader
-        .finish()
-        .assert_clean("twemproxy reads across the first kill");
+    kill_while_reading(&mut nodes, 0, proxy, &nc_keys, "the first kill");
     let mut tally = Tally::default();
     tally.read(&mut via_proxy, &nc_keys);
     tally.assert_clean("twemproxy reads after the first kill");
@@ -603,14 +616,7 @@ fn two_pairs_behind_per_pair_failover_lose_no_key_when_a_node_of_each_dies() {
     );
 
     // Now the other node of each pair dies: nothing is lost either.
-    let reader = Reader::start(proxy, nc_keys.clone());
-    std::thread::sleep(Duration::from_millis(200));
-    nodes[0][1].kill();
-    nodes[1][1].kill();
-    std::thread::sleep(Duration::from_millis(300));
-    reader
-        .finish()
-        .assert_clean("twemproxy reads across the second kill");
+    kill_while_reading(&mut nodes, 1, proxy, &nc_keys, "the second kill");
     let mut tally = Tally::default();
     tally.read(&mut via_proxy, &nc_keys);
     tally.read(&mut via_proxy, &nc_more);
