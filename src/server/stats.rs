@@ -204,6 +204,7 @@ pub fn write_general(out: &mut Vec<u8>, g: &General<'_>) {
     stat(out, "tombstones", s.tombstones);
     stat(out, "tombstone_bytes", s.tombstone_bytes);
     stat(out, "store_segments", g.segments);
+    stat(out, "store_dead_bytes", s.dead_bytes);
 }
 
 /// CPU time of this process, (user, system) seconds.

@@ -1046,11 +1046,13 @@ impl Store {
         None
     }
 
-    /// Sum of the shards' counters.
+    /// Sum of the shards' counters, with the dead bytes their segments hold.
     pub fn stats(&self) -> ShardStats {
         let mut total = ShardStats::default();
         for i in 0..self.inner.shards.len() {
-            total += self.lock(i).stats;
+            let shard = self.lock(i);
+            total += shard.stats;
+            total.dead_bytes += shard.dead_bytes() as u64;
         }
         total
     }

@@ -204,6 +204,16 @@ impl Shard {
         }
     }
 
+    /// Bytes written to this shard's segments by items no longer there (expired and
+    /// reclaimed, deleted, replaced): room that comes back when the segment is compacted.
+    pub fn dead_bytes(&self) -> usize {
+        self.segs
+            .iter()
+            .flatten()
+            .map(|seg| seg.len.saturating_sub(seg.live_bytes))
+            .sum()
+    }
+
     fn seg(&self, id: usize) -> &Segment {
         self.segs[id]
             .as_ref()

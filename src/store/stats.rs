@@ -25,6 +25,10 @@ pub struct ShardStats {
     /// `-m` like items).
     pub tombstones: u64,
     pub tombstone_bytes: u64,
+    /// Bytes of segments that items already gone (expired, deleted, replaced) still take
+    /// until their segment is compacted, `store_dead_bytes`; a gauge, filled in by
+    /// [`crate::store::Store::stats`], not counted here.
+    pub dead_bytes: u64,
 }
 
 impl AddAssign for ShardStats {
@@ -38,6 +42,7 @@ impl AddAssign for ShardStats {
         self.evicted_unfetched += o.evicted_unfetched;
         self.tombstones += o.tombstones;
         self.tombstone_bytes += o.tombstone_bytes;
+        self.dead_bytes += o.dead_bytes;
     }
 }
 

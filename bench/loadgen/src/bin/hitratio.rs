@@ -377,6 +377,7 @@ struct Outcome {
     ratios: Vec<f64>,
     items: String,
     bytes: String,
+    dead_bytes: String,
     evictions: String,
     refused: u64,
     rss_mb: f64,
@@ -426,6 +427,7 @@ fn run(binary: &str, wl: &Workload, args: &Args) -> io::Result<Outcome> {
             .collect(),
         items: stat("curr_items"),
         bytes: stat("bytes"),
+        dead_bytes: stat("store_dead_bytes"),
         evictions: stat("evictions"),
         refused,
         rss_mb: rss_mb(server.0.id()),
@@ -465,6 +467,11 @@ fn main() {
         let rows = [
             ("items held", m.items.clone(), r.items.clone()),
             ("bytes of items", m.bytes.clone(), r.bytes.clone()),
+            (
+                "bytes of gone items held",
+                m.dead_bytes.clone(),
+                r.dead_bytes.clone(),
+            ),
             ("evictions", m.evictions.clone(), r.evictions.clone()),
             ("sets refused", m.refused.to_string(), r.refused.to_string()),
             (
