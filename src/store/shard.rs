@@ -1,10 +1,12 @@
 //! One shard: items packed into segments, a compact index over them, and segment eviction.
 //!
-//! Writes append to the shard's active segment. When the memory budget is spent, the oldest
-//! segment is compacted in place and becomes the active one: dead bytes (deleted, replaced,
-//! expired items) go, items read since the last pass stay with their read bit cleared, and
-//! the rest are evicted. That is FIFO with a second chance, by whole segments, so eviction
-//! needs no per-item list links and no per-hit bookkeeping beyond one bit.
+//! Writes append to the shard's active segment. When the memory budget is spent, a segment
+//! at least a quarter dead (deleted, replaced, expired items) is compacted in place first,
+//! evicting nothing; otherwise the oldest segment is compacted in place: dead bytes go,
+//! items read since the last pass stay with their read bit cleared, and the rest are
+//! evicted. Either becomes the active one. That is FIFO with a second chance, by whole
+//! segments, so eviction needs no per-item list links and no per-hit bookkeeping beyond one
+//! bit.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -506,6 +508,21 @@ impl Shard {
                 return Ok(a);
             }
         }
+        // Room held by items already gone (expired, deleted, replaced) comes back first: a
+        // segment a quarter dead or more is compacted without evicting anything and takes
+        // the writes, instead of the oldest segment giving up its unread items.
+        if !b.over() {
+            if let Some(id) = self.open_regular(now, b) {
+                return Ok(id);
+            }
+            if let Some(id) = self.mostly_dead() {
+                self.compact(id, now, false);
+                self.active = Some(id);
+                if fits(self, id) {
+                    return Ok(id);
+                }
+            }
+        }
         let victims = self.by_age();
         let passes = if b.evict { 2 } else { 1 };
         for _ in 0..passes {
@@ -530,6 +547,24 @@ impl Shard {
             }
         }
         self.open_regular(now, b).ok_or(NoRoom)
+    }
+
+    /// The regular segment, other than the active one, holding the most room of items
+    /// already gone, if that is at least a quarter of a segment (compacting it moves at
+    /// most three bytes for each one it gives back).
+    fn mostly_dead(&self) -> Option<usize> {
+        let quarter = self.geo.seg_size / 4;
+        self.segs
+            .iter()
+            .enumerate()
+            .filter(|&(id, _)| Some(id) != self.active)
+            .filter_map(|(id, seg)| {
+                let seg = seg.as_ref().filter(|seg| !seg.large)?;
+                let dead = seg.len.saturating_sub(seg.live_bytes);
+                (dead >= quarter).then_some((dead, id))
+            })
+            .max()
+            .map(|(_, id)| id)
     }
 
     fn can_open(&self) -> bool {

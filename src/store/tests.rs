@@ -416,6 +416,52 @@ fn memory_budget_is_hard() {
     assert!(get(&s, b"key4999").is_some());
 }
 
+/// Room that expired items held is used before anything live is evicted: after most of a
+/// full store expires, new writes fit without a single eviction, and every item that did
+/// not expire is still there.
+#[test]
+fn expired_room_is_reused_before_live_items_are_evicted() {
+    let cfg = StoreConfig {
+        limit_bytes: 512 * 1024,
+        item_size_max: 64 * 1024,
+        shards: 1,
+        ..Default::default()
+    };
+    let s = Store::new(cfg, Arc::new(Clock::new()));
+    let value = [b'x'; 400];
+    let mut kept = Vec::new();
+    let mut i = 0u32;
+    // Fill to just under the budget: three of every four items live 10 s.
+    while s.used_bytes() + 2 * s.segment_size() < 512 * 1024 {
+        let key = format!("key{i}");
+        let mut req = SetRequest::new(SetMode::Set, key.as_bytes(), &value);
+        if !i.is_multiple_of(4) {
+            req.exptime = 10;
+        } else {
+            kept.push(key.clone());
+        }
+        s.set(&req, 2).unwrap();
+        i += 1;
+    }
+    assert_eq!(s.stats().evictions, 0);
+    // They expire; the background walk finds them.
+    while s.reclaim(10_000, 20) > 0 {}
+    assert!(s.stats().dead_bytes > 256 * 1024, "{:?}", s.stats());
+    // As much again as half the budget, written after the expiry.
+    for j in 0..(256 * 1024 / 450) {
+        let key = format!("new{j}");
+        s.set(&SetRequest::new(SetMode::Set, key.as_bytes(), &value), 20)
+            .unwrap();
+    }
+    assert_eq!(s.stats().evictions, 0, "{:?}", s.stats());
+    for key in &kept {
+        assert!(
+            get_at(&s, key.as_bytes(), 20).is_some(),
+            "{key} was evicted"
+        );
+    }
+}
+
 #[test]
 fn flush_invalidates_older_versions_only() {
     let s = store();
