@@ -7,112 +7,15 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::node::{args, pair_at, Node};
 use common::proxy::{Mode, Proxy};
-use common::{free_port, wait_ready, Client, TempDir, BIN};
-
-/// A node: `repcached -u root -l <ip> -p <port> <args>`, killed (SIGKILL) on drop.
-struct Node {
-    child: Child,
-    addr: SocketAddr,
-    args: Vec<String>,
-}
-
-impl Node {
-    fn start(ip: [u8; 4], port: u16, args: &[String]) -> Node {
-        Node::start_logging(ip, port, args, Stdio::null())
-    }
-
-    /// As [`Node::start`], with the log (stderr) going to `log`.
-    fn start_logging(ip: [u8; 4], port: u16, args: &[String], log: Stdio) -> Node {
-        let addr = SocketAddr::from((ip, port));
-        let child = Command::new(BIN)
-            .args([
-                "-u",
-                "root",
-                "-l",
-                &addr.ip().to_string(),
-                "-p",
-                &port.to_string(),
-            ])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn repcached");
-        assert!(
-            wait_ready(addr, Duration::from_secs(10)),
-            "node {addr} did not start"
-        );
-        Node {
-            child,
-            addr,
-            args: args.to_vec(),
-        }
-    }
-
-    fn client(&self) -> Client {
-        Client::connect(self.addr)
-    }
-
-    /// SIGKILL, as a crash.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Starts again with the same flags.
-    fn restart(&mut self) {
-        self.kill();
-        let ip = match self.addr.ip() {
-            std::net::IpAddr::V4(v4) => v4.octets(),
-            _ => unreachable!("loopback v4 in these tests"),
-        };
-        *self = Node::start(ip, self.addr.port(), &self.args);
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn args(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| s.to_string()).collect()
-}
+use common::{eventually, free_port, Client, TempDir};
 
 /// The seed's pair: both nodes on the same client and replication ports, on their own
 /// addresses, each naming the other with -x.
 fn seed_pair(extra: &[&str]) -> (Node, Node) {
     let with = [&["-m", "128"][..], extra].concat();
     pair_at([2, 3], (free_port(), free_port()), [&with, &with])
-}
-
-/// Two nodes in the seed's form on 127.0.0.`ips[0]` and `ips[1]`: the same client and
-/// replication `ports`, each naming the other with -x, each with its own extra flags.
-/// Started together: neither waits for the other.
-fn pair_at(ips: [u8; 2], (port, rport): (u16, u16), extra: [&[&str]; 2]) -> (Node, Node) {
-    let r = rport.to_string();
-    let node = |me: usize| {
-        let other = format!("127.0.0.{}", ips[1 - me]);
-        let mut a = args(&["-X", &r, "-x", &other]);
-        a.extend(args(extra[me]));
-        Node::start([127, 0, 0, ips[me]], port, &a)
-    };
-    (node(0), node(1))
-}
-
-/// Polls `f` until it returns true or `limit` passes.
-fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let until = Instant::now() + limit;
-    while Instant::now() < until {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    f()
 }
 
 fn get(c: &mut Client, key: &str) -> Option<String> {
@@ -1527,18 +1430,8 @@ fn lag_ms_keeps_counting_once_a_link_with_unconfirmed_changes_drops() {
 
 #[test]
 fn a_long_get_line_streamed_in_parts_on_a_restarted_node_misses_nothing() {
-    let (port, rport) = (free_port(), free_port());
-    let r = rport.to_string();
-    let a = Node::start(
-        [127, 0, 0, 130],
-        port,
-        &args(&["-m", "128", "-X", &r, "-x", "127.0.0.131"]),
-    );
-    let mut b = Node::start(
-        [127, 0, 0, 131],
-        port,
-        &args(&["-m", "128", "-X", &r, "-x", "127.0.0.130"]),
-    );
+    let m: &[&str] = &["-m", "128"];
+    let (a, mut b) = pair_at([130, 131], (free_port(), free_port()), [m, m]);
     let (n, value) = load_40mb(&a);
     assert!(sees(&b, &format!("key{}", n - 1), Some(&value)));
     b.restart();

@@ -16,7 +16,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{wait_ready, TempDir, BIN};
+use common::node::{pair_at, Node};
+use common::{eventually, free_port, wait_ready, TempDir};
 
 const STREAM_MODULE: &str = "/usr/lib/nginx/modules/ngx_stream_module.so";
 const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/scale-out");
@@ -48,78 +49,11 @@ fn spawn(cmd: &mut Command, missing: &str) -> Daemon {
     }
 }
 
-/// One node of a pair: `repcached -u root -l <ip> -p <port> -X <rport> -x <peer ip>`.
-struct Node {
-    addr: SocketAddr,
-    args: Vec<String>,
-    proc: Option<Daemon>,
-}
-
-impl Node {
-    fn start(ip: [u8; 4], rport: u16, peer: [u8; 4]) -> Node {
-        let addr = SocketAddr::from((ip, free_port_at(ip)));
-        let args = [
-            "-u".into(),
-            "root".into(),
-            "-l".into(),
-            addr.ip().to_string(),
-            "-p".into(),
-            addr.port().to_string(),
-            "-X".into(),
-            rport.to_string(),
-            "-x".into(),
-            SocketAddr::from((peer, 0)).ip().to_string(),
-            "-m".into(),
-            "64".into(),
-        ]
-        .to_vec();
-        let mut node = Node {
-            addr,
-            args,
-            proc: None,
-        };
-        node.restart();
-        node
-    }
-
-    /// SIGKILL, as a crash.
-    fn kill(&mut self) {
-        self.proc = None;
-    }
-
-    /// Starts (again) with the same flags.
-    fn restart(&mut self) {
-        self.kill();
-        let mut cmd = Command::new(BIN);
-        cmd.args(&self.args).stderr(Stdio::null());
-        self.proc = Some(spawn(&mut cmd, "spawn repcached"));
-        assert!(
-            wait_ready(self.addr, Duration::from_secs(10)),
-            "node {} did not start",
-            self.addr
-        );
-    }
-}
-
-/// A replicated pair: both nodes on the same replication port at their own addresses.
-fn pair(ips: [[u8; 4]; 2]) -> [Node; 2] {
-    let rport = free_port_at(ips[0]);
-    [
-        Node::start(ips[0], rport, ips[1]),
-        Node::start(ips[1], rport, ips[0]),
-    ]
-}
-
-/// Polls `f` until it returns true or `limit` passes.
-fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let until = Instant::now() + limit;
-    while Instant::now() < until {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    f()
+/// A replicated pair on 127.0.0.`ips[0]` and 127.0.0.`ips[1]`, the seed's way.
+fn pair(ips: [u8; 2]) -> [Node; 2] {
+    let m: &[&str] = &["-m", "64"];
+    let (a, b) = pair_at(ips, (free_port(), free_port()), [m, m]);
+    [a, b]
 }
 
 /// A text-protocol connection that reports errors instead of failing the test: a request
@@ -510,7 +444,7 @@ fn caught_up(mc: &mut Mc) {
 fn two_pairs_behind_per_pair_failover_lose_no_key_when_a_node_of_each_dies() {
     let started = Instant::now();
     let dir = TempDir::new("scale-out");
-    let mut nodes = [pair([ip(150), ip(151)]), pair([ip(152), ip(153)])];
+    let mut nodes = [pair([150, 151]), pair([152, 153])];
     let endpoints = [154, 155].map(|n| SocketAddr::from((ip(n), free_port_at(ip(n)))));
     let proxy = SocketAddr::from((ip(158), free_port_at(ip(158))));
     let stats = SocketAddr::from((ip(158), free_port_at(ip(158))));

@@ -5,12 +5,11 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Client, TempDir};
+use common::{eventually, Client, TempDir};
 
 const WEB: &str = "127.0.0.160:8080";
 const CACHE_A: &str = "127.0.0.161";
@@ -96,23 +95,24 @@ impl Drop for Site {
     }
 }
 
+/// A fresh connection to the cache node at `ip`.
+fn cache(ip: &str) -> Client {
+    Client::connect(format!("{ip}:11211").parse().unwrap())
+}
+
 /// Waits until the cache node at `ip` holds a full copy again (`replication_role` master).
 fn caught_up(ip: &str) {
-    let addr: SocketAddr = format!("{ip}:11211").parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if Client::connect(addr).stat("replication_role") == "master" {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("cache node {ip} did not catch up");
+    assert!(
+        eventually(Duration::from_secs(20), || cache(ip)
+            .stat("replication_role")
+            == "master"),
+        "cache node {ip} did not catch up"
+    );
 }
 
 /// Gets the cache node at `ip` has served since it started.
 fn gets(ip: &str) -> u64 {
-    let addr: SocketAddr = format!("{ip}:11211").parse().unwrap();
-    Client::connect(addr).stat("cmd_get").parse().unwrap()
+    cache(ip).stat("cmd_get").parse().unwrap()
 }
 
 fn pause(secs: f64) {

@@ -1,0 +1,94 @@
+//! Replicating nodes as real processes on loopback addresses, for the tests that kill and
+//! restart them (replication, scaling out).
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::{wait_ready, Client, BIN};
+
+/// A node: `repcached -u root -l <ip> -p <port> <args>`, killed (SIGKILL) on drop.
+pub struct Node {
+    pub child: Child,
+    pub addr: SocketAddr,
+    args: Vec<String>,
+}
+
+impl Node {
+    pub fn start(ip: [u8; 4], port: u16, args: &[String]) -> Node {
+        Node::start_logging(ip, port, args, Stdio::null())
+    }
+
+    /// As [`Node::start`], with the log (stderr) going to `log`.
+    pub fn start_logging(ip: [u8; 4], port: u16, args: &[String], log: Stdio) -> Node {
+        let addr = SocketAddr::from((ip, port));
+        let child = Command::new(BIN)
+            .args([
+                "-u",
+                "root",
+                "-l",
+                &addr.ip().to_string(),
+                "-p",
+                &port.to_string(),
+            ])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn repcached");
+        assert!(
+            wait_ready(addr, Duration::from_secs(10)),
+            "node {addr} did not start"
+        );
+        Node {
+            child,
+            addr,
+            args: args.to_vec(),
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts again with the same flags.
+    pub fn restart(&mut self) {
+        self.kill();
+        let ip = match self.addr.ip() {
+            std::net::IpAddr::V4(v4) => v4.octets(),
+            _ => unreachable!("loopback v4 in these tests"),
+        };
+        *self = Node::start(ip, self.addr.port(), &self.args);
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+/// Two nodes in the seed's form on 127.0.0.`ips[0]` and `ips[1]`: the same client and
+/// replication `ports`, each naming the other with -x, each with its own extra flags.
+/// Started together: neither waits for the other.
+pub fn pair_at(ips: [u8; 2], (port, rport): (u16, u16), extra: [&[&str]; 2]) -> (Node, Node) {
+    let r = rport.to_string();
+    let node = |me: usize| {
+        let other = format!("127.0.0.{}", ips[1 - me]);
+        let mut a = args(&["-X", &r, "-x", &other]);
+        a.extend(args(extra[me]));
+        Node::start([127, 0, 0, ips[me]], port, &a)
+    };
+    (node(0), node(1))
+}
