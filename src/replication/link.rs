@@ -571,6 +571,8 @@ async fn snapshot(
     control: &mut Control,
 ) -> Result<(), LinkError> {
     let store = &inner.store;
+    // Items eviction moves while the walk runs reach the peer through the feed.
+    let _walking = store.begin_walk();
     let (mut cursor, shard) = match only {
         Some(i) => (Some(Cursor::of_shard(i)), Some(i)),
         None => (Some(Cursor::default()), None),

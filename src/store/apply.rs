@@ -202,7 +202,7 @@ impl Store {
         if it.is_expired(now) || shard.is_flushed(&it, now) {
             return None;
         }
-        Some(self.record_of(&it, None))
+        Some(Record::of_item(&it, None))
     }
 
     fn publish_deleted(&self, shard: MutexGuard<'_, Shard>, c: &RemoteChange<'_>) {

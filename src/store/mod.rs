@@ -48,6 +48,7 @@ pub mod clock;
 pub mod feed;
 pub mod flush;
 pub mod forgotten;
+pub mod ghost;
 pub mod index;
 pub mod item;
 pub mod merge;
@@ -302,6 +303,17 @@ struct Inner {
     evict_hand: AtomicUsize,
     clock: Arc<Clock>,
     feed: Feed,
+    /// Snapshot walks in progress ([`Store::begin_walk`]); every shard holds a clone.
+    walks: Arc<AtomicUsize>,
+}
+
+/// A snapshot walk in progress (see [`Store::begin_walk`]).
+pub struct WalkGuard(Arc<AtomicUsize>);
+
+impl Drop for WalkGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A cheap-clone handle over the shards.
@@ -329,12 +341,14 @@ impl Store {
             .max(1)
             .next_power_of_two();
         let geo = Geometry::for_shard_budget(cfg.limit_bytes / n);
+        let walks = Arc::new(AtomicUsize::new(0));
         let shards = (0..n)
             .map(|i| {
                 let mut shard = Shard::new(geo);
                 shard.hlc = Hlc::lane(i, n);
                 shard.id = i;
                 shard.ring.set_cap(cfg.feed_bytes / n);
+                shard.walks = walks.clone();
                 Padded(Mutex::new(shard))
             })
             .collect();
@@ -349,6 +363,7 @@ impl Store {
                 evict_hand: AtomicUsize::new(0),
                 clock,
                 feed: Feed::new(FEED_EVENTS_BYTES),
+                walks,
             }),
         }
     }
@@ -566,7 +581,7 @@ impl Store {
             }
         };
         if observed {
-            let rec = self.record_of(&shard.item(loc), None);
+            let rec = Record::of_item(&shard.item(loc), None);
             shard.ring.push(rec);
         }
         let it = shard.item(loc);
@@ -959,11 +974,20 @@ impl Store {
             .sum()
     }
 
+    /// Declares a snapshot walk ([`Store::scan`]) whose reader also reads the mutation feed:
+    /// until the guard drops, items that eviction moves to another segment are published
+    /// to the feed, as a walk may miss them.
+    pub fn begin_walk(&self) -> WalkGuard {
+        self.inner.walks.fetch_add(1, Ordering::Relaxed);
+        WalkGuard(self.inner.walks.clone())
+    }
+
     /// The next batch of a snapshot walk for a full resync: the state of each key held,
     /// live or deleted (a marker), as feed records, about `max_bytes` of them (at least
     /// one); `None` cursor when done. Expired and flushed items are left out. Items
     /// present for the whole walk are seen at least once (an item that compaction moves
-    /// may be seen twice); others may or may not be.
+    /// may be seen twice), or, when eviction moves one to another segment, published to
+    /// the feed if the walk holds a [`Store::begin_walk`] guard; others may or may not be.
     pub fn scan(
         &self,
         cursor: Cursor,
@@ -979,28 +1003,12 @@ impl Store {
             if it.is_expired(now) || shard.is_flushed(it, now) {
                 return Walk::Skip;
             }
-            let rec = self.record_of(it, None);
+            let rec = Record::of_item(it, None);
             bytes += rec.len();
             out.push(rec);
             Walk::Took
         });
         (out, more)
-    }
-
-    /// A feed record of an item's state.
-    pub(super) fn record_of(&self, it: &Item<'_>, origin: Option<NodeId>) -> Record {
-        if it.is_tombstone() {
-            Record::deleted(it.key(), it.version(), origin)
-        } else {
-            Record::live(
-                it.key(),
-                it.value(),
-                it.flags,
-                it.exptime,
-                it.version(),
-                origin,
-            )
-        }
     }
 
     /// As [`Store::scan`], for items a client could read now (not expired, flushed or

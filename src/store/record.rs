@@ -26,6 +26,7 @@
 
 use bytes::{BufMut, Bytes};
 
+use super::item::Item;
 use super::version::{NodeId, Version};
 
 /// memcached's key limit; the store never holds a longer key.
@@ -94,6 +95,22 @@ impl Record {
     ) -> Record {
         let wide = u64::from(flags) | u64::from(exptime) << 32;
         encode(Kind::Live, key, value, version, origin, wide, 0)
+    }
+
+    /// The state an item holds: live, or a delete marker.
+    pub fn of_item(it: &Item<'_>, origin: Option<NodeId>) -> Record {
+        if it.is_tombstone() {
+            Record::deleted(it.key(), it.version(), origin)
+        } else {
+            Record::live(
+                it.key(),
+                it.value(),
+                it.flags,
+                it.exptime,
+                it.version(),
+                origin,
+            )
+        }
     }
 
     /// `key` is gone, as of `version`.

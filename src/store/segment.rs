@@ -178,6 +178,9 @@ pub struct Segment {
     pub base: Base,
     /// Holds one big item.
     pub large: bool,
+    /// In the main queue: holds items that were read while on probation, or came back
+    /// soon after their eviction (see [`super::shard`]).
+    pub main: bool,
 }
 
 impl Segment {
@@ -201,6 +204,7 @@ impl Segment {
             opened: now,
             base,
             large,
+            main: false,
         }
     }
 

@@ -85,7 +85,7 @@ impl Store {
         if !self.inner.feed.wants(origin) {
             return;
         }
-        let rec = self.record_of(&shard.item(loc), origin);
+        let rec = Record::of_item(&shard.item(loc), origin);
         self.publish(shard, rec);
     }
 
