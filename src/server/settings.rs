@@ -83,7 +83,7 @@ pub fn write(sh: &Shared, out: &mut Vec<u8>) {
     stat(out, "track_sizes", "no");
     stat(out, "inline_ascii_response", "no");
     stat(out, "shards", sh.store.shard_count());
-    stat(out, "eviction_policy", "segment_fifo_second_chance");
+    stat(out, "eviction_policy", "segment_s3fifo");
     stat(
         out,
         "replication_peer",

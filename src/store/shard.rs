@@ -4,7 +4,7 @@
 //! two queues: probation (about a tenth of the shard) takes new items; main holds items
 //! read while on probation and keys stored again soon after probation evicted them (a
 //! table of ghosts remembers those, see [`super::ghost`]). When memory is full:
-//! - a segment at least a quarter dead (deleted, replaced, expired items) is compacted in
+//! - a segment at least an eighth dead (deleted, replaced, expired items) is compacted in
 //!   place first, evicting nothing;
 //! - else probation's oldest segment is drained: items read since they were stored move to
 //!   main's active segment, the rest are evicted, and it takes new items again;
@@ -548,7 +548,7 @@ impl Shard {
                 return Ok(id);
             }
             // Room held by items already gone (expired, deleted, replaced) comes back first:
-            // a segment of the queue a quarter dead or more is compacted without evicting
+            // a segment of the queue an eighth dead or more is compacted without evicting
             // anything and takes the writes.
             if let Some(id) = self.mostly_dead(q) {
                 self.compact(id, now, false);
@@ -783,8 +783,9 @@ impl Shard {
         emptied
     }
 
-    /// A main segment with room for a promoted item: the active one, or the oldest main
-    /// segment compacted (evicting its unread items); None if none has room.
+    /// A main segment with room for a promoted item: the active one, a new one, one mostly
+    /// dead compacted, or the oldest main segment compacted (evicting its unread items);
+    /// None if none has room.
     fn main_room(
         &mut self,
         meta: &Meta,
@@ -801,6 +802,13 @@ impl Shard {
         if let Some(id) = self.open_regular(Queue::Main, now, b) {
             return Some(id);
         }
+        if let Some(id) = self.mostly_dead(Queue::Main) {
+            self.compact(id, now, false);
+            self.set_active(id);
+            if self.fits(id, meta, klen, vlen, now) {
+                return Some(id);
+            }
+        }
         for id in self.queue_by_age(Queue::Main) {
             self.compact(id, now, true);
             self.set_active(id);
@@ -812,10 +820,10 @@ impl Shard {
     }
 
     /// The regular segment of queue `q`, other than an active one, holding the most room of
-    /// items already gone, if that is at least a quarter of a segment (compacting it moves
-    /// at most three bytes for each one it gives back).
+    /// items already gone, if that is at least an eighth of a segment (compacting it moves
+    /// at most seven bytes for each one it gives back).
     fn mostly_dead(&self, q: Queue) -> Option<usize> {
-        let quarter = self.geo.seg_size / 4;
+        let eighth = self.geo.seg_size / 8;
         let main = q == Queue::Main;
         self.segs
             .iter()
@@ -824,7 +832,7 @@ impl Shard {
             .filter_map(|(id, seg)| {
                 let seg = seg.as_ref().filter(|seg| !seg.large && seg.main == main)?;
                 let dead = seg.len.saturating_sub(seg.live_bytes);
-                (dead >= quarter).then_some((dead, id))
+                (dead >= eighth).then_some((dead, id))
             })
             .max()
             .map(|(_, id)| id)
