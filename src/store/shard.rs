@@ -1496,3 +1496,312 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod review_tests {
+    use super::*;
+
+    fn budget(used: &AtomicUsize, limit: usize) -> Budget<'_> {
+        Budget::new(used, limit, true)
+    }
+
+    fn put(s: &mut Shard, key: &[u8], value: &[u8], b: &Budget) -> u32 {
+        let meta = Meta::new(0, 0, 2);
+        s.put(hash_key(key), key, &[value], &meta, 2, b).unwrap()
+    }
+
+    fn small() -> Shard {
+        Shard::new(Geometry::for_shard_budget(16 << 10))
+    }
+
+    /// Memory fills for the first time (every segment on probation) with one item read
+    /// in each segment. Each write after that should evict about what it needs (a
+    /// segment's worth at a time), not a whole segment per write.
+    #[test]
+    fn review_first_fill_does_not_evict_a_segment_per_write() {
+        let used = AtomicUsize::new(0);
+        let b = budget(&used, 16 * 4096);
+        let mut s = small();
+        let value = [b'x'; 100];
+        let mut i = 0u32;
+        // Fill all sixteen segments; read every tenth item.
+        while s.stats.evictions == 0 {
+            let key = format!("k{i}");
+            let loc = put(&mut s, key.as_bytes(), &value, &b);
+            if i % 10 == 0 {
+                assert!(s.mark_read(loc, bits::REFERENCED | bits::FETCHED, 3));
+            }
+            i += 1;
+        }
+        let per_seg = i as u64 / 16;
+        let before = s.stats.evictions;
+        // Ten more writes: room for them is one segment's worth of eviction at most.
+        for j in 0..10u32 {
+            put(&mut s, format!("n{j}").as_bytes(), &value, &b);
+        }
+        let evicted = s.stats.evictions - before;
+        assert!(
+            evicted <= 2 * per_seg,
+            "10 writes evicted {evicted} items ({per_seg} per segment); segments: {}",
+            s.segment_count()
+        );
+    }
+
+    /// Same fill as above: a new key nobody asked for again (no ghost) belongs on
+    /// probation, yet it is written into a segment of the main queue.
+    #[test]
+    fn review_a_new_key_is_written_to_probation_after_the_first_fill() {
+        let used = AtomicUsize::new(0);
+        let b = budget(&used, 16 * 4096);
+        let mut s = small();
+        let value = [b'x'; 100];
+        let mut i = 0u32;
+        while s.stats.evictions == 0 {
+            let key = format!("k{i}");
+            let loc = put(&mut s, key.as_bytes(), &value, &b);
+            if i % 10 == 0 {
+                assert!(s.mark_read(loc, bits::REFERENCED | bits::FETCHED, 3));
+            }
+            i += 1;
+        }
+        let mut in_main = 0;
+        for j in 0..10u32 {
+            let loc = put(&mut s, format!("n{j}").as_bytes(), &value, &b);
+            if s.seg(s.geo.split(loc).0).main {
+                in_main += 1;
+            }
+        }
+        assert_eq!(in_main, 0, "{in_main} of 10 new keys skipped probation");
+    }
+
+    /// A cache that fills while a tenth of its items are read, then sees new keys almost
+    /// never read (a workload shift): it keeps evicting them after probation's two
+    /// segments while the main queue's fourteen segments stand nearly empty. Memory should
+    /// stay mostly used by items (S3-FIFO in bytes lets probation grow while main is not
+    /// full; by segment counts it cannot).
+    #[test]
+    fn review_memory_stays_used_when_few_items_are_read() {
+        let used = AtomicUsize::new(0);
+        let b = budget(&used, 16 * 4096);
+        let mut s = small();
+        let value = [b'x'; 100];
+        for i in 0..20_000u32 {
+            let key = format!("k{i}");
+            let loc = put(&mut s, key.as_bytes(), &value, &b);
+            if (i < 600 && i % 10 == 0) || i % 1000 == 0 {
+                assert!(s.mark_read(loc, bits::REFERENCED | bits::FETCHED, 3));
+            }
+        }
+        let held = used.load(Ordering::Relaxed) as u64;
+        let main = s.segs.iter().flatten().filter(|g| g.main).count();
+        let main_bytes: usize = s
+            .segs
+            .iter()
+            .flatten()
+            .filter(|g| g.main)
+            .map(|g| g.live_bytes)
+            .sum();
+        assert!(
+            s.stats.bytes * 2 >= held,
+            "items hold {} of {held} bytes; {main} main segments hold {main_bytes} bytes",
+            s.stats.bytes
+        );
+    }
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    /// Everything the shard's bookkeeping claims, recounted from its segments.
+    fn check(s: &Shard, used: usize, ctx: &str) {
+        let (mut items, mut bytes, mut tombs, mut tomb_bytes, mut live_total) =
+            (0u64, 0u64, 0u64, 0u64, 0usize);
+        let mut held = 0usize;
+        for (id, seg) in s.segs.iter().enumerate() {
+            let Some(seg) = seg else {
+                assert!(
+                    s.active != Some(id) && s.active_main != Some(id),
+                    "{ctx}: freed segment {id} active"
+                );
+                continue;
+            };
+            held += seg.buf.len();
+            let (mut n, mut b) = (0, 0);
+            let mut off = 0;
+            while let Some((o, it, f)) = seg.next_live(off) {
+                n += 1;
+                b += f.total();
+                if it.is_tombstone() {
+                    tombs += 1;
+                    tomb_bytes += f.total() as u64;
+                } else {
+                    items += 1;
+                    bytes += f.total() as u64;
+                }
+                let loc = s.geo.loc(id as u32, o);
+                let hash = hash_key(it.key());
+                assert!(
+                    s.index.find(hash, |l| l == loc).is_some(),
+                    "{ctx}: live item not indexed"
+                );
+                assert_eq!(
+                    s.find(hash, it.key()),
+                    Some(loc),
+                    "{ctx}: key found elsewhere"
+                );
+                off = o + f.total();
+            }
+            assert_eq!(
+                (seg.live_items, seg.live_bytes),
+                (n, b),
+                "{ctx}: segment {id} counts"
+            );
+            live_total += n;
+        }
+        assert_eq!(
+            s.index.len(),
+            live_total,
+            "{ctx}: index holds stale entries"
+        );
+        assert_eq!(
+            (s.stats.curr_items, s.stats.bytes),
+            (items, bytes),
+            "{ctx}: item stats"
+        );
+        assert_eq!(
+            (s.stats.tombstones, s.stats.tombstone_bytes),
+            (tombs, tomb_bytes),
+            "{ctx}: tombstone stats"
+        );
+        assert_eq!(held, used, "{ctx}: budget used vs segments held");
+        if let (Some(a), Some(m)) = (s.active, s.active_main) {
+            assert_ne!(a, m, "{ctx}: active for both queues");
+        }
+        if let Some(a) = s.active {
+            assert!(
+                !s.seg(a).main && !s.seg(a).large,
+                "{ctx}: probation active is main/large"
+            );
+        }
+        if let Some(a) = s.active_main {
+            assert!(
+                s.seg(a).main && !s.seg(a).large,
+                "{ctx}: main active is not main"
+            );
+        }
+    }
+
+    fn stress(seed: u64, evict: bool) {
+        let mut r = Rng(seed);
+        let used = AtomicUsize::new(0);
+        let mut limit = 16 * 4096;
+        let mut s = small();
+        s.ring.set_cap(1 << 16);
+        let mut now = 2u32;
+        let mut stamp = 1u64 << 40;
+        let mut total_puts = 0u64;
+        let mut walking = false;
+        for step in 0..8_000u32 {
+            let b = Budget::new(&used, limit, evict);
+            let k = r.below(400);
+            let key = format!("key{k}");
+            let hash = hash_key(key.as_bytes());
+            let ctx = format!("seed {seed} step {step}");
+            match r.below(100) {
+                0..=49 => {
+                    let vlen = match r.below(50) {
+                        0 => 1100 + r.below(3000) as usize,
+                        _ => r.below(300) as usize,
+                    };
+                    let exptime = if r.below(10) == 0 {
+                        now + 1 + r.below(3) as u32
+                    } else {
+                        0
+                    };
+                    let mut meta = Meta::new(0, exptime, now);
+                    stamp += 1 + r.below(1 << 20);
+                    meta.cas = if r.below(8) == 0 {
+                        r.below(1 << 30)
+                    } else {
+                        stamp
+                    };
+                    s.hlc.observe(stamp);
+                    if r.below(15) == 0 {
+                        meta.set(bits::TOMBSTONE);
+                    }
+                    let value = vec![b'v'; vlen];
+                    let res = s.put(hash, key.as_bytes(), &[&value], &meta, now, &b);
+                    if !meta.has(bits::TOMBSTONE) && res.is_ok() {
+                        total_puts += 1;
+                    }
+                    if res.is_err() {
+                        s.remove_key(hash, key.as_bytes(), &b);
+                        if evict && !b.over() && vlen < 1000 {
+                            panic!(
+                                "{ctx}: no room with eviction on (used {} limit {limit})",
+                                used.load(Ordering::Relaxed)
+                            );
+                        }
+                    }
+                }
+                50..=79 => {
+                    if let Some(loc) = s.find(hash, key.as_bytes()) {
+                        let it = s.item(loc);
+                        let bits = it.bits | bits::REFERENCED | bits::FETCHED;
+                        s.mark_read(loc, bits, now);
+                    }
+                }
+                80..=87 => {
+                    if let Some(loc) = s.find(hash, key.as_bytes()) {
+                        s.forget(hash, loc, &b);
+                    }
+                }
+                88..=90 => {
+                    let _ = s.lookup(hash, key.as_bytes(), now, &b);
+                }
+                91..=93 => now += 1,
+                94 => {
+                    s.reclaim(50, now, &b);
+                }
+                95 => {
+                    walking = !walking;
+                    s.walks.store(walking as usize, Ordering::Relaxed);
+                }
+                96 => {
+                    limit = [16 * 4096, 12 * 4096, 6 * 4096, 20 * 4096][r.below(4) as usize];
+                }
+                _ => {
+                    let mut cur = Some(WalkPos::default());
+                    while let Some(c) = cur {
+                        cur = s.visit(c, |_, _| Walk::Took);
+                    }
+                }
+            }
+            check(&s, used.load(Ordering::Relaxed), &ctx);
+            let _ = total_puts;
+        }
+    }
+
+    #[test]
+    fn review_stress_bookkeeping_with_eviction() {
+        for seed in 1..=12u64 {
+            stress(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15), true);
+        }
+    }
+
+    #[test]
+    fn review_stress_bookkeeping_without_eviction() {
+        for seed in 1..=6u64 {
+            stress(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15), false);
+        }
+    }
+}

@@ -954,3 +954,82 @@ fn a_reader_gets_every_record_when_shards_share_a_mark() {
         assert_eq!(seen.len() as u32, 500 * (round + 1));
     }
 }
+
+/// A snapshot walk holds the guard; eviction then moves items read on probation to main
+/// and pushes them to the shard's ring. Here the writes that cause it come from the peer
+/// the only reader sends to (a node resyncing from this one while it also sends its own
+/// changes): those are not published, so nobody marks the ring for the reader, which then
+/// never reads the moved items.
+#[test]
+fn review_items_moved_during_a_walk_reach_the_reader_when_a_peer_writes() {
+    let cfg = StoreConfig {
+        limit_bytes: 16 * 4096,
+        shards: 1,
+        feed_bytes: 1 << 20,
+        node: NodeId(1),
+        ..Default::default()
+    };
+    let s = Store::new(cfg, Arc::new(Clock::new()));
+    assert_eq!(s.segment_size(), 4096);
+    let now = s.clock().now();
+    let mut reader = s.subscribe().unwrap();
+    reader.set_peer(NodeId(2));
+    // Full and evicting in its steady state (probation at its share) first.
+    for i in 0..1500u32 {
+        let key = format!("fill{i}");
+        set(&s, key.as_bytes(), &[b'f'; 100]);
+        if i % 10 == 0 {
+            get_at(&s, key.as_bytes(), now);
+        }
+    }
+    let hot: Vec<String> = (0..30).map(|i| format!("hot{i}")).collect();
+    for k in &hot {
+        s.set(
+            &SetRequest::new(SetMode::Set, k.as_bytes(), &[b'h'; 100]),
+            now,
+        )
+        .unwrap();
+        assert!(get_at(&s, k.as_bytes(), now).is_some());
+    }
+    let _ = reader.read(1 << 30);
+    let walk = s.begin_walk();
+    // Ahead of every local stamp (and of what eviction remembers of dropped keys).
+    let base = Hlc::stamp_of_ms(s.clock().unix_ms() + 60_000);
+    for i in 0..1500u64 {
+        let key = format!("peer{i}");
+        let change = RemoteChange {
+            key: key.as_bytes(),
+            state: RemoteState::Live {
+                value: &[b'p'; 100],
+                flags: 0,
+                exptime: 0,
+            },
+            version: Version {
+                stamp: base + i + 1,
+                node: NodeId(2),
+            },
+            origin: NodeId(2),
+        };
+        assert_eq!(s.apply(&change, now).unwrap(), Applied::Changed);
+    }
+    drop(walk);
+    assert!(s.stats().evictions > 0);
+    let got = reader.read(1 << 30);
+    let keys: std::collections::HashSet<Vec<u8>> =
+        got.records.iter().map(|r| r.key().to_vec()).collect();
+    let moved = hot
+        .iter()
+        .filter(|k| get_at(&s, k.as_bytes(), now).is_some())
+        .count();
+    assert!(moved > 0, "hot keys kept by eviction");
+    assert!(
+        hot.iter().any(|k| keys.contains(k.as_bytes())),
+        "the reader got none of the moved items; ring holds {} records it was not told of",
+        s.feed_total() - reader.cursor().total()
+    );
+    assert_eq!(
+        reader.cursor().total(),
+        s.feed_total(),
+        "the reader is behind the feed for good (a link never leaves catching-up)"
+    );
+}
