@@ -1701,9 +1701,13 @@ mod review_tests {
     }
 
     fn stress(seed: u64, evict: bool) {
+        stress_with(seed, evict, &[16 * 4096, 12 * 4096, 6 * 4096, 20 * 4096]);
+    }
+
+    fn stress_with(seed: u64, evict: bool, limits: &[usize]) {
         let mut r = Rng(seed);
         let used = AtomicUsize::new(0);
-        let mut limit = 16 * 4096;
+        let mut limit = limits[0];
         let mut s = small();
         s.ring.set_cap(1 << 16);
         let mut now = 2u32;
@@ -1777,7 +1781,7 @@ mod review_tests {
                     s.walks.store(walking as usize, Ordering::Relaxed);
                 }
                 96 => {
-                    limit = [16 * 4096, 12 * 4096, 6 * 4096, 20 * 4096][r.below(4) as usize];
+                    limit = limits[r.below(limits.len() as u64) as usize];
                 }
                 _ => {
                     let mut cur = Some(WalkPos::default());
@@ -1795,6 +1799,16 @@ mod review_tests {
     fn review_stress_bookkeeping_with_eviction() {
         for seed in 1..=12u64 {
             stress(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15), true);
+        }
+    }
+
+    #[test]
+    fn review_stress_tiny_shards() {
+        for seed in 1..=6u64 {
+            let seed = seed.wrapping_mul(0x2545_f491_4f6c_dd1d);
+            stress_with(seed, true, &[4096, 2 * 4096, 3 * 4096]);
+            stress_with(seed, true, &[2 * 4096]);
+            stress_with(seed, true, &[3 * 4096]);
         }
     }
 
