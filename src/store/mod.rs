@@ -308,11 +308,16 @@ struct Inner {
 }
 
 /// A snapshot walk in progress (see [`Store::begin_walk`]).
-pub struct WalkGuard(Arc<AtomicUsize>);
+pub struct WalkGuard(Store);
 
 impl Drop for WalkGuard {
+    /// Tells the feed's readers to look at every ring: the items moved during the walk were
+    /// pushed without a notice of their own (the write that caused the move may publish
+    /// nothing, as a change from a reader's only peer does).
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        let inner = &self.0.inner;
+        inner.walks.fetch_sub(1, Ordering::Relaxed);
+        inner.feed.notify(u64::MAX);
     }
 }
 
@@ -979,7 +984,7 @@ impl Store {
     /// to the feed, as a walk may miss them.
     pub fn begin_walk(&self) -> WalkGuard {
         self.inner.walks.fetch_add(1, Ordering::Relaxed);
-        WalkGuard(self.inner.walks.clone())
+        WalkGuard(self.clone())
     }
 
     /// The next batch of a snapshot walk for a full resync: the state of each key held,

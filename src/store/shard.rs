@@ -57,8 +57,8 @@ const ACTIVE_SECS: u32 = 4 * 3600;
 /// Last-access ages kept exact across a compaction; older ones are reported as this.
 const AGE_KEPT_SECS: u32 = 9 * 3600;
 
-/// Share of a shard's regular segments that hold items on probation, in percent (S3-FIFO's
-/// small queue is a tenth of the cache).
+/// Probation's share of the bytes written to a shard's regular segments, in percent
+/// (S3-FIFO's small queue is a tenth of the cache).
 const SMALL_PERCENT: usize = 10;
 
 /// The two queues of segments: probation for new items, main for those that proved useful.
@@ -558,7 +558,7 @@ impl Shard {
                 }
             }
             if b.evict {
-                if let Some(id) = self.evict_for(q, now, b, &fits) {
+                if let Some(id) = self.evict_for(q, (meta, klen, vlen), now, b) {
                     return Ok(id);
                 }
             }
@@ -640,83 +640,100 @@ impl Shard {
         ids.into_iter().map(|(_, id)| id).collect()
     }
 
-    /// How many segments probation keeps: a tenth of the shard's regular ones, at least two
-    /// (the one taking new items and one on its way out, so every item gets at least a
-    /// segment's worth of writes to be read again).
-    fn small_target(&self) -> usize {
-        let regular = self.segs.iter().flatten().filter(|s| !s.large).count();
-        // A shard of very few segments keeps one for the main queue.
-        ((regular * SMALL_PERCENT + 50) / 100)
-            .max(2)
-            .min(regular.saturating_sub(1))
-            .max(1)
-    }
-
-    /// Evicts to make room in queue `q`, S3-FIFO's way, by whole segments:
-    /// - probation over its share (as when memory first fills): its oldest segment is
-    ///   compacted in place, keeping the items read since they were stored, and joins the
-    ///   main queue if any stayed, taking this write (so the share shrinks one segment per
-    ///   eviction, not all at once);
-    /// - probation at its share: its oldest segment is drained ([`Shard::drain`]) and
-    ///   takes the new items again;
-    /// - probation under its share, or room wanted in the main queue: the oldest main
-    ///   segment is compacted in place (items read since its last pass stay, with their
-    ///   read bit cleared: a second chance), and for probation changes queue.
+    /// Evicts to make room in queue `q`, S3-FIFO's way, by whole segments. For a new item:
+    /// - probation holding at least its share of the bytes written to segments (a tenth),
+    ///   or no main segment: probation's oldest segment is drained ([`Shard::drain`]):
+    ///   items read since they were stored move to the main queue, the rest are evicted,
+    ///   and it takes new items again. While main is under its share it grows instead of
+    ///   evicting: when its active segment is full, the drained segment joins it with the
+    ///   read items kept in place;
+    /// - probation under its share: the main queue's oldest segment is drained the same way
+    ///   (items read since its last pass move to main's active segment with their read bit
+    ///   cleared: CLOCK's second chance; the rest are evicted) and joins probation.
     ///
-    /// So an item stored once and never read again leaves after a tenth of the cache's
-    /// turnover instead of a whole one, and a scan cannot push out what was read twice.
-    /// Returns a segment with room for the item `fits` checks, None if none could be made.
+    /// For an item that skips probation, main makes room ([`Shard::main_room`]), or else
+    /// probation's oldest segment, compacted, joins main.
+    ///
+    /// So an item stored once and never read again leaves after about a tenth of the
+    /// cache's turnover instead of all of it, a scan of new keys only churns probation, and
+    /// when few items are read again main shrinks and probation grows into its room.
+    /// Returns a segment of `q` (rarely of the other queue) with room for the item.
     fn evict_for(
         &mut self,
         q: Queue,
+        (meta, klen, vlen): (&Meta, usize, usize),
         now: u32,
         b: &Budget,
-        fits: &dyn Fn(&Shard, usize) -> bool,
     ) -> Option<usize> {
         self.ghosts.fit(self.stats.curr_items as usize);
+        if q == Queue::Main {
+            if let Some(id) = self.main_room(meta, klen, vlen, now, b, true) {
+                return Some(id);
+            }
+            let &id = self.queue_by_age(Queue::Small).first()?;
+            self.compact(id, now, true);
+            self.seg_mut(id).main = true;
+            self.set_active(id);
+            return self.fits(id, meta, klen, vlen, now).then_some(id);
+        }
         for _ in 0..=2 * self.segs.len() {
-            let small = self.queue_by_age(Queue::Small);
+            let full = self.probation_full();
             let main = self.queue_by_age(Queue::Main);
-            let target = self.small_target();
-            let id = match (q, small.first(), main.first()) {
-                (Queue::Small, Some(&id), _) if small.len() > target => {
-                    self.compact(id, now, true);
-                    let seg = self.seg_mut(id);
-                    seg.main = seg.live_items > 0;
-                    id
+            let id = if full || main.is_empty() {
+                let &id = self.queue_by_age(Queue::Small).first()?;
+                if !self.drain(id, now, b, !full) {
+                    self.seg_mut(id).main = true;
+                    self.set_active(id);
+                    continue;
                 }
-                (Queue::Small, Some(&id), _) if small.len() == target => {
-                    if !self.drain(id, now, b) {
-                        self.seg_mut(id).main = true;
-                        self.set_active(id);
-                        continue;
-                    }
-                    id
+                id
+            } else {
+                let id = main[0];
+                if !self.drain(id, now, b, true) {
+                    self.set_active(id);
+                    continue;
                 }
-                (_, _, Some(&id)) | (_, Some(&id), None) => {
-                    self.compact(id, now, true);
-                    self.seg_mut(id).main = q == Queue::Main;
-                    id
-                }
-                (_, None, None) => return None,
+                self.seg_mut(id).main = false;
+                id
             };
             self.set_active(id);
-            if fits(self, id) {
+            if self.fits(id, meta, klen, vlen, now) {
                 return Some(id);
             }
         }
         None
     }
 
-    /// Ends the probation of segment `id`'s items: those read since they were stored move
-    /// to the main queue's active segment, the others are evicted and remembered as ghosts.
-    /// The only place an item changes segment.
-    /// True when the segment emptied and was made ready for new items; false when the main
-    /// queue had no room left for them, and those left were compacted in place instead.
-    fn drain(&mut self, id: usize, now: u32, b: &Budget) -> bool {
+    /// Whether probation holds at least its share of the bytes written to the shard's
+    /// regular segments.
+    fn probation_full(&self) -> bool {
+        let (mut small, mut all) = (0, 0);
+        for seg in self.segs.iter().flatten().filter(|s| !s.large) {
+            all += seg.len;
+            if !seg.main {
+                small += seg.len;
+            }
+        }
+        small * 100 >= all * SMALL_PERCENT
+    }
+
+    /// Empties segment `id` (of either queue): items read since they were stored, or since
+    /// its last pass, move to the main queue's active segment, the others are evicted (and
+    /// remembered as ghosts if they were on probation). The only place an item changes
+    /// segment. True when the segment emptied and was made ready for new items; false when
+    /// main had no room left (it may evict for room only if `main_may_evict`), and those
+    /// left were compacted in place instead.
+    fn drain(&mut self, id: usize, now: u32, b: &Budget, main_may_evict: bool) -> bool {
         let Some(mut seg) = self.segs[id].take() else {
             return false;
         };
+        // Out of the table while it empties: no longer anyone's active segment.
+        if self.active == Some(id) {
+            self.active = None;
+        }
+        if self.active_main == Some(id) {
+            self.active_main = None;
+        }
         let mut off = 0;
         while let Some((o, it, f)) = seg.next_live(off) {
             off = o + f.total();
@@ -726,7 +743,8 @@ impl Shard {
             if fate == Fate::Keep {
                 let mut meta = it.meta();
                 meta.clear(bits::REFERENCED);
-                let Some(dst) = self.main_room(&meta, f.klen, f.vlen, now, b) else {
+                let Some(dst) = self.main_room(&meta, f.klen, f.vlen, now, b, main_may_evict)
+                else {
                     break;
                 };
                 let d = self.seg_mut(dst);
@@ -754,7 +772,7 @@ impl Shard {
                     self.stats.total_items -= 1;
                 }
             } else {
-                if fate == Fate::Evict && !tomb {
+                if fate == Fate::Evict && !tomb && !seg.main {
                     self.ghosts.insert(hash_key(it.key()));
                 }
                 self.unindex(&it, loc);
@@ -783,9 +801,9 @@ impl Shard {
         emptied
     }
 
-    /// A main segment with room for a promoted item: the active one, a new one, one mostly
-    /// dead compacted, or the oldest main segment compacted (evicting its unread items);
-    /// None if none has room.
+    /// A main segment with room for an item: the active one, a new one, one mostly dead
+    /// compacted, or, if `may_evict`, the oldest main segment compacted (evicting its items
+    /// not read since its last pass); None if none has room.
     fn main_room(
         &mut self,
         meta: &Meta,
@@ -793,6 +811,7 @@ impl Shard {
         vlen: usize,
         now: u32,
         b: &Budget,
+        may_evict: bool,
     ) -> Option<usize> {
         if let Some(a) = self.active_main {
             if self.fits(a, meta, klen, vlen, now) {
@@ -808,6 +827,9 @@ impl Shard {
             if self.fits(id, meta, klen, vlen, now) {
                 return Some(id);
             }
+        }
+        if !may_evict {
+            return None;
         }
         for id in self.queue_by_age(Queue::Main) {
             self.compact(id, now, true);
@@ -846,10 +868,19 @@ impl Shard {
         if !(self.can_open() && b.try_charge(self.geo.seg_size)) {
             return None;
         }
-        let base = Base {
+        let mut base = Base {
             stamp: self.hlc.last(),
             time: now,
         };
+        if q == Queue::Main {
+            // Items come here from probation: counting from its oldest segment's base keeps
+            // their CAS in the short form and their last access exact.
+            for seg in self.segs.iter().flatten().filter(|s| !s.main && !s.large) {
+                base.stamp = base.stamp.min(seg.base.stamp);
+                base.time = base.time.min(seg.base.time);
+            }
+            base.time = base.time.max(now.saturating_sub(AGE_KEPT_SECS));
+        }
         let mut seg = Segment::new(self.geo.seg_size, self.bump_seq(), base, now, false);
         seg.main = q == Queue::Main;
         let id = self.install(seg);
@@ -1041,11 +1072,17 @@ impl Shard {
         self.segs[id] = Some(seg);
     }
 
-    /// Frees the oldest segment (for a write in another shard); false if none can go.
+    /// Frees a segment for a write in another shard, probation's oldest first, then large
+    /// ones and main's, oldest first; false if none can go.
     pub fn release_oldest(&mut self, now: u32, b: &Budget) -> bool {
-        self.by_age()
-            .into_iter()
-            .any(|id| self.try_free(id, now, b))
+        let mut ids: Vec<(bool, u64, usize)> = self
+            .segs
+            .iter()
+            .enumerate()
+            .filter_map(|(id, s)| s.as_ref().map(|s| (s.main, s.age, id)))
+            .collect();
+        ids.sort_unstable();
+        ids.into_iter().any(|(_, _, id)| self.try_free(id, now, b))
     }
 
     /// Sets the client bits and last access of the item at `loc` (a read); false if the
@@ -1322,22 +1359,22 @@ mod tests {
             let loc = s.find(hash_key(key.as_bytes()), key.as_bytes()).unwrap();
             assert!(s.mark_read(loc, bits::REFERENCED, 3));
         };
-        // Keys read as soon as they are stored: each leaves probation by moving to a main
-        // segment, which may be one the walk has passed.
+        // Keys read as soon as they are stored leave probation by moving to a main segment,
+        // which may be one the walk has passed.
         let mut n = 0u32;
         let mut churn = |s: &mut Shard| {
             for _ in 0..20 {
                 let key = format!("k{n}");
                 put(s, key.as_bytes(), &value, &b);
-                read(s, &key);
+                if n.is_multiple_of(2) {
+                    read(s, &key);
+                }
                 n += 1;
             }
         };
         // Full, and evicting, before the walk starts; then keys still on probation when
         // it starts, read throughout so they stay.
-        // (How full, and the walk's steps, chosen so that without the feed the walk misses
-        // every hot key.)
-        for _ in 0..25 {
+        for _ in 0..100 {
             churn(&mut s);
         }
         let hot: Vec<String> = (0..60).map(|i| format!("hot{i}")).collect();
@@ -1498,7 +1535,7 @@ mod tests {
 }
 
 #[cfg(test)]
-mod review_tests {
+mod eviction_tests {
     use super::*;
 
     fn budget(used: &AtomicUsize, limit: usize) -> Budget<'_> {
@@ -1518,7 +1555,7 @@ mod review_tests {
     /// in each segment. Each write after that should evict about what it needs (a
     /// segment's worth at a time), not a whole segment per write.
     #[test]
-    fn review_first_fill_does_not_evict_a_segment_per_write() {
+    fn first_fill_does_not_evict_a_segment_per_write() {
         let used = AtomicUsize::new(0);
         let b = budget(&used, 16 * 4096);
         let mut s = small();
@@ -1528,7 +1565,7 @@ mod review_tests {
         while s.stats.evictions == 0 {
             let key = format!("k{i}");
             let loc = put(&mut s, key.as_bytes(), &value, &b);
-            if i % 10 == 0 {
+            if i.is_multiple_of(10) {
                 assert!(s.mark_read(loc, bits::REFERENCED | bits::FETCHED, 3));
             }
             i += 1;
@@ -1550,7 +1587,7 @@ mod review_tests {
     /// Same fill as above: a new key nobody asked for again (no ghost) belongs on
     /// probation, yet it is written into a segment of the main queue.
     #[test]
-    fn review_a_new_key_is_written_to_probation_after_the_first_fill() {
+    fn a_new_key_is_written_to_probation_after_the_first_fill() {
         let used = AtomicUsize::new(0);
         let b = budget(&used, 16 * 4096);
         let mut s = small();
@@ -1559,7 +1596,7 @@ mod review_tests {
         while s.stats.evictions == 0 {
             let key = format!("k{i}");
             let loc = put(&mut s, key.as_bytes(), &value, &b);
-            if i % 10 == 0 {
+            if i.is_multiple_of(10) {
                 assert!(s.mark_read(loc, bits::REFERENCED | bits::FETCHED, 3));
             }
             i += 1;
@@ -1580,7 +1617,7 @@ mod review_tests {
     /// stay mostly used by items (S3-FIFO in bytes lets probation grow while main is not
     /// full; by segment counts it cannot).
     #[test]
-    fn review_memory_stays_used_when_few_items_are_read() {
+    fn memory_stays_used_when_few_items_are_read() {
         let used = AtomicUsize::new(0);
         let b = budget(&used, 16 * 4096);
         let mut s = small();
@@ -1796,14 +1833,14 @@ mod review_tests {
     }
 
     #[test]
-    fn review_stress_bookkeeping_with_eviction() {
+    fn stress_bookkeeping_with_eviction() {
         for seed in 1..=12u64 {
             stress(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15), true);
         }
     }
 
     #[test]
-    fn review_stress_tiny_shards() {
+    fn stress_tiny_shards() {
         for seed in 1..=6u64 {
             let seed = seed.wrapping_mul(0x2545_f491_4f6c_dd1d);
             stress_with(seed, true, &[4096, 2 * 4096, 3 * 4096]);
@@ -1813,7 +1850,7 @@ mod review_tests {
     }
 
     #[test]
-    fn review_stress_bookkeeping_without_eviction() {
+    fn stress_bookkeeping_without_eviction() {
         for seed in 1..=6u64 {
             stress(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15), false);
         }

@@ -961,7 +961,7 @@ fn a_reader_gets_every_record_when_shards_share_a_mark() {
 /// changes): those are not published, so nobody marks the ring for the reader, which then
 /// never reads the moved items.
 #[test]
-fn review_items_moved_during_a_walk_reach_the_reader_when_a_peer_writes() {
+fn items_moved_during_a_walk_reach_the_reader_when_a_peer_writes() {
     let cfg = StoreConfig {
         limit_bytes: 16 * 4096,
         shards: 1,
