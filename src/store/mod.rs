@@ -1017,7 +1017,10 @@ impl Store {
     }
 
     /// As [`Store::scan`], for items a client could read now (not expired, flushed or
-    /// deleted), handed to `f` under their shard's lock (`lru_crawler metadump`).
+    /// deleted), handed to `f` under their shard's lock (`lru_crawler metadump`). It reads
+    /// no feed, so an item that eviction moves to another segment during the dump may be
+    /// missed (memcached's crawler, walking LRU lists that change under it, makes no
+    /// promise either).
     pub fn visit_live(
         &self,
         cursor: Cursor,

@@ -1,20 +1,23 @@
 //! One shard: items packed into segments, a compact index over them, and segment eviction.
 //!
 //! Eviction is S3-FIFO (Yang et al., SOSP '23) by whole segments. Segments belong to one of
-//! two queues: probation (about a tenth of the shard) takes new items; main holds items
-//! read while on probation and keys stored again soon after probation evicted them (a
-//! table of ghosts remembers those, see [`super::ghost`]). When memory is full:
+//! two queues: probation (about a tenth of the bytes written) takes new items; main holds
+//! items read while on probation and keys stored again soon after probation evicted them
+//! (a table of ghosts remembers those, see [`super::ghost`]). When memory is full:
 //! - a segment at least an eighth dead (deleted, replaced, expired items) is compacted in
 //!   place first, evicting nothing;
-//! - else probation's oldest segment is drained: items read since they were stored move to
-//!   main's active segment, the rest are evicted, and it takes new items again;
-//! - main makes room by compacting its oldest segment in place: items read since its last
-//!   pass stay with their read bit cleared (a second chance, as CLOCK), the rest go.
+//! - else, with probation at its share, its oldest segment is drained: items read since
+//!   they were stored move to main's active segment, the rest are evicted, and it takes new
+//!   items again; main makes room for them by compacting its oldest segment in place
+//!   (items read since its last pass stay with their read bit cleared, a second chance as
+//!   in CLOCK; the rest go);
+//! - with probation under its share, main's oldest segment is drained the same way and
+//!   joins probation.
 //!
-//! Most items of a web cache are stored once and never read again; here they leave after a
-//! tenth of the cache's turnover instead of all of it, and a scan of new keys only churns
-//! probation. Eviction needs no per-item list links and no per-hit bookkeeping beyond one
-//! bit.
+//! Most items of a web cache are stored once and never read again; here they leave after
+//! about a tenth of the cache's turnover instead of all of it, and a scan of new keys only
+//! churns probation. Eviction needs no per-item list links and no per-hit bookkeeping
+//! beyond one bit.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -651,8 +654,9 @@ impl Shard {
     ///   (items read since its last pass move to main's active segment with their read bit
     ///   cleared: CLOCK's second chance; the rest are evicted) and joins probation.
     ///
-    /// For an item that skips probation, main makes room ([`Shard::main_room`]), or else
-    /// probation's oldest segment, compacted, joins main.
+    /// For an item that skips probation: with probation at its share, probation's oldest
+    /// segment is drained and joins main (main grows); under it, main makes room
+    /// ([`Shard::main_room`]).
     ///
     /// So an item stored once and never read again leaves after about a tenth of the
     /// cache's turnover instead of all of it, a scan of new keys only churns probation, and
@@ -667,14 +671,19 @@ impl Shard {
     ) -> Option<usize> {
         self.ghosts.fit(self.stats.curr_items as usize);
         if q == Queue::Main {
-            if let Some(id) = self.main_room(meta, klen, vlen, now, b, true) {
-                return Some(id);
+            // Main evicts only at its share; under it, it grows by a probation segment.
+            let small = self.queue_by_age(Queue::Small);
+            if !self.probation_full() || small.is_empty() {
+                return self.main_room(meta, klen, vlen, now, b, true);
             }
-            let &id = self.queue_by_age(Queue::Small).first()?;
-            self.compact(id, now, true);
+            let id = small[0];
+            self.drain(id, now, b, false);
             self.seg_mut(id).main = true;
             self.set_active(id);
-            return self.fits(id, meta, klen, vlen, now).then_some(id);
+            if self.fits(id, meta, klen, vlen, now) {
+                return Some(id);
+            }
+            return self.main_room(meta, klen, vlen, now, b, true);
         }
         for _ in 0..=2 * self.segs.len() {
             let full = self.probation_full();
@@ -705,16 +714,20 @@ impl Shard {
     }
 
     /// Whether probation holds at least its share of the bytes written to the shard's
-    /// regular segments.
+    /// regular segments, in two segments at least: the one taking new items and one on its
+    /// way out, so every item gets at least a segment's worth of writes to be read again.
     fn probation_full(&self) -> bool {
-        let (mut small, mut all) = (0, 0);
+        let (mut small, mut all, mut n, mut regular) = (0, 0, 0, 0usize);
         for seg in self.segs.iter().flatten().filter(|s| !s.large) {
             all += seg.len;
+            regular += 1;
             if !seg.main {
                 small += seg.len;
+                n += 1;
             }
         }
-        small * 100 >= all * SMALL_PERCENT
+        // A shard of very few segments leaves one to main.
+        small * 100 >= all * SMALL_PERCENT && n >= 2.min(regular.saturating_sub(1))
     }
 
     /// Empties segment `id` (of either queue): items read since they were stored, or since
