@@ -1237,16 +1237,16 @@ impl Shard {
 mod tests {
     use super::*;
 
-    fn budget(used: &AtomicUsize, limit: usize) -> Budget<'_> {
+    pub(super) fn budget(used: &AtomicUsize, limit: usize) -> Budget<'_> {
         Budget::new(used, limit, true)
     }
 
-    fn put(s: &mut Shard, key: &[u8], value: &[u8], b: &Budget) -> u32 {
+    pub(super) fn put(s: &mut Shard, key: &[u8], value: &[u8], b: &Budget) -> u32 {
         let meta = Meta::new(0, 0, 2);
         s.put(hash_key(key), key, &[value], &meta, 2, b).unwrap()
     }
 
-    fn small() -> Shard {
+    pub(super) fn small() -> Shard {
         Shard::new(Geometry::for_shard_budget(16 << 10))
     }
 
@@ -1549,19 +1549,22 @@ mod tests {
 
 #[cfg(test)]
 mod eviction_tests {
+    use super::tests::{budget, put, small};
     use super::*;
 
-    fn budget(used: &AtomicUsize, limit: usize) -> Budget<'_> {
-        Budget::new(used, limit, true)
-    }
-
-    fn put(s: &mut Shard, key: &[u8], value: &[u8], b: &Budget) -> u32 {
-        let meta = Meta::new(0, 0, 2);
-        s.put(hash_key(key), key, &[value], &meta, 2, b).unwrap()
-    }
-
-    fn small() -> Shard {
-        Shard::new(Geometry::for_shard_budget(16 << 10))
+    /// Fills all sixteen segments of `s` for the first time, reading every tenth item;
+    /// returns the items written.
+    fn first_fill(s: &mut Shard, b: &Budget) -> u32 {
+        let mut i = 0u32;
+        while s.stats.evictions == 0 {
+            let key = format!("k{i}");
+            let loc = put(s, key.as_bytes(), &[b'x'; 100], b);
+            if i.is_multiple_of(10) {
+                assert!(s.mark_read(loc, bits::REFERENCED | bits::FETCHED, 3));
+            }
+            i += 1;
+        }
+        i
     }
 
     /// Memory fills for the first time (every segment on probation) with one item read
@@ -1573,17 +1576,7 @@ mod eviction_tests {
         let b = budget(&used, 16 * 4096);
         let mut s = small();
         let value = [b'x'; 100];
-        let mut i = 0u32;
-        // Fill all sixteen segments; read every tenth item.
-        while s.stats.evictions == 0 {
-            let key = format!("k{i}");
-            let loc = put(&mut s, key.as_bytes(), &value, &b);
-            if i.is_multiple_of(10) {
-                assert!(s.mark_read(loc, bits::REFERENCED | bits::FETCHED, 3));
-            }
-            i += 1;
-        }
-        let per_seg = i as u64 / 16;
+        let per_seg = first_fill(&mut s, &b) as u64 / 16;
         let before = s.stats.evictions;
         // Ten more writes: room for them is one segment's worth of eviction at most.
         for j in 0..10u32 {
@@ -1598,22 +1591,14 @@ mod eviction_tests {
     }
 
     /// Same fill as above: a new key nobody asked for again (no ghost) belongs on
-    /// probation, yet it is written into a segment of the main queue.
+    /// probation, not in a segment of the main queue.
     #[test]
     fn a_new_key_is_written_to_probation_after_the_first_fill() {
         let used = AtomicUsize::new(0);
         let b = budget(&used, 16 * 4096);
         let mut s = small();
         let value = [b'x'; 100];
-        let mut i = 0u32;
-        while s.stats.evictions == 0 {
-            let key = format!("k{i}");
-            let loc = put(&mut s, key.as_bytes(), &value, &b);
-            if i.is_multiple_of(10) {
-                assert!(s.mark_read(loc, bits::REFERENCED | bits::FETCHED, 3));
-            }
-            i += 1;
-        }
+        first_fill(&mut s, &b);
         let mut in_main = 0;
         for j in 0..10u32 {
             let loc = put(&mut s, format!("n{j}").as_bytes(), &value, &b);
