@@ -1853,4 +1853,561 @@ mod eviction_tests {
             stress(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15), false);
         }
     }
+
+    /// Second review's tests.
+    mod review2 {
+        use super::*;
+
+        fn get(s: &mut Shard, key: &str, now: u32) -> bool {
+            match s.find(hash_key(key.as_bytes()), key.as_bytes()) {
+                Some(loc) => {
+                    let bits = s.item(loc).bits | bits::REFERENCED | bits::FETCHED;
+                    s.mark_read(loc, bits, now);
+                    true
+                }
+                None => false,
+            }
+        }
+
+        fn present(s: &Shard, key: &str) -> bool {
+            s.find(hash_key(key.as_bytes()), key.as_bytes()).is_some()
+        }
+
+        fn queues(s: &Shard) -> (usize, usize, usize, usize, usize) {
+            let (mut small, mut main, mut large, mut sb, mut mb) = (0, 0, 0, 0, 0);
+            for g in s.segs.iter().flatten() {
+                if g.large {
+                    large += 1;
+                } else if g.main {
+                    main += 1;
+                    mb += g.len;
+                } else {
+                    small += 1;
+                    sb += g.len;
+                }
+            }
+            (small, main, large, sb, mb)
+        }
+
+        /// A hot set read by clients that store on a miss survives a long scan of new keys.
+        #[test]
+        fn hot_set_read_by_a_cache_client_survives_a_scan() {
+            let used = AtomicUsize::new(0);
+            let b = budget(&used, 16 * 4096);
+            let mut s = small();
+            let value = [b'x'; 100];
+            let mut hits = 0u32;
+            let mut reads = 0u32;
+            for i in 0..60_000u32 {
+                put(&mut s, format!("scan{i}").as_bytes(), &value, &b);
+                let hot = format!("hot{}", i % 150);
+                if i >= 20_000 {
+                    reads += 1;
+                }
+                if get(&mut s, &hot, 3) {
+                    if i >= 20_000 {
+                        hits += 1;
+                    }
+                } else {
+                    put(&mut s, hot.as_bytes(), &value, &b);
+                }
+            }
+            let q = queues(&s);
+            assert!(
+                hits * 100 >= reads * 97,
+                "hot hit ratio {hits}/{reads}; queues {q:?}"
+            );
+        }
+
+        /// Items read twice outlive one-hit wonders written at the same time.
+        #[test]
+        fn one_hit_wonders_leave_before_items_read_twice() {
+            let used = AtomicUsize::new(0);
+            let b = budget(&used, 16 * 4096);
+            let mut s = small();
+            let value = [b'x'; 100];
+            // Steady state first.
+            for i in 0..5000u32 {
+                put(&mut s, format!("w{i}").as_bytes(), &value, &b);
+            }
+            for i in 0..200u32 {
+                put(&mut s, format!("once{i}").as_bytes(), &value, &b);
+                put(&mut s, format!("twice{i}").as_bytes(), &value, &b);
+                get(&mut s, &format!("twice{i}"), 3);
+            }
+            for i in 0..200u32 {
+                get(&mut s, &format!("twice{i}"), 4);
+            }
+            for i in 0..1000u32 {
+                put(&mut s, format!("x{i}").as_bytes(), &value, &b);
+            }
+            let once = (0..200)
+                .filter(|i| present(&s, &format!("once{i}")))
+                .count();
+            let twice = (0..200)
+                .filter(|i| present(&s, &format!("twice{i}")))
+                .count();
+            assert!(
+                once < 20 && twice > 180,
+                "once {once} twice {twice}; queues {:?}",
+                queues(&s)
+            );
+        }
+
+        /// Large items stored once and never read, while small ones churn: memory held by
+        /// the large ones never comes back, regular writes evict only regular segments.
+        #[test]
+        fn unread_large_items_do_not_hold_memory_forever() {
+            let used = AtomicUsize::new(0);
+            let b = budget(&used, 16 * 4096);
+            let mut s = small();
+            let big = [b'L'; 3000];
+            for i in 0..8u32 {
+                put(&mut s, format!("large{i}").as_bytes(), &big, &b);
+            }
+            let value = [b'x'; 100];
+            for i in 0..50_000u32 {
+                put(&mut s, format!("k{i}").as_bytes(), &value, &b);
+            }
+            let left = (0..8).filter(|i| present(&s, &format!("large{i}"))).count();
+            let q = queues(&s);
+            assert_eq!(
+                left,
+                0,
+                "{left} unread large items kept through 50k writes; queues {q:?}, used {}",
+                used.load(Ordering::Relaxed)
+            );
+        }
+
+        /// Same, worse: items read all the time are evicted while unread large ones stay.
+        #[test]
+        fn read_items_are_not_evicted_while_unread_large_ones_stay() {
+            let used = AtomicUsize::new(0);
+            let b = budget(&used, 16 * 4096);
+            let mut s = small();
+            let big = [b'L'; 3000];
+            for i in 0..12u32 {
+                put(&mut s, format!("large{i}").as_bytes(), &big, &b);
+            }
+            let value = [b'x'; 100];
+            let mut misses = 0;
+            for i in 0..20_000u32 {
+                put(&mut s, format!("k{i}").as_bytes(), &value, &b);
+                let hot = format!("hot{}", i % 240);
+                if !get(&mut s, &hot, 3) {
+                    if i > 5000 {
+                        misses += 1;
+                    }
+                    put(&mut s, hot.as_bytes(), &value, &b);
+                }
+            }
+            let left = (0..12)
+                .filter(|i| present(&s, &format!("large{i}")))
+                .count();
+            assert!(
+                misses == 0 || left == 0,
+                "{misses} misses on a 240-key hot set while {left} unread large items stay; queues {:?}",
+                queues(&s)
+            );
+        }
+
+        /// A stream of large items never read: each frees the oldest segment of any
+        /// queue, main's included, evicting items read all the time (by_age in open_large).
+        #[test]
+        fn large_writes_do_not_evict_a_hot_set_in_main() {
+            let used = AtomicUsize::new(0);
+            let b = budget(&used, 16 * 4096);
+            let mut s = small();
+            let value = [b'x'; 100];
+            let big = [b'L'; 3000];
+            let mut misses = 0;
+            for i in 0..6000u32 {
+                if i % 4 == 0 {
+                    put(&mut s, format!("large{i}").as_bytes(), &big, &b);
+                } else {
+                    put(&mut s, format!("k{i}").as_bytes(), &value, &b);
+                }
+                let hot = format!("hot{}", i % 100);
+                if !get(&mut s, &hot, 3) {
+                    if i > 2000 {
+                        misses += 1;
+                    }
+                    put(&mut s, hot.as_bytes(), &value, &b);
+                }
+            }
+            assert_eq!(
+                misses,
+                0,
+                "hot set misses with large writes; queues {:?}",
+                queues(&s)
+            );
+        }
+
+        struct Mix {
+            keys: u64,
+            steps: u32,
+            large_per_100: u64,
+            ttl_per_10: u64,
+            limits: &'static [usize],
+            evict: bool,
+            walk: bool,
+        }
+
+        /// Random ops as a cache client does them: a read that misses stores the key (a
+        /// ghost return when it was evicted lately), plus deletes, expiry, reclaim, walks
+        /// and limit changes; every step recounted by `check`.
+        fn stress_mix(seed: u64, m: &Mix) {
+            let mut r = Rng(seed);
+            let used = AtomicUsize::new(0);
+            let mut limit = m.limits[0];
+            let mut s = small();
+            s.ring.set_cap(1 << 16);
+            let mut now = 2u32;
+            let mut stamp = 1u64 << 40;
+            let mut walking = false;
+            let mut norooms = 0;
+            for step in 0..m.steps {
+                let b = Budget::new(&used, limit, m.evict);
+                // Skewed keys: half the ops on a small hot set.
+                let k = if r.below(2) == 0 {
+                    r.below(m.keys / 20 + 1)
+                } else {
+                    r.below(m.keys)
+                };
+                let key = format!("key{k}");
+                let hash = hash_key(key.as_bytes());
+                let ctx = format!("seed {seed} step {step}");
+                let op = r.below(100);
+                let mut store = op < 30;
+                if (30..75).contains(&op) {
+                    match s.lookup(hash, key.as_bytes(), now, &b) {
+                        Ok(loc) => {
+                            let it = s.item(loc);
+                            let bits = it.bits | bits::REFERENCED | bits::FETCHED;
+                            s.mark_read(loc, bits, now);
+                        }
+                        Err(_) => store = true,
+                    }
+                }
+                if store {
+                    let vlen = if r.below(100) < m.large_per_100 {
+                        1100 + r.below(3000) as usize
+                    } else {
+                        r.below(400) as usize
+                    };
+                    let exptime = if r.below(10) < m.ttl_per_10 {
+                        now + 1 + r.below(5) as u32
+                    } else {
+                        0
+                    };
+                    let mut meta = Meta::new(0, exptime, now);
+                    stamp += 1 + r.below(1 << 20);
+                    meta.cas = stamp;
+                    s.hlc.observe(stamp);
+                    if r.below(30) == 0 {
+                        meta.set(bits::TOMBSTONE);
+                    }
+                    let value = vec![b'v'; vlen];
+                    let res = s.put(hash, key.as_bytes(), &[&value], &meta, now, &b);
+                    if res.is_err() {
+                        s.remove_key(hash, key.as_bytes(), &b);
+                        if m.evict && !b.over() && vlen < 1000 {
+                            panic!(
+                                "{ctx}: no room with eviction on (used {} limit {limit}) queues {:?}",
+                                used.load(Ordering::Relaxed), queues(&s)
+                            );
+                        }
+                        norooms += 1;
+                    }
+                } else if (75..85).contains(&op) {
+                    if let Some(loc) = s.find(hash, key.as_bytes()) {
+                        s.forget(hash, loc, &b);
+                    }
+                } else if (85..90).contains(&op) {
+                    now += 1;
+                } else if op == 90 {
+                    s.reclaim(50, now, &b);
+                } else if op == 91 && m.walk {
+                    walking = !walking;
+                    s.walks.store(walking as usize, Ordering::Relaxed);
+                } else if op == 92 && r.below(10) == 0 {
+                    limit = m.limits[r.below(m.limits.len() as u64) as usize];
+                } else if op == 93 && m.walk && r.below(10) == 0 {
+                    let mut cur = Some(WalkPos::default());
+                    while let Some(c) = cur {
+                        cur = s.visit(c, |_, _| Walk::Took);
+                    }
+                }
+                check(&s, used.load(Ordering::Relaxed), &ctx);
+            }
+            let _ = norooms;
+        }
+
+        #[test]
+        fn stress_client_mix_with_ghost_returns() {
+            let m = Mix {
+                keys: 3000,
+                steps: 30_000,
+                large_per_100: 0,
+                ttl_per_10: 0,
+                limits: &[16 * 4096],
+                evict: true,
+                walk: true,
+            };
+            for seed in 1..=4u64 {
+                stress_mix(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15), &m);
+            }
+        }
+
+        #[test]
+        fn stress_client_mix_large_ttl_limits() {
+            let m = Mix {
+                keys: 2000,
+                steps: 30_000,
+                large_per_100: 5,
+                ttl_per_10: 3,
+                limits: &[16 * 4096, 8 * 4096, 3 * 4096, 24 * 4096],
+                evict: true,
+                walk: true,
+            };
+            for seed in 1..=4u64 {
+                stress_mix(seed.wrapping_mul(0x2545_f491_4f6c_dd1d), &m);
+            }
+        }
+
+        #[test]
+        fn stress_client_mix_no_evict() {
+            let m = Mix {
+                keys: 2000,
+                steps: 20_000,
+                large_per_100: 3,
+                ttl_per_10: 5,
+                limits: &[16 * 4096, 8 * 4096, 24 * 4096],
+                evict: false,
+                walk: true,
+            };
+            for seed in 1..=4u64 {
+                stress_mix(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15), &m);
+            }
+        }
+
+        #[test]
+        fn stress_original_more_seeds() {
+            for seed in 100..=115u64 {
+                stress(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15), true);
+            }
+            for seed in 100..=108u64 {
+                let seed = seed.wrapping_mul(0x2545_f491_4f6c_dd1d);
+                stress_with(seed, true, &[4096, 2 * 4096, 3 * 4096]);
+                stress_with(seed, true, &[2 * 4096]);
+                stress_with(seed, false, &[3 * 4096, 5 * 4096]);
+            }
+        }
+
+        /// Writes a hot set into main, a steady scan, then key `p` read once while on
+        /// probation; with `dead`, keys deleted soon after they are stored leave `p`'s
+        /// segment mostly dead. Then a scan of new keys: `p` should have moved to main.
+        fn read_once_on_probation_then_scan(dead: bool) -> bool {
+            let used = AtomicUsize::new(0);
+            let b = budget(&used, 16 * 4096);
+            let mut s = small();
+            let value = [b'x'; 100];
+            for i in 0..100u32 {
+                let loc = put(&mut s, format!("hot{i}").as_bytes(), &value, &b);
+                assert!(s.mark_read(loc, bits::REFERENCED | bits::FETCHED, 3));
+            }
+            for i in 0..3000u32 {
+                put(&mut s, format!("scan{i}").as_bytes(), &value, &b);
+            }
+            put(&mut s, b"p", &value, &b);
+            assert!(get(&mut s, "p", 3));
+            for i in 0..2000u32 {
+                let dead = dead && i < 100;
+                let key = format!("f{i}");
+                put(&mut s, key.as_bytes(), &value, &b);
+                if dead && i % 3 != 0 {
+                    let h = hash_key(key.as_bytes());
+                    let loc = s.find(h, key.as_bytes()).unwrap();
+                    s.forget(h, loc, &b);
+                }
+            }
+            present(&s, "p")
+        }
+
+        #[test]
+        fn an_item_read_on_probation_moves_to_main_control() {
+            assert!(read_once_on_probation_then_scan(false));
+        }
+
+        /// Compacting a mostly-dead probation segment (no eviction) clears the read bits of
+        /// the items it keeps, so those read since they were stored are evicted, not moved
+        /// to main, when the segment is drained.
+        #[test]
+        fn compacting_a_mostly_dead_probation_segment_keeps_read_bits() {
+            assert!(
+                read_once_on_probation_then_scan(true),
+                "read once, evicted from probation"
+            );
+        }
+
+        /// Randomized walk contract: every key present at every step of a walk is seen by
+        /// `visit` or published to the ring while the walk runs.
+        fn walk_contract(seed: u64, large: bool) {
+            let mut r = Rng(seed);
+            let used = AtomicUsize::new(0);
+            let mut s = small();
+            s.ring.set_cap(1 << 24);
+            let mut now = 2u32;
+            let b = budget(&used, 16 * 4096);
+            let mut op = |s: &mut Shard, r: &mut Rng, now: &mut u32| {
+                let k = if r.below(2) == 0 {
+                    r.below(60)
+                } else {
+                    r.below(3000)
+                };
+                let key = format!("key{k}");
+                let hash = hash_key(key.as_bytes());
+                match r.below(100) {
+                    0..=39 => {
+                        if s.lookup(hash, key.as_bytes(), *now, &b).is_err() {
+                            let vlen = if large && r.below(40) == 0 {
+                                1500
+                            } else {
+                                r.below(300) as usize
+                            };
+                            let exptime = if r.below(10) == 0 { *now + 2 } else { 0 };
+                            let mut meta = Meta::new(0, exptime, *now);
+                            let stamp = s.hlc.last() + 1 + r.below(1000);
+                            s.hlc.observe(stamp);
+                            meta.cas = stamp;
+                            let _ =
+                                s.put(hash, key.as_bytes(), &[&vec![b'v'; vlen]], &meta, *now, &b);
+                        }
+                    }
+                    40..=89 => {
+                        get(s, &key, *now);
+                    }
+                    90..=95 => {
+                        if let Some(loc) = s.find(hash, key.as_bytes()) {
+                            s.forget(hash, loc, &b);
+                        }
+                    }
+                    96 => *now += 1,
+                    _ => {
+                        s.reclaim(20, *now, &b);
+                    }
+                }
+            };
+            for _ in 0..5000 {
+                op(&mut s, &mut r, &mut now);
+            }
+            let keys_now = |s: &Shard| -> std::collections::HashSet<Vec<u8>> {
+                let mut set = std::collections::HashSet::new();
+                let mut cur = Some(WalkPos::default());
+                while let Some(c) = cur {
+                    cur = s.visit(c, |_, it| {
+                        set.insert(it.key().to_vec());
+                        Walk::Took
+                    });
+                }
+                set
+            };
+            let mut required: Vec<(Vec<u8>, u64)> = keys_now(&s)
+                .into_iter()
+                .map(|k| {
+                    let st = s.held_stamp(hash_key(&k), &k).unwrap();
+                    (k, st)
+                })
+                .collect();
+            let from = s.ring.next_seq();
+            s.walks.fetch_add(1, Ordering::Relaxed);
+            let mut seen = std::collections::HashSet::new();
+            let mut cur = Some(WalkPos::default());
+            while let Some(c) = cur {
+                let mut taken = 0;
+                cur = s.visit(c, |_, it| {
+                    if taken == 7 {
+                        return Walk::Stop;
+                    }
+                    taken += 1;
+                    seen.insert(it.key().to_vec());
+                    Walk::Took
+                });
+                for _ in 0..r.below(30) {
+                    op(&mut s, &mut r, &mut now);
+                    required.retain(|(k, st)| s.held_stamp(hash_key(k), k) == Some(*st));
+                }
+            }
+            s.walks.fetch_sub(1, Ordering::Relaxed);
+            let mut published = Vec::new();
+            s.ring.read(from, usize::MAX, &mut published);
+            for rec in &published {
+                seen.insert(rec.key().to_vec());
+            }
+            for (k, _) in &required {
+                assert!(
+                    seen.contains(k),
+                    "seed {seed}: {} present throughout, never seen",
+                    String::from_utf8_lossy(k)
+                );
+            }
+        }
+
+        #[test]
+        fn walk_contract_randomized() {
+            for seed in 1..=40u64 {
+                walk_contract(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15), seed % 2 == 0);
+            }
+        }
+
+        /// Not an assertion: queue shapes and hit ratios under client workloads, printed.
+        #[test]
+        fn print_queue_shapes() {
+            if std::env::var("R2DEBUG").is_err() {
+                return;
+            }
+            for &(keys, skew) in &[
+                (1000u64, 0u64),
+                (2000, 0),
+                (5000, 50),
+                (5000, 80),
+                (20000, 90),
+            ] {
+                let used = AtomicUsize::new(0);
+                let b = budget(&used, 16 * 4096);
+                let mut s = small();
+                let mut r = Rng(0x1234_5678_9abc_def1);
+                let value = [b'x'; 100];
+                let (mut hits, mut reads) = (0u64, 0u64);
+                let mut shapes = Vec::new();
+                for i in 0..200_000u32 {
+                    // skew% of reads go to the first 5% of keys.
+                    let k = if r.below(100) < skew {
+                        r.below(keys / 20)
+                    } else {
+                        r.below(keys)
+                    };
+                    let key = format!("k{k}");
+                    let hit = get(&mut s, &key, 3);
+                    if i > 50_000 {
+                        reads += 1;
+                        hits += hit as u64;
+                    }
+                    if !hit {
+                        put(&mut s, key.as_bytes(), &value, &b);
+                    }
+                    if i % 40_000 == 0 {
+                        shapes.push(queues(&s));
+                    }
+                }
+                eprintln!(
+                    "keys {keys} skew {skew}: hit {:.3} items {} used {} ev {} shapes {shapes:?}",
+                    hits as f64 / reads as f64,
+                    s.stats.curr_items,
+                    used.load(Ordering::Relaxed),
+                    s.stats.evictions
+                );
+            }
+        }
+    }
 }
