@@ -670,6 +670,9 @@ impl Shard {
         b: &Budget,
     ) -> Option<usize> {
         self.ghosts.fit(self.stats.curr_items as usize);
+        if let Some(id) = self.evict_large(now, b, q) {
+            return Some(id);
+        }
         if q == Queue::Main {
             // Main evicts only at its share; under it, it grows by a probation segment.
             let small = self.queue_by_age(Queue::Small);
@@ -686,6 +689,9 @@ impl Shard {
             return self.main_room(meta, klen, vlen, now, b, true);
         }
         for _ in 0..=2 * self.segs.len() {
+            if let Some(id) = self.evict_large(now, b, q) {
+                return Some(id);
+            }
             let full = self.probation_full();
             let main = self.queue_by_age(Queue::Main);
             let id = if full || main.is_empty() {
@@ -711,6 +717,57 @@ impl Shard {
             }
         }
         None
+    }
+
+    /// A large segment whose item was read since it was stored or last passed: spends the
+    /// read bit and makes the segment count as new. False if the item was not read.
+    fn second_chance(&mut self, id: usize) -> bool {
+        let seq = self.bump_seq();
+        let seg = self.seg_mut(id);
+        let base = seg.base;
+        let Some((_, it, _)) = seg.next_live(0) else {
+            return false;
+        };
+        if !it.has(bits::REFERENCED) {
+            return false;
+        }
+        let (kept, atime) = (it.bits & !bits::REFERENCED, it.atime);
+        item::set_bits_and_atime(&mut seg.buf, kept, atime, base);
+        seg.age = seq;
+        true
+    }
+
+    /// Large items (a segment each) wait as probation's do: while the oldest large segment
+    /// is older than every probation segment, it is freed if its item was not read since
+    /// it was stored or last passed, else its read bit is spent and it counts as new (a
+    /// second chance). Returns a new segment of queue `q` opened in the room freed.
+    fn evict_large(&mut self, now: u32, b: &Budget, q: Queue) -> Option<usize> {
+        let oldest_small = self
+            .segs
+            .iter()
+            .flatten()
+            .filter(|s| !s.large && !s.main)
+            .map(|s| s.age)
+            .min()
+            .unwrap_or(u64::MAX);
+        loop {
+            let (age, id) = self
+                .segs
+                .iter()
+                .enumerate()
+                .filter_map(|(id, s)| s.as_ref().filter(|s| s.large).map(|s| (s.age, id)))
+                .min()?;
+            if age > oldest_small {
+                return None;
+            }
+            if self.second_chance(id) {
+                continue;
+            }
+            self.try_free(id, now, b);
+            if let Some(id) = self.open_regular(q, now, b) {
+                return Some(id);
+            }
+        }
     }
 
     /// Whether probation holds at least its share of the bytes written to the shard's
@@ -908,18 +965,53 @@ impl Shard {
         now: u32,
         b: &Budget,
     ) -> Result<usize, NoRoom> {
-        let victims = self.by_age();
-        let mut victims = victims.iter();
-        loop {
+        for _ in 0..=3 * self.segs.len() + 1 {
             if self.can_open() && b.try_charge(size) {
                 let seg = Segment::new(size, self.bump_seq(), base, now, true);
                 return Ok(self.install(seg));
             }
-            let &id = victims.next().ok_or(NoRoom)?;
-            if self.segs[id].is_some() {
-                self.try_free(id, now, b);
+            if !self.free_for_large(now, b) {
+                break;
             }
         }
+        Err(NoRoom)
+    }
+
+    /// Frees room for a large item: large items compete among themselves first (the oldest
+    /// goes unless read since it was stored or last passed: then its read bit is spent and
+    /// it counts as new), then probation's oldest segment, then main's, each drained first
+    /// so their read items move on. Without eviction, or over a lowered limit, segments go
+    /// whole, oldest first, probation before main. False when nothing more can go.
+    fn free_for_large(&mut self, now: u32, b: &Budget) -> bool {
+        if !b.evict || b.over() {
+            return self
+                .victims()
+                .into_iter()
+                .any(|id| self.try_free(id, now, b));
+        }
+        let large = self
+            .segs
+            .iter()
+            .enumerate()
+            .filter_map(|(id, s)| s.as_ref().filter(|s| s.large).map(|s| (s.age, id)))
+            .min();
+        if let Some((_, id)) = large {
+            return self.second_chance(id) || self.try_free(id, now, b);
+        }
+        let full = self.probation_full();
+        let (id, main_may_evict) = match self.queue_by_age(Queue::Small).first() {
+            Some(&id) => (id, !full),
+            None => match self.queue_by_age(Queue::Main).first() {
+                Some(&id) => (id, true),
+                None => return false,
+            },
+        };
+        if self.drain(id, now, b, main_may_evict) {
+            self.drop_segment(id, b);
+        } else {
+            self.seg_mut(id).main = true;
+        }
+        true
     }
 
     fn bump_seq(&mut self) -> u64 {
@@ -1007,8 +1099,8 @@ impl Shard {
     }
 
     /// Compacts segment `id` in place: dead and expired items go, so do unread ones when
-    /// `evict`; the rest slide down, lose their read bit, and are re-indexed. The segment
-    /// then counts as the newest.
+    /// `evict`; the rest slide down and are re-indexed, and when `evict` lose their read bit
+    /// (their second chance spent). The segment then counts as the newest.
     fn compact(&mut self, id: usize, now: u32, evict: bool) {
         let Some(mut seg) = self.segs[id].take() else {
             return;
@@ -1052,7 +1144,9 @@ impl Shard {
                 continue;
             }
             let mut meta = it.meta();
-            meta.clear(bits::REFERENCED);
+            if evict {
+                meta.clear(bits::REFERENCED);
+            }
             let hash = hash_key(it.key());
             let tomb = it.is_tombstone();
             let len = item::encoded_len(&meta, f.klen, f.vlen, base);
@@ -1088,6 +1182,14 @@ impl Shard {
     /// Frees a segment for a write in another shard, probation's oldest first, then large
     /// ones and main's, oldest first; false if none can go.
     pub fn release_oldest(&mut self, now: u32, b: &Budget) -> bool {
+        self.victims()
+            .into_iter()
+            .any(|id| self.try_free(id, now, b))
+    }
+
+    /// Segments to free whole, in order: probation's and large ones, oldest first, then
+    /// main's, so the items that proved useful go last.
+    fn victims(&self) -> Vec<usize> {
         let mut ids: Vec<(bool, u64, usize)> = self
             .segs
             .iter()
@@ -1095,7 +1197,7 @@ impl Shard {
             .filter_map(|(id, s)| s.as_ref().map(|s| (s.main, s.age, id)))
             .collect();
         ids.sort_unstable();
-        ids.into_iter().any(|(_, _, id)| self.try_free(id, now, b))
+        ids.into_iter().map(|(_, _, id)| id).collect()
     }
 
     /// Sets the client bits and last access of the item at `loc` (a read); false if the
@@ -1855,7 +1957,7 @@ mod eviction_tests {
     }
 
     /// Second review's tests.
-    mod review2 {
+    mod client_mix {
         use super::*;
 
         fn get(s: &mut Shard, key: &str, now: u32) -> bool {
@@ -2259,7 +2361,7 @@ mod eviction_tests {
             s.ring.set_cap(1 << 24);
             let mut now = 2u32;
             let b = budget(&used, 16 * 4096);
-            let mut op = |s: &mut Shard, r: &mut Rng, now: &mut u32| {
+            let op = |s: &mut Shard, r: &mut Rng, now: &mut u32| {
                 let k = if r.below(2) == 0 {
                     r.below(60)
                 } else {
@@ -2357,56 +2459,6 @@ mod eviction_tests {
         fn walk_contract_randomized() {
             for seed in 1..=40u64 {
                 walk_contract(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15), seed % 2 == 0);
-            }
-        }
-
-        /// Not an assertion: queue shapes and hit ratios under client workloads, printed.
-        #[test]
-        fn print_queue_shapes() {
-            if std::env::var("R2DEBUG").is_err() {
-                return;
-            }
-            for &(keys, skew) in &[
-                (1000u64, 0u64),
-                (2000, 0),
-                (5000, 50),
-                (5000, 80),
-                (20000, 90),
-            ] {
-                let used = AtomicUsize::new(0);
-                let b = budget(&used, 16 * 4096);
-                let mut s = small();
-                let mut r = Rng(0x1234_5678_9abc_def1);
-                let value = [b'x'; 100];
-                let (mut hits, mut reads) = (0u64, 0u64);
-                let mut shapes = Vec::new();
-                for i in 0..200_000u32 {
-                    // skew% of reads go to the first 5% of keys.
-                    let k = if r.below(100) < skew {
-                        r.below(keys / 20)
-                    } else {
-                        r.below(keys)
-                    };
-                    let key = format!("k{k}");
-                    let hit = get(&mut s, &key, 3);
-                    if i > 50_000 {
-                        reads += 1;
-                        hits += hit as u64;
-                    }
-                    if !hit {
-                        put(&mut s, key.as_bytes(), &value, &b);
-                    }
-                    if i % 40_000 == 0 {
-                        shapes.push(queues(&s));
-                    }
-                }
-                eprintln!(
-                    "keys {keys} skew {skew}: hit {:.3} items {} used {} ev {} shapes {shapes:?}",
-                    hits as f64 / reads as f64,
-                    s.stats.curr_items,
-                    used.load(Ordering::Relaxed),
-                    s.stats.evictions
-                );
             }
         }
     }
