@@ -1956,7 +1956,8 @@ mod eviction_tests {
         }
     }
 
-    /// Second review's tests.
+    /// Policy scenarios (large items, read bits, a client storing on misses) and randomized
+    /// stress of bookkeeping and the walk contract under client-like mixes.
     mod client_mix {
         use super::*;
 
