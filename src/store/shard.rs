@@ -449,8 +449,9 @@ impl Shard {
         b: &Budget,
     ) -> Result<u32, NoRoom> {
         let vlen = parts.iter().map(|p| p.len()).sum();
-        // A key evicted from probation lately that is stored again skips probation.
-        let queue = if b.evict && self.ghosts.take(hash) {
+        // A key evicted from probation lately that is stored again skips probation (a delete
+        // marker leaves its ghost for the next store).
+        let queue = if b.evict && !meta.has(bits::TOMBSTONE) && self.ghosts.take(hash) {
             Queue::Main
         } else {
             Queue::Small
@@ -1462,6 +1463,31 @@ mod tests {
             "a returning key stays through the scan"
         );
         assert!(!present(&s, "new"), "a new unread key leaves with the scan");
+    }
+
+    #[test]
+    fn a_delete_marker_leaves_the_ghost_to_the_next_store() {
+        let used = AtomicUsize::new(0);
+        let (mut s, b) = sixteen(&used);
+        let value = [b'x'; 100];
+        put(&mut s, b"back", &value, &b);
+        for i in 0..600u32 {
+            put(&mut s, format!("a{i}").as_bytes(), &value, &b);
+        }
+        assert!(!present(&s, "back"), "evicted unread");
+        let mut marker = Meta::new(0, 0, 2);
+        marker.set(bits::TOMBSTONE);
+        let h = hash_key(b"back");
+        let at = s.put(h, b"back", &[], &marker, 2, &b).unwrap();
+        assert!(
+            !s.seg(s.geo.split(at).0).main,
+            "the marker waits on probation"
+        );
+        let at = put(&mut s, b"back", &value, &b);
+        assert!(
+            s.seg(s.geo.split(at).0).main,
+            "the store after it skips probation"
+        );
     }
 
     #[test]
