@@ -554,9 +554,7 @@ impl Shard {
             // Room held by items already gone (expired, deleted, replaced) comes back first:
             // a segment of the queue an eighth dead or more is compacted without evicting
             // anything and takes the writes.
-            if let Some(id) = self.mostly_dead(q) {
-                self.compact(id, now, false);
-                self.set_active(id);
+            if let Some(id) = self.reuse_dead(q, now) {
                 if fits(self, id) {
                     return Ok(id);
                 }
@@ -628,20 +626,27 @@ impl Shard {
         }
     }
 
-    /// Regular segments of one queue, oldest first.
-    fn queue_by_age(&self, q: Queue) -> Vec<usize> {
-        let main = q == Queue::Main;
-        let mut ids: Vec<(u64, usize)> = self
+    /// Ids of the open segments `key` picks, in the order of their keys.
+    fn ordered<K: Ord>(&self, key: impl Fn(&Segment) -> Option<K>) -> Vec<usize> {
+        let mut ids: Vec<(K, usize)> = self
             .segs
             .iter()
             .enumerate()
-            .filter_map(|(id, s)| {
-                let s = s.as_ref()?;
-                (!s.large && s.main == main).then_some((s.age, id))
-            })
+            .filter_map(|(id, s)| Some((key(s.as_ref()?)?, id)))
             .collect();
         ids.sort_unstable();
         ids.into_iter().map(|(_, id)| id).collect()
+    }
+
+    /// Regular segments of one queue, oldest first.
+    fn queue_by_age(&self, q: Queue) -> Vec<usize> {
+        let main = q == Queue::Main;
+        self.ordered(|s| (!s.large && s.main == main).then_some(s.age))
+    }
+
+    /// The large segment counted oldest.
+    fn oldest_large(&self) -> Option<usize> {
+        self.ordered(|s| s.large.then_some(s.age)).first().copied()
     }
 
     /// Evicts to make room in queue `q`, S3-FIFO's way, by whole segments. For a new item:
@@ -744,21 +749,12 @@ impl Shard {
     /// second chance). Returns a new segment of queue `q` opened in the room freed.
     fn evict_large(&mut self, now: u32, b: &Budget, q: Queue) -> Option<usize> {
         let oldest_small = self
-            .segs
-            .iter()
-            .flatten()
-            .filter(|s| !s.large && !s.main)
-            .map(|s| s.age)
-            .min()
-            .unwrap_or(u64::MAX);
+            .queue_by_age(Queue::Small)
+            .first()
+            .map_or(u64::MAX, |&id| self.seg(id).age);
         loop {
-            let (age, id) = self
-                .segs
-                .iter()
-                .enumerate()
-                .filter_map(|(id, s)| s.as_ref().filter(|s| s.large).map(|s| (s.age, id)))
-                .min()?;
-            if age > oldest_small {
+            let id = self.oldest_large()?;
+            if self.seg(id).age > oldest_small {
                 return None;
             }
             if self.second_chance(id) {
@@ -799,12 +795,7 @@ impl Shard {
             return false;
         };
         // Out of the table while it empties: no longer anyone's active segment.
-        if self.active == Some(id) {
-            self.active = None;
-        }
-        if self.active_main == Some(id) {
-            self.active_main = None;
-        }
+        self.deactivate(id);
         let mut off = 0;
         while let Some((o, it, f)) = seg.next_live(off) {
             off = o + f.total();
@@ -839,36 +830,21 @@ impl Shard {
                     self.ring.push(rec);
                 }
                 self.count_in(tomb, len);
+                self.count_out(tomb, f.total());
                 if !tomb {
                     self.stats.total_items -= 1;
                 }
             } else {
-                if fate == Fate::Evict && !tomb && !seg.main {
-                    self.ghosts.insert(hash_key(it.key()));
-                }
-                self.unindex(&it, loc);
-                self.count_gone(it.bits, fate);
+                self.let_go(&it, loc, f.total(), fate, !seg.main);
             }
-            self.count_out(tomb, f.total());
             item::mark_dead(&mut seg.buf[o..]);
             seg.live_items -= 1;
             seg.live_bytes -= f.total();
         }
         let emptied = seg.live_items == 0;
-        if emptied {
-            seg.len = 0;
-            seg.base = Base {
-                stamp: self.hlc.last(),
-                time: now,
-            };
-            seg.age = self.bump_seq();
-            seg.gen = seg.gen.wrapping_add(1);
-            seg.opened = now;
-        }
         self.segs[id] = Some(seg);
-        if !emptied {
-            self.compact(id, now, true);
-        }
+        // Emptied, this only resets it for new items.
+        self.compact(id, now, true);
         emptied
     }
 
@@ -892,9 +868,7 @@ impl Shard {
         if let Some(id) = self.open_regular(Queue::Main, now, b) {
             return Some(id);
         }
-        if let Some(id) = self.mostly_dead(Queue::Main) {
-            self.compact(id, now, false);
-            self.set_active(id);
+        if let Some(id) = self.reuse_dead(Queue::Main, now) {
             if self.fits(id, meta, klen, vlen, now) {
                 return Some(id);
             }
@@ -910,6 +884,15 @@ impl Shard {
             }
         }
         None
+    }
+
+    /// Compacts queue `q`'s segment most dead ([`Shard::mostly_dead`]) without evicting
+    /// anything and makes it the queue's active one; its id.
+    fn reuse_dead(&mut self, q: Queue, now: u32) -> Option<usize> {
+        let id = self.mostly_dead(q)?;
+        self.compact(id, now, false);
+        self.set_active(id);
+        Some(id)
     }
 
     /// The regular segment of queue `q`, other than an active one, holding the most room of
@@ -985,18 +968,9 @@ impl Shard {
     /// whole, oldest first, probation before main. False when nothing more can go.
     fn free_for_large(&mut self, now: u32, b: &Budget) -> bool {
         if !b.evict || b.over() {
-            return self
-                .victims()
-                .into_iter()
-                .any(|id| self.try_free(id, now, b));
+            return self.release_oldest(now, b);
         }
-        let large = self
-            .segs
-            .iter()
-            .enumerate()
-            .filter_map(|(id, s)| s.as_ref().filter(|s| s.large).map(|s| (s.age, id)))
-            .min();
-        if let Some((_, id)) = large {
+        if let Some(id) = self.oldest_large() {
             return self.second_chance(id) || self.try_free(id, now, b);
         }
         let full = self.probation_full();
@@ -1035,14 +1009,7 @@ impl Shard {
 
     /// Open segments, oldest first.
     fn by_age(&self) -> Vec<usize> {
-        let mut ids: Vec<(u64, usize)> = self
-            .segs
-            .iter()
-            .enumerate()
-            .filter_map(|(id, s)| s.as_ref().map(|s| (s.age, id)))
-            .collect();
-        ids.sort_unstable();
-        ids.into_iter().map(|(_, id)| id).collect()
+        self.ordered(|s| Some(s.age))
     }
 
     fn drop_segment(&mut self, id: usize, b: &Budget) {
@@ -1050,6 +1017,11 @@ impl Shard {
             b.release(seg.buf.len());
             self.free_ids.push(id as u32);
         }
+        self.deactivate(id);
+    }
+
+    /// Segment `id` is no longer either queue's active one.
+    fn deactivate(&mut self, id: usize) {
         if self.active == Some(id) {
             self.active = None;
         }
@@ -1079,9 +1051,7 @@ impl Shard {
                 Fate::Keep => Fate::Evict,
                 other => other,
             };
-            self.unindex(&it, self.geo.loc(id as u32, o));
-            self.count_gone(it.bits, fate);
-            self.count_out(it.is_tombstone(), f.total());
+            self.let_go(&it, self.geo.loc(id as u32, o), f.total(), fate, false);
             off = o + f.total();
         }
         self.segs[id] = Some(seg);
@@ -1089,10 +1059,18 @@ impl Shard {
         true
     }
 
-    /// Drops a live or deleted item from the index while its segment is emptied or
-    /// compacted, remembering its stamp (see [`Forgotten`]).
-    fn unindex(&mut self, it: &Item<'_>, loc: u32) {
+    /// Takes a live or deleted item (`len` bytes at `loc`) out of the shard while its
+    /// segment is emptied or compacted: out of the index, its stamp remembered (see
+    /// [`Forgotten`]), counted as gone by `fate`, and, evicted from probation, remembered
+    /// as a ghost.
+    fn let_go(&mut self, it: &Item<'_>, loc: u32, len: usize, fate: Fate, probation: bool) {
         let hash = hash_key(it.key());
+        let tomb = it.is_tombstone();
+        if fate == Fate::Evict && probation && !tomb {
+            self.ghosts.insert(hash);
+        }
+        self.count_gone(it.bits, fate);
+        self.count_out(tomb, len);
         self.forgotten.raise(hash, it.cas);
         if let Some(bk) = self.index.find(hash, |l| l == loc) {
             self.index.remove(bk);
@@ -1136,12 +1114,7 @@ impl Shard {
             let old_loc = self.geo.loc(id as u32, o);
             rd = o + f.total();
             if fate != Fate::Keep {
-                if fate == Fate::Evict && !seg.main && !it.is_tombstone() {
-                    self.ghosts.insert(hash_key(it.key()));
-                }
-                self.unindex(&it, old_loc);
-                self.count_gone(it.bits, fate);
-                self.count_out(it.is_tombstone(), f.total());
+                self.let_go(&it, old_loc, f.total(), fate, !seg.main);
                 continue;
             }
             let mut meta = it.meta();
@@ -1191,14 +1164,7 @@ impl Shard {
     /// Segments to free whole, in order: probation's and large ones, oldest first, then
     /// main's, so the items that proved useful go last.
     fn victims(&self) -> Vec<usize> {
-        let mut ids: Vec<(bool, u64, usize)> = self
-            .segs
-            .iter()
-            .enumerate()
-            .filter_map(|(id, s)| s.as_ref().map(|s| (s.main, s.age, id)))
-            .collect();
-        ids.sort_unstable();
-        ids.into_iter().map(|(_, _, id)| id).collect()
+        self.ordered(|s| Some((s.main, s.age)))
     }
 
     /// Sets the client bits and last access of the item at `loc` (a read); false if the
