@@ -1374,11 +1374,11 @@ mod tests {
     }
 
     /// A shard of sixteen 4 KiB segments: probation keeps two.
-    fn sixteen(used: &AtomicUsize) -> (Shard, Budget<'_>) {
+    pub(super) fn sixteen(used: &AtomicUsize) -> (Shard, Budget<'_>) {
         (small(), budget(used, 16 * 4096))
     }
 
-    fn present(s: &Shard, key: &str) -> bool {
+    pub(super) fn present(s: &Shard, key: &str) -> bool {
         s.find(hash_key(key.as_bytes()), key.as_bytes()).is_some()
     }
 
@@ -1643,7 +1643,7 @@ mod tests {
 
 #[cfg(test)]
 mod eviction_tests {
-    use super::tests::{budget, put, small};
+    use super::tests::{budget, present, put, sixteen, small};
     use super::*;
 
     /// Fills all sixteen segments of `s` for the first time, reading every tenth item;
@@ -1667,8 +1667,7 @@ mod eviction_tests {
     #[test]
     fn first_fill_does_not_evict_a_segment_per_write() {
         let used = AtomicUsize::new(0);
-        let b = budget(&used, 16 * 4096);
-        let mut s = small();
+        let (mut s, b) = sixteen(&used);
         let value = [b'x'; 100];
         let per_seg = first_fill(&mut s, &b) as u64 / 16;
         let before = s.stats.evictions;
@@ -1689,8 +1688,7 @@ mod eviction_tests {
     #[test]
     fn a_new_key_is_written_to_probation_after_the_first_fill() {
         let used = AtomicUsize::new(0);
-        let b = budget(&used, 16 * 4096);
-        let mut s = small();
+        let (mut s, b) = sixteen(&used);
         let value = [b'x'; 100];
         first_fill(&mut s, &b);
         let mut in_main = 0;
@@ -1711,8 +1709,7 @@ mod eviction_tests {
     #[test]
     fn memory_stays_used_when_few_items_are_read() {
         let used = AtomicUsize::new(0);
-        let b = budget(&used, 16 * 4096);
-        let mut s = small();
+        let (mut s, b) = sixteen(&used);
         let value = [b'x'; 100];
         for i in 0..20_000u32 {
             let key = format!("k{i}");
@@ -1841,7 +1838,6 @@ mod eviction_tests {
         s.ring.set_cap(1 << 16);
         let mut now = 2u32;
         let mut stamp = 1u64 << 40;
-        let mut total_puts = 0u64;
         let mut walking = false;
         for step in 0..8_000u32 {
             let b = Budget::new(&used, limit, evict);
@@ -1873,9 +1869,6 @@ mod eviction_tests {
                     }
                     let value = vec![b'v'; vlen];
                     let res = s.put(hash, key.as_bytes(), &[&value], &meta, now, &b);
-                    if !meta.has(bits::TOMBSTONE) && res.is_ok() {
-                        total_puts += 1;
-                    }
                     if res.is_err() {
                         s.remove_key(hash, key.as_bytes(), &b);
                         if evict && !b.over() && vlen < 1000 {
@@ -1920,7 +1913,6 @@ mod eviction_tests {
                 }
             }
             check(&s, used.load(Ordering::Relaxed), &ctx);
-            let _ = total_puts;
         }
     }
 
@@ -1964,10 +1956,6 @@ mod eviction_tests {
             }
         }
 
-        fn present(s: &Shard, key: &str) -> bool {
-            s.find(hash_key(key.as_bytes()), key.as_bytes()).is_some()
-        }
-
         fn queues(s: &Shard) -> (usize, usize, usize, usize, usize) {
             let (mut small, mut main, mut large, mut sb, mut mb) = (0, 0, 0, 0, 0);
             for g in s.segs.iter().flatten() {
@@ -1988,8 +1976,7 @@ mod eviction_tests {
         #[test]
         fn hot_set_read_by_a_cache_client_survives_a_scan() {
             let used = AtomicUsize::new(0);
-            let b = budget(&used, 16 * 4096);
-            let mut s = small();
+            let (mut s, b) = sixteen(&used);
             let value = [b'x'; 100];
             let mut hits = 0u32;
             let mut reads = 0u32;
@@ -2018,8 +2005,7 @@ mod eviction_tests {
         #[test]
         fn one_hit_wonders_leave_before_items_read_twice() {
             let used = AtomicUsize::new(0);
-            let b = budget(&used, 16 * 4096);
-            let mut s = small();
+            let (mut s, b) = sixteen(&used);
             let value = [b'x'; 100];
             // Steady state first.
             for i in 0..5000u32 {
@@ -2054,8 +2040,7 @@ mod eviction_tests {
         #[test]
         fn unread_large_items_do_not_hold_memory_forever() {
             let used = AtomicUsize::new(0);
-            let b = budget(&used, 16 * 4096);
-            let mut s = small();
+            let (mut s, b) = sixteen(&used);
             let big = [b'L'; 3000];
             for i in 0..8u32 {
                 put(&mut s, format!("large{i}").as_bytes(), &big, &b);
@@ -2078,8 +2063,7 @@ mod eviction_tests {
         #[test]
         fn read_items_are_not_evicted_while_unread_large_ones_stay() {
             let used = AtomicUsize::new(0);
-            let b = budget(&used, 16 * 4096);
-            let mut s = small();
+            let (mut s, b) = sixteen(&used);
             let big = [b'L'; 3000];
             for i in 0..12u32 {
                 put(&mut s, format!("large{i}").as_bytes(), &big, &b);
@@ -2111,8 +2095,7 @@ mod eviction_tests {
         #[test]
         fn large_writes_do_not_evict_a_hot_set_in_main() {
             let used = AtomicUsize::new(0);
-            let b = budget(&used, 16 * 4096);
-            let mut s = small();
+            let (mut s, b) = sixteen(&used);
             let value = [b'x'; 100];
             let big = [b'L'; 3000];
             let mut misses = 0;
@@ -2160,7 +2143,6 @@ mod eviction_tests {
             let mut now = 2u32;
             let mut stamp = 1u64 << 40;
             let mut walking = false;
-            let mut norooms = 0;
             for step in 0..m.steps {
                 let b = Budget::new(&used, limit, m.evict);
                 // Skewed keys: half the ops on a small hot set.
@@ -2212,7 +2194,6 @@ mod eviction_tests {
                                 used.load(Ordering::Relaxed), queues(&s)
                             );
                         }
-                        norooms += 1;
                     }
                 } else if (75..85).contains(&op) {
                     if let Some(loc) = s.find(hash, key.as_bytes()) {
@@ -2235,7 +2216,6 @@ mod eviction_tests {
                 }
                 check(&s, used.load(Ordering::Relaxed), &ctx);
             }
-            let _ = norooms;
         }
 
         #[test]
@@ -2304,8 +2284,7 @@ mod eviction_tests {
         /// segment mostly dead. Then a scan of new keys: `p` should have moved to main.
         fn read_once_on_probation_then_scan(dead: bool) -> bool {
             let used = AtomicUsize::new(0);
-            let b = budget(&used, 16 * 4096);
-            let mut s = small();
+            let (mut s, b) = sixteen(&used);
             let value = [b'x'; 100];
             for i in 0..100u32 {
                 let loc = put(&mut s, format!("hot{i}").as_bytes(), &value, &b);
