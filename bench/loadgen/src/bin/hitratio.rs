@@ -1,6 +1,8 @@
 //! Hit-ratio replay: the same deterministic look-aside sequence (a web app's pattern: get,
 //! and on a miss set) replayed to memcached and to repcached, one after the other, each
-//! fresh and at the same `-m`; prints hit ratios, items held, evictions and RSS.
+//! fresh and at the same `-m`; prints hit ratios, items held, evictions and RSS. With
+//! `--runs N` the servers take turns N times each and the hit ratios shown are medians (the
+//! items, bytes and RSS rows are the last run's).
 //!
 //! Workloads (values 100 B to 2 KB, a key's size fixed by its hash):
 //! - `zipf0.9`, `zipf1.1`: keys drawn by Zipf's law over `--keys` keys;
@@ -57,6 +59,10 @@ struct Args {
     /// Port both servers listen on (one at a time)
     #[arg(long, default_value_t = 22122)]
     port: u16,
+    /// Runs of each server per workload, alternating: the table shows median hit ratios
+    /// (one replay's figure moves a little with the interleaving across connections)
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
     /// Requests per second of the ttl workload, all connections together: lifetimes are in
     /// seconds, so both servers must replay it at the same pace
     #[arg(long, default_value_t = 40_000)]
@@ -435,11 +441,21 @@ fn run(binary: &str, wl: &Workload, args: &Args) -> io::Result<Outcome> {
     })
 }
 
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.collect();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
 fn main() {
     let args = Args::parse();
     println!(
-        "-m {}, -t {}, {} connections; each server fresh per workload; ratio = repcached's misses / memcached's",
-        args.memory, args.threads, args.conns
+        "-m {}, -t {}, {} connections, {} run(s) each; each server fresh per run; hit ratios are medians; ratio = repcached's misses / memcached's",
+        args.memory, args.threads, args.conns, args.runs.max(1)
     );
     println!(
         "{:<10} {:<32} {:>12} {:>12} {:>8}",
@@ -456,14 +472,27 @@ fn main() {
                 std::process::exit(1);
             })
         };
-        let (m, r) = (outcome(&args.memcached), outcome(&args.repcached));
+        let mut pairs = Vec::new();
+        for _ in 0..args.runs.max(1) {
+            pairs.push((outcome(&args.memcached), outcome(&args.repcached)));
+        }
         for (i, tally) in wl.tallies.iter().enumerate() {
-            let misses = (1.0 - r.ratios[i]) / (1.0 - m.ratios[i]).max(1e-9);
+            let hm = median(pairs.iter().map(|(m, _)| m.ratios[i]));
+            let hr = median(pairs.iter().map(|(_, r)| r.ratios[i]));
+            let misses = (1.0 - hr) / (1.0 - hm).max(1e-9);
             println!(
                 "{:<10} {:<32} {:>12.4} {:>12.4} {:>8.3}",
-                wl.name, tally, m.ratios[i], r.ratios[i], misses
+                wl.name, tally, hm, hr, misses
             );
+            if pairs.len() > 1 {
+                let each: Vec<String> = pairs
+                    .iter()
+                    .map(|(m, r)| format!("{:.4}/{:.4}", m.ratios[i], r.ratios[i]))
+                    .collect();
+                println!("{:<10} {:<32} {}", wl.name, "  each run", each.join(" "));
+            }
         }
+        let (m, r) = pairs.pop().expect("at least one run");
         let rows = [
             ("items held", m.items.clone(), r.items.clone()),
             ("bytes of items", m.bytes.clone(), r.bytes.clone()),
