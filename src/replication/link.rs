@@ -538,7 +538,7 @@ async fn send_flushed(
 ) -> Result<(), LinkError> {
     let store = &inner.store;
     let now = store.clock().now();
-    let below = store.flushed_below();
+    let below = store.flushed_below(now);
     let node = inner.local.node;
     let mut flushes = Vec::new();
     if below != 0 {

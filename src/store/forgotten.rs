@@ -1,48 +1,85 @@
-//! What a shard forgot: the newest stamp of any key state it dropped, per slice of the key
-//! space.
+//! What a shard forgot: the newest stamp of each key state it dropped, per key while there is
+//! room, per group of keys beyond.
 //!
 //! A cache may forget a key (evict it, expire it, drop its delete marker) but must never
 //! bring back an older state of it: were a peer to send a write this node had already seen
 //! deleted or overwritten, storing it would resurrect the key. So whenever a shard drops a
-//! key's newest state, the mark of that key's slice rises to the state's stamp, and a
-//! remote write for a key the shard does not hold is refused unless it is newer than the
-//! mark. Slices keep one dropped key from refusing writes to all the others: with 64 per
-//! shard, 64 shards give 4096 marks in 32 KB.
+//! key's newest state it remembers the state's stamp, and a remote write for a key the shard
+//! does not hold is refused unless it is newer.
+//!
+//! The stamps are kept per key (a 32-bit fingerprint) in small buckets of a few keys each.
+//! A bucket that is full gives up its oldest stamp to the bucket's floor, which then covers
+//! every key of the bucket: nothing dropped is ever forgotten, only blurred. A single mark per
+//! group of keys, as this once was, let one key expiring refuse another key's write made
+//! during a partition, a write the peer had acknowledged (a PHP session gone from one node).
+//! Floors rise only with the oldest stamps a bucket lets go, so under eviction they trail by
+//! about the cache's turnover, and writes newer than that always get through.
+//! 1024 keys per shard in 14 KB, taken when the shard first drops something.
 
-const SLICES: usize = 64;
+const WAYS: usize = 4;
+const BUCKETS: usize = 256;
 
-/// Boxed: the marks are read on drops and remote writes only, so they stay out of the cache
-/// lines of the shard's hot fields.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Forgotten {
-    marks: Box<[u64; SLICES]>,
+    table: Option<Box<Table>>,
 }
 
-impl Default for Forgotten {
-    fn default() -> Self {
-        Forgotten {
-            marks: Box::new([0; SLICES]),
-        }
-    }
+#[derive(Debug, Clone)]
+struct Table {
+    /// Key fingerprints (never 0) and the newest stamp dropped for each; stamp 0: empty.
+    prints: [[u32; WAYS]; BUCKETS],
+    stamps: [[u64; WAYS]; BUCKETS],
+    /// The newest stamp a bucket let go of: it covers every key of the bucket.
+    floors: [u64; BUCKETS],
 }
 
-/// The slice of a key hash: bits the shard (low) and index (high) choices leave alone.
-fn slice(hash: u64) -> usize {
-    (hash >> 32) as usize % SLICES
+/// The bucket and fingerprint of a key hash, from bits the shard choice (the lowest) leaves
+/// alone.
+fn place(hash: u64) -> (usize, u32) {
+    ((hash >> 32) as usize % BUCKETS, (hash >> 8) as u32 | 1)
 }
 
 impl Forgotten {
     /// Notes that a state stamped `stamp` of a key hashing to `hash` was dropped.
-    #[inline]
     pub fn raise(&mut self, hash: u64, stamp: u64) {
-        let m = &mut self.marks[slice(hash)];
-        *m = (*m).max(stamp);
+        let t = self.table.get_or_insert_with(|| {
+            Box::new(Table {
+                prints: [[0; WAYS]; BUCKETS],
+                stamps: [[0; WAYS]; BUCKETS],
+                floors: [0; BUCKETS],
+            })
+        });
+        let (b, print) = place(hash);
+        if stamp <= t.floors[b] {
+            return;
+        }
+        let (prints, stamps) = (&mut t.prints[b], &mut t.stamps[b]);
+        if let Some(w) = (0..WAYS).find(|&w| prints[w] == print && stamps[w] != 0) {
+            stamps[w] = stamps[w].max(stamp);
+            return;
+        }
+        // An empty way, else the oldest stamp goes to the floor (or this one, if older).
+        let w = (0..WAYS).min_by_key(|&w| stamps[w]).unwrap_or(0);
+        if stamps[w] != 0 {
+            let gone = stamps[w].min(stamp);
+            t.floors[b] = t.floors[b].max(gone);
+            if gone == stamp {
+                return;
+            }
+        }
+        prints[w] = print;
+        stamps[w] = stamp;
     }
 
     /// True if a state stamped `stamp` may be older than one dropped: it must be refused
     /// for a key the shard does not hold.
     pub fn covers(&self, hash: u64, stamp: u64) -> bool {
-        stamp <= self.marks[slice(hash)]
+        let Some(t) = &self.table else {
+            return false;
+        };
+        let (b, print) = place(hash);
+        stamp <= t.floors[b]
+            || (0..WAYS).any(|w| t.prints[b][w] == print && stamp <= t.stamps[b][w])
     }
 }
 
@@ -50,14 +87,60 @@ impl Forgotten {
 mod tests {
     use super::*;
 
+    /// A hash in bucket `bucket` whose fingerprint is `key`'s alone.
+    fn h(bucket: u64, key: u64) -> u64 {
+        (bucket << 32) | (key << 9)
+    }
+
     #[test]
-    fn marks_rise_per_slice_and_never_fall() {
+    fn a_stamp_covers_its_own_key_only() {
         let mut f = Forgotten::default();
-        let (a, b) = (1u64 << 32, 2u64 << 32);
-        assert!(!f.covers(a, 1));
-        f.raise(a, 10);
-        f.raise(a, 5);
-        assert!(f.covers(a, 10) && !f.covers(a, 11));
-        assert!(!f.covers(b, 1), "another slice is unaffected");
+        assert!(!f.covers(h(1, 1), 1));
+        f.raise(h(1, 1), 10);
+        f.raise(h(1, 1), 5);
+        assert!(f.covers(h(1, 1), 10) && !f.covers(h(1, 1), 11));
+        assert!(
+            !f.covers(h(1, 2), 1),
+            "another key of the bucket is unaffected"
+        );
+        assert!(!f.covers(h(2, 1), 1), "another bucket is unaffected");
+    }
+
+    #[test]
+    fn a_full_bucket_blurs_its_oldest_stamp_over_the_bucket() {
+        let mut f = Forgotten::default();
+        for k in 1..=WAYS as u64 {
+            f.raise(h(3, k), 100 + k);
+        }
+        assert!(!f.covers(h(3, 99), 2));
+        // One more key: the oldest stamp (101) becomes the bucket's floor.
+        f.raise(h(3, 99), 200);
+        assert!(f.covers(h(3, 1), 101), "the key let go is still covered");
+        assert!(f.covers(h(3, 50), 101) && !f.covers(h(3, 50), 102));
+        assert!(f.covers(h(3, 99), 200) && f.covers(h(3, 4), 104));
+        // Older than everything held: straight to the floor.
+        f.raise(h(3, 77), 150);
+        assert!(f.covers(h(3, 77), 150) && !f.covers(h(3, 78), 151));
+    }
+
+    /// Whatever was raised stays covered, however the buckets overflow.
+    #[test]
+    fn nothing_raised_is_ever_uncovered() {
+        let mut f = Forgotten::default();
+        let mut seen = Vec::new();
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Few buckets and keys, so buckets overflow and keys come back.
+            let hash = h(x % 3, (x >> 8) % 40);
+            let stamp = (x >> 20) % 1_000_000 + 1;
+            f.raise(hash, stamp);
+            seen.push((hash, stamp));
+        }
+        for &(hash, stamp) in &seen {
+            assert!(f.covers(hash, stamp), "{hash:x} at {stamp} uncovered");
+        }
     }
 }

@@ -940,11 +940,18 @@ impl Store {
         before
     }
 
-    /// Everything stamped below this has been flushed, on every shard: what a peer that
-    /// lost flush records must still be told.
-    pub fn flushed_below(&self) -> u64 {
+    /// Everything stamped below this has been flushed, on every shard, as of relative
+    /// second `now`: what a peer that lost flush records must still be told. Delayed
+    /// flushes due by `now` are folded in first (the background reclaim may not have
+    /// reached every shard yet), so with [`Store::pending_flushes`] at the same `now` no
+    /// flush falls between the two.
+    pub fn flushed_below(&self, now: u32) -> u64 {
         (0..self.inner.shards.len())
-            .map(|i| self.lock(i).flushes.below())
+            .map(|i| {
+                let mut shard = self.lock(i);
+                shard.flushes.settle(now);
+                shard.flushes.below()
+            })
             .min()
             .unwrap_or(0)
     }

@@ -1,0 +1,156 @@
+//! Convergence after partitions, in cases that once left nodes holding different data once
+//! healed: real processes on 127.0.0.200 to 127.0.0.203, links through fault proxies.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::node::{args, Node};
+use common::proxy::{Mode, Proxy};
+use common::{eventually, free_port, Client};
+
+fn get(c: &mut Client, key: &str) -> Option<String> {
+    let out = c.call_until(format!("get {key}\r\n").as_bytes(), b"END\r\n");
+    let text = String::from_utf8(out).unwrap();
+    let mut lines = text.lines();
+    let first = lines.next()?;
+    first
+        .starts_with("VALUE")
+        .then(|| lines.next().unwrap_or("").to_string())
+}
+
+fn sees(node: &Node, key: &str, want: Option<&str>) -> bool {
+    let mut c = node.client();
+    eventually(Duration::from_secs(5), || {
+        get(&mut c, key).as_deref() == want
+    })
+}
+
+/// Two nodes on 127.0.0.`first` and `first + 1` whose links go through proxies on
+/// `first + 2` (to the second) and `first + 3` (to the first); dropped after a second of
+/// silence.
+struct Pair {
+    a: Node,
+    b: Node,
+    ab: Proxy,
+    ba: Proxy,
+}
+
+impl Pair {
+    fn start(first: u8, extra: &[&str]) -> Pair {
+        Pair::start_each(first, [extra, extra])
+    }
+
+    /// As [`Pair::start`], with each node's own extra flags.
+    fn start_each(first: u8, extra: [&[&str]; 2]) -> Pair {
+        let ip = |i: u8| [127, 0, 0, first + i];
+        let port = free_port();
+        let (ra, rb) = (
+            SocketAddr::from((ip(0), free_port())),
+            SocketAddr::from((ip(1), free_port())),
+        );
+        let ab = Proxy::start(SocketAddr::from((ip(2), 0)), rb);
+        let ba = Proxy::start(SocketAddr::from((ip(3), 0)), ra);
+        let node = |listen: SocketAddr, peer: SocketAddr, extra: &[&str]| {
+            let (listen, peer) = (listen.to_string(), peer.to_string());
+            let mut a = args(&[
+                "--repl-listen",
+                &listen,
+                "--peer",
+                &peer,
+                "--repl-timeout",
+                "1",
+            ]);
+            a.extend(args(extra));
+            a
+        };
+        let a = Node::start(ip(0), port, &node(ra, ab.addr(), extra[0]));
+        let b = Node::start(ip(1), port, &node(rb, ba.addr(), extra[1]));
+        let pair = Pair { a, b, ab, ba };
+        assert!(pair.connected(1), "the pair links up");
+        pair
+    }
+
+    fn connected(&self, n: usize) -> bool {
+        let want = n.to_string();
+        let (mut ca, mut cb) = (self.a.client(), self.b.client());
+        eventually(Duration::from_secs(5), || {
+            ca.stat("replication_peers_connected") == want
+                && cb.stat("replication_peers_connected") == want
+        })
+    }
+
+    fn partition(&self) {
+        for p in [&self.ab, &self.ba] {
+            p.set_mode(Mode::Refuse);
+            p.cut();
+        }
+        assert!(self.connected(0), "the link drops");
+    }
+
+    fn heal(&self) {
+        for p in [&self.ab, &self.ba] {
+            p.set_mode(Mode::Pass);
+        }
+        assert!(self.connected(1), "the pair links again");
+    }
+}
+
+/// A key that lands in the same shard and the same bucket of the store's memory of dropped
+/// states as `key` (the low bits pick the shard, bits 32 and up the bucket).
+fn neighbour_of(key: &str) -> String {
+    use repcached::store::shard::hash_key;
+    let same = |h: u64| (h & 0x3ff, (h >> 32) % 256);
+    let want = same(hash_key(key.as_bytes()));
+    (0..)
+        .map(|i| format!("n{i}"))
+        .find(|k| same(hash_key(k.as_bytes())) == want)
+        .unwrap()
+}
+
+#[test]
+fn a_write_made_during_a_partition_survives_an_unrelated_key_expiring_on_the_other_side() {
+    let p = Pair::start(200, &[]);
+    let (mut ca, mut cb) = (p.a.client(), p.b.client());
+    let other = neighbour_of("session");
+    p.partition();
+    // Written on the first node during the partition, and acknowledged.
+    ca.expect(b"set session 0 0 5\r\nalice\r\n", b"STORED\r\n");
+    std::thread::sleep(Duration::from_millis(20));
+    // A later, short-lived write of another key on the second node, which expires there
+    // and is dropped by a read.
+    cb.expect(
+        format!("set {other} 0 1 1\r\nx\r\n").as_bytes(),
+        b"STORED\r\n",
+    );
+    std::thread::sleep(Duration::from_millis(2100));
+    assert_eq!(get(&mut cb, &other), None);
+    p.heal();
+    assert!(
+        sees(&p.b, "session", Some("alice")),
+        "the write made during the partition reached the other node"
+    );
+    assert_eq!(get(&mut ca, "session").as_deref(), Some("alice"));
+}
+
+/// A delayed flush that came due but that the background reclaim has not yet folded into
+/// every shard must be in one or the other, or the peer keeps what it removed.
+#[test]
+fn a_delayed_flush_that_just_came_due_is_in_the_summary_a_peer_gets() {
+    use repcached::store::{Clock, Store, StoreConfig};
+    let clock = std::sync::Arc::new(Clock::new());
+    let store = Store::new(StoreConfig::default(), clock.clone());
+    let now = clock.now();
+    let before = store.flush_all(Some(now + 2), now);
+    // Due now, before the reclaim's next pass.
+    clock.advance(3);
+    let now = clock.now();
+    // In the order the replication link asks.
+    let below = store.flushed_below(now);
+    let pending = store.pending_flushes(now);
+    assert!(
+        below >= before || pending.iter().any(|&(_, b)| b >= before),
+        "the due flush is in neither: below {below}, pending {pending:?}, flush {before}"
+    );
+}
