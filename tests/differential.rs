@@ -224,10 +224,16 @@ fn corpus() -> Vec<Vec<u8>> {
 
 #[test]
 fn replies_match_memcached() {
+    compare(corpus());
+}
+
+/// Sends each case to memcached and to repcached (each after a `flush_all`) and fails
+/// listing every case whose replies differ.
+fn compare(cases: Vec<Vec<u8>>) {
     let mc = Memcached::start();
     let ours = Proc::start(&[]);
     let mut failures = Vec::new();
-    for case in corpus() {
+    for case in cases {
         exchange(mc.1, b"flush_all\r\n");
         exchange(ours.port, b"flush_all\r\n");
         let a = normalize(&exchange(mc.1, &case));
@@ -247,6 +253,88 @@ fn replies_match_memcached() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// A stale item's win token (mg `W`) goes only to a meta get: a plain get, gets, gat or
+/// touch of an invalidated item leaves it for the next `mg`.
+#[test]
+fn plain_reads_leave_the_win_token() {
+    let stale = "set k 0 0 2\r\n10\r\nmd k I T30\r\n";
+    compare(
+        [
+            "get k\r\nmg k v\r\nmg k v\r\n",
+            "gets k\r\nmg k v\r\n",
+            "gat 50 k\r\nmg k v\r\n",
+            "gats 50 k\r\nmg k v\r\n",
+            "touch k 50\r\nmg k v\r\n",
+        ]
+        .iter()
+        .map(|c| format!("{stale}{c}").into_bytes())
+        .collect(),
+    );
+}
+
+/// `C0` on a meta command: append, prepend and ma compare nothing (memcached treats a zero
+/// CAS as none there); a set with `I` and `C0` is not a stale store but `EX`.
+#[test]
+fn meta_cas_zero_matches_memcached() {
+    compare(
+        [
+            "set k 0 0 2\r\n10\r\nma k C0 v\r\nmg k v\r\n",
+            "set k 0 0 2\r\n10\r\nms k 2 C0 MA\r\nhi\r\nmg k v\r\n",
+            "set k 0 0 2\r\n10\r\nms k 2 C0 MP\r\nhi\r\nmg k v\r\n",
+            "set k 0 0 2\r\n10\r\nmg k\r\nms k 2 I C0\r\nhi\r\nmg k v\r\n",
+            // Already matching: set, replace and delete with C0 compare (and fail).
+            "set k 0 0 2\r\n10\r\nms k 2 C0\r\nhi\r\nms k 2 C0 MR\r\nhi\r\nmd k C0\r\n",
+        ]
+        .iter()
+        .map(|c| c.as_bytes().to_vec())
+        .collect(),
+    );
+}
+
+/// memcached 1.6.18 reads `ms` and `ma` mode tokens in capitals (and `+`, `-`) only.
+#[test]
+fn meta_lowercase_modes_are_invalid() {
+    let set = "set k 0 0 2\r\n10\r\n";
+    let mut cases: Vec<Vec<u8>> = ["s", "e", "a", "p", "r"]
+        .iter()
+        .map(|m| format!("{set}ms k 2 M{m}\r\nhi\r\nmg k v\r\n").into_bytes())
+        .collect();
+    cases.extend(
+        ["i", "d"]
+            .iter()
+            .map(|m| format!("{set}ma k M{m} v\r\nmg k v\r\n").into_bytes()),
+    );
+    compare(cases);
+}
+
+/// `ma` on an empty value is non-numeric before any CAS comparison, as in memcached.
+#[test]
+fn meta_arith_empty_value_before_cas() {
+    compare(vec![
+        b"set k 0 0 0\r\n\r\nma k C1\r\nmg k N30 c\r\n".to_vec(),
+        b"mg k N30\r\nma k C1 v\r\n".to_vec(),
+    ]);
+}
+
+/// `ma` with `q` that creates the item (`N`) still answers in memcached 1.6.18 (only the
+/// outcomes of an existing item are quiet).
+#[test]
+fn meta_arith_quiet_vivify_answers() {
+    compare(vec![
+        b"ma k q N0\r\nma k q N0\r\nmn\r\n".to_vec(),
+        b"ma k q N0 v k O1\r\nmn\r\n".to_vec(),
+    ]);
+}
+
+/// `N` and `T` both give the TTL of an item a meta command creates: the later flag wins.
+#[test]
+fn meta_vivify_ttl_last_flag_wins() {
+    compare(vec![
+        b"mg k T20 N10\r\nmg k t\r\n".to_vec(),
+        b"ma k N50 T30\r\nmg k t\r\n".to_vec(),
+    ]);
 }
 
 mod binary {
