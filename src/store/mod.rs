@@ -195,6 +195,10 @@ pub struct ReadOptions {
     pub vivify: Option<u32>,
     /// Win the recache token if the item expires before this (mg `R`).
     pub recache: Option<u32>,
+    /// Hand out the win token (a stale item's, or `recache`'s): only a meta get does. A
+    /// plain get, gat or touch of an invalidated item leaves it for the next one, as in
+    /// memcached.
+    pub tokens: bool,
 }
 
 /// What a read saw, before its own update.
@@ -536,15 +540,15 @@ impl Store {
         }
         let it = shard.item(loc);
         let mut won = created;
-        if let Some(r) = opts.recache {
-            if !meta.has(bits::TOKEN_SENT) && !created && meta.exptime != 0 && meta.exptime < r {
-                won = true;
-            }
-        }
         let token_sent = meta.has(bits::TOKEN_SENT);
         let stale = meta.has(bits::STALE);
-        if stale && !token_sent {
-            won = true;
+        if opts.tokens && !token_sent {
+            let expiring = opts
+                .recache
+                .is_some_and(|r| !created && meta.exptime != 0 && meta.exptime < r);
+            if stale || expiring {
+                won = true;
+            }
         }
         if won {
             meta.set(bits::TOKEN_SENT);

@@ -10,7 +10,7 @@ use super::super::detail::Op;
 use super::super::output::Output;
 use super::super::stats::Counts;
 use super::{After, Session};
-use crate::protocol::command::{Get, Hit, Keys, Reply};
+use crate::protocol::command::{Encoding, Get, Hit, Keys, Reply};
 use crate::protocol::Cas;
 use crate::store::{self, bits, item_total_size, Item, Miss, ReadOptions};
 
@@ -41,6 +41,7 @@ pub fn get_keys<R: Reply>(
         touch: get.touch.map(|t| s.exptime(t)),
         vivify: get.vivify.map(|t| s.exptime(t)),
         recache: get.recache.map(|t| s.exptime(t)),
+        tokens: R::ENCODING == Encoding::Meta,
     };
     let touch = get.touch.is_some();
     for key in get.keys.iter() {
