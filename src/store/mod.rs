@@ -676,7 +676,9 @@ impl Store {
             Some(loc) => {
                 let old = shard.item(loc);
                 let cas_match = req.compare_cas.map(|c| c == old.cas);
-                let stale_ok = req.invalidate && req.compare_cas.is_some_and(|c| c < old.cas);
+                // A zero CAS is never an older version: memcached answers EX to `I C0`.
+                let stale_ok =
+                    req.invalidate && req.compare_cas.is_some_and(|c| c != 0 && c < old.cas);
                 match req.mode {
                     SetMode::Add => {
                         // memcached bumps the item an add collided with.

@@ -67,19 +67,25 @@ impl MetaRequest<'_> {
                     drop_old: true,
                     swallow,
                 }),
-                None => Command::Store(Store {
+                None => {
                     // The parser refuses an unknown mode.
-                    mode: self.set_mode().unwrap_or(SetMode::Set),
-                    key,
-                    flags: f.client_flags,
-                    exptime: f.ttl.map_or(Exptime(0), exptime),
-                    data: self.data,
-                    compare_cas: f.compare_cas.map(Cas),
-                    invalidate: f.invalidate,
-                    new_cas: f.new_cas.map(Cas),
-                    vivify: f.vivify.map(exptime),
-                    key_binary: f.base64,
-                }),
+                    let mode = self.set_mode().unwrap_or(SetMode::Set);
+                    // As in memcached, `C0` compares nothing for append and prepend (a
+                    // set or replace with it compares, and fails).
+                    let joins = matches!(mode, SetMode::Append | SetMode::Prepend);
+                    Command::Store(Store {
+                        mode,
+                        key,
+                        flags: f.client_flags,
+                        exptime: f.ttl.map_or(Exptime(0), exptime),
+                        data: self.data,
+                        compare_cas: f.compare_cas.filter(|&c| c != 0 || !joins).map(Cas),
+                        invalidate: f.invalidate,
+                        new_cas: f.new_cas.map(Cas),
+                        vivify: f.vivify.map(exptime),
+                        key_binary: f.base64,
+                    })
+                }
             },
             MetaCmd::Delete => Command::Delete(Delete {
                 key,
@@ -94,7 +100,8 @@ impl MetaRequest<'_> {
                 // The parser refuses an unknown mode.
                 incr: self.arith_incr().unwrap_or(true),
                 delta: f.delta,
-                compare_cas: f.compare_cas.map(Cas),
+                // As in memcached, `C0` compares nothing here.
+                compare_cas: f.compare_cas.filter(|&c| c != 0).map(Cas),
                 vivify: f.vivify.map(|t| (exptime(t), f.initial)),
                 exptime: f.ttl.map(exptime),
                 new_cas: f.new_cas.map(Cas),
