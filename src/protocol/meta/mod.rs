@@ -117,23 +117,23 @@ impl MetaRequest<'_> {
         }
     }
 
-    /// ms mode: `M` flag, set by default.
+    /// ms mode: `M` flag, set by default. Capitals only: memcached 1.6.18 refuses `Ms`.
     pub fn set_mode(&self) -> Option<SetMode> {
         Some(match self.flags.mode {
-            None | Some(b'S') | Some(b's') => SetMode::Set,
-            Some(b'E') | Some(b'e') => SetMode::Add,
-            Some(b'A') | Some(b'a') => SetMode::Append,
-            Some(b'P') | Some(b'p') => SetMode::Prepend,
-            Some(b'R') | Some(b'r') => SetMode::Replace,
+            None | Some(b'S') => SetMode::Set,
+            Some(b'E') => SetMode::Add,
+            Some(b'A') => SetMode::Append,
+            Some(b'P') => SetMode::Prepend,
+            Some(b'R') => SetMode::Replace,
             _ => return None,
         })
     }
 
-    /// ma mode: increment unless `MD`/`M-`.
+    /// ma mode: increment unless `MD`/`M-` (capitals only, as in memcached 1.6.18).
     pub fn arith_incr(&self) -> Option<bool> {
         match self.flags.mode {
-            None | Some(b'I') | Some(b'i') | Some(b'+') => Some(true),
-            Some(b'D') | Some(b'd') | Some(b'-') => Some(false),
+            None | Some(b'I') | Some(b'+') => Some(true),
+            Some(b'D') | Some(b'-') => Some(false),
             _ => None,
         }
     }
