@@ -866,6 +866,10 @@ impl Store {
             }
         };
         let old = shard.item(loc);
+        // As memcached: an empty value is refused before the CAS is compared.
+        if old.value().is_empty() {
+            return ArithOutcome::NonNumeric;
+        }
         if req.compare_cas.is_some_and(|c| c != old.cas) {
             return ArithOutcome::Exists;
         }
