@@ -272,6 +272,8 @@ pub enum Counted {
         value: u64,
         cas: Cas,
         ttl: Option<u32>,
+        /// The item was created (ma `N`): answered even with `q`, as memcached 1.6.18 does.
+        created: bool,
     },
     NotFound,
     NotStored,

@@ -135,8 +135,10 @@ impl Reply for MetaReply<'_> {
     fn counted(&self, out: &mut Vec<u8>, o: Counted) {
         let f = self.flags;
         match o {
-            Counted::Value { .. } if f.quiet => {}
-            Counted::Value { value, cas, ttl } => {
+            Counted::Value { created: false, .. } if f.quiet => {}
+            Counted::Value {
+                value, cas, ttl, ..
+            } => {
                 let mut digits = itoa::Buffer::new();
                 let digits = digits.format(value).as_bytes();
                 if f.value {

@@ -22,11 +22,12 @@ pub fn arith(s: &mut Session<'_>, a: &Arith<'_>) -> Counted {
             value,
             cas,
             exptime,
-            ..
+            created,
         } => Counted::Value {
             value,
             cas: s.cas_out(cas),
             ttl: (exptime != 0).then(|| exptime.saturating_sub(s.now)),
+            created,
         },
         ArithOutcome::NotFound => Counted::NotFound,
         ArithOutcome::NotStored => Counted::NotStored,
