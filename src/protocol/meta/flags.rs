@@ -67,12 +67,20 @@ pub fn parse<'a>(raw: &'a [u8], key: &mut Cow<'a, [u8]>) -> Result<MetaFlags<'a>
                     _ => fail(ErrorKind::MetaKeyDecode),
                 }
             }
+            // memcached keeps one TTL for `N` and `T`: given both, the later one is used
+            // for the item created and for the touch alike.
             b'N' => match parse_i32(arg) {
-                Some(v) => f.vivify = Some(v),
+                Some(v) => {
+                    f.vivify = Some(v);
+                    f.ttl = f.ttl.map(|_| v);
+                }
                 None => fail(ErrorKind::MetaBadToken),
             },
             b'T' => match parse_i32(arg) {
-                Some(v) => f.ttl = Some(v),
+                Some(v) => {
+                    f.ttl = Some(v);
+                    f.vivify = f.vivify.map(|_| v);
+                }
                 None => fail(ErrorKind::MetaBadToken),
             },
             b'R' => match parse_i32(arg) {
