@@ -136,7 +136,7 @@ pub async fn run(
     };
     // The whole handshake within the timeout: a peer trickling bytes holds nothing long.
     let shake = handshake_with(&inner, &mut frames, &mut wr, dialed.is_some());
-    let (peer, peer_run) = match tokio::time::timeout(inner.timeout, shake).await {
+    let (peer, peer_run, peer_version) = match tokio::time::timeout(inner.timeout, shake).await {
         Ok(r) => r?,
         Err(_) => return Err(LinkError::Silent(inner.timeout)),
     };
@@ -173,7 +173,7 @@ pub async fn run(
     // The reader lives here, not in the futures below, so it is parked however they end.
     let mut sending = None;
     let result = tokio::select! {
-        r = serve(&inner, &mut frames, &mut wr, (peer, addr), &mut control, &control_tx, &pending, &mut sending) => r,
+        r = serve(&inner, &mut frames, &mut wr, (peer, addr, peer_version), &mut control, &control_tx, &pending, &mut sending) => r,
         _ = cancel.cancelled() => Ok(()),
     };
     inner.unregister(peer, id, sending);
@@ -235,7 +235,7 @@ async fn serve(
     inner: &Inner,
     frames: &mut Frames,
     wr: &mut OwnedWriteHalf,
-    (peer, addr): (NodeId, Option<std::net::SocketAddr>),
+    (peer, addr, peer_version): (NodeId, Option<std::net::SocketAddr>, u16),
     control: &mut Control,
     control_tx: &ControlTx,
     pending: &Pending,
@@ -283,6 +283,8 @@ async fn serve(
         }
     }));
     let wake = Wake { notify, polling };
+    // A v2 peer refuses live records that carry item bits.
+    let item_bits = peer_version >= 3;
     let acks = Acks::default();
     let mut marks = Marks {
         chain: parked.chain,
@@ -291,21 +293,21 @@ async fn serve(
         bytes: 0,
     };
     tokio::select! {
-        r = send_changes(inner, wr, &mut parked.reader, &mut marks, control, &wake, &acks, peer, full) => r,
-        r = receive(inner, frames, peer, control_tx, pending, &acks) => r,
+        r = send_changes(inner, wr, &mut parked.reader, &mut marks, control, &wake, &acks, peer, full, item_bits) => r,
+        r = receive(inner, frames, peer, control_tx, pending, &acks, item_bits) => r,
     }
 }
 
 /// Hellos both ways, then proofs: the node that dialled proves first, and the node that
 /// accepted proves only once it has checked that proof, so a node never hands its proof
 /// to a connection that has not proved itself (which a third party could relay).
-/// Returns the peer's node id and run.
+/// Returns the peer's node id, run and protocol version.
 async fn handshake_with(
     inner: &Inner,
     frames: &mut Frames,
     wr: &mut OwnedWriteHalf,
     dialed: bool,
-) -> Result<(NodeId, u64), LinkError> {
+) -> Result<(NodeId, u64, u16), LinkError> {
     let local: &Local = &inner.local;
     let nonce = handshake::new_nonce();
     let hello = Frame::Hello {
@@ -316,7 +318,7 @@ async fn handshake_with(
         nonce,
     };
     send(wr, &hello).await?;
-    let (peer, peer_run, peer_nonce) = match frames.next().await? {
+    let (peer, peer_run, peer_version, peer_nonce) = match frames.next().await? {
         Frame::Hello {
             version,
             cluster,
@@ -327,7 +329,7 @@ async fn handshake_with(
             if let Err(why) = handshake::check_hello(local, version, &cluster, node) {
                 return Err(refuse(wr, why).await);
             }
-            (node, run, nonce)
+            (node, run, version, nonce)
         }
         Frame::Refuse { reason } => return Err(LinkError::RefusedBy(reason)),
         _ => return Err(LinkError::Protocol("expected a hello")),
@@ -348,7 +350,7 @@ async fn handshake_with(
     if !dialed {
         send(wr, &Frame::Proof { mac }).await?;
     }
-    Ok((peer, peer_run))
+    Ok((peer, peer_run, peer_version))
 }
 
 /// Tells the peer why it is refused, closes, and gives the error to log.
@@ -413,6 +415,7 @@ async fn send_changes(
     acks: &Acks,
     peer: NodeId,
     full: bool,
+    item_bits: bool,
 ) -> Result<(), LinkError> {
     let store = &inner.store;
     let heartbeat = inner.timeout / 3;
@@ -422,7 +425,7 @@ async fn send_changes(
         send(wr, &Frame::SnapshotStart { complete }).await?;
         // The snapshot leaves out what was flushed; the peer may still hold it.
         send_flushed(inner, wr, &mut out).await?;
-        snapshot(inner, wr, &mut out, None, control).await?;
+        snapshot(inner, wr, &mut out, None, control, item_bits).await?;
         send(wr, &Frame::SnapshotEnd).await?;
         inner.count(peer, SyncKind::Full);
     }
@@ -448,7 +451,7 @@ async fn send_changes(
                 peer.0
             );
             match lost.shard {
-                Some(i) => snapshot(inner, wr, &mut out, Some(i), control).await?,
+                Some(i) => snapshot(inner, wr, &mut out, Some(i), control, item_bits).await?,
                 // Lost flushes: what they did, summed up as one.
                 None => send_flushed(inner, wr, &mut out).await?,
             }
@@ -462,7 +465,7 @@ async fn send_changes(
             .collect();
         out.clear();
         if !mine.is_empty() {
-            wire::encode_changes(store.clock().now(), &mine, &mut out);
+            wire::encode_changes(store.clock().now(), &mine, &mut out, item_bits);
         }
         let mark_now =
             !mine.is_empty() || marks.sent.is_none() || last_mark.elapsed() >= MARK_DELAY;
@@ -557,7 +560,7 @@ async fn send_flushed(
         return Ok(());
     }
     out.clear();
-    wire::encode_changes(now, &flushes, out);
+    wire::encode_changes(now, &flushes, out, false);
     wr.write_all(out).await?;
     Ok(())
 }
@@ -569,6 +572,7 @@ async fn snapshot(
     out: &mut BytesMut,
     only: Option<usize>,
     control: &mut Control,
+    item_bits: bool,
 ) -> Result<(), LinkError> {
     let store = &inner.store;
     // Items eviction moves while the walk runs reach the peer through the feed.
@@ -592,7 +596,7 @@ async fn snapshot(
             continue;
         }
         out.clear();
-        wire::encode_changes(now, &records, out);
+        wire::encode_changes(now, &records, out, item_bits);
         wr.write_all(out).await?;
     }
     Ok(())
@@ -614,6 +618,7 @@ async fn receive(
     control: &ControlTx,
     pending: &Pending,
     acks: &Acks,
+    item_bits: bool,
 ) -> Result<(), LinkError> {
     let store = &inner.store;
     // Whether the copy arriving holds the cluster's data (see [`Frame::SnapshotStart`]).
@@ -686,7 +691,7 @@ async fn receive(
             Frame::Heartbeat => {}
             Frame::Fetch { id, key } => {
                 let now = store.clock().now();
-                let record = store.state_of(&key, now);
+                let record = store.state_of(&key, now).map(|r| r.for_peer(item_bits));
                 // Never waits: a full queue waits on this link's own sender (see CONTROL_QUEUE).
                 let _ = control.try_send(Frame::Fetched { id, now, record });
             }

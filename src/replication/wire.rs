@@ -31,9 +31,11 @@ use crate::store::record::RecordError;
 use crate::store::{NodeId, Record};
 
 /// The replication protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// v3: live records carry the item's state bits (stale, base64 key) in their `at` field.
+pub const PROTOCOL_VERSION: u16 = 3;
 /// The oldest version this build accepts from a peer. A node meeting an older peer than
-/// itself but not older than this speaks the peer's version (none yet: v1 had no resume).
+/// itself but not older than this speaks the peer's version (to a v2 peer, records go
+/// without item bits, which it would refuse; v1 had no resume).
 pub const MIN_PROTOCOL_VERSION: u16 = 2;
 /// Largest frame accepted. A batch of changes is a few hundred KB, but one record may be as
 /// large as the largest item (`-I`, at most 1 GB) and travels in a frame of its own; a peer
@@ -149,7 +151,7 @@ pub enum WireError {
 /// caller keeps a Changes batch under [`MAX_FRAME`], or the peer refuses it.
 pub fn encode(frame: &Frame, out: &mut BytesMut) {
     let ty = match frame {
-        Frame::Changes { now, records } => return encode_changes(*now, records, out),
+        Frame::Changes { now, records } => return encode_changes(*now, records, out, true),
         Frame::Hello { .. } => HELLO,
         Frame::Proof { .. } => PROOF,
         Frame::Refuse { .. } => REFUSE,
@@ -239,7 +241,10 @@ pub fn encode(frame: &Frame, out: &mut BytesMut) {
 
 /// Encodes a Changes frame straight from records a reader got (so a batch is not cloned
 /// into a Frame first).
-pub fn encode_changes(now: u32, records: &[Record], out: &mut BytesMut) {
+///
+/// `item_bits`: the peer speaks protocol v3 or later and takes live records' item bits
+/// (see [`crate::store::record::CARRIED_BITS`]); a v2 peer gets them zeroed.
+pub fn encode_changes(now: u32, records: &[Record], out: &mut BytesMut, item_bits: bool) {
     let body: usize = records.iter().map(|r| 4 + r.len()).sum();
     let len = 1 + 8 + body;
     out.reserve(4 + len);
@@ -249,7 +254,7 @@ pub fn encode_changes(now: u32, records: &[Record], out: &mut BytesMut) {
     out.put_u32_le(records.len() as u32);
     for r in records {
         out.put_u32_le(r.len() as u32);
-        out.put_slice(r.as_bytes());
+        r.put_into(out, item_bits);
     }
 }
 
@@ -573,7 +578,7 @@ mod tests {
             unreachable!()
         };
         let mut direct = BytesMut::new();
-        encode_changes(now, &records, &mut direct);
+        encode_changes(now, &records, &mut direct, true);
         assert_eq!(direct, encoded(&changes()));
         // Each record goes out as the bytes the store encoded.
         for r in &records {

@@ -26,6 +26,8 @@ pub enum RemoteState<'a> {
         /// In this store's relative seconds (0: never; 1: already expired): replication
         /// sends the remaining lifetime, so clocks need not agree.
         exptime: u32,
+        /// Item bits that are the item's state ([`super::record::CARRIED_BITS`]).
+        bits: u8,
     },
     Deleted,
 }
@@ -49,6 +51,7 @@ impl<'a> RemoteChange<'a> {
                 value: rec.value(),
                 flags: rec.flags(),
                 exptime,
+                bits: rec.item_bits(),
             },
             Kind::Deleted => RemoteState::Deleted,
             Kind::Flush => return None,
@@ -138,6 +141,7 @@ impl Store {
                 value,
                 flags,
                 exptime,
+                ..
             } if exptime != 0 && exptime <= now => {
                 if let Some((loc, _)) = held {
                     shard.remove(hash, loc, b);
@@ -150,8 +154,14 @@ impl Store {
                 }
                 return Ok(Applied::Expired);
             }
-            RemoteState::Live { flags, exptime, .. } => {
+            RemoteState::Live {
+                flags,
+                exptime,
+                bits,
+                ..
+            } => {
                 let mut m = Meta::new(flags, exptime, now);
+                m.bits = bits & super::record::CARRIED_BITS;
                 m.cas = c.version.stamp;
                 m.node = c.version.node;
                 m

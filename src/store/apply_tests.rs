@@ -58,6 +58,7 @@ fn live<'a>(key: &'a [u8], value: &'a [u8], stamp: u64, from: u16) -> RemoteChan
             value,
             flags: 0,
             exptime: 0,
+            bits: 0,
         },
         version: Version {
             stamp,
@@ -86,6 +87,7 @@ fn expired_on_its_way(key: &[u8], stamp: u64) -> RemoteChange<'_> {
         value: b"gone",
         flags: 0,
         exptime: 1,
+        bits: 0,
     };
     c
 }

@@ -17,7 +17,9 @@
 //!  8  stamp      u64  version.stamp
 //! 16  flags      u32  live: client flags     } flush: `before`, one u64 over both
 //! 20  exptime    u32  live: relative second  } (0 for a delete)
-//! 24  at         u32  flush: relative second it takes effect; else 0
+//! 24  at         u32  flush: relative second it takes effect; live: the item's state
+//!                     bits a peer keeps too (stale, key given in base64; protocol v3 on,
+//!                     0 to an older peer); else 0
 //! 28  value len  u32  0 unless live
 //! 32  key, then value
 //! ```
@@ -26,7 +28,7 @@
 
 use bytes::{BufMut, Bytes};
 
-use super::item::Item;
+use super::item::{bits, Item};
 use super::version::{NodeId, Version};
 
 /// memcached's key limit; the store never holds a longer key.
@@ -44,6 +46,11 @@ const EXPTIME: usize = 20;
 const BEFORE: usize = 16;
 const AT: usize = 24;
 const VALUE_LEN: usize = 28;
+
+/// Item bits that belong to the item's state, not to this node's reads: an invalidated item
+/// (`md I`) is stale on every node, and a key stored in base64 is returned in base64 by every
+/// node. The win token (handed out by a read) stays each node's own.
+pub const CARRIED_BITS: u8 = bits::STALE | bits::KEY_BINARY;
 
 /// What a change left behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,18 +104,21 @@ impl Record {
         encode(Kind::Live, key, value, version, origin, wide, 0)
     }
 
-    /// The state an item holds: live, or a delete marker.
+    /// The state an item holds: live (with its [`CARRIED_BITS`]), or a delete marker.
     pub fn of_item(it: &Item<'_>, origin: Option<NodeId>) -> Record {
         if it.is_tombstone() {
             Record::deleted(it.key(), it.version(), origin)
         } else {
-            Record::live(
+            let wide = u64::from(it.flags) | u64::from(it.exptime) << 32;
+            let carried = u32::from(it.bits & CARRIED_BITS);
+            encode(
+                Kind::Live,
                 it.key(),
                 it.value(),
-                it.flags,
-                it.exptime,
                 it.version(),
                 origin,
+                wide,
+                carried,
             )
         }
     }
@@ -154,7 +164,7 @@ impl Record {
             return Err(RecordError::KeyLength(klen));
         }
         let unused = match kind {
-            Kind::Live => rec.u32_at(AT) != 0,
+            Kind::Live => rec.u32_at(AT) & !u32::from(CARRIED_BITS) != 0,
             Kind::Deleted => rec.u64_at(FLAGS) != 0 || rec.u32_at(AT) != 0 || vlen != 0,
             Kind::Flush => vlen != 0,
         };
@@ -212,7 +222,40 @@ impl Record {
 
     /// The relative second a flush takes effect (0: at once); 0 for other kinds.
     pub fn flush_at(&self) -> u32 {
-        self.u32_at(AT)
+        match self.kind() {
+            Kind::Flush => self.u32_at(AT),
+            _ => 0,
+        }
+    }
+
+    /// A live item's [`CARRIED_BITS`]; 0 for other kinds.
+    pub fn item_bits(&self) -> u8 {
+        self.live_or_zero(AT) as u8
+    }
+
+    /// Appends the encoding to `out`; without the item bits (`item_bits` false) for a peer
+    /// of protocol v2, which refuses them.
+    pub fn put_into(&self, out: &mut impl BufMut, item_bits: bool) {
+        if item_bits || self.item_bits() == 0 {
+            out.put_slice(&self.bytes);
+        } else {
+            out.put_slice(&self.bytes[..AT]);
+            out.put_u32_le(0);
+            out.put_slice(&self.bytes[AT + 4..]);
+        }
+    }
+
+    /// This record as a peer of protocol v2 can take it (see [`Record::put_into`]).
+    pub fn for_peer(self, item_bits: bool) -> Record {
+        if item_bits || self.item_bits() == 0 {
+            return self;
+        }
+        let mut b = Vec::with_capacity(self.len());
+        self.put_into(&mut b, false);
+        Record {
+            seq: self.seq,
+            bytes: Bytes::from(b),
+        }
     }
 
     /// The position in its ring's sequence (0 until pushed).
@@ -331,6 +374,26 @@ mod tests {
 
     fn decoded(r: &Record) -> Record {
         Record::decode(r.as_bytes().clone()).expect("a built record decodes")
+    }
+
+    #[test]
+    fn live_records_carry_the_item_state_bits_except_to_a_v2_peer() {
+        let r = Record::live(b"k", b"v", 1, 2, v(3, 4), None);
+        let mut b = r.as_bytes().to_vec();
+        b[AT] = bits::STALE | bits::KEY_BINARY;
+        let r = Record::decode(Bytes::from(b.clone())).expect("carried bits decode");
+        assert_eq!(r.item_bits(), bits::STALE | bits::KEY_BINARY);
+        // A read's bits are this node's own: refused on the wire.
+        b[AT] = bits::STALE | bits::FETCHED;
+        assert_eq!(Record::decode(Bytes::from(b)), Err(RecordError::Unused));
+        // To a v2 peer: the same record with the field zeroed, as it would accept.
+        let old = r.clone().for_peer(false);
+        assert_eq!(old.item_bits(), 0);
+        assert_eq!(old, Record::live(b"k", b"v", 1, 2, v(3, 4), None));
+        let mut out = Vec::new();
+        r.put_into(&mut out, false);
+        assert_eq!(&out[..], &old.as_bytes()[..]);
+        assert_eq!(r.clone().for_peer(true), r);
     }
 
     #[test]

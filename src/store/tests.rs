@@ -1003,6 +1003,7 @@ fn items_moved_during_a_walk_reach_the_reader_when_a_peer_writes() {
                 value: &[b'p'; 100],
                 flags: 0,
                 exptime: 0,
+                bits: 0,
             },
             version: Version {
                 stamp: base + i + 1,
