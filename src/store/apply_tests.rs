@@ -895,3 +895,21 @@ fn changes_from_the_one_peer_everyone_reads_for_are_not_recorded() {
     );
     assert_eq!(seen[0].key(), b"c");
 }
+
+/// A peer's delayed flush comes due on this node's clock a little before this node's wall
+/// clock reaches the flush's stamp (the two relative-second boundaries differ): a write made
+/// after it took effect here must still be stamped above it, not vanish as flushed.
+#[test]
+fn a_write_after_a_peers_delayed_flush_came_due_is_kept() {
+    let s = replicated(2);
+    let before = Hlc::stamp_of_ms(s.clock().unix_ms() + 1500);
+    let v = Version {
+        stamp: before,
+        node: NodeId(1),
+    };
+    assert!(s.apply_flush(v, before, now(&s) + 1, NodeId(1), now(&s)));
+    s.clock().advance(1);
+    let stamp = set(&s, b"after", b"1");
+    assert!(stamp > before, "stamped {stamp}, the flush {before}");
+    assert_eq!(read(&s, b"after").map(|r| r.0), Some(b"1".to_vec()));
+}

@@ -447,6 +447,11 @@ impl Store {
                 return e;
             }
         }
+        // A delayed flush that came due by this node's clock may be stamped a little ahead
+        // of its wall clock (a peer's, whose seconds start elsewhere): what is written after
+        // it took effect must order after it, not vanish as flushed.
+        shard.flushes.settle(now);
+        shard.hlc.observe(shard.flushes.below());
         shard.hlc.tick(wall)
     }
 
