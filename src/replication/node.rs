@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::handshake::{self, Local};
 use super::link::{self, LinkError};
-use super::warmup::{Fetcher, Pending, WarmUp};
+use super::warmup::{Fetcher, Gone, Heard, Pending, WarmUp};
 use super::wire::Frame;
 use crate::config::{PeerAddr, ReplicationConfig};
 use crate::store::{FeedCursor, FeedReader, NodeId, Store};
@@ -321,30 +321,51 @@ impl Replication {
     }
 
     /// Asks a linked peer about `keys`, which this node lacks while it catches up, and
-    /// takes what it holds (see [`super::warmup`]). The caller's request then runs again.
+    /// takes what it holds (see [`super::warmup`]); the keys that peer holds nothing of are
+    /// asked of the next linked peer, and so on (a peer may be catching up itself, or cut
+    /// off from where a key was written). The caller's request then runs again.
     pub async fn warm_up(&self, keys: &[Vec<u8>]) {
         let w = &self.inner.warmup;
-        let find = || {
-            let peers = self.inner.peers();
-            peers
-                .values()
-                .find_map(|p| p.link.as_ref().map(|l| l.fetcher.clone()))
-        };
-        // A link may be replaced under a fetch (two nodes dialling each other at once):
-        // then once more through whichever link is up. In parts, each well within what a
-        // link queues.
+        // In parts, each well within what a link queues.
         for part in keys.chunks(1024) {
             // A part that waited in vain makes the rest answer locally, as later
             // requests do (see `WarmUp::may_wait`).
             if !w.may_wait() {
                 return;
             }
-            for _ in 0..2 {
-                let Some(via) = w.link(find).await else {
-                    return;
+            let mut left = part.to_vec();
+            let mut asked: Vec<NodeId> = Vec::new();
+            // A link may be replaced under a fetch (two nodes dialling each other at
+            // once): then once more through whichever link is up.
+            let mut retried = false;
+            while !left.is_empty() {
+                let find = || {
+                    let peers = self.inner.peers();
+                    peers
+                        .iter()
+                        .filter(|(id, _)| !asked.contains(id))
+                        .find_map(|(_, p)| p.link.as_ref().map(|l| l.fetcher.clone()))
                 };
-                if w.fetch_many(&self.inner.store, &via, part).await.is_ok() {
+                let via = if asked.is_empty() {
+                    // Just after start, waits a moment for a first link.
+                    w.link(find).await
+                } else {
+                    find()
+                };
+                let Some(via) = via else {
                     break;
+                };
+                match w.fetch_many(&self.inner.store, &via, &left).await {
+                    Ok(heard) => {
+                        asked.push(via.peer);
+                        let mut heard = heard.into_iter();
+                        left.retain(|_| heard.next() == Some(Heard::Nothing));
+                        if !w.may_wait() {
+                            return;
+                        }
+                    }
+                    Err(Gone) if !retried => retried = true,
+                    Err(Gone) => break,
                 }
             }
         }

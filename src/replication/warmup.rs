@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 
 use super::expiry::local_exptime;
 use super::wire::Frame;
-use crate::store::{Applied, Kind, NodeId, Record, RemoteChange, Store};
+use crate::store::{NodeId, Record, RemoteChange, Store};
 
 /// The longest a read waits for a peer's answer (it may queue behind a snapshot batch in
 /// flight to this node, a fraction of a millisecond on a healthy link).
@@ -150,14 +150,14 @@ impl WarmUp {
     }
 
     /// Asks the peer behind `via` about `keys` (every question first, then the answers
-    /// together: one round trip), applies what it holds by the usual merge, and says which
-    /// keys are here now; Err if the link went away before answering.
+    /// together: one round trip), applies what it holds by the usual merge, and says what
+    /// came of each key; Err if the link went away before answering.
     pub async fn fetch_many(
         &self,
         store: &Store,
         via: &Fetcher,
         keys: &[Vec<u8>],
-    ) -> Result<Vec<bool>, Gone> {
+    ) -> Result<Vec<Heard>, Gone> {
         let mut asked = Vec::with_capacity(keys.len());
         for key in keys {
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -182,18 +182,22 @@ impl WarmUp {
         let mut found = Vec::with_capacity(keys.len());
         for question in asked {
             let Some((id, rx)) = question else {
-                found.push(false);
+                found.push(Heard::Settled);
                 continue;
             };
             let answer = tokio::time::timeout_at(until, rx).await;
             via.pending.lock().remove(&id);
             found.push(match answer {
-                Ok(Ok(Some((sender_now, rec)))) => take(store, via, sender_now, &rec),
-                Ok(Ok(None)) => false,
+                Ok(Ok(Some((sender_now, rec)))) => {
+                    take(store, via, sender_now, &rec);
+                    Heard::Settled
+                }
+                // The peer holds nothing of it: it may be catching up itself.
+                Ok(Ok(None)) => Heard::Nothing,
                 Ok(Err(_)) => return Err(Gone),
                 Err(_) => {
                     self.waited_in_vain();
-                    false
+                    Heard::Settled
                 }
             });
         }
@@ -201,14 +205,22 @@ impl WarmUp {
     }
 }
 
-/// Applies a peer's answer by the usual merge; true if the key is live here now.
-fn take(store: &Store, via: &Fetcher, sender_now: u32, rec: &Record) -> bool {
+/// What came of a key asked about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heard {
+    /// The peer's state of the key (live or deleted) is merged here, or no answer can be
+    /// had (the link's queue was full, or the peer was too slow): asking on is no use.
+    Settled,
+    /// The peer holds nothing of the key: another peer may (this one may be catching up
+    /// itself, or have been cut off from where the key was written).
+    Nothing,
+}
+
+/// Applies a peer's answer by the usual merge.
+fn take(store: &Store, via: &Fetcher, sender_now: u32, rec: &Record) {
     let my_now = store.clock().now();
     let exptime = local_exptime(rec.exptime(), sender_now, my_now);
-    let Some(change) = RemoteChange::of_record(rec, exptime, via.peer) else {
-        return false;
-    };
-    // Stale too means the key is here: the copy brought it meanwhile.
-    let applied = store.apply(&change, my_now);
-    rec.kind() == Kind::Live && matches!(applied, Ok(Applied::Changed | Applied::Stale))
+    if let Some(change) = RemoteChange::of_record(rec, exptime, via.peer) {
+        let _ = store.apply(&change, my_now);
+    }
 }
