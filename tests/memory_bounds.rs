@@ -1,0 +1,68 @@
+//! Memory bounds and storage outcomes beside memcached 1.6.18 at the same flags: room held
+//! by items already gone comes back with `-M`. Each test runs the real binary.
+
+mod common;
+
+use std::io::Read;
+
+use common::{Client, Proc};
+
+fn reply_line(c: &mut Client) -> String {
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while !line.ends_with(b"\r\n") {
+        c.stream.read_exact(&mut b).expect("reply");
+        line.push(b[0]);
+    }
+    String::from_utf8_lossy(&line).into_owned()
+}
+
+fn set(c: &mut Client, key: &str, n: usize) -> String {
+    let mut req = format!("set {key} 0 0 {n}\r\n").into_bytes();
+    req.resize(req.len() + n, b'v');
+    req.extend_from_slice(b"\r\n");
+    c.send(&req);
+    reply_line(c)
+}
+
+/// Fills a `-M` store until it answers out of memory, flushes it, and stores half as many
+/// items again: memcached 1.6.18 stores them all, reusing the flushed items' memory.
+fn flushed_room_comes_back(args: &[&str], size: usize) {
+    let s = Proc::start(args);
+    let mut c = s.client();
+    let mut filled = 0;
+    loop {
+        let r = set(&mut c, &format!("k{filled}"), size);
+        if r != "STORED\r\n" {
+            assert_eq!(r, "SERVER_ERROR out of memory storing object\r\n");
+            break;
+        }
+        filled += 1;
+    }
+    c.expect(b"flush_all\r\n", b"OK\r\n");
+    for i in 0..filled / 2 {
+        assert_eq!(
+            set(&mut c, &format!("n{i}"), size),
+            "STORED\r\n",
+            "{args:?}: set {i} of {} after flush_all ({filled} fitted before)",
+            filled / 2
+        );
+    }
+    assert_eq!(c.stat("evictions"), "0");
+}
+
+#[test]
+fn without_eviction_flushed_small_items_give_their_room_back() {
+    flushed_room_comes_back(&["-m", "2", "-M", "-I", "512k"], 1000);
+}
+
+#[test]
+fn without_eviction_flushed_large_items_give_their_room_back() {
+    // 4 KiB segments: each item has a segment of its own, in one shard of 64.
+    flushed_room_comes_back(&["-m", "2", "-M", "-I", "512k"], 100_000);
+}
+
+#[test]
+fn without_eviction_flushed_items_give_their_room_back_at_the_default_budget() {
+    flushed_room_comes_back(&["-m", "64", "-M"], 5000);
+}
