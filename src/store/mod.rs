@@ -17,7 +17,8 @@
 //! checks `-I` against `-m`), so a set that fits `-I` is always stored; concurrent writers
 //! can still miss only if the items they store at the same moment need more than the whole
 //! budget together. The fast path pays nothing for this: the cross-shard work runs only after
-//! the shard's own attempt failed. With `-M` nothing live is evicted, and a write that finds
+//! the shard's own attempt failed. With `-M` nothing live is evicted (segments whose items
+//! are all gone, flushed or expired, are still freed in any shard), and a write that finds
 //! no room answers out of memory.
 //!
 //! How replication uses it. Every change, local or remote, is ordered by one rule,
@@ -644,14 +645,17 @@ impl Store {
             Ok(done) => return Ok(done),
             Err(NeedRoom(need)) => need,
         };
-        if !b.evict {
-            return Err(StoreError::OutOfMemory);
-        }
+        // Without eviction the shards still give back segments whose items are all gone
+        // (flushed, expired), as memcached reuses a flushed item's memory with `-M`;
+        // nothing live is evicted (see [`Shard::release_oldest`]).
         // Another writer may change the item meanwhile (an append makes it longer, so it
         // costs more than was charged): a few rounds, not one.
         for _ in 0..ROOM_ROUNDS {
             if self.reserve(need, now) {
                 b.prepaid.set(need);
+            } else if !b.evict {
+                // Every segment left holds a live item: the store is full.
+                return Err(StoreError::OutOfMemory);
             }
             let done = attempt(&b);
             b.refund();
