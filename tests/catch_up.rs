@@ -7,42 +7,9 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::node::{args, Node};
+use common::node::{args, load, sees, Node};
 use common::proxy::{Mode, Proxy};
-use common::{eventually, free_port, Client};
-
-fn get(c: &mut Client, key: &str) -> Option<String> {
-    let out = c.call_until(format!("get {key}\r\n").as_bytes(), b"END\r\n");
-    let text = String::from_utf8(out).unwrap();
-    let mut lines = text.lines();
-    let first = lines.next()?;
-    first
-        .starts_with("VALUE")
-        .then(|| lines.next().unwrap_or("").to_string())
-}
-
-fn sees(node: &Node, key: &str, want: Option<&str>) -> bool {
-    let mut c = node.client();
-    eventually(Duration::from_secs(10), || {
-        get(&mut c, key).as_deref() == want
-    })
-}
-
-/// Stores `n` keys of 2,000 bytes on `node` (pipelined); returns the value.
-fn load(node: &Node, n: usize) -> String {
-    let mut c = node.client();
-    let value = "v".repeat(2000);
-    let mut lines = String::new();
-    for i in 0..n {
-        lines.push_str(&format!(
-            "set key{i} 0 0 {} noreply\r\n{value}\r\n",
-            value.len()
-        ));
-    }
-    c.send(lines.as_bytes());
-    c.expect(b"mn\r\n", b"MN\r\n");
-    value
-}
+use common::{eventually, free_port};
 
 /// Three nodes, A, B and C, on 127.0.0.`first` to `first + 2`, each naming the other two;
 /// A and B name each other through proxies (on `first + 3` and `first + 4`), so that link

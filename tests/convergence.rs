@@ -3,99 +3,11 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::node::{args, pair_at, Node};
-use common::proxy::{Mode, Proxy};
+use common::node::{get, pair_at, sees};
+use common::pair::ProxiedPair;
 use common::{eventually, free_port, Client};
-
-fn get(c: &mut Client, key: &str) -> Option<String> {
-    let out = c.call_until(format!("get {key}\r\n").as_bytes(), b"END\r\n");
-    let text = String::from_utf8(out).unwrap();
-    let mut lines = text.lines();
-    let first = lines.next()?;
-    first
-        .starts_with("VALUE")
-        .then(|| lines.next().unwrap_or("").to_string())
-}
-
-fn sees(node: &Node, key: &str, want: Option<&str>) -> bool {
-    let mut c = node.client();
-    eventually(Duration::from_secs(5), || {
-        get(&mut c, key).as_deref() == want
-    })
-}
-
-/// Two nodes on 127.0.0.`first` and `first + 1` whose links go through proxies on
-/// `first + 2` (to the second) and `first + 3` (to the first); dropped after a second of
-/// silence.
-struct Pair {
-    a: Node,
-    b: Node,
-    ab: Proxy,
-    ba: Proxy,
-}
-
-impl Pair {
-    fn start(first: u8, extra: &[&str]) -> Pair {
-        Pair::start_each(first, [extra, extra])
-    }
-
-    /// As [`Pair::start`], with each node's own extra flags.
-    fn start_each(first: u8, extra: [&[&str]; 2]) -> Pair {
-        let ip = |i: u8| [127, 0, 0, first + i];
-        let port = free_port();
-        let (ra, rb) = (
-            SocketAddr::from((ip(0), free_port())),
-            SocketAddr::from((ip(1), free_port())),
-        );
-        let ab = Proxy::start(SocketAddr::from((ip(2), 0)), rb);
-        let ba = Proxy::start(SocketAddr::from((ip(3), 0)), ra);
-        let node = |listen: SocketAddr, peer: SocketAddr, extra: &[&str]| {
-            let (listen, peer) = (listen.to_string(), peer.to_string());
-            let mut a = args(&[
-                "--repl-listen",
-                &listen,
-                "--peer",
-                &peer,
-                "--repl-timeout",
-                "1",
-            ]);
-            a.extend(args(extra));
-            a
-        };
-        let a = Node::start(ip(0), port, &node(ra, ab.addr(), extra[0]));
-        let b = Node::start(ip(1), port, &node(rb, ba.addr(), extra[1]));
-        let pair = Pair { a, b, ab, ba };
-        assert!(pair.connected(1), "the pair links up");
-        pair
-    }
-
-    fn connected(&self, n: usize) -> bool {
-        let want = n.to_string();
-        let (mut ca, mut cb) = (self.a.client(), self.b.client());
-        eventually(Duration::from_secs(5), || {
-            ca.stat("replication_peers_connected") == want
-                && cb.stat("replication_peers_connected") == want
-        })
-    }
-
-    fn partition(&self) {
-        for p in [&self.ab, &self.ba] {
-            p.set_mode(Mode::Refuse);
-            p.cut();
-        }
-        assert!(self.connected(0), "the link drops");
-    }
-
-    fn heal(&self) {
-        for p in [&self.ab, &self.ba] {
-            p.set_mode(Mode::Pass);
-        }
-        assert!(self.connected(1), "the pair links again");
-    }
-}
 
 /// A key that lands in the same shard and the same bucket of the store's memory of dropped
 /// states as `key` (the low bits pick the shard, bits 32 and up the bucket).
@@ -111,7 +23,7 @@ fn neighbour_of(key: &str) -> String {
 
 #[test]
 fn a_write_made_during_a_partition_survives_an_unrelated_key_expiring_on_the_other_side() {
-    let p = Pair::start(200, &[]);
+    let p = ProxiedPair::start(200);
     let (mut ca, mut cb) = (p.a.client(), p.b.client());
     let other = neighbour_of("session");
     p.partition();

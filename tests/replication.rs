@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::node::{args, pair_at, Node};
+use common::node::{args, get, load, pair_at, sees, Node};
+use common::pair::ProxiedPair;
 use common::proxy::{Mode, Proxy};
 use common::{eventually, free_port, Client, TempDir};
 
@@ -16,23 +17,6 @@ use common::{eventually, free_port, Client, TempDir};
 fn seed_pair(extra: &[&str]) -> (Node, Node) {
     let with = [&["-m", "128"][..], extra].concat();
     pair_at([2, 3], (free_port(), free_port()), [&with, &with])
-}
-
-fn get(c: &mut Client, key: &str) -> Option<String> {
-    let out = c.call_until(format!("get {key}\r\n").as_bytes(), b"END\r\n");
-    let text = String::from_utf8(out).unwrap();
-    let mut lines = text.lines();
-    let first = lines.next()?;
-    first
-        .starts_with("VALUE")
-        .then(|| lines.next().unwrap_or("").to_string())
-}
-
-fn sees(node: &Node, key: &str, want: Option<&str>) -> bool {
-    let mut c = node.client();
-    eventually(Duration::from_secs(10), || {
-        get(&mut c, key).as_deref() == want
-    })
 }
 
 #[test]
@@ -347,96 +331,6 @@ fn a_busy_replication_port_fails_the_start_with_a_clear_message() {
         "{err}"
     );
     assert!(err.contains("-X"), "{err}");
-}
-
-/// Two nodes that reach each other only through fault-injecting proxies, one per
-/// direction: `a` dials `b` through `ab`, `b` dials `a` through `ba`.
-struct ProxiedPair {
-    a: Node,
-    b: Node,
-    ab: Proxy,
-    ba: Proxy,
-}
-
-impl ProxiedPair {
-    /// Nodes on 127.0.0.`first` and `first + 1`, the proxies on `first + 2` (to `b`) and
-    /// `first + 3` (to `a`); links dropped after a second of silence.
-    fn start(first: u8) -> ProxiedPair {
-        ProxiedPair::start_with(first, &[])
-    }
-
-    /// As [`ProxiedPair::start`], with more arguments for both nodes.
-    fn start_with(first: u8, extra: &[&str]) -> ProxiedPair {
-        let ip = |i: u8| [127, 0, 0, first + i];
-        let port = free_port();
-        let (ra, rb) = (
-            SocketAddr::from((ip(0), free_port())),
-            SocketAddr::from((ip(1), free_port())),
-        );
-        let ab = Proxy::start(SocketAddr::from((ip(2), 0)), rb);
-        let ba = Proxy::start(SocketAddr::from((ip(3), 0)), ra);
-        let node = |listen: SocketAddr, peer: SocketAddr| {
-            let (listen, peer) = (listen.to_string(), peer.to_string());
-            args(
-                &[
-                    "-m",
-                    "64",
-                    "--repl-listen",
-                    &listen,
-                    "--peer",
-                    &peer,
-                    "--repl-timeout",
-                    "1",
-                ]
-                .into_iter()
-                .chain(extra.iter().copied())
-                .collect::<Vec<_>>(),
-            )
-        };
-        let a = Node::start(ip(0), port, &node(ra, ab.addr()));
-        let b = Node::start(ip(1), port, &node(rb, ba.addr()));
-        let pair = ProxiedPair { a, b, ab, ba };
-        assert!(pair.linked(Duration::from_secs(5)), "the pair links up");
-        pair
-    }
-
-    /// Both proxies at once: the link kept may be either node's dial.
-    fn set_mode(&self, mode: Mode) {
-        self.ab.set_mode(mode);
-        self.ba.set_mode(mode);
-    }
-
-    fn cut(&self) {
-        self.ab.cut();
-        self.ba.cut();
-    }
-
-    /// Waits until both nodes count `n` peers connected.
-    fn connected(&self, n: usize, limit: Duration) -> bool {
-        let want = n.to_string();
-        let (mut ca, mut cb) = (self.a.client(), self.b.client());
-        eventually(limit, || {
-            ca.stat("replication_peers_connected") == want
-                && cb.stat("replication_peers_connected") == want
-        })
-    }
-
-    fn linked(&self, limit: Duration) -> bool {
-        self.connected(1, limit)
-    }
-
-    /// Asserts that `k0..k{n}` (each set on `a` to `v` and its number) reached `b`.
-    fn assert_all_arrived(&self, n: usize) {
-        let mut cb = self.b.client();
-        let mut missing = Vec::new();
-        let all = eventually(Duration::from_secs(5), || {
-            missing = (0..n)
-                .filter(|i| get(&mut cb, &format!("k{i}")) != Some(format!("v{i:03}")))
-                .collect();
-            missing.is_empty()
-        });
-        assert!(all, "never reached the other node: {missing:?}");
-    }
 }
 
 /// Runs a pipeline of noreply commands and waits until the node has taken all of them.
@@ -1177,19 +1071,7 @@ fn a_delayed_flush_reaches_a_node_that_was_down_when_it_was_given() {
 
 /// Stores 20,000 keys of 2,000 bytes on `node` (pipelined); returns (count, value).
 fn load_40mb(node: &Node) -> (usize, String) {
-    let mut c = node.client();
-    let value = "v".repeat(2000);
-    let n = 20_000;
-    let mut lines = String::new();
-    for i in 0..n {
-        lines.push_str(&format!(
-            "set key{i} 0 0 {} noreply\r\n{value}\r\n",
-            value.len()
-        ));
-    }
-    c.send(lines.as_bytes());
-    c.expect(b"mn\r\n", b"MN\r\n");
-    (n, value)
+    (20_000, load(node, 20_000))
 }
 
 #[test]

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod node;
+pub mod pair;
 pub mod proxy;
 
 use std::io::{Read, Write};

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::{wait_ready, Client, BIN};
+use super::{eventually, wait_ready, Client, BIN};
 
 /// A node: `repcached -u root -l <ip> -p <port> <args>`, killed (SIGKILL) on drop.
 pub struct Node {
@@ -91,4 +91,40 @@ pub fn pair_at(ips: [u8; 2], (port, rport): (u16, u16), extra: [&[&str]; 2]) -> 
         Node::start([127, 0, 0, ips[me]], port, &a)
     };
     (node(0), node(1))
+}
+
+/// The value a text `get` of `key` finds, if any.
+pub fn get(c: &mut Client, key: &str) -> Option<String> {
+    let out = c.call_until(format!("get {key}\r\n").as_bytes(), b"END\r\n");
+    let text = String::from_utf8(out).unwrap();
+    let mut lines = text.lines();
+    let first = lines.next()?;
+    first
+        .starts_with("VALUE")
+        .then(|| lines.next().unwrap_or("").to_string())
+}
+
+/// Whether `node` comes to answer `want` for `key` within 10 s.
+pub fn sees(node: &Node, key: &str, want: Option<&str>) -> bool {
+    let mut c = node.client();
+    eventually(Duration::from_secs(10), || {
+        get(&mut c, key).as_deref() == want
+    })
+}
+
+/// Stores `key0..key{n}` with values of 2,000 bytes on `node` (pipelined, so fast);
+/// returns the value.
+pub fn load(node: &Node, n: usize) -> String {
+    let mut c = node.client();
+    let value = "v".repeat(2000);
+    let mut lines = String::new();
+    for i in 0..n {
+        lines.push_str(&format!(
+            "set key{i} 0 0 {} noreply\r\n{value}\r\n",
+            value.len()
+        ));
+    }
+    c.send(lines.as_bytes());
+    c.expect(b"mn\r\n", b"MN\r\n");
+    value
 }
