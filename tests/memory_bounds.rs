@@ -109,3 +109,26 @@ fn large_items_of_changing_sizes_keep_resident_memory_near_the_budget() {
         "RSS {after} bytes for a budget of {limit}"
     );
 }
+
+#[test]
+fn an_item_appended_to_under_memory_pressure_is_never_the_one_evicted() {
+    // memcached 1.6.18 stores every append here; the README: never the item being written.
+    let s = Proc::start(&["-m", "16", "-t", "4"]);
+    let mut c = s.client();
+    for i in 0..20_000 {
+        assert_eq!(set(&mut c, &format!("z{i}"), 2000), "STORED\r\n");
+    }
+    assert_eq!(set(&mut c, "grow", 10), "STORED\r\n");
+    for i in 0..300 {
+        let mut req = b"append grow 0 0 3000\r\n".to_vec();
+        req.resize(req.len() + 3000, b'a');
+        req.extend_from_slice(b"\r\n");
+        c.send(&req);
+        assert_eq!(
+            reply_line(&mut c),
+            "STORED\r\n",
+            "append {i}, to a value of {} bytes",
+            10 + 3000 * i
+        );
+    }
+}
