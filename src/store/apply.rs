@@ -97,7 +97,7 @@ impl Store {
                 return Err(StoreError::TooLarge);
             }
         }
-        self.with_room(now, |b| self.try_apply(change, now, b))
+        self.with_room(now, change.key, |b| self.try_apply(change, now, b))
     }
 
     fn try_apply(

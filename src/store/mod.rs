@@ -468,9 +468,13 @@ impl Store {
     }
 
     /// Charges `need` bytes to the budget, freeing the oldest segments shard by shard (one
-    /// lock at a time, never two) until they fit; false if every shard is empty and they
-    /// still do not. The charge is the caller's to spend or give back.
-    fn reserve(&self, need: usize, now: u32) -> bool {
+    /// lock at a time, never two) until they fit, except the segment holding `keep` (the
+    /// key being written: its write runs again and may need the item, as an append does);
+    /// false if every shard is empty and they still do not. The charge is the caller's to
+    /// spend or give back.
+    fn reserve(&self, need: usize, now: u32, keep: &[u8]) -> bool {
+        let hash = hash_key(keep);
+        let home = self.shard_of(hash);
         let b = self.budget();
         let n = self.inner.shards.len();
         let mut idle = 0;
@@ -482,7 +486,13 @@ impl Store {
                 return false;
             }
             let i = self.inner.evict_hand.fetch_add(1, Ordering::Relaxed) % n;
-            if self.lock(i).release_oldest(now, &b) {
+            let mut shard = self.lock(i);
+            let keep = if i == home {
+                shard.find(hash, keep)
+            } else {
+                None
+            };
+            if shard.release_oldest(now, &b, keep) {
                 idle = 0;
             } else {
                 idle += 1;
@@ -629,15 +639,17 @@ impl Store {
         if !self.fits(req.key.len(), req.value.len(), req.flags) {
             return Err(StoreError::TooLarge);
         }
-        self.with_room(now, |b| self.try_set(req, now, b))
+        self.with_room(now, req.key, |b| self.try_set(req, now, b))
     }
 
-    /// Runs `attempt` (a write under its shard's lock) until it finds room. When its shard
-    /// could make none, what it lacks is charged by freeing segments across shards
-    /// ([`Store::reserve`]) and it runs again, its checks included, spending that charge.
+    /// Runs `attempt` (a write of `key` under its shard's lock) until it finds room. When
+    /// its shard could make none, what it lacks is charged by freeing segments across shards
+    /// ([`Store::reserve`], which spares the key's item) and it runs again, its checks
+    /// included, spending that charge.
     fn with_room<T>(
         &self,
         now: u32,
+        key: &[u8],
         mut attempt: impl FnMut(&Budget<'_>) -> Result<T, NeedRoom>,
     ) -> Result<T, StoreError> {
         let b = self.budget();
@@ -651,7 +663,7 @@ impl Store {
         // Another writer may change the item meanwhile (an append makes it longer, so it
         // costs more than was charged): a few rounds, not one.
         for _ in 0..ROOM_ROUNDS {
-            if self.reserve(need, now) {
+            if self.reserve(need, now, key) {
                 b.prepaid.set(need);
             } else if !b.evict {
                 // Every segment left holds a live item: the store is full.

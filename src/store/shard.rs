@@ -456,7 +456,7 @@ impl Shard {
         } else {
             Queue::Small
         };
-        let id = self.reserve(key.len(), vlen, meta, now, b, queue)?;
+        let id = self.reserve((hash, key), vlen, meta, now, b, queue)?;
         let seg = self.seg_mut(id);
         let off = seg.len;
         seg.populate_to(off + item::encoded_len(meta, key.len(), vlen, seg.base));
@@ -526,20 +526,25 @@ impl Shard {
     /// mostly dead compacted, or one made by eviction ([`Shard::evict_for`]). Returns its id.
     fn reserve(
         &mut self,
-        klen: usize,
+        (hash, key): (u64, &[u8]),
         vlen: usize,
         meta: &Meta,
         now: u32,
         b: &Budget,
         q: Queue,
     ) -> Result<usize, NoRoom> {
+        let klen = key.len();
         let alone = Base {
             stamp: meta.cas,
             time: meta.atime,
         };
         let own = item::encoded_len(meta, klen, vlen, alone);
         if own > self.geo.large_min {
-            return self.open_large(own, alone, now, b);
+            // The key's current item may be the large segment to go first: an append
+            // growing it must not evict it (its write may run again after room is made
+            // elsewhere, and would find it gone).
+            let keep = self.find(hash, key);
+            return self.open_large(own, alone, now, b, keep);
         }
         let fits = |s: &Shard, id: usize| s.fits(id, meta, klen, vlen, now);
         if let Some(a) = self.active_of(q) {
@@ -644,9 +649,11 @@ impl Shard {
         self.ordered(|s| (!s.large && s.main == main).then_some(s.age))
     }
 
-    /// The large segment counted oldest.
-    fn oldest_large(&self) -> Option<usize> {
-        self.ordered(|s| s.large.then_some(s.age)).first().copied()
+    /// The large segment counted oldest, other than `except`.
+    fn oldest_large(&self, except: Option<usize>) -> Option<usize> {
+        self.ordered(|s| s.large.then_some(s.age))
+            .into_iter()
+            .find(|&id| Some(id) != except)
     }
 
     /// Evicts to make room in queue `q`, S3-FIFO's way, by whole segments. For a new item:
@@ -753,7 +760,7 @@ impl Shard {
             .first()
             .map_or(u64::MAX, |&id| self.seg(id).age);
         loop {
-            let id = self.oldest_large()?;
+            let id = self.oldest_large(None)?;
             if self.seg(id).age > oldest_small {
                 return None;
             }
@@ -948,13 +955,14 @@ impl Shard {
         base: Base,
         now: u32,
         b: &Budget,
+        keep: Option<u32>,
     ) -> Result<usize, NoRoom> {
         for _ in 0..=3 * self.segs.len() + 1 {
             if self.can_open() && b.try_charge(size) {
                 let seg = Segment::new(size, self.bump_seq(), base, now, true);
                 return Ok(self.install(seg));
             }
-            if !self.free_for_large(now, b) {
+            if !self.free_for_large(now, b, keep) {
                 break;
             }
         }
@@ -966,11 +974,12 @@ impl Shard {
     /// it counts as new), then probation's oldest segment, then main's, each drained first
     /// so their read items move on. Without eviction, or over a lowered limit, segments go
     /// whole, oldest first, probation before main. False when nothing more can go.
-    fn free_for_large(&mut self, now: u32, b: &Budget) -> bool {
+    fn free_for_large(&mut self, now: u32, b: &Budget, keep: Option<u32>) -> bool {
         if !b.evict || b.over() {
-            return self.release_oldest(now, b);
+            return self.release_oldest(now, b, keep);
         }
-        if let Some(id) = self.oldest_large() {
+        let kept = keep.map(|loc| self.geo.split(loc).0);
+        if let Some(id) = self.oldest_large(kept) {
             return self.second_chance(id) || self.try_free(id, now, b);
         }
         let full = self.probation_full();
@@ -1153,11 +1162,15 @@ impl Shard {
         self.segs[id] = Some(seg);
     }
 
-    /// Frees a segment for a write in another shard, probation's oldest first, then large
-    /// ones and main's, oldest first; false if none can go.
-    pub fn release_oldest(&mut self, now: u32, b: &Budget) -> bool {
+    /// Frees a segment for a write in another shard (or a retried write in this one),
+    /// probation's oldest first, then large ones and main's, oldest first, never the one
+    /// holding `keep` (the item the write changes: an append retried after room was made
+    /// must still find it); false if none can go.
+    pub fn release_oldest(&mut self, now: u32, b: &Budget, keep: Option<u32>) -> bool {
+        let kept = keep.map(|loc| self.geo.split(loc).0);
         self.victims()
             .into_iter()
+            .filter(|&id| Some(id) != kept)
             .any(|id| self.try_free(id, now, b))
     }
 
