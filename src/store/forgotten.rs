@@ -123,24 +123,20 @@ mod tests {
         assert!(f.covers(h(3, 77), 150) && !f.covers(h(3, 78), 151));
     }
 
-    /// Whatever was raised stays covered, however the buckets overflow.
-    #[test]
-    fn nothing_raised_is_ever_uncovered() {
-        let mut f = Forgotten::default();
-        let mut seen = Vec::new();
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        for _ in 0..20_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            // Few buckets and keys, so buckets overflow and keys come back.
-            let hash = h(x % 3, (x >> 8) % 40);
-            let stamp = (x >> 20) % 1_000_000 + 1;
-            f.raise(hash, stamp);
-            seen.push((hash, stamp));
-        }
-        for &(hash, stamp) in &seen {
-            assert!(f.covers(hash, stamp), "{hash:x} at {stamp} uncovered");
+    proptest::proptest! {
+        /// Whatever was raised stays covered, however the buckets overflow (few buckets
+        /// and keys, so they do, and keys come back).
+        #[test]
+        fn nothing_raised_is_ever_uncovered(
+            raised in proptest::collection::vec((0u64..3, 0u64..40, 1u64..1_000_000), 1..3000),
+        ) {
+            let mut f = Forgotten::default();
+            for &(bucket, key, stamp) in &raised {
+                f.raise(h(bucket, key), stamp);
+            }
+            for &(bucket, key, stamp) in &raised {
+                proptest::prop_assert!(f.covers(h(bucket, key), stamp), "{bucket}/{key} at {stamp} uncovered");
+            }
         }
     }
 }

@@ -448,11 +448,7 @@ impl Store {
                 return e;
             }
         }
-        // A delayed flush that came due by this node's clock may be stamped a little ahead
-        // of its wall clock (a peer's, whose seconds start elsewhere): what is written after
-        // it took effect must order after it, not vanish as flushed.
-        shard.flushes.settle(now);
-        shard.hlc.observe(shard.flushes.below());
+        shard.settle_flushes(now);
         shard.hlc.tick(wall)
     }
 
@@ -980,7 +976,7 @@ impl Store {
         (0..self.inner.shards.len())
             .map(|i| {
                 let mut shard = self.lock(i);
-                shard.flushes.settle(now);
+                shard.settle_flushes(now);
                 shard.flushes.below()
             })
             .min()

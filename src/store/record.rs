@@ -100,8 +100,7 @@ impl Record {
         version: Version,
         origin: Option<NodeId>,
     ) -> Record {
-        let wide = u64::from(flags) | u64::from(exptime) << 32;
-        encode(Kind::Live, key, value, version, origin, wide, 0)
+        live_with_bits(key, value, flags, exptime, 0, version, origin)
     }
 
     /// The state an item holds: live (with its [`CARRIED_BITS`]), or a delete marker.
@@ -109,16 +108,14 @@ impl Record {
         if it.is_tombstone() {
             Record::deleted(it.key(), it.version(), origin)
         } else {
-            let wide = u64::from(it.flags) | u64::from(it.exptime) << 32;
-            let carried = u32::from(it.bits & CARRIED_BITS);
-            encode(
-                Kind::Live,
+            live_with_bits(
                 it.key(),
                 it.value(),
+                it.flags,
+                it.exptime,
+                it.bits & CARRIED_BITS,
                 it.version(),
                 origin,
-                wide,
-                carried,
             )
         }
     }
@@ -318,6 +315,21 @@ impl Record {
         a.copy_from_slice(&self.bytes[at..at + N]);
         a
     }
+}
+
+/// A live record whose `at` field holds the item's [`CARRIED_BITS`].
+fn live_with_bits(
+    key: &[u8],
+    value: &[u8],
+    flags: u32,
+    exptime: u32,
+    carried: u8,
+    version: Version,
+    origin: Option<NodeId>,
+) -> Record {
+    let wide = u64::from(flags) | u64::from(exptime) << 32;
+    let at = u32::from(carried);
+    encode(Kind::Live, key, value, version, origin, wide, at)
 }
 
 /// Builds the encoding in one exact allocation. The store has already bounded the key (by

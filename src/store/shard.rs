@@ -1219,12 +1219,19 @@ impl Shard {
         &mut seg.buf[off + f.value_at()..off + f.total()]
     }
 
+    /// Folds the delayed flushes due by `now` into the flushed floor and orders this shard's
+    /// later stamps after them. A peer's delayed flush may come due here a little before
+    /// this node's wall clock reaches its stamp (the two nodes' seconds start apart): a
+    /// write made after it took effect must not be stamped below it and vanish as flushed.
+    pub fn settle_flushes(&mut self, now: u32) {
+        self.flushes.settle(now);
+        self.hlc.observe(self.flushes.below());
+    }
+
     /// Walks up to `budget` items from where the last walk stopped and drops dead ones, so
     /// expired data does not hold memory until someone asks for it. Returns items dropped.
     pub fn reclaim(&mut self, budget: usize, now: u32, b: &Budget) -> usize {
-        self.flushes.settle(now);
-        // A delayed flush that came due orders later local writes after it.
-        self.hlc.observe(self.flushes.below());
+        self.settle_flushes(now);
         let mut dropped = 0;
         let mut visited = 0;
         let at = self.reclaim_at;
