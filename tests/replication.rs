@@ -1012,6 +1012,40 @@ fn a_restarted_node_answers_reads_at_once_while_it_catches_up() {
     );
 }
 
+/// Many clients at once, each with a large multiget, on a node that has just restarted:
+/// every key the cluster holds is found (the questions to the peer must not overflow a
+/// queue, nor the answers wait behind the copy so long that reads give up).
+#[test]
+fn many_concurrent_multigets_on_a_restarted_node_miss_nothing() {
+    let (a, mut b) = seed_pair(&[]);
+    let (n, value) = load_40mb(&a);
+    assert!(sees(&b, &format!("key{}", n - 1), Some(&value)));
+    b.restart();
+    let (clients, per) = (8, 1000);
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(clients));
+    let readers: Vec<_> = (0..clients)
+        .map(|t| {
+            let mut c = b.client();
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let keys: Vec<String> = (0..per)
+                    .map(|i| format!("key{}", t + i * clients))
+                    .collect();
+                barrier.wait();
+                let reply =
+                    c.call_until(format!("get {}\r\n", keys.join(" ")).as_bytes(), b"END\r\n");
+                String::from_utf8_lossy(&reply).matches("VALUE ").count()
+            })
+        })
+        .collect();
+    let hits: usize = readers.into_iter().map(|r| r.join().unwrap()).sum();
+    assert_eq!(
+        hits,
+        clients * per,
+        "concurrent multigets on a restarted node missed keys"
+    );
+}
+
 /// The text of `stats replication`.
 fn repl_stats(c: &mut Client) -> String {
     String::from_utf8(c.call_until(b"stats replication\r\n", b"END\r\n")).unwrap()
