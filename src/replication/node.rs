@@ -326,8 +326,8 @@ impl Replication {
     /// off from where a key was written). The caller's request then runs again.
     pub async fn warm_up(&self, keys: &[Vec<u8>]) {
         let w = &self.inner.warmup;
-        // In parts, each well within what a link queues.
-        for part in keys.chunks(1024) {
+        // In parts, each well within what a link has in flight.
+        for part in keys.chunks(super::warmup::IN_FLIGHT / 2) {
             // A part that waited in vain makes the rest answer locally, as later
             // requests do (see `WarmUp::may_wait`).
             if !w.may_wait() {

@@ -10,6 +10,12 @@
 //! its missing keys in one round trip. Once caught up, a request costs one relaxed load. A
 //! wait that comes to nothing (a slow or unreachable peer) makes misses answer locally for
 //! [`SLOW_PEER_BACKOFF`].
+//!
+//! Many reads at once (a burst of multigets just after a restart) must neither overflow
+//! the link's queues nor give up while the answers flow: this node keeps at most
+//! [`IN_FLIGHT`] questions out per link (so the peer, which never waits to queue an
+//! answer, always has room for them), and a read waits as long as answers keep arriving
+//! on the link, [`FETCH_WAIT`] after the last one, up to [`FETCH_WAIT_MAX`] in all.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,15 +24,23 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Semaphore};
 
 use super::expiry::local_exptime;
+use super::link::CONTROL_QUEUE;
 use super::wire::Frame;
 use crate::store::{NodeId, Record, RemoteChange, Store};
 
-/// The longest a read waits for a peer's answer (it may queue behind a snapshot batch in
-/// flight to this node, a fraction of a millisecond on a healthy link).
+/// The longest a read waits for a peer's answer while none arrives on the link (it may
+/// queue behind a snapshot batch in flight to this node, a fraction of a millisecond on a
+/// healthy link).
 pub const FETCH_WAIT: Duration = Duration::from_millis(250);
+/// The longest a read waits in all, however steadily answers arrive: a client's own
+/// timeout is commonly a second or more.
+pub const FETCH_WAIT_MAX: Duration = Duration::from_millis(900);
+/// Questions this node has out at most per link: half the queue each side has per link,
+/// the other half is for the answers to the peer's own questions.
+pub const IN_FLIGHT: usize = CONTROL_QUEUE / 2;
 /// After a wait that came to nothing (no answer, no link), misses are answered locally
 /// this long: a slow or unreachable peer costs a worker one wait, not one per miss.
 pub const SLOW_PEER_BACKOFF: Duration = Duration::from_secs(1);
@@ -39,14 +53,31 @@ pub struct Gone;
 pub type Answer = Option<(u32, Record)>;
 
 /// Fetches in flight on one link, by id.
-#[derive(Default)]
 pub struct Pending {
     waiting: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
+    /// Room for questions (see [`IN_FLIGHT`]); closed when the link ends.
+    room: Semaphore,
+    born: Instant,
+    /// When an answer last arrived, in milliseconds after `born`.
+    heard_ms: AtomicU64,
+}
+
+impl Default for Pending {
+    fn default() -> Self {
+        Pending {
+            waiting: Mutex::default(),
+            room: Semaphore::new(IN_FLIGHT),
+            born: Instant::now(),
+            heard_ms: AtomicU64::new(0),
+        }
+    }
 }
 
 impl Pending {
     /// Hands an answer to the read waiting for it (gone if it gave up).
     pub fn answer(&self, id: u64, now: u32, record: Option<Record>) {
+        let heard = self.born.elapsed().as_millis() as u64;
+        self.heard_ms.fetch_max(heard, Ordering::Relaxed);
         let waiter = self.lock().remove(&id);
         if let Some(tx) = waiter {
             let _ = tx.send(record.map(|r| (now, r)));
@@ -55,7 +86,30 @@ impl Pending {
 
     /// The link is gone: every read waiting on it stops waiting (and may try another).
     pub fn fail_all(&self) {
+        self.room.close();
         self.lock().clear();
+    }
+
+    /// Until when a read that began at `began` waits: [`FETCH_WAIT`] after it began or
+    /// after the last answer on this link, whichever is later, and within
+    /// [`FETCH_WAIT_MAX`] of its start.
+    fn patience(&self, began: Instant) -> Instant {
+        let heard = self.born + Duration::from_millis(self.heard_ms.load(Ordering::Relaxed));
+        (heard.max(began) + FETCH_WAIT).min(began + FETCH_WAIT_MAX)
+    }
+
+    /// Awaits `fut` while this link keeps answering (see [`Pending::patience`]); None if
+    /// it fell silent first.
+    async fn patiently<F: std::future::Future>(&self, began: Instant, fut: F) -> Option<F::Output> {
+        tokio::pin!(fut);
+        loop {
+            let until = self.patience(began);
+            match tokio::time::timeout_at(until.into(), &mut fut).await {
+                Ok(out) => return Some(out),
+                Err(_) if self.patience(began) > Instant::now() => continue,
+                Err(_) => return None,
+            }
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Answer>>> {
@@ -151,13 +205,28 @@ impl WarmUp {
 
     /// Asks the peer behind `via` about `keys` (every question first, then the answers
     /// together: one round trip), applies what it holds by the usual merge, and says what
-    /// came of each key; Err if the link went away before answering.
+    /// came of each key; Err if the link went away before answering. At most
+    /// [`IN_FLIGHT`] keys at a time: more wait for others' answers first.
     pub async fn fetch_many(
         &self,
         store: &Store,
         via: &Fetcher,
         keys: &[Vec<u8>],
     ) -> Result<Vec<Heard>, Gone> {
+        let began = Instant::now();
+        let want = keys.len().min(IN_FLIGHT) as u32;
+        let _room = match via
+            .pending
+            .patiently(began, via.pending.room.acquire_many(want))
+            .await
+        {
+            Some(Ok(room)) => room,
+            Some(Err(_)) => return Err(Gone),
+            None => {
+                self.waited_in_vain();
+                return Ok(vec![Heard::Settled; keys.len()]);
+            }
+        };
         let mut asked = Vec::with_capacity(keys.len());
         for key in keys {
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -178,24 +247,24 @@ impl WarmUp {
                 Err(TrySendError::Closed(_)) => return Err(Gone),
             }
         }
-        let until = tokio::time::Instant::now() + FETCH_WAIT;
         let mut found = Vec::with_capacity(keys.len());
         for question in asked {
             let Some((id, rx)) = question else {
                 found.push(Heard::Settled);
                 continue;
             };
-            let answer = tokio::time::timeout_at(until, rx).await;
+            // Once the link fell silent, answers already here are still taken.
+            let answer = via.pending.patiently(began, rx).await;
             via.pending.lock().remove(&id);
             found.push(match answer {
-                Ok(Ok(Some((sender_now, rec)))) => {
+                Some(Ok(Some((sender_now, rec)))) => {
                     take(store, via, sender_now, &rec);
                     Heard::Settled
                 }
                 // The peer holds nothing of it: it may be catching up itself.
-                Ok(Ok(None)) => Heard::Nothing,
-                Ok(Err(_)) => return Err(Gone),
-                Err(_) => {
+                Some(Ok(None)) => Heard::Nothing,
+                Some(Err(_)) => return Err(Gone),
+                None => {
                     self.waited_in_vain();
                     Heard::Settled
                 }
