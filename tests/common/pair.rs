@@ -25,7 +25,14 @@ impl ProxiedPair {
 
     /// As [`ProxiedPair::start`], with more arguments for both nodes.
     pub fn start_with(first: u8, extra: &[&str]) -> ProxiedPair {
-        let ip = |i: u8| [127, 0, 0, first + i];
+        ProxiedPair::start_in([127, 0, 0, first], "64", extra)
+    }
+
+    /// As [`ProxiedPair::start_with`], the first node on `first` (the others on the next
+    /// three addresses), both with `-m mb`.
+    pub fn start_in(first: [u8; 4], mb: &str, extra: &[&str]) -> ProxiedPair {
+        let [a, b, c, d] = first;
+        let ip = |i: u8| [a, b, c, d + i];
         let port = free_port();
         let (ra, rb) = (
             SocketAddr::from((ip(0), free_port())),
@@ -38,7 +45,7 @@ impl ProxiedPair {
             args(
                 &[
                     "-m",
-                    "64",
+                    mb,
                     "--repl-listen",
                     &listen,
                     "--peer",
