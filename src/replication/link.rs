@@ -565,7 +565,10 @@ async fn send_flushed(
     Ok(())
 }
 
-/// Sends every key's state held now: of all shards, or of shard `only`.
+/// Sends every key's state held now: of all shards, or of shard `only`. Each shard's part
+/// ends with the deletes whose markers it let go (see [`crate::store::deleted`]): a peer
+/// that missed them, as one away longer than the backlog did, drops the keys too. They
+/// travel as ordinary delete records, which every protocol version reads.
 async fn snapshot(
     inner: &Inner,
     wr: &mut OwnedWriteHalf,

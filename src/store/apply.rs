@@ -193,7 +193,7 @@ impl Store {
             }
             Err(NoRoom) if meta.has(super::bits::TOMBSTONE) => {
                 // No room for the marker: forgetting the key is as safe.
-                shard.forgotten.raise(hash, c.version.stamp);
+                shard.forget_delete(hash, c.key, c.version);
                 shard.remove_key(hash, c.key, b);
                 self.publish_deleted(shard, c);
                 Ok(Applied::Changed)

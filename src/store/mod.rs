@@ -39,13 +39,16 @@
 //!   deleted or overwritten value comes back, whatever the order of arrival.
 //! - Delete markers (tombstones, kept `tombstone_secs` when replicating) count against `-m`
 //!   and are evicted like unread items after one extra pass; either way what they recorded
-//!   stays in [`forgotten`]. Clocks: stamps more than [`merge::MAX_AHEAD_MS`] ahead of this
+//!   stays in [`forgotten`] (the stamp) and in [`deleted`] (the key and version, which a
+//!   snapshot of the shard carries to a peer that missed the delete; a share of `-m` is set
+//!   aside for them). Clocks: stamps more than [`merge::MAX_AHEAD_MS`] ahead of this
 //!   node's clock are refused, from peers and from `E` alike, so no client or peer can drag
 //!   the clock ahead; expiry arrives as this store's relative time (replication sends the
 //!   remaining lifetime).
 
 mod apply;
 pub mod clock;
+pub mod deleted;
 pub mod feed;
 pub mod flush;
 pub mod forgotten;
@@ -87,6 +90,12 @@ pub const DEFAULT_FEED_BYTES: usize = 64 << 20;
 const FEED_EVENTS_BYTES: usize = 64 << 10;
 /// How long a delete marker is kept when tombstones are on; replication sets it.
 pub const DEFAULT_TOMBSTONE_SECS: u32 = 0;
+/// With tombstones on, this fraction of `-m` is set aside from the segments for the keys of
+/// delete markers let go ([`deleted`]): a 64th is about 1.5 % of the cache, and at 64 shards
+/// and `-m 64` holds some 400 deletes of 30-byte keys per shard.
+const DELETED_KEYS_SHARE: usize = 64;
+/// The most a shard keeps of them: its whole share goes into one snapshot batch.
+const DELETED_KEYS_MAX_PER_SHARD: usize = 1 << 20;
 
 /// The store's section of the configuration.
 #[derive(Debug, Clone)]
@@ -305,6 +314,8 @@ struct Inner {
     mask: u64,
     used: AtomicUsize,
     limit: AtomicUsize,
+    /// Bytes of `-m` the segments leave to the shards' deleted keys.
+    set_aside: usize,
     evict_hand: AtomicUsize,
     clock: Arc<Clock>,
     feed: Feed,
@@ -352,6 +363,12 @@ impl Store {
             .next_power_of_two();
         let geo = Geometry::for_shard_budget(cfg.limit_bytes / n);
         let walks = Arc::new(AtomicUsize::new(0));
+        // Deleted keys are kept only for peers (replication turns tombstones on).
+        let deleted_cap = if cfg.tombstone_secs > 0 {
+            (cfg.limit_bytes / DELETED_KEYS_SHARE / n).min(DELETED_KEYS_MAX_PER_SHARD)
+        } else {
+            0
+        };
         let shards = (0..n)
             .map(|i| {
                 let mut shard = Shard::new(geo);
@@ -359,12 +376,14 @@ impl Store {
                 shard.id = i;
                 shard.ring.set_cap(cfg.feed_bytes / n);
                 shard.walks = walks.clone();
+                shard.deleted.set_cap(deleted_cap);
                 Padded(Mutex::new(shard))
             })
             .collect();
         Store {
             inner: Arc::new(Inner {
                 limit: AtomicUsize::new(cfg.limit_bytes),
+                set_aside: deleted_cap * n,
                 cfg,
                 geo,
                 shards,
@@ -399,8 +418,10 @@ impl Store {
             .unwrap_or_else(|e| e.into_inner())
     }
 
+    /// What segments may take: `-m` less what is set aside for deleted keys.
     fn budget(&self) -> Budget<'_> {
-        Budget::new(&self.inner.used, self.limit_bytes(), self.inner.cfg.evict)
+        let limit = self.limit_bytes().saturating_sub(self.inner.set_aside);
+        Budget::new(&self.inner.used, limit, self.inner.cfg.evict)
     }
 
     /// Bytes of segments allocated now: what `-m` limits.
@@ -820,10 +841,10 @@ impl Store {
                 Ok(new) => self.publish_loc(shard, new),
                 Err(NoRoom) => {
                     // No room for the changed copy: the key goes, as a delete would.
-                    shard.forgotten.raise(hash, stamp);
+                    let v = Version { stamp, node };
+                    shard.forget_delete(hash, req.key, v);
                     shard.remove_key(hash, req.key, &b);
                     if self.inner.feed.is_on() {
-                        let v = Version { stamp, node };
                         self.publish(shard, Record::deleted(req.key, v, None));
                     }
                 }
@@ -834,7 +855,7 @@ impl Store {
             let tomb = self.tombstone(Version { stamp, node }, now);
             if shard.put(hash, req.key, &[], &tomb, now, &b).is_err() {
                 // No room for the marker: forget the key instead.
-                shard.forgotten.raise(hash, stamp);
+                shard.forget_delete(hash, req.key, Version { stamp, node });
                 shard.remove_key(hash, req.key, &b);
             }
         } else {
@@ -1027,6 +1048,12 @@ impl Store {
     /// present for the whole walk are seen at least once (an item that compaction moves
     /// may be seen twice), or, when eviction moves one to another segment, published to
     /// the feed if the walk holds a [`Store::begin_walk`] guard; others may or may not be.
+    ///
+    /// Each shard's part ends with the deletes whose markers it let go ([`deleted`]), as
+    /// delete records, in the batch that finishes the shard: a peer that missed them drops
+    /// what it holds from before. Taken after the items, so a marker evicted while the walk
+    /// ran is in one or the other. A key the shard holds (and so sends) is left out: what
+    /// it holds is newer than any delete it let go.
     pub fn scan(
         &self,
         cursor: Cursor,
@@ -1035,11 +1062,27 @@ impl Store {
     ) -> (Vec<Record>, Option<Cursor>) {
         let mut out = Vec::new();
         let mut bytes = 0;
+        let sent = |shard: &Shard, it: &Item<'_>| !it.is_expired(now) && !shard.is_flushed(it, now);
         let more = self.walk(cursor, |shard, it| {
+            let Some(it) = it else {
+                shard.deleted.for_each(|key, version| {
+                    let hash = hash_key(key);
+                    let held = shard
+                        .find(hash, key)
+                        .is_some_and(|loc| sent(shard, &shard.item(loc)));
+                    if held || shard.flushes.covers(version.stamp, now) {
+                        return;
+                    }
+                    let rec = Record::deleted(key, version, None);
+                    bytes += rec.len();
+                    out.push(rec);
+                });
+                return Walk::Took;
+            };
             if bytes >= max_bytes && !out.is_empty() {
                 return Walk::Stop;
             }
-            if it.is_expired(now) || shard.is_flushed(it, now) {
+            if !sent(shard, it) {
                 return Walk::Skip;
             }
             let rec = Record::of_item(it, None);
@@ -1064,6 +1107,9 @@ impl Store {
     ) -> Option<Cursor> {
         let mut taken = 0;
         self.walk(cursor, |shard, it| {
+            let Some(it) = it else {
+                return Walk::Skip;
+            };
             if taken >= max.max(1) {
                 return Walk::Stop;
             }
@@ -1077,17 +1123,24 @@ impl Store {
         })
     }
 
-    /// Walks shards from `cursor` until `f` has taken `max` items; the cursor to go on
-    /// from, or None when every shard has been walked.
-    fn walk(&self, cursor: Cursor, mut f: impl FnMut(&Shard, &Item<'_>) -> Walk) -> Option<Cursor> {
+    /// Walks shards from `cursor`, handing `f` each item until it says stop, and `None`
+    /// under the same lock once a shard's items are done (what `f` answers then is not
+    /// heeded); the cursor to go on from, or None when every shard has been walked.
+    fn walk(
+        &self,
+        cursor: Cursor,
+        mut f: impl FnMut(&Shard, Option<&Item<'_>>) -> Walk,
+    ) -> Option<Cursor> {
         let mut cur = cursor;
         while cur.shard < self.inner.shards.len() {
-            match self.lock(cur.shard).visit(cur.pos, &mut f) {
+            let shard = self.lock(cur.shard);
+            match shard.visit(cur.pos, |s, it| f(s, Some(it))) {
                 Some(pos) => {
                     cur.pos = pos;
                     return Some(cur);
                 }
                 None => {
+                    f(&shard, None);
                     cur.shard += 1;
                     cur.pos = WalkPos::default();
                 }
@@ -1175,5 +1228,7 @@ pub fn parse_counter(v: &[u8]) -> Option<u64> {
 
 #[cfg(test)]
 mod apply_tests;
+#[cfg(test)]
+mod resync_tests;
 #[cfg(test)]
 mod tests;

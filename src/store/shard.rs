@@ -23,6 +23,7 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use super::deleted::DeletedKeys;
 use super::feed::Ring;
 use super::flush::Flushes;
 use super::forgotten::Forgotten;
@@ -32,7 +33,7 @@ use super::item::{self, bits, Base, Item, Meta};
 use super::record::Record;
 use super::segment::{Geometry, SegBuf, Segment};
 use super::stats::ShardStats;
-use super::version::Hlc;
+use super::version::{Hlc, Version};
 
 /// Hash of a key; the same function picks the shard and the bucket.
 pub fn hash_key(key: &[u8]) -> u64 {
@@ -198,6 +199,8 @@ pub struct Shard {
     pub flushes: Flushes,
     /// Stamps of the key states this shard dropped, so older ones are not taken back.
     pub forgotten: Forgotten,
+    /// The keys of delete markers this shard let go, for peers that missed the deletes.
+    pub deleted: DeletedKeys,
     pub stats: ShardStats,
 }
 
@@ -237,6 +240,7 @@ impl Shard {
             ring: Ring::new(0),
             flushes: Flushes::default(),
             forgotten: Forgotten::default(),
+            deleted: DeletedKeys::default(),
             stats: ShardStats::default(),
         }
     }
@@ -338,11 +342,25 @@ impl Shard {
     }
 
     /// Drops the item at `loc`, the newest state of its key, remembering its stamp (see
-    /// [`Forgotten`]).
+    /// [`Forgotten`]) and, for a delete marker, its key (see [`DeletedKeys`]).
     pub fn forget(&mut self, hash: u64, loc: u32, b: &Budget) {
-        let stamp = self.item(loc).cas;
-        self.forgotten.raise(hash, stamp);
+        let (id, off) = self.geo.split(loc);
+        let seg = self.segs[id]
+            .as_ref()
+            .expect("locations point at open segments");
+        let it = seg.item(off);
+        self.forgotten.raise(hash, it.cas);
+        if it.is_tombstone() {
+            self.deleted.push(it.key(), it.version());
+        }
         self.remove(hash, loc, b);
+    }
+
+    /// Remembers a delete of `key` at `version` that leaves no marker (none could be
+    /// written): its stamp, so no older write comes back, and its key, for peers.
+    pub fn forget_delete(&mut self, hash: u64, key: &[u8], version: Version) {
+        self.forgotten.raise(hash, version.stamp);
+        self.deleted.push(key, version);
     }
 
     /// Counts an item leaving by expiry or eviction, as memcached does.
@@ -1070,8 +1088,8 @@ impl Shard {
 
     /// Takes a live or deleted item (`len` bytes at `loc`) out of the shard while its
     /// segment is emptied or compacted: out of the index, its stamp remembered (see
-    /// [`Forgotten`]), counted as gone by `fate`, and, evicted from probation, remembered
-    /// as a ghost.
+    /// [`Forgotten`]) and a marker's key too (see [`DeletedKeys`]), counted as gone by
+    /// `fate`, and, evicted from probation, remembered as a ghost.
     fn let_go(&mut self, it: &Item<'_>, loc: u32, len: usize, fate: Fate, probation: bool) {
         let hash = hash_key(it.key());
         let tomb = it.is_tombstone();
@@ -1081,6 +1099,9 @@ impl Shard {
         self.count_gone(it.bits, fate);
         self.count_out(tomb, len);
         self.forgotten.raise(hash, it.cas);
+        if tomb {
+            self.deleted.push(it.key(), it.version());
+        }
         if let Some(bk) = self.index.find(hash, |l| l == loc) {
             self.index.remove(bk);
         }
