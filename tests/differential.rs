@@ -10,7 +10,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, wait_ready, Proc};
+use common::{cas_in, free_port, wait_ready, Proc};
 use regex::bytes::Regex;
 
 struct Memcached(Child, u16);
@@ -335,6 +335,71 @@ fn meta_vivify_ttl_last_flag_wins() {
         b"mg k T20 N10\r\nmg k t\r\n".to_vec(),
         b"ma k N50 T30\r\nmg k t\r\n".to_vec(),
     ]);
+}
+
+/// `delete noreply` deletes the key named "noreply" and answers: only a third token can
+/// say noreply.
+#[test]
+fn delete_of_a_key_named_noreply_answers() {
+    compare(vec![
+        b"set noreply 0 0 1\r\nx\r\ndelete noreply\r\nmn\r\n".to_vec(),
+        b"delete noreply\r\nmn\r\n".to_vec(),
+        b"set k 0 0 1\r\nx\r\ndelete k noreply\r\ndelete k 0 noreply\r\nmn\r\n".to_vec(),
+    ]);
+}
+
+/// incr and decr read a stored number as memcached's `strtoull` does: leading whitespace,
+/// a sign, and anything after a whitespace byte (a decr's padding then an append); `-0`
+/// is 0 as a delta and as flags. A number grown longer is a new item (not fetched).
+#[test]
+fn counters_read_as_memcached_reads_them() {
+    let mut cases: Vec<Vec<u8>> = [
+        "1 5", "1\t23", "1 ab", "+5", "+0", "-0", "\x0b5", "5\x0b", "-5", "5a", " ",
+    ]
+    .iter()
+    .map(|v| format!("set c 0 0 {}\r\n{v}\r\nincr c 1\r\nget c\r\n", v.len()).into_bytes())
+    .collect();
+    cases.extend([
+        b"set c 0 0 2\r\n10\r\ndecr c 1\r\nappend c 0 0 1\r\n5\r\nincr c 1\r\nget c\r\n".to_vec(),
+        b"set c 0 0 1\r\n5\r\nincr c -0\r\nma c D-0 v\r\nincr c -1\r\n".to_vec(),
+        b"set c -0 0 1\r\n5\r\nms d 1 F-0\r\nx\r\nmg c f\r\nmg d f\r\n".to_vec(),
+        b"set c 0 0 2\r\n10\r\nget c\r\nincr c 100\r\nmg c h\r\n".to_vec(),
+        b"set c 0 0 2\r\n10\r\nget c\r\nincr c 1\r\nmg c h\r\n".to_vec(),
+        b"set c 0 0 2\r\n10\r\nget c\r\nma c D1000 v\r\nmg c h\r\n".to_vec(),
+    ]);
+    compare(cases);
+}
+
+/// touch, gat, gats and `mg T` keep the CAS (a single node, as memcached): `gets`, a
+/// touch, then a compare with the CAS from before stores.
+#[test]
+fn touches_keep_the_cas() {
+    let mc = Memcached::start();
+    let ours = Proc::start(&[]);
+    for case in [
+        "touch t 100\r\ncas t 0 0 1 CAS\r\ny\r\n",
+        "gat 0 t\r\ncas t 0 0 1 CAS\r\ny\r\n",
+        "gats 100 t\r\nms t 1 CCAS\r\ny\r\n",
+        "mg t T10\r\nmd t CCAS\r\n",
+        "touch t 0\r\nmg t T0 v\r\ncas t 0 0 1 CAS\r\ny\r\n",
+    ] {
+        let replies: Vec<Vec<u8>> = [mc.1, ours.port]
+            .iter()
+            .map(|&port| {
+                exchange(port, b"flush_all\r\n");
+                let cas = cas_in(&exchange(port, b"set t 0 0 1\r\nx\r\ngets t\r\n")[8..]);
+                normalize(&exchange(
+                    port,
+                    case.replace("CAS", &cas.to_string()).as_bytes(),
+                ))
+            })
+            .collect();
+        assert_eq!(
+            String::from_utf8_lossy(&replies[1]),
+            String::from_utf8_lossy(&replies[0]),
+            "after {case:?}"
+        );
+    }
 }
 
 mod binary {

@@ -281,11 +281,30 @@ fn touch_and_gat() {
     ]);
 }
 
-/// A new expiry is a change like any other, so replication orders it: a new version, and
-/// so a new CAS (memcached keeps the old one; see the README).
+/// A touch keeps the CAS on a server without peers, as in memcached: `gets`, a touch,
+/// then `cas` stores (the differential test compares the replies with memcached's).
 #[test]
-fn touch_and_gat_give_a_new_cas() {
+fn touch_and_gat_keep_the_cas_alone() {
     let s = InProc::default();
+    let mut c = s.client();
+    c.expect(b"set a 0 0 1\r\nx\r\n", b"STORED\r\n");
+    let before = cas_in(&c.call_until(b"gets a\r\n", b"END\r\n"));
+    c.expect(b"touch a 100\r\n", b"TOUCHED\r\n");
+    let gat = cas_in(&c.call_until(b"gats 100 a\r\n", b"END\r\n"));
+    assert_eq!(gat, before, "gats answers the CAS from before the touches");
+    c.expect(
+        format!("cas a 0 0 1 {before}\r\ny\r\n").as_bytes(),
+        b"STORED\r\n",
+    );
+}
+
+/// Replicating, a new expiry is a change like any other, so replication orders it: a new
+/// version, and so a new CAS (see the README).
+#[test]
+fn touch_and_gat_give_a_new_cas_when_replicating() {
+    let mut config = repcached::config::Config::for_tests();
+    config.store.tombstone_secs = 3600;
+    let s = InProc::start(config);
     let mut c = s.client();
     c.expect(b"set a 0 0 1\r\nx\r\n", b"STORED\r\n");
     let before = cas_in(&c.call_until(b"gets a\r\n", b"END\r\n"));

@@ -1,5 +1,7 @@
 //! Number tokens, read the way memcached's `safe_strto*` read them: an optional sign, then
-//! decimal digits to the end of the token; unsigned fields refuse a minus sign; overflow fails.
+//! decimal digits to the end of the token; overflow fails. Unsigned fields take a minus sign
+//! as C's `strtoull` does (negating), and refuse the result only when it reads as negative
+//! signed: `-0` is 0, `-1` is refused.
 
 fn digits(s: &[u8]) -> Option<u64> {
     if s.is_empty() {
@@ -17,7 +19,14 @@ fn digits(s: &[u8]) -> Option<u64> {
 
 /// Unsigned 64-bit (`safe_strtoull`).
 pub fn parse_u64(s: &[u8]) -> Option<u64> {
-    digits(s.strip_prefix(b"+").unwrap_or(s))
+    match s.split_first() {
+        Some((b'-', rest)) => {
+            let n = digits(rest)?.wrapping_neg();
+            (n as i64 >= 0).then_some(n)
+        }
+        Some((b'+', rest)) => digits(rest),
+        _ => digits(s),
+    }
 }
 
 /// Unsigned 32-bit (`safe_strtoul`): client flags.
@@ -53,6 +62,9 @@ mod tests {
         assert_eq!(parse_u64(b"18446744073709551615"), Some(u64::MAX));
         assert_eq!(parse_u64(b"18446744073709551616"), None);
         assert_eq!(parse_u64(b"-1"), None);
+        assert_eq!(parse_u64(b"-0"), Some(0));
+        assert_eq!(parse_u64(b"-18446744073709551615"), Some(1));
+        assert_eq!(parse_u64(b"-"), None);
         assert_eq!(parse_u64(b"+7"), Some(7));
         assert_eq!(parse_u64(b""), None);
         assert_eq!(parse_u64(b"1a"), None);

@@ -418,6 +418,13 @@ impl Store {
             .unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether this store is configured to replicate (peers then keep delete markers and
+    /// need a new version for every change), linked to a peer now or not.
+    #[inline]
+    fn replicating(&self) -> bool {
+        self.inner.cfg.tombstone_secs > 0
+    }
+
     /// What segments may take: `-m` less what is set aside for deleted keys.
     fn budget(&self) -> Budget<'_> {
         let limit = self.limit_bytes().saturating_sub(self.inner.set_aside);
@@ -564,9 +571,11 @@ impl Store {
         let before = shard.item(loc).meta();
         let mut meta = before;
         if let Some(t) = opts.touch {
-            // A new expiry is a change like any other: a new version, so peers take it.
             meta.exptime = t;
-            if !created {
+            // Replicating, a new expiry is a change like any other: a new version, so peers
+            // take it (and the CAS changes). Alone, the CAS stays, as in memcached, so a
+            // `gets`, a touch, then a `cas` succeeds.
+            if !created && self.replicating() {
                 meta.cas = self.new_stamp(&mut shard, hash, key, None, now);
                 meta.node = self.inner.cfg.node;
             }
@@ -851,7 +860,7 @@ impl Store {
             }
             return DeleteOutcome::Deleted;
         }
-        if self.inner.cfg.tombstone_secs > 0 {
+        if self.replicating() {
             let tomb = self.tombstone(Version { stamp, node }, now);
             if shard.put(hash, req.key, &[], &tomb, now, &b).is_err() {
                 // No room for the marker: forget the key instead.
@@ -936,6 +945,11 @@ impl Store {
             let mut v = digits.to_vec();
             v.resize(old_len.max(digits.len()), b' ');
             meta.atime = now;
+            if digits.len() > old_len {
+                // A longer number is a new item in memcached: not fetched, not stale, no
+                // token sent (`mg ... h` and `me` show it).
+                meta.bits &= !(bits::FETCHED | bits::STALE | bits::TOKEN_SENT);
+            }
             match shard.rewrite(hash, req.key, &v, &meta, now, &b) {
                 Ok(loc) => loc,
                 Err(NoRoom) => return ArithOutcome::NotStored,
@@ -1207,23 +1221,38 @@ impl Store {
     }
 }
 
-/// memcached's `safe_strtoull` on a stored value: optional leading spaces, digits, then the
-/// end or whitespace. Empty or non-digit values are not numbers.
+/// C's `isspace` in the "C" locale (Rust's ASCII whitespace leaves out the vertical tab).
+fn is_c_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
+}
+
+/// A stored value read as a counter by incr/decr, as memcached's `safe_strtoull` reads an
+/// item's data: leading whitespace, an optional sign, digits, then the end, a whitespace
+/// byte or a NUL, after which anything may follow (so `"9 5"`, which a decr's padding and
+/// an append make, counts as 9). A minus sign negates, as C's `strtoull` does; the result
+/// is refused only when it reads as negative signed (`-0` is 0, `-5` is not a number).
 pub fn parse_counter(v: &[u8]) -> Option<u64> {
-    let start = v.iter().position(|b| !b.is_ascii_whitespace())?;
-    let digits = &v[start..];
-    let end = digits
+    let start = v.iter().position(|&b| !is_c_space(b))?;
+    let (neg, rest) = match v[start] {
+        b'-' => (true, &v[start + 1..]),
+        b'+' => (false, &v[start + 1..]),
+        _ => (false, &v[start..]),
+    };
+    let end = rest
         .iter()
         .position(|b| !b.is_ascii_digit())
-        .unwrap_or(digits.len());
-    if end == 0 || !digits[end..].iter().all(|b| b.is_ascii_whitespace()) {
+        .unwrap_or(rest.len());
+    if end == 0 || rest.get(end).is_some_and(|&b| !is_c_space(b) && b != 0) {
         return None;
     }
     let mut n: u64 = 0;
-    for &d in &digits[..end] {
-        n = n.checked_mul(10)?.checked_add((d - b'0') as u64)?;
+    for &d in &rest[..end] {
+        n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
     }
-    Some(n)
+    match neg {
+        true => Some(n.wrapping_neg()).filter(|&n| n as i64 >= 0),
+        false => Some(n),
+    }
 }
 
 #[cfg(test)]

@@ -113,9 +113,31 @@ fn arith_wraps_and_floors() {
         2,
     );
     assert_eq!(r, ArithOutcome::NonNumeric);
-    assert_eq!(parse_counter(b" 12 "), Some(12));
-    assert_eq!(parse_counter(b""), None);
-    assert_eq!(parse_counter(b"1a"), None);
+}
+
+#[test]
+fn counters_read_as_memcached_reads_them() {
+    for (v, want) in [
+        (&b" 12 "[..], Some(12)),
+        (b"1 5", Some(1)),
+        (b"1\t23", Some(1)),
+        (b"1 ab", Some(1)),
+        (b"18446744073709551615 1", Some(u64::MAX)),
+        (b"+5", Some(5)),
+        (b"-0", Some(0)),
+        (b"\x0b5", Some(5)),
+        (b"5\x0b", Some(5)),
+        (b"5\x00x", Some(5)),
+        (b"", None),
+        (b"  ", None),
+        (b"1a", None),
+        (b"-5", None),
+        (b"+", None),
+        (b"- 5", None),
+        (b"18446744073709551616", None),
+    ] {
+        assert_eq!(parse_counter(v), want, "{:?}", String::from_utf8_lossy(v));
+    }
 }
 
 #[test]

@@ -8,8 +8,10 @@ use crate::protocol::{ErrorKind, Parsed};
 
 /// `delete <key> [0] [noreply]`: memcached still accepts a zero hold time.
 pub fn parse<'a>(t: &Tokens<'a>, used: usize) -> Parsed<'a> {
-    let noreply = t.noreply();
     let n = t.ntokens;
+    // Only a third token can say noreply, as in memcached: `delete noreply` deletes the key
+    // named so, and answers.
+    let noreply = n > 3 && t.noreply();
     if n > 3 {
         let hold_is_zero = t.get(2) == b"0";
         let valid = (n == 4 && (hold_is_zero || noreply)) || (n == 5 && hold_is_zero && noreply);
