@@ -174,6 +174,17 @@ impl Store {
                 self.publish_deleted(shard, c);
                 return Ok(Applied::Changed);
             }
+            RemoteState::Deleted if held.is_none_or(|(loc, _)| shard.item(loc).is_tombstone()) => {
+                // Nothing live to replace (or only an older marker): remembered without a
+                // marker, as a local delete of a key not held is (see `Store::delete_absent`:
+                // a node deleting keys that are not cached must not fill its peers with
+                // markers). The stamp refuses older writes; the key goes to peers that
+                // missed the delete with the shard's next snapshot.
+                shard.forget_delete(hash, c.key, c.version);
+                shard.remove_key(hash, c.key, b);
+                self.publish_deleted(shard, c);
+                return Ok(Applied::Changed);
+            }
             RemoteState::Deleted => self.tombstone(c.version, now),
         };
         let value = match c.state {

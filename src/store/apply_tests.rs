@@ -118,20 +118,48 @@ fn newer_remote_writes_win_older_and_repeated_ones_change_nothing() {
 }
 
 #[test]
-fn a_remote_delete_leaves_a_marker_even_for_a_key_never_held() {
+fn a_remote_delete_of_a_key_not_held_is_remembered_without_a_marker() {
     let s = replicated(1);
+    let mut sub = s.subscribe().unwrap();
     let t = stamp_now(&s);
     assert_eq!(apply(&s, &deleted(b"never", t, 2)), Applied::Changed);
-    assert_eq!(s.stats().tombstones, 1);
-    assert!(s.stats().tombstone_bytes > 0);
-    assert!(read(&s, b"never").is_none());
+    assert_eq!(s.stats().tombstones, 0, "no marker: nothing was replaced");
+    assert_eq!(s.used_bytes(), 0, "nothing taken from the segments");
+    // Passed on to the other peers, as any delete taken.
+    let got = sub.read(usize::MAX).records;
+    assert_eq!(
+        got.iter()
+            .map(|r| (r.kind(), r.key(), r.version(), r.origin()))
+            .collect::<Vec<_>>(),
+        [(
+            Kind::Deleted,
+            &b"never"[..],
+            deleted(b"", t, 2).version,
+            Some(NodeId(2))
+        )]
+    );
+    // The same delete again (an echo in a mesh) changes nothing and goes nowhere.
+    assert_ne!(apply(&s, &deleted(b"never", t, 2)), Applied::Changed);
+    assert!(sub.read(usize::MAX).records.is_empty());
     // A write made before the delete arrives late: refused.
-    assert_eq!(apply(&s, &live(b"never", b"x", t - 1, 3)), Applied::Stale);
+    assert_eq!(
+        apply(&s, &live(b"never", b"x", t - 1, 3)),
+        Applied::Forgotten
+    );
     assert!(read(&s, b"never").is_none());
     // One made after it is taken.
     assert_eq!(apply(&s, &live(b"never", b"y", t + 1, 3)), Applied::Changed);
     assert_eq!(read(&s, b"never").unwrap().0, b"y");
+    // A delete of a key held live leaves a marker, as ever; a later one replaces it with
+    // what it remembers.
+    assert_eq!(apply(&s, &deleted(b"never", t + 2, 2)), Applied::Changed);
+    assert_eq!(s.stats().tombstones, 1);
+    assert_eq!(apply(&s, &deleted(b"never", t + 3, 2)), Applied::Changed);
     assert_eq!(s.stats().tombstones, 0);
+    assert_eq!(
+        apply(&s, &live(b"never", b"z", t + 2, 3)),
+        Applied::Forgotten
+    );
 }
 
 #[test]
@@ -361,8 +389,14 @@ fn tombstones_count_against_the_memory_limit_and_can_go_when_it_is_spent() {
     let mut last = 0;
     for i in 0..5000u64 {
         let key = format!("deleted-key-number-{i}");
+        // Held, then deleted: a marker (a key not held would leave none).
+        let (written, gone) = (t + 2 * i, t + 2 * i + 1);
         assert_eq!(
-            apply(&s, &deleted(key.as_bytes(), t + i, 2)),
+            apply(&s, &live(key.as_bytes(), b"v", written, 2)),
+            Applied::Changed
+        );
+        assert_eq!(
+            apply(&s, &deleted(key.as_bytes(), gone, 2)),
             Applied::Changed
         );
         last = i;
@@ -373,7 +407,7 @@ fn tombstones_count_against_the_memory_limit_and_can_go_when_it_is_spent() {
     // Whichever markers went, no older write of any of those keys is taken.
     for i in 0..=last {
         let key = format!("deleted-key-number-{i}");
-        let r = apply(&s, &live(key.as_bytes(), b"zombie", t + i - 1, 3));
+        let r = apply(&s, &live(key.as_bytes(), b"zombie", t + 2 * i, 3));
         assert!(matches!(r, Applied::Stale | Applied::Forgotten), "{r:?}");
     }
 }
@@ -912,4 +946,115 @@ fn a_write_after_a_peers_delayed_flush_came_due_is_kept() {
     let stamp = set(&s, b"after", b"1");
     assert!(stamp > before, "stamped {stamp}, the flush {before}");
     assert_eq!(read(&s, b"after").map(|r| r.0), Some(b"1".to_vec()));
+}
+
+/// The delete records a reader of `s`'s feed gets next: (key, version).
+fn deletes_sent(sub: &mut FeedReader) -> Vec<(Vec<u8>, Version)> {
+    sub.read(usize::MAX)
+        .records
+        .iter()
+        .filter(|r| r.kind() == Kind::Deleted)
+        .map(|r| (r.key().to_vec(), r.version()))
+        .collect()
+}
+
+#[test]
+fn a_delete_of_a_key_not_held_is_sent_to_peers_and_remembered_without_a_marker() {
+    let s = replicated(1);
+    let mut sub = s.subscribe().unwrap();
+    // A peer's write of the key, on its way here while the key is deleted here.
+    let before = stamp_now(&s);
+    assert_eq!(delete(&s, b"k"), DeleteOutcome::NotFound);
+    let sent = deletes_sent(&mut sub);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let (key, v) = &sent[0];
+    assert_eq!((&key[..], v.node), (&b"k"[..], NodeId(1)));
+    assert!(v.stamp >= before, "a new version");
+    assert_eq!(s.stats().tombstones, 0, "no marker");
+    assert_eq!(s.used_bytes(), 0, "nothing taken from the segments");
+    assert_eq!(
+        apply(&s, &live(b"k", b"zombie", before, 2)),
+        Applied::Forgotten
+    );
+    assert!(read(&s, b"k").is_none());
+    // A peer that missed it gets it with the shard's snapshot.
+    let (recs, _) = s.scan(Cursor::default(), usize::MAX, now(&s));
+    assert!(
+        recs.iter()
+            .any(|r| r.kind() == Kind::Deleted && r.key() == b"k" && r.version() == *v),
+        "the snapshot carries the delete"
+    );
+    // A later write is taken.
+    set(&s, b"k", b"new");
+    assert_eq!(read(&s, b"k").unwrap().0, b"new");
+}
+
+#[test]
+fn a_delete_of_a_key_held_only_as_a_marker_sends_a_newer_delete_and_frees_the_marker() {
+    let s = replicated(1);
+    set(&s, b"k", b"v");
+    let mut sub = s.subscribe().unwrap();
+    assert_eq!(delete(&s, b"k"), DeleteOutcome::Deleted);
+    assert_eq!(s.stats().tombstones, 1);
+    let first = deletes_sent(&mut sub);
+    assert_eq!(delete(&s, b"k"), DeleteOutcome::NotFound);
+    let again = deletes_sent(&mut sub);
+    assert_eq!((first.len(), again.len()), (1, 1));
+    assert!(again[0].1 > first[0].1);
+    assert_eq!(s.stats().tombstones, 0);
+    assert_eq!(
+        apply(&s, &live(b"k", b"zombie", first[0].1.stamp, 2)),
+        Applied::Forgotten
+    );
+}
+
+#[test]
+fn a_client_stamp_is_kept_by_a_delete_of_a_key_not_held() {
+    let s = replicated(1);
+    let mut sub = s.subscribe().unwrap();
+    let wanted = stamp_now(&s) + 1000;
+    let req = DeleteRequest {
+        key: b"k",
+        new_cas: Some(wanted),
+        ..Default::default()
+    };
+    assert_eq!(s.delete(&req, now(&s)), DeleteOutcome::NotFound);
+    assert_eq!(deletes_sent(&mut sub)[0].1.stamp, wanted);
+}
+
+#[test]
+fn conditional_deletes_and_invalidations_of_a_key_not_held_change_nothing() {
+    let s = replicated(1);
+    let mut sub = s.subscribe().unwrap();
+    let t = stamp_now(&s);
+    let cas = DeleteRequest {
+        key: b"k",
+        compare_cas: Some(t),
+        ..Default::default()
+    };
+    let invalidate = DeleteRequest {
+        key: b"k",
+        invalidate: true,
+        ..Default::default()
+    };
+    let strip = DeleteRequest {
+        key: b"k",
+        strip_value: true,
+        ..Default::default()
+    };
+    for req in [cas, invalidate, strip] {
+        assert_eq!(s.delete(&req, now(&s)), DeleteOutcome::NotFound);
+    }
+    assert!(sub.read(usize::MAX).records.is_empty(), "nothing sent");
+    assert_eq!(apply(&s, &live(b"k", b"v", t, 2)), Applied::Changed);
+}
+
+#[test]
+fn unreplicated_a_delete_of_a_key_not_held_sends_and_remembers_nothing() {
+    let s = node(StoreConfig::default(), 1);
+    let mut sub = s.subscribe().unwrap();
+    let t = stamp_now(&s);
+    assert_eq!(delete(&s, b"k"), DeleteOutcome::NotFound);
+    assert!(sub.read(usize::MAX).records.is_empty(), "nothing sent");
+    assert_eq!(apply(&s, &live(b"k", b"v", t, 2)), Applied::Changed);
 }

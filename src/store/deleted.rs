@@ -1,6 +1,7 @@
 //! Deletes a shard still knows of after letting their markers go: the key and version of
-//! each delete marker it evicted, expired, or never wrote for want of room, the newest
-//! kept, in a ring of bytes of bounded size.
+//! each delete marker it evicted, expired, or never wrote (for want of room, or because the
+//! delete found no item to replace: see `Store::delete_absent`), the newest kept, in a ring
+//! of bytes of bounded size.
 //!
 //! Why it exists: a peer that missed a delete (a partition that outlasted both the marker
 //! and the backlog) is sent the shard again as a snapshot, and a snapshot of what the shard

@@ -41,7 +41,9 @@
 //!   and are evicted like unread items after one extra pass; either way what they recorded
 //!   stays in [`forgotten`] (the stamp) and in [`deleted`] (the key and version, which a
 //!   snapshot of the shard carries to a peer that missed the delete; a share of `-m` is set
-//!   aside for them). Clocks: stamps more than [`merge::MAX_AHEAD_MS`] ahead of this
+//!   aside for them). A delete of a key not held (or held only as a marker) leaves no
+//!   marker, locally or applied, only those two, and still goes to the peers: a peer may
+//!   hold what this node evicted ([`Store::delete`]). Clocks: stamps more than [`merge::MAX_AHEAD_MS`] ahead of this
 //!   node's clock are refused, from peers and from `E` alike, so no client or peer can drag
 //!   the clock ahead; expiry arrives as this store's relative time (replication sends the
 //!   remaining lifetime).
@@ -246,6 +248,14 @@ pub struct DeleteRequest<'a> {
     pub new_cas: Option<u64>,
     /// md `x`: empty the value but keep the item.
     pub strip_value: bool,
+}
+
+impl DeleteRequest<'_> {
+    /// An unconditional removal: no CAS to compare (which a key not held cannot match),
+    /// no invalidation or stripped value (which need an item to change).
+    fn is_plain(&self) -> bool {
+        self.compare_cas.is_none() && !self.invalidate && !self.strip_value
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -810,12 +820,19 @@ impl Store {
     }
 
     /// Removes (or, with tombstones on, marks deleted) an item, or invalidates it (md `I`).
+    ///
+    /// The answer is always this node's own (memcached's: not found when it holds nothing),
+    /// but with tombstones on (replicating) a plain delete that finds nothing is still a
+    /// delete of the cluster's key: see [`Store::delete_absent`].
     pub fn delete(&self, req: &DeleteRequest<'_>, now: u32) -> DeleteOutcome {
         let hash = hash_key(req.key);
         let si = self.shard_of(hash);
         let mut shard = self.lock(si);
         let b = self.budget();
         let Ok(loc) = shard.lookup(hash, req.key, now, &b) else {
+            if self.inner.cfg.tombstone_secs > 0 && req.is_plain() {
+                self.delete_absent(shard, hash, req, now, &b);
+            }
             return DeleteOutcome::NotFound;
         };
         let old = shard.item(loc);
@@ -880,6 +897,42 @@ impl Store {
             self.publish(shard, rec);
         }
         DeleteOutcome::Deleted
+    }
+
+    /// A plain delete of a key this node does not hold (never did, evicted it, or holds only
+    /// a delete marker), when replicating: a delete all the same, at a new version, sent to
+    /// the peers. Evictions are local, so a peer may still hold the key this node evicted,
+    /// and a client sent here (a load balancer picks whichever node is up) must not leave
+    /// it readable there: the peer drops any older state, as for any delete.
+    ///
+    /// Remembered here without a marker: the stamp in [`forgotten`] (so a write of the key
+    /// made before the delete, still on its way from a peer, is refused) and the key in
+    /// [`deleted`] (so a peer that misses the delete record gets it with the shard's next
+    /// snapshot), a held marker of an older delete giving way to them. Applications often
+    /// delete keys that are not cached, and a marker for each would take room in the
+    /// segments for an hour, evicting items (or, with `-M`, refusing writes), on every node
+    /// alike; these two are bounded and set aside already. Their cost: a burst of such
+    /// deletes pushes older deletes out of [`deleted`], and raises the floors of
+    /// [`forgotten`] as evictions do. Peers do the same with a delete of a key they do not
+    /// hold ([`Store::apply`]). Not when unreplicated: a miss then stays the lookup alone.
+    fn delete_absent(
+        &self,
+        mut shard: MutexGuard<'_, Shard>,
+        hash: u64,
+        req: &DeleteRequest<'_>,
+        now: u32,
+        b: &Budget<'_>,
+    ) {
+        let stamp = self.new_stamp(&mut shard, hash, req.key, req.new_cas, now);
+        let version = Version {
+            stamp,
+            node: self.inner.cfg.node,
+        };
+        shard.forget_delete(hash, req.key, version);
+        shard.remove_key(hash, req.key, b);
+        if self.inner.feed.is_on() {
+            self.publish(shard, Record::deleted(req.key, version, None));
+        }
     }
 
     /// incr/decr on a decimal value; memcached keeps the length when the number shrinks
