@@ -70,9 +70,11 @@ impl Site {
             "node2/php-errors.log",
             "node3/php-errors.log",
             "node4/php-errors.log",
+            "cache-a.log",
+            "cache-b.log",
         ] {
             let text = std::fs::read_to_string(self.dir.0.join(log)).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(8).collect();
+            let tail: Vec<&str> = text.lines().rev().take(20).collect();
             out += &format!("{log}:\n{}\n", tail.join("\n"));
         }
         out

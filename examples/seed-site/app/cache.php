@@ -25,15 +25,23 @@ function with_session(callable $change)
         if ($id !== '') {
             session_id($id);
         }
-        $why = '';
+        // Every warning of the attempt, not only the last: the extension's first one
+        // (say, why the session lock could not be taken) is the one that tells why.
+        $warnings = [];
+        set_error_handler(function (int $no, string $message) use (&$warnings) {
+            $warnings[] = $message;
+            return true;
+        });
         try {
-            $started = @session_start();
+            $started = session_start();
         } catch (Error $e) {
             $started = false; // a new session's id could not be checked there
-            $why = $e->getMessage();
+            $warnings[] = $e->getMessage();
+        } finally {
+            restore_error_handler();
         }
         if (!$started) {
-            log_failure($server, 'session start', $why ?: (error_get_last()['message'] ?? ''));
+            log_failure($server, 'session start', implode('; ', $warnings));
             continue; // this server is down: the session is on the other one too
         }
         $result = $change($_SESSION);
