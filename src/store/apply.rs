@@ -166,7 +166,7 @@ impl Store {
                 m.node = c.version.node;
                 m
             }
-            RemoteState::Deleted if self.inner.cfg.tombstone_secs == 0 => {
+            RemoteState::Deleted if !self.replicating() => {
                 if let Some((loc, _)) = held {
                     shard.remove(hash, loc, b);
                 }
@@ -180,8 +180,7 @@ impl Store {
                 // a node deleting keys that are not cached must not fill its peers with
                 // markers). The stamp refuses older writes; the key goes to peers that
                 // missed the delete with the shard's next snapshot.
-                shard.forget_delete(hash, c.key, c.version);
-                shard.remove_key(hash, c.key, b);
+                shard.forget_delete(hash, c.key, c.version, b);
                 self.publish_deleted(shard, c);
                 return Ok(Applied::Changed);
             }
@@ -204,8 +203,7 @@ impl Store {
             }
             Err(NoRoom) if meta.has(super::bits::TOMBSTONE) => {
                 // No room for the marker: forgetting the key is as safe.
-                shard.forget_delete(hash, c.key, c.version);
-                shard.remove_key(hash, c.key, b);
+                shard.forget_delete(hash, c.key, c.version, b);
                 self.publish_deleted(shard, c);
                 Ok(Applied::Changed)
             }

@@ -431,7 +431,7 @@ impl Store {
     /// Whether this store is configured to replicate (peers then keep delete markers and
     /// need a new version for every change), linked to a peer now or not.
     #[inline]
-    fn replicating(&self) -> bool {
+    pub(super) fn replicating(&self) -> bool {
         self.inner.cfg.tombstone_secs > 0
     }
 
@@ -830,7 +830,7 @@ impl Store {
         let mut shard = self.lock(si);
         let b = self.budget();
         let Ok(loc) = shard.lookup(hash, req.key, now, &b) else {
-            if self.inner.cfg.tombstone_secs > 0 && req.is_plain() {
+            if self.replicating() && req.is_plain() {
                 self.delete_absent(shard, hash, req, now, &b);
             }
             return DeleteOutcome::NotFound;
@@ -868,8 +868,7 @@ impl Store {
                 Err(NoRoom) => {
                     // No room for the changed copy: the key goes, as a delete would.
                     let v = Version { stamp, node };
-                    shard.forget_delete(hash, req.key, v);
-                    shard.remove_key(hash, req.key, &b);
+                    shard.forget_delete(hash, req.key, v, &b);
                     if self.inner.feed.is_on() {
                         self.publish(shard, Record::deleted(req.key, v, None));
                     }
@@ -881,8 +880,7 @@ impl Store {
             let tomb = self.tombstone(Version { stamp, node }, now);
             if shard.put(hash, req.key, &[], &tomb, now, &b).is_err() {
                 // No room for the marker: forget the key instead.
-                shard.forget_delete(hash, req.key, Version { stamp, node });
-                shard.remove_key(hash, req.key, &b);
+                shard.forget_delete(hash, req.key, Version { stamp, node }, &b);
             }
         } else {
             shard.forgotten.raise(hash, stamp);
@@ -928,8 +926,7 @@ impl Store {
             stamp,
             node: self.inner.cfg.node,
         };
-        shard.forget_delete(hash, req.key, version);
-        shard.remove_key(hash, req.key, b);
+        shard.forget_delete(hash, req.key, version, b);
         if self.inner.feed.is_on() {
             self.publish(shard, Record::deleted(req.key, version, None));
         }

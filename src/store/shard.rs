@@ -356,11 +356,13 @@ impl Shard {
         self.remove(hash, loc, b);
     }
 
-    /// Remembers a delete of `key` at `version` that leaves no marker (none could be
-    /// written): its stamp, so no older write comes back, and its key, for peers.
-    pub fn forget_delete(&mut self, hash: u64, key: &[u8], version: Version) {
+    /// A delete of `key` at `version` that leaves no marker (none could be written, or
+    /// none is kept): whatever the shard holds of the key goes, and the delete is
+    /// remembered: its stamp, so no older write comes back, and its key, for peers.
+    pub fn forget_delete(&mut self, hash: u64, key: &[u8], version: Version, b: &Budget) {
         self.forgotten.raise(hash, version.stamp);
         self.deleted.push(key, version);
+        self.remove_key(hash, key, b);
     }
 
     /// Counts an item leaving by expiry or eviction, as memcached does.
