@@ -328,22 +328,110 @@ fn a_delayed_flush_takes_what_was_written_before_its_time() {
     assert!(read(&s, b"after").is_some());
 }
 
+/// The expiry `key` holds, without updating anything.
+fn expiry(s: &Store, key: &[u8]) -> Option<u32> {
+    s.peek(key, now(s), |it| it.map(|it| it.exptime))
+}
+
+/// Remote `key` at `stamp` of node `from`, expiring at `exptime`.
+fn live_until<'a>(
+    key: &'a [u8],
+    value: &'a [u8],
+    stamp: u64,
+    from: u16,
+    exptime: u32,
+) -> RemoteChange<'a> {
+    let mut c = live(key, value, stamp, from);
+    if let RemoteState::Live { exptime: e, .. } = &mut c.state {
+        *e = exptime;
+    }
+    c
+}
+
 #[test]
-fn touch_and_gat_make_a_new_version() {
-    let s = replicated(1);
-    let cas = set(&s, b"k", b"v");
-    assert!(s.touch(b"k", now(&s) + 100, now(&s)));
-    let (_, touched) = read(&s, b"k").unwrap();
-    assert!(touched.stamp > cas);
-    // The untouched version, arriving from a peer, is older now.
-    assert_eq!(apply(&s, &live(b"k", b"v", cas, 1)), Applied::Stale);
+fn a_touch_that_lengthens_a_life_keeps_the_version_and_peers_take_the_later_expiry() {
+    let (a, b) = (replicated(1), replicated(2));
+    let mut feed = a.subscribe().unwrap();
+    set(&a, b"k", b"v");
+    let t = now(&a);
+    // An end to a life that had none shortens it: a new version.
+    assert!(a.touch(b"k", t + 50, t));
+    let cas = read(&a, b"k").unwrap().1.stamp;
+    assert!(a.touch(b"k", t + 100, t));
+    assert_eq!(
+        read(&a, b"k").unwrap().1.stamp,
+        cas,
+        "memcached keeps the CAS too"
+    );
     let opts = ReadOptions {
-        touch: Some(now(&s) + 200),
+        touch: Some(t + 200),
         ..Default::default()
     };
-    let gat = s.read(b"k", now(&s), opts, |r| r.unwrap().item.cas);
-    assert!(gat > touched.stamp, "gat answers the new CAS");
-    assert_eq!(read(&s, b"k").unwrap().1.stamp, gat);
+    let gat = a.read(b"k", t, opts, |r| r.unwrap().item.cas);
+    assert_eq!(gat, cas);
+    // Each touch went out as a copy of the same version with the new expiry.
+    let recs = feed.read(usize::MAX).records;
+    let sent: Vec<(u64, u32)> = recs
+        .iter()
+        .map(|r| (r.version().stamp, r.exptime()))
+        .collect();
+    assert!(sent[0].0 < cas);
+    assert_eq!(sent[1..], [(cas, t + 50), (cas, t + 100), (cas, t + 200)]);
+    // A peer takes each later expiry of the version it holds, and passes it on.
+    let mut onward = b.subscribe().unwrap();
+    onward.set_peer(NodeId(3));
+    for rec in &recs {
+        let c = RemoteChange::of_record(rec, rec.exptime(), NodeId(1)).unwrap();
+        assert_eq!(apply(&b, &c), Applied::Changed);
+    }
+    assert_eq!(expiry(&b, b"k"), Some(t + 200));
+    assert_eq!(read(&b, b"k").unwrap().1, read(&a, b"k").unwrap().1);
+    assert_eq!(onward.read(usize::MAX).records.len(), 4);
+    // An earlier expiry of that version, a copy a second off, or the same again: nothing.
+    for e in [t + 100, t + 201, t + 200] {
+        assert_eq!(
+            apply(&b, &live_until(b"k", b"v", cas, 1, e)),
+            Applied::Stale,
+            "{e}"
+        );
+    }
+    // Never expiring outlives every expiry.
+    assert_eq!(
+        apply(&b, &live_until(b"k", b"v", cas, 1, 0)),
+        Applied::Changed
+    );
+    assert_eq!(expiry(&b, b"k"), Some(0));
+    assert_eq!(
+        apply(&b, &live_until(b"k", b"v", cas, 1, t + 900)),
+        Applied::Stale
+    );
+}
+
+#[test]
+fn a_touch_that_shortens_a_life_makes_a_new_version_that_wins_on_peers() {
+    let (a, b) = (replicated(1), replicated(2));
+    let mut feed = a.subscribe().unwrap();
+    let cas = set(&a, b"k", b"v");
+    let t = now(&a);
+    assert!(a.touch(b"k", t + 100, t));
+    assert!(a.touch(b"k", t + 50, t));
+    let (_, shortened) = read(&a, b"k").unwrap();
+    assert!(shortened.stamp > cas);
+    // A peer that got the records in any order ends with the shorter life.
+    let mut recs = feed.read(usize::MAX).records;
+    recs.reverse();
+    for rec in &recs {
+        let c = RemoteChange::of_record(rec, rec.exptime(), NodeId(1)).unwrap();
+        apply(&b, &c);
+    }
+    assert_eq!(read(&b, b"k").unwrap().1, shortened);
+    assert_eq!(expiry(&b, b"k"), Some(t + 50));
+    // Alone, even a shortening touch keeps the CAS, as in memcached.
+    let alone = node(StoreConfig::default(), 1);
+    let cas = set(&alone, b"k", b"v");
+    assert!(alone.touch(b"k", t + 100, t));
+    assert!(alone.touch(b"k", t + 50, t));
+    assert_eq!(read(&alone, b"k").unwrap().1.stamp, cas);
 }
 
 #[test]
@@ -849,6 +937,17 @@ mod convergence {
             (last.kind() == Kind::Live && last.version().stamp >= flushed)
                 .then(|| (last.value().to_vec(), last.version()))
         }
+
+        /// The latest expiry any node gave version `v` (a touch keeps the version).
+        fn latest_expiry(&self, v: Version) -> u32 {
+            let forever = |e: &u32| if *e == 0 { u32::MAX } else { *e };
+            self.made
+                .iter()
+                .filter(|r| r.kind() == Kind::Live && r.version() == v)
+                .map(Record::exptime)
+                .max_by_key(forever)
+                .expect("the version was made")
+        }
     }
 
     proptest! {
@@ -876,6 +975,15 @@ mod convergence {
                         prop_assert!(got.is_none() || got == want, "node {} key {}: {:?} vs {:?}", n, k, got, want);
                     } else {
                         prop_assert_eq!(&got, &want, "node {} key {}", n, k);
+                    }
+                    // Every copy of the winner expires when its latest touch said, or
+                    // within the slack of it.
+                    if let (Some(e), Some((_, v))) = (expiry(s, &key), &want) {
+                        let latest = c.latest_expiry(*v);
+                        prop_assert!(
+                            e == latest || (e != 0 && latest != 0 && e.abs_diff(latest) <= merge::EXPIRY_SLACK),
+                            "node {} key {}: expires at {} not {}", n, k, e, latest
+                        );
                     }
                 }
             }

@@ -23,7 +23,9 @@
 //!
 //! How replication uses it. Every change, local or remote, is ordered by one rule,
 //! last-writer-wins on a [`Version`] (stamp, node id; see [`merge`]), and every change makes
-//! a new version: writes, deletes, arithmetic, and touches too.
+//! a new version: writes, deletes, arithmetic, and a touch that shortens a life. A touch
+//! that lengthens it keeps the version (and the CAS, as in memcached); the copies of a
+//! version take the latest expiry ([`merge::outlives`]).
 //! - Sending: [`Store::subscribe`] gives a reader of the mutation feed ([`feed`]): each
 //!   change as the state it left (a [`Record`], encoded once and shared by all readers),
 //!   with per-shard sequence numbers. A change applied from a peer carries that peer as its
@@ -582,10 +584,10 @@ impl Store {
         let mut meta = before;
         if let Some(t) = opts.touch {
             meta.exptime = t;
-            // Replicating, a new expiry is a change like any other: a new version, so peers
-            // take it (and the CAS changes). Alone, the CAS stays, as in memcached, so a
-            // `gets`, a touch, then a `cas` succeeds.
-            if !created && self.replicating() {
+            // The CAS stays, as in memcached, so a `gets`, a touch, then a `cas` succeeds;
+            // peers take the later expiry of a version. Replicating, a touch that shortens
+            // the life is a new version (and CAS), or peers would keep the longer one.
+            if !created && self.replicating() && merge::outlives(before.exptime, t) {
                 meta.cas = self.new_stamp(&mut shard, hash, key, None, now);
                 meta.node = self.inner.cfg.node;
             }
@@ -609,7 +611,7 @@ impl Store {
             meta.atime = now;
             meta.set(bits::FETCHED | bits::REFERENCED);
         }
-        let observed = self.inner.feed.is_on() && (created || opts.touch.is_some());
+        let observed = self.inner.feed.is_on() && (created || meta.exptime != before.exptime);
         if meta == before && !observed {
             // Nothing to write (a hot key read again within the second): the item as
             // decoded above is the answer. A return of its own on purpose: folding the two
