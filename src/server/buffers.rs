@@ -8,7 +8,7 @@
 //! held by a worker's connections are capped at N megabytes split evenly over the workers
 //! (at least one unit each), as memcached splits it; a connection that cannot get what it
 //! needs is refused (see `connection`). Buffers in the free list are not charged: they are
-//! a cache, bounded by [`FREE_MAX`].
+//! a cache, bounded by `FREE_MAX`.
 
 use std::cell::RefCell;
 

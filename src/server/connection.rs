@@ -6,7 +6,7 @@
 //! when input arrives and go back once it is served, so an idle connection holds none.
 //!
 //! What a connection holds is bounded, whatever the client sends or fails to read: once the
-//! pending output passes [`output::HIGH_WATER`] it is written (waiting for the client to
+//! pending output passes `output::HIGH_WATER` it is written (waiting for the client to
 //! read) before anything more is produced, between requests and also between the keys of one
 //! multiget, which then resumes where it stopped; large values are queued by reference (see
 //! [`super::output`]). A get line longer than a request line may be is answered key by key

@@ -4,7 +4,7 @@
 //! datagrams in the message, reserved (16-bit big-endian each). A request must fit in one
 //! datagram: one that says it is part of a longer message is dropped, as is a datagram with
 //! no payload. The payload is read as a connection's input would be, through the same
-//! parse, execute and render step ([`connection::step`]), text, meta or binary chosen by
+//! parse, execute and render step (`connection::step`), text, meta or binary chosen by
 //! each request's first byte. Each request's reply is one message, split into datagrams of
 //! at most 1400 bytes with the request's id, the sequence number and the total filled in;
 //! a request cut off at the end of the datagram is dropped, nothing waits for more.

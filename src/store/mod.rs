@@ -671,7 +671,7 @@ impl Store {
     ///
     /// With eviction on, an item that fits `-I` is always given room: when its shard cannot
     /// make room itself, what a new segment for it costs is charged by freeing segments in
-    /// the shards ([`Store::reserve`]), and the whole operation runs again, its checks
+    /// the shards (`Store::reserve`), and the whole operation runs again, its checks
     /// included, spending that charge (the shard was unlocked in between).
     pub fn set(&self, req: &SetRequest<'_>, now: u32) -> Result<SetOutcome, StoreError> {
         if !self.fits(req.key.len(), req.value.len(), req.flags) {
@@ -682,7 +682,7 @@ impl Store {
 
     /// Runs `attempt` (a write of `key` under its shard's lock) until it finds room. When
     /// its shard could make none, what it lacks is charged by freeing segments across shards
-    /// ([`Store::reserve`], which spares the key's item) and it runs again, its checks
+    /// (`Store::reserve`, which spares the key's item) and it runs again, its checks
     /// included, spending that charge.
     fn with_room<T>(
         &self,
@@ -825,7 +825,7 @@ impl Store {
     ///
     /// The answer is always this node's own (memcached's: not found when it holds nothing),
     /// but with tombstones on (replicating) a plain delete that finds nothing is still a
-    /// delete of the cluster's key: see [`Store::delete_absent`].
+    /// delete of the cluster's key: see `Store::delete_absent`.
     pub fn delete(&self, req: &DeleteRequest<'_>, now: u32) -> DeleteOutcome {
         let hash = hash_key(req.key);
         let si = self.shard_of(hash);

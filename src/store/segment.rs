@@ -208,7 +208,7 @@ impl Segment {
         }
     }
 
-    /// Makes the buffer resident up to past `end` in steps of [`POPULATE_STEP`], before
+    /// Makes the buffer resident up to past `end` in steps of `POPULATE_STEP`, before
     /// items are written there: one system call instead of a page fault per 4 KB (the
     /// faults were a third of the CPU of a node taking a full copy). Only what is about to
     /// be written, so a segment's unwritten tail still costs no memory.

@@ -186,7 +186,7 @@ pub struct Shard {
     active_main: Option<usize>,
     /// Keys recently evicted from probation.
     pub ghosts: Ghosts,
-    /// Snapshot walks in progress over the store (see [`Shard::drain`]).
+    /// Snapshot walks in progress over the store (see `Shard::drain`).
     pub walks: Arc<AtomicUsize>,
     next_seq: u64,
     reclaim_at: ReclaimAt,
@@ -678,7 +678,7 @@ impl Shard {
 
     /// Evicts to make room in queue `q`, S3-FIFO's way, by whole segments. For a new item:
     /// - probation holding at least its share of the bytes written to segments (a tenth),
-    ///   or no main segment: probation's oldest segment is drained ([`Shard::drain`]):
+    ///   or no main segment: probation's oldest segment is drained (`Shard::drain`):
     ///   items read since they were stored move to the main queue, the rest are evicted,
     ///   and it takes new items again. While main is under its share it grows instead of
     ///   evicting: when its active segment is full, the drained segment joins it with the

@@ -13,7 +13,7 @@
 //! Everything here finishes before it returns: a command runs to its outcome under one shard
 //! lock and is answered at once. A command that must first wait on a peer (while this node
 //! catches up, a read of a key it lacks) is stopped before it does or counts anything:
-//! [`fetch_first`] names the keys and the dispatcher returns [`After::Fetch`]; the
+//! `fetch_first` names the keys and the dispatcher returns [`After::Fetch`]; the
 //! connection sends the replies before it, awaits the peer's answers (its worker serves
 //! other connections meanwhile), and runs the request again from the same bytes, keeping
 //! replies in order. A command that does not wait pays one relaxed load. A write
@@ -61,7 +61,7 @@ pub enum After {
         all: bool,
     },
     /// Nothing done yet: while this node catches up, ask a peer about
-    /// [`Session::fetch`]'s keys, then run the request again (see [`fetch_first`]).
+    /// [`Session::fetch`]'s keys, then run the request again (see `fetch_first`).
     Fetch,
 }
 
@@ -137,7 +137,7 @@ pub fn fetch_missing<'k>(keys: impl Iterator<Item = &'k [u8]>, s: &mut Session<'
     !s.fetch.is_empty()
 }
 
-/// Whether requests may wait for a peer now ([`fetch_first`]); checked first, as it is
+/// Whether requests may wait for a peer now (`fetch_first`); checked first, as it is
 /// cheap: one relaxed load once caught up.
 pub fn may_fetch(s: &Session<'_>) -> bool {
     !s.fetched && s.shared.replication.get().is_some_and(|r| r.warming())
