@@ -96,7 +96,7 @@ fn main() -> ExitCode {
         }
     }
     if config.daemonize {
-        if let Err(e) = repcached::server::process::daemonize() {
+        if let Err(e) = repcached::server::process::daemonize(config.verbose > 0) {
             return fail(EXIT_OSERR, format!("cannot daemonize: {e}"));
         }
     }

@@ -196,6 +196,51 @@ fn seed_command_line_daemonizes() {
     }
 }
 
+/// A daemon keeps logging where its stderr points when that is a file (an init script's
+/// `2>>log`) or with `-v` (memcached keeps stdio then): replication's state changes are
+/// in that log. Output to a terminal or a pipe is let go, as memcached lets it go.
+#[test]
+fn a_daemon_logs_to_the_file_its_stderr_names() {
+    let dir = TempDir::new("daemon-log");
+    let (pidfile, log) = (dir.0.join("pid"), dir.0.join("cache.log"));
+    let port = free_port();
+    let st = Command::new(BIN)
+        .args(["-p", &port.to_string(), "-u", "root", "-v", "-P"])
+        .arg(&pidfile)
+        .args(["-d", "-x", "127.0.0.9", "-l", "127.0.0.1"])
+        .args(["-X", &free_port().to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert!(wait_ready(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(10)
+    ));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap();
+        if text.contains("peer 127.0.0.9") || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: signalling the daemon this test started.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert!(text.contains("listening for peers"), "{text}");
+    assert!(
+        text.contains("peer 127.0.0.9"),
+        "the dial's failure: {text}"
+    );
+}
+
 #[test]
 fn unix_socket() {
     use std::io::{Read, Write};

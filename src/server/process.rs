@@ -4,9 +4,13 @@
 use std::ffi::CString;
 
 /// Forks into the background the way memcached does: the parent exits, the child starts a
-/// new session and points stdio at /dev/null. Listeners are already bound, so a busy port
-/// was reported on the terminal before this.
-pub fn daemonize() -> std::io::Result<()> {
+/// new session and points stdio at /dev/null, unless `verbose` (as memcached keeps stdio
+/// with `-v`) or stderr is a file: an operator who sent it to a log file wants the log
+/// (replication's state changes are in it). A terminal or a pipe is let go, so that nothing
+/// waits on a daemon's output. Listeners are already bound, so a busy port was reported on
+/// the terminal before this.
+pub fn daemonize(verbose: bool) -> std::io::Result<()> {
+    let keep = verbose || stderr_is_a_file();
     // SAFETY: called while the process is single-threaded (before the runtime starts);
     // fork/setsid/open/dup2 have no other preconditions.
     unsafe {
@@ -17,6 +21,9 @@ pub fn daemonize() -> std::io::Result<()> {
         }
         if libc::setsid() == -1 {
             return Err(std::io::Error::last_os_error());
+        }
+        if keep {
+            return Ok(());
         }
         let devnull = CString::new("/dev/null").expect("no NUL in a literal");
         let fd = libc::open(devnull.as_ptr(), libc::O_RDWR);
@@ -30,6 +37,15 @@ pub fn daemonize() -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+fn stderr_is_a_file() -> bool {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes the struct it is given; it is read only on success.
+    unsafe {
+        libc::fstat(2, st.as_mut_ptr()) == 0
+            && st.assume_init().st_mode & libc::S_IFMT == libc::S_IFREG
+    }
 }
 
 /// Switches to `user`'s uid and gid.
