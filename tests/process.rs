@@ -196,29 +196,60 @@ fn seed_command_line_daemonizes() {
     }
 }
 
-/// A daemon keeps logging where its stderr points when that is a file (an init script's
-/// `2>>log`) or with `-v` (memcached keeps stdio then): replication's state changes are
-/// in that log. Output to a terminal or a pipe is let go, as memcached lets it go.
-#[test]
-fn a_daemon_logs_to_the_file_its_stderr_names() {
-    let dir = TempDir::new("daemon-log");
-    let (pidfile, log) = (dir.0.join("pid"), dir.0.join("cache.log"));
+/// Starts `-d -v` on a free port with a replication peer that is not there, stdout piped
+/// and stderr as given; returns the daemon's pid once the foreground process and every
+/// copy of its output pipes have gone, or None if that took over 10 s (a daemon holding a
+/// pipe keeps a caller such as `$(repcached -d ...)` waiting forever).
+fn daemon_with_stderr(dir: &TempDir, stderr: Stdio) -> Option<i32> {
+    let pidfile = dir.0.join("pid");
     let port = free_port();
-    let st = Command::new(BIN)
-        .args(["-p", &port.to_string(), "-u", "root", "-v", "-P"])
+    let mut cmd = Command::new(BIN);
+    cmd.args(["-p", &port.to_string(), "-u", "root", "-v", "-P"])
         .arg(&pidfile)
         .args(["-d", "-x", "127.0.0.9", "-l", "127.0.0.1"])
         .args(["-X", &free_port().to_string()])
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .status()
-        .unwrap();
-    assert!(st.success());
+        .stdout(Stdio::piped())
+        .stderr(stderr);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(cmd.output().map(|o| o.status.success())));
+    let done = rx.recv_timeout(Duration::from_secs(10));
     assert!(wait_ready(
         SocketAddr::from(([127, 0, 0, 1], port)),
         Duration::from_secs(10)
     ));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !pidfile.exists() {
+        assert!(Instant::now() < deadline, "no pid file");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    match done {
+        Ok(started) => {
+            assert!(started.unwrap(), "the foreground process succeeds");
+            Some(pid)
+        }
+        Err(_) => {
+            // SAFETY: signalling the daemon this test started.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            None
+        }
+    }
+}
+
+/// A daemon keeps logging where its stderr points when that is a file (an init script's
+/// `2>>log`): replication's state changes are in that log. Stdout, and stderr when it is a
+/// pipe, are let go even with `-v`, so a caller reading them is not kept waiting.
+#[test]
+fn a_daemon_logs_to_the_file_its_stderr_names_and_holds_no_pipe() {
+    let dir = TempDir::new("daemon-log");
+    let log = dir.0.join("cache.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let pid = daemon_with_stderr(&dir, file.into()).expect("stdout was let go");
     let deadline = Instant::now() + Duration::from_secs(10);
     let text = loop {
         let text = std::fs::read_to_string(&log).unwrap();
@@ -227,11 +258,6 @@ fn a_daemon_logs_to_the_file_its_stderr_names() {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let pid: i32 = std::fs::read_to_string(&pidfile)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
     // SAFETY: signalling the daemon this test started.
     unsafe { libc::kill(pid, libc::SIGTERM) };
     assert!(text.contains("listening for peers"), "{text}");
@@ -239,6 +265,11 @@ fn a_daemon_logs_to_the_file_its_stderr_names() {
         text.contains("peer 127.0.0.9"),
         "the dial's failure: {text}"
     );
+
+    let dir = TempDir::new("daemon-pipe");
+    let pid = daemon_with_stderr(&dir, Stdio::piped()).expect("stderr's pipe was let go");
+    // SAFETY: signalling the daemon this test started.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
 }
 
 #[test]

@@ -4,13 +4,17 @@
 use std::ffi::CString;
 
 /// Forks into the background the way memcached does: the parent exits, the child starts a
-/// new session and points stdio at /dev/null, unless `verbose` (as memcached keeps stdio
-/// with `-v`) or stderr is a file: an operator who sent it to a log file wants the log
-/// (replication's state changes are in it). A terminal or a pipe is let go, so that nothing
-/// waits on a daemon's output. Listeners are already bound, so a busy port was reported on
-/// the terminal before this.
+/// new session and points stdin and stdout at /dev/null. Stderr stays when it is a file (an
+/// init script's `2>>log`: the log, replication's state changes included, goes on there),
+/// or a terminal with `-v` (memcached keeps stdio with `-v`); a pipe never stays, so that
+/// nothing waits for a daemon's output to end. Listeners are already bound, so a busy port
+/// was reported on the terminal before this.
 pub fn daemonize(verbose: bool) -> std::io::Result<()> {
-    let keep = verbose || stderr_is_a_file();
+    let keep_stderr = match stderr_kind() {
+        Some(libc::S_IFREG) => true,
+        Some(libc::S_IFCHR) => verbose,
+        _ => false,
+    };
     // SAFETY: called while the process is single-threaded (before the runtime starts);
     // fork/setsid/open/dup2 have no other preconditions.
     unsafe {
@@ -22,15 +26,14 @@ pub fn daemonize(verbose: bool) -> std::io::Result<()> {
         if libc::setsid() == -1 {
             return Err(std::io::Error::last_os_error());
         }
-        if keep {
-            return Ok(());
-        }
         let devnull = CString::new("/dev/null").expect("no NUL in a literal");
         let fd = libc::open(devnull.as_ptr(), libc::O_RDWR);
         if fd >= 0 {
             libc::dup2(fd, 0);
             libc::dup2(fd, 1);
-            libc::dup2(fd, 2);
+            if !keep_stderr {
+                libc::dup2(fd, 2);
+            }
             if fd > 2 {
                 libc::close(fd);
             }
@@ -39,12 +42,12 @@ pub fn daemonize(verbose: bool) -> std::io::Result<()> {
     Ok(())
 }
 
-fn stderr_is_a_file() -> bool {
+/// The file type bits of stderr (`S_IFREG`, `S_IFCHR`, `S_IFIFO`...), if it is open.
+fn stderr_kind() -> Option<libc::mode_t> {
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
     // SAFETY: fstat writes the struct it is given; it is read only on success.
     unsafe {
-        libc::fstat(2, st.as_mut_ptr()) == 0
-            && st.assume_init().st_mode & libc::S_IFMT == libc::S_IFREG
+        (libc::fstat(2, st.as_mut_ptr()) == 0).then(|| st.assume_init().st_mode & libc::S_IFMT)
     }
 }
 
