@@ -585,9 +585,11 @@ impl Store {
         if let Some(t) = opts.touch {
             meta.exptime = t;
             // The CAS stays, as in memcached, so a `gets`, a touch, then a `cas` succeeds;
-            // peers take the later expiry of a version. Replicating, a touch that shortens
-            // the life is a new version (and CAS), or peers would keep the longer one.
-            if !created && self.replicating() && merge::outlives(before.exptime, t) {
+            // peers take the later expiry of a version. With changes going to peers, a touch
+            // that shortens the life is a new version (and CAS), or they would keep the
+            // longer one.
+            let published = self.replicating() || self.inner.feed.is_on();
+            if !created && published && merge::outlives(before.exptime, t) {
                 meta.cas = self.new_stamp(&mut shard, hash, key, None, now);
                 meta.node = self.inner.cfg.node;
             }
