@@ -337,6 +337,31 @@ fn meta_vivify_ttl_last_flag_wins() {
     ]);
 }
 
+/// mg's `t` shows the TTL as the flags before it left it, as memcached 1.6.18 works through
+/// them in order: an item `N` creates starts with no expiry (`t` before `N` shows -1), `N`
+/// gives it its TTL, `T` sets its own; on a hit `N` changes nothing.
+#[test]
+fn meta_get_ttl_flag_in_flag_order() {
+    compare(
+        [
+            "mg k t N1000\r\nmg k t\r\nmg k t v\r\n",
+            "mg k v t N1000\r\n",
+            "mg k t N1000 q\r\nmg k t N1000 q\r\nmn\r\n",
+            "mg k T100 t N1000\r\nmg k t\r\n",
+            "mg k N1000 t T100\r\nmg k t\r\n",
+            "mg k t T-1 N1000\r\nmg k t\r\n",
+            "mg k t N0\r\nmg k t\r\n",
+            "mg k t N-1\r\nmg k t\r\n",
+            "set a 0 0 1\r\nx\r\nmg a t T30\r\nmg a T40 t\r\nmg a t\r\n",
+            "set a 0 0 1\r\nx\r\nmg a T10 N20\r\nmg a t\r\nmg a N20 T30\r\nmg a t\r\n",
+            "set a 0 100 1\r\nx\r\nmg a t N5\r\nmg a N5 t\r\nmg a t T0 v\r\nmg a t\r\n",
+        ]
+        .iter()
+        .map(|c| c.as_bytes().to_vec())
+        .collect(),
+    );
+}
+
 /// `delete noreply` deletes the key named "noreply" and answers: only a third token can
 /// say noreply.
 #[test]
