@@ -362,6 +362,29 @@ fn meta_get_ttl_flag_in_flag_order() {
     );
 }
 
+/// ma's `t` likewise: before `T` it shows the TTL the item had (memcached applies `T` as
+/// it reaches it); an item `N` creates has none until `N`.
+#[test]
+fn meta_arith_ttl_flag_in_flag_order() {
+    compare(
+        [
+            "set a 0 0 1\r\n1\r\nma a t T100\r\nmg a t\r\n",
+            "set a 0 0 1\r\n1\r\nma a T100 t\r\nmg a t\r\n",
+            "set a 0 0 1\r\n1\r\nma a t T100 N5\r\nmg a t\r\n",
+            "set a 0 0 1\r\n1\r\nma a T100 N5 t\r\nmg a t\r\n",
+            "set a 0 50 1\r\n1\r\nma a t T0 v\r\nmg a t\r\n",
+            "ma k t N1000\r\nmg k t\r\n",
+            "ma k t N1000 T50\r\nmg k t\r\n",
+            "ma k T50 t N1000\r\nmg k t\r\n",
+            "ma k N0 t T100\r\nmg k t\r\n",
+            "ma k N1000 t T0 v\r\nmg k t\r\n",
+        ]
+        .iter()
+        .map(|c| c.as_bytes().to_vec())
+        .collect(),
+    );
+}
+
 /// `delete noreply` deletes the key named "noreply" and answers: only a third token can
 /// say noreply.
 #[test]
