@@ -220,6 +220,7 @@ fn command<'a>(
             touch,
             no_update: false,
             vivify: None,
+            touch_last: false,
             recache: None,
         })
     };

@@ -27,8 +27,13 @@ pub struct MetaFlags<'a> {
     pub client_flags: u32,
     pub compare_cas: Option<u64>,
     pub new_cas: Option<u64>,
+    /// `T`: the TTL a hit is given.
     pub ttl: Option<i32>,
+    /// `N`: create the item on a miss, with this TTL.
     pub vivify: Option<i32>,
+    /// `T` came after `N`: an item created ends with T's TTL (memcached applies the flags
+    /// in order, so the later of the two wins there; a hit takes only `T`).
+    pub touch_last: bool,
     pub recache: Option<i32>,
     pub mode: Option<u8>,
     pub initial: u64,
@@ -67,19 +72,14 @@ pub fn parse<'a>(raw: &'a [u8], key: &mut Cow<'a, [u8]>) -> Result<MetaFlags<'a>
                     _ => fail(ErrorKind::MetaKeyDecode),
                 }
             }
-            // memcached keeps one TTL for `N` and `T`: given both, the later one is used
-            // for the item created and for the touch alike.
             b'N' => match parse_i32(arg) {
-                Some(v) => {
-                    f.vivify = Some(v);
-                    f.ttl = f.ttl.map(|_| v);
-                }
+                Some(v) => f.vivify = Some(v),
                 None => fail(ErrorKind::MetaBadToken),
             },
             b'T' => match parse_i32(arg) {
                 Some(v) => {
                     f.ttl = Some(v);
-                    f.vivify = f.vivify.map(|_| v);
+                    f.touch_last = f.vivify.is_some();
                 }
                 None => fail(ErrorKind::MetaBadToken),
             },
@@ -152,6 +152,14 @@ mod tests {
         assert_eq!(f.delta, 7);
         assert_eq!(f.initial, 9);
         assert_eq!(f.mode, Some(b'D'));
+    }
+
+    #[test]
+    fn n_and_t_keep_their_own_ttls() {
+        let f = p("T20 N10").unwrap();
+        assert_eq!((f.ttl, f.vivify, f.touch_last), (Some(20), Some(10), false));
+        let f = p("N10 t T20").unwrap();
+        assert_eq!((f.ttl, f.vivify, f.touch_last), (Some(20), Some(10), true));
     }
 
     #[test]

@@ -59,6 +59,7 @@ impl MetaRequest<'_> {
                 touch: f.ttl.map(exptime),
                 no_update: f.no_update,
                 vivify: f.vivify.map(exptime),
+                touch_last: f.touch_last,
                 recache: f.recache.map(exptime),
             }),
             MetaCmd::Set => match self.too_large {
@@ -82,7 +83,10 @@ impl MetaRequest<'_> {
                         compare_cas: f.compare_cas.filter(|&c| c != 0 || !joins).map(Cas),
                         invalidate: f.invalidate,
                         new_cas: f.new_cas.map(Cas),
-                        vivify: f.vivify.map(exptime),
+                        // The later of `N` and `T`, as for mg and ma.
+                        vivify: f
+                            .vivify
+                            .map(|n| exptime(f.ttl.filter(|_| f.touch_last).unwrap_or(n))),
                         key_binary: f.base64,
                     })
                 }
@@ -104,6 +108,7 @@ impl MetaRequest<'_> {
                 compare_cas: f.compare_cas.filter(|&c| c != 0).map(Cas),
                 vivify: f.vivify.map(|t| (exptime(t), f.initial)),
                 exptime: f.ttl.map(exptime),
+                touch_last: f.touch_last,
                 new_cas: f.new_cas.map(Cas),
             }),
         }

@@ -10,7 +10,7 @@ use super::super::detail::Op;
 use super::super::output::Output;
 use super::super::stats::Counts;
 use super::{After, Session};
-use crate::protocol::command::{Encoding, Get, Hit, Keys, Reply};
+use crate::protocol::command::{Encoding, Get, Hit, Keys, Reply, TtlTrail};
 use crate::protocol::Cas;
 use crate::store::{self, bits, item_total_size, Item, Miss, ReadOptions};
 
@@ -39,13 +39,18 @@ pub fn get_keys<R: Reply>(
     let opts = ReadOptions {
         no_update: get.no_update,
         touch: get.touch.map(|t| s.exptime(t)),
-        vivify: get.vivify.map(|t| s.exptime(t)),
+        vivify: get.created_expiry().map(|t| s.exptime(t)),
         recache: get.recache.map(|t| s.exptime(t)),
         tokens: R::ENCODING == Encoding::Meta,
     };
+    // What mg's `T` and `N` each set, for `t` (an item created takes only the later one).
+    let set_by = Changes {
+        touch: opts.touch,
+        vivify: get.vivify.map(|t| s.exptime(t)),
+    };
     let touch = get.touch.is_some();
     for key in get.keys.iter() {
-        let found = read_one(s, key, opts, reply, out);
+        let found = read_one(s, key, opts, set_by, reply, out);
         count_read(&mut s.counts, touch, found);
         s.detail(R::ENCODING, key, Op::Get { hit: found.is_ok() });
         if found.is_err() {
@@ -68,6 +73,7 @@ fn read_one<R: Reply>(
     s: &mut Session<'_>,
     key: &[u8],
     opts: ReadOptions,
+    set_by: Changes,
     reply: &R,
     out: &mut Output,
 ) -> Result<(), Miss> {
@@ -77,6 +83,7 @@ fn read_one<R: Reply>(
             let cas = s.cas_out(h.item.cas);
             let shared = h.share_value();
             let mut hit = view(&h, cas, now);
+            hit.ttls = set_by.trail(h.prev_exptime, h.created, now);
             hit.shared = shared.as_ref();
             reply.hit(out, &hit);
             Ok(())
@@ -100,6 +107,31 @@ pub fn debug<R: Reply>(s: &mut Session<'_>, key: &[u8], reply: &R, out: &mut Vec
     });
 }
 
+/// The expiries a request's `T` and `N` set (store times; 0 never expires).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Changes {
+    pub touch: Option<u32>,
+    pub vivify: Option<u32>,
+}
+
+impl Changes {
+    /// The TTLs `t` can show, for an item whose expiry was `before` (one the request
+    /// `created` had none).
+    pub fn trail(self, before: u32, created: bool, now: u32) -> TtlTrail {
+        let ttl = |exptime| ttl_at(exptime, now);
+        TtlTrail {
+            before: if created { None } else { ttl(before) },
+            touch: self.touch.and_then(ttl),
+            vivify: self.vivify.filter(|_| created).map(ttl),
+        }
+    }
+}
+
+/// Seconds left to live at `now` of an item expiring at `exptime`; None never expires.
+pub(super) fn ttl_at(exptime: u32, now: u32) -> Option<u32> {
+    (exptime != 0).then(|| exptime.saturating_sub(now))
+}
+
 /// What a read saw, in the protocol's words.
 #[inline]
 fn view<'a>(h: &store::Hit<'a>, cas: Cas, now: u32) -> Hit<'a> {
@@ -120,7 +152,8 @@ fn item_view<'a>(it: &Item<'a>, cas: Cas, now: u32) -> Hit<'a> {
         shared: None,
         flags: it.flags,
         cas,
-        ttl: (it.exptime != 0).then(|| it.exptime.saturating_sub(now)),
+        ttl: ttl_at(it.exptime, now),
+        ttls: TtlTrail::still(ttl_at(it.exptime, now)),
         idle: 0,
         fetched: false,
         key_binary: it.has(bits::KEY_BINARY),
