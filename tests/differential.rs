@@ -17,6 +17,11 @@ struct Memcached(Child, u16);
 
 impl Memcached {
     fn start() -> Memcached {
+        Memcached::start_with(&[])
+    }
+
+    /// memcached with `args` after the usual ones.
+    fn start_with(args: &[&str]) -> Memcached {
         let port = free_port();
         let child = Command::new("memcached")
             .args([
@@ -29,6 +34,7 @@ impl Memcached {
                 "-p",
                 &port.to_string(),
             ])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -89,7 +95,6 @@ fn normalize(b: &[u8]) -> Vec<u8> {
         (r"(VALUE \S+ \d+ \d+) \d+", "$1 CAS"),
         (r" c\d+", " cCAS"),
         (r"cas=\d+", "cas=CAS"),
-        (r"size=\d+", "size=N"),
     ];
     let mut v = b.to_vec();
     for (re, with) in rules {
@@ -383,6 +388,81 @@ fn meta_arith_ttl_flag_in_flag_order() {
         .map(|c| c.as_bytes().to_vec())
         .collect(),
     );
+}
+
+/// `me` as memcached 1.6.18 writes it: `exp=` is the time since the expiry (negative for
+/// one to come, -1 for none), `cls=` the slab class memcached's default classes (`-n 48
+/// -f 1.25`: 96-byte chunks growing by 1.25, 8-byte aligned, up to 512 KB) give the item's
+/// size, the last one for anything larger.
+#[test]
+fn meta_debug_matches_memcached() {
+    let mut cases: Vec<Vec<u8>> = [
+        "set a 0 0 1\r\nx\r\nme a\r\n",
+        "set a 0 100 1\r\nx\r\nme a\r\n",
+        "set a 0 0 1\r\nx\r\ntouch a 50\r\nme a\r\ntouch a 0\r\nme a\r\n",
+        "ms a 1 T100\r\nx\r\nme a\r\n",
+        "mg a N100\r\nme a\r\n",
+        "set a 0 0 1\r\n1\r\nma a T30\r\nme a\r\n",
+    ]
+    .iter()
+    .map(|c| c.as_bytes().to_vec())
+    .collect();
+    // memcached's size of `set k 0 0 <n>` is n + 60; the class edges around it, the large
+    // class and past it.
+    for total in [
+        61, 96, 97, 120, 121, 152, 153, 600, 601, 2320, 2321, 394_840, 394_841, 524_288,
+        524_289, 1_000_000,
+    ] {
+        let n = total - 60;
+        cases.push(format!("set k 0 0 {n}\r\n{}\r\nme k\r\n", "x".repeat(n)).into_bytes());
+    }
+    // Client flags and a longer key count too.
+    cases.push(format!("set k 1 0 33\r\n{}\r\nme k\r\n", "x".repeat(33)).into_bytes());
+    let k = "k".repeat(200);
+    cases.push(format!("set {k} 0 0 1\r\nx\r\nme {k}\r\n").into_bytes());
+    compare(cases);
+}
+
+/// Under `-C` an item has no CAS, so memcached's size is 8 bytes smaller (and may fall in a
+/// smaller class). No `flush_all` before each case: under `-C` memcached also flushes what
+/// is set within the same second.
+#[test]
+fn meta_debug_without_cas() {
+    let mc = Memcached::start_with(&["-C"]);
+    let ours = Proc::start(&["-C"]);
+    for (key, n) in [("a", 1), ("b", 44), ("c", 45)] {
+        let case = format!("set {key} 0 0 {n}\r\n{}\r\nme {key}\r\n", "x".repeat(n));
+        let replies: Vec<Vec<u8>> = [mc.1, ours.port]
+            .iter()
+            .map(|&port| exchange(port, case.as_bytes()))
+            .collect();
+        assert_eq!(
+            String::from_utf8_lossy(&replies[1]),
+            String::from_utf8_lossy(&replies[0]),
+            "after {case:?}"
+        );
+    }
+}
+
+/// `-f` and `-n` shape memcached's classes, and so `me`'s `cls=`.
+#[test]
+fn meta_debug_class_follows_growth_factor_and_chunk_size() {
+    let args = ["-f", "1.5", "-n", "30", "-I", "2m", "-m", "128"];
+    let mc = Memcached::start_with(&args);
+    let ours = Proc::start(&args);
+    for total in [61, 80, 81, 120, 121, 1000, 300_000, 600_000, 1_500_000] {
+        let n = total - 60;
+        let case = format!("set k 0 0 {n}\r\n{}\r\nme k\r\n", "x".repeat(n));
+        let replies: Vec<Vec<u8>> = [mc.1, ours.port]
+            .iter()
+            .map(|&port| normalize(&exchange(port, case.as_bytes())))
+            .collect();
+        assert_eq!(
+            String::from_utf8_lossy(&replies[1]),
+            String::from_utf8_lossy(&replies[0]),
+            "item of {total} bytes"
+        );
+    }
 }
 
 /// `delete noreply` deletes the key named "noreply" and answers: only a third token can
