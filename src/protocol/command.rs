@@ -274,6 +274,8 @@ pub struct Hit<'a> {
     pub stale: bool,
     /// memcached's size of the item (`me`'s `size=`).
     pub size: usize,
+    /// memcached's slab class for that size (`me`'s `cls=`).
+    pub class: u32,
 }
 
 /// The TTLs a meta command's `t` can show. memcached works through a request's flags in

@@ -32,6 +32,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::protocol::limits::SlabClasses;
 use crate::protocol::text::reply::stat;
 use crate::protocol::Limits;
 use crate::store::{Clock, Store};
@@ -130,6 +131,8 @@ pub struct Shared {
     pub store: Store,
     pub clock: Arc<Clock>,
     pub limits: Limits,
+    /// memcached's slab classes for `-f` and `-n` (`me`'s `cls=`, `slabs reassign`).
+    pub slab_classes: SlabClasses,
     /// SASL PLAIN users (`-S`).
     pub credentials: Credentials,
     /// ascii authentication users (`-Y`); None when ascii auth is off.
@@ -330,6 +333,7 @@ impl Server {
             limits: Limits {
                 item_size_max: config.store.item_size_max,
             },
+            slab_classes: SlabClasses::new(config.growth_factor, config.chunk_size),
             credentials,
             ascii_credentials,
             verbosity: AtomicU32::new(config.verbose as u32),

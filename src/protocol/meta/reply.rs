@@ -88,12 +88,13 @@ impl Reply for MetaReply<'_> {
         } else {
             out.extend_from_slice(it.key);
         }
-        let exp = it.ttl.map_or(-1, i64::from);
+        // memcached shows the time since the expiry: negative while it is to come.
+        let exp = it.ttl.map_or(-1, |t| -i64::from(t));
         let fetched = if it.fetched { "yes" } else { "no" };
         let _ = write!(
             out,
-            " exp={exp} la={} cas={} fetch={fetched} cls=1 size={}\r\n",
-            it.idle, it.cas.0, it.size
+            " exp={exp} la={} cas={} fetch={fetched} cls={} size={}\r\n",
+            it.idle, it.cas.0, it.class, it.size
         );
     }
 

@@ -98,10 +98,13 @@ pub fn debug<R: Reply>(s: &mut Session<'_>, key: &[u8], reply: &R, out: &mut Vec
     s.shared.store.peek(key, now, |it| match it {
         None => reply.debug(out, None),
         Some(it) => {
-            let mut hit = item_view(it, Cas(it.cas), now);
+            let mut hit = item_view(it, s.cas_out(it.cas), now);
             hit.idle = now.saturating_sub(it.atime);
             hit.fetched = it.has(bits::FETCHED);
-            hit.size = item_total_size(it.key().len(), it.value().len(), it.flags);
+            // Without CAS (`-C`) memcached's items have no room for one.
+            let no_cas = if s.shared.config.cas_enabled { 0 } else { 8 };
+            hit.size = item_total_size(it.key().len(), it.value().len(), it.flags) - no_cas;
+            hit.class = s.shared.slab_classes.class_of(hit.size);
             reply.debug(out, Some(&hit));
         }
     });
@@ -160,8 +163,9 @@ fn item_view<'a>(it: &Item<'a>, cas: Cas, now: u32) -> Hit<'a> {
         won: false,
         token_sent: false,
         stale: false,
-        // Only `me` shows it (see `debug`).
+        // Only `me` shows these (see `debug`).
         size: 0,
+        class: 0,
     }
 }
 
