@@ -410,8 +410,8 @@ fn meta_debug_matches_memcached() {
     // memcached's size of `set k 0 0 <n>` is n + 60; the class edges around it, the large
     // class and past it.
     for total in [
-        61, 96, 97, 120, 121, 152, 153, 600, 601, 2320, 2321, 394_840, 394_841, 524_288,
-        524_289, 1_000_000,
+        61, 96, 97, 120, 121, 152, 153, 600, 601, 2320, 2321, 394_840, 394_841, 524_288, 524_289,
+        1_000_000,
     ] {
         let n = total - 60;
         cases.push(format!("set k 0 0 {n}\r\n{}\r\nme k\r\n", "x".repeat(n)).into_bytes());
@@ -463,6 +463,32 @@ fn meta_debug_class_follows_growth_factor_and_chunk_size() {
             "item of {total} bytes"
         );
     }
+}
+
+/// Which error a meta line with two bad tokens gets, as memcached 1.6.18 reports it: a bad
+/// `F` (`bad command line format`) only when no other token is bad (the last other one
+/// wins, a key that does not decode included); a bad mode before a long opaque.
+#[test]
+fn meta_error_precedence() {
+    let o = format!("O{}", "x".repeat(40));
+    let mut cases: Vec<String> = [
+        "Tx Fx", "Fx Tx", "Cx Fx", "Nx Fx", "Rx Fx", "MAB Fx", "Fx MAB", "Jx Fx", "Dx Fx", "MX Fx",
+        "Fx MX",
+    ]
+    .iter()
+    .map(|f| format!("ms k 2 {f}\r\nhi\r\nmg k v\r\n"))
+    .collect();
+    cases.extend([
+        format!("ms k 2 MX {o}\r\nhi\r\n"),
+        format!("ms k 2 {o} MX\r\nhi\r\n"),
+        format!("ms k 2 Fx {o}\r\nhi\r\n"),
+        "ms !!! 2 b Fx\r\nhi\r\n".into(),
+        "ms !!! 2 Fx b\r\nhi\r\n".into(),
+        "mg k Tx Fx\r\nmg k Fx Tx\r\nmg k Jx Fx\r\nmg !!! b Fx\r\n".into(),
+        format!("ma k MX {o}\r\nma k {o} MX\r\n"),
+        format!("md k Tx Fx\r\nmd k {o} Fx\r\n"),
+    ]);
+    compare(cases.into_iter().map(String::into_bytes).collect());
 }
 
 /// `delete noreply` deletes the key named "noreply" and answers: only a third token can
