@@ -3,7 +3,9 @@
 //! Each flag is one character, optionally followed by a token (`T30`, `Oabc`). Flags are
 //! parsed once into [`MetaFlags`]; the raw flag tokens are kept too, because return flags are
 //! echoed in the order the client sent them. Error precedence follows memcached: a duplicate
-//! or unknown flag stops at once; a bad token is remembered and the last one wins.
+//! or unknown flag stops at once; a bad token is remembered and the last one wins, except
+//! that a bad `F` is reported only when no other token is bad (memcached reads `F` in a
+//! later pass than the others).
 
 use std::borrow::Cow;
 
@@ -56,6 +58,7 @@ pub fn parse<'a>(raw: &'a [u8], key: &mut Cow<'a, [u8]>) -> Result<MetaFlags<'a>
     };
     let mut seen = [false; 128];
     let mut error: Option<ErrorKind> = None;
+    let mut bad_flags = false;
     for tok in tokens(raw) {
         let c = tok[0];
         if c >= 127 || seen[c as usize] {
@@ -90,7 +93,7 @@ pub fn parse<'a>(raw: &'a [u8], key: &mut Cow<'a, [u8]>) -> Result<MetaFlags<'a>
             // Like the text commands, memcached keeps the low 32 bits of a larger number.
             b'F' => match parse_u64(arg) {
                 Some(v) => f.client_flags = v as u32,
-                None => fail(ErrorKind::BadFormat),
+                None => bad_flags = true,
             },
             b'C' => match parse_u64(arg) {
                 Some(v) => f.compare_cas = Some(v),
@@ -130,6 +133,7 @@ pub fn parse<'a>(raw: &'a [u8], key: &mut Cow<'a, [u8]>) -> Result<MetaFlags<'a>
     }
     match error {
         Some(e) => Err(e),
+        None if bad_flags => Err(ErrorKind::BadFormat),
         None => Ok(f),
     }
 }
@@ -170,6 +174,9 @@ mod tests {
         assert_eq!(p("MAB").unwrap_err(), ErrorKind::MetaModeLength);
         assert_eq!(p("Dx").unwrap_err(), ErrorKind::MetaDelta);
         assert_eq!(p("Fx").unwrap_err(), ErrorKind::BadFormat);
+        assert_eq!(p("Tx Fx").unwrap_err(), ErrorKind::MetaBadToken);
+        assert_eq!(p("Fx MAB").unwrap_err(), ErrorKind::MetaModeLength);
+        assert_eq!(p("Dx Tx").unwrap_err(), ErrorKind::MetaBadToken);
     }
 
     #[test]

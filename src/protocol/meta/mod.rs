@@ -251,11 +251,12 @@ pub fn parse<'a>(
         data: &[],
         too_large: None,
     };
-    if req.flags.opaque_too_long {
-        return err(ErrorKind::MetaOpaqueTooLong, used);
-    }
+    // As in memcached, a bad mode is reported before a long opaque.
     if cmd == MetaCmd::Arith && req.arith_incr().is_none() {
         return err(ErrorKind::MetaArithMode, used);
+    }
+    if req.flags.opaque_too_long {
+        return err(ErrorKind::MetaOpaqueTooLong, used);
     }
     Parsed::Done(Request::Meta(req), used)
 }
@@ -297,11 +298,11 @@ fn parse_set<'a>(
         data: &[],
         too_large: None,
     };
-    if req.flags.opaque_too_long {
-        return err(ErrorKind::MetaOpaqueTooLong, swallow);
-    }
     if req.set_mode().is_none() {
         return err(ErrorKind::MetaSetMode, swallow);
+    }
+    if req.flags.opaque_too_long {
+        return err(ErrorKind::MetaOpaqueTooLong, swallow);
     }
     if item_size(req.key.len(), vlen, req.flags.client_flags) > limits.item_size_max {
         let too_large = Some(swallow);
