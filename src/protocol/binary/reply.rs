@@ -143,6 +143,11 @@ impl Reply for BinaryReply {
         ok(out, &self.header, 0);
     }
 
+    /// A fixed text answer, re-packed as stats are (an error line is "Not found").
+    fn fixed(&self, out: &mut Vec<u8>, reply: &'static [u8]) {
+        self.stats(out, |text| text.extend_from_slice(reply));
+    }
+
     fn version(&self, out: &mut Vec<u8>, version: &str) {
         self.body(out, version.as_bytes());
     }
