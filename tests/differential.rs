@@ -235,8 +235,13 @@ fn replies_match_memcached() {
 /// Sends each case to memcached and to repcached (each after a `flush_all`) and fails
 /// listing every case whose replies differ.
 fn compare(cases: Vec<Vec<u8>>) {
-    let mc = Memcached::start();
-    let ours = Proc::start(&[]);
+    compare_with(&[], cases)
+}
+
+/// [`compare`], both servers started with `args` as well.
+fn compare_with(args: &[&str], cases: Vec<Vec<u8>>) {
+    let mc = Memcached::start_with(args);
+    let ours = Proc::start(args);
     let mut failures = Vec::new();
     for case in cases {
         exchange(mc.1, b"flush_all\r\n");
@@ -491,6 +496,125 @@ fn meta_error_precedence() {
     compare(cases.into_iter().map(String::into_bytes).collect());
 }
 
+fn bytes_of(cases: &[&str]) -> Vec<Vec<u8>> {
+    cases.iter().map(|c| c.as_bytes().to_vec()).collect()
+}
+
+/// `stats sizes_enable` and `stats sizes_disable` answer one line, without END (any
+/// argument is ignored); once enabled, `stats sizes` counts the items stored since, by
+/// memcached's size rounded up to 32 bytes (memcached counts items with a CAS from the
+/// moment it was enabled, so what was there before is left out, and enabling again starts
+/// over).
+#[test]
+fn stats_sizes_match_memcached() {
+    let x = |n| "x".repeat(n);
+    compare(vec![
+        format!(
+            "set pre 0 0 1\r\nx\r\nstats sizes_enable\r\nstats sizes\r\nset a 0 0 1\r\nx\r\n\
+             set b 0 0 100\r\n{}\r\nset c 1 0 31\r\n{}\r\nset d 0 0 36\r\n{}\r\n\
+             stats sizes\r\ndelete a\r\ndelete pre\r\nset b 0 0 1\r\nx\r\n\
+             append c 0 0 50\r\n{}\r\nset n 0 0 1\r\n5\r\nincr n 100000\r\n\
+             stats sizes\r\nstats sizes_disable\r\nstats sizes\r\n",
+            x(100),
+            x(31),
+            x(36),
+            x(50)
+        )
+        .into_bytes(),
+        b"stats sizes_enable x\r\nstats sizes_disable x\r\nstats sizes\r\n".to_vec(),
+        concat!(
+            "stats sizes_enable\r\nset a 0 0 1\r\nx\r\nstats sizes_disable\r\n",
+            "set b 0 0 1\r\nx\r\nstats sizes_enable\r\nstats sizes\r\n",
+            "set c 0 0 1\r\nx\r\nstats sizes\r\nstats sizes_enable\r\nstats sizes\r\n",
+            "stats sizes_disable\r\nstats sizes_disable\r\n",
+        )
+        .as_bytes()
+        .to_vec(),
+    ]);
+}
+
+/// `slabs reassign <src> <dst>` checked as memcached 1.6.18 checks it, against its classes
+/// (0 is its page pool, -1 a source it picks): numbers as 32-bit ints, the same class
+/// twice, a class out of range, then no spare pages (none are ever spare here; a fresh
+/// memcached has none either, so a source it must pick is a bad class).
+#[test]
+fn slabs_reassign_matches_memcached() {
+    let cases = [
+        "1 2", "0 1", "1 0", "39 1", "1 39", "1 1", "-1 -1", "99 99", "40 1", "1 40", "-2 1",
+        "1 -1", "-1 1", "-1 40", "4294967297 2", "2147483648 1", "+1 2", "1x 2", "2 1x", "x y",
+        "1.5 2",
+    ]
+    .map(|a| format!("slabs reassign {a}\r\n"));
+    compare(bytes_of(&cases.each_ref().map(String::as_str)));
+    // With reassignment turned off, every request is refused alike.
+    compare_with(
+        &["-o", "no_slab_reassign"],
+        bytes_of(&["slabs reassign 1 2\r\n", "slabs reassign x y\r\n", "slabs reassign 1 1\r\n"]),
+    );
+}
+
+/// The LRU crawler runs from the start in memcached 1.6.18, so `lru_crawler enable`
+/// fails until it is disabled; while disabled, crawl and metadump are refused. Arguments
+/// are checked as memcached checks them. One request per case: memcached stops and starts
+/// its crawler in the background, so pipelined requests could race it.
+#[test]
+fn lru_crawler_matches_memcached() {
+    let steps = [
+        "enable", "disable", "disable", "crawl all", "crawl x", "metadump all", "metadump x",
+        "sleep 5", "tocrawl 5", "enable", "enable", "crawl 0", "crawl 64", "crawl 1,x",
+        "crawl -1", "crawl ,", "crawl hash", "metadump ,", "crawl all", "crawl 63", "crawl 1,",
+        "sleep 1000000", "sleep 1000001", "sleep -1", "sleep 4294967297", "sleep x",
+        "tocrawl -1", "tocrawl 4294967297", "tocrawl 99999999999999999999", "tocrawl x",
+    ]
+    .map(|a| format!("lru_crawler {a}\r\n"));
+    compare(bytes_of(&steps.each_ref().map(String::as_str)));
+    // Started without it, the crawler can be enabled once.
+    compare_with(
+        &["-o", "no_lru_crawler"],
+        bytes_of(&[
+            "lru_crawler crawl all\r\n",
+            "lru_crawler enable\r\n",
+            "lru_crawler enable\r\n",
+        ]),
+    );
+}
+
+/// The `stats settings` lines of what those commands change: `track_sizes` (and `-o
+/// track_sizes`), `lru_crawler` (and `-o no_lru_crawler`), `slab_reassign` (and `-o
+/// no_slab_reassign`).
+#[test]
+fn admin_settings_match_memcached() {
+    fn lines(port: u16) -> Vec<String> {
+        let all = String::from_utf8_lossy(&exchange(port, b"stats settings\r\n")).into_owned();
+        all.lines()
+            .filter(|l| {
+                ["track_sizes", "lru_crawler", "slab_reassign"]
+                    .iter()
+                    .any(|n| l.strip_prefix("STAT ").and_then(|r| r.split(' ').next()) == Some(n))
+            })
+            .map(String::from)
+            .collect()
+    }
+    for args in [
+        &[][..],
+        &["-o", "track_sizes,no_lru_crawler,no_slab_reassign"],
+    ] {
+        let mc = Memcached::start_with(args);
+        let ours = Proc::start(args);
+        for step in [
+            "mn\r\n",
+            "stats sizes_enable\r\n",
+            "lru_crawler disable\r\n",
+            "lru_crawler enable\r\n",
+            "stats sizes_disable\r\n",
+        ] {
+            exchange(mc.1, step.as_bytes());
+            exchange(ours.port, step.as_bytes());
+            assert_eq!(lines(ours.port), lines(mc.1), "{args:?} after {step:?}");
+        }
+    }
+}
+
 /// `delete noreply` deletes the key named "noreply" and answers: only a third token can
 /// say noreply.
 #[test]
@@ -708,6 +832,15 @@ mod binary {
                 packet(op::STAT, &[], b"detail on", &[], 0),
                 packet(op::STAT, &[], b"resetx", &[], 0),
                 packet(op::STAT, &[], b"detail off", &[], 0),
+            ]
+            .concat(),
+            // Sizes over binary: one packet for enable and disable, no terminator.
+            [
+                packet(op::STAT, &[], b"sizes_enable", &[], 0),
+                packet(op::SET, &set_x(0, 0), b"a", b"hello", 0),
+                packet(op::STAT, &[], b"sizes", &[], 0),
+                packet(op::STAT, &[], b"sizes_disable", &[], 0),
+                packet(op::STAT, &[], b"sizes", &[], 0),
             ]
             .concat(),
         ];
