@@ -84,7 +84,20 @@ pub enum Command<'a> {
     Metadump {
         all: bool,
     },
-    /// Admin commands accepted for compatibility with a fixed answer (`lru_crawler`, …).
+    /// `lru_crawler enable|disable`.
+    Crawler {
+        enable: bool,
+    },
+    /// `lru_crawler crawl`, or a metadump that dumps nothing: refused while the crawler is
+    /// disabled, else answered `reply`.
+    Crawl {
+        reply: &'static [u8],
+    },
+    /// `slabs reassign <src> <dst>`; None when they are not two numbers.
+    SlabsReassign {
+        classes: Option<(i32, i32)>,
+    },
+    /// Admin commands accepted for compatibility with a fixed answer (`lru`, …).
     Fixed {
         reply: &'static [u8],
     },

@@ -31,6 +31,28 @@ pub fn write_batch(
     store.visit_live(cursor, BATCH, now, |it| write_line(out, it, clock))
 }
 
+/// `stats sizes` while enabled: how many live items stored since stamp `since` have each
+/// size, memcached's size rounded up to 32 bytes (`STAT <size> <count>`, smallest first),
+/// then END. Without CAS (`cas`: false) memcached's items are 8 bytes smaller.
+pub fn write_sizes(store: &Store, since: u64, cas: bool, now: u32, out: &mut Vec<u8>) {
+    use std::io::Write;
+    let mut counts = std::collections::BTreeMap::<usize, u64>::new();
+    let no_cas = if cas { 0 } else { 8 };
+    let mut cursor = Some(Cursor::default());
+    while let Some(c) = cursor {
+        cursor = store.visit_live(c, BATCH, now, |it| {
+            if it.cas >= since {
+                let size = size_of(it) - no_cas;
+                *counts.entry(size.div_ceil(32) * 32).or_default() += 1;
+            }
+        });
+    }
+    for (size, n) in counts {
+        let _ = write!(out, "STAT {size} {n}\r\n");
+    }
+    out.extend_from_slice(b"END\r\n");
+}
+
 /// memcached caps a cachedump reply at 2 MB.
 const CACHEDUMP_MAX_BYTES: usize = 2 * 1024 * 1024;
 

@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -148,13 +148,55 @@ pub struct Shared {
     total_conns: AtomicU64,
     rejected_conns: AtomicU64,
     verbosity: AtomicU32,
+    /// memcached's LRU crawler, as `lru_crawler enable|disable` left it (nothing crawls
+    /// here: expiry is reclaimed in the background regardless).
+    crawler: AtomicBool,
+    /// `stats sizes_enable`: the stamp from which items are counted; [`SIZES_OFF`] while
+    /// disabled.
+    sizes_since: AtomicU64,
     tcp_port: AtomicU32,
     next_conn_id: AtomicU64,
     conns: Mutex<HashMap<u64, ConnEntry>>,
     shutdown: watch::Sender<bool>,
 }
 
+/// [`Shared::sizes_since`] while `stats sizes` is disabled.
+const SIZES_OFF: u64 = u64::MAX;
+
 impl Shared {
+    /// Whether memcached's LRU crawler would be running.
+    pub fn crawler_enabled(&self) -> bool {
+        self.crawler.load(Ordering::Relaxed)
+    }
+
+    /// Starts or stops the (notional) crawler; false if it was already in that state.
+    pub fn set_crawler(&self, on: bool) -> bool {
+        self.crawler.swap(on, Ordering::Relaxed) != on
+    }
+
+    /// `stats sizes`: the stamp items are counted from, None while disabled.
+    pub fn sizes_since(&self) -> Option<u64> {
+        let s = self.sizes_since.load(Ordering::Relaxed);
+        (s != SIZES_OFF).then_some(s)
+    }
+
+    /// `stats sizes_enable` (counting what is stored from now on, as memcached counts the
+    /// items whose CAS is at least the one current when enabled; enabling again changes
+    /// nothing) or `_disable`.
+    pub fn set_sizes(&self, on: bool) {
+        if !on {
+            self.sizes_since.store(SIZES_OFF, Ordering::Relaxed);
+        } else if self.sizes_since().is_none() {
+            let since = self.store.stamp_mark();
+            let _ = self.sizes_since.compare_exchange(
+                SIZES_OFF,
+                since,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
     pub fn curr_connections(&self) -> u64 {
         self.curr_conns.load(Ordering::Relaxed)
     }
@@ -337,6 +379,13 @@ impl Server {
             credentials,
             ascii_credentials,
             verbosity: AtomicU32::new(config.verbose as u32),
+            crawler: AtomicBool::new(config.extended_switch("lru_crawler", "no_lru_crawler", true)),
+            // `-o track_sizes`: counting from the start.
+            sizes_since: AtomicU64::new(if config.extended_switch("track_sizes", "", false) {
+                0
+            } else {
+                SIZES_OFF
+            }),
             config,
             store,
             clock,

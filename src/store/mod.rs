@@ -1041,6 +1041,18 @@ impl Store {
         )
     }
 
+    /// A stamp above every one issued or taken in so far, which every later local write's
+    /// stamp exceeds (each shard's clock moves past it): what is written from now on.
+    pub fn stamp_mark(&self) -> u64 {
+        let n = self.inner.shards.len();
+        let last = (0..n).map(|i| self.lock(i).hlc.last()).max().unwrap_or(0);
+        let mark = Hlc::stamp_of_ms(self.inner.clock.unix_ms()).max(last + 1);
+        for i in 0..n {
+            self.lock(i).hlc.observe(mark);
+        }
+        mark
+    }
+
     /// Invalidates every item written before now, or before relative second `at` once it
     /// has come (see [`flush`]). Returns the flush's stamp: what was written below it goes.
     pub fn flush_all(&self, at: Option<u32>, now: u32) -> u64 {

@@ -122,13 +122,18 @@ impl Reply for BinaryReply {
         }
     }
 
-    /// The text stats, one packet per `STAT` line, then an empty packet.
+    /// The text stats, one packet per `STAT` line, then an empty packet, unless the text
+    /// ends on a `STAT` line (`sizes_enable`, `sizes_disable`), as memcached leaves the
+    /// empty packet out there.
     fn stats(&self, out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
         let mut text = Vec::new();
         write(&mut text);
         if text == b"ERROR\r\n" || text.starts_with(b"CLIENT_ERROR") {
             return self.error(out, status::KEY_ENOENT);
         }
+        let last = text.strip_suffix(b"\r\n").unwrap_or(&text);
+        let last = last.rsplit(|&b| b == b'\n').next().unwrap_or(last);
+        let unended = last.starts_with(b"STAT ");
         for line in text.split(|&b| b == b'\n') {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             let Some(rest) = line.strip_prefix(b"STAT ") else {
@@ -140,7 +145,9 @@ impl Reply for BinaryReply {
             };
             response(out, &self.header, status::OK, 0, &[], name, value);
         }
-        ok(out, &self.header, 0);
+        if !unended {
+            ok(out, &self.header, 0);
+        }
     }
 
     /// A fixed text answer, re-packed as stats are (an error line is "Not found").

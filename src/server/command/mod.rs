@@ -219,7 +219,11 @@ pub fn execute<R: Reply>(
             return after;
         }
         Command::Cachedump { class, limit } => admin::cachedump(s, class, limit, out),
-        Command::Metadump { all } => return After::Dump { all },
+        Command::Metadump { all } if s.shared.crawler_enabled() => return After::Dump { all },
+        Command::Metadump { .. } => reply.fixed(out, admin::CRAWLER_DISABLED),
+        Command::Crawl { reply: line } => reply.fixed(out, admin::crawl(s, line)),
+        Command::Crawler { enable } => reply.fixed(out, admin::crawler(s, enable)),
+        Command::SlabsReassign { classes } => reply.fixed(out, admin::slabs_reassign(s, classes)),
         Command::Fixed { reply: line } => reply.fixed(out, line),
         Command::SaslMechs => reply.sasl_mechs(out, auth::SASL_MECHS),
         Command::SaslAuth { step, mech, data } => {
