@@ -164,6 +164,14 @@ pub struct Shared {
 const SIZES_OFF: u64 = u64::MAX;
 
 impl Shared {
+    /// memcached's sizes and classes of items, as `-C`, `-f` and `-n` make them.
+    pub fn sizing(&self) -> dump::Sizing<'_> {
+        dump::Sizing {
+            slabs: &self.slab_classes,
+            cas: self.config.cas_enabled,
+        }
+    }
+
     /// Whether memcached's LRU crawler would be running.
     pub fn crawler_enabled(&self) -> bool {
         self.crawler.load(Ordering::Relaxed)

@@ -26,17 +26,18 @@ pub fn parse_memlimit<'a>(t: &Tokens<'a>, used: usize) -> Parsed<'a> {
 }
 
 /// The classes an `lru_crawler crawl` or `metadump` names, as memcached reads the list: ids
-/// 1..=63 (0 and 64+ are refused). This server keeps every item in class 1 for a dump, so
-/// `metadump` with `all`, `hash` or a list naming 1 dumps everything, and a valid list
-/// without 1 dumps nothing.
+/// 1..=63 (0 and 64+ are refused). `stats items` and `stats slabs` describe the store as
+/// one class, so a dump takes every item as class 1 (tools that dump the classes `stats
+/// items` lists see them all): `metadump` with `all`, `hash` or a list naming 1 dumps
+/// everything, and a valid list without 1 dumps nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CrawlClasses {
     All,
     /// `hash`: everything to metadump; crawl fails on it.
     Hash,
-    /// A list of valid ids (1..=63); `one`: class 1 among them.
+    /// A list of valid ids (1..=63): bit n for class n.
     Ids {
-        one: bool,
+        mask: u64,
     },
     /// Only commas: nothing to crawl.
     NoIds,
@@ -50,19 +51,16 @@ pub fn crawl_classes(arg: &[u8]) -> CrawlClasses {
         b"hash" => return CrawlClasses::Hash,
         _ => {}
     }
-    let (mut one, mut any) = (false, false);
+    let mut mask = 0u64;
     // Empty pieces ("1,") are skipped, as memcached's strtok does.
     for id in arg.split(|&b| b == b',').filter(|id| !id.is_empty()) {
         match parse_u32(id) {
-            Some(n) if (1..64).contains(&n) => {
-                one |= n == 1;
-                any = true;
-            }
+            Some(n) if (1..64).contains(&n) => mask |= 1 << n,
             _ => return CrawlClasses::Bad,
         }
     }
-    if any {
-        CrawlClasses::Ids { one }
+    if mask != 0 {
+        CrawlClasses::Ids { mask }
     } else {
         CrawlClasses::NoIds
     }
@@ -83,7 +81,9 @@ fn parse_crawler<'a>(t: &Tokens<'a>, used: usize) -> Parsed<'a> {
         (3, b"disable") => done(Command::Crawler { enable: false }),
         (4, b"metadump") => match crawl_classes(t.get(2)) {
             CrawlClasses::All | CrawlClasses::Hash => done(Command::Metadump { all: true }),
-            CrawlClasses::Ids { one } => done(Command::Metadump { all: one }),
+            CrawlClasses::Ids { mask } => done(Command::Metadump {
+                all: mask & (1 << 1) != 0,
+            }),
             CrawlClasses::NoIds => crawl(NOTSTARTED),
             CrawlClasses::Bad => crawl(BADCLASS),
         },

@@ -12,7 +12,7 @@ use super::super::stats::Counts;
 use super::{After, Session};
 use crate::protocol::command::{Encoding, Get, Hit, Keys, Reply, TtlTrail};
 use crate::protocol::Cas;
-use crate::store::{self, bits, item_total_size, Item, Miss, ReadOptions};
+use crate::store::{self, bits, Item, Miss, ReadOptions};
 
 pub fn get<R: Reply>(s: &mut Session<'_>, get: &Get<'_>, reply: &R, out: &mut Output) -> After {
     let served = get_keys(s, get, reply, out);
@@ -101,10 +101,9 @@ pub fn debug<R: Reply>(s: &mut Session<'_>, key: &[u8], reply: &R, out: &mut Vec
             let mut hit = item_view(it, s.cas_out(it.cas), now);
             hit.idle = now.saturating_sub(it.atime);
             hit.fetched = it.has(bits::FETCHED);
-            // Without CAS (`-C`) memcached's items have no room for one.
-            let no_cas = if s.shared.config.cas_enabled { 0 } else { 8 };
-            hit.size = item_total_size(it.key().len(), it.value().len(), it.flags) - no_cas;
-            hit.class = s.shared.slab_classes.class_of(hit.size);
+            let sizing = s.shared.sizing();
+            hit.size = sizing.size(it);
+            hit.class = sizing.slabs.class_of(hit.size);
             reply.debug(out, Some(&hit));
         }
     });

@@ -124,8 +124,7 @@ pub fn write(s: &mut Session<'_>, group: &[u8], arg: &[u8], out: &mut Vec<u8>) {
         }
         b"sizes" => match sh.sizes_since() {
             Some(since) => {
-                let cas = sh.config.cas_enabled;
-                super::super::dump::write_sizes(&sh.store, since, cas, s.now, out);
+                super::super::dump::write_sizes(&sh.store, sh.sizing(), since, s.now, out);
                 return;
             }
             None => stat(out, "sizes_status", "disabled"),
