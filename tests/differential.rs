@@ -944,6 +944,19 @@ mod binary {
                 packet(op::STAT, &[], b"detail off", &[], 0),
             ]
             .concat(),
+            // The prefix dump over binary: one packet keyed "detailed" holding the text.
+            [
+                packet(op::STAT, &[], b"reset", &[], 0),
+                packet(op::STAT, &[], b"detail dump", &[], 0),
+                packet(op::STAT, &[], b"detail on", &[], 0),
+                packet(op::SET, &set_x(0, 0), b"user:1", b"x", 0),
+                packet(op::GET, &[], b"user:1", &[], 0),
+                packet(op::GET, &[], b"user:2", &[], 0),
+                packet(op::STAT, &[], b"detail dump", &[], 0),
+                packet(op::STAT, &[], b"detail off", &[], 0),
+                packet(op::STAT, &[], b"reset", &[], 0),
+            ]
+            .concat(),
             // Sizes over binary: one packet for enable and disable, no terminator.
             [
                 packet(op::STAT, &[], b"sizes_enable", &[], 0),
