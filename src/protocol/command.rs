@@ -431,6 +431,10 @@ pub trait Reply {
     /// Stats: `write` appends memcached's text lines (`STAT name value\r\n`…, `END\r\n`,
     /// or an error line) to the buffer it is given.
     fn stats(&self, _out: &mut Vec<u8>, _write: impl FnOnce(&mut Vec<u8>)) {}
+    /// `stats detail dump`: `write` appends the text dump (`PREFIX …` lines, `END`).
+    fn detail_dump(&self, out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
+        self.stats(out, write);
+    }
     fn version(&self, _out: &mut Vec<u8>, _version: &str) {}
     /// verbosity's answer.
     fn ok(&self, _out: &mut Vec<u8>) {}

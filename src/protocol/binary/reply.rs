@@ -150,6 +150,15 @@ impl Reply for BinaryReply {
         }
     }
 
+    /// The text dump in one packet keyed `detailed`, then the empty one, as memcached sends
+    /// it.
+    fn detail_dump(&self, out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
+        let mut text = Vec::new();
+        write(&mut text);
+        response(out, &self.header, status::OK, 0, &[], b"detailed", &text);
+        ok(out, &self.header, 0);
+    }
+
     /// A fixed text answer, re-packed as stats are (an error line is "Not found").
     fn fixed(&self, out: &mut Vec<u8>, reply: &'static [u8]) {
         self.stats(out, |text| text.extend_from_slice(reply));

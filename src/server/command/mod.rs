@@ -199,6 +199,10 @@ pub fn execute<R: Reply>(
         Command::Arith(arith) => reply.counted(out, arith::arith(s, &arith)),
         Command::Touch { key, exptime } => reply.touched(out, touch::touch(s, key, exptime)),
         Command::Flush { delay } => reply.flushed(out, flush::flush_all(s, delay, R::ENCODING)),
+        Command::Stats {
+            group: b"detail",
+            arg: b"dump",
+        } => reply.detail_dump(out, |text| s.shared.detail.dump(text)),
         Command::Stats { group, arg } => reply.stats(out, |text| stats::write(s, group, arg, text)),
         Command::Version => reply.version(out, super::VERSION),
         Command::Noop => reply.noop(out),
