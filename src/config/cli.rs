@@ -73,10 +73,12 @@ pub struct Args {
     /// Write the daemon's pid to this file
     #[arg(short = 'P', long = "pidfile")]
     pub pidfile: Option<PathBuf>,
-    /// Slab growth factor (accepted; the store has no slab classes)
+    /// Slab growth factor: shapes memcached's slab classes, which `me` and `slabs reassign`
+    /// answer with (the store keeps none)
     #[arg(short = 'f', long = "slab-growth-factor")]
     pub slab_growth_factor: Option<f64>,
-    /// Minimum item space (accepted; the store has no slab classes)
+    /// Minimum item space: shapes memcached's slab classes, which `me` and `slabs reassign`
+    /// answer with (the store keeps none)
     #[arg(short = 'n', long = "slab-min-size")]
     pub slab_min_size: Option<u32>,
     /// Use large memory pages (accepted, see README)

@@ -279,6 +279,20 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Whether `-o` turns something on: the last of `on` and `off` given wins, as memcached
+    /// reads its options in order; `default` without either.
+    pub fn extended_switch(&self, on: &str, off: &str, default: bool) -> bool {
+        self.extended
+            .iter()
+            .rev()
+            .find_map(|(name, _)| match name.as_str() {
+                n if n == on => Some(true),
+                n if n == off => Some(false),
+                _ => None,
+            })
+            .unwrap_or(default)
+    }
+
     /// A config for tests: loopback, an ephemeral port, small memory.
     pub fn for_tests() -> Config {
         let mut c = Config::default();

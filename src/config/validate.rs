@@ -92,6 +92,9 @@ const HONOURED: &[&str] = &[
     "hashpower",
     "no_hashexpand",
     "sasl_file",
+    "slab_reassign",
+    "no_slab_reassign",
+    "track_sizes",
 ];
 
 /// Parses a size such as `1m`, `512k` or `2097152`.
@@ -326,5 +329,12 @@ mod tests {
         apply_extended(&mut c, "tail_repair_time=3").unwrap();
         assert_eq!(c.warnings.len(), 1);
         assert!(apply_extended(&mut c, "bogus").is_err());
+        // Switches: the last one given wins.
+        assert!(c.extended_switch("lru_crawler", "no_lru_crawler", true));
+        apply_extended(&mut c, "no_lru_crawler").unwrap();
+        assert!(!c.extended_switch("lru_crawler", "no_lru_crawler", true));
+        apply_extended(&mut c, "lru_crawler").unwrap();
+        assert!(c.extended_switch("lru_crawler", "no_lru_crawler", true));
+        assert_eq!(c.warnings.len(), 1);
     }
 }

@@ -84,7 +84,20 @@ pub enum Command<'a> {
     Metadump {
         all: bool,
     },
-    /// Admin commands accepted for compatibility with a fixed answer (`lru_crawler`, …).
+    /// `lru_crawler enable|disable`.
+    Crawler {
+        enable: bool,
+    },
+    /// `lru_crawler crawl`, or a metadump that dumps nothing: refused while the crawler is
+    /// disabled, else answered `reply`.
+    Crawl {
+        reply: &'static [u8],
+    },
+    /// `slabs reassign <src> <dst>`; None when they are not two numbers.
+    SlabsReassign {
+        classes: Option<(i32, i32)>,
+    },
+    /// Admin commands accepted for compatibility with a fixed answer (`lru`, …).
     Fixed {
         reply: &'static [u8],
     },
@@ -107,6 +120,8 @@ pub struct Get<'a> {
     pub no_update: bool,
     /// mg `N`: create an empty item on a miss, with this expiry.
     pub vivify: Option<Exptime>,
+    /// mg `T` came after `N`: an item created takes the touch's expiry instead.
+    pub touch_last: bool,
     /// mg `R`: win the recache token if the item expires sooner than this.
     pub recache: Option<Exptime>,
 }
@@ -119,8 +134,20 @@ impl Get<'static> {
             touch: None,
             no_update: false,
             vivify: None,
+            touch_last: false,
             recache: None,
         }
+    }
+}
+
+impl Get<'_> {
+    /// The expiry of an item `vivify` creates: the later of mg's `N` and `T`, as memcached
+    /// applies them in order.
+    pub fn created_expiry(&self) -> Option<Exptime> {
+        self.vivify.map(|n| match self.touch {
+            Some(t) if self.touch_last => t,
+            _ => n,
+        })
     }
 }
 
@@ -216,7 +243,20 @@ pub struct Arith<'a> {
     pub vivify: Option<(Exptime, u64)>,
     /// ma `T`: new expiry on success.
     pub exptime: Option<Exptime>,
+    /// ma `T` came after `N`: an item created takes T's expiry instead.
+    pub touch_last: bool,
     pub new_cas: Option<Cas>,
+}
+
+impl Arith<'_> {
+    /// What an item `vivify` creates starts as: the later of ma's `N` and `T` gives its
+    /// expiry, as memcached applies them in order.
+    pub fn created(&self) -> Option<(Exptime, u64)> {
+        self.vivify.map(|(n, initial)| match self.exptime {
+            Some(t) if self.touch_last => (t, initial),
+            _ => (n, initial),
+        })
+    }
 }
 
 /// A live item as a read saw it, borrowed while the store holds it, so a hit is rendered
@@ -232,6 +272,8 @@ pub struct Hit<'a> {
     pub cas: Cas,
     /// Seconds left to live; None never expires.
     pub ttl: Option<u32>,
+    /// The TTLs mg's `t` shows, depending on where it stands among the flags.
+    pub ttls: TtlTrail,
     /// Seconds since the item was last read, before this request.
     pub idle: u32,
     /// Whether it had been read before this request.
@@ -245,6 +287,42 @@ pub struct Hit<'a> {
     pub stale: bool,
     /// memcached's size of the item (`me`'s `size=`).
     pub size: usize,
+    /// memcached's slab class for that size (`me`'s `cls=`).
+    pub class: u32,
+}
+
+/// The TTLs a meta command's `t` can show. memcached works through a request's flags in
+/// order, so `t` shows the TTL as the flags before it left it: the item's own TTL, then
+/// what `T` set, and on an item the request created (which starts with none) what `N` set.
+/// Each is seconds left to live; None never expires.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TtlTrail {
+    /// Before the request (None for an item it created).
+    pub before: Option<u32>,
+    /// What `T` set (read only where a `T` flag was given).
+    pub touch: Option<u32>,
+    /// What `N` set, if the request created the item; None: `N` changed nothing.
+    pub vivify: Option<Option<u32>>,
+}
+
+impl TtlTrail {
+    /// A trail with no changes: `t` shows `ttl` wherever it stands.
+    pub fn still(ttl: Option<u32>) -> Self {
+        TtlTrail {
+            before: ttl,
+            touch: ttl,
+            vivify: None,
+        }
+    }
+
+    /// The TTL after flag `c`, given the TTL before it.
+    pub fn after(&self, c: u8, ttl: Option<u32>) -> Option<u32> {
+        match (c, self.vivify) {
+            (b'T', _) => self.touch,
+            (b'N', Some(v)) => v,
+            _ => ttl,
+        }
+    }
 }
 
 /// How a storage command ended.
@@ -271,7 +349,7 @@ pub enum Counted {
     Value {
         value: u64,
         cas: Cas,
-        ttl: Option<u32>,
+        ttls: TtlTrail,
         /// The item was created (ma `N`): answered even with `q`, as memcached 1.6.18 does.
         created: bool,
     },
@@ -353,6 +431,10 @@ pub trait Reply {
     /// Stats: `write` appends memcached's text lines (`STAT name value\r\n`…, `END\r\n`,
     /// or an error line) to the buffer it is given.
     fn stats(&self, _out: &mut Vec<u8>, _write: impl FnOnce(&mut Vec<u8>)) {}
+    /// `stats detail dump`: `write` appends the text dump (`PREFIX …` lines, `END`).
+    fn detail_dump(&self, out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
+        self.stats(out, write);
+    }
     fn version(&self, _out: &mut Vec<u8>, _version: &str) {}
     /// verbosity's answer.
     fn ok(&self, _out: &mut Vec<u8>) {}

@@ -302,8 +302,8 @@ where
                 }
                 let mut cursor = all.then(Cursor::default);
                 while let Some(c) = cursor {
-                    cursor =
-                        dump::write_batch(&shared.store, &shared.clock, c, session.now, &mut out);
+                    let (store, clock, sizing) = (&shared.store, &shared.clock, shared.sizing());
+                    cursor = dump::write_batch(store, clock, sizing, c, session.now, &mut out);
                     if cursor.is_some() {
                         send(sock, &mut out, &mut session.counts).await?;
                     }

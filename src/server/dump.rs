@@ -8,6 +8,7 @@
 
 use percent_encoding::{percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
+use crate::protocol::limits::SlabClasses;
 use crate::store::{bits, item_total_size, Clock, Cursor, Item, Store};
 
 /// Items per batch: about 100 KB of lines.
@@ -20,23 +21,66 @@ const KEY_ESCAPES: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
+/// memcached's view of an item: its size (8 bytes less without CAS, `-C`) and the slab
+/// class that size falls in, for `me`, the dumps and `stats sizes`.
+#[derive(Debug, Clone, Copy)]
+pub struct Sizing<'a> {
+    pub slabs: &'a SlabClasses,
+    pub cas: bool,
+}
+
+impl Sizing<'_> {
+    /// memcached's size: its total for key and value, plus 4 bytes when the client flags
+    /// are not zero (memcached stores them only then) and 8 for the CAS.
+    pub fn size(&self, it: &Item) -> usize {
+        let no_cas = if self.cas { 0 } else { 8 };
+        item_total_size(it.key().len(), it.value().len(), it.flags) - no_cas
+    }
+}
+
 /// Appends the next batch of lines to `out`; the cursor to go on from, None when done.
 pub fn write_batch(
     store: &Store,
     clock: &Clock,
+    sizing: Sizing<'_>,
     cursor: Cursor,
     now: u32,
     out: &mut Vec<u8>,
 ) -> Option<Cursor> {
-    store.visit_live(cursor, BATCH, now, |it| write_line(out, it, clock))
+    store.visit_live(cursor, BATCH, now, |it| {
+        let cas = if sizing.cas { it.cas } else { 0 };
+        write_line(out, it, clock, cas, sizing)
+    })
+}
+
+/// `stats sizes` while enabled: how many live items stored since stamp `since` have each
+/// size, memcached's size rounded up to 32 bytes (`STAT <size> <count>`, smallest first),
+/// then END. Without CAS (`cas`: false) memcached's items are 8 bytes smaller.
+pub fn write_sizes(store: &Store, sizing: Sizing<'_>, since: u64, now: u32, out: &mut Vec<u8>) {
+    use std::io::Write;
+    let mut counts = std::collections::BTreeMap::<usize, u64>::new();
+    let mut cursor = Some(Cursor::default());
+    while let Some(c) = cursor {
+        cursor = store.visit_live(c, BATCH, now, |it| {
+            if it.cas >= since {
+                let size = sizing.size(it);
+                *counts.entry(size.div_ceil(32) * 32).or_default() += 1;
+            }
+        });
+    }
+    for (size, n) in counts {
+        let _ = write!(out, "STAT {size} {n}\r\n");
+    }
+    out.extend_from_slice(b"END\r\n");
 }
 
 /// memcached caps a cachedump reply at 2 MB.
 const CACHEDUMP_MAX_BYTES: usize = 2 * 1024 * 1024;
 
 /// `stats cachedump <class> <limit>`: `ITEM key [bytes b; exptime s]` lines for up to
-/// `limit` items (0: all that fit in 2 MB), then END. Every item is in class 1 here; items
-/// stored with base64 (binary) keys are left out, as memcached does.
+/// `limit` items (0: all that fit in 2 MB), then END. Every item is in class 1 here (as
+/// `stats items` shows); items stored with base64 (binary) keys are left out, as memcached
+/// does.
 pub fn write_cachedump(
     store: &Store,
     clock: &Clock,
@@ -82,9 +126,12 @@ pub fn write_cachedump(
     out.extend_from_slice(b"END\r\n");
 }
 
-/// `key=K exp=E la=L cas=C fetch=yes|no cls=1 size=S` ended by a bare newline, as
-/// memcached writes it; `exp` is -1 for items that never expire, else a unix time.
-fn write_line(out: &mut Vec<u8>, it: &Item, clock: &Clock) {
+/// `key=K exp=E la=L cas=C fetch=yes|no cls=N size=S` ended by a bare newline, as
+/// memcached writes it; `exp` is -1 for items that never expire, else a unix time; `cls`
+/// the class memcached would keep the item in (as `me` shows it).
+fn write_line(out: &mut Vec<u8>, it: &Item, clock: &Clock, cas: u64, sizing: Sizing<'_>) {
+    let size = sizing.size(it);
+    let class = sizing.slabs.class_of(size);
     use std::io::Write;
     let exp = match it.exptime {
         0 => -1,
@@ -93,20 +140,13 @@ fn write_line(out: &mut Vec<u8>, it: &Item, clock: &Clock) {
     // Writing to a Vec cannot fail.
     let _ = writeln!(
         out,
-        "key={} exp={} la={} cas={} fetch={} cls=1 size={}",
+        "key={} exp={} la={} cas={} fetch={} cls={class} size={size}",
         percent_encode(it.key(), KEY_ESCAPES),
         exp,
         clock.unix_of(it.atime),
-        it.cas,
+        cas,
         if it.has(bits::FETCHED) { "yes" } else { "no" },
-        size_of(it),
     );
-}
-
-/// memcached's item size: its total for key and value, plus 4 bytes when the client flags
-/// are not zero (memcached stores them only then).
-fn size_of(it: &Item) -> usize {
-    item_total_size(it.key().len(), it.value().len(), it.flags)
 }
 
 #[cfg(test)]
@@ -131,11 +171,16 @@ mod tests {
                 .set(&SetRequest::new(SetMode::Set, k.as_bytes(), b"v"), now)
                 .unwrap();
         }
+        let slabs = SlabClasses::default();
+        let sizing = Sizing {
+            slabs: &slabs,
+            cas: true,
+        };
         let mut out = Vec::new();
         let mut cursor = Some(Cursor::default());
         let mut batches = 0;
         while let Some(c) = cursor {
-            cursor = write_batch(&store, &clock, c, now, &mut out);
+            cursor = write_batch(&store, &clock, sizing, c, now, &mut out);
             batches += 1;
         }
         assert!(batches >= 3, "2501 items take three batches of {BATCH}");

@@ -25,13 +25,14 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::protocol::limits::SlabClasses;
 use crate::protocol::text::reply::stat;
 use crate::protocol::Limits;
 use crate::store::{Clock, Store};
@@ -130,6 +131,8 @@ pub struct Shared {
     pub store: Store,
     pub clock: Arc<Clock>,
     pub limits: Limits,
+    /// memcached's slab classes for `-f` and `-n` (`me`'s `cls=`, `slabs reassign`).
+    pub slab_classes: SlabClasses,
     /// SASL PLAIN users (`-S`).
     pub credentials: Credentials,
     /// ascii authentication users (`-Y`); None when ascii auth is off.
@@ -145,13 +148,63 @@ pub struct Shared {
     total_conns: AtomicU64,
     rejected_conns: AtomicU64,
     verbosity: AtomicU32,
+    /// memcached's LRU crawler, as `lru_crawler enable|disable` left it (nothing crawls
+    /// here: expiry is reclaimed in the background regardless).
+    crawler: AtomicBool,
+    /// `stats sizes_enable`: the stamp from which items are counted; [`SIZES_OFF`] while
+    /// disabled.
+    sizes_since: AtomicU64,
     tcp_port: AtomicU32,
     next_conn_id: AtomicU64,
     conns: Mutex<HashMap<u64, ConnEntry>>,
     shutdown: watch::Sender<bool>,
 }
 
+/// [`Shared::sizes_since`] while `stats sizes` is disabled.
+const SIZES_OFF: u64 = u64::MAX;
+
 impl Shared {
+    /// memcached's sizes and classes of items, as `-C`, `-f` and `-n` make them.
+    pub fn sizing(&self) -> dump::Sizing<'_> {
+        dump::Sizing {
+            slabs: &self.slab_classes,
+            cas: self.config.cas_enabled,
+        }
+    }
+
+    /// Whether memcached's LRU crawler would be running.
+    pub fn crawler_enabled(&self) -> bool {
+        self.crawler.load(Ordering::Relaxed)
+    }
+
+    /// Starts or stops the (notional) crawler; false if it was already in that state.
+    pub fn set_crawler(&self, on: bool) -> bool {
+        self.crawler.swap(on, Ordering::Relaxed) != on
+    }
+
+    /// `stats sizes`: the stamp items are counted from, None while disabled.
+    pub fn sizes_since(&self) -> Option<u64> {
+        let s = self.sizes_since.load(Ordering::Relaxed);
+        (s != SIZES_OFF).then_some(s)
+    }
+
+    /// `stats sizes_enable` (counting what is stored from now on, as memcached counts the
+    /// items whose CAS is at least the one current when enabled; enabling again changes
+    /// nothing) or `_disable`.
+    pub fn set_sizes(&self, on: bool) {
+        if !on {
+            self.sizes_since.store(SIZES_OFF, Ordering::Relaxed);
+        } else if self.sizes_since().is_none() {
+            let since = self.store.stamp_mark();
+            let _ = self.sizes_since.compare_exchange(
+                SIZES_OFF,
+                since,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
     pub fn curr_connections(&self) -> u64 {
         self.curr_conns.load(Ordering::Relaxed)
     }
@@ -330,9 +383,17 @@ impl Server {
             limits: Limits {
                 item_size_max: config.store.item_size_max,
             },
+            slab_classes: SlabClasses::new(config.growth_factor, config.chunk_size),
             credentials,
             ascii_credentials,
             verbosity: AtomicU32::new(config.verbose as u32),
+            crawler: AtomicBool::new(config.extended_switch("lru_crawler", "no_lru_crawler", true)),
+            // `-o track_sizes`: counting from the start.
+            sizes_since: AtomicU64::new(if config.extended_switch("track_sizes", "", false) {
+                0
+            } else {
+                SIZES_OFF
+            }),
             config,
             store,
             clock,

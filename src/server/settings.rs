@@ -64,9 +64,13 @@ pub fn write(sh: &Shared, out: &mut Vec<u8>) {
         "hashpower_init",
         ext("hashpower").unwrap_or_else(|| "0".into()),
     );
-    stat(out, "slab_reassign", "no");
+    stat(
+        out,
+        "slab_reassign",
+        yes_no(c.extended_switch("slab_reassign", "no_slab_reassign", true)),
+    );
     stat(out, "slab_automove", 0);
-    stat(out, "lru_crawler", "yes");
+    stat(out, "lru_crawler", yes_no(sh.crawler_enabled()));
     stat(out, "tail_repair_time", 0);
     stat(out, "flush_enabled", yes_no(c.flush_enabled));
     stat(out, "dump_enabled", "yes");
@@ -80,7 +84,7 @@ pub fn write(sh: &Shared, out: &mut Vec<u8>) {
         "read_buf_mem_limit",
         c.read_buf_mem_limit_mb * 1024 * 1024,
     );
-    stat(out, "track_sizes", "no");
+    stat(out, "track_sizes", yes_no(sh.sizes_since().is_some()));
     stat(out, "inline_ascii_response", "no");
     stat(out, "shards", sh.store.shard_count());
     stat(out, "eviction_policy", "segment_s3fifo");

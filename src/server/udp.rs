@@ -251,7 +251,8 @@ fn serve_datagram(
             let mut cursor = all.then(Cursor::default);
             while let Some(c) = cursor {
                 let shared = session.shared;
-                cursor = dump::write_batch(&shared.store, &shared.clock, c, session.now, out);
+                let (store, clock, sizing) = (&shared.store, &shared.clock, shared.sizing());
+                cursor = dump::write_batch(store, clock, sizing, c, session.now, out);
             }
             out.extend_from_slice(b"END\r\n");
         }

@@ -205,7 +205,7 @@ pub struct ReadOptions {
     pub no_update: bool,
     /// New relative expiry (gat, mg `T`).
     pub touch: Option<u32>,
-    /// Create an empty item on a miss with this expiry (mg `N`).
+    /// Create an empty item on a miss with this expiry (mg `N`); `touch` then leaves it.
     pub vivify: Option<u32>,
     /// Win the recache token if the item expires before this (mg `R`).
     pub recache: Option<u32>,
@@ -218,6 +218,8 @@ pub struct ReadOptions {
 /// What a read saw, before its own update.
 pub struct Hit<'a> {
     pub item: Item<'a>,
+    /// The item's expiry before this read's touch (for one it created: 0, never).
+    pub prev_exptime: u32,
     pub prev_atime: u32,
     pub prev_fetched: bool,
     /// This client won the right to recache (mg `W`).
@@ -286,6 +288,8 @@ pub enum ArithOutcome {
         value: u64,
         cas: u64,
         exptime: u32,
+        /// The expiry before (0 for an item created).
+        prev_exptime: u32,
         created: bool,
     },
     NotFound,
@@ -582,7 +586,9 @@ impl Store {
         };
         let before = shard.item(loc).meta();
         let mut meta = before;
-        if let Some(t) = opts.touch {
+        // An item just created already has its expiry (the caller chose between the touch's
+        // and vivify's).
+        if let Some(t) = opts.touch.filter(|_| !created) {
             meta.exptime = t;
             // The CAS stays, as in memcached, so a `gets`, a touch, then a `cas` succeeds;
             // peers take the later expiry of a version. With changes going to peers, a touch
@@ -620,6 +626,7 @@ impl Store {
             // `Hit`s into one call measured ~8 % more CPU per key on multigets.
             return f(Ok(Hit {
                 item: it,
+                prev_exptime: if created { 0 } else { before.exptime },
                 prev_atime: before.atime,
                 prev_fetched: before.has(bits::FETCHED),
                 won,
@@ -652,6 +659,7 @@ impl Store {
         let it = shard.item(loc);
         let r = f(Ok(Hit {
             item: it,
+            prev_exptime: if created { 0 } else { before.exptime },
             prev_atime: before.atime,
             prev_fetched: before.has(bits::FETCHED),
             won,
@@ -962,6 +970,7 @@ impl Store {
                     value: initial,
                     cas: meta.cas,
                     exptime,
+                    prev_exptime: 0,
                     created: true,
                 };
             }
@@ -985,6 +994,7 @@ impl Store {
         let digits = buf.format(value).as_bytes();
         let old_len = old.value().len();
         let mut meta = old.meta();
+        let prev_exptime = meta.exptime;
         meta.cas = self.new_stamp(&mut shard, hash, req.key, req.new_cas, now);
         meta.node = self.inner.cfg.node;
         if let Some(t) = req.exptime {
@@ -1015,6 +1025,7 @@ impl Store {
             value,
             cas,
             exptime,
+            prev_exptime,
             created: false,
         }
     }
@@ -1030,6 +1041,18 @@ impl Store {
             },
             |r| r.is_ok(),
         )
+    }
+
+    /// A stamp above every one issued or taken in so far, which every later local write's
+    /// stamp exceeds (each shard's clock moves past it): what is written from now on.
+    pub fn stamp_mark(&self) -> u64 {
+        let n = self.inner.shards.len();
+        let last = (0..n).map(|i| self.lock(i).hlc.last()).max().unwrap_or(0);
+        let mark = Hlc::stamp_of_ms(self.inner.clock.unix_ms()).max(last + 1);
+        for i in 0..n {
+            self.lock(i).hlc.observe(mark);
+        }
+        mark
     }
 
     /// Invalidates every item written before now, or before relative second `at` once it

@@ -220,6 +220,7 @@ fn command<'a>(
             touch,
             no_update: false,
             vivify: None,
+            touch_last: false,
             recache: None,
         })
     };
@@ -264,16 +265,16 @@ fn command<'a>(
         FLUSH => Command::Flush {
             delay: Some(Exptime(extra_u32(extras, 0).into())),
         },
-        // Verbosity is answered and otherwise ignored, like a noop.
-        NOOP | VERBOSITY => Command::Noop,
+        // Verbosity is not among memcached 1.6.18's binary commands: "Unknown command".
+        NOOP => Command::Noop,
         VERSION => Command::Version,
-        STAT => {
-            let mut words = key.splitn(2, |&b| b == b' ');
-            Command::Stats {
-                group: words.next().unwrap_or(&[]),
-                arg: words.next().unwrap_or(&[]),
-            }
-        }
+        STAT => match stat_group(key) {
+            Some((group, arg)) => Command::Stats { group, arg },
+            // Answered "Not found", as a group the server does not know.
+            None => Command::Fixed {
+                reply: b"ERROR\r\n",
+            },
+        },
         SASL_LIST_MECHS => Command::SaslMechs,
         SASL_AUTH | SASL_STEP => Command::SaslAuth {
             step: opcode == SASL_STEP,
@@ -282,6 +283,38 @@ fn command<'a>(
         },
         _ => return None,
     })
+}
+
+/// The stats group and argument a binary STAT key names, read as memcached 1.6.18 reads
+/// it: `reset…` and `settings…` by their start, `detail` with `on…`, `off…` or `dump…`,
+/// and `items`, `slabs`, `sizes`, `sizes_enable`, `sizes_disable` (and this server's
+/// `replication`) exactly. None: a group binary STAT does not serve (`conns` among them).
+fn stat_group(key: &[u8]) -> Option<(&[u8], &[u8])> {
+    let empty: &[u8] = &[];
+    if key.is_empty() {
+        return Some((empty, empty));
+    }
+    for group in [&b"reset"[..], b"settings"] {
+        if key.starts_with(group) {
+            return Some((group, empty));
+        }
+    }
+    if let Some(arg) = key.strip_prefix(b"detail ") {
+        return [&b"on"[..], b"off", b"dump"]
+            .into_iter()
+            .find(|a| arg.starts_with(a))
+            .map(|a| (&key[..6], a));
+    }
+    [
+        &b"items"[..],
+        b"slabs",
+        b"sizes",
+        b"sizes_enable",
+        b"sizes_disable",
+        b"replication",
+    ]
+    .contains(&key)
+    .then_some((key, empty))
 }
 
 /// What a binary parse found.
@@ -302,9 +335,10 @@ pub enum BinParsed<'a> {
     BadMagic,
 }
 
-/// Is `op` (a loud opcode) one this server answers? Others get "Unknown command".
+/// Is `op` (a loud opcode) one this server answers? Others get "Unknown command", verbosity
+/// among them, as in memcached 1.6.18.
 fn known(op: u8) -> bool {
-    matches!(op, op::GET..=op::GATQ | op::SASL_LIST_MECHS..=op::GATKQ)
+    op != op::VERBOSITY && matches!(op, op::GET..=op::GATQ | op::SASL_LIST_MECHS..=op::GATKQ)
 }
 
 /// Does the body length fit the opcode? (memcached's dispatcher rules.)
@@ -321,7 +355,6 @@ fn shape_ok(op: u8, key: usize, ext: usize, body: usize) -> bool {
         STAT => ext == 0,
         SASL_AUTH | SASL_STEP => ext == 0 && key != 0,
         TOUCH | GAT | GATK => ext == 4 && key != 0,
-        VERBOSITY => ext == 4 && key == 0 && body == 4,
         _ => true,
     }
 }
@@ -383,14 +416,6 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> BinParsed<'a> {
         return err(status::EINVAL, HEADER_LEN, 0, true);
     }
     if !shape_ok(opcode, key_len, ext_len, body_len) {
-        // memcached 1.6.18 does not know verbosity: in any shape but the one served here
-        // it is an unknown command, answered with the body skipped.
-        if opcode == op::VERBOSITY {
-            if buf.len() < head {
-                return BinParsed::Incomplete;
-            }
-            return err(status::UNKNOWN_COMMAND, head, value_len, false);
-        }
         return err(status::EINVAL, HEADER_LEN, 0, true);
     }
     let is_store = matches!(
@@ -570,6 +595,34 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        // STAT keys as memcached 1.6.18 reads them.
+        assert_eq!(stat_group(b"settingsx"), Some((&b"settings"[..], &b""[..])));
+        assert_eq!(
+            stat_group(b"detail offx"),
+            Some((&b"detail"[..], &b"off"[..]))
+        );
+        for bad in [
+            &b"conns"[..],
+            b"detail",
+            b"detail x",
+            b"items x",
+            b" ",
+            b"extstore",
+        ] {
+            assert_eq!(stat_group(bad), None, "{bad:?}");
+        }
+        assert!(matches!(
+            command_of(&request(op::STAT, &[], b"conns", &[], 0)),
+            Command::Fixed { .. }
+        ));
+        // Verbosity is an unknown command, in any shape.
+        assert!(matches!(
+            parse(
+                &request(op::VERBOSITY, &[0; 4], &[], &[], 0),
+                &Limits::default()
+            ),
+            BinParsed::Done(Request { command: None, .. }, 28)
+        ));
         // An opcode this server does not know parses, with no command.
         assert!(matches!(
             parse(&request(0x30, &[], &[], &[], 0), &Limits::default()),

@@ -122,13 +122,18 @@ impl Reply for BinaryReply {
         }
     }
 
-    /// The text stats, one packet per `STAT` line, then an empty packet.
+    /// The text stats, one packet per `STAT` line, then an empty packet, unless the text
+    /// ends on a `STAT` line (`sizes_enable`, `sizes_disable`), as memcached leaves the
+    /// empty packet out there.
     fn stats(&self, out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
         let mut text = Vec::new();
         write(&mut text);
         if text == b"ERROR\r\n" || text.starts_with(b"CLIENT_ERROR") {
             return self.error(out, status::KEY_ENOENT);
         }
+        let last = text.strip_suffix(b"\r\n").unwrap_or(&text);
+        let last = last.rsplit(|&b| b == b'\n').next().unwrap_or(last);
+        let unended = last.starts_with(b"STAT ");
         for line in text.split(|&b| b == b'\n') {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             let Some(rest) = line.strip_prefix(b"STAT ") else {
@@ -140,7 +145,23 @@ impl Reply for BinaryReply {
             };
             response(out, &self.header, status::OK, 0, &[], name, value);
         }
+        if !unended {
+            ok(out, &self.header, 0);
+        }
+    }
+
+    /// The text dump in one packet keyed `detailed`, then the empty one, as memcached sends
+    /// it.
+    fn detail_dump(&self, out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
+        let mut text = Vec::new();
+        write(&mut text);
+        response(out, &self.header, status::OK, 0, &[], b"detailed", &text);
         ok(out, &self.header, 0);
+    }
+
+    /// A fixed text answer, re-packed as stats are (an error line is "Not found").
+    fn fixed(&self, out: &mut Vec<u8>, reply: &'static [u8]) {
+        self.stats(out, |text| text.extend_from_slice(reply));
     }
 
     fn version(&self, out: &mut Vec<u8>, version: &str) {

@@ -3,7 +3,9 @@
 //! Each flag is one character, optionally followed by a token (`T30`, `Oabc`). Flags are
 //! parsed once into [`MetaFlags`]; the raw flag tokens are kept too, because return flags are
 //! echoed in the order the client sent them. Error precedence follows memcached: a duplicate
-//! or unknown flag stops at once; a bad token is remembered and the last one wins.
+//! or unknown flag stops at once; a bad token is remembered and the last one wins, except
+//! that a bad `F` is reported only when no other token is bad (memcached reads `F` in a
+//! later pass than the others).
 
 use std::borrow::Cow;
 
@@ -27,8 +29,13 @@ pub struct MetaFlags<'a> {
     pub client_flags: u32,
     pub compare_cas: Option<u64>,
     pub new_cas: Option<u64>,
+    /// `T`: the TTL a hit is given.
     pub ttl: Option<i32>,
+    /// `N`: create the item on a miss, with this TTL.
     pub vivify: Option<i32>,
+    /// `T` came after `N`: an item created ends with T's TTL (memcached applies the flags
+    /// in order, so the later of the two wins there; a hit takes only `T`).
+    pub touch_last: bool,
     pub recache: Option<i32>,
     pub mode: Option<u8>,
     pub initial: u64,
@@ -51,6 +58,7 @@ pub fn parse<'a>(raw: &'a [u8], key: &mut Cow<'a, [u8]>) -> Result<MetaFlags<'a>
     };
     let mut seen = [false; 128];
     let mut error: Option<ErrorKind> = None;
+    let mut bad_flags = false;
     for tok in tokens(raw) {
         let c = tok[0];
         if c >= 127 || seen[c as usize] {
@@ -67,19 +75,14 @@ pub fn parse<'a>(raw: &'a [u8], key: &mut Cow<'a, [u8]>) -> Result<MetaFlags<'a>
                     _ => fail(ErrorKind::MetaKeyDecode),
                 }
             }
-            // memcached keeps one TTL for `N` and `T`: given both, the later one is used
-            // for the item created and for the touch alike.
             b'N' => match parse_i32(arg) {
-                Some(v) => {
-                    f.vivify = Some(v);
-                    f.ttl = f.ttl.map(|_| v);
-                }
+                Some(v) => f.vivify = Some(v),
                 None => fail(ErrorKind::MetaBadToken),
             },
             b'T' => match parse_i32(arg) {
                 Some(v) => {
                     f.ttl = Some(v);
-                    f.vivify = f.vivify.map(|_| v);
+                    f.touch_last = f.vivify.is_some();
                 }
                 None => fail(ErrorKind::MetaBadToken),
             },
@@ -90,7 +93,7 @@ pub fn parse<'a>(raw: &'a [u8], key: &mut Cow<'a, [u8]>) -> Result<MetaFlags<'a>
             // Like the text commands, memcached keeps the low 32 bits of a larger number.
             b'F' => match parse_u64(arg) {
                 Some(v) => f.client_flags = v as u32,
-                None => fail(ErrorKind::BadFormat),
+                None => bad_flags = true,
             },
             b'C' => match parse_u64(arg) {
                 Some(v) => f.compare_cas = Some(v),
@@ -130,6 +133,7 @@ pub fn parse<'a>(raw: &'a [u8], key: &mut Cow<'a, [u8]>) -> Result<MetaFlags<'a>
     }
     match error {
         Some(e) => Err(e),
+        None if bad_flags => Err(ErrorKind::BadFormat),
         None => Ok(f),
     }
 }
@@ -155,6 +159,14 @@ mod tests {
     }
 
     #[test]
+    fn n_and_t_keep_their_own_ttls() {
+        let f = p("T20 N10").unwrap();
+        assert_eq!((f.ttl, f.vivify, f.touch_last), (Some(20), Some(10), false));
+        let f = p("N10 t T20").unwrap();
+        assert_eq!((f.ttl, f.vivify, f.touch_last), (Some(20), Some(10), true));
+    }
+
+    #[test]
     fn errors_like_memcached() {
         assert_eq!(p("v v").unwrap_err(), ErrorKind::MetaDuplicateFlag);
         assert_eq!(p("!").unwrap_err(), ErrorKind::MetaInvalidFlag);
@@ -162,6 +174,9 @@ mod tests {
         assert_eq!(p("MAB").unwrap_err(), ErrorKind::MetaModeLength);
         assert_eq!(p("Dx").unwrap_err(), ErrorKind::MetaDelta);
         assert_eq!(p("Fx").unwrap_err(), ErrorKind::BadFormat);
+        assert_eq!(p("Tx Fx").unwrap_err(), ErrorKind::MetaBadToken);
+        assert_eq!(p("Fx MAB").unwrap_err(), ErrorKind::MetaModeLength);
+        assert_eq!(p("Dx Tx").unwrap_err(), ErrorKind::MetaBadToken);
     }
 
     #[test]

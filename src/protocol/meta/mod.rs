@@ -59,6 +59,7 @@ impl MetaRequest<'_> {
                 touch: f.ttl.map(exptime),
                 no_update: f.no_update,
                 vivify: f.vivify.map(exptime),
+                touch_last: f.touch_last,
                 recache: f.recache.map(exptime),
             }),
             MetaCmd::Set => match self.too_large {
@@ -82,7 +83,10 @@ impl MetaRequest<'_> {
                         compare_cas: f.compare_cas.filter(|&c| c != 0 || !joins).map(Cas),
                         invalidate: f.invalidate,
                         new_cas: f.new_cas.map(Cas),
-                        vivify: f.vivify.map(exptime),
+                        // The later of `N` and `T`, as for mg and ma.
+                        vivify: f
+                            .vivify
+                            .map(|n| exptime(f.ttl.filter(|_| f.touch_last).unwrap_or(n))),
                         key_binary: f.base64,
                     })
                 }
@@ -104,6 +108,7 @@ impl MetaRequest<'_> {
                 compare_cas: f.compare_cas.filter(|&c| c != 0).map(Cas),
                 vivify: f.vivify.map(|t| (exptime(t), f.initial)),
                 exptime: f.ttl.map(exptime),
+                touch_last: f.touch_last,
                 new_cas: f.new_cas.map(Cas),
             }),
         }
@@ -246,11 +251,12 @@ pub fn parse<'a>(
         data: &[],
         too_large: None,
     };
-    if req.flags.opaque_too_long {
-        return err(ErrorKind::MetaOpaqueTooLong, used);
-    }
+    // As in memcached, a bad mode is reported before a long opaque.
     if cmd == MetaCmd::Arith && req.arith_incr().is_none() {
         return err(ErrorKind::MetaArithMode, used);
+    }
+    if req.flags.opaque_too_long {
+        return err(ErrorKind::MetaOpaqueTooLong, used);
     }
     Parsed::Done(Request::Meta(req), used)
 }
@@ -292,11 +298,11 @@ fn parse_set<'a>(
         data: &[],
         too_large: None,
     };
-    if req.flags.opaque_too_long {
-        return err(ErrorKind::MetaOpaqueTooLong, swallow);
-    }
     if req.set_mode().is_none() {
         return err(ErrorKind::MetaSetMode, swallow);
+    }
+    if req.flags.opaque_too_long {
+        return err(ErrorKind::MetaOpaqueTooLong, swallow);
     }
     if item_size(req.key.len(), vlen, req.flags.client_flags) > limits.item_size_max {
         let too_large = Some(swallow);

@@ -37,9 +37,11 @@ impl Reply for MetaReply<'_> {
         } else {
             out.extend_from_slice(b"HD");
         }
+        let mut ttl = hit.ttls.before;
         echo_flags(out, f.raw, hit.key, hit.key_binary, |c, out| match c {
             b's' => flag_num(out, b's', hit.value.len()),
-            b't' => ttl_flag(out, hit.ttl),
+            b't' => ttl_flag(out, ttl),
+            b'T' | b'N' => ttl = hit.ttls.after(c, ttl),
             b'c' => flag_num(out, b'c', hit.cas.0),
             b'f' => flag_num(out, b'f', hit.flags),
             b'l' => flag_num(out, b'l', hit.idle),
@@ -86,12 +88,13 @@ impl Reply for MetaReply<'_> {
         } else {
             out.extend_from_slice(it.key);
         }
-        let exp = it.ttl.map_or(-1, i64::from);
+        // memcached shows the time since the expiry: negative while it is to come.
+        let exp = it.ttl.map_or(-1, |t| -i64::from(t));
         let fetched = if it.fetched { "yes" } else { "no" };
         let _ = write!(
             out,
-            " exp={exp} la={} cas={} fetch={fetched} cls=1 size={}\r\n",
-            it.idle, it.cas.0, it.size
+            " exp={exp} la={} cas={} fetch={fetched} cls={} size={}\r\n",
+            it.idle, it.cas.0, it.class, it.size
         );
     }
 
@@ -137,7 +140,7 @@ impl Reply for MetaReply<'_> {
         match o {
             Counted::Value { created: false, .. } if f.quiet => {}
             Counted::Value {
-                value, cas, ttl, ..
+                value, cas, ttls, ..
             } => {
                 let mut digits = itoa::Buffer::new();
                 let digits = digits.format(value).as_bytes();
@@ -147,9 +150,11 @@ impl Reply for MetaReply<'_> {
                 } else {
                     out.extend_from_slice(b"HD");
                 }
+                let mut ttl = ttls.before;
                 echo_flags(out, f.raw, self.key, f.base64, |c, out| match c {
                     b'c' => flag_num(out, b'c', cas.0),
                     b't' => ttl_flag(out, ttl),
+                    b'T' | b'N' => ttl = ttls.after(c, ttl),
                     _ => {}
                 });
                 out.extend_from_slice(b"\r\n");

@@ -4,7 +4,7 @@
 
 use super::{invalid, text, Tokens};
 use crate::protocol::command::Command;
-use crate::protocol::number::{parse_u32, parse_u64};
+use crate::protocol::number::{parse_i32, parse_u32, parse_u64};
 use crate::protocol::{ErrorKind, Parsed, ProtocolError};
 
 /// `verbosity <level> [noreply]`
@@ -25,23 +25,86 @@ pub fn parse_memlimit<'a>(t: &Tokens<'a>, used: usize) -> Parsed<'a> {
     }
 }
 
-/// memcached's item classes are 1..=63 (0 and 64+ are refused). This server keeps every
-/// item in class 1, so `metadump` with `all`, `hash` or a list naming 1 dumps everything,
-/// and a valid list without 1 dumps nothing. None: a bad class id.
-pub fn dump_classes(arg: &[u8]) -> Option<bool> {
-    if arg == b"all" || arg == b"hash" {
-        return Some(true);
+/// The classes an `lru_crawler crawl` or `metadump` names, as memcached reads the list: ids
+/// 1..=63 (0 and 64+ are refused). `stats items` and `stats slabs` describe the store as
+/// one class, so a dump takes every item as class 1 (tools that dump the classes `stats
+/// items` lists see them all): `metadump` with `all`, `hash` or a list naming 1 dumps
+/// everything, and a valid list without 1 dumps nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrawlClasses {
+    All,
+    /// `hash`: everything to metadump; crawl fails on it.
+    Hash,
+    /// A list of valid ids (1..=63): bit n for class n.
+    Ids {
+        mask: u64,
+    },
+    /// Only commas: nothing to crawl.
+    NoIds,
+    /// An id that is not a number in 1..=63.
+    Bad,
+}
+
+pub fn crawl_classes(arg: &[u8]) -> CrawlClasses {
+    match arg {
+        b"all" => return CrawlClasses::All,
+        b"hash" => return CrawlClasses::Hash,
+        _ => {}
     }
-    let mut has_one = false;
+    let mut mask = 0u64;
     // Empty pieces ("1,") are skipped, as memcached's strtok does.
     for id in arg.split(|&b| b == b',').filter(|id| !id.is_empty()) {
-        let n = std::str::from_utf8(id).ok()?.parse::<u32>().ok()?;
-        if !(1..64).contains(&n) {
-            return None;
+        match parse_u32(id) {
+            Some(n) if (1..64).contains(&n) => mask |= 1 << n,
+            _ => return CrawlClasses::Bad,
         }
-        has_one |= n == 1;
     }
-    Some(has_one)
+    if mask != 0 {
+        CrawlClasses::Ids { mask }
+    } else {
+        CrawlClasses::NoIds
+    }
+}
+
+const BADCLASS: &[u8] = b"BADCLASS invalid class id\r\n";
+const NOTSTARTED: &[u8] = b"NOTSTARTED no items to crawl\r\n";
+const BAD_FORMAT: &[u8] = b"CLIENT_ERROR bad command line format\r\n";
+
+/// `lru_crawler <sub> [arg]`: the crawler's state is the server's; the arguments are checked
+/// here as memcached checks them.
+fn parse_crawler<'a>(t: &Tokens<'a>, used: usize) -> Parsed<'a> {
+    let done = |cmd| text(cmd, false, used);
+    let crawl = |reply| done(Command::Crawl { reply });
+    let fixed = |reply| done(Command::Fixed { reply });
+    match (t.ntokens, t.get(1)) {
+        (3, b"enable") => done(Command::Crawler { enable: true }),
+        (3, b"disable") => done(Command::Crawler { enable: false }),
+        (4, b"metadump") => match crawl_classes(t.get(2)) {
+            CrawlClasses::All | CrawlClasses::Hash => done(Command::Metadump { all: true }),
+            CrawlClasses::Ids { mask } => done(Command::Metadump {
+                all: mask & (1 << 1) != 0,
+            }),
+            CrawlClasses::NoIds => crawl(NOTSTARTED),
+            CrawlClasses::Bad => crawl(BADCLASS),
+        },
+        (4, b"crawl") => crawl(match crawl_classes(t.get(2)) {
+            CrawlClasses::All | CrawlClasses::Ids { .. } => b"OK\r\n",
+            CrawlClasses::Hash => b"ERROR an unknown error happened\r\n",
+            CrawlClasses::NoIds => NOTSTARTED,
+            CrawlClasses::Bad => BADCLASS,
+        }),
+        // Microseconds between items, at most a second; read as `safe_strtoul` reads it.
+        (4, b"sleep") => fixed(match parse_u64(t.get(2)).map(|n| n as u32) {
+            Some(0..=1_000_000) => b"OK\r\n",
+            Some(_) => b"CLIENT_ERROR sleep must be one second or less\r\n",
+            None => BAD_FORMAT,
+        }),
+        (4, b"tocrawl") => fixed(match parse_u64(t.get(2)) {
+            Some(_) => b"OK\r\n",
+            None => BAD_FORMAT,
+        }),
+        _ => fixed(b"ERROR\r\n"),
+    }
 }
 
 /// `slabs automove <0|1|2> [noreply]` or `slabs automove ratio <float> [noreply]`: nothing
@@ -97,23 +160,18 @@ pub fn parse_other<'a>(t: &Tokens<'a>, used: usize) -> Parsed<'a> {
                 _ => None,
             },
         }),
-        // No slab classes here: pages are not moved between classes.
+        // No slab classes here: pages are not moved between classes, but requests are
+        // checked against memcached's.
         b"slabs" => match (t.ntokens, t.get(1)) {
-            (5, b"reassign") => fixed(b"CLIENT_ERROR slab reassignment disabled\r\n"),
+            (5, b"reassign") => done(Command::SlabsReassign {
+                classes: parse_i32(t.get(2)).zip(parse_i32(t.get(3))),
+            }),
             (n, b"automove") if n >= 4 => parse_automove(t, used),
             _ => fixed(b"ERROR\r\n"),
         },
-        // Expiry is reclaimed by a background task that is always on.
-        b"lru_crawler" => match (t.ntokens, t.get(1)) {
-            (4, b"metadump") => match dump_classes(t.get(2)) {
-                Some(all) => done(Command::Metadump { all }),
-                None => fixed(b"BADCLASS invalid class id\r\n"),
-            },
-            (3, b"enable") | (3, b"disable") | (4, b"sleep") | (4, b"tocrawl") | (4, b"crawl") => {
-                fixed(b"OK\r\n")
-            }
-            _ => fixed(b"ERROR\r\n"),
-        },
+        // Expiry is reclaimed by a background task that is always on; the crawler's
+        // commands answer as memcached's would.
+        b"lru_crawler" => parse_crawler(t, used),
         b"lru" if t.ntokens >= 3 => fixed(b"OK\r\n"),
         b"watch" => fixed(b"CLIENT_ERROR watch commands not allowed\r\n"),
         _ => {

@@ -72,6 +72,7 @@ pub fn parse<'a>(t: &Tokens<'a>, line: &'a [u8], used: usize) -> Parsed<'a> {
         touch,
         no_update: false,
         vivify: None,
+        touch_last: false,
         recache: None,
     };
     let reply = TextReply {

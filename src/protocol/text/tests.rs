@@ -220,7 +220,7 @@ proptest! {
 fn metadump_classes_as_memcached_checks_them() {
     let dump = |line: &[u8]| match command(line).0 {
         Command::Metadump { all } => Some(all),
-        Command::Fixed { reply } => {
+        Command::Crawl { reply } => {
             assert_eq!(reply, b"BADCLASS invalid class id\r\n");
             None
         }
@@ -261,4 +261,45 @@ fn pipelined_get_keys_walks_read_lines_only() {
     // No more keys than fit.
     let many: &'static [u8] = "mg k v\r\n".repeat(100).leak().as_bytes();
     assert_eq!(keys(many).len(), 64);
+}
+
+#[test]
+fn crawler_and_reassign_arguments_as_memcached_checks_them() {
+    let crawl = |line: &str| match command(line.as_bytes()).0 {
+        Command::Crawl { reply } => String::from_utf8_lossy(reply).into_owned(),
+        Command::Fixed { reply } => String::from_utf8_lossy(reply).into_owned(),
+        other => panic!("{other:?}"),
+    };
+    for (arg, reply) in [
+        ("crawl all", "OK"),
+        ("crawl 1,63", "OK"),
+        ("crawl 64", "BADCLASS invalid class id"),
+        ("crawl ,", "NOTSTARTED no items to crawl"),
+        ("crawl hash", "ERROR an unknown error happened"),
+        ("metadump ,", "NOTSTARTED no items to crawl"),
+        ("sleep 1000000", "OK"),
+        (
+            "sleep 1000001",
+            "CLIENT_ERROR sleep must be one second or less",
+        ),
+        ("sleep 4294967297", "OK"),
+        ("tocrawl -1", "CLIENT_ERROR bad command line format"),
+        ("enable x", "ERROR"),
+    ] {
+        assert_eq!(
+            crawl(&format!("lru_crawler {arg}\r\n")),
+            format!("{reply}\r\n"),
+            "{arg}"
+        );
+    }
+    assert!(matches!(
+        command(b"lru_crawler enable\r\n").0,
+        Command::Crawler { enable: true }
+    ));
+    let reassign = |line: &[u8]| match command(line).0 {
+        Command::SlabsReassign { classes } => classes,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(reassign(b"slabs reassign -1 4294967297\r\n"), Some((-1, 1)));
+    assert_eq!(reassign(b"slabs reassign 1 2x\r\n"), None);
 }

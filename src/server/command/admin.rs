@@ -1,5 +1,6 @@
-//! verbosity, cache_memlimit, shutdown and `stats cachedump`: commands about the server, not
-//! its items. (version, quit, noop and the fixed answers need no more than a reply.)
+//! verbosity, cache_memlimit, shutdown, `stats cachedump`, the LRU crawler's switch and
+//! `slabs reassign`: commands about the server, not its items. (version, quit, noop and the
+//! fixed answers need no more than a reply.)
 
 use super::{After, Session};
 use crate::protocol::command::{MemLimit, Shutdown};
@@ -26,6 +27,52 @@ pub fn shutdown(s: &mut Session<'_>, graceful: Option<bool>) -> (Shutdown, After
         Some(graceful) => (Shutdown::Accepted, After::Shutdown { graceful }),
         None => (Shutdown::BadMode, After::Continue),
     }
+}
+
+pub const CRAWLER_DISABLED: &[u8] = b"CLIENT_ERROR lru crawler disabled\r\n";
+
+/// `lru_crawler enable|disable`: memcached's crawler runs from the start (unless `-o
+/// no_lru_crawler`), and enabling a running one fails to start its thread.
+pub fn crawler(s: &mut Session<'_>, enable: bool) -> &'static [u8] {
+    if s.shared.set_crawler(enable) || !enable {
+        b"OK\r\n"
+    } else {
+        b"ERROR failed to start lru crawler thread\r\n"
+    }
+}
+
+/// `lru_crawler crawl` (and a metadump of nothing): refused while the crawler is disabled.
+pub fn crawl(s: &mut Session<'_>, reply: &'static [u8]) -> &'static [u8] {
+    if s.shared.crawler_enabled() {
+        reply
+    } else {
+        CRAWLER_DISABLED
+    }
+}
+
+/// `slabs reassign <src> <dst>`, checked as memcached checks it against its slab classes
+/// (0 is its pool of free pages, -1 asks it to pick a source). No class here ever has a
+/// page to spare: memcached's answer for a class without one, and for a source it cannot
+/// pick (a bad class). `-o no_slab_reassign` refuses them all.
+pub fn slabs_reassign(s: &mut Session<'_>, classes: Option<(i32, i32)>) -> &'static [u8] {
+    if !s
+        .shared
+        .config
+        .extended_switch("slab_reassign", "no_slab_reassign", true)
+    {
+        return b"CLIENT_ERROR slab reassignment disabled\r\n";
+    }
+    let Some((src, dst)) = classes else {
+        return b"CLIENT_ERROR bad command line format\r\n";
+    };
+    if src == dst {
+        return b"SAME src and dst class are identical\r\n";
+    }
+    let largest = s.shared.slab_classes.count() as i32;
+    if !(0..=largest).contains(&src) || !(0..=largest).contains(&dst) {
+        return b"BADCLASS invalid src or dst class id\r\n";
+    }
+    b"NOSPARE source class has no spare pages\r\n"
 }
 
 /// `stats cachedump`: a text-only listing.

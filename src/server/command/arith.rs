@@ -1,6 +1,7 @@
 //! incr, decr, ma, binary increment/decrement.
 
 use super::super::stats::Counts;
+use super::retrieval::Changes;
 use super::Session;
 use crate::protocol::command::{Arith, Counted};
 use crate::store::{ArithOutcome, ArithRequest};
@@ -11,9 +12,14 @@ pub fn arith(s: &mut Session<'_>, a: &Arith<'_>) -> Counted {
         incr: a.incr,
         delta: a.delta,
         compare_cas: a.compare_cas.map(|cas| cas.0),
-        vivify: a.vivify.map(|(t, initial)| (s.exptime(t), initial)),
+        vivify: a.created().map(|(t, initial)| (s.exptime(t), initial)),
         exptime: a.exptime.map(|t| s.exptime(t)),
         new_cas: a.new_cas.map(|cas| cas.0),
+    };
+    // What ma's `T` and `N` each set, for `t` (an item created takes only the later one).
+    let set_by = Changes {
+        touch: r.exptime,
+        vivify: a.vivify.map(|(t, _)| s.exptime(t)),
     };
     let outcome = s.shared.store.arith(&r, s.now);
     count(&mut s.counts, a.incr, &outcome);
@@ -21,12 +27,13 @@ pub fn arith(s: &mut Session<'_>, a: &Arith<'_>) -> Counted {
         ArithOutcome::Value {
             value,
             cas,
-            exptime,
+            prev_exptime,
             created,
+            ..
         } => Counted::Value {
             value,
             cas: s.cas_out(cas),
-            ttl: (exptime != 0).then(|| exptime.saturating_sub(s.now)),
+            ttls: set_by.trail(prev_exptime, created, s.now),
             created,
         },
         ArithOutcome::NotFound => Counted::NotFound,

@@ -199,6 +199,10 @@ pub fn execute<R: Reply>(
         Command::Arith(arith) => reply.counted(out, arith::arith(s, &arith)),
         Command::Touch { key, exptime } => reply.touched(out, touch::touch(s, key, exptime)),
         Command::Flush { delay } => reply.flushed(out, flush::flush_all(s, delay, R::ENCODING)),
+        Command::Stats {
+            group: b"detail",
+            arg: b"dump",
+        } => reply.detail_dump(out, |text| s.shared.detail.dump(text)),
         Command::Stats { group, arg } => reply.stats(out, |text| stats::write(s, group, arg, text)),
         Command::Version => reply.version(out, super::VERSION),
         Command::Noop => reply.noop(out),
@@ -219,7 +223,11 @@ pub fn execute<R: Reply>(
             return after;
         }
         Command::Cachedump { class, limit } => admin::cachedump(s, class, limit, out),
-        Command::Metadump { all } => return After::Dump { all },
+        Command::Metadump { all } if s.shared.crawler_enabled() => return After::Dump { all },
+        Command::Metadump { .. } => reply.fixed(out, admin::CRAWLER_DISABLED),
+        Command::Crawl { reply: line } => reply.fixed(out, admin::crawl(s, line)),
+        Command::Crawler { enable } => reply.fixed(out, admin::crawler(s, enable)),
+        Command::SlabsReassign { classes } => reply.fixed(out, admin::slabs_reassign(s, classes)),
         Command::Fixed { reply: line } => reply.fixed(out, line),
         Command::SaslMechs => reply.sasl_mechs(out, auth::SASL_MECHS),
         Command::SaslAuth { step, mech, data } => {

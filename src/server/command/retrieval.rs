@@ -10,9 +10,9 @@ use super::super::detail::Op;
 use super::super::output::Output;
 use super::super::stats::Counts;
 use super::{After, Session};
-use crate::protocol::command::{Encoding, Get, Hit, Keys, Reply};
+use crate::protocol::command::{Encoding, Get, Hit, Keys, Reply, TtlTrail};
 use crate::protocol::Cas;
-use crate::store::{self, bits, item_total_size, Item, Miss, ReadOptions};
+use crate::store::{self, bits, Item, Miss, ReadOptions};
 
 pub fn get<R: Reply>(s: &mut Session<'_>, get: &Get<'_>, reply: &R, out: &mut Output) -> After {
     let served = get_keys(s, get, reply, out);
@@ -39,13 +39,18 @@ pub fn get_keys<R: Reply>(
     let opts = ReadOptions {
         no_update: get.no_update,
         touch: get.touch.map(|t| s.exptime(t)),
-        vivify: get.vivify.map(|t| s.exptime(t)),
+        vivify: get.created_expiry().map(|t| s.exptime(t)),
         recache: get.recache.map(|t| s.exptime(t)),
         tokens: R::ENCODING == Encoding::Meta,
     };
+    // What mg's `T` and `N` each set, for `t` (an item created takes only the later one).
+    let set_by = Changes {
+        touch: opts.touch,
+        vivify: get.vivify.map(|t| s.exptime(t)),
+    };
     let touch = get.touch.is_some();
     for key in get.keys.iter() {
-        let found = read_one(s, key, opts, reply, out);
+        let found = read_one(s, key, opts, set_by, reply, out);
         count_read(&mut s.counts, touch, found);
         s.detail(R::ENCODING, key, Op::Get { hit: found.is_ok() });
         if found.is_err() {
@@ -68,6 +73,7 @@ fn read_one<R: Reply>(
     s: &mut Session<'_>,
     key: &[u8],
     opts: ReadOptions,
+    set_by: Changes,
     reply: &R,
     out: &mut Output,
 ) -> Result<(), Miss> {
@@ -77,6 +83,7 @@ fn read_one<R: Reply>(
             let cas = s.cas_out(h.item.cas);
             let shared = h.share_value();
             let mut hit = view(&h, cas, now);
+            hit.ttls = set_by.trail(h.prev_exptime, h.created, now);
             hit.shared = shared.as_ref();
             reply.hit(out, &hit);
             Ok(())
@@ -91,13 +98,40 @@ pub fn debug<R: Reply>(s: &mut Session<'_>, key: &[u8], reply: &R, out: &mut Vec
     s.shared.store.peek(key, now, |it| match it {
         None => reply.debug(out, None),
         Some(it) => {
-            let mut hit = item_view(it, Cas(it.cas), now);
+            let mut hit = item_view(it, s.cas_out(it.cas), now);
             hit.idle = now.saturating_sub(it.atime);
             hit.fetched = it.has(bits::FETCHED);
-            hit.size = item_total_size(it.key().len(), it.value().len(), it.flags);
+            let sizing = s.shared.sizing();
+            hit.size = sizing.size(it);
+            hit.class = sizing.slabs.class_of(hit.size);
             reply.debug(out, Some(&hit));
         }
     });
+}
+
+/// The expiries a request's `T` and `N` set (store times; 0 never expires).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Changes {
+    pub touch: Option<u32>,
+    pub vivify: Option<u32>,
+}
+
+impl Changes {
+    /// The TTLs `t` can show, for an item whose expiry was `before` (one the request
+    /// `created` had none).
+    pub fn trail(self, before: u32, created: bool, now: u32) -> TtlTrail {
+        let ttl = |exptime| ttl_at(exptime, now);
+        TtlTrail {
+            before: if created { None } else { ttl(before) },
+            touch: self.touch.and_then(ttl),
+            vivify: self.vivify.filter(|_| created).map(ttl),
+        }
+    }
+}
+
+/// Seconds left to live at `now` of an item expiring at `exptime`; None never expires.
+pub(super) fn ttl_at(exptime: u32, now: u32) -> Option<u32> {
+    (exptime != 0).then(|| exptime.saturating_sub(now))
 }
 
 /// What a read saw, in the protocol's words.
@@ -120,15 +154,17 @@ fn item_view<'a>(it: &Item<'a>, cas: Cas, now: u32) -> Hit<'a> {
         shared: None,
         flags: it.flags,
         cas,
-        ttl: (it.exptime != 0).then(|| it.exptime.saturating_sub(now)),
+        ttl: ttl_at(it.exptime, now),
+        ttls: TtlTrail::still(ttl_at(it.exptime, now)),
         idle: 0,
         fetched: false,
         key_binary: it.has(bits::KEY_BINARY),
         won: false,
         token_sent: false,
         stale: false,
-        // Only `me` shows it (see `debug`).
+        // Only `me` shows these (see `debug`).
         size: 0,
+        class: 0,
     }
 }
 

@@ -122,8 +122,20 @@ pub fn write(s: &mut Session<'_>, group: &[u8], arg: &[u8], out: &mut Vec<u8>) {
             }
             return;
         }
-        // memcached tracks item sizes only with `-o track_sizes`, which is not built here.
-        b"sizes" => stat(out, "sizes_status", "disabled"),
+        b"sizes" => match sh.sizes_since() {
+            Some(since) => {
+                super::super::dump::write_sizes(&sh.store, sh.sizing(), since, s.now, out);
+                return;
+            }
+            None => stat(out, "sizes_status", "disabled"),
+        },
+        // One line and no END, as memcached answers them (any argument is ignored).
+        b"sizes_enable" | b"sizes_disable" => {
+            let on = group == b"sizes_enable";
+            sh.set_sizes(on);
+            stat(out, "sizes_status", if on { "enabled" } else { "disabled" });
+            return;
+        }
         b"extstore" => {}
         _ => {
             out.extend_from_slice(b"ERROR\r\n");
