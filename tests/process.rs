@@ -151,6 +151,20 @@ fn shutdown_command_needs_dash_a() {
     assert!(st.success());
 }
 
+/// The pid a daemon wrote to `pidfile`, waiting up to 5 s for the file.
+fn daemon_pid(pidfile: &std::path::Path) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !pidfile.exists() {
+        assert!(Instant::now() < deadline, "no pid file");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::read_to_string(pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 /// The seed's repcached line, with a loopback peer and our own port and pid file.
 #[test]
 fn seed_command_line_daemonizes() {
@@ -175,16 +189,7 @@ fn seed_command_line_daemonizes() {
     c.expect(b"set foo 0 0 3\r\nbar\r\n", b"STORED\r\n");
     c.expect(b"get foo\r\n", b"VALUE foo 0 3\r\nbar\r\nEND\r\n");
     assert_eq!(c.stat("limit_maxbytes"), (128 * 1024 * 1024).to_string());
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !pidfile.exists() {
-        assert!(Instant::now() < deadline, "no pid file");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let pid: i32 = std::fs::read_to_string(&pidfile)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid = daemon_pid(&pidfile);
     assert_eq!(c.stat("pid"), pid.to_string());
     // SAFETY: signalling the daemon this test started.
     unsafe { libc::kill(pid, libc::SIGTERM) };
@@ -218,16 +223,7 @@ fn daemon_with_stderr(dir: &TempDir, stderr: Stdio) -> Option<i32> {
         SocketAddr::from(([127, 0, 0, 1], port)),
         Duration::from_secs(10)
     ));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !pidfile.exists() {
-        assert!(Instant::now() < deadline, "no pid file");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let pid: i32 = std::fs::read_to_string(&pidfile)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid = daemon_pid(&pidfile);
     match done {
         Ok(started) => {
             assert!(started.unwrap(), "the foreground process succeeds");
