@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::node::{args, get, load, pair_at, sees, Node};
 use common::pair::ProxiedPair;
 use common::proxy::{Mode, Proxy};
-use common::{cas_in, eventually, free_port, Client, TempDir};
+use common::{eventually, free_port, Client, TempDir};
 
 /// The seed's pair: both nodes on the same client and replication ports, on their own
 /// addresses, each naming the other with -x.
@@ -63,47 +63,6 @@ fn the_seeds_pair_replicates_every_kind_of_change_both_ways() {
         "writes after the flush survive"
     );
     assert_eq!(cb.stat("replication_peers_connected"), "1");
-}
-
-/// A touch that lengthens a life keeps the CAS on every node, as memcached keeps it: a
-/// client that read it on one node completes its `cas` on the other after touches on both,
-/// and the longer life reaches the node that wrote the item. One that shortens a life is a
-/// new version everywhere.
-#[test]
-fn a_touch_keeps_the_cas_on_every_node_and_its_longer_life_reaches_the_peer() {
-    let (a, b) = seed_pair(&[]);
-    let (mut ca, mut cb) = (a.client(), b.client());
-    ca.expect(b"set s 0 3 1\r\nx\r\n", b"STORED\r\n");
-    assert!(sees(&b, "s", Some("x")));
-    let cas = cb.cas_of("s");
-    assert_eq!(ca.cas_of("s"), cas);
-    cb.expect(b"touch s 100\r\n", b"TOUCHED\r\n");
-    let gat = cas_in(&ca.call_until(b"gats 200 s\r\n", b"END\r\n"));
-    assert_eq!(gat, cas, "gats on the other node answers the same CAS");
-    std::thread::sleep(Duration::from_millis(4500));
-    assert_eq!(
-        get(&mut ca, "s").as_deref(),
-        Some("x"),
-        "outlived its first life"
-    );
-    assert_eq!(
-        get(&mut cb, "s").as_deref(),
-        Some("x"),
-        "and the longer one reached b"
-    );
-    cb.expect(
-        format!("cas s 0 0 1 {cas}\r\ny\r\n").as_bytes(),
-        b"STORED\r\n",
-    );
-    assert!(sees(&a, "s", Some("y")));
-    // Shortening: a new CAS on both nodes, and the short life on both.
-    let cas = ca.cas_of("s");
-    ca.expect(b"touch s 2\r\n", b"TOUCHED\r\n");
-    let shortened = ca.cas_of("s");
-    assert!(shortened > cas);
-    assert!(eventually(Duration::from_secs(10), || cb.cas_of("s") == shortened));
-    std::thread::sleep(Duration::from_millis(3200));
-    assert_eq!(get(&mut cb, "s"), None, "the shorter life reached b");
 }
 
 #[test]

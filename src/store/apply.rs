@@ -5,14 +5,13 @@
 //! the state it holds (live or a delete marker), the states it forgot ([`super::forgotten`])
 //! and the flushes it heard of ([`super::flush`]). A change taken is published to the feed
 //! with the node it came from, so it is never sent back there; one not taken changes
-//! nothing and is published nowhere, which is what ends the echo in a mesh. A copy of the
-//! version held is taken only for a later expiry (a touch there lengthened the life). Applying the
+//! nothing and is published nowhere, which is what ends the echo in a mesh. Applying the
 //! same change twice, late, or out of order therefore leaves the same state.
 
 use std::sync::MutexGuard;
 
 use super::item::Meta;
-use super::merge::{outlives, replaces, stamp_limit};
+use super::merge::{replaces, stamp_limit};
 use super::record::{Kind, Record};
 use super::shard::{hash_key, Budget, NoRoom, Shard};
 use super::version::{NodeId, Version};
@@ -129,7 +128,6 @@ impl Store {
             }
         }
         match held {
-            Some((loc, v)) if v == c.version => return self.extend(shard, hash, loc, c, now, b),
             Some((_, v)) if !replaces(c.version, v) => return Ok(Applied::Stale),
             None if shard.forgotten.covers(hash, c.version.stamp) => return Ok(Applied::Forgotten),
             _ => {}
@@ -211,41 +209,6 @@ impl Store {
             }
             Err(NoRoom) => Err(NeedRoom(shard.room_for(c.key.len(), value.len(), &meta))),
         }
-    }
-
-    /// A copy of the version held: a touch there lengthened its life, and the later expiry
-    /// is taken ([`outlives`]) and passed on; anything else about it is what is held.
-    fn extend(
-        &self,
-        mut shard: MutexGuard<'_, Shard>,
-        hash: u64,
-        loc: u32,
-        c: &RemoteChange<'_>,
-        now: u32,
-        b: &Budget<'_>,
-    ) -> Result<Applied, NeedRoom> {
-        let RemoteState::Live { exptime, .. } = c.state else {
-            return Ok(Applied::Stale);
-        };
-        let it = shard.item(loc);
-        if it.is_tombstone() || !outlives(exptime, it.exptime) {
-            return Ok(Applied::Stale);
-        }
-        let mut meta = it.meta();
-        meta.exptime = exptime;
-        let loc = if shard.update(loc, &meta) {
-            loc
-        } else {
-            let value = shard.item(loc).value().to_vec();
-            match shard.rewrite(hash, c.key, &value, &meta, now, b) {
-                Ok(loc) => loc,
-                Err(NoRoom) => {
-                    return Err(NeedRoom(shard.room_for(c.key.len(), value.len(), &meta)))
-                }
-            }
-        };
-        self.publish_from(shard, loc, Some(c.origin));
-        Ok(Applied::Changed)
     }
 
     /// The state `key` holds here, live or deleted, as a record (for a peer catching up);

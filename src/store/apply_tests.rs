@@ -51,6 +51,11 @@ fn read(s: &Store, key: &[u8]) -> Option<(Vec<u8>, Version)> {
     })
 }
 
+/// The expiry `key` holds, without updating anything.
+fn expiry(s: &Store, key: &[u8]) -> Option<u32> {
+    s.peek(key, now(s), |it| it.map(|it| it.exptime))
+}
+
 fn live<'a>(key: &'a [u8], value: &'a [u8], stamp: u64, from: u16) -> RemoteChange<'a> {
     RemoteChange {
         key,
@@ -328,110 +333,22 @@ fn a_delayed_flush_takes_what_was_written_before_its_time() {
     assert!(read(&s, b"after").is_some());
 }
 
-/// The expiry `key` holds, without updating anything.
-fn expiry(s: &Store, key: &[u8]) -> Option<u32> {
-    s.peek(key, now(s), |it| it.map(|it| it.exptime))
-}
-
-/// Remote `key` at `stamp` of node `from`, expiring at `exptime`.
-fn live_until<'a>(
-    key: &'a [u8],
-    value: &'a [u8],
-    stamp: u64,
-    from: u16,
-    exptime: u32,
-) -> RemoteChange<'a> {
-    let mut c = live(key, value, stamp, from);
-    if let RemoteState::Live { exptime: e, .. } = &mut c.state {
-        *e = exptime;
-    }
-    c
-}
-
 #[test]
-fn a_touch_that_lengthens_a_life_keeps_the_version_and_peers_take_the_later_expiry() {
-    let (a, b) = (replicated(1), replicated(2));
-    let mut feed = a.subscribe().unwrap();
-    set(&a, b"k", b"v");
-    let t = now(&a);
-    // An end to a life that had none shortens it: a new version.
-    assert!(a.touch(b"k", t + 50, t));
-    let cas = read(&a, b"k").unwrap().1.stamp;
-    assert!(a.touch(b"k", t + 100, t));
-    assert_eq!(
-        read(&a, b"k").unwrap().1.stamp,
-        cas,
-        "memcached keeps the CAS too"
-    );
+fn touch_and_gat_make_a_new_version() {
+    let s = replicated(1);
+    let cas = set(&s, b"k", b"v");
+    assert!(s.touch(b"k", now(&s) + 100, now(&s)));
+    let (_, touched) = read(&s, b"k").unwrap();
+    assert!(touched.stamp > cas);
+    // The untouched version, arriving from a peer, is older now.
+    assert_eq!(apply(&s, &live(b"k", b"v", cas, 1)), Applied::Stale);
     let opts = ReadOptions {
-        touch: Some(t + 200),
+        touch: Some(now(&s) + 200),
         ..Default::default()
     };
-    let gat = a.read(b"k", t, opts, |r| r.unwrap().item.cas);
-    assert_eq!(gat, cas);
-    // Each touch went out as a copy of the same version with the new expiry.
-    let recs = feed.read(usize::MAX).records;
-    let sent: Vec<(u64, u32)> = recs
-        .iter()
-        .map(|r| (r.version().stamp, r.exptime()))
-        .collect();
-    assert!(sent[0].0 < cas);
-    assert_eq!(sent[1..], [(cas, t + 50), (cas, t + 100), (cas, t + 200)]);
-    // A peer takes each later expiry of the version it holds, and passes it on.
-    let mut onward = b.subscribe().unwrap();
-    onward.set_peer(NodeId(3));
-    for rec in &recs {
-        let c = RemoteChange::of_record(rec, rec.exptime(), NodeId(1)).unwrap();
-        assert_eq!(apply(&b, &c), Applied::Changed);
-    }
-    assert_eq!(expiry(&b, b"k"), Some(t + 200));
-    assert_eq!(read(&b, b"k").unwrap().1, read(&a, b"k").unwrap().1);
-    assert_eq!(onward.read(usize::MAX).records.len(), 4);
-    // An earlier expiry of that version, a copy a second off, or the same again: nothing.
-    for e in [t + 100, t + 201, t + 200] {
-        assert_eq!(
-            apply(&b, &live_until(b"k", b"v", cas, 1, e)),
-            Applied::Stale,
-            "{e}"
-        );
-    }
-    // Never expiring outlives every expiry.
-    assert_eq!(
-        apply(&b, &live_until(b"k", b"v", cas, 1, 0)),
-        Applied::Changed
-    );
-    assert_eq!(expiry(&b, b"k"), Some(0));
-    assert_eq!(
-        apply(&b, &live_until(b"k", b"v", cas, 1, t + 900)),
-        Applied::Stale
-    );
-}
-
-#[test]
-fn a_touch_that_shortens_a_life_makes_a_new_version_that_wins_on_peers() {
-    let (a, b) = (replicated(1), replicated(2));
-    let mut feed = a.subscribe().unwrap();
-    let cas = set(&a, b"k", b"v");
-    let t = now(&a);
-    assert!(a.touch(b"k", t + 100, t));
-    assert!(a.touch(b"k", t + 50, t));
-    let (_, shortened) = read(&a, b"k").unwrap();
-    assert!(shortened.stamp > cas);
-    // A peer that got the records in any order ends with the shorter life.
-    let mut recs = feed.read(usize::MAX).records;
-    recs.reverse();
-    for rec in &recs {
-        let c = RemoteChange::of_record(rec, rec.exptime(), NodeId(1)).unwrap();
-        apply(&b, &c);
-    }
-    assert_eq!(read(&b, b"k").unwrap().1, shortened);
-    assert_eq!(expiry(&b, b"k"), Some(t + 50));
-    // Alone, even a shortening touch keeps the CAS, as in memcached.
-    let alone = node(StoreConfig::default(), 1);
-    let cas = set(&alone, b"k", b"v");
-    assert!(alone.touch(b"k", t + 100, t));
-    assert!(alone.touch(b"k", t + 50, t));
-    assert_eq!(read(&alone, b"k").unwrap().1.stamp, cas);
+    let gat = s.read(b"k", now(&s), opts, |r| r.unwrap().item.cas);
+    assert!(gat > touched.stamp, "gat answers the new CAS");
+    assert_eq!(read(&s, b"k").unwrap().1.stamp, gat);
 }
 
 #[test]
@@ -938,14 +855,12 @@ mod convergence {
                 .then(|| (last.value().to_vec(), last.version()))
         }
 
-        /// The latest expiry any node gave version `v` (a touch keeps the version).
-        fn latest_expiry(&self, v: Version) -> u32 {
-            let forever = |e: &u32| if *e == 0 { u32::MAX } else { *e };
+        /// The expiry version `v` was made with (every touch is a new version).
+        fn expiry_of(&self, v: Version) -> u32 {
             self.made
                 .iter()
-                .filter(|r| r.kind() == Kind::Live && r.version() == v)
+                .find(|r| r.kind() == Kind::Live && r.version() == v)
                 .map(Record::exptime)
-                .max_by_key(forever)
                 .expect("the version was made")
         }
     }
@@ -976,14 +891,9 @@ mod convergence {
                     } else {
                         prop_assert_eq!(&got, &want, "node {} key {}", n, k);
                     }
-                    // Every copy of the winner expires when its latest touch said, or
-                    // within the slack of it.
+                    // Every copy of the winner expires when the change that made it said.
                     if let (Some(e), Some((_, v))) = (expiry(s, &key), &want) {
-                        let latest = c.latest_expiry(*v);
-                        prop_assert!(
-                            e == latest || (e != 0 && latest != 0 && e.abs_diff(latest) <= merge::EXPIRY_SLACK),
-                            "node {} key {}: expires at {} not {}", n, k, e, latest
-                        );
+                        prop_assert_eq!(e, c.expiry_of(*v), "node {} key {}", n, k);
                     }
                 }
             }
@@ -1165,4 +1075,139 @@ fn unreplicated_a_delete_of_a_key_not_held_sends_and_remembers_nothing() {
     assert_eq!(delete(&s, b"k"), DeleteOutcome::NotFound);
     assert!(sub.read(usize::MAX).records.is_empty(), "nothing sent");
     assert_eq!(apply(&s, &live(b"k", b"v", t, 2)), Applied::Changed);
+}
+
+#[test]
+fn touches_that_each_shorten_a_life_by_a_second_reach_peers_too() {
+    let (a, b) = (replicated(1), replicated(2));
+    let mut feed = a.subscribe().unwrap();
+    set(&a, b"k", b"v");
+    let t = now(&a);
+    assert!(a.touch(b"k", t + 100, t));
+    // A client moving a deadline earlier a second at a time: each touch is within the
+    // slack of the expiry held before it, so none is a new version.
+    for e in (50..100).rev() {
+        assert!(a.touch(b"k", t + e, t));
+    }
+    for rec in feed.read(usize::MAX).records {
+        apply(
+            &b,
+            &RemoteChange::of_record(&rec, rec.exptime(), NodeId(1)).unwrap(),
+        );
+    }
+    let (ea, eb) = (expiry(&a, b"k").unwrap(), expiry(&b, b"k").unwrap());
+    assert!(
+        ea.abs_diff(eb) <= 1,
+        "node 1 expires the key at {ea}, its peer at {eb}"
+    );
+}
+
+/// reader of its feed.
+fn mesh(n: u16) -> (Arc<Clock>, Vec<Store>, Vec<FeedReader>) {
+    let clock = Arc::new(Clock::new());
+    let nodes: Vec<Store> = (1..=n)
+        .map(|id| {
+            let cfg = StoreConfig {
+                node: NodeId(id),
+                tombstone_secs: 600,
+                ..Default::default()
+            };
+            Store::new(cfg, clock.clone())
+        })
+        .collect();
+    let feeds = nodes.iter().map(|s| s.subscribe().unwrap()).collect();
+    (clock, nodes, feeds)
+}
+
+/// Applies a record sent at the sender's second `sender_now` as a link does: its expiry
+/// becomes the remaining lifetime on the receiver's clock.
+fn receive(to: &Store, rec: &Record, sender_now: u32, from: NodeId) -> Applied {
+    let my_now = now(to);
+    let exptime = crate::replication::expiry::local_exptime(rec.exptime(), sender_now, my_now);
+    let c = RemoteChange::of_record(rec, exptime, from).unwrap();
+    to.apply(&c, my_now).unwrap()
+}
+
+#[test]
+fn a_touch_that_reaches_a_peer_after_its_copy_expired_brings_the_key_back_there() {
+    let (clock, nodes, mut feeds) = mesh(2);
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let t = now(a);
+    let r = SetRequest {
+        exptime: t + 10,
+        ..SetRequest::new(SetMode::Set, b"session", b"v")
+    };
+    a.set(&r, t).unwrap();
+    for rec in feeds[0].read(usize::MAX).records {
+        assert_eq!(receive(b, &rec, t, NodeId(1)), Applied::Changed);
+    }
+    // The link goes down; a client keeps the session alive on node 1.
+    assert!(a.touch(b"session", t + 100, t));
+    let touched = feeds[0].read(usize::MAX).records;
+    clock.advance(20);
+    // The link comes back: the backlog (or a snapshot) brings the touch.
+    let later = now(a);
+    for rec in &touched {
+        receive(b, rec, later, NodeId(1));
+    }
+    assert!(read(a, b"session").is_some());
+    assert_eq!(
+        read(b, b"session"),
+        read(a, b"session"),
+        "node 2 forgot the version when its copy expired, and refuses the touch of it"
+    );
+}
+
+#[test]
+fn a_touch_does_not_echo_around_a_mesh_with_a_slow_link() {
+    let (clock, nodes, mut feeds) = mesh(3);
+    set(&nodes[0], b"k", b"v");
+    let t = now(&nodes[0]);
+    assert!(nodes[0].touch(b"k", t + 100, t));
+    // Everything delivered at once: all agree.
+    let id = |i: usize| NodeId(i as u16 + 1);
+    let mut net: Vec<(usize, usize, u32, Record)> = Vec::new();
+    let collect = |feeds: &mut Vec<FeedReader>, net: &mut Vec<_>, now: u32| {
+        for (i, f) in feeds.iter_mut().enumerate() {
+            for rec in f.read(usize::MAX).records {
+                for to in (0..3).filter(|&j| j != i && rec.origin() != Some(id(j))) {
+                    net.push((to, i, now, rec.clone()));
+                }
+            }
+        }
+    };
+    collect(&mut feeds, &mut net, t);
+    while let Some((to, from, sent, rec)) = net.pop() {
+        receive(&nodes[to], &rec, sent, id(from));
+        collect(&mut feeds, &mut net, now(&nodes[0]));
+    }
+    // Node 2 now reads its links two seconds late (busy, or behind on a backlog); a
+    // client lengthens the life on node 1.
+    assert!(nodes[0].touch(b"k", t + 200, t));
+    collect(&mut feeds, &mut net, t);
+    let mut rounds = 0;
+    while !net.is_empty() {
+        rounds += 1;
+        assert!(
+            rounds < 50,
+            "the touch still goes round after {rounds} rounds: node 1 expires it at {:?}, \
+             {} seconds after the touch said",
+            expiry(&nodes[0], b"k"),
+            expiry(&nodes[0], b"k").unwrap() - (t + 200),
+        );
+        for (to, from, sent, rec) in std::mem::take(&mut net) {
+            if to == 1 {
+                net.push((to, from, sent, rec));
+            } else {
+                receive(&nodes[to], &rec, sent, id(from));
+            }
+        }
+        let late = std::mem::take(&mut net);
+        collect(&mut feeds, &mut net, now(&nodes[0]));
+        clock.advance(2);
+        for (to, from, sent, rec) in late {
+            receive(&nodes[to], &rec, sent, id(from));
+        }
+        collect(&mut feeds, &mut net, now(&nodes[0]));
+    }
 }

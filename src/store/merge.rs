@@ -8,13 +8,6 @@
 //! state. Versions never tie between distinct changes: a stamp is unique per node, and the
 //! node id breaks ties between nodes.
 //!
-//! One change keeps its version: a touch that lengthens an item's life (memcached keeps the
-//! CAS through a touch, and clients rely on it between a `gets` and a `cas`). So two states
-//! of one version may differ in expiry, and the later expiry wins ([`outlives`]): states
-//! order by version, then by expiry, so the copies of a version end with the latest
-//! expiry any node gave it (within the slack below). A touch that shortens a life takes a
-//! new version instead, or the longer one would win back.
-//!
 //! Stamps follow wall time ([`super::Hlc`]), so a stamp far ahead of it can only come from a
 //! broken clock or a hostile client: it would hold the key (and, observed, the node's clock)
 //! ahead for as long. Such stamps are refused, from peers and from `ms E` alike.
@@ -35,23 +28,6 @@ pub fn stamp_limit(unix_ms: u64) -> u64 {
 #[inline]
 pub fn replaces(incoming: Version, current: Version) -> bool {
     incoming > current
-}
-
-/// How far apart two copies' expiries may land without either counting as later: an expiry
-/// travels as a remaining lifetime in whole seconds, and each node counts seconds from its
-/// own start, so a copy lands up to a second off. Were that second taken as a touch, copies
-/// passed around a mesh could echo, a second later each time.
-pub const EXPIRY_SLACK: u32 = 1;
-
-/// True if an item expiring at `incoming` outlives one of the same version expiring at
-/// `held` (relative seconds, 0 never) by more than [`EXPIRY_SLACK`].
-#[inline]
-pub fn outlives(incoming: u32, held: u32) -> bool {
-    match (incoming, held) {
-        (_, 0) => false,
-        (0, _) => true,
-        (i, h) => i > h.saturating_add(EXPIRY_SLACK),
-    }
 }
 
 /// Something with a version: a state of one key.
@@ -140,18 +116,6 @@ mod tests {
         assert_eq!(merge(&State::Live(v(4, 9), 0), &del), del);
         let newer = State::Live(v(5, 2), 7);
         assert_eq!(merge(&del, &newer), newer);
-    }
-
-    #[test]
-    fn never_outlives_everything_and_a_second_is_slack() {
-        assert!(outlives(0, 100));
-        assert!(!outlives(100, 0));
-        assert!(!outlives(0, 0));
-        assert!(outlives(102, 100));
-        assert!(!outlives(101, 100), "a second off is the same expiry");
-        assert!(!outlives(100, 100));
-        assert!(!outlives(50, 100));
-        assert!(!outlives(u32::MAX, u32::MAX - 1));
     }
 
     #[test]

@@ -23,9 +23,7 @@
 //!
 //! How replication uses it. Every change, local or remote, is ordered by one rule,
 //! last-writer-wins on a [`Version`] (stamp, node id; see [`merge`]), and every change makes
-//! a new version: writes, deletes, arithmetic, and a touch that shortens a life. A touch
-//! that lengthens it keeps the version (and the CAS, as in memcached); the copies of a
-//! version take the latest expiry ([`merge::outlives`]).
+//! a new version: writes, deletes, arithmetic, and touches too.
 //! - Sending: [`Store::subscribe`] gives a reader of the mutation feed ([`feed`]): each
 //!   change as the state it left (a [`Record`], encoded once and shared by all readers),
 //!   with per-shard sequence numbers. A change applied from a peer carries that peer as its
@@ -590,12 +588,15 @@ impl Store {
         // and vivify's).
         if let Some(t) = opts.touch.filter(|_| !created) {
             meta.exptime = t;
-            // The CAS stays, as in memcached, so a `gets`, a touch, then a `cas` succeeds;
-            // peers take the later expiry of a version. With changes going to peers, a touch
-            // that shortens the life is a new version (and CAS), or they would keep the
-            // longer one.
+            // With changes going to peers, a new expiry is a change like any other: a new
+            // version, so peers take it (and the CAS changes). Alone, the CAS stays, as in
+            // memcached, so a `gets`, a touch, then a `cas` succeeds. (Keeping the version
+            // and letting copies of one version take the later expiry was tried: it needs
+            // the forgotten table to know versions, not stamps, and no relaying of those
+            // copies, or a copy that expired on a peer is refused for good and a slow link
+            // in a mesh makes one circulate.)
             let published = self.replicating() || self.inner.feed.is_on();
-            if !created && published && merge::outlives(before.exptime, t) {
+            if !created && published {
                 meta.cas = self.new_stamp(&mut shard, hash, key, None, now);
                 meta.node = self.inner.cfg.node;
             }
@@ -619,7 +620,7 @@ impl Store {
             meta.atime = now;
             meta.set(bits::FETCHED | bits::REFERENCED);
         }
-        let observed = self.inner.feed.is_on() && (created || meta.exptime != before.exptime);
+        let observed = self.inner.feed.is_on() && (created || opts.touch.is_some());
         if meta == before && !observed {
             // Nothing to write (a hot key read again within the second): the item as
             // decoded above is the answer. A return of its own on purpose: folding the two
