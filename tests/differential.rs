@@ -453,21 +453,11 @@ fn meta_debug_without_cas() {
 #[test]
 fn meta_debug_class_follows_growth_factor_and_chunk_size() {
     let args = ["-f", "1.5", "-n", "30", "-I", "2m", "-m", "128"];
-    let mc = Memcached::start_with(&args);
-    let ours = Proc::start(&args);
-    for total in [61, 80, 81, 120, 121, 1000, 300_000, 600_000, 1_500_000] {
+    let cases = [61, 80, 81, 120, 121, 1000, 300_000, 600_000, 1_500_000].map(|total| {
         let n = total - 60;
-        let case = format!("set k 0 0 {n}\r\n{}\r\nme k\r\n", "x".repeat(n));
-        let replies: Vec<Vec<u8>> = [mc.1, ours.port]
-            .iter()
-            .map(|&port| normalize(&exchange(port, case.as_bytes())))
-            .collect();
-        assert_eq!(
-            String::from_utf8_lossy(&replies[1]),
-            String::from_utf8_lossy(&replies[0]),
-            "item of {total} bytes"
-        );
-    }
+        format!("set k 0 0 {n}\r\n{}\r\nme k\r\n", "x".repeat(n)).into_bytes()
+    });
+    compare_with(&args, cases.to_vec());
 }
 
 /// Which error a meta line with two bad tokens gets, as memcached 1.6.18 reports it: a bad

@@ -36,6 +36,13 @@ impl Sizing<'_> {
         let no_cas = if self.cas { 0 } else { 8 };
         item_total_size(it.key().len(), it.value().len(), it.flags) - no_cas
     }
+
+    /// The item's size and the slab class memcached would keep it in, as `me` and the
+    /// metadump lines show them.
+    pub fn size_and_class(&self, it: &Item) -> (usize, u32) {
+        let size = self.size(it);
+        (size, self.slabs.class_of(size))
+    }
 }
 
 /// Appends the next batch of lines to `out`; the cursor to go on from, None when done.
@@ -47,10 +54,7 @@ pub fn write_batch(
     now: u32,
     out: &mut Vec<u8>,
 ) -> Option<Cursor> {
-    store.visit_live(cursor, BATCH, now, |it| {
-        let cas = if sizing.cas { it.cas } else { 0 };
-        write_line(out, it, clock, cas, sizing)
-    })
+    store.visit_live(cursor, BATCH, now, |it| write_line(out, it, clock, sizing))
 }
 
 /// `stats sizes` while enabled: how many live items stored since stamp `since` have each
@@ -129,9 +133,9 @@ pub fn write_cachedump(
 /// `key=K exp=E la=L cas=C fetch=yes|no cls=N size=S` ended by a bare newline, as
 /// memcached writes it; `exp` is -1 for items that never expire, else a unix time; `cls`
 /// the class memcached would keep the item in (as `me` shows it).
-fn write_line(out: &mut Vec<u8>, it: &Item, clock: &Clock, cas: u64, sizing: Sizing<'_>) {
-    let size = sizing.size(it);
-    let class = sizing.slabs.class_of(size);
+fn write_line(out: &mut Vec<u8>, it: &Item, clock: &Clock, sizing: Sizing<'_>) {
+    let (size, class) = sizing.size_and_class(it);
+    let cas = if sizing.cas { it.cas } else { 0 };
     use std::io::Write;
     let exp = match it.exptime {
         0 => -1,

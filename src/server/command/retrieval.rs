@@ -101,9 +101,7 @@ pub fn debug<R: Reply>(s: &mut Session<'_>, key: &[u8], reply: &R, out: &mut Vec
             let mut hit = item_view(it, s.cas_out(it.cas), now);
             hit.idle = now.saturating_sub(it.atime);
             hit.fetched = it.has(bits::FETCHED);
-            let sizing = s.shared.sizing();
-            hit.size = sizing.size(it);
-            hit.class = sizing.slabs.class_of(hit.size);
+            (hit.size, hit.class) = s.shared.sizing().size_and_class(it);
             reply.debug(out, Some(&hit));
         }
     });
