@@ -435,7 +435,7 @@ async fn send_changes(
     // flowing only the other way (a copy this node receives) must not read as silence.
     let mut last_write = Instant::now();
     let mut last_mark = Instant::now();
-    let pause = Pause::default();
+    let mut pause = Pause::default();
     loop {
         while let Ok(f) = control.try_recv() {
             send(wr, &f).await?;
@@ -504,6 +504,7 @@ async fn send_changes(
             }
             continue;
         }
+        pause.stop();
         if wake.polling.swap(false, Ordering::SeqCst) {
             // Back to wake-ups: one more look for a write that skipped its wake-up.
             fence(Ordering::SeqCst);

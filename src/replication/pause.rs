@@ -39,28 +39,35 @@ mod imp {
             Ok(Timer(fd))
         }
 
-        pub async fn sleep(&self, d: Duration) -> io::Result<()> {
+        /// Arms the timer to fire every `period` from now on (a zero period disarms it).
+        pub fn arm(&self, period: Duration) -> io::Result<()> {
+            let ts = libc::timespec {
+                tv_sec: period.as_secs() as libc::time_t,
+                tv_nsec: period.subsec_nanos() as libc::c_long,
+            };
             let spec = libc::itimerspec {
-                it_interval: libc::timespec {
-                    tv_sec: 0,
-                    tv_nsec: 0,
-                },
-                it_value: libc::timespec {
-                    tv_sec: d.as_secs() as libc::time_t,
-                    // A zero value would disarm the timer: at least a nanosecond.
-                    tv_nsec: (d.subsec_nanos().max(1)) as libc::c_long,
-                },
+                it_interval: ts,
+                it_value: ts,
             };
             let fd = self.0.get_ref().as_raw_fd();
             // SAFETY: `fd` is this timer's open descriptor and `spec` a valid itimerspec.
             if unsafe { libc::timerfd_settime(fd, 0, &spec, std::ptr::null_mut()) } != 0 {
                 return Err(io::Error::last_os_error());
             }
+            Ok(())
+        }
+
+        /// Waits for the next expiration (at once if one passed since the last wait).
+        pub async fn tick(&self) -> io::Result<()> {
+            let fd = self.0.get_ref().as_raw_fd();
             loop {
                 let mut ready = self.0.readable().await?;
                 let mut expirations = [0u8; 8];
                 // SAFETY: reads at most 8 bytes into a buffer of 8 from this timer's fd.
                 let n = unsafe { libc::read(fd, expirations.as_mut_ptr().cast(), 8) };
+                // Read or not, the timer is not readable until it fires again: forgetting
+                // the readiness now saves the next wait a read that would only block.
+                ready.clear_ready();
                 if n == 8 {
                     return Ok(());
                 }
@@ -68,16 +75,19 @@ mod imp {
                 if e.kind() != io::ErrorKind::WouldBlock {
                     return Err(e);
                 }
-                ready.clear_ready();
             }
         }
     }
 }
 
-/// A reusable pause of microsecond precision.
+/// A reusable pause of microsecond precision: while a link is busy its sender waits for
+/// the ticks of one periodic timer, armed once, rather than setting a timer per pause (a
+/// system call saved per batch); [`Pause::stop`] disarms it when the link goes idle.
 pub struct Pause {
     #[cfg(target_os = "linux")]
     timer: Option<imp::Timer>,
+    /// The period the timer is armed with; None while disarmed.
+    armed: Option<Duration>,
 }
 
 impl Default for Pause {
@@ -85,20 +95,37 @@ impl Default for Pause {
         Pause {
             #[cfg(target_os = "linux")]
             timer: imp::Timer::new().ok(),
+            armed: None,
         }
     }
 }
 
 impl Pause {
-    /// Waits about `d`.
-    pub async fn sleep(&self, d: Duration) {
+    /// Waits until the next tick of a timer of period `d`: at most `d`, less if the caller
+    /// spent part of the period since the last tick, no wait if it spent all of it.
+    pub async fn sleep(&mut self, d: Duration) {
         #[cfg(target_os = "linux")]
         if let Some(t) = &self.timer {
-            if t.sleep(d).await.is_ok() {
-                return;
+            let armed = self.armed == Some(d) || t.arm(d).is_ok();
+            if armed {
+                self.armed = Some(d);
+                if t.tick().await.is_ok() {
+                    return;
+                }
             }
+            self.armed = None;
         }
         tokio::time::sleep(d).await;
+    }
+
+    /// Disarms the timer: the link has nothing to send, so no tick should wake it.
+    pub fn stop(&mut self) {
+        #[cfg(target_os = "linux")]
+        if let (Some(t), Some(_)) = (&self.timer, self.armed) {
+            // A failure leaves the timer ticking; the next arm resets it either way.
+            let _ = t.arm(Duration::ZERO);
+        }
+        self.armed = None;
     }
 }
 
@@ -108,12 +135,29 @@ mod tests {
     use std::time::Instant;
 
     #[tokio::test]
-    async fn a_pause_is_about_as_long_as_asked_and_can_be_repeated() {
-        let p = Pause::default();
+    async fn a_pause_waits_for_the_next_tick_of_one_period() {
+        let period = Duration::from_millis(10);
+        let mut p = Pause::default();
+        // Just armed: a whole period.
+        let t = Instant::now();
+        p.sleep(period).await;
+        assert!(t.elapsed() >= period, "{:?}", t.elapsed());
+        // Work longer than the period between two pauses: the next one does not wait.
+        std::thread::sleep(3 * period);
+        let t = Instant::now();
+        p.sleep(period).await;
+        assert!(t.elapsed() < period, "{:?}", t.elapsed());
+        // Repeated, each waits at most about a period.
         for _ in 0..3 {
             let t = Instant::now();
-            p.sleep(Duration::from_micros(300)).await;
-            assert!(t.elapsed() >= Duration::from_micros(300));
+            p.sleep(period).await;
+            assert!(t.elapsed() < 20 * period, "{:?}", t.elapsed());
         }
+        // Stopped, then started again: a whole period from the restart.
+        p.stop();
+        std::thread::sleep(3 * period);
+        let t = Instant::now();
+        p.sleep(period).await;
+        assert!(t.elapsed() >= period, "{:?}", t.elapsed());
     }
 }
