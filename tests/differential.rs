@@ -653,6 +653,62 @@ fn admin_settings_match_memcached() {
     }
 }
 
+/// `stats settings` lists memcached's settings in its order, leaving out those of the
+/// extstore and TLS builds (this server has neither), and shows memcached's values for the
+/// tuning of machinery it does not have, defaults or given with `-o`.
+#[test]
+fn settings_list_memcached_keys_in_its_order() {
+    fn settings(port: u16) -> Vec<(String, String)> {
+        String::from_utf8_lossy(&exchange(port, b"stats settings\r\n"))
+            .lines()
+            .filter_map(|l| {
+                let mut p = l.strip_prefix("STAT ")?.splitn(2, ' ');
+                Some((p.next()?.to_string(), p.next()?.to_string()))
+            })
+            .collect()
+    }
+    let tuning = [
+        "slab_automove_ratio",
+        "slab_automove_window",
+        "slab_chunk_max",
+        "lru_crawler_sleep",
+        "lru_crawler_tocrawl",
+        "hot_lru_pct",
+        "warm_lru_pct",
+        "hot_max_factor",
+        "warm_max_factor",
+        "watcher_logbuf_size",
+        "worker_logbuf_size",
+        "slab_automove_freeratio",
+        "num_napi_ids",
+        "memory_file",
+    ];
+    let given = "slab_automove_ratio=0.7,slab_automove_window=10,lru_crawler_sleep=50,\
+                 lru_crawler_tocrawl=7,hot_lru_pct=25,warm_lru_pct=30,hot_max_factor=0.5,\
+                 warm_max_factor=3,watcher_logbuf_size=100,worker_logbuf_size=64,\
+                 slab_automove_freeratio=0.02";
+    for args in [&[][..], &["-o", given][..]] {
+        let mc = Memcached::start_with(args);
+        let ours = Proc::start(args);
+        let theirs: Vec<_> = settings(mc.1)
+            .into_iter()
+            .filter(|(k, _)| !k.starts_with("ext_") && !k.starts_with("ssl_"))
+            .collect();
+        let mine = settings(ours.port);
+        let names =
+            |s: &[(String, String)]| -> Vec<String> { s.iter().map(|(k, _)| k.clone()).collect() };
+        let mine_known: Vec<_> = names(&mine)
+            .into_iter()
+            .filter(|k| theirs.iter().any(|(t, _)| t == k))
+            .collect();
+        assert_eq!(mine_known, names(&theirs), "{args:?}: names and order");
+        for key in tuning {
+            let value = |s: &[(String, String)]| s.iter().find(|(k, _)| k == key).cloned();
+            assert_eq!(value(&mine), value(&theirs), "{args:?}: {key}");
+        }
+    }
+}
+
 /// metadump lines show the class `me` shows (and, under `-C`, the smaller size and cas=0).
 /// One item per dump, as the two servers list items in different orders. (Which items a
 /// class list picks differs by design: see the README.)
