@@ -702,10 +702,32 @@ fn settings_list_memcached_keys_in_its_order() {
             .filter(|k| theirs.iter().any(|(t, _)| t == k))
             .collect();
         assert_eq!(mine_known, names(&theirs), "{args:?}: names and order");
-        for key in tuning {
-            let value = |s: &[(String, String)]| s.iter().find(|(k, _)| k == key).cloned();
-            assert_eq!(value(&mine), value(&theirs), "{args:?}: {key}");
+        let same_tuning = |mine: &[(String, String)], theirs: &[(String, String)], when| {
+            for key in tuning {
+                let value = |s: &[(String, String)]| s.iter().find(|(k, _)| k == key).cloned();
+                assert_eq!(value(mine), value(theirs), "{args:?} {when}: {key}");
+            }
+        };
+        same_tuning(&mine, &theirs, "at start");
+        // Set at run time (with a refused value between, which changes nothing).
+        for step in [
+            "lru_crawler sleep 50\r\n",
+            "lru_crawler sleep 2000000\r\n",
+            "lru_crawler tocrawl 7\r\n",
+            "slabs automove 2\r\n",
+            "slabs automove 3\r\n",
+            "slabs automove ratio 0.5\r\n",
+        ] {
+            assert_eq!(
+                exchange(ours.port, step.as_bytes()),
+                exchange(mc.1, step.as_bytes()),
+                "{step:?}"
+            );
         }
+        let (mine, theirs) = (settings(ours.port), settings(mc.1));
+        same_tuning(&mine, &theirs, "after the commands");
+        let level = |s: &[(String, String)]| s.iter().find(|(k, _)| k == "slab_automove").cloned();
+        assert_eq!(level(&mine), level(&theirs), "{args:?}: slab_automove");
     }
 }
 

@@ -32,6 +32,19 @@ pub enum SetMode {
 }
 
 /// One request, whatever encoding it came in.
+/// The run-time settings of [`Command::Tune`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Tunable {
+    /// `lru_crawler sleep <us>`
+    CrawlerSleep(u32),
+    /// `lru_crawler tocrawl <n>`
+    CrawlerToCrawl(u32),
+    /// `slabs automove <0|1|2>`
+    SlabAutomove(u32),
+    /// `slabs automove ratio <f>`
+    SlabAutomoveRatio(f64),
+}
+
 #[derive(Debug)]
 pub enum Command<'a> {
     // Retrieval
@@ -97,6 +110,9 @@ pub enum Command<'a> {
     SlabsReassign {
         classes: Option<(i32, i32)>,
     },
+    /// A tuning knob of memcached's machinery set at run time (`lru_crawler sleep`, `slabs
+    /// automove`, …): nothing here acts on it, `stats settings` shows it; answers `OK`.
+    Tune(Tunable),
     /// Admin commands accepted for compatibility with a fixed answer (`lru`, …).
     Fixed {
         reply: &'static [u8],

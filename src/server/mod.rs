@@ -151,6 +151,8 @@ pub struct Shared {
     /// memcached's LRU crawler, as `lru_crawler enable|disable` left it (nothing crawls
     /// here: expiry is reclaimed in the background regardless).
     crawler: AtomicBool,
+    /// memcached's knobs its commands set at run time, for `stats settings`.
+    pub tuning: settings::Tuning,
     /// `stats sizes_enable`: the stamp from which items are counted; [`SIZES_OFF`] while
     /// disabled.
     sizes_since: AtomicU64,
@@ -388,6 +390,7 @@ impl Server {
             ascii_credentials,
             verbosity: AtomicU32::new(config.verbose as u32),
             crawler: AtomicBool::new(config.extended_switch("lru_crawler", "no_lru_crawler", true)),
+            tuning: settings::Tuning::new(&config),
             // `-o track_sizes`: counting from the start.
             sizes_since: AtomicU64::new(if config.extended_switch("track_sizes", "", false) {
                 0

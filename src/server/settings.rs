@@ -1,7 +1,54 @@
 //! `stats settings`: the configuration in memcached's names, so tooling that reads it works.
 
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
 use super::Shared;
+use crate::config::Config;
+use crate::protocol::command::Tunable;
 use crate::protocol::text::reply::stat;
+
+/// memcached's knobs that its commands change at run time (`lru_crawler sleep|tocrawl`,
+/// `slabs automove [ratio]`): kept only so `stats settings` shows them as set.
+pub struct Tuning {
+    crawler_sleep: AtomicU32,
+    crawler_tocrawl: AtomicU32,
+    slab_automove: AtomicU32,
+    /// The ratio's bits (an f64).
+    automove_ratio: AtomicU64,
+}
+
+impl Tuning {
+    /// What `-o` gave, else memcached's defaults (no automove here: level 0).
+    pub fn new(c: &Config) -> Tuning {
+        let ext = |name| extended(c, name);
+        let whole32 = |name, default| whole(ext(name), 1, default) as u32;
+        Tuning {
+            crawler_sleep: AtomicU32::new(whole32("lru_crawler_sleep", 100)),
+            crawler_tocrawl: AtomicU32::new(whole32("lru_crawler_tocrawl", 0)),
+            slab_automove: AtomicU32::new(whole32("slab_automove", 0)),
+            automove_ratio: AtomicU64::new(fraction(ext("slab_automove_ratio"), 0.8).to_bits()),
+        }
+    }
+
+    pub fn set(&self, t: Tunable) {
+        match t {
+            Tunable::CrawlerSleep(us) => self.crawler_sleep.store(us, Ordering::Relaxed),
+            Tunable::CrawlerToCrawl(n) => self.crawler_tocrawl.store(n, Ordering::Relaxed),
+            Tunable::SlabAutomove(level) => self.slab_automove.store(level, Ordering::Relaxed),
+            Tunable::SlabAutomoveRatio(r) => {
+                self.automove_ratio.store(r.to_bits(), Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// The value of `-o name=value`, if given.
+fn extended(c: &Config, name: &str) -> Option<String> {
+    c.extended
+        .iter()
+        .find(|(n, _)| n == name)
+        .and_then(|(_, v)| v.clone())
+}
 
 fn yes_no(b: bool) -> &'static str {
     if b {
@@ -13,12 +60,9 @@ fn yes_no(b: bool) -> &'static str {
 
 pub fn write(sh: &Shared, out: &mut Vec<u8>) {
     let c = &sh.config;
-    let ext = |name: &str| {
-        c.extended
-            .iter()
-            .find(|(n, _)| n == name)
-            .and_then(|(_, v)| v.clone())
-    };
+    let ext = |name| extended(c, name);
+    let t = &sh.tuning;
+    let load = |a: &AtomicU32| a.load(Ordering::Relaxed);
     stat(out, "maxbytes", sh.store.limit_bytes());
     stat(out, "maxconns", c.max_connections);
     stat(out, "tcpport", sh.tcp_port());
@@ -69,15 +113,12 @@ pub fn write(sh: &Shared, out: &mut Vec<u8>) {
         "slab_reassign",
         yes_no(c.extended_switch("slab_reassign", "no_slab_reassign", true)),
     );
-    stat(out, "slab_automove", 0);
+    stat(out, "slab_automove", load(&t.slab_automove));
     // Tuning of memcached machinery this server does not have (slab rebalancing, the
     // segmented LRU, the log watchers): what `-o` gave, else memcached's defaults, so tools
     // that read them find them.
-    stat(
-        out,
-        "slab_automove_ratio",
-        fixed(ext("slab_automove_ratio"), 2, 0.8),
-    );
+    let ratio = f64::from_bits(t.automove_ratio.load(Ordering::Relaxed));
+    stat(out, "slab_automove_ratio", format!("{ratio:.2}"));
     stat(
         out,
         "slab_automove_window",
@@ -89,16 +130,8 @@ pub fn write(sh: &Shared, out: &mut Vec<u8>) {
         whole(ext("slab_chunk_max"), 1, 524_288),
     );
     stat(out, "lru_crawler", yes_no(sh.crawler_enabled()));
-    stat(
-        out,
-        "lru_crawler_sleep",
-        whole(ext("lru_crawler_sleep"), 1, 100),
-    );
-    stat(
-        out,
-        "lru_crawler_tocrawl",
-        whole(ext("lru_crawler_tocrawl"), 1, 0),
-    );
+    stat(out, "lru_crawler_sleep", load(&t.crawler_sleep));
+    stat(out, "lru_crawler_tocrawl", load(&t.crawler_tocrawl));
     stat(out, "tail_repair_time", 0);
     stat(out, "flush_enabled", yes_no(c.flush_enabled));
     stat(out, "dump_enabled", "yes");
@@ -158,13 +191,17 @@ fn whole(given: Option<String>, unit: u64, default: u64) -> u64 {
         .map_or(default, |n| n.saturating_mul(unit))
 }
 
-/// An `-o` fraction with `places` decimals, or `default`.
-fn fixed(given: Option<String>, places: usize, default: f64) -> String {
-    let v = given
+/// An `-o` fraction, or `default`.
+fn fraction(given: Option<String>, default: f64) -> f64 {
+    given
         .and_then(|v| v.trim().parse::<f64>().ok())
         .filter(|v| v.is_finite())
-        .unwrap_or(default);
-    format!("{v:.places$}")
+        .unwrap_or(default)
+}
+
+/// An `-o` fraction with `places` decimals, or `default`.
+fn fixed(given: Option<String>, places: usize, default: f64) -> String {
+    format!("{:.places$}", fraction(given, default))
 }
 
 /// The configured peers, comma-separated; None without any.

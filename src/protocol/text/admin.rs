@@ -3,7 +3,7 @@
 //! `server::command::{admin, stats}`.
 
 use super::{invalid, text, Tokens};
-use crate::protocol::command::Command;
+use crate::protocol::command::{Command, Tunable};
 use crate::protocol::number::{parse_i32, parse_u32, parse_u64};
 use crate::protocol::{ErrorKind, Parsed, ProtocolError};
 
@@ -94,15 +94,15 @@ fn parse_crawler<'a>(t: &Tokens<'a>, used: usize) -> Parsed<'a> {
             CrawlClasses::Bad => BADCLASS,
         }),
         // Microseconds between items, at most a second; read as `safe_strtoul` reads it.
-        (4, b"sleep") => fixed(match parse_u64(t.get(2)).map(|n| n as u32) {
-            Some(0..=1_000_000) => b"OK\r\n",
-            Some(_) => b"CLIENT_ERROR sleep must be one second or less\r\n",
-            None => BAD_FORMAT,
-        }),
-        (4, b"tocrawl") => fixed(match parse_u64(t.get(2)) {
-            Some(_) => b"OK\r\n",
-            None => BAD_FORMAT,
-        }),
+        (4, b"sleep") => match parse_u64(t.get(2)).map(|n| n as u32) {
+            Some(us @ 0..=1_000_000) => done(Command::Tune(Tunable::CrawlerSleep(us))),
+            Some(_) => fixed(b"CLIENT_ERROR sleep must be one second or less\r\n"),
+            None => fixed(BAD_FORMAT),
+        },
+        (4, b"tocrawl") => match parse_u64(t.get(2)) {
+            Some(n) => done(Command::Tune(Tunable::CrawlerToCrawl(n as u32))),
+            None => fixed(BAD_FORMAT),
+        },
         _ => fixed(b"ERROR\r\n"),
     }
 }
@@ -112,22 +112,23 @@ fn parse_crawler<'a>(t: &Tokens<'a>, used: usize) -> Parsed<'a> {
 /// `safe_strtoul` reads it (64 bits, kept to the low 32).
 fn parse_automove<'a>(t: &Tokens<'a>, used: usize) -> Parsed<'a> {
     let noreply = t.noreply();
-    let reply: &'static [u8] = if t.get(2) == b"ratio" {
+    let fixed = |reply: &'static [u8]| text(Command::Fixed { reply }, noreply, used);
+    let tune = |setting| text(Command::Tune(setting), noreply, used);
+    if t.get(2) == b"ratio" {
         let ratio = std::str::from_utf8(t.get(3))
             .ok()
             .and_then(|s| s.parse::<f64>().ok());
         match ratio {
-            Some(_) if t.ntokens >= 5 => b"OK\r\n",
-            _ => b"ERROR\r\n",
+            Some(r) if t.ntokens >= 5 => tune(Tunable::SlabAutomoveRatio(r)),
+            _ => fixed(b"ERROR\r\n"),
         }
     } else {
         match parse_u64(t.get(2)).map(|n| n as u32) {
-            Some(0..=2) => b"OK\r\n",
-            Some(_) => b"ERROR\r\n",
-            None => b"CLIENT_ERROR bad command line format\r\n",
+            Some(level @ 0..=2) => tune(Tunable::SlabAutomove(level)),
+            Some(_) => fixed(b"ERROR\r\n"),
+            None => fixed(b"CLIENT_ERROR bad command line format\r\n"),
         }
-    };
-    text(Command::Fixed { reply }, noreply, used)
+    }
 }
 
 /// Everything else: stats, version, quit, shutdown, admin verbs, or an unknown command.

@@ -5,7 +5,7 @@ use proptest::prelude::*;
 
 use super::parse;
 use super::reply::TextReply;
-use crate::protocol::command::{Cas, Command, Exptime, SetMode};
+use crate::protocol::command::{Cas, Command, Exptime, SetMode, Tunable};
 use crate::protocol::{ErrorKind, Limits, Parsed, Request};
 
 fn limits() -> Limits {
@@ -268,6 +268,8 @@ fn crawler_and_reassign_arguments_as_memcached_checks_them() {
     let crawl = |line: &str| match command(line.as_bytes()).0 {
         Command::Crawl { reply } => String::from_utf8_lossy(reply).into_owned(),
         Command::Fixed { reply } => String::from_utf8_lossy(reply).into_owned(),
+        // Answered OK once the setting is kept.
+        Command::Tune(_) => "OK\r\n".to_string(),
         other => panic!("{other:?}"),
     };
     for (arg, reply) in [
@@ -295,6 +297,15 @@ fn crawler_and_reassign_arguments_as_memcached_checks_them() {
     assert!(matches!(
         command(b"lru_crawler enable\r\n").0,
         Command::Crawler { enable: true }
+    ));
+    // Read as memcached reads them: 64 bits kept to the low 32.
+    assert!(matches!(
+        command(b"lru_crawler sleep 4294967297\r\n").0,
+        Command::Tune(Tunable::CrawlerSleep(1))
+    ));
+    assert!(matches!(
+        command(b"lru_crawler tocrawl 7\r\n").0,
+        Command::Tune(Tunable::CrawlerToCrawl(7))
     ));
     let reassign = |line: &[u8]| match command(line).0 {
         Command::SlabsReassign { classes } => classes,

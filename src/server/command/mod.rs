@@ -228,6 +228,10 @@ pub fn execute<R: Reply>(
         Command::Crawl { reply: line } => reply.fixed(out, admin::crawl(s, line)),
         Command::Crawler { enable } => reply.fixed(out, admin::crawler(s, enable)),
         Command::SlabsReassign { classes } => reply.fixed(out, admin::slabs_reassign(s, classes)),
+        Command::Tune(setting) => {
+            s.shared.tuning.set(setting);
+            reply.fixed(out, b"OK\r\n");
+        }
         Command::Fixed { reply: line } => reply.fixed(out, line),
         Command::SaslMechs => reply.sasl_mechs(out, auth::SASL_MECHS),
         Command::SaslAuth { step, mech, data } => {
