@@ -157,6 +157,14 @@ pub struct Args {
     /// less replication lag for more CPU
     #[arg(long = "repl-batch-us")]
     pub repl_batch_us: Option<u64>,
+    /// Acknowledged writes: a write is answered once this many peers hold it (at most as
+    /// many as are caught up and linked; default 0, answered at once)
+    #[arg(long = "repl-ack-peers")]
+    pub repl_ack_peers: Option<usize>,
+    /// Milliseconds an acknowledged write waits for its peers before it is answered anyway
+    /// (default 100)
+    #[arg(long = "repl-ack-timeout-ms")]
+    pub repl_ack_timeout_ms: Option<u64>,
     /// Read settings from this TOML file; flags override it
     #[arg(long = "config")]
     #[serde(skip)]
@@ -178,7 +186,8 @@ impl Args {
                 conn_limit, pidfile, slab_growth_factor, slab_min_size, prefix_delimiter, threads,
                 max_reqs_per_event, listen_backlog, protocol, max_item_size, auth_file,
                 memory_file, replication_port, replication_queue, repl_listen, repl_secret_file,
-                cluster, node_id, repl_timeout, repl_backlog_size, repl_batch_us, repl_backlog_ttl;
+                cluster, node_id, repl_timeout, repl_backlog_size, repl_batch_us, repl_backlog_ttl,
+                repl_ack_peers, repl_ack_timeout_ms;
             switches: enable_shutdown, daemon, enable_coredumps, lock_memory, enable_largepages,
                 disable_cas, enable_sasl, disable_flush_all, disable_evictions);
         if self.verbose == 0 {

@@ -144,6 +144,11 @@ pub struct ReplicationConfig {
     pub batch: std::time::Duration,
     /// `-q`: repcached's queue length, accepted; the backlog is sized in bytes instead.
     pub queue: Option<usize>,
+    /// `--repl-ack-peers`: how many caught-up peers must hold a write before it is
+    /// answered; 0: answered at once (asynchronous replication).
+    pub ack_peers: usize,
+    /// `--repl-ack-timeout-ms`: the longest an acknowledged write waits for them.
+    pub ack_timeout: std::time::Duration,
 }
 
 impl Default for ReplicationConfig {
@@ -161,6 +166,8 @@ impl Default for ReplicationConfig {
             batch: std::time::Duration::from_millis(1),
             backlog_ttl: std::time::Duration::from_secs(900),
             queue: None,
+            ack_peers: 0,
+            ack_timeout: std::time::Duration::from_millis(100),
         }
     }
 }
@@ -488,5 +495,11 @@ fn replication_from(r: &mut ReplicationConfig, args: &Args) -> Result<(), Config
         r.batch = validate::parse_batch(us)?;
     }
     r.queue = args.replication_queue;
+    if let Some(n) = args.repl_ack_peers {
+        r.ack_peers = n;
+    }
+    if let Some(ms) = args.repl_ack_timeout_ms {
+        r.ack_timeout = validate::parse_ack_timeout(ms)?;
+    }
     Ok(())
 }

@@ -227,6 +227,16 @@ pub fn parse_timeout(secs: f64) -> Result<std::time::Duration, ConfigError> {
     Ok(std::time::Duration::from_secs_f64(secs))
 }
 
+/// `--repl-ack-timeout-ms N`: between 1 and 60,000 milliseconds.
+pub fn parse_ack_timeout(ms: u64) -> Result<std::time::Duration, ConfigError> {
+    if !(1..=60_000).contains(&ms) {
+        return Err(ConfigError::Invalid(format!(
+            "--repl-ack-timeout-ms {ms}: give milliseconds between 1 and 60000, like --repl-ack-timeout-ms 100"
+        )));
+    }
+    Ok(std::time::Duration::from_millis(ms))
+}
+
 /// `--repl-batch-us N`: between 50 and 100,000 microseconds.
 pub fn parse_batch(us: u64) -> Result<std::time::Duration, ConfigError> {
     if !(50..=100_000).contains(&us) {
@@ -298,6 +308,9 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
     }
     if r.cluster.is_empty() || r.cluster.len() > 255 {
         return bad("--cluster: give a name of 1-255 characters");
+    }
+    if r.ack_peers > 0 && !r.enabled() {
+        return bad("--repl-ack-peers waits for peers, and none is configured: give --peer HOST:PORT (or -x HOST), or leave --repl-ack-peers out");
     }
     Ok(())
 }

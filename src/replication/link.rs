@@ -189,6 +189,10 @@ struct Acks {
     /// When the oldest ack not yet sent came in.
     since: std::sync::Mutex<Option<Instant>>,
     notify: Notify,
+    /// Acks leave at once, alone if need be: this node waits for its peers' acks before it
+    /// answers writes (`--repl-ack-peers`), and so, configured alike, do they for this
+    /// node's.
+    prompt: bool,
 }
 
 impl Acks {
@@ -203,7 +207,8 @@ impl Acks {
     /// [`ACK_DELAY`].
     fn take(&self, with_other_frames: bool) -> Option<u64> {
         let mut since = self.since();
-        let due = since.is_some_and(|t| with_other_frames || t.elapsed() >= ACK_DELAY);
+        let due =
+            since.is_some_and(|t| with_other_frames || self.prompt || t.elapsed() >= ACK_DELAY);
         if !due {
             return None;
         }
@@ -213,7 +218,12 @@ impl Acks {
 
     /// When an ack waiting alone is due.
     fn due(&self) -> Option<Instant> {
-        self.since().map(|t| t + ACK_DELAY)
+        let delay = if self.prompt {
+            Duration::ZERO
+        } else {
+            ACK_DELAY
+        };
+        self.since().map(|t| t + delay)
     }
 
     fn since(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
@@ -285,7 +295,10 @@ async fn serve(
     let wake = Wake { notify, polling };
     // A v2 peer refuses live records that carry item bits.
     let item_bits = peer_version >= 3;
-    let acks = Acks::default();
+    let acks = Acks {
+        prompt: inner.ack_peers > 0,
+        ..Acks::default()
+    };
     let mut marks = Marks {
         chain: parked.chain,
         n: 0,
@@ -467,8 +480,11 @@ async fn send_changes(
         if !mine.is_empty() {
             wire::encode_changes(store.clock().now(), &mine, &mut out, item_bits);
         }
-        let mark_now =
-            !mine.is_empty() || marks.sent.is_none() || last_mark.elapsed() >= MARK_DELAY;
+        // Writes waiting for acks wait on marks too: then every move is marked at once.
+        let mark_now = !mine.is_empty()
+            || marks.sent.is_none()
+            || last_mark.elapsed() >= MARK_DELAY
+            || inner.ack_peers > 0;
         let marked = mark_now && marks.append(reader.cursor(), &mut out);
         if marked {
             last_mark = Instant::now();
@@ -482,6 +498,9 @@ async fn send_changes(
             last_write = Instant::now();
             if marked {
                 inner.mark_sent(peer, marks.n, reader.cursor().total(), marks.bytes);
+                if inner.ack_peers > 0 {
+                    inner.mark_cursor(peer, marks.n, reader.cursor());
+                }
             }
         }
         if behind.is_some_and(|t| reader.cursor().total() >= t) {
@@ -496,7 +515,8 @@ async fn send_changes(
             // Busy: the next changes are fetched by polling after a short pause, so they
             // travel in batches and writers skip the wake-up (a system call on the client's
             // path). A read stops at a batch's size, so there may be more waiting at once.
-            if !mine.is_empty() && mine.len() < POLL_BATCH {
+            // With acknowledged writes each waits on this link: no pause, a writer wakes it.
+            if !mine.is_empty() && mine.len() < POLL_BATCH && inner.ack_peers == 0 {
                 wake.polling.store(true, Ordering::SeqCst);
                 // A change waits at most this long (plus the trip) to leave; shorter costs
                 // more CPU per write (a round of system calls on both nodes per batch).

@@ -105,6 +105,10 @@ struct Lag {
     acked_total: u64,
     acked_bytes: u64,
     sent_bytes: u64,
+    /// With acknowledged writes only: the feed position of each mark not yet acknowledged
+    /// (bounded as `marks` is), and the position the peer has acknowledged on this link.
+    cursors: std::collections::VecDeque<(u64, FeedCursor)>,
+    acked: Option<FeedCursor>,
 }
 
 /// Marks remembered per peer for lag. Acks can be held up for seconds on a live link (the
@@ -187,6 +191,12 @@ pub struct Inner {
     names: Mutex<HashMap<String, NodeId>>,
     next_link: std::sync::atomic::AtomicU64,
     next_chain: std::sync::atomic::AtomicU64,
+    /// `--repl-ack-peers`: caught-up peers that must hold a write before it is answered.
+    pub ack_peers: usize,
+    ack_timeout: Duration,
+    /// Woken when a peer acknowledges, or its link changes state: acknowledged writes
+    /// look again.
+    acks: tokio::sync::Notify,
 }
 
 /// A running replication component.
@@ -367,6 +377,32 @@ impl Replication {
                     Err(Gone) if !retried => retried = true,
                     Err(Gone) => break,
                 }
+            }
+        }
+    }
+
+    /// Whether writes are answered only once peers hold them (`--repl-ack-peers`).
+    pub fn acknowledged_writes(&self) -> bool {
+        self.inner.ack_peers > 0
+    }
+
+    /// Waits until enough peers hold every change made so far (see
+    /// [`Inner::acked_by_enough`]), at most `--repl-ack-timeout-ms`; false if that ran
+    /// out. The caller's replies go out after it.
+    pub async fn wait_acked(&self) -> bool {
+        let inner = &self.inner;
+        let head = inner.store.feed_head();
+        let deadline = tokio::time::Instant::now() + inner.ack_timeout;
+        loop {
+            // Listening before looking, so an ack between the two is not missed.
+            let woken = inner.acks.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            if inner.acked_by_enough(&head) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, woken).await.is_err() {
+                return false;
             }
         }
     }
@@ -576,7 +612,34 @@ impl Inner {
             names: Mutex::new(HashMap::new()),
             next_link: std::sync::atomic::AtomicU64::new(1),
             next_chain: std::sync::atomic::AtomicU64::new(1),
+            ack_peers: cfg.ack_peers,
+            ack_timeout: cfg.ack_timeout,
+            acks: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Wakes the acknowledged writes waiting, if there can be any.
+    fn acks_changed(&self) {
+        if self.ack_peers > 0 {
+            self.acks.notify_waiters();
+        }
+    }
+
+    /// Whether enough peers hold everything before `head`: as many as `--repl-ack-peers`
+    /// asks, or every caught-up linked peer if fewer are (none: nothing to wait for).
+    fn acked_by_enough(&self, head: &FeedCursor) -> bool {
+        let peers = self.peers();
+        let (mut up, mut holding) = (0, 0);
+        for p in peers.values() {
+            if p.link.is_none() || p.state != State::Streaming {
+                continue;
+            }
+            up += 1;
+            if p.lag.acked.as_ref().is_some_and(|a| a.covers(head)) {
+                holding += 1;
+            }
+        }
+        holding >= self.ack_peers.min(up)
     }
 
     fn peers(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, Peer>> {
@@ -622,6 +685,8 @@ impl Inner {
         }
         // Marks are numbered per link, and so are the bytes it carries.
         p.lag.marks.clear();
+        p.lag.cursors.clear();
+        p.lag.acked = None;
         (p.lag.sent_bytes, p.lag.acked_bytes) = (0, 0);
         let (cancel, ended) = (CancellationToken::new(), CancellationToken::new());
         let (control_tx, control) = tokio::sync::mpsc::channel(link::CONTROL_QUEUE);
@@ -776,6 +841,8 @@ impl Inner {
         p.since = Some(Instant::now());
         // The marks not acknowledged stay (`lag_ms` goes on counting) until the next link.
         tracing::info!("replication: link with node {} down", peer.0);
+        drop(peers);
+        self.acks_changed();
     }
 
     /// A full copy from `peer` is starting: the positions of its feed held here are void
@@ -879,6 +946,17 @@ impl Inner {
         }
     }
 
+    /// With acknowledged writes: notes where this node's feed stood at Mark `n` to `peer`.
+    pub fn mark_cursor(&self, peer: NodeId, n: u64, cursor: &FeedCursor) {
+        if let Some(p) = self.peers().get_mut(&peer) {
+            if p.lag.cursors.len() >= MAX_MARKS {
+                // As for `marks`: the newest stands in for the last kept.
+                p.lag.cursors.pop_back();
+            }
+            p.lag.cursors.push_back((n, cursor.clone()));
+        }
+    }
+
     /// The peer has applied everything up to Mark `n`.
     pub fn acked(&self, peer: NodeId, n: u64) {
         if let Some(p) = self.peers().get_mut(&peer) {
@@ -890,7 +968,11 @@ impl Inner {
                 p.lag.acked_bytes = bytes;
                 p.lag.marks.pop_front();
             }
+            while p.lag.cursors.front().is_some_and(|(m, _)| *m <= n) {
+                p.lag.acked = p.lag.cursors.pop_front().map(|(_, c)| c);
+            }
         }
+        self.acks_changed();
     }
 
     /// Notes where the dialler of configured address `name` is.
@@ -970,6 +1052,8 @@ impl Inner {
                 p.state = state;
             }
         }
+        drop(peers);
+        self.acks_changed();
     }
 
     /// Adds one to a peer's count of syncs of `kind`.

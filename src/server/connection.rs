@@ -22,7 +22,6 @@ use std::time::Duration;
 use super::command::{self, After, Session};
 use super::io::{Oom, ReadBuf, Socket};
 use super::output::Output;
-use super::stats::Counts;
 use super::{dump, verbose};
 use super::{Activity, ConnState, Shared};
 use crate::config::BindingProtocol;
@@ -125,6 +124,7 @@ where
         authenticated: false,
         fetch: Vec::new(),
         fetched: false,
+        wrote: false,
     };
     let mut proto = Proto::Unknown;
     loop {
@@ -150,7 +150,7 @@ where
         let mut served = 0usize;
         while consumed < data.len() || pending.is_some() {
             if out.full() && out.must_flush() {
-                send(sock, &mut out, &mut session.counts).await?;
+                send(sock, &mut out, &mut session).await?;
             }
             if let Some(g) = &mut pending {
                 // [stream] The rest of a get that filled the output.
@@ -279,7 +279,7 @@ where
         }
         rbuf.consume(consumed);
         if !out.is_empty() {
-            send(sock, &mut out, &mut session.counts).await?;
+            send(sock, &mut out, &mut session).await?;
         }
         out.release();
         shared.counts.slot(worker).absorb(&mut session.counts);
@@ -305,11 +305,11 @@ where
                     let (store, clock, sizing) = (&shared.store, &shared.clock, shared.sizing());
                     cursor = dump::write_batch(store, clock, sizing, c, session.now, &mut out);
                     if cursor.is_some() {
-                        send(sock, &mut out, &mut session.counts).await?;
+                        send(sock, &mut out, &mut session).await?;
                     }
                 }
                 out.extend_from_slice(b"END\r\n");
-                send(sock, &mut out, &mut session.counts).await?;
+                send(sock, &mut out, &mut session).await?;
                 out.release();
                 shared.counts.slot(worker).absorb(&mut session.counts);
                 // Requests pipelined after the dump are still in the buffer.
@@ -407,12 +407,28 @@ fn waiting_for_data(proto: Proto, pending: &[u8], swallow: usize) -> bool {
         }
 }
 
-/// Writes out the pending replies, counting the bytes.
-async fn send<S>(sock: &Socket<S>, out: &mut Output, counts: &mut Counts) -> std::io::Result<()>
+/// Writes out the pending replies, counting the bytes. With acknowledged writes, replies
+/// to a command that changed the store first wait until peers hold the change.
+async fn send<S>(
+    sock: &Socket<S>,
+    out: &mut Output,
+    session: &mut Session<'_>,
+) -> std::io::Result<()>
 where
     S: AsRawFd,
     for<'a> &'a S: Read + Write,
 {
+    if std::mem::take(&mut session.wrote) {
+        if let Some(r) = session.shared.replication.get() {
+            if r.acknowledged_writes() {
+                session.counts.repl_ack_waits += 1;
+                if !r.wait_acked().await {
+                    session.counts.repl_ack_timeouts += 1;
+                }
+            }
+        }
+    }
+    let counts = &mut session.counts;
     counts.bytes_written += out.pending() as u64;
     sock.write_out(out).await?;
     out.drop_growth();

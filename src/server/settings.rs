@@ -181,6 +181,7 @@ pub fn write(sh: &Shared, out: &mut Vec<u8>) {
         peers_text(c).as_deref().unwrap_or("NULL"),
     );
     stat(out, "replication_port", c.replication.listen_port);
+    stat(out, "replication_ack_peers", c.replication.ack_peers);
     stat(out, "memory_file", "(null)");
 }
 

@@ -78,6 +78,8 @@ counters!(
     conn_yields,
     response_obj_oom,
     read_buf_oom,
+    repl_ack_waits,
+    repl_ack_timeouts,
 );
 
 #[repr(align(128))]

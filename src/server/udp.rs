@@ -190,6 +190,7 @@ fn receive(socket: UdpSocket, shared: Arc<Shared>, worker: usize, activity: Arc<
             fetch: Vec::new(),
             // A datagram is answered at once: a miss is not first asked of a peer.
             fetched: true,
+            wrote: false,
         };
         session.counts.bytes_read += n as u64;
         activity.last_cmd.store(session.now, Ordering::Relaxed);

@@ -340,6 +340,14 @@ impl FeedCursor {
         self.events = seq;
     }
 
+    /// Whether a reader here has passed everything before `other`: it is at or past it on
+    /// every ring.
+    pub fn covers(&self, other: &FeedCursor) -> bool {
+        self.events >= other.events
+            && self.shards.len() == other.shards.len()
+            && self.shards.iter().zip(&other.shards).all(|(a, b)| a >= b)
+    }
+
     /// Sum of every position: compared with [`super::Store::feed_total`], how far behind.
     pub fn total(&self) -> u64 {
         self.shards.iter().sum::<u64>() + self.events

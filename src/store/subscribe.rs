@@ -44,12 +44,8 @@ impl Store {
     /// A reader of every change made from now on (see [`super::feed`]); None when
     /// [`super::feed::MAX_READERS`] read already.
     pub fn subscribe(&self) -> Option<FeedReader> {
-        let feed = &self.inner.feed;
-        let slot = feed.attach()?;
-        let shards = (0..self.inner.shards.len())
-            .map(|i| self.lock(i).ring.next_seq())
-            .collect();
-        let cursor = FeedCursor::new(shards, feed.events_next_seq());
+        let slot = self.inner.feed.attach()?;
+        let cursor = self.feed_head();
         Some(FeedReader {
             store: self.clone(),
             slot,
@@ -59,6 +55,15 @@ impl Store {
             todo: u64::MAX,
             start: 0,
         })
+    }
+
+    /// Where a reader starting now would start: every change made so far lies before it.
+    /// An acknowledged write waits until its peers' readers are past this.
+    pub fn feed_head(&self) -> FeedCursor {
+        let shards = (0..self.inner.shards.len())
+            .map(|i| self.lock(i).ring.next_seq())
+            .collect();
+        FeedCursor::new(shards, self.inner.feed.events_next_seq())
     }
 
     /// How many records the feed has taken so far, all rings together: a reader whose

@@ -16,8 +16,10 @@
 //! `fetch_first` names the keys and the dispatcher returns [`After::Fetch`]; the
 //! connection sends the replies before it, awaits the peer's answers (its worker serves
 //! other connections meanwhile), and runs the request again from the same bytes, keeping
-//! replies in order. A command that does not wait pays one relaxed load. A write
-//! acknowledged once peers hold it would wait the same way.
+//! replies in order. A command that does not wait pays one relaxed load. With
+//! acknowledged writes (`--repl-ack-peers`) a command that may change the store notes it
+//! ([`Session::wrote`]), and the connection holds the replies until peers hold the change
+//! (its worker serves other connections meanwhile).
 
 pub mod admin;
 pub mod arith;
@@ -82,6 +84,9 @@ pub struct Session<'s> {
     /// The request about to run has had its keys fetched (or must not wait for any:
     /// UDP), so it runs as it is.
     pub fetched: bool,
+    /// A command since the last replies went out may have changed the store: with
+    /// acknowledged writes, those replies wait for peers first (see `connection`).
+    pub wrote: bool,
 }
 
 impl Session<'_> {
@@ -187,6 +192,16 @@ pub fn execute<R: Reply>(
     s: &mut Session<'_>,
     out: &mut Output,
 ) -> After {
+    s.wrote |= match &cmd {
+        Command::Store(_)
+        | Command::TooLarge(_)
+        | Command::Delete(_)
+        | Command::Arith(_)
+        | Command::Touch { .. }
+        | Command::Flush { .. } => true,
+        Command::Get(get) => get.touch.is_some() || get.vivify.is_some(),
+        _ => false,
+    };
     match cmd {
         Command::Get(get) => return retrieval::get(s, &get, reply, out),
         Command::Debug { key } => retrieval::debug(s, key, reply, out),

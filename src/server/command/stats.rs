@@ -36,6 +36,11 @@ pub fn write(s: &mut Session<'_>, group: &[u8], arg: &[u8], out: &mut Vec<u8>) {
                 stat(out, "replication_peers", r.configured().len());
                 stat(out, "replication_peers_connected", r.connected());
                 stat(out, "replication_role", r.role());
+                if r.acknowledged_writes() {
+                    let c = &g.counts;
+                    stat(out, "replication_ack_waits", c.repl_ack_waits);
+                    stat(out, "replication_ack_timeouts", c.repl_ack_timeouts);
+                }
             }
         }
         b"replication" => {
