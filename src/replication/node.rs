@@ -386,9 +386,9 @@ impl Replication {
         self.inner.ack_peers > 0
     }
 
-    /// Waits until enough peers hold every change made so far (see
-    /// [`Inner::acked_by_enough`]), at most `--repl-ack-timeout-ms`; false if that ran
-    /// out. The caller's replies go out after it.
+    /// Waits until enough peers hold every change made so far (as many as
+    /// `--repl-ack-peers` asks, or every caught-up linked peer if fewer are up), at most
+    /// `--repl-ack-timeout-ms`; false if that ran out. The caller's replies go out after.
     pub async fn wait_acked(&self) -> bool {
         let inner = &self.inner;
         let head = inner.store.feed_head();
