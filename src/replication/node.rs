@@ -73,6 +73,9 @@ struct Peer {
     /// Where the peer listens, as it says.
     listen: Option<String>,
     state: State,
+    /// The peer reached `streaming` and has not needed a full copy since (acknowledged
+    /// writes wait for such a peer, across a reconnect).
+    caught_up: bool,
     since: Option<Instant>,
     full_syncs: u64,
     partial_syncs: u64,
@@ -626,12 +629,17 @@ impl Inner {
     }
 
     /// Whether enough peers hold everything before `head`: as many as `--repl-ack-peers`
-    /// asks, or every caught-up linked peer if fewer are (none: nothing to wait for).
+    /// asks, or every caught-up peer if fewer are (none: nothing to wait for). A peer
+    /// receiving a full copy does not count: a write would wait out the copy.
     fn acked_by_enough(&self, head: &FeedCursor) -> bool {
         let peers = self.peers();
         let (mut up, mut holding) = (0, 0);
         for p in peers.values() {
-            if p.link.is_none() || p.state != State::Streaming {
+            // A caught-up peer counts while linked, and for the timeout after its link
+            // dropped: a replaced or redialled link comes back with a partial resync.
+            let linked =
+                p.link.is_some() || p.since.is_some_and(|t| t.elapsed() < self.ack_timeout);
+            if !(p.caught_up && linked) {
                 continue;
             }
             up += 1;
@@ -680,6 +688,7 @@ impl Inner {
         if p.run != run {
             // A restarted peer: what it had applied of this node is gone with it.
             p.run = run;
+            p.caught_up = false;
             p.parked = None;
             p.applied = None;
         }
@@ -1050,6 +1059,11 @@ impl Inner {
             if p.state != state {
                 tracing::info!("replication: node {} {}", peer.0, state.name());
                 p.state = state;
+            }
+            match state {
+                State::Streaming => p.caught_up = true,
+                State::FullSync => p.caught_up = false,
+                _ => {}
             }
         }
         drop(peers);
