@@ -4,9 +4,10 @@ CONTROL_DIR/stop appears. CONTROL_DIR/phase names what the test is doing to the 
 answer is filed under the phase it was asked in.
 
 A request failed when it did not get a 200; a session was lost when an answer shows another
-user (or none), or a draft other than what this user attached. Replication is asynchronous:
-a change a cache node answered in the moment before it was killed may not have reached the
-other node (the README's guarantees say so). A draft missing only attachments answered
+user (or none), or a draft other than what this user attached. The site's cache nodes answer
+a write once the other node holds it (acknowledged writes); started without them, a change
+a cache node answered in the moment before it was killed may not have reached the other
+node (the README's guarantees say so). A draft missing only attachments answered
 from CRASH_WINDOW before a kill the site noted (CONTROL_DIR/events.log) to ANSWER_LATE after
 it is counted apart, as lost in the crash window, not as lost. Prints one JSON object.
 
@@ -23,7 +24,7 @@ import urllib.error
 import urllib.request
 
 BASE, CONTROL, USERS = sys.argv[1], sys.argv[2], int(sys.argv[3])
-# A user's pause between clicks. Replication is asynchronous: a write reaches the other
+# A user's pause between clicks. Without acknowledged writes, a write reaches the other
 # node about a millisecond later, and a user's next request comes later than that.
 THINK = 0.05
 # How long before a kill an answered change may still be on its way to the other node: the
