@@ -438,7 +438,7 @@ async fn send_changes(
         send(wr, &Frame::SnapshotStart { complete }).await?;
         // The snapshot leaves out what was flushed; the peer may still hold it.
         send_flushed(inner, wr, &mut out).await?;
-        snapshot(inner, wr, &mut out, None, control, item_bits).await?;
+        snapshot(inner, wr, &mut out, None, control, acks, item_bits).await?;
         send(wr, &Frame::SnapshotEnd).await?;
         inner.count(peer, SyncKind::Full);
     }
@@ -464,7 +464,9 @@ async fn send_changes(
                 peer.0
             );
             match lost.shard {
-                Some(i) => snapshot(inner, wr, &mut out, Some(i), control, item_bits).await?,
+                Some(i) => {
+                    snapshot(inner, wr, &mut out, Some(i), control, acks, item_bits).await?
+                }
                 // Lost flushes: what they did, summed up as one.
                 None => send_flushed(inner, wr, &mut out).await?,
             }
@@ -589,13 +591,17 @@ async fn send_flushed(
 /// Sends every key's state held now: of all shards, or of shard `only`. Each shard's part
 /// ends with the deletes whose markers it let go (see [`crate::store::deleted`]): a peer
 /// that missed them, as one away longer than the backlog did, drops the keys too. They
-/// travel as ordinary delete records, which every protocol version reads.
+/// travel as ordinary delete records, which every protocol version reads. The acks this
+/// node owes ride with the batches: a copy can take a while, and the peer may be waiting
+/// on them to answer its clients' writes (`--repl-ack-peers`).
+#[allow(clippy::too_many_arguments)]
 async fn snapshot(
     inner: &Inner,
     wr: &mut OwnedWriteHalf,
     out: &mut BytesMut,
     only: Option<usize>,
     control: &mut Control,
+    acks: &Acks,
     item_bits: bool,
 ) -> Result<(), LinkError> {
     let store = &inner.store;
@@ -621,6 +627,9 @@ async fn snapshot(
         }
         out.clear();
         wire::encode_changes(now, &records, out, item_bits);
+        if let Some(n) = acks.take(true) {
+            wire::encode(&Frame::Ack { n }, out);
+        }
         wr.write_all(out).await?;
     }
     Ok(())
@@ -704,12 +713,15 @@ async fn receive(
                 events,
                 shards,
             } => {
+                // An ack says this node holds what came before the Mark, and a peer
+                // answering acknowledged writes relies on it: none once a change was
+                // refused (its writes then wait out their timeout, and count it).
                 if whole {
                     inner
                         .applied(peer, chain, events, &shards)
                         .map_err(LinkError::Protocol)?;
+                    acks.owe(n);
                 }
-                acks.owe(n);
             }
             Frame::Ack { n } => inner.acked(peer, n),
             Frame::Heartbeat => {}

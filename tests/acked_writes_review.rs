@@ -1,0 +1,201 @@
+//! Acknowledged writes (`--repl-ack-peers`), more cases: a peer busy sending a full copy,
+//! a peer that refuses a change for want of memory, binary quiet writes. Real processes on
+//! 127.0.6.x.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::node::{args, get, load, Node};
+use common::{eventually, free_port, Client};
+use repcached::protocol::binary::{op, request as packet, status, HEADER_LEN, RESPONSE};
+
+/// The state of the first peer in `stats replication`, if any.
+fn peer_state(c: &mut Client) -> Option<String> {
+    let text = String::from_utf8(c.call_until(b"stats replication\r\n", b"END\r\n")).unwrap();
+    text.lines().find_map(|l| {
+        let rest = l.strip_prefix("STAT peer:")?;
+        rest.split_once(":state ").map(|(_, s)| s.to_string())
+    })
+}
+
+fn streaming(c: &mut Client) -> bool {
+    eventually(Duration::from_secs(20), || {
+        peer_state(c).as_deref() == Some("streaming")
+    })
+}
+
+fn call(c: &mut Client, req: &str, want: &str) -> Duration {
+    let t = Instant::now();
+    let got = String::from_utf8(c.call_until(req.as_bytes(), b"\r\n")).unwrap();
+    assert_eq!(got, want, "{req:?}");
+    t.elapsed()
+}
+
+/// Node flags: listen for peers on `me`, dial `peer`, and `extra`.
+fn flags(me: SocketAddr, peer: SocketAddr, extra: &[&str]) -> Vec<String> {
+    let (me, peer) = (me.to_string(), peer.to_string());
+    let mut a = args(&["--repl-listen", &me, "--peer", &peer, "--repl-timeout", "5"]);
+    a.extend(args(extra));
+    a
+}
+
+/// A node restarts empty; its peer holds a lot and sends it a full copy. The restarted
+/// node's own copy to the peer is small, so the peer counts as caught up (`streaming`) at
+/// once, and the peer applies the restarted node's writes as they come: a write there
+/// should be answered after a round trip, not held for the whole copy.
+#[test]
+fn a_write_is_not_held_while_its_peer_sends_this_node_a_full_copy() {
+    let (ra, rb) = (
+        SocketAddr::from(([127, 0, 6, 1], free_port())),
+        SocketAddr::from(([127, 0, 6, 2], free_port())),
+    );
+    let port = free_port();
+    let extra = [
+        "-m",
+        "2048",
+        "--repl-ack-peers",
+        "1",
+        "--repl-ack-timeout-ms",
+        "5000",
+    ];
+    // The peer alone first, loaded.
+    let b = Node::start([127, 0, 6, 2], port, &flags(rb, ra, &extra));
+    let t = Instant::now();
+    load(&b, 400_000);
+    eprintln!("loaded the peer in {:?}", t.elapsed());
+    let started = Instant::now();
+    let a = Node::start([127, 0, 6, 1], port, &flags(ra, rb, &extra));
+    let mut w = a.client();
+    assert!(streaming(&mut w), "this node's copy to the peer is done");
+    let mut slowest = Duration::ZERO;
+    let mut during = 0;
+    let mut i = 0;
+    while w.stat("replication_role") == "catching_up" {
+        let took = call(&mut w, &format!("set during{i} 0 0 1\r\nx\r\n"), "STORED\r\n");
+        i += 1;
+        during += 1;
+        slowest = slowest.max(took);
+        eprintln!("write {i} during the copy took {took:?}");
+    }
+    eprintln!(
+        "copy from the peer done {:?} after start; {during} writes during it, slowest {slowest:?}; timeouts {}",
+        started.elapsed(),
+        w.stat("replication_ack_timeouts")
+    );
+    assert!(during > 0, "the copy ended before a write could be timed");
+    let mut r = b.client();
+    assert_eq!(get(&mut r, "during0").as_deref(), Some("x"));
+    assert!(
+        slowest < Duration::from_millis(500),
+        "a write during the peer's copy waited {slowest:?}, though the peer applied it at once"
+    );
+}
+
+/// A peer that refuses a change for want of memory (`-M`; here the smaller of the two)
+/// must not acknowledge holding it: the write is then answered only after the timeout, and
+/// counted in `replication_ack_timeouts`, not as if the peer held it.
+#[test]
+fn a_peer_that_refused_a_change_does_not_acknowledge_it() {
+    let (ra, rb) = (
+        SocketAddr::from(([127, 0, 6, 5], free_port())),
+        SocketAddr::from(([127, 0, 6, 6], free_port())),
+    );
+    let port = free_port();
+    let common = ["-M", "--repl-ack-peers", "1", "--repl-ack-timeout-ms", "1000"];
+    let mut fa: Vec<&str> = vec!["-m", "256"];
+    fa.extend(common);
+    let mut fb: Vec<&str> = vec!["-m", "16"];
+    fb.extend(common);
+    let a = Node::start([127, 0, 6, 5], port, &flags(ra, rb, &fa));
+    let b = Node::start([127, 0, 6, 6], port, &flags(rb, ra, &fb));
+    let (mut w, mut r) = (a.client(), b.client());
+    assert!(streaming(&mut w) && streaming(&mut r), "both caught up");
+    // Fill the peer: this node still takes writes.
+    let value = "v".repeat(100_000);
+    let mut full = false;
+    for i in 0..1000 {
+        call(
+            &mut w,
+            &format!("set fill{i} 0 0 {}\r\n{value}\r\n", value.len()),
+            "STORED\r\n",
+        );
+        if get(&mut r, &format!("fill{i}")).is_none() {
+            eprintln!("the peer refused fill{i}");
+            full = true;
+            break;
+        }
+    }
+    assert!(full, "the peer filled up");
+    let before: u64 = w.stat("replication_ack_timeouts").parse().unwrap();
+    let took = call(&mut w, "set last 0 0 1\r\nx\r\n", "STORED\r\n");
+    let after: u64 = w.stat("replication_ack_timeouts").parse().unwrap();
+    let held = get(&mut r, "last");
+    eprintln!("'last' answered after {took:?}; timeouts {before} -> {after}; on the peer: {held:?}");
+    assert_eq!(held, None, "the peer is full");
+    assert!(
+        took >= Duration::from_millis(900) && after == before + 1,
+        "answered after {took:?} as held by the peer, which refused it (a crash of this node now loses it)"
+    );
+}
+
+fn read_resp(c: &mut Client) -> (u8, u16, u32) {
+    let h = c.read_n(HEADER_LEN);
+    assert_eq!(h[0], RESPONSE, "magic");
+    let body = u32::from_be_bytes([h[8], h[9], h[10], h[11]]) as usize;
+    c.read_n(body);
+    (
+        h[1],
+        u16::from_be_bytes([h[6], h[7]]),
+        u32::from_be_bytes([h[12], h[13], h[14], h[15]]),
+    )
+}
+
+fn set_extras() -> Vec<u8> {
+    vec![0; 8]
+}
+
+fn arith_extras(delta: u64) -> Vec<u8> {
+    let mut e = delta.to_be_bytes().to_vec();
+    e.extend_from_slice(&0u64.to_be_bytes());
+    e.extend_from_slice(&0u32.to_be_bytes());
+    e
+}
+
+/// Binary quiet writes answer nothing; the NOOP after them is the reply that must wait.
+#[test]
+fn binary_quiet_writes_are_on_the_peer_when_the_noop_after_them_is_answered() {
+    let (ra, rb) = (
+        SocketAddr::from(([127, 0, 6, 9], free_port())),
+        SocketAddr::from(([127, 0, 6, 10], free_port())),
+    );
+    let port = free_port();
+    let extra = ["--repl-ack-peers", "1", "--repl-ack-timeout-ms", "2000"];
+    let a = Node::start([127, 0, 6, 9], port, &flags(ra, rb, &extra));
+    let b = Node::start([127, 0, 6, 10], port, &flags(rb, ra, &extra));
+    let (mut t, mut r) = (a.client(), b.client());
+    assert!(streaming(&mut t) && streaming(&mut r), "both caught up");
+    // A connection speaks the protocol of its first byte: a new one for binary.
+    let mut w = a.client();
+    for i in 0..100 {
+        let (k1, k2) = (format!("q{i}"), format!("d{i}"));
+        let mut batch = Vec::new();
+        batch.extend(packet(op::SETQ, &set_extras(), k1.as_bytes(), b"1", 0, 1));
+        batch.extend(packet(op::SETQ, &set_extras(), k2.as_bytes(), b"1", 0, 2));
+        batch.extend(packet(op::NOOP, &[], &[], &[], 0, 3));
+        w.send(&batch);
+        assert_eq!(read_resp(&mut w), (op::NOOP, status::OK, 3));
+        assert_eq!(get(&mut r, &k1).as_deref(), Some("1"), "SETQ {k1}");
+        let mut batch = Vec::new();
+        batch.extend(packet(op::INCREMENTQ, &arith_extras(4), k1.as_bytes(), &[], 0, 4));
+        batch.extend(packet(op::APPENDQ, &[], k1.as_bytes(), b"z", 0, 5));
+        batch.extend(packet(op::DELETEQ, &[], k2.as_bytes(), &[], 0, 6));
+        batch.extend(packet(op::NOOP, &[], &[], &[], 0, 7));
+        w.send(&batch);
+        assert_eq!(read_resp(&mut w), (op::NOOP, status::OK, 7));
+        assert_eq!(get(&mut r, &k1).as_deref(), Some("5z"), "INCRQ+APPENDQ {k1}");
+        assert_eq!(get(&mut r, &k2), None, "DELETEQ {k2}");
+    }
+    assert_eq!(t.stat("replication_ack_timeouts"), "0");
+}
