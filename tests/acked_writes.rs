@@ -117,6 +117,7 @@ fn without_a_caught_up_peer_writes_are_answered_at_once() {
     // A peer whose link just dropped is waited for (up to the timeout) for as long as
     // the timeout, in case the link comes straight back; after that, no write waits.
     std::thread::sleep(Duration::from_millis(400));
+    let waits = w.stat("replication_ack_waits");
     let t = Instant::now();
     for i in 0..20 {
         call(
@@ -129,6 +130,36 @@ fn without_a_caught_up_peer_writes_are_answered_at_once() {
         t.elapsed() < Duration::from_millis(1500),
         "no write waited: {:?}",
         t.elapsed()
+    );
+    assert_eq!(w.stat("replication_ack_timeouts"), "0");
+    assert_eq!(
+        w.stat("replication_ack_waits"),
+        waits,
+        "none counted as waiting"
+    );
+}
+
+#[test]
+fn a_write_made_just_after_its_peer_died_waits_only_until_the_peer_stops_counting() {
+    let mut p = pair(17, &["--repl-ack-timeout-ms", "2000"]);
+    p.b.kill();
+    let mut w = p.a.client();
+    assert!(
+        eventually(Duration::from_secs(5), || w
+            .stat("replication_peers_connected")
+            == "0"),
+        "the link drops"
+    );
+    let dropped = Instant::now();
+    // The dead peer still counts for the timeout after its link dropped (in case the link
+    // comes straight back); a write made late in that grace is answered when it ends, not
+    // a whole timeout later.
+    std::thread::sleep(Duration::from_millis(1500));
+    call(&mut w, "set late 0 0 1\r\nx\r\n", "STORED\r\n");
+    let answered = dropped.elapsed();
+    assert!(
+        answered < Duration::from_millis(3000),
+        "answered {answered:?} after the drop"
     );
     assert_eq!(w.stat("replication_ack_timeouts"), "0");
 }

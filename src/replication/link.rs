@@ -464,9 +464,7 @@ async fn send_changes(
                 peer.0
             );
             match lost.shard {
-                Some(i) => {
-                    snapshot(inner, wr, &mut out, Some(i), control, acks, item_bits).await?
-                }
+                Some(i) => snapshot(inner, wr, &mut out, Some(i), control, acks, item_bits).await?,
                 // Lost flushes: what they did, summed up as one.
                 None => send_flushed(inner, wr, &mut out).await?,
             }

@@ -202,6 +202,30 @@ pub struct Inner {
     acks: tokio::sync::Notify,
 }
 
+/// Where acknowledged writes stand against the peers (see [`Replication::wait_acked`]).
+enum AckState {
+    /// No caught-up peer: nothing to wait for.
+    NoPeer,
+    /// Enough peers hold the changes.
+    Held,
+    /// Not yet; look again at `recheck` (a dropped peer's grace ends) if nothing wakes
+    /// the waiter before.
+    Waiting { recheck: Option<Instant> },
+}
+
+/// How an acknowledged write's wait ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckWait {
+    /// No caught-up peer to wait for: answered at once.
+    NoPeer,
+    /// Enough peers hold it.
+    Held,
+    /// The peers it waited for went away (their grace after a dropped link ended).
+    Gone,
+    /// `--repl-ack-timeout-ms` ran out first.
+    TimedOut,
+}
+
 /// A running replication component.
 #[derive(Clone)]
 pub struct Replication {
@@ -390,22 +414,29 @@ impl Replication {
     }
 
     /// Waits until enough peers hold every change made so far (as many as
-    /// `--repl-ack-peers` asks, or every caught-up linked peer if fewer are up), at most
-    /// `--repl-ack-timeout-ms`; false if that ran out. The caller's replies go out after.
-    pub async fn wait_acked(&self) -> bool {
+    /// `--repl-ack-peers` asks, or every caught-up peer if fewer are), at most
+    /// `--repl-ack-timeout-ms`. The caller's replies go out after.
+    pub async fn wait_acked(&self) -> AckWait {
         let inner = &self.inner;
         let head = inner.store.feed_head();
         let deadline = tokio::time::Instant::now() + inner.ack_timeout;
+        let mut first = true;
         loop {
             // Listening before looking, so an ack between the two is not missed.
             let woken = inner.acks.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
-            if inner.acked_by_enough(&head) {
-                return true;
-            }
-            if tokio::time::timeout_at(deadline, woken).await.is_err() {
-                return false;
+            let until = match inner.ack_state(&head) {
+                AckState::NoPeer if first => return AckWait::NoPeer,
+                AckState::NoPeer => return AckWait::Gone,
+                AckState::Held => return AckWait::Held,
+                AckState::Waiting { recheck } => {
+                    recheck.map_or(deadline, |t| deadline.min(t.into()))
+                }
+            };
+            first = false;
+            if tokio::time::timeout_at(until, woken).await.is_err() && until == deadline {
+                return AckWait::TimedOut;
             }
         }
     }
@@ -629,25 +660,35 @@ impl Inner {
     }
 
     /// Whether enough peers hold everything before `head`: as many as `--repl-ack-peers`
-    /// asks, or every caught-up peer if fewer are (none: nothing to wait for). A peer
-    /// receiving a full copy does not count: a write would wait out the copy.
-    fn acked_by_enough(&self, head: &FeedCursor) -> bool {
+    /// asks, or every caught-up peer if fewer are. A peer receiving a full copy does not
+    /// count: a write would wait out the copy.
+    fn ack_state(&self, head: &FeedCursor) -> AckState {
         let peers = self.peers();
-        let (mut up, mut holding) = (0, 0);
+        let (mut up, mut holding, mut recheck) = (0, 0, None::<Instant>);
         for p in peers.values() {
             // A caught-up peer counts while linked, and for the timeout after its link
             // dropped: a replaced or redialled link comes back with a partial resync.
-            let linked =
-                p.link.is_some() || p.since.is_some_and(|t| t.elapsed() < self.ack_timeout);
+            let grace_ends = p.since.map(|t| t + self.ack_timeout);
+            let linked = p.link.is_some() || grace_ends.is_some_and(|t| Instant::now() < t);
             if !(p.caught_up && linked) {
                 continue;
+            }
+            if p.link.is_none() {
+                // Nothing wakes a waiter when the grace ends: it looks again then.
+                recheck = recheck.min(grace_ends).or(grace_ends);
             }
             up += 1;
             if p.lag.acked.as_ref().is_some_and(|a| a.covers(head)) {
                 holding += 1;
             }
         }
-        holding >= self.ack_peers.min(up)
+        if up == 0 {
+            AckState::NoPeer
+        } else if holding >= self.ack_peers.min(up) {
+            AckState::Held
+        } else {
+            AckState::Waiting { recheck }
+        }
     }
 
     fn peers(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, Peer>> {

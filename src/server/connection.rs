@@ -421,9 +421,14 @@ where
     if std::mem::take(&mut session.wrote) {
         if let Some(r) = session.shared.replication.get() {
             if r.acknowledged_writes() {
-                session.counts.repl_ack_waits += 1;
-                if !r.wait_acked().await {
-                    session.counts.repl_ack_timeouts += 1;
+                use crate::replication::node::AckWait;
+                match r.wait_acked().await {
+                    AckWait::NoPeer => {}
+                    AckWait::Held | AckWait::Gone => session.counts.repl_ack_waits += 1,
+                    AckWait::TimedOut => {
+                        session.counts.repl_ack_waits += 1;
+                        session.counts.repl_ack_timeouts += 1;
+                    }
                 }
             }
         }

@@ -1,4 +1,4 @@
-//! Acknowledged writes (`--repl-ack-peers`), more cases: a peer busy sending a full copy,
+//! Acknowledged writes (`--repl-ack-peers`) at the edges: a peer busy sending a full copy,
 //! a peer that refuses a change for want of memory, binary quiet writes. Real processes on
 //! 127.0.6.x.
 
@@ -54,7 +54,7 @@ fn a_write_is_not_held_while_its_peer_sends_this_node_a_full_copy() {
     let port = free_port();
     let extra = [
         "-m",
-        "2048",
+        "512",
         "--repl-ack-peers",
         "1",
         "--repl-ack-timeout-ms",
@@ -63,7 +63,7 @@ fn a_write_is_not_held_while_its_peer_sends_this_node_a_full_copy() {
     // The peer alone first, loaded.
     let b = Node::start([127, 0, 6, 2], port, &flags(rb, ra, &extra));
     let t = Instant::now();
-    load(&b, 400_000);
+    load(&b, 150_000);
     eprintln!("loaded the peer in {:?}", t.elapsed());
     let started = Instant::now();
     let a = Node::start([127, 0, 6, 1], port, &flags(ra, rb, &extra));
@@ -73,7 +73,11 @@ fn a_write_is_not_held_while_its_peer_sends_this_node_a_full_copy() {
     let mut during = 0;
     let mut i = 0;
     while w.stat("replication_role") == "catching_up" {
-        let took = call(&mut w, &format!("set during{i} 0 0 1\r\nx\r\n"), "STORED\r\n");
+        let took = call(
+            &mut w,
+            &format!("set during{i} 0 0 1\r\nx\r\n"),
+            "STORED\r\n",
+        );
         i += 1;
         during += 1;
         slowest = slowest.max(took);
@@ -84,11 +88,15 @@ fn a_write_is_not_held_while_its_peer_sends_this_node_a_full_copy() {
         started.elapsed(),
         w.stat("replication_ack_timeouts")
     );
-    assert!(during > 0, "the copy ended before a write could be timed");
+    // Held for the whole copy, the first write would be the only one during it.
+    assert!(
+        during >= 5,
+        "{during} writes during the copy: they waited for it to end"
+    );
     let mut r = b.client();
     assert_eq!(get(&mut r, "during0").as_deref(), Some("x"));
     assert!(
-        slowest < Duration::from_millis(500),
+        slowest < Duration::from_millis(1000),
         "a write during the peer's copy waited {slowest:?}, though the peer applied it at once"
     );
 }
@@ -103,7 +111,13 @@ fn a_peer_that_refused_a_change_does_not_acknowledge_it() {
         SocketAddr::from(([127, 0, 6, 6], free_port())),
     );
     let port = free_port();
-    let common = ["-M", "--repl-ack-peers", "1", "--repl-ack-timeout-ms", "1000"];
+    let common = [
+        "-M",
+        "--repl-ack-peers",
+        "1",
+        "--repl-ack-timeout-ms",
+        "1000",
+    ];
     let mut fa: Vec<&str> = vec!["-m", "256"];
     fa.extend(common);
     let mut fb: Vec<&str> = vec!["-m", "16"];
@@ -132,7 +146,9 @@ fn a_peer_that_refused_a_change_does_not_acknowledge_it() {
     let took = call(&mut w, "set last 0 0 1\r\nx\r\n", "STORED\r\n");
     let after: u64 = w.stat("replication_ack_timeouts").parse().unwrap();
     let held = get(&mut r, "last");
-    eprintln!("'last' answered after {took:?}; timeouts {before} -> {after}; on the peer: {held:?}");
+    eprintln!(
+        "'last' answered after {took:?}; timeouts {before} -> {after}; on the peer: {held:?}"
+    );
     assert_eq!(held, None, "the peer is full");
     assert!(
         took >= Duration::from_millis(900) && after == before + 1,
@@ -188,13 +204,24 @@ fn binary_quiet_writes_are_on_the_peer_when_the_noop_after_them_is_answered() {
         assert_eq!(read_resp(&mut w), (op::NOOP, status::OK, 3));
         assert_eq!(get(&mut r, &k1).as_deref(), Some("1"), "SETQ {k1}");
         let mut batch = Vec::new();
-        batch.extend(packet(op::INCREMENTQ, &arith_extras(4), k1.as_bytes(), &[], 0, 4));
+        batch.extend(packet(
+            op::INCREMENTQ,
+            &arith_extras(4),
+            k1.as_bytes(),
+            &[],
+            0,
+            4,
+        ));
         batch.extend(packet(op::APPENDQ, &[], k1.as_bytes(), b"z", 0, 5));
         batch.extend(packet(op::DELETEQ, &[], k2.as_bytes(), &[], 0, 6));
         batch.extend(packet(op::NOOP, &[], &[], &[], 0, 7));
         w.send(&batch);
         assert_eq!(read_resp(&mut w), (op::NOOP, status::OK, 7));
-        assert_eq!(get(&mut r, &k1).as_deref(), Some("5z"), "INCRQ+APPENDQ {k1}");
+        assert_eq!(
+            get(&mut r, &k1).as_deref(),
+            Some("5z"),
+            "INCRQ+APPENDQ {k1}"
+        );
         assert_eq!(get(&mut r, &k2), None, "DELETEQ {k2}");
     }
     assert_eq!(t.stat("replication_ack_timeouts"), "0");
