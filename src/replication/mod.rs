@@ -9,9 +9,9 @@
 //! snapshot when the peer is new or restarted.
 //!
 //! Replies do not wait for peers unless acknowledged writes are on (`--repl-ack-peers`):
-//! then a connection holds a write's reply until enough caught-up peers have acknowledged a
-//! Mark whose feed position covers the feed's head at that moment ([`node::Replication::
-//! wait_acked`]); marks and acks then go at once rather than being gathered.
+//! then a connection holds a write's reply until enough caught-up peers have acknowledged
+//! a Mark whose feed position covers the feed's head at that moment
+//! ([`node::Replication::wait_acked`]); marks and acks then go at once, not gathered.
 //!
 //! Expiry is in each process's relative seconds, so a batch carries the sender's current
 //! second and the receiver turns every exptime into the same remaining lifetime on its own
