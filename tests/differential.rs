@@ -146,7 +146,7 @@ fn corpus() -> Vec<Vec<u8>> {
         &format!("mg a O{}\r\n", "x".repeat(40)),
         "mg a v t T30\r\nmg a t\r\nms a 2 I\r\nhi\r\n",
         "set c 0 0 1\r\nx\r\nmg c v N30\r\nmg newk v N30 t\r\nmg newk v N30\r\nmd c I\r\nmg c v c\r\nmg c v\r\n",
-        "stats foo\r\nstats reset\r\nstats detail\r\n",
+        "stats foo\r\nstats reset\r\nstats detail\r\nstats replication\r\n",
         "shutdown\r\nshutdown x y\r\n",
         "set a 0 0 1\r\nxx\r\nget a\r\n",
         "set a 0 0 1\nx\nget a\n",
@@ -1011,6 +1011,7 @@ mod binary {
             // STAT groups memcached 1.6.18 does not serve over binary (conns among them).
             packet(op::STAT, &[], b"conns", &[], 0),
             packet(op::STAT, &[], b"extstore", &[], 0),
+            packet(op::STAT, &[], b"replication", &[], 0),
             packet(op::STAT, &[], b"cachedump 1 1", &[], 0),
             packet(op::STAT, &[], b"items x", &[], 0),
             packet(op::STAT, &[], b"slabs x", &[], 0),

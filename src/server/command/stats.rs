@@ -43,7 +43,8 @@ pub fn write(s: &mut Session<'_>, group: &[u8], arg: &[u8], out: &mut Vec<u8>) {
                 }
             }
         }
-        b"replication" => {
+        // Without replication there is no such group, as in memcached (ERROR).
+        b"replication" if sh.replication.get().is_some() => {
             if let Some(r) = sh.replication.get() {
                 stat(out, "node_id", r.node().0);
                 stat(out, "listen", r.listen_addr());
