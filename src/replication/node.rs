@@ -673,9 +673,9 @@ impl Inner {
             if !(p.caught_up && linked) {
                 continue;
             }
-            if p.link.is_none() {
+            if let Some(t) = grace_ends.filter(|_| p.link.is_none()) {
                 // Nothing wakes a waiter when the grace ends: it looks again then.
-                recheck = recheck.min(grace_ends).or(grace_ends);
+                recheck = Some(recheck.map_or(t, |r| r.min(t)));
             }
             up += 1;
             if p.lag.acked.as_ref().is_some_and(|a| a.covers(head)) {
