@@ -8,27 +8,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::node::get;
+use common::node::{call, get, streaming};
 use common::pair::ProxiedPair;
 use common::proxy::Mode;
 use common::{cas_in, eventually, Client};
-
-/// Waits until `c`'s node counts its peer as caught up (`streaming`): acks are waited for
-/// only from such peers.
-fn streaming(c: &mut Client) -> bool {
-    eventually(Duration::from_secs(10), || {
-        let text = String::from_utf8(c.call_until(b"stats replication\r\n", b"END\r\n")).unwrap();
-        text.lines()
-            .any(|l| l.starts_with("STAT peer:") && l.ends_with(":state streaming"))
-    })
-}
-
-/// Sends `req` and asserts its one-line reply is `want` (without `expect`'s pause for
-/// anything extra: these tests time replies).
-fn call(c: &mut Client, req: &str, want: &str) {
-    let got = String::from_utf8(c.call_until(req.as_bytes(), b"\r\n")).unwrap();
-    assert_eq!(got, want, "{req:?}");
-}
 
 fn pair(first: u8, extra: &[&str]) -> ProxiedPair {
     let args: Vec<&str> = ["--repl-ack-peers", "1"]

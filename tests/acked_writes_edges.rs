@@ -7,31 +7,9 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::node::{args, get, load, Node};
-use common::{eventually, free_port, Client};
+use common::node::{args, call, get, load, streaming, Node};
+use common::{free_port, Client};
 use repcached::protocol::binary::{op, request as packet, status, HEADER_LEN, RESPONSE};
-
-/// The state of the first peer in `stats replication`, if any.
-fn peer_state(c: &mut Client) -> Option<String> {
-    let text = String::from_utf8(c.call_until(b"stats replication\r\n", b"END\r\n")).unwrap();
-    text.lines().find_map(|l| {
-        let rest = l.strip_prefix("STAT peer:")?;
-        rest.split_once(":state ").map(|(_, s)| s.to_string())
-    })
-}
-
-fn streaming(c: &mut Client) -> bool {
-    eventually(Duration::from_secs(20), || {
-        peer_state(c).as_deref() == Some("streaming")
-    })
-}
-
-fn call(c: &mut Client, req: &str, want: &str) -> Duration {
-    let t = Instant::now();
-    let got = String::from_utf8(c.call_until(req.as_bytes(), b"\r\n")).unwrap();
-    assert_eq!(got, want, "{req:?}");
-    t.elapsed()
-}
 
 /// Node flags: listen for peers on `me`, dial `peer`, and `extra`.
 fn flags(me: SocketAddr, peer: SocketAddr, extra: &[&str]) -> Vec<String> {

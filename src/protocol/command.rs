@@ -31,7 +31,6 @@ pub enum SetMode {
     Prepend,
 }
 
-/// One request, whatever encoding it came in.
 /// The run-time settings of [`Command::Tune`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Tunable {
@@ -45,6 +44,7 @@ pub enum Tunable {
     SlabAutomoveRatio(f64),
 }
 
+/// One request, whatever encoding it came in.
 #[derive(Debug)]
 pub enum Command<'a> {
     // Retrieval

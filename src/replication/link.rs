@@ -497,10 +497,7 @@ async fn send_changes(
             marks.bytes += out.len() as u64;
             last_write = Instant::now();
             if marked {
-                inner.mark_sent(peer, marks.n, reader.cursor().total(), marks.bytes);
-                if inner.ack_peers > 0 {
-                    inner.mark_cursor(peer, marks.n, reader.cursor());
-                }
+                inner.mark_sent(peer, marks.n, reader.cursor(), marks.bytes);
             }
         }
         if behind.is_some_and(|t| reader.cursor().total() >= t) {

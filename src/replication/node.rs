@@ -103,15 +103,26 @@ pub struct Position {
 /// What the peer has acknowledged of what this node sent (see [`Inner::mark_sent`]).
 #[derive(Default)]
 struct Lag {
-    /// Marks sent and not yet acknowledged: (n, when, feed position total, bytes sent).
-    marks: std::collections::VecDeque<(u64, Instant, u64, u64)>,
+    /// Marks sent and not yet acknowledged.
+    marks: std::collections::VecDeque<SentMark>,
     acked_total: u64,
     acked_bytes: u64,
     sent_bytes: u64,
-    /// With acknowledged writes only: the feed position of each mark not yet acknowledged
-    /// (bounded as `marks` is), and the position the peer has acknowledged on this link.
-    cursors: std::collections::VecDeque<(u64, FeedCursor)>,
+    /// With acknowledged writes only: the feed position the peer has acknowledged on this
+    /// link.
     acked: Option<FeedCursor>,
+}
+
+/// A Mark sent to a peer and not yet acknowledged.
+struct SentMark {
+    n: u64,
+    at: Instant,
+    /// Where this node's feed reader stood: its total, and with acknowledged writes the
+    /// whole position.
+    total: u64,
+    cursor: Option<FeedCursor>,
+    /// Bytes the link had carried.
+    bytes: u64,
 }
 
 /// Marks remembered per peer for lag. Acks can be held up for seconds on a live link (the
@@ -474,7 +485,7 @@ impl Replication {
                     .lag
                     .marks
                     .front()
-                    .map_or(0, |m| m.1.elapsed().as_millis() as u64),
+                    .map_or(0, |m| m.at.elapsed().as_millis() as u64),
                 full_syncs: p.full_syncs,
                 partial_syncs: p.partial_syncs,
                 shard_resyncs: p.shard_resyncs,
@@ -735,7 +746,6 @@ impl Inner {
         }
         // Marks are numbered per link, and so are the bytes it carries.
         p.lag.marks.clear();
-        p.lag.cursors.clear();
         p.lag.acked = None;
         (p.lag.sent_bytes, p.lag.acked_bytes) = (0, 0);
         let (cancel, ended) = (CancellationToken::new(), CancellationToken::new());
@@ -982,9 +992,9 @@ impl Inner {
         Ok(())
     }
 
-    /// Notes Mark `n` sent to `peer`, when this node's reader stood at `total` and the link
-    /// had carried `bytes`.
-    pub fn mark_sent(&self, peer: NodeId, n: u64, total: u64, bytes: u64) {
+    /// Notes Mark `n` sent to `peer`, when this node's reader stood at `at` and the link
+    /// had carried `bytes`. The position itself is kept only for acknowledged writes.
+    pub fn mark_sent(&self, peer: NodeId, n: u64, at: &FeedCursor, bytes: u64) {
         if let Some(p) = self.peers().get_mut(&peer) {
             p.lag.sent_bytes = bytes;
             if p.lag.marks.len() >= MAX_MARKS {
@@ -992,34 +1002,25 @@ impl Inner {
                 // brings the totals up to date (the oldest keeps its time for `lag_ms`).
                 p.lag.marks.pop_back();
             }
-            p.lag.marks.push_back((n, Instant::now(), total, bytes));
-        }
-    }
-
-    /// With acknowledged writes: notes where this node's feed stood at Mark `n` to `peer`.
-    pub fn mark_cursor(&self, peer: NodeId, n: u64, cursor: &FeedCursor) {
-        if let Some(p) = self.peers().get_mut(&peer) {
-            if p.lag.cursors.len() >= MAX_MARKS {
-                // As for `marks`: the newest stands in for the last kept.
-                p.lag.cursors.pop_back();
-            }
-            p.lag.cursors.push_back((n, cursor.clone()));
+            p.lag.marks.push_back(SentMark {
+                n,
+                at: Instant::now(),
+                total: at.total(),
+                cursor: (self.ack_peers > 0).then(|| at.clone()),
+                bytes,
+            });
         }
     }
 
     /// The peer has applied everything up to Mark `n`.
     pub fn acked(&self, peer: NodeId, n: u64) {
         if let Some(p) = self.peers().get_mut(&peer) {
-            while let Some(&(m, _, total, bytes)) = p.lag.marks.front() {
-                if m > n {
-                    break;
+            while let Some(m) = p.lag.marks.pop_front_if(|m| m.n <= n) {
+                p.lag.acked_total = m.total;
+                p.lag.acked_bytes = m.bytes;
+                if m.cursor.is_some() {
+                    p.lag.acked = m.cursor;
                 }
-                p.lag.acked_total = total;
-                p.lag.acked_bytes = bytes;
-                p.lag.marks.pop_front();
-            }
-            while p.lag.cursors.front().is_some_and(|(m, _)| *m <= n) {
-                p.lag.acked = p.lag.cursors.pop_front().map(|(_, c)| c);
             }
         }
         self.acks_changed();
@@ -1202,7 +1203,7 @@ mod tests {
         // then everything at once; then the link goes quiet.
         let last = MAX_MARKS as u64 + 100;
         for n in 1..=last {
-            i.mark_sent(peer, n, 1000 + n, 10 * n);
+            i.mark_sent(peer, n, &FeedCursor::new(vec![1000 + n], 0), 10 * n);
         }
         i.acked(peer, last);
         let peers = i.peers();

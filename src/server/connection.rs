@@ -31,6 +31,7 @@ use crate::protocol::limits::{is_valid_key, LINE_MAX_LENGTH};
 use crate::protocol::text::auth::AuthParsed;
 use crate::protocol::text::reply::TextReply;
 use crate::protocol::{text, Next, Parsed, Request};
+use crate::replication::node::AckWait;
 use crate::store::Cursor;
 
 /// Free room a read asks for; the buffer grows when less is left.
@@ -418,20 +419,13 @@ where
     S: AsRawFd,
     for<'a> &'a S: Read + Write,
 {
-    if std::mem::take(&mut session.wrote) {
-        if let Some(r) = session.shared.replication.get() {
-            if r.acknowledged_writes() {
-                use crate::replication::node::AckWait;
-                match r.wait_acked().await {
-                    AckWait::NoPeer => {}
-                    AckWait::Held | AckWait::Gone => session.counts.repl_ack_waits += 1,
-                    AckWait::TimedOut => {
-                        session.counts.repl_ack_waits += 1;
-                        session.counts.repl_ack_timeouts += 1;
-                    }
-                }
-            }
-        }
+    let replication = session.shared.replication.get();
+    if let Some(r) = replication.filter(|r| r.acknowledged_writes() && session.wrote) {
+        session.wrote = false;
+        let waited = r.wait_acked().await;
+        let c = &mut session.counts;
+        c.repl_ack_waits += u64::from(waited != AckWait::NoPeer);
+        c.repl_ack_timeouts += u64::from(waited == AckWait::TimedOut);
     }
     let counts = &mut session.counts;
     counts.bytes_written += out.pending() as u64;

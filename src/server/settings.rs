@@ -63,6 +63,20 @@ pub fn write(sh: &Shared, out: &mut Vec<u8>) {
     let ext = |name| extended(c, name);
     let t = &sh.tuning;
     let load = |a: &AtomicU32| a.load(Ordering::Relaxed);
+    // Tuning of memcached machinery this server does not have (slab rebalancing, the
+    // segmented LRU, the log watchers): what `-o` gave, else memcached's defaults, so tools
+    // that read them find them. Whole numbers times `unit` (log buffers are given in
+    // kilobytes, shown in bytes); fractions with `places` decimals.
+    let given_whole = |out: &mut Vec<u8>, name, unit, default| {
+        stat(out, name, whole(ext(name), unit, default));
+    };
+    let given_fraction = |out: &mut Vec<u8>, name, places, default| {
+        stat(
+            out,
+            name,
+            format!("{:.places$}", fraction(ext(name), default)),
+        );
+    };
     stat(out, "maxbytes", sh.store.limit_bytes());
     stat(out, "maxconns", c.max_connections);
     stat(out, "tcpport", sh.tcp_port());
@@ -114,21 +128,10 @@ pub fn write(sh: &Shared, out: &mut Vec<u8>) {
         yes_no(c.extended_switch("slab_reassign", "no_slab_reassign", true)),
     );
     stat(out, "slab_automove", load(&t.slab_automove));
-    // Tuning of memcached machinery this server does not have (slab rebalancing, the
-    // segmented LRU, the log watchers): what `-o` gave, else memcached's defaults, so tools
-    // that read them find them.
     let ratio = f64::from_bits(t.automove_ratio.load(Ordering::Relaxed));
     stat(out, "slab_automove_ratio", format!("{ratio:.2}"));
-    stat(
-        out,
-        "slab_automove_window",
-        whole(ext("slab_automove_window"), 1, 30),
-    );
-    stat(
-        out,
-        "slab_chunk_max",
-        whole(ext("slab_chunk_max"), 1, 524_288),
-    );
+    given_whole(out, "slab_automove_window", 1, 30);
+    given_whole(out, "slab_chunk_max", 1, 524_288);
     stat(out, "lru_crawler", yes_no(sh.crawler_enabled()));
     stat(out, "lru_crawler_sleep", load(&t.crawler_sleep));
     stat(out, "lru_crawler_tocrawl", load(&t.crawler_tocrawl));
@@ -138,28 +141,15 @@ pub fn write(sh: &Shared, out: &mut Vec<u8>) {
     stat(out, "hash_algorithm", "foldhash");
     stat(out, "lru_maintainer_thread", "no");
     stat(out, "lru_segmented", "no");
-    stat(out, "hot_lru_pct", whole(ext("hot_lru_pct"), 1, 20));
-    stat(out, "warm_lru_pct", whole(ext("warm_lru_pct"), 1, 40));
-    stat(out, "hot_max_factor", fixed(ext("hot_max_factor"), 2, 0.2));
-    stat(
-        out,
-        "warm_max_factor",
-        fixed(ext("warm_max_factor"), 2, 2.0),
-    );
+    given_whole(out, "hot_lru_pct", 1, 20);
+    given_whole(out, "warm_lru_pct", 1, 40);
+    given_fraction(out, "hot_max_factor", 2, 0.2);
+    given_fraction(out, "warm_max_factor", 2, 2.0);
     stat(out, "temp_lru", "no");
     stat(out, "temporary_ttl", 0);
     stat(out, "idle_timeout", c.idle_timeout_secs);
-    // Given in kilobytes, shown in bytes.
-    stat(
-        out,
-        "watcher_logbuf_size",
-        whole(ext("watcher_logbuf_size"), 1024, 262_144),
-    );
-    stat(
-        out,
-        "worker_logbuf_size",
-        whole(ext("worker_logbuf_size"), 1024, 65_536),
-    );
+    given_whole(out, "watcher_logbuf_size", 1024, 262_144);
+    given_whole(out, "worker_logbuf_size", 1024, 65_536);
     stat(
         out,
         "read_buf_mem_limit",
@@ -167,11 +157,7 @@ pub fn write(sh: &Shared, out: &mut Vec<u8>) {
     );
     stat(out, "track_sizes", yes_no(sh.sizes_since().is_some()));
     stat(out, "inline_ascii_response", "no");
-    stat(
-        out,
-        "slab_automove_freeratio",
-        fixed(ext("slab_automove_freeratio"), 3, 0.01),
-    );
+    given_fraction(out, "slab_automove_freeratio", 3, 0.01);
     stat(out, "num_napi_ids", "(null)");
     stat(out, "shards", sh.store.shard_count());
     stat(out, "eviction_policy", "segment_s3fifo");
@@ -198,11 +184,6 @@ fn fraction(given: Option<String>, default: f64) -> f64 {
         .and_then(|v| v.trim().parse::<f64>().ok())
         .filter(|v| v.is_finite())
         .unwrap_or(default)
-}
-
-/// An `-o` fraction with `places` decimals, or `default`.
-fn fixed(given: Option<String>, places: usize, default: f64) -> String {
-    format!("{:.places$}", fraction(given, default))
 }
 
 /// The configured peers, comma-separated; None without any.

@@ -69,10 +69,7 @@ impl Store {
     /// How many records the feed has taken so far, all rings together: a reader whose
     /// [`FeedCursor::total`] is this far behind has that many left to read.
     pub fn feed_total(&self) -> u64 {
-        let shards: u64 = (0..self.inner.shards.len())
-            .map(|i| self.lock(i).ring.next_seq())
-            .sum();
-        shards + self.inner.feed.events_next_seq()
+        self.feed_head().total()
     }
 
     /// Pushes the item at `loc` into its shard's ring as the state it is now, then unlocks

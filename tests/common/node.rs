@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{eventually, wait_ready, Client, BIN};
 
@@ -91,6 +91,25 @@ pub fn pair_at(ips: [u8; 2], (port, rport): (u16, u16), extra: [&[&str]; 2]) -> 
         Node::start([127, 0, 0, ips[me]], port, &a)
     };
     (node(0), node(1))
+}
+
+/// Waits (at most 20 s) until `c`'s node streams its changes to a peer (`state streaming`
+/// in `stats replication`): a peer caught up, as acknowledged writes count them.
+pub fn streaming(c: &mut Client) -> bool {
+    eventually(Duration::from_secs(20), || {
+        let text = String::from_utf8(c.call_until(b"stats replication\r\n", b"END\r\n")).unwrap();
+        text.lines()
+            .any(|l| l.starts_with("STAT peer:") && l.ends_with(":state streaming"))
+    })
+}
+
+/// Sends `req`, asserts its one-line reply is `want` (without [`Client::expect`]'s pause
+/// for anything extra, so replies can be timed) and returns how long it took.
+pub fn call(c: &mut Client, req: &str, want: &str) -> Duration {
+    let t = Instant::now();
+    let got = String::from_utf8(c.call_until(req.as_bytes(), b"\r\n")).unwrap();
+    assert_eq!(got, want, "{req:?}");
+    t.elapsed()
 }
 
 /// The value a text `get` of `key` finds, if any.

@@ -126,7 +126,7 @@ fn parse_automove<'a>(t: &Tokens<'a>, used: usize) -> Parsed<'a> {
         match parse_u64(t.get(2)).map(|n| n as u32) {
             Some(level @ 0..=2) => tune(Tunable::SlabAutomove(level)),
             Some(_) => fixed(b"ERROR\r\n"),
-            None => fixed(b"CLIENT_ERROR bad command line format\r\n"),
+            None => fixed(BAD_FORMAT),
         }
     }
 }
@@ -145,7 +145,7 @@ pub fn parse_other<'a>(t: &Tokens<'a>, used: usize) -> Parsed<'a> {
                     done(Command::Cachedump { class, limit })
                 }
                 (Some(_), Some(_)) => fixed(b"CLIENT_ERROR Illegal slab id\r\n"),
-                _ => fixed(b"CLIENT_ERROR bad command line format\r\n"),
+                _ => fixed(BAD_FORMAT),
             }
         }
         b"stats" => done(Command::Stats {
