@@ -23,6 +23,7 @@ use tokio::sync::Notify;
 
 use super::expiry::local_exptime;
 use super::handshake::{self, Local};
+use super::idle::IdleShare;
 use super::node::{Inner, Parked, Registered, Registration, State, SyncKind};
 use super::pause::Pause;
 use super::warmup::Pending;
@@ -449,6 +450,7 @@ async fn send_changes(
     let mut last_write = Instant::now();
     let mut last_mark = Instant::now();
     let mut pause = Pause::default();
+    let mut idle = IdleShare::default();
     loop {
         while let Ok(f) = control.try_recv() {
             send(wr, &f).await?;
@@ -516,8 +518,9 @@ async fn send_changes(
             if !mine.is_empty() && mine.len() < POLL_BATCH && inner.ack_peers == 0 {
                 wake.polling.store(true, Ordering::SeqCst);
                 // A change waits at most this long (plus the trip) to leave; shorter costs
-                // more CPU per write (a round of system calls on both nodes per batch).
-                pause.sleep(inner.batch).await;
+                // more CPU per write (a round of system calls on both nodes per batch), so
+                // only while the workers have time to spare.
+                pause.sleep(idle.pause(&inner.idle, inner.batch)).await;
             }
             continue;
         }

@@ -22,6 +22,7 @@
 
 pub mod expiry;
 pub mod handshake;
+pub mod idle;
 pub mod link;
 pub mod node;
 pub mod pause;

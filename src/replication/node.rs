@@ -26,6 +26,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use super::handshake::{self, Local};
+use super::idle::WorkerIdle;
 use super::link::{self, LinkError};
 use super::warmup::{Fetcher, Gone, Heard, Pending, WarmUp};
 use super::wire::Frame;
@@ -186,8 +187,11 @@ pub struct Inner {
     pub store: Store,
     pub local: Local,
     pub timeout: Duration,
-    /// How long a busy link gathers changes into one batch (`--repl-batch-us`).
+    /// How long a busy link gathers changes into one batch (`--repl-batch-us`), at most:
+    /// a tenth of it while the workers have time to spare ([`super::idle`]).
     pub batch: Duration,
+    /// The worker threads' sleep, which paces a busy link.
+    pub idle: Arc<WorkerIdle>,
     /// How long a reader is kept for a peer that is away (`--repl-backlog-ttl`).
     backlog_ttl: Duration,
     pub warmup: WarmUp,
@@ -319,6 +323,11 @@ impl Bound {
 }
 
 impl Replication {
+    /// Where the worker threads register, so busy links can see how much they sleep.
+    pub fn worker_idle(&self) -> Arc<WorkerIdle> {
+        self.inner.idle.clone()
+    }
+
     /// Binds the replication listener, so a busy port fails the start, not later: at
     /// `--repl-listen`, else at `-X`'s port on `default_host` (the first `-l` address).
     pub fn bind(cfg: &ReplicationConfig, default_host: &str) -> Result<Bound, StartError> {
@@ -647,6 +656,7 @@ impl Inner {
             local,
             timeout: cfg.timeout,
             batch: cfg.batch,
+            idle: Arc::default(),
             backlog_ttl: cfg.backlog_ttl,
             warmup: WarmUp::default(),
             listen: listen.to_string(),

@@ -51,10 +51,17 @@ impl Workers {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
+            // Replication paces its sender by how much the workers sleep.
+            let idle = shared.replication.get().map(|r| r.worker_idle());
             let shared = shared.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("repcached-worker-{index}"))
-                .spawn(move || runtime.block_on(serve_connections(index, rx, shared)))?;
+                .spawn(move || {
+                    if let Some(idle) = idle {
+                        idle.register_current();
+                    }
+                    runtime.block_on(serve_connections(index, rx, shared))
+                })?;
             senders.push(tx);
             handles.push(handle);
         }
