@@ -29,7 +29,7 @@ use super::pause::Pause;
 use super::warmup::Pending;
 use super::wire::{self, Frame, PROTOCOL_VERSION};
 use crate::store::{
-    Applied, Cursor, FeedCursor, FeedReader, Kind, NodeId, Record, RemoteChange, StoreError,
+    Applied, Cursor, FeedCursor, FeedReader, Kind, NodeId, Record, RemoteChange, Store, StoreError,
     Version,
 };
 
@@ -641,6 +641,23 @@ pub type ControlTx = tokio::sync::mpsc::Sender<Frame>;
 /// answers gets no answer for the excess (its reads wait, then take a miss).
 pub const CONTROL_QUEUE: usize = 4096;
 
+/// Changes whose keys are looked up together before they are applied.
+const PREFETCH: usize = 16;
+
+/// Starts loading the index entries and items of `records`' keys, so the cache misses of
+/// applying them overlap instead of queueing one after another (each change must find the
+/// version it may replace); a third of a receiving node's replication CPU went to them.
+fn prefetch(store: &Store, records: &[Record]) {
+    if records.len() < 2 {
+        return;
+    }
+    let mut keys: [&[u8]; PREFETCH] = [&[]; PREFETCH];
+    for (k, rec) in keys.iter_mut().zip(records) {
+        *k = rec.key();
+    }
+    store.prefetch(&keys[..records.len()]);
+}
+
 /// Applies what the peer sends until the link ends, and answers its fetches.
 async fn receive(
     inner: &Inner,
@@ -661,7 +678,10 @@ async fn receive(
         match frames.next().await? {
             Frame::Changes { now, records } => {
                 let my_now = store.clock().now();
-                for rec in &records {
+                for (i, rec) in records.iter().enumerate() {
+                    if i % PREFETCH == 0 {
+                        prefetch(store, &records[i..records.len().min(i + PREFETCH)]);
+                    }
                     let version = rec.version();
                     match rec.kind() {
                         Kind::Flush => {
