@@ -27,6 +27,8 @@ pub struct Ring {
     recs: VecDeque<Record>,
     /// The sequence number the next record gets; the first is 1.
     next: u64,
+    /// `next`, readable without the shard's lock ([`Ring::head`]).
+    head: Arc<AtomicU64>,
     /// Sum of the kept records' encoded sizes.
     bytes: usize,
     cap: usize,
@@ -47,6 +49,7 @@ impl Ring {
         Ring {
             recs: VecDeque::new(),
             next: 1,
+            head: Arc::new(AtomicU64::new(1)),
             bytes: 0,
             cap: cap_bytes,
         }
@@ -57,6 +60,7 @@ impl Ring {
     pub fn push(&mut self, rec: Record) -> u64 {
         let seq = self.next;
         self.next += 1;
+        self.head.store(self.next, Ordering::Release);
         self.bytes += rec.len();
         self.recs.push_back(rec.with_seq(seq));
         self.trim();
@@ -66,6 +70,12 @@ impl Ring {
     /// The sequence number the next record will get: where a new reader starts.
     pub fn next_seq(&self) -> u64 {
         self.next
+    }
+
+    /// The next sequence number as a shared counter: a writer waiting for peers to hold
+    /// its change reads every shard's without taking their locks.
+    pub fn head(&self) -> Arc<AtomicU64> {
+        self.head.clone()
     }
 
     /// Appends to `out` the records from `from` on, up to `max_bytes` of them but at least

@@ -65,7 +65,7 @@ pub mod stats;
 mod subscribe;
 pub mod version;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use apply::{Applied, RemoteChange, RemoteState};
@@ -333,6 +333,8 @@ struct Inner {
     evict_hand: AtomicUsize,
     clock: Arc<Clock>,
     feed: Feed,
+    /// Each shard's ring's next sequence number ([`feed::Ring::head`]), readable unlocked.
+    heads: Box<[Arc<AtomicU64>]>,
     /// Snapshot walks in progress ([`Store::begin_walk`]); every shard holds a clone.
     walks: Arc<AtomicUsize>,
 }
@@ -391,9 +393,11 @@ impl Store {
                 shard.ring.set_cap(cfg.feed_bytes / n);
                 shard.walks = walks.clone();
                 shard.deleted.set_cap(deleted_cap);
-                Padded(Mutex::new(shard))
+                shard
             })
-            .collect();
+            .collect::<Vec<_>>();
+        let heads = shards.iter().map(|s| s.ring.head()).collect();
+        let shards = shards.into_iter().map(|s| Padded(Mutex::new(s))).collect();
         Store {
             inner: Arc::new(Inner {
                 limit: AtomicUsize::new(cfg.limit_bytes),
@@ -406,6 +410,7 @@ impl Store {
                 evict_hand: AtomicUsize::new(0),
                 clock,
                 feed: Feed::new(FEED_EVENTS_BYTES),
+                heads,
                 walks,
             }),
         }

@@ -1,6 +1,7 @@
 //! Reading the mutation feed ([`super::feed`]): a subscriber's cursor over every shard's
 //! ring and the events ring, and the writers' side that fills them.
 
+use std::sync::atomic::Ordering;
 use std::sync::MutexGuard;
 
 use super::feed::{Feed, FeedCursor, Read, Waker, EVENTS_BIT};
@@ -60,8 +61,13 @@ impl Store {
     /// Where a reader starting now would start: every change made so far lies before it.
     /// An acknowledged write waits until its peers' readers are past this.
     pub fn feed_head(&self) -> FeedCursor {
-        let shards = (0..self.inner.shards.len())
-            .map(|i| self.lock(i).ring.next_seq())
+        // Unlocked: a change whose writer has returned is in its ring, and its counter was
+        // raised before the shard's lock was released.
+        let shards = self
+            .inner
+            .heads
+            .iter()
+            .map(|h| h.load(Ordering::Acquire))
             .collect();
         FeedCursor::new(shards, self.inner.feed.events_next_seq())
     }
