@@ -11,6 +11,11 @@ use common::node::{args, call, get, load, streaming, Node};
 use common::{free_port, Client};
 use repcached::protocol::binary::{op, request as packet, status, HEADER_LEN, RESPONSE};
 
+/// A replication address on 127.0.6.`last`, at a free port.
+fn repl_addr(last: u8) -> SocketAddr {
+    SocketAddr::from(([127, 0, 6, last], free_port()))
+}
+
 /// Node flags: listen for peers on `me`, dial `peer`, and `extra`.
 fn flags(me: SocketAddr, peer: SocketAddr, extra: &[&str]) -> Vec<String> {
     let (me, peer) = (me.to_string(), peer.to_string());
@@ -25,10 +30,7 @@ fn flags(me: SocketAddr, peer: SocketAddr, extra: &[&str]) -> Vec<String> {
 /// should be answered after a round trip, not held for the whole copy.
 #[test]
 fn a_write_is_not_held_while_its_peer_sends_this_node_a_full_copy() {
-    let (ra, rb) = (
-        SocketAddr::from(([127, 0, 6, 1], free_port())),
-        SocketAddr::from(([127, 0, 6, 2], free_port())),
-    );
+    let (ra, rb) = (repl_addr(1), repl_addr(2));
     let port = free_port();
     let extra = [
         "-m",
@@ -84,10 +86,7 @@ fn a_write_is_not_held_while_its_peer_sends_this_node_a_full_copy() {
 /// counted in `replication_ack_timeouts`, not as if the peer held it.
 #[test]
 fn a_peer_that_refused_a_change_does_not_acknowledge_it() {
-    let (ra, rb) = (
-        SocketAddr::from(([127, 0, 6, 5], free_port())),
-        SocketAddr::from(([127, 0, 6, 6], free_port())),
-    );
+    let (ra, rb) = (repl_addr(5), repl_addr(6));
     let port = free_port();
     let common = [
         "-M",
@@ -160,10 +159,7 @@ fn arith_extras(delta: u64) -> Vec<u8> {
 /// Binary quiet writes answer nothing; the NOOP after them is the reply that must wait.
 #[test]
 fn binary_quiet_writes_are_on_the_peer_when_the_noop_after_them_is_answered() {
-    let (ra, rb) = (
-        SocketAddr::from(([127, 0, 6, 9], free_port())),
-        SocketAddr::from(([127, 0, 6, 10], free_port())),
-    );
+    let (ra, rb) = (repl_addr(9), repl_addr(10));
     let port = free_port();
     let extra = ["--repl-ack-peers", "1", "--repl-ack-timeout-ms", "2000"];
     let a = Node::start([127, 0, 6, 9], port, &flags(ra, rb, &extra));

@@ -25,9 +25,8 @@ use super::version::NodeId;
 #[derive(Debug)]
 pub struct Ring {
     recs: VecDeque<Record>,
-    /// The sequence number the next record gets; the first is 1.
-    next: u64,
-    /// `next`, readable without the shard's lock ([`Ring::head`]).
+    /// The sequence number the next record gets (the first is 1): written under the
+    /// shard's lock, readable without it ([`Ring::head`]).
     head: Arc<AtomicU64>,
     /// Sum of the kept records' encoded sizes.
     bytes: usize,
@@ -48,7 +47,6 @@ impl Ring {
     pub fn new(cap_bytes: usize) -> Ring {
         Ring {
             recs: VecDeque::new(),
-            next: 1,
             head: Arc::new(AtomicU64::new(1)),
             bytes: 0,
             cap: cap_bytes,
@@ -58,9 +56,8 @@ impl Ring {
     /// Appends `rec` with the next sequence number, which it returns, and drops the oldest
     /// records while over the cap.
     pub fn push(&mut self, rec: Record) -> u64 {
-        let seq = self.next;
-        self.next += 1;
-        self.head.store(self.next, Ordering::Release);
+        let seq = self.next_seq();
+        self.head.store(seq + 1, Ordering::Release);
         self.bytes += rec.len();
         self.recs.push_back(rec.with_seq(seq));
         self.trim();
@@ -69,7 +66,8 @@ impl Ring {
 
     /// The sequence number the next record will get: where a new reader starts.
     pub fn next_seq(&self) -> u64 {
-        self.next
+        // Only the lock holder writes it: a relaxed load sees the latest value.
+        self.head.load(Ordering::Relaxed)
     }
 
     /// The next sequence number as a shared counter: a writer waiting for peers to hold
@@ -88,8 +86,9 @@ impl Ring {
                 resume: first,
             };
         }
-        if from >= self.next {
-            return Read::Upto(self.next);
+        let next = self.next_seq();
+        if from >= next {
+            return Read::Upto(next);
         }
         let mut seq = from;
         let mut used = 0;
@@ -130,7 +129,7 @@ impl Ring {
 
     /// The sequence number of the oldest record kept (`next` when empty).
     fn first_seq(&self) -> u64 {
-        self.next - self.recs.len() as u64
+        self.next_seq() - self.recs.len() as u64
     }
 
     fn trim(&mut self) {
