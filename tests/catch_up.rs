@@ -1,6 +1,6 @@
 //! A restarted node catching up in a mesh of three: while its copies arrive, a read that
 //! misses asks a peer first, so it must not answer "not found" for a key the cluster holds.
-//! Real processes on 127.0.0.210 to 127.0.0.229, some links through fault proxies.
+//! Real processes on 127.0.0.210 to 127.0.0.229, links through fault proxies.
 
 mod common;
 
@@ -13,11 +13,14 @@ use common::{eventually, free_port};
 
 /// Three nodes, A, B and C, on 127.0.0.`first` to `first + 2`, each naming the other two;
 /// A and B name each other through proxies (on `first + 3` and `first + 4`), so that link
-/// can be cut while both reach C.
+/// can be cut while both reach C; so do A and C (on `first + 5` and `first + 6`), so that
+/// link can be held back while B and C link.
 struct Mesh {
     nodes: Vec<Node>,
     ab: Proxy,
     ba: Proxy,
+    ac: Proxy,
+    ca: Proxy,
 }
 
 impl Mesh {
@@ -29,10 +32,12 @@ impl Mesh {
             .collect();
         let ab = Proxy::start(SocketAddr::from((ip(3), 0)), listen[1]);
         let ba = Proxy::start(SocketAddr::from((ip(4), 0)), listen[0]);
+        let ac = Proxy::start(SocketAddr::from((ip(5), 0)), listen[2]);
+        let ca = Proxy::start(SocketAddr::from((ip(6), 0)), listen[0]);
         let peers = [
-            [ab.addr(), listen[2]],
+            [ab.addr(), ac.addr()],
             [ba.addr(), listen[2]],
-            [listen[0], listen[1]],
+            [ca.addr(), listen[1]],
         ];
         let nodes = (0..3)
             .map(|i| {
@@ -43,7 +48,13 @@ impl Mesh {
                 Node::start(ip(i as u8), port, &a)
             })
             .collect();
-        Mesh { nodes, ab, ba }
+        Mesh {
+            nodes,
+            ab,
+            ba,
+            ac,
+            ca,
+        }
     }
 
     fn connected(&self, i: usize, n: usize) -> bool {
@@ -88,4 +99,47 @@ fn a_restarted_node_reads_through_a_peer_that_holds_the_key_not_one_still_empty(
         );
         assert!(sees(&mesh.nodes[2], &format!("key{}", n - 1), Some(&value)));
     }
+}
+
+/// The peer that holds the keys may link after one that holds nothing: a restarted node
+/// that asked the empty peer waits a moment for the others before it answers a miss.
+#[test]
+fn a_restarted_node_waits_for_a_peer_slower_to_link_than_an_empty_one() {
+    let mut mesh = Mesh::start(220);
+    assert!((0..3).all(|i| mesh.connected(i, 2)), "the mesh links up");
+    let n = 2_000;
+    let value = load(&mesh.nodes[0], n);
+    for i in 1..3 {
+        assert!(sees(&mesh.nodes[i], &format!("key{}", n - 1), Some(&value)));
+    }
+    // B comes back empty, cut off from A while C is down: it holds nothing.
+    for p in [&mesh.ab, &mesh.ba] {
+        p.set_mode(Mode::Refuse);
+        p.cut();
+    }
+    mesh.nodes[2].kill();
+    mesh.nodes[1].restart();
+    // C comes back linked to B at once, and to A only a little later.
+    for p in [&mesh.ac, &mesh.ca] {
+        p.set_mode(Mode::Refuse);
+        p.cut();
+    }
+    mesh.nodes[2].restart();
+    let mut c = mesh.nodes[2].client();
+    let keys: Vec<String> = (0..n).step_by(97).map(|i| format!("key{i}")).collect();
+    let reply = std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(40));
+            for p in [&mesh.ac, &mesh.ca] {
+                p.set_mode(Mode::Pass);
+            }
+        });
+        c.call_until(format!("get {}\r\n", keys.join(" ")).as_bytes(), b"END\r\n")
+    });
+    let hits = String::from_utf8_lossy(&reply).matches("VALUE ").count();
+    assert_eq!(
+        hits,
+        keys.len(),
+        "a restarted node answered misses for keys a peer linking a moment later holds"
+    );
 }

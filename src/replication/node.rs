@@ -403,8 +403,11 @@ impl Replication {
                         .filter(|(id, _)| !asked.contains(id))
                         .find_map(|(_, p)| p.link.as_ref().map(|l| l.fetcher.clone()))
                 };
-                let via = if asked.is_empty() {
-                    // Just after start, waits a moment for a first link.
+                // Just after start, while the peers are being dialled, waits a moment for
+                // a link: the first, and another while the peers asked so far held
+                // nothing and some configured peer is not linked yet (the one that holds
+                // the keys may simply be the slower to link).
+                let via = if asked.len() < self.configured.len() {
                     w.link(find).await
                 } else {
                     find()

@@ -183,8 +183,9 @@ impl WarmUp {
         }
     }
 
-    /// A link to fetch through: one up now, or, just after start (when the peers are being
-    /// dialled), the first to come up within [`FETCH_WAIT`].
+    /// A link to fetch through (`find` skips the peers already asked): one up now, or, just
+    /// after start (when the peers are being dialled), the next to come up within
+    /// [`FETCH_WAIT`].
     pub async fn link(&self, find: impl Fn() -> Option<Fetcher>) -> Option<Fetcher> {
         if let Some(f) = find() {
             return Some(f);
