@@ -576,10 +576,13 @@ fn fill(args: &Args, keys: &Keys) {
     });
 }
 
-/// What the lag probe measured: the lag of each sample, and samples given up on.
+/// What the lag probe measured: the lag of each sample, samples given up on, and the round
+/// trip of each read of the other node (a lag is never shorter than the read that sees it,
+/// so these show how much of a lag tail is the reader's own wait for a CPU).
 struct Lag {
     us: Vec<u64>,
     lost: u64,
+    reads_us: Vec<u64>,
 }
 
 /// The probe gives up on a key the other node has not shown after this long.
@@ -624,6 +627,7 @@ fn probe_lag(
     let mut lag = Lag {
         us: Vec::new(),
         lost: 0,
+        reads_us: Vec::new(),
     };
     let mut buf = Vec::new();
     ready.wait();
@@ -639,7 +643,9 @@ fn probe_lag(
         let written = Instant::now();
         let get = format!("get {key}\r\n");
         loop {
+            let asked = Instant::now();
             ask(&mut reader, get.as_bytes(), &mut buf)?;
+            lag.reads_us.push(asked.elapsed().as_micros() as u64);
             if buf.starts_with(b"VALUE") {
                 lag.us.push(written.elapsed().as_micros() as u64);
                 break;
@@ -766,13 +772,17 @@ fn main() {
     );
     if let Some(mut lag) = lag {
         lag.us.sort_unstable();
+        lag.reads_us.sort_unstable();
         print!(
-            " lag_samples={} lag_lost={} lag_p50_us={} lag_p99_us={} lag_max_us={}",
+            " lag_samples={} lag_lost={} lag_p50_us={} lag_p99_us={} lag_max_us={} \
+             lag_read_p50_us={} lag_read_p99_us={}",
             lag.us.len(),
             lag.lost,
             percentile(&lag.us, 0.50),
             percentile(&lag.us, 0.99),
             percentile(&lag.us, 1.0),
+            percentile(&lag.reads_us, 0.50),
+            percentile(&lag.reads_us, 0.99),
         );
     }
     println!();
