@@ -280,3 +280,55 @@ fn read_buf_mem_limit_refuses_with_memcached_errors() {
     // With the buffers back, everything works again.
     getter.expect(b"get foo\r\n", b"VALUE foo 0 3\r\nbar\r\nEND\r\n");
 }
+
+/// Reads until the server closes the connection or stays quiet; returns what came and
+/// whether it closed.
+fn read_to_close(c: &mut Client) -> (Vec<u8>, bool) {
+    c.stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("read timeout");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match c.stream.read(&mut buf) {
+            Ok(0) => return (got, true),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return (got, true),
+            Err(_) => return (got, false),
+        }
+    }
+}
+
+/// memcached's `t/conn-limits.t`: under the cap, replies pending count as memcached's
+/// response objects (13 to a 16 KB unit), so a multiget of more keys than the room left
+/// answers the out-of-memory error and pipelined requests past it close the connection,
+/// with nothing sent; as many as fit are answered.
+#[test]
+fn read_buf_mem_limit_counts_replies_as_memcached_counts_response_objects() {
+    // 32 workers share 1 MB: two 16 KB units each, a read buffer and one of replies.
+    let p = Proc::start(&["-t", "32", "-R", "500", "-o", "read_buf_mem_limit=1"]);
+    let mut stats = p.client();
+    let keys = vec!["foo"; 500].join(" ");
+    let mut c = p.client();
+    c.expect(
+        format!("get {keys}\r\n").as_bytes(),
+        b"SERVER_ERROR out of memory writing get response\r\n",
+    );
+    assert_eq!(stats.stat("response_obj_oom"), "1");
+    // Thirteen replies fit, pipelined; the fourteenth closes the connection unanswered.
+    let mut fits = p.client();
+    fits.send("mg foo v\r\n".repeat(13).as_bytes());
+    let (got, closed) = read_to_close(&mut fits);
+    assert_eq!((got, closed), ("EN\r\n".repeat(13).into_bytes(), false));
+    let mut over = p.client();
+    over.send("mg foo v\r\n".repeat(500).as_bytes());
+    assert_eq!(read_to_close(&mut over), (Vec::new(), true));
+    assert_eq!(stats.stat("response_obj_oom"), "2");
+    // A multiget that fits is answered, on a connection the error left open.
+    c.expect(b"set foo 0 0 3\r\nbar\r\n", b"STORED\r\n");
+    let twelve = ["foo"; 12].join(" ");
+    c.expect(
+        format!("get {twelve}\r\n").as_bytes(),
+        format!("{}END\r\n", "VALUE foo 0 3\r\nbar\r\n".repeat(12)).as_bytes(),
+    );
+}

@@ -48,6 +48,11 @@ pub fn init(limit: usize) {
     POOL.with(|p| p.borrow_mut().limit = limit);
 }
 
+/// Whether this worker's connections are capped (`-o read_buf_mem_limit`).
+pub fn limited() -> bool {
+    POOL.with(|p| p.borrow().limit != 0)
+}
+
 /// A worker's share of `-o read_buf_mem_limit` (megabytes), at least one unit; 0 is none.
 pub fn worker_limit(megabytes: usize, workers: usize) -> usize {
     if megabytes == 0 {

@@ -110,7 +110,7 @@ where
     for<'a> &'a S: Read + Write,
 {
     let mut rbuf = ReadBuf::default();
-    let mut out = Output::default();
+    let mut out = Output::new();
     let mut swallow = 0usize;
     // After a bad key in a streamed get line: the rest of that line is dropped.
     let mut skip_line = false;
@@ -180,9 +180,13 @@ where
             }
             if served >= reqs_per_event {
                 // As memcached's `-R`: a connection with more requests read than one turn
-                // allows lets the others on its worker run first.
+                // allows lets the others on its worker run first (under a buffer cap, its
+                // replies go out first, as memcached's do, freeing their room).
                 served = 0;
                 session.counts.conn_yields += 1;
+                if out.limited() && !out.is_empty() {
+                    send(sock, &mut out, &mut session).await?;
+                }
                 tokio::task::yield_now().await;
             }
             let buf = &data[consumed..];
@@ -197,8 +201,14 @@ where
             if step.swallow > 0 {
                 swallow = step.swallow;
             }
-            if no_out && !out.is_empty() {
-                // As memcached: a get is answered with the error, anything else closes.
+            let no_room = if no_out {
+                !out.is_empty()
+            } else {
+                step.used > 0 && !out.respond(|| step.responses(buf))
+            };
+            if no_room {
+                // As memcached: a get is answered with the error (the replies pending
+                // before it are dropped), anything else closes.
                 session.counts.response_obj_oom += 1;
                 out.truncate_to(0);
                 if step.get.is_none() {
@@ -586,6 +596,23 @@ impl Step {
         let line = line.strip_suffix(b"\n").unwrap_or(line);
         let end = line.strip_suffix(b"\r").unwrap_or(line).len();
         Some((get, reply, end.checked_sub(rest)?..end))
+    }
+
+    /// How many replies memcached would count for this request (see
+    /// [`crate::server::output::RESPONSES_PER_UNIT`]): one per key of a text get, one for
+    /// anything else.
+    fn responses(&self, buf: &[u8]) -> usize {
+        let Some((get, _)) = &self.get else {
+            return 1;
+        };
+        let line = &buf[..self.used.min(buf.len())];
+        let words = line
+            .split(|b| b.is_ascii_whitespace())
+            .filter(|w| !w.is_empty())
+            .count();
+        // The verb, and the expiry of gat/gats.
+        let head = 1 + usize::from(get.touch.is_some());
+        words.saturating_sub(head).max(1)
     }
 
     fn close(used: usize) -> Step {

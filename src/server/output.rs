@@ -24,6 +24,11 @@ use crate::protocol::command::ReplyBuf;
 pub const HIGH_WATER: usize = 256 * 1024;
 /// Most slices one vectored write takes.
 const MAX_IOV: usize = 64;
+/// Replies pending that one pooled unit holds under `-o read_buf_mem_limit`, counted as
+/// memcached counts its response objects (each key of a get, each other request: 13 of
+/// about 1.2 KB fit the 16 KB bundle its workers take from the same pool as read buffers).
+/// Counted so that the cap refuses where memcached's does, whatever the replies' bytes.
+pub const RESPONSES_PER_UNIT: usize = 13;
 
 /// A point in the output: copied bytes and shared values queued before it.
 #[derive(Debug, Clone, Copy)]
@@ -42,6 +47,11 @@ pub struct Output {
     sent: usize,
     /// Bytes charged to the worker's pool for `buf` (see [`buffers`]).
     charged: usize,
+    /// Under `-o read_buf_mem_limit`: the replies pending (see [`RESPONSES_PER_UNIT`]), and
+    /// the units charged for them beyond the buffer's own.
+    limited: bool,
+    responses: usize,
+    response_units: usize,
 }
 
 impl Deref for Output {
@@ -61,6 +71,47 @@ impl DerefMut for Output {
 }
 
 impl Output {
+    /// An output that counts its replies against the worker's cap when there is one.
+    pub fn new() -> Output {
+        let mut out = Output::default();
+        out.limited = buffers::limited();
+        out
+    }
+
+    /// Counts the replies of a request that ran (`n` computes how many) while the worker's
+    /// buffers are capped; false when the pool has no room left for them, as memcached runs
+    /// out of response objects. Without a cap: true, at once.
+    #[inline]
+    pub fn respond(&mut self, n: impl FnOnce() -> usize) -> bool {
+        if !self.limited {
+            return true;
+        }
+        let want = self.responses + n();
+        let units = want.saturating_sub(1) / RESPONSES_PER_UNIT;
+        while self.response_units < units {
+            if !buffers::grow(buffers::UNIT) {
+                return false;
+            }
+            self.response_units += 1;
+        }
+        self.responses = want;
+        true
+    }
+
+    /// The pending replies are gone (written or dropped): their units go back.
+    fn forget_responses(&mut self) {
+        if self.response_units > 0 {
+            buffers::shrink(self.response_units * buffers::UNIT);
+        }
+        self.responses = 0;
+        self.response_units = 0;
+    }
+
+    /// Whether this connection's output counts against a cap (see [`Output::respond`]).
+    pub fn limited(&self) -> bool {
+        self.limited
+    }
+
     /// Bytes not yet written, copied and shared.
     #[inline]
     pub fn pending(&self) -> usize {
@@ -100,6 +151,9 @@ impl Output {
             }
         }
         self.buf.truncate(len.max(self.sent));
+        if self.is_empty() {
+            self.forget_responses();
+        }
     }
 
     /// The unwritten output as slices for one vectored write; returns how many it filled.
@@ -196,6 +250,7 @@ impl Output {
             self.buf.clear();
             self.shared.clear();
             self.sent = 0;
+            self.forget_responses();
         }
     }
 
@@ -259,6 +314,10 @@ impl Output {
 
     /// Gives the buffer back to the pool once nothing is pending.
     pub fn release(&mut self) {
+        if self.is_empty() {
+            // Replies that wrote nothing (noreply) are done too.
+            self.forget_responses();
+        }
         if self.is_empty() && self.buf.capacity() != 0 {
             buffers::give_write(std::mem::take(&mut self.buf), self.charged);
             self.charged = 0;
@@ -271,6 +330,7 @@ impl Drop for Output {
         if self.buf.capacity() != 0 {
             buffers::shrink(self.charged);
         }
+        self.forget_responses();
     }
 }
 
