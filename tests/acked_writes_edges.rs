@@ -1,6 +1,6 @@
 //! Acknowledged writes (`--repl-ack-peers`) at the edges: a peer busy sending a full copy,
-//! a peer that refuses a change for want of memory, binary quiet writes. Real processes on
-//! 127.0.6.x.
+//! a peer that refuses a change for want of memory, binary quiet writes, a peer not given
+//! the flag. Real processes on 127.0.6.x.
 
 mod common;
 
@@ -199,4 +199,30 @@ fn binary_quiet_writes_are_on_the_peer_when_the_noop_after_them_is_answered() {
         assert_eq!(get(&mut r, &k2), None, "DELETEQ {k2}");
     }
     assert_eq!(t.stat("replication_ack_timeouts"), "0");
+}
+
+/// Only this node asks for acknowledged writes; its peer was given no flag. The peer
+/// acknowledges at once all the same (this node asked it to when the link began), so a
+/// write waits a round trip, not the few milliseconds a peer gathers acks for otherwise.
+#[test]
+fn acks_are_prompt_when_only_the_writing_node_asks_for_them() {
+    let (ra, rb) = (repl_addr(13), repl_addr(14));
+    let port = free_port();
+    let a = Node::start(
+        [127, 0, 6, 13],
+        port,
+        &flags(ra, rb, &["--repl-ack-peers", "1"]),
+    );
+    let b = Node::start([127, 0, 6, 14], port, &flags(rb, ra, &[]));
+    let (mut w, mut r) = (a.client(), b.client());
+    assert!(streaming(&mut w) && streaming(&mut r), "the pair links up");
+    let mut took: Vec<Duration> = (0..40)
+        .map(|i| call(&mut w, &format!("set k{i} 0 0 1\r\nx\r\n"), "STORED\r\n"))
+        .collect();
+    took.sort();
+    // Gathered acks hold every write at least 5 ms; prompt ones a round trip.
+    let median = took[took.len() / 2];
+    assert!(median < Duration::from_millis(4), "writes took {took:?}");
+    assert_eq!(w.stat("replication_ack_timeouts"), "0");
+    assert_eq!(get(&mut r, "k39").as_deref(), Some("x"));
 }

@@ -190,10 +190,10 @@ struct Acks {
     /// When the oldest ack not yet sent came in.
     since: std::sync::Mutex<Option<Instant>>,
     notify: Notify,
-    /// Acks leave at once, alone if need be: this node waits for its peers' acks before it
-    /// answers writes (`--repl-ack-peers`), and so, configured alike, do they for this
-    /// node's.
-    prompt: bool,
+    /// Acks leave at once, alone if need be: the peer waits for them before it answers
+    /// writes (it said so with [`Frame::AckPrompt`]), or this node does for the peer's
+    /// (`--repl-ack-peers`; a peer of an older version, configured alike, does too).
+    prompt: AtomicBool,
 }
 
 impl Acks {
@@ -208,8 +208,9 @@ impl Acks {
     /// [`ACK_DELAY`].
     fn take(&self, with_other_frames: bool) -> Option<u64> {
         let mut since = self.since();
-        let due =
-            since.is_some_and(|t| with_other_frames || self.prompt || t.elapsed() >= ACK_DELAY);
+        let due = since.is_some_and(|t| {
+            with_other_frames || self.prompt.load(Ordering::Relaxed) || t.elapsed() >= ACK_DELAY
+        });
         if !due {
             return None;
         }
@@ -219,7 +220,7 @@ impl Acks {
 
     /// When an ack waiting alone is due.
     fn due(&self) -> Option<Instant> {
-        let delay = if self.prompt {
+        let delay = if self.prompt.load(Ordering::Relaxed) {
             Duration::ZERO
         } else {
             ACK_DELAY
@@ -253,6 +254,10 @@ async fn serve(
     sending: &mut Option<Parked>,
 ) -> Result<(), LinkError> {
     send(wr, &inner.resume_frame(peer)).await?;
+    if inner.ack_peers > 0 && peer_version >= 4 {
+        // Acks are prompt on the peer's side too, whatever its own flags.
+        send(wr, &Frame::AckPrompt).await?;
+    }
     let (run, chain, at) = match frames.next().await? {
         Frame::Resume {
             run,
@@ -297,7 +302,7 @@ async fn serve(
     // A v2 peer refuses live records that carry item bits.
     let item_bits = peer_version >= 3;
     let acks = Acks {
-        prompt: inner.ack_peers > 0,
+        prompt: AtomicBool::new(inner.ack_peers > 0),
         ..Acks::default()
     };
     let mut marks = Marks {
@@ -742,6 +747,7 @@ async fn receive(
                 }
             }
             Frame::Ack { n } => inner.acked(peer, n),
+            Frame::AckPrompt => acks.prompt.store(true, Ordering::Relaxed),
             Frame::Heartbeat => {}
             Frame::Fetch { id, key } => {
                 let now = store.clock().now();

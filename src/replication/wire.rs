@@ -15,6 +15,7 @@
 //! 10 Resume         run u64, chain u64, events u64, count u32, count × seq u64, listen str
 //! 11 Mark           chain u64, n u64, events u64, count u32, count × (shard u32, seq u64)
 //! 12 Ack            n u64
+//! 13 AckPrompt      (empty; v4)
 //!  str = len u16 (at most MAX_STRING) + UTF-8
 //! ```
 //!
@@ -32,7 +33,8 @@ use crate::store::{NodeId, Record};
 
 /// The replication protocol version this build speaks.
 /// v3: live records carry the item's state bits (stale, base64 key) in their `at` field.
-pub const PROTOCOL_VERSION: u16 = 3;
+/// v4: AckPrompt (sent only to v4 peers).
+pub const PROTOCOL_VERSION: u16 = 4;
 /// The oldest version this build accepts from a peer. A node meeting an older peer than
 /// itself but not older than this speaks the peer's version (to a v2 peer, records go
 /// without item bits, which it would refuse; v1 had no resume).
@@ -57,6 +59,7 @@ const FETCHED: u8 = 9;
 const RESUME: u8 = 10;
 const MARK: u8 = 11;
 const ACK: u8 = 12;
+const ACK_PROMPT: u8 = 13;
 
 /// The smallest record (a header) plus its length prefix: bounds a claimed record count.
 const MIN_RECORD: usize = 4 + 32;
@@ -119,6 +122,9 @@ pub enum Frame {
     },
     /// Everything up to Mark `n` has been applied (the sender measures lag with it).
     Ack { n: u64 },
+    /// The sender answers writes only once peers hold them (`--repl-ack-peers`): acks go
+    /// out at once, not gathered with other frames. Sent once per link, to v4 peers.
+    AckPrompt,
 }
 
 /// Why bytes from a peer are not a frame. Any of these means the peer is broken or not a
@@ -163,6 +169,7 @@ pub fn encode(frame: &Frame, out: &mut BytesMut) {
         Frame::Resume { .. } => RESUME,
         Frame::Mark { .. } => MARK,
         Frame::Ack { .. } => ACK,
+        Frame::AckPrompt => ACK_PROMPT,
     };
     let start = out.len();
     out.put_u32_le(0); // the length, once known
@@ -355,6 +362,7 @@ pub fn decode_limited(buf: &mut BytesMut, max: usize) -> Result<Option<Frame>, W
             }
         }
         ACK => Frame::Ack { n: body.u64()? },
+        ACK_PROMPT => Frame::AckPrompt,
         _ => {
             // CHANGES: `frame_name` let only known types through.
             let now = body.u32()?;
@@ -399,6 +407,7 @@ fn frame_name(ty: u8) -> Result<&'static str, WireError> {
         RESUME => "Resume",
         MARK => "Mark",
         ACK => "Ack",
+        ACK_PROMPT => "AckPrompt",
         _ => return Err(WireError::UnknownType(ty)),
     })
 }
@@ -548,6 +557,7 @@ mod tests {
                 shards: vec![(0, 5), (63, 1 << 40)],
             },
             Frame::Ack { n: u64::MAX },
+            Frame::AckPrompt,
         ]
     }
 
@@ -628,7 +638,7 @@ mod tests {
 
     #[test]
     fn unknown_type_fails_at_once() {
-        for ty in [0, ACK + 1, 255] {
+        for ty in [0, ACK_PROMPT + 1, 255] {
             let header = [100, 0, 0, 0, ty];
             assert!(matches!(decode_all(&header), Err(WireError::UnknownType(t)) if t == ty));
         }
