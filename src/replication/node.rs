@@ -404,11 +404,14 @@ impl Replication {
                         .find_map(|(_, p)| p.link.as_ref().map(|l| l.fetcher.clone()))
                 };
                 // Just after start, while the peers are being dialled, waits a moment for
-                // a link: the first, and another while the peers asked so far held
-                // nothing and some configured peer is not linked yet (the one that holds
-                // the keys may simply be the slower to link).
-                let via = if asked.len() < self.configured.len() {
-                    w.link(find).await
+                // a first link; and for another while the peers asked so far held nothing
+                // and a dial is in its handshake (the peer that holds the keys may just be
+                // the slower to link). That second wait coming to nothing is no reason to
+                // stop asking the peers that did answer: it sets no backoff.
+                let via = if asked.is_empty() {
+                    w.link(find, true).await
+                } else if self.inner.dial_in_handshake() {
+                    w.link(find, false).await
                 } else {
                     find()
                 };
@@ -1040,6 +1043,28 @@ impl Inner {
     }
 
     /// Notes where the dialler of configured address `name` is.
+    /// Whether a configured peer's dial has connected and is still in its handshake: a
+    /// link about to come up. (A dial stays in `Handshake` for the life of the link it
+    /// makes, so an address whose node is linked does not count.)
+    fn dial_in_handshake(&self) -> bool {
+        let connecting: Vec<String> = locked(&self.dials)
+            .iter()
+            .filter(|(_, s)| **s == State::Handshake)
+            .map(|(name, _)| name.clone())
+            .collect();
+        if connecting.is_empty() {
+            return false;
+        }
+        let names = locked(&self.names).clone();
+        let peers = self.peers();
+        connecting.iter().any(|name| {
+            names
+                .get(name)
+                .and_then(|n| peers.get(n))
+                .is_none_or(|p| p.link.is_none())
+        })
+    }
+
     fn dial_state(&self, name: &str, state: State) {
         let mut dials = locked(&self.dials);
         dials.insert(name.to_string(), state);

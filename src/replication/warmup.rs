@@ -185,8 +185,9 @@ impl WarmUp {
 
     /// A link to fetch through (`find` skips the peers already asked): one up now, or, just
     /// after start (when the peers are being dialled), the next to come up within
-    /// [`FETCH_WAIT`].
-    pub async fn link(&self, find: impl Fn() -> Option<Fetcher>) -> Option<Fetcher> {
+    /// [`FETCH_WAIT`]. `first`: no peer was asked yet, so a wait in vain makes misses
+    /// answer locally for a while.
+    pub async fn link(&self, find: impl Fn() -> Option<Fetcher>, first: bool) -> Option<Fetcher> {
         if let Some(f) = find() {
             return Some(f);
         }
@@ -200,7 +201,9 @@ impl WarmUp {
                 return Some(f);
             }
         }
-        self.waited_in_vain();
+        if first {
+            self.waited_in_vain();
+        }
         None
     }
 
