@@ -10,6 +10,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::{Client, Proc};
+use repcached::protocol::binary::{op, request as packet};
 
 const MB: usize = 1024 * 1024;
 
@@ -331,4 +332,49 @@ fn read_buf_mem_limit_counts_replies_as_memcached_counts_response_objects() {
         format!("get {twelve}\r\n").as_bytes(),
         format!("{}END\r\n", "VALUE foo 0 3\r\nbar\r\n".repeat(12)).as_bytes(),
     );
+}
+
+/// Under the cap, as in memcached: a request runs only once it has room for its reply (a
+/// refused `incr` does not count), `mn` and a binary no-op write out what is pending and
+/// free its room, and so does a turn's end (`-R`), even when the replies wrote nothing
+/// (noreply). Each case was matched byte for byte against memcached 1.6.18.
+#[test]
+fn read_buf_mem_limit_frees_reply_room_where_memcached_does() {
+    let p = Proc::start(&["-t", "32", "-R", "500", "-o", "read_buf_mem_limit=1"]);
+    let mut c = p.client();
+    c.send(&"mn\r\n".repeat(14).into_bytes());
+    assert_eq!(
+        read_to_close(&mut c),
+        ("MN\r\n".repeat(14).into_bytes(), false)
+    );
+    let mut c = p.client();
+    let pipeline = format!(
+        "{}mn\r\n{}",
+        "mg a v\r\n".repeat(12),
+        "mg a v\r\n".repeat(13)
+    );
+    c.send(pipeline.as_bytes());
+    let want = format!("{}MN\r\n{}", "EN\r\n".repeat(12), "EN\r\n".repeat(13));
+    assert_eq!(read_to_close(&mut c), (want.into_bytes(), false));
+    let mut c = p.client();
+    let noop = packet(op::NOOP, b"", b"", b"", 0, 0);
+    c.send(&noop.repeat(14));
+    let (got, closed) = read_to_close(&mut c);
+    assert_eq!((got.len(), closed), (14 * 24, false));
+    // The set takes one reply, twelve incrs the rest; the thirteenth closes unrun.
+    let mut c = p.client();
+    c.send(format!("set c 0 0 1\r\n5\r\n{}", "incr c 1\r\n".repeat(14)).as_bytes());
+    assert!(read_to_close(&mut c).1, "closed");
+    p.client()
+        .expect(b"get c\r\n", b"VALUE c 0 2\r\n17\r\nEND\r\n");
+    // No room for a get's first reply: closed, as memcached does, not answered.
+    let mut c = p.client();
+    c.send(format!("{}get a\r\n", "set a 0 0 1\r\nx\r\n".repeat(13)).as_bytes());
+    assert_eq!(read_to_close(&mut c), (Vec::new(), true));
+    // With the default -R 20 at -t 4 (195 replies of room), 196 noreply sets pass: each
+    // turn's end frees the room of the replies it counted.
+    let p = Proc::start(&["-t", "4", "-o", "read_buf_mem_limit=1"]);
+    let mut c = p.client();
+    c.send(format!("{}mn\r\n", "set n 0 0 1 noreply\r\nx\r\n".repeat(196)).as_bytes());
+    assert_eq!(read_to_close(&mut c), (b"MN\r\n".to_vec(), false));
 }

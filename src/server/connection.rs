@@ -184,19 +184,31 @@ where
                 // replies go out first, as memcached's do, freeing their room).
                 served = 0;
                 session.counts.conn_yields += 1;
-                if out.limited() && !out.is_empty() {
+                if out.limited() {
                     send(sock, &mut out, &mut session).await?;
+                    out.settle();
                 }
                 tokio::task::yield_now().await;
             }
             let buf = &data[consumed..];
             let at = consumed;
+            // Under a buffer cap, room for one reply before anything runs, as memcached
+            // takes a response object first: without it the connection closes unanswered.
+            let reserved = out.limited() && !no_out;
+            if reserved && !out.respond(|| 1) {
+                session.counts.response_obj_oom += 1;
+                out.truncate_to(0);
+                after = After::Close;
+                break;
+            }
             let step = step(proto, buf, &mut session, &mut out);
             consumed += step.used;
             if step.used > 0 {
                 served += 1;
                 // A request that was fetched for has run: the next one may fetch.
                 session.fetched = false;
+            } else if reserved {
+                out.unrespond(1);
             }
             if step.swallow > 0 {
                 swallow = step.swallow;
@@ -204,7 +216,8 @@ where
             let no_room = if no_out {
                 !out.is_empty()
             } else {
-                step.used > 0 && !out.respond(|| step.responses(buf))
+                // A get's other keys take a reply each.
+                step.used > 0 && !out.respond(|| step.responses(buf) - 1)
             };
             if no_room {
                 // As memcached: a get is answered with the error (the replies pending
@@ -218,6 +231,11 @@ where
                 sock.write_all(OOM_WRITING_GET).await?;
                 session.counts.bytes_written += OOM_WRITING_GET.len() as u64;
                 continue;
+            }
+            if out.limited() && step.used > 0 && Step::flushes(proto, &buf[..step.used]) {
+                // memcached writes out at `mn` and a binary no-op, freeing its replies.
+                send(sock, &mut out, &mut session).await?;
+                out.settle();
             }
             match step.after {
                 None if proto == Proto::Text && buf.len() > LINE_MAX_LENGTH => {
@@ -613,6 +631,15 @@ impl Step {
         // The verb, and the expiry of gat/gats.
         let head = 1 + usize::from(get.touch.is_some());
         words.saturating_sub(head).max(1)
+    }
+
+    /// Whether this request makes memcached write out what it has (`mn`, a binary no-op):
+    /// under a buffer cap its pending replies are freed there too.
+    fn flushes(proto: Proto, request: &[u8]) -> bool {
+        match proto {
+            Proto::Binary => request.get(1) == Some(&crate::protocol::binary::op::NOOP),
+            _ => matches!(request, b"mn\r\n" | b"mn\n"),
+        }
     }
 
     fn close(used: usize) -> Step {

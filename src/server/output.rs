@@ -98,6 +98,19 @@ impl Output {
         true
     }
 
+    /// A request counted by [`Output::respond`] did not run after all (it is incomplete).
+    pub fn unrespond(&mut self, n: usize) {
+        self.responses = self.responses.saturating_sub(n);
+    }
+
+    /// Once nothing is pending, the replies counted are done (noreply requests write
+    /// nothing): their units go back.
+    pub fn settle(&mut self) {
+        if self.is_empty() {
+            self.forget_responses();
+        }
+    }
+
     /// The pending replies are gone (written or dropped): their units go back.
     fn forget_responses(&mut self) {
         if self.response_units > 0 {
