@@ -153,9 +153,9 @@ pub struct Args {
     /// Seconds the backlog is kept for a peer that is away, to resume from (default 900)
     #[arg(long = "repl-backlog-ttl")]
     pub repl_backlog_ttl: Option<u64>,
-    /// Microseconds a busy link gathers changes into one batch (default 1000; a tenth of
-    /// it while the workers sleep a fifth of their time or more): lower is less
-    /// replication lag for more CPU
+    /// Microseconds a busy link gathers changes into one batch (default 1000) while the
+    /// workers are saturated; a tenth of it while they sleep a fifth of their time or more,
+    /// in proportion between: lower is less replication lag for more CPU
     #[arg(long = "repl-batch-us")]
     pub repl_batch_us: Option<u64>,
     /// Acknowledged writes: a write is answered once this many peers hold it (at most as
