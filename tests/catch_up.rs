@@ -57,6 +57,25 @@ impl Mesh {
         }
     }
 
+    /// A mesh whose A holds `key0..key{n}` (returns their value) and whose B holds
+    /// nothing: A and B lose each other, B and C go down, and B comes back first, able to
+    /// reach only C, which stays down.
+    fn with_b_emptied(first: u8, n: usize) -> (Mesh, String) {
+        let mut mesh = Mesh::start(first);
+        assert!((0..3).all(|i| mesh.connected(i, 2)), "the mesh links up");
+        let value = load(&mesh.nodes[0], n);
+        for i in 1..3 {
+            assert!(sees(&mesh.nodes[i], &format!("key{}", n - 1), Some(&value)));
+        }
+        for p in [&mesh.ab, &mesh.ba] {
+            p.set_mode(Mode::Refuse);
+            p.cut();
+        }
+        mesh.nodes[2].kill();
+        mesh.nodes[1].restart();
+        (mesh, value)
+    }
+
     fn connected(&self, i: usize, n: usize) -> bool {
         let mut c = self.nodes[i].client();
         let want = n.to_string();
@@ -68,22 +87,9 @@ impl Mesh {
 
 #[test]
 fn a_restarted_node_reads_through_a_peer_that_holds_the_key_not_one_still_empty() {
-    let mut mesh = Mesh::start(210);
-    assert!((0..3).all(|i| mesh.connected(i, 2)), "the mesh links up");
     let n = 20_000;
-    let value = load(&mesh.nodes[0], n);
-    for i in 1..3 {
-        assert!(sees(&mesh.nodes[i], &format!("key{}", n - 1), Some(&value)));
-    }
-    // A and B lose each other; B and C go down, and B comes back first: empty, it can
-    // reach only C, which is down. Then C comes back, linked to A (which holds everything)
-    // and to B (which holds nothing yet).
-    for p in [&mesh.ab, &mesh.ba] {
-        p.set_mode(Mode::Refuse);
-        p.cut();
-    }
-    mesh.nodes[2].kill();
-    mesh.nodes[1].restart();
+    // Then C comes back, linked to A (which holds everything) and to B (nothing yet).
+    let (mut mesh, value) = Mesh::with_b_emptied(210, n);
     // Whichever peer C asks first is a matter of chance: a few restarts of C.
     for round in 0..4 {
         mesh.nodes[2].restart();
@@ -106,20 +112,8 @@ fn a_restarted_node_reads_through_a_peer_that_holds_the_key_not_one_still_empty(
 /// answers a miss.
 #[test]
 fn a_restarted_node_waits_for_a_peer_slower_to_link_than_an_empty_one() {
-    let mut mesh = Mesh::start(220);
-    assert!((0..3).all(|i| mesh.connected(i, 2)), "the mesh links up");
     let n = 2_000;
-    let value = load(&mesh.nodes[0], n);
-    for i in 1..3 {
-        assert!(sees(&mesh.nodes[i], &format!("key{}", n - 1), Some(&value)));
-    }
-    // B comes back empty, cut off from A while C is down: it holds nothing.
-    for p in [&mesh.ab, &mesh.ba] {
-        p.set_mode(Mode::Refuse);
-        p.cut();
-    }
-    mesh.nodes[2].kill();
-    mesh.nodes[1].restart();
+    let (mut mesh, _) = Mesh::with_b_emptied(220, n);
     // C comes back linked to B at once, and to A only a little later: its dial to A
     // connects, but the handshake goes unanswered until the link is let through (and the
     // dial made again).
