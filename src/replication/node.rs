@@ -1042,7 +1042,6 @@ impl Inner {
         self.acks_changed();
     }
 
-    /// Notes where the dialler of configured address `name` is.
     /// Whether a configured peer's dial has connected and is still in its handshake: a
     /// link about to come up. (A dial stays in `Handshake` for the life of the link it
     /// makes, so an address whose node is linked does not count.)
@@ -1052,25 +1051,15 @@ impl Inner {
             .filter(|(_, s)| **s == State::Handshake)
             .map(|(name, _)| name.clone())
             .collect();
-        if connecting.is_empty() {
-            return false;
-        }
-        let names = locked(&self.names).clone();
-        let peers = self.peers();
-        connecting.iter().any(|name| {
-            names
-                .get(name)
-                .and_then(|n| peers.get(n))
-                .is_none_or(|p| p.link.is_none())
-        })
+        connecting.iter().any(|name| !self.linked_name(name))
     }
 
+    /// Notes where the dialler of configured address `name` is.
     fn dial_state(&self, name: &str, state: State) {
         let mut dials = locked(&self.dials);
         dials.insert(name.to_string(), state);
     }
 
-    /// Notes which node the configured address `name` reached.
     /// Notes which node the configured address `name` reached.
     pub fn learn(&self, name: &str, node: NodeId) {
         let mut names = locked(&self.names);
@@ -1126,9 +1115,14 @@ impl Inner {
     /// True while the node that `addr` reached last time is linked (through its own dial,
     /// which won): the dialer waits instead of dialling again.
     fn linked_via(&self, addr: &PeerAddr) -> bool {
+        self.linked_name(&addr.to_string())
+    }
+
+    /// Whether the node configured address `name` reached is linked now.
+    fn linked_name(&self, name: &str) -> bool {
         let node = {
             let names = locked(&self.names);
-            names.get(&addr.to_string()).copied()
+            names.get(name).copied()
         };
         node.is_some_and(|n| self.peers().get(&n).is_some_and(|p| p.link.is_some()))
     }

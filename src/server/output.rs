@@ -327,10 +327,7 @@ impl Output {
 
     /// Gives the buffer back to the pool once nothing is pending.
     pub fn release(&mut self) {
-        if self.is_empty() {
-            // Replies that wrote nothing (noreply) are done too.
-            self.forget_responses();
-        }
+        self.settle();
         if self.is_empty() && self.buf.capacity() != 0 {
             buffers::give_write(std::mem::take(&mut self.buf), self.charged);
             self.charged = 0;
