@@ -163,7 +163,7 @@ impl Default for ReplicationConfig {
             node_id: None,
             timeout: std::time::Duration::from_secs(3),
             backlog_bytes: crate::store::DEFAULT_FEED_BYTES,
-            batch: std::time::Duration::from_millis(1),
+            batch: std::time::Duration::from_millis(2),
             backlog_ttl: std::time::Duration::from_secs(900),
             queue: None,
             ack_peers: 0,

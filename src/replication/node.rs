@@ -188,7 +188,7 @@ pub struct Inner {
     pub local: Local,
     pub timeout: Duration,
     /// How long a busy link gathers changes into one batch (`--repl-batch-us`), at most:
-    /// a tenth of it while the workers have time to spare ([`super::idle`]).
+    /// a twentieth of it while the workers have time to spare ([`super::idle`]).
     pub batch: Duration,
     /// The worker threads' sleep, which paces a busy link.
     pub idle: Arc<WorkerIdle>,
