@@ -97,8 +97,8 @@ pub struct IdleShare {
 impl IdleShare {
     /// The pause before the next look at a busy feed: `batch` while the workers are
     /// saturated, a twentieth of it while they sleep a fifth of their time or more, and in
-    /// between by the square of how busy they are (so a moment's dip in their sleep at half load does not
-    /// stretch the lag to a whole batch).
+    /// between by the square of how busy they are (so a moment's dip in their sleep at half
+    /// load does not stretch the lag to a whole batch).
     pub fn pause(&mut self, idle: &WorkerIdle, batch: Duration) -> Duration {
         let now = Instant::now();
         if self
