@@ -111,6 +111,9 @@ pub struct Args {
     /// Refuse flush_all
     #[arg(short = 'F', long = "disable-flush-all", action = ArgAction::SetTrue)]
     pub disable_flush_all: bool,
+    /// Refuse `watch` (log streams)
+    #[arg(short = 'W', long = "disable-watch", action = ArgAction::SetTrue)]
+    pub disable_watch: bool,
     /// ASCII authentication file of user:password lines
     #[arg(short = 'Y', long = "auth-file")]
     pub auth_file: Option<PathBuf>,
@@ -190,7 +193,7 @@ impl Args {
                 cluster, node_id, repl_timeout, repl_backlog_size, repl_batch_us, repl_backlog_ttl,
                 repl_ack_peers, repl_ack_timeout_ms;
             switches: enable_shutdown, daemon, enable_coredumps, lock_memory, enable_largepages,
-                disable_cas, enable_sasl, disable_flush_all, disable_evictions);
+                disable_cas, enable_sasl, disable_flush_all, disable_evictions, disable_watch);
         if self.verbose == 0 {
             self.verbose = file.verbose;
         }

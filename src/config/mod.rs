@@ -25,6 +25,8 @@ pub const DEFAULT_BACKLOG: i32 = 1024;
 pub const DEFAULT_REQS_PER_EVENT: usize = 20;
 /// memcached's default `-a` (octal 0700).
 pub const DEFAULT_UNIX_MASK: u32 = 0o700;
+/// memcached's `watcher_logbuf_size`, in kilobytes.
+pub const DEFAULT_WATCHER_BUF_KB: usize = 256;
 
 /// What could be wrong with the configuration; each message says what to change.
 #[derive(Debug, thiserror::Error)]
@@ -232,6 +234,11 @@ pub struct Config {
     /// split over the workers; 0 (memcached's default) is no limit.
     pub read_buf_mem_limit_mb: usize,
     pub reqs_per_event: usize,
+    /// `watch` is allowed (`-W` refuses it).
+    pub watch_enabled: bool,
+    /// `-o watcher_logbuf_size=N` (kilobytes): the log lines a watcher may have waiting
+    /// before new ones are skipped, in bytes.
+    pub watcher_buf_bytes: usize,
     /// `-B`: which protocols a connection may speak.
     pub binding_protocol: BindingProtocol,
     pub growth_factor: f64,
@@ -268,6 +275,8 @@ impl Default for Config {
             user: None,
             enable_shutdown: false,
             flush_enabled: true,
+            watch_enabled: true,
+            watcher_buf_bytes: DEFAULT_WATCHER_BUF_KB * 1024,
             cas_enabled: true,
             idle_timeout_secs: 0,
             read_buf_mem_limit_mb: 0,
@@ -375,6 +384,7 @@ impl Config {
         c.user = args.user.clone();
         c.enable_shutdown = args.enable_shutdown;
         c.flush_enabled = !args.disable_flush_all;
+        c.watch_enabled = !args.disable_watch;
         c.cas_enabled = !args.disable_cas;
         if let Some(r) = args.max_reqs_per_event {
             c.reqs_per_event = r;

@@ -142,6 +142,16 @@ pub fn apply_extended(c: &mut Config, opt: &str) -> Result<(), ConfigError> {
                 "-o read_buf_mem_limit={v}: give a number of megabytes, like read_buf_mem_limit=64"
             ))
         })?;
+    } else if name == "watcher_logbuf_size" {
+        let v = value.as_deref().unwrap_or("");
+        c.watcher_buf_bytes = match v.parse::<usize>() {
+            Ok(kb @ 1..=1_048_576) => kb * 1024,
+            _ => {
+                return Err(ConfigError::Invalid(format!(
+                    "-o watcher_logbuf_size={v}: give kilobytes from 1 to 1048576, like watcher_logbuf_size=256"
+                )))
+            }
+        };
     } else if !HONOURED.contains(&name) {
         c.warnings.push(format!(
             "-o {name} is accepted for compatibility but has no effect here"
@@ -349,5 +359,14 @@ mod tests {
         apply_extended(&mut c, "lru_crawler").unwrap();
         assert!(c.extended_switch("lru_crawler", "no_lru_crawler", true));
         assert_eq!(c.warnings.len(), 1);
+        // Kilobytes, as memcached reads them.
+        apply_extended(&mut c, "watcher_logbuf_size=8").unwrap();
+        assert_eq!(c.watcher_buf_bytes, 8 * 1024);
+        let e = apply_extended(&mut c, "watcher_logbuf_size=x").unwrap_err();
+        assert!(
+            e.to_string().contains("like watcher_logbuf_size=256"),
+            "{e}"
+        );
+        assert!(apply_extended(&mut c, "watcher_logbuf_size=0").is_err());
     }
 }

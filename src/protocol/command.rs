@@ -113,6 +113,11 @@ pub enum Command<'a> {
     /// A tuning knob of memcached's machinery set at run time (`lru_crawler sleep`, `slabs
     /// automove`, …): nothing here acts on it, `stats settings` shows it; answers `OK`.
     Tune(Tunable),
+    /// `watch [kinds]`: the connection becomes a stream of log lines; None when a kind is
+    /// one memcached does not know.
+    Watch {
+        kinds: Option<WatchKinds>,
+    },
     /// Admin commands accepted for compatibility with a fixed answer (`lru`, …).
     Fixed {
         reply: &'static [u8],
@@ -124,6 +129,46 @@ pub enum Command<'a> {
         mech: &'a [u8],
         data: &'a [u8],
     },
+}
+
+/// What a `watch` asks to see, as a set of memcached's log types. The kinds memcached
+/// knows that nothing here logs (its proxy's, raw commands, system events) are accepted
+/// and show nothing, as they show nothing on a memcached that is not a proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WatchKinds(pub u8);
+
+impl WatchKinds {
+    /// Every fetch of an item, including the look a write takes first (`item_get`).
+    pub const FETCHERS: u8 = 1;
+    /// Every storage command's outcome (`item_store`).
+    pub const MUTATIONS: u8 = 2;
+    /// Items evicted for room (`eviction`).
+    pub const EVICTIONS: u8 = 4;
+    /// Connections opened and closed (`conn_new`, `conn_close`).
+    pub const CONNEVENTS: u8 = 8;
+
+    /// The kinds `watch`'s arguments name (none: fetchers, as in memcached); None for a
+    /// word memcached does not know.
+    pub fn parse<'a>(words: impl Iterator<Item = &'a [u8]>) -> Option<WatchKinds> {
+        let mut kinds = 0;
+        let mut any = false;
+        for w in words {
+            any = true;
+            kinds |= match w {
+                b"fetchers" => Self::FETCHERS,
+                b"mutations" => Self::MUTATIONS,
+                b"evictions" => Self::EVICTIONS,
+                b"connevents" => Self::CONNEVENTS,
+                b"rawcmds" | b"sysevents" | b"proxyreqs" | b"proxyevents" | b"proxyuser" => 0,
+                _ => return None,
+            };
+        }
+        Some(WatchKinds(if any { kinds } else { Self::FETCHERS }))
+    }
+
+    pub fn has(self, kind: u8) -> bool {
+        self.0 & kind != 0
+    }
 }
 
 /// get, gets, gat, gats, mg, and binary get/getk/gat/touch: a read of one or more keys.

@@ -22,11 +22,12 @@ use std::time::Duration;
 use super::command::{self, After, Session};
 use super::io::{Oom, ReadBuf, Socket};
 use super::output::Output;
+use super::watcher::{self, CloseReason};
 use super::{dump, verbose};
 use super::{Activity, ConnState, Shared};
 use crate::config::BindingProtocol;
 use crate::protocol::binary::{self, BinParsed};
-use crate::protocol::command::{Command, Get, Keys, Reply};
+use crate::protocol::command::{Command, Get, Keys, Reply, WatchKinds};
 use crate::protocol::limits::{is_valid_key, LINE_MAX_LENGTH};
 use crate::protocol::text::auth::AuthParsed;
 use crate::protocol::text::reply::TextReply;
@@ -43,7 +44,8 @@ const BAD_FORMAT: &[u8] = b"CLIENT_ERROR bad command line format\r\n";
 
 /// Why the read loop stopped.
 enum Stop {
-    Close,
+    Close(CloseReason),
+    /// This connection asked the server to stop.
     Shutdown,
 }
 
@@ -59,13 +61,21 @@ pub async fn serve<S>(
     for<'a> &'a S: Read + Write,
 {
     let fd = stream.as_raw_fd();
+    let watchers = shared.watchers.clone();
+    if watchers.wants(WatchKinds::CONNEVENTS) {
+        watchers.log(WatchKinds::CONNEVENTS, |out| {
+            watcher::conn_event(out, &addr, fd, None)
+        });
+    }
+    // For the close's log line (whoever watches by then).
+    let peer = addr.clone();
     let (id, activity) = shared.register(addr, listen_addr, fd);
     if shared.verbosity() > 1 {
         verbose::opened(fd);
     }
     let result = match Socket::new(stream) {
         Ok(sock) => {
-            let result = run(&sock, fd, &shared, worker, &activity).await;
+            let result = run(&sock, fd, id, &shared, worker, &activity).await;
             // Out of the registry before the socket closes, so a shutdown never reaches
             // a descriptor number that has been reused.
             shared.unregister(id);
@@ -76,12 +86,33 @@ pub async fn serve<S>(
             Err(e)
         }
     };
+    watchers.remove(id);
+    if watchers.wants(WatchKinds::CONNEVENTS) {
+        let reason = match &result {
+            Ok(Stop::Close(r)) => *r,
+            Ok(Stop::Shutdown) => CloseReason::Normal,
+            Err(_) => CloseReason::Error,
+        };
+        watchers.log(WatchKinds::CONNEVENTS, |out| {
+            watcher::conn_event(out, &peer, fd, Some(reason))
+        });
+    }
     if shared.verbosity() > 1 {
         verbose::closed(fd);
     }
     shared.curr_conns.fetch_sub(1, Ordering::AcqRel);
     if let Ok(Stop::Shutdown) = result {
         shared.shutdown();
+    }
+}
+
+/// Why a connection whose input ended closed: the server stopping shuts every
+/// connection's input (see [`Shared::shutdown`]), else the client closed it.
+fn closed(shared: &Shared) -> CloseReason {
+    if shared.stopping() {
+        CloseReason::Shutdown
+    } else {
+        CloseReason::Normal
     }
 }
 
@@ -101,6 +132,7 @@ struct PendingGet {
 async fn run<S>(
     sock: &Socket<S>,
     fd: i32,
+    conn: u64,
     shared: &Shared,
     worker: usize,
     activity: &Activity,
@@ -122,6 +154,7 @@ where
         now: shared.clock.now(),
         worker,
         fd,
+        conn: Some(conn),
         authenticated: false,
         fetch: Vec::new(),
         fetched: false,
@@ -313,8 +346,13 @@ where
         out.release();
         shared.counts.slot(worker).absorb(&mut session.counts);
         match after {
-            After::Close => return Ok(Stop::Close),
+            After::Close => return Ok(Stop::Close(CloseReason::Error)),
+            After::Quit => return Ok(Stop::Close(CloseReason::Normal)),
             After::Shutdown { .. } => return Ok(Stop::Shutdown),
+            After::Watch => {
+                watcher::serve(sock, &shared.watchers, conn).await?;
+                return Ok(Stop::Close(closed(shared)));
+            }
             After::Fetch => {
                 // Replies before it are out; the request waits here, not its worker.
                 if let Some(r) = shared.replication.get() {
@@ -327,7 +365,7 @@ where
                 if !out.ensure() {
                     session.counts.response_obj_oom += 1;
                     shared.counts.slot(worker).absorb(&mut session.counts);
-                    return Ok(Stop::Close);
+                    return Ok(Stop::Close(CloseReason::Error));
                 }
                 let mut cursor = all.then(Cursor::default);
                 while let Some(c) = cursor {
@@ -375,7 +413,7 @@ where
                     .slot(worker)
                     .idle_kicks
                     .fetch_add(1, Ordering::Relaxed);
-                return Ok(Stop::Close);
+                return Ok(Stop::Close(CloseReason::IdleTimeout));
             }
         };
         let n = match r {
@@ -388,11 +426,11 @@ where
                 if oom == Oom::Grow {
                     sock.write_all(OOM_READING).await?;
                 }
-                return Ok(Stop::Close);
+                return Ok(Stop::Close(CloseReason::Error));
             }
         };
         if n == 0 {
-            return Ok(Stop::Close);
+            return Ok(Stop::Close(closed(shared)));
         }
         rbuf.filled(n);
         session.counts.bytes_read += n as u64;

@@ -59,6 +59,19 @@ where
         }
     }
 
+    /// Waits for data and drops it (a watcher's input is ignored); Ok(0) at end of stream.
+    pub async fn discard(&self) -> io::Result<usize> {
+        let mut sink = [0u8; 512];
+        loop {
+            let mut guard = self.fd.readable().await?;
+            match guard.try_io(|s| s.get_ref().read(&mut sink)) {
+                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Ok(r) => return r,
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
     /// Writes all of `buf`, waiting for the peer to read when its window is full.
     pub async fn write_all(&self, mut buf: &[u8]) -> io::Result<()> {
         while !buf.is_empty() {

@@ -5,6 +5,7 @@
 //! memcached's `ERROR Too many open connections` and is closed.
 
 use std::net::{SocketAddr, TcpListener as StdTcpListener, ToSocketAddrs};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener as StdUnixListener;
 use std::sync::atomic::Ordering;
@@ -231,7 +232,7 @@ pub fn spawn_accept_loops(
             .local_addr()
             .map(|a| format!("tcp:{a}"))
             .unwrap_or_default();
-        shared.register_endpoint(ConnKind::Listening, listen.clone());
+        shared.register_endpoint(ConnKind::Listening, listen.clone(), l.as_raw_fd());
         tokio::spawn(accept_loop(l, listen, shared.clone(), workers.clone()));
     }
     if let Some(l) = bound.unix {
@@ -243,7 +244,7 @@ pub fn spawn_accept_loops(
             .as_ref()
             .map(|p| format!("unix:{}", p.display()))
             .unwrap_or_default();
-        shared.register_endpoint(ConnKind::Listening, listen.clone());
+        shared.register_endpoint(ConnKind::Listening, listen.clone(), l.as_raw_fd());
         tokio::spawn(accept_loop(l, listen, shared.clone(), workers));
     }
     Ok(())

@@ -19,6 +19,7 @@ pub mod settings;
 pub mod stats;
 pub mod udp;
 pub mod verbose;
+pub mod watcher;
 pub mod worker;
 
 use std::collections::HashMap;
@@ -77,6 +78,9 @@ pub struct ConnEntry {
     pub activity: Arc<Activity>,
     /// A client's socket, shut for reading when the server stops (see [`Shared::shutdown`]).
     fd: Option<RawFd>,
+    /// The socket's descriptor, which names it in `stats conns` as in memcached's (and in
+    /// `watch` lines as `cfd`).
+    socket: Option<RawFd>,
 }
 
 /// What a connection's owner reports for `stats conns`: when it last got a request and,
@@ -141,6 +145,8 @@ pub struct Shared {
     pub counts: PerWorker,
     /// Per-prefix counters (`stats detail`).
     pub detail: detail::PrefixStats,
+    /// Connections streaming log lines (`watch`).
+    pub watchers: Arc<watcher::Watchers>,
     /// The replication component, when peers are configured; set once the server runs
     /// (after a daemonizing fork, which threads would not survive).
     pub replication: std::sync::OnceLock<crate::replication::Replication>,
@@ -160,6 +166,37 @@ pub struct Shared {
     next_conn_id: AtomicU64,
     conns: Mutex<HashMap<u64, ConnEntry>>,
     shutdown: watch::Sender<bool>,
+}
+
+/// Tells the watchers of evictions (`watch evictions`) of each item the store evicts.
+fn watch_evictions(shared: &Shared) {
+    let watchers = shared.watchers.clone();
+    let clock = shared.clock.clone();
+    let slabs = shared.slab_classes.clone();
+    let cas = shared.config.cas_enabled;
+    shared.store.on_eviction(Box::new(move |it| {
+        if !watchers.wants(crate::protocol::command::WatchKinds::EVICTIONS) {
+            return;
+        }
+        let now = clock.now();
+        let class = dump::Sizing { slabs: &slabs, cas }.size_and_class(it).1;
+        let ttl = if it.exptime == 0 {
+            -1
+        } else {
+            i64::from(it.exptime) - i64::from(now)
+        };
+        watchers.log(crate::protocol::command::WatchKinds::EVICTIONS, |out| {
+            watcher::eviction(
+                out,
+                it.key(),
+                it.has(crate::store::bits::FETCHED),
+                ttl,
+                now.saturating_sub(it.atime),
+                class,
+                it.value().len(),
+            )
+        });
+    }));
 }
 
 /// [`Shared::sizes_since`] while `stats sizes` is disabled.
@@ -245,6 +282,11 @@ impl Shared {
         }
     }
 
+    /// Whether the server is stopping.
+    pub fn stopping(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.shutdown.subscribe()
     }
@@ -257,8 +299,13 @@ impl Shared {
 
     /// Lists a listening socket or UDP receiver at `addr` in `stats conns` for as long as
     /// the server runs; returns its last-request time for the owner to update.
-    fn register_endpoint(&self, kind: ConnKind, addr: String) -> Arc<Activity> {
-        self.insert(kind, addr, String::new(), None).1
+    fn register_endpoint(&self, kind: ConnKind, addr: String, socket: RawFd) -> Arc<Activity> {
+        let id = self.insert(kind, addr, String::new(), None);
+        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = conns.get_mut(&id.0) {
+            c.socket = Some(socket);
+        }
+        id.1
     }
 
     fn insert(
@@ -282,6 +329,7 @@ impl Shared {
                 listen_addr,
                 activity: activity.clone(),
                 fd,
+                socket: fd,
             },
         );
         // Registered after a shutdown began: this one is stopped too (the check is under
@@ -300,10 +348,13 @@ impl Shared {
     pub fn write_conns(&self, out: &mut Vec<u8>) {
         let now = self.clock.now();
         let conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-        let mut ids: Vec<_> = conns.keys().copied().collect();
-        ids.sort_unstable();
-        for id in ids {
-            let c = &conns[&id];
+        // Each by its socket's descriptor, as memcached lists them.
+        let mut list: Vec<_> = conns
+            .iter()
+            .map(|(id, c)| (c.socket.map_or(*id, |fd| fd as u64), c))
+            .collect();
+        list.sort_unstable_by_key(|(n, _)| *n);
+        for (id, c) in list {
             if c.kind == ConnKind::Udp {
                 stat(out, &format!("{id}:UDP"), "UDP");
             }
@@ -381,6 +432,7 @@ impl Server {
             .first()
             .and_then(|l| l.local_addr().ok())
             .map_or(0, |a| a.port());
+        let watchers = Arc::new(watcher::Watchers::new(config.watcher_buf_bytes));
         let shared = Arc::new(Shared {
             limits: Limits {
                 item_size_max: config.store.item_size_max,
@@ -402,6 +454,7 @@ impl Server {
             clock,
             counts: PerWorker::new(config_threads),
             detail: detail::PrefixStats::new(delimiter),
+            watchers,
             replication: std::sync::OnceLock::new(),
             curr_conns: AtomicU64::new(0),
             total_conns: AtomicU64::new(0),
@@ -411,6 +464,7 @@ impl Server {
             conns: Mutex::new(HashMap::new()),
             shutdown: tx,
         });
+        watch_evictions(&shared);
         Ok(Server {
             shared,
             bound,

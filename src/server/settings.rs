@@ -64,7 +64,7 @@ pub fn write(sh: &Shared, out: &mut Vec<u8>) {
     let t = &sh.tuning;
     let load = |a: &AtomicU32| a.load(Ordering::Relaxed);
     // Tuning of memcached machinery this server does not have (slab rebalancing, the
-    // segmented LRU, the log watchers): what `-o` gave, else memcached's defaults, so tools
+    // segmented LRU, the workers' log buffers): what `-o` gave, else memcached's defaults, so tools
     // that read them find them. Whole numbers times `unit` (log buffers are given in
     // kilobytes, shown in bytes); fractions with `places` decimals.
     let given_whole = |out: &mut Vec<u8>, name, unit, default| {
@@ -148,7 +148,7 @@ pub fn write(sh: &Shared, out: &mut Vec<u8>) {
     stat(out, "temp_lru", "no");
     stat(out, "temporary_ttl", 0);
     stat(out, "idle_timeout", c.idle_timeout_secs);
-    given_whole(out, "watcher_logbuf_size", 1024, 262_144);
+    stat(out, "watcher_logbuf_size", c.watcher_buf_bytes);
     given_whole(out, "worker_logbuf_size", 1024, 65_536);
     stat(
         out,

@@ -133,6 +133,7 @@ pub struct General<'a> {
     pub counts: Counts,
     pub store: ShardStats,
     pub segments: usize,
+    pub watch: super::watcher::WatchStats,
 }
 
 /// Writes the general `stats` block (without END).
@@ -193,6 +194,12 @@ pub fn write_general(out: &mut Vec<u8>, g: &General<'_>) {
     stat(out, "time_in_listen_disabled_us", 0);
     stat(out, "threads", g.threads);
     stat(out, "conn_yields", c.conn_yields);
+    // Lines are made straight into the watchers' buffers: none is dropped before that.
+    stat(out, "log_worker_dropped", 0);
+    stat(out, "log_worker_written", g.watch.written);
+    stat(out, "log_watcher_skipped", g.watch.skipped);
+    stat(out, "log_watcher_sent", g.watch.sent);
+    stat(out, "log_watchers", g.watch.watchers);
     let s = &g.store;
     stat(out, "bytes", s.bytes);
     stat(out, "curr_items", s.curr_items);
@@ -255,6 +262,7 @@ mod tests {
             counts: Counts::default(),
             store: ShardStats::default(),
             segments: 0,
+            watch: Default::default(),
         };
         write_general(&mut out, &g);
         let text = String::from_utf8(out).unwrap();

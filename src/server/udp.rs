@@ -139,7 +139,8 @@ pub fn spawn(
         for worker in 0..shared.config.threads.max(1) {
             let socket = socket.try_clone()?;
             let shared = shared.clone();
-            let activity = shared.register_endpoint(ConnKind::Udp, name.clone());
+            let activity =
+                shared.register_endpoint(ConnKind::Udp, name.clone(), socket.as_raw_fd());
             handles.push(
                 std::thread::Builder::new()
                     .name(format!("repcached-udp-{worker}"))
@@ -186,6 +187,7 @@ fn receive(socket: UdpSocket, shared: Arc<Shared>, worker: usize, activity: Arc<
             now: shared.clock.now(),
             worker,
             fd: socket.as_raw_fd(),
+            conn: None,
             authenticated: false,
             fetch: Vec::new(),
             // A datagram is answered at once: a miss is not first asked of a peer.
@@ -263,7 +265,9 @@ fn serve_datagram(
         match after {
             // Cut off at the end of the datagram: nothing more will come for it.
             None => return false,
-            Some(After::Close) => return false,
+            Some(After::Close | After::Quit) => return false,
+            // Refused over UDP (no connection to stream to).
+            Some(After::Watch) => return false,
             Some(After::Shutdown { .. }) => return true,
             // Never asked for (see `fetched` above).
             Some(After::Fetch) => return false,

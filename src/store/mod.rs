@@ -80,7 +80,7 @@ pub use version::{Hlc, NodeId, Version};
 
 use feed::Feed;
 use segment::{Geometry, SegBuf};
-use shard::{hash_key, Budget, NoRoom, Shard, Walk, WalkPos};
+use shard::{hash_key, Budget, EvictionWatch, NoRoom, Shard, Walk, WalkPos};
 
 /// memcached's default `-m`, in megabytes.
 pub const DEFAULT_LIMIT_MB: usize = 64;
@@ -337,6 +337,8 @@ struct Inner {
     heads: Box<[Arc<AtomicU64>]>,
     /// Snapshot walks in progress ([`Store::begin_walk`]); every shard holds a clone.
     walks: Arc<AtomicUsize>,
+    /// Told of each eviction once set ([`Store::on_eviction`]); every shard holds a clone.
+    evictions: EvictionWatch,
 }
 
 /// A snapshot walk in progress (see [`Store::begin_walk`]).
@@ -371,6 +373,13 @@ struct NeedRoom(usize);
 const MAX_SHARD_BUDGET: usize = 2 << 30;
 
 impl Store {
+    /// Has `tell` called with every item evicted for room from now on (once: a second
+    /// listener is ignored), under its shard's lock, so it must be quick. Until then an
+    /// eviction pays one load.
+    pub fn on_eviction(&self, tell: Box<dyn Fn(&Item<'_>) + Send + Sync>) {
+        let _ = self.inner.evictions.set(tell);
+    }
+
     pub fn new(cfg: StoreConfig, clock: Arc<Clock>) -> Store {
         let n = cfg
             .shards
@@ -379,6 +388,7 @@ impl Store {
             .next_power_of_two();
         let geo = Geometry::for_shard_budget(cfg.limit_bytes / n);
         let walks = Arc::new(AtomicUsize::new(0));
+        let evictions = EvictionWatch::default();
         // Deleted keys are kept only for peers (replication turns tombstones on).
         let deleted_cap = if cfg.tombstone_secs > 0 {
             (cfg.limit_bytes / DELETED_KEYS_SHARE / n).min(DELETED_KEYS_MAX_PER_SHARD)
@@ -392,6 +402,7 @@ impl Store {
                 shard.id = i;
                 shard.ring.set_cap(cfg.feed_bytes / n);
                 shard.walks = walks.clone();
+                shard.evictions = evictions.clone();
                 shard.deleted.set_cap(deleted_cap);
                 shard
             })
@@ -412,6 +423,7 @@ impl Store {
                 feed: Feed::new(FEED_EVENTS_BYTES),
                 heads,
                 walks,
+                evictions,
             }),
         }
     }

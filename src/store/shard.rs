@@ -202,7 +202,13 @@ pub struct Shard {
     /// The keys of delete markers this shard let go, for peers that missed the deletes.
     pub deleted: DeletedKeys,
     pub stats: ShardStats,
+    /// Who hears of each eviction (see [`EvictionWatch`]); every shard holds a clone.
+    pub evictions: EvictionWatch,
 }
+
+/// What an eviction is told to: nothing until the server installs a listener (memcached's
+/// `watch evictions`), then each evicted item, while its shard's lock is held.
+pub type EvictionWatch = Arc<std::sync::OnceLock<Box<dyn Fn(&Item<'_>) + Send + Sync>>>;
 
 fn key_at(segs: &[Option<Segment>], geo: Geometry, loc: u32) -> &[u8] {
     let (id, off) = geo.split(loc);
@@ -241,6 +247,7 @@ impl Shard {
             flushes: Flushes::default(),
             forgotten: Forgotten::default(),
             deleted: DeletedKeys::default(),
+            evictions: EvictionWatch::default(),
             stats: ShardStats::default(),
         }
     }
@@ -1097,6 +1104,11 @@ impl Shard {
         let tomb = it.is_tombstone();
         if fate == Fate::Evict && probation && !tomb {
             self.ghosts.insert(hash);
+        }
+        if fate == Fate::Evict && !tomb {
+            if let Some(tell) = self.evictions.get() {
+                tell(it);
+            }
         }
         self.count_gone(it.bits, fate);
         self.count_out(tomb, len);

@@ -3,7 +3,7 @@
 //! `server::command::{admin, stats}`.
 
 use super::{invalid, text, Tokens};
-use crate::protocol::command::{Command, Tunable};
+use crate::protocol::command::{Command, Tunable, WatchKinds};
 use crate::protocol::number::{parse_i32, parse_u32, parse_u64};
 use crate::protocol::{ErrorKind, Parsed, ProtocolError};
 
@@ -174,7 +174,9 @@ pub fn parse_other<'a>(t: &Tokens<'a>, used: usize) -> Parsed<'a> {
         // commands answer as memcached's would.
         b"lru_crawler" => parse_crawler(t, used),
         b"lru" if t.ntokens >= 3 => fixed(b"OK\r\n"),
-        b"watch" => fixed(b"CLIENT_ERROR watch commands not allowed\r\n"),
+        b"watch" => done(Command::Watch {
+            kinds: WatchKinds::parse((1..t.len()).map(|i| t.get(i))),
+        }),
         _ => {
             let last = t.get(t.len().saturating_sub(1));
             if last.starts_with(b"HTTP/") {

@@ -2,8 +2,9 @@
 //! `slabs reassign`: commands about the server, not its items. (version, quit, noop and the
 //! fixed answers need no more than a reply.)
 
+use super::super::watcher;
 use super::{After, Session};
-use crate::protocol::command::{MemLimit, Shutdown};
+use crate::protocol::command::{MemLimit, Shutdown, WatchKinds};
 
 pub fn verbosity(s: &mut Session<'_>, level: u32) {
     s.shared.set_verbosity(level.min(2));
@@ -26,6 +27,28 @@ pub fn shutdown(s: &mut Session<'_>, graceful: Option<bool>) -> (Shutdown, After
     match graceful {
         Some(graceful) => (Shutdown::Accepted, After::Shutdown { graceful }),
         None => (Shutdown::BadMode, After::Continue),
+    }
+}
+
+/// `watch`: makes the connection a watcher (`alone`: no reply of an earlier request is
+/// waiting to go out); the error is the refusal's reply, in memcached's words.
+pub fn watch(
+    s: &mut Session<'_>,
+    kinds: Option<WatchKinds>,
+    alone: bool,
+) -> Result<(), &'static [u8]> {
+    if !s.shared.config.watch_enabled {
+        return Err(b"CLIENT_ERROR watch commands not allowed\r\n");
+    }
+    if !alone {
+        return Err(b"ERROR cannot pipeline other commands before watch\r\n");
+    }
+    let Some(kinds) = kinds else {
+        return Err(b"ERROR\r\n");
+    };
+    match s.conn {
+        Some(conn) => s.shared.watchers.add(conn, kinds),
+        None => Err(watcher::FAILED),
     }
 }
 

@@ -21,6 +21,7 @@ pub fn arith(s: &mut Session<'_>, a: &Arith<'_>) -> Counted {
         touch: r.exptime,
         vivify: a.vivify.map(|(t, _)| s.exptime(t)),
     };
+    s.watch_fetch(a.key);
     let outcome = s.shared.store.arith(&r, s.now);
     count(&mut s.counts, a.incr, &outcome);
     match outcome {

@@ -7,6 +7,7 @@ use crate::store::{DeleteOutcome, DeleteRequest};
 
 pub fn delete(s: &mut Session<'_>, d: &Delete<'_>, encoding: Encoding) -> Deleted {
     s.detail(encoding, d.key, Op::Delete);
+    s.watch_fetch(d.key);
     let r = DeleteRequest {
         key: d.key,
         compare_cas: d.compare_cas.map(|cas| cas.0),

@@ -34,9 +34,10 @@ pub mod touch;
 use super::detail::Op;
 use super::output::Output;
 use super::stats::Counts;
+use super::watcher::{self, Found};
 use super::Shared;
 use crate::protocol::binary;
-use crate::protocol::command::{Command, Encoding, Exptime, Reply};
+use crate::protocol::command::{Command, Encoding, Exptime, Reply, WatchKinds};
 use crate::protocol::Request;
 use crate::protocol::SetMode;
 
@@ -44,8 +45,10 @@ use crate::protocol::SetMode;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum After {
     Continue,
-    /// Flush and close (quit).
+    /// Flush and close: a request the connection cannot go on after.
     Close,
+    /// Flush and close: the client asked to (`quit`).
+    Quit,
     /// Skip this many more bytes of input (a refused data block).
     Swallow(usize),
     /// Flush, then stop the server.
@@ -65,6 +68,9 @@ pub enum After {
     /// Nothing done yet: while this node catches up, ask a peer about
     /// [`Session::fetch`]'s keys, then run the request again (see `fetch_first`).
     Fetch,
+    /// Flush, then stream this connection's log lines until it closes (`watch`; the
+    /// connection is already a watcher).
+    Watch,
 }
 
 /// One connection's view while it executes a batch.
@@ -77,6 +83,8 @@ pub struct Session<'s> {
     pub worker: usize,
     /// The socket's descriptor, which names the connection in `-vv` logs as in memcached's.
     pub fd: i32,
+    /// The connection's id in `stats conns`; None for UDP, which cannot `watch`.
+    pub conn: Option<u64>,
     /// Passed SASL (`-S`) or ascii (`-Y`) authentication.
     pub authenticated: bool,
     /// Keys to ask a peer about before the request runs ([`After::Fetch`]).
@@ -101,6 +109,28 @@ impl Session<'_> {
         if encoding != Encoding::Meta {
             self.shared.detail.record(key, op);
         }
+    }
+
+    /// For `watch fetchers`: logs the look a command takes at `key` before it acts (a
+    /// write, delete, incr or touch, as memcached's fetch before them). One load when
+    /// nobody watches.
+    fn watch_fetch(&self, key: &[u8]) {
+        if !self.shared.watchers.wants(WatchKinds::FETCHERS) {
+            return;
+        }
+        let sizing = self.shared.sizing();
+        let (found, class, size) = self.shared.store.peek(key, self.now, |it| match it {
+            Some(it) => (Found::Found, sizing.size_and_class(it).1, it.value().len()),
+            None => (Found::NotFound, 0, 0),
+        });
+        self.watch_get(key, found, class, size);
+    }
+
+    /// Logs a fetch of `key` that found `found` (class and value bytes of what it found).
+    fn watch_get(&self, key: &[u8], found: Found, class: u32, size: usize) {
+        self.shared.watchers.log(WatchKinds::FETCHERS, |out| {
+            watcher::item_get(out, key, found, class, self.fd, size)
+        });
     }
 
     /// The CAS value a client sees: the item's stamp, or 0 under `-C`.
@@ -223,7 +253,7 @@ pub fn execute<R: Reply>(
         Command::Noop => reply.noop(out),
         Command::Quit => {
             reply.quit(out);
-            return After::Close;
+            return After::Quit;
         }
         Command::Verbosity { level } => {
             admin::verbosity(s, level);
@@ -247,6 +277,13 @@ pub fn execute<R: Reply>(
             s.shared.tuning.set(setting);
             reply.fixed(out, b"OK\r\n");
         }
+        Command::Watch { kinds } => match admin::watch(s, kinds, out.is_empty()) {
+            Ok(()) => {
+                reply.ok(out);
+                return After::Watch;
+            }
+            Err(line) => reply.fixed(out, line),
+        },
         Command::Fixed { reply: line } => reply.fixed(out, line),
         Command::SaslMechs => reply.sasl_mechs(out, auth::SASL_MECHS),
         Command::SaslAuth { step, mech, data } => {

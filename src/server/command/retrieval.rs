@@ -9,8 +9,9 @@
 use super::super::detail::Op;
 use super::super::output::Output;
 use super::super::stats::Counts;
+use super::super::watcher::Found;
 use super::{After, Session};
-use crate::protocol::command::{Encoding, Get, Hit, Keys, Reply, TtlTrail};
+use crate::protocol::command::{Encoding, Get, Hit, Keys, Reply, TtlTrail, WatchKinds};
 use crate::protocol::Cas;
 use crate::store::{self, bits, Item, Miss, ReadOptions};
 
@@ -78,8 +79,16 @@ fn read_one<R: Reply>(
     out: &mut Output,
 ) -> Result<(), Miss> {
     let now = s.now;
+    let watched = s.shared.watchers.wants(WatchKinds::FETCHERS);
     s.shared.store.read(key, now, opts, |r| match r {
         Ok(h) => {
+            if watched && h.created {
+                // Made by this request (mg `N`): the fetch before it found nothing.
+                s.watch_get(key, Found::NotFound, 0, 0);
+            } else if watched {
+                let class = s.shared.sizing().size_and_class(&h.item).1;
+                s.watch_get(key, Found::Found, class, h.item.value().len());
+            }
             let cas = s.cas_out(h.item.cas);
             let shared = h.share_value();
             let mut hit = view(&h, cas, now);
@@ -88,13 +97,24 @@ fn read_one<R: Reply>(
             reply.hit(out, &hit);
             Ok(())
         }
-        Err(miss) => Err(miss),
+        Err(miss) => {
+            if watched {
+                let found = match miss {
+                    Miss::Absent => Found::NotFound,
+                    Miss::Expired => Found::Expired,
+                    Miss::Flushed => Found::Flushed,
+                };
+                s.watch_get(key, found, 0, 0);
+            }
+            Err(miss)
+        }
     })
 }
 
 /// `me`: the item as it is, without updating it.
 pub fn debug<R: Reply>(s: &mut Session<'_>, key: &[u8], reply: &R, out: &mut Vec<u8>) {
     let now = s.now;
+    s.watch_fetch(key);
     s.shared.store.peek(key, now, |it| match it {
         None => reply.debug(out, None),
         Some(it) => {

@@ -29,6 +29,7 @@ pub fn write(s: &mut Session<'_>, group: &[u8], arg: &[u8], out: &mut Vec<u8>) {
                 counts: sh.counts.sum(),
                 store: sh.store.stats(),
                 segments: sh.store.segment_count(),
+                watch: sh.watchers.stats(),
             };
             stats::write_general(out, &g);
             if let Some(r) = sh.replication.get() {

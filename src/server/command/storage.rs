@@ -2,11 +2,22 @@
 //! a write refused for its size before its value arrived.
 
 use super::super::detail::Op;
+use super::super::watcher;
+use super::retrieval::ttl_at;
 use super::Session;
-use crate::protocol::command::{Encoding, SetMode, Store, Stored, TooLarge};
+use crate::protocol::command::{Encoding, SetMode, Store, Stored, TooLarge, WatchKinds};
 use crate::store::{self, DeleteRequest, SetOutcome, SetRequest, StoreError};
 
 pub fn store(s: &mut Session<'_>, c: &Store<'_>, encoding: Encoding) -> Stored {
+    s.watch_fetch(c.key);
+    let stored = run(s, c, encoding);
+    if s.shared.watchers.wants(WatchKinds::MUTATIONS) {
+        watch_store(s, c, &stored);
+    }
+    stored
+}
+
+fn run(s: &mut Session<'_>, c: &Store<'_>, encoding: Encoding) -> Stored {
     let mut r = SetRequest::new(mode(c.mode), c.key, c.data);
     r.flags = c.flags;
     r.exptime = s.exptime(c.exptime);
@@ -52,9 +63,60 @@ pub fn store(s: &mut Session<'_>, c: &Store<'_>, encoding: Encoding) -> Stored {
     }
 }
 
+/// For `watch mutations`: a storage command's outcome, with the TTL, class and value
+/// bytes of the item as it now is when stored, else of what was asked.
+fn watch_store(s: &Session<'_>, c: &Store<'_>, stored: &Stored) {
+    let status = match stored {
+        Stored::Stored { .. } => "stored",
+        Stored::NotStored => "not_stored",
+        Stored::Exists => "exists",
+        Stored::NotFound => "not_found",
+        Stored::TooLarge => "too_large",
+        Stored::OutOfMemory => "no_memory",
+    };
+    let cmd = match (c.compare_cas, c.mode) {
+        (Some(_), _) => "cas",
+        (None, SetMode::Set) => "set",
+        (None, SetMode::Add) => "add",
+        (None, SetMode::Replace) => "replace",
+        (None, SetMode::Append) => "append",
+        (None, SetMode::Prepend) => "prepend",
+    };
+    let (sizing, now) = (s.shared.sizing(), s.now);
+    let asked = || {
+        let ttl = ttl_at(s.exptime(c.exptime), now).unwrap_or(0);
+        let class = sizing.class_for(c.key.len(), c.data.len(), c.flags);
+        (ttl, class, c.data.len())
+    };
+    let (ttl, class, size) = match stored {
+        Stored::Stored { .. } => s
+            .shared
+            .store
+            .peek(c.key, now, |it| {
+                it.map(|it| {
+                    let ttl = ttl_at(it.exptime, now).unwrap_or(0);
+                    (ttl, sizing.size_and_class(it).1, it.value().len())
+                })
+            })
+            .unwrap_or_else(asked),
+        _ => asked(),
+    };
+    s.shared.watchers.log(WatchKinds::MUTATIONS, |out| {
+        watcher::item_store(out, c.key, status, cmd, ttl, class, s.fd, size)
+    });
+}
+
 /// A write over `-I`, refused from its header.
 pub fn too_large(s: &mut Session<'_>, t: &TooLarge<'_>, encoding: Encoding) -> Stored {
     s.counts.store_too_large += 1;
+    if s.shared.watchers.wants(WatchKinds::MUTATIONS) {
+        // Which command it was is not kept: a `set` (the one that drops the old value),
+        // else memcached's word for an unknown one.
+        let cmd = if t.drop_old { "set" } else { "na" };
+        s.shared.watchers.log(WatchKinds::MUTATIONS, |out| {
+            watcher::item_store(out, t.key, "too_large", cmd, 0, 0, s.fd, 0)
+        });
+    }
     s.detail(encoding, t.key, Op::Set);
     if t.drop_old {
         let delete = DeleteRequest {

@@ -6,6 +6,7 @@ use crate::protocol::command::Exptime;
 /// Sets a new expiry; true if the item was there.
 pub fn touch(s: &mut Session<'_>, key: &[u8], exptime: Exptime) -> bool {
     s.counts.cmd_touch += 1;
+    s.watch_fetch(key);
     let hit = s.shared.store.touch(key, s.exptime(exptime), s.now);
     if hit {
         s.counts.touch_hits += 1;
