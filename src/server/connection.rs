@@ -61,40 +61,38 @@ pub async fn serve<S>(
     for<'a> &'a S: Read + Write,
 {
     let fd = stream.as_raw_fd();
-    let watchers = shared.watchers.clone();
-    if watchers.wants(WatchKinds::CONNEVENTS) {
-        watchers.log(WatchKinds::CONNEVENTS, |out| {
+    if shared.watchers.wants(WatchKinds::CONNEVENTS) {
+        shared.watchers.log(WatchKinds::CONNEVENTS, |out| {
             watcher::conn_event(out, &addr, fd, None)
         });
     }
-    // For the close's log line (whoever watches by then).
-    let peer = addr.clone();
     let (id, activity) = shared.register(addr, listen_addr, fd);
     if shared.verbosity() > 1 {
         verbose::opened(fd);
     }
-    let result = match Socket::new(stream) {
-        Ok(sock) => {
-            let result = run(&sock, fd, id, &shared, worker, &activity).await;
-            // Out of the registry before the socket closes, so a shutdown never reaches
-            // a descriptor number that has been reused.
-            shared.unregister(id);
-            result
-        }
-        Err(e) => {
-            shared.unregister(id);
-            Err(e)
-        }
+    // Whatever ends the task, a watcher it became is gone with it.
+    let unwatch = Unwatch(&shared.watchers, id);
+    let (result, sock) = match Socket::new(stream) {
+        Ok(sock) => (
+            run(&sock, fd, id, &shared, worker, &activity).await,
+            Some(sock),
+        ),
+        Err(e) => (Err(e), None),
     };
-    watchers.remove(id);
-    if watchers.wants(WatchKinds::CONNEVENTS) {
+    drop(unwatch);
+    // Out of the registry before the socket closes, so a shutdown never reaches a
+    // descriptor number that has been reused.
+    let addr = shared.unregister(id);
+    drop(sock);
+    if shared.watchers.wants(WatchKinds::CONNEVENTS) {
         let reason = match &result {
             Ok(Stop::Close(r)) => *r,
-            Ok(Stop::Shutdown) => CloseReason::Normal,
+            Ok(Stop::Shutdown) => CloseReason::Shutdown,
             Err(_) => CloseReason::Error,
         };
-        watchers.log(WatchKinds::CONNEVENTS, |out| {
-            watcher::conn_event(out, &peer, fd, Some(reason))
+        let addr = addr.unwrap_or_default();
+        shared.watchers.log(WatchKinds::CONNEVENTS, |out| {
+            watcher::conn_event(out, &addr, fd, Some(reason))
         });
     }
     if shared.verbosity() > 1 {
@@ -103,6 +101,15 @@ pub async fn serve<S>(
     shared.curr_conns.fetch_sub(1, Ordering::AcqRel);
     if let Ok(Stop::Shutdown) = result {
         shared.shutdown();
+    }
+}
+
+/// Removes a connection's watcher, if it became one, when dropped.
+struct Unwatch<'a>(&'a watcher::Watchers, u64);
+
+impl Drop for Unwatch<'_> {
+    fn drop(&mut self) {
+        self.0.remove(self.1);
     }
 }
 
@@ -350,7 +357,8 @@ where
             After::Quit => return Ok(Stop::Close(CloseReason::Normal)),
             After::Shutdown { .. } => return Ok(Stop::Shutdown),
             After::Watch => {
-                watcher::serve(sock, &shared.watchers, conn).await?;
+                activity.set_state(ConnState::Watch);
+                watcher::serve(sock, &shared.watchers, conn, shared.shutdown_signal()).await?;
                 return Ok(Stop::Close(closed(shared)));
             }
             After::Fetch => {

@@ -103,6 +103,8 @@ pub enum ConnState {
     ParseCmd,
     /// Waiting for the rest of a request's data block.
     Nread,
+    /// Streaming log lines (`watch`).
+    Watch,
 }
 
 impl Activity {
@@ -115,6 +117,7 @@ impl Activity {
             0 => "conn_new_cmd",
             1 => "conn_read",
             2 => "conn_parse_cmd",
+            4 => "conn_watch",
             _ => "conn_nread",
         }
     }
@@ -340,9 +343,10 @@ impl Shared {
         (id, activity)
     }
 
-    fn unregister(&self, id: u64) {
+    /// Takes a connection out of `stats conns`; returns its address.
+    fn unregister(&self, id: u64) -> Option<String> {
         let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-        conns.remove(&id);
+        conns.remove(&id).map(|c| c.addr)
     }
 
     pub fn write_conns(&self, out: &mut Vec<u8>) {

@@ -15,7 +15,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::Notify;
 
@@ -89,7 +89,14 @@ impl Watchers {
     /// Whether some watcher wants lines of `kind` (a [`WatchKinds`] bit).
     #[inline]
     pub fn wants(&self, kind: u8) -> bool {
-        self.wanted.load(Ordering::Relaxed) & kind != 0
+        self.kinds() & kind != 0
+    }
+
+    /// The kinds some watcher wants ([`WatchKinds`] bits), for a command that may log
+    /// several to look once.
+    #[inline]
+    pub fn kinds(&self) -> u8 {
+        self.wanted.load(Ordering::Relaxed)
     }
 
     /// Makes connection `conn` a watcher of `kinds`; the error is the refusal's reply.
@@ -180,16 +187,16 @@ impl Watcher {
     /// skipped before it); false if it was skipped.
     fn offer(&self, line: &[u8], cap: usize) -> bool {
         let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        let note = if p.skipped > 0 {
-            format!("skipped={}\n", p.skipped)
-        } else {
-            String::new()
-        };
-        if p.bytes.len() + note.len() + line.len() > cap {
+        // Room for the note of skipped lines too (`skipped=` and up to 20 digits).
+        let note = if p.skipped > 0 { 29 } else { 0 };
+        if p.bytes.len() + note + line.len() > cap {
             p.skipped += 1;
             return false;
         }
-        p.bytes.extend_from_slice(note.as_bytes());
+        if p.skipped > 0 {
+            let skipped = p.skipped;
+            let _ = writeln!(p.bytes, "skipped={skipped}");
+        }
         p.bytes.extend_from_slice(line);
         p.skipped = 0;
         drop(p);
@@ -205,9 +212,20 @@ impl Watcher {
     }
 }
 
+/// A watcher's pause after a write that took less than half its buffer, so that lines
+/// gather into fewer, larger writes (a socket fills up by its count of writes as much as
+/// by their bytes), and the worker's other connections get their turn.
+const GATHER: Duration = Duration::from_millis(1);
+
 /// Streams connection `conn`'s lines to its socket until the client closes it (what it
-/// sends is read and dropped) or the server stops. The caller removes the watcher after.
-pub async fn serve<S>(sock: &Socket<S>, watchers: &Watchers, conn: u64) -> io::Result<()>
+/// sends is read and dropped) or the server stops (`stop`; a watcher that does not read
+/// holds nothing up). The caller removes the watcher after.
+pub async fn serve<S>(
+    sock: &Socket<S>,
+    watchers: &Watchers,
+    conn: u64,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> io::Result<()>
 where
     S: AsRawFd,
     for<'a> &'a S: Read + Write,
@@ -216,10 +234,18 @@ where
         return Ok(());
     };
     let mut out = Vec::new();
-    loop {
+    while !*stop.borrow() {
         w.take(&mut out);
         if !out.is_empty() {
-            sock.write_all(&out).await?;
+            tokio::select! {
+                r = sock.write_all(&out) => r?,
+                _ = stop.changed() => return Ok(()),
+            }
+            if out.len() < watchers.buf_bytes / 2 {
+                tokio::time::sleep(GATHER).await;
+            } else {
+                tokio::task::yield_now().await;
+            }
             continue;
         }
         tokio::select! {
@@ -229,8 +255,10 @@ where
                     return Ok(());
                 }
             }
+            _ = stop.changed() => return Ok(()),
         }
     }
+    Ok(())
 }
 
 /// Appends `key` URI-encoded, as memcached shows keys in log lines: letters, digits and
@@ -337,7 +365,8 @@ pub fn conn_event(out: &mut Vec<u8>, peer: &str, cfd: i32, closed: Option<CloseR
         .and_then(|a| a.parse::<std::net::SocketAddr>().ok());
     let (rip, rport, transport) = match tcp {
         Some(a) => (a.ip().to_string(), a.port(), "tcp"),
-        None => (peer.trim_start_matches("unix:").to_string(), 0, "local"),
+        // memcached names no address for a UNIX socket's client.
+        None => ("unix".to_string(), 0, "local"),
     };
     let kind = if closed.is_some() {
         "conn_close"
@@ -429,7 +458,7 @@ mod tests {
         conn_event(&mut out, "unix:/tmp/s", 8, Some(CloseReason::Error));
         assert_eq!(
             out,
-            b"type=conn_close rip=/tmp/s rport=0 transport=local reason=error cfd=8"
+            b"type=conn_close rip=unix rport=0 transport=local reason=error cfd=8"
         );
     }
 }

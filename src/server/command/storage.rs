@@ -9,9 +9,12 @@ use crate::protocol::command::{Encoding, SetMode, Store, Stored, TooLarge, Watch
 use crate::store::{self, DeleteRequest, SetOutcome, SetRequest, StoreError};
 
 pub fn store(s: &mut Session<'_>, c: &Store<'_>, encoding: Encoding) -> Stored {
-    s.watch_fetch(c.key);
+    let watched = s.shared.watchers.kinds();
+    if watched & WatchKinds::FETCHERS != 0 {
+        s.watch_fetch(c.key);
+    }
     let stored = run(s, c, encoding);
-    if s.shared.watchers.wants(WatchKinds::MUTATIONS) {
+    if watched & WatchKinds::MUTATIONS != 0 {
         watch_store(s, c, &stored);
     }
     stored
@@ -116,6 +119,10 @@ pub fn too_large(s: &mut Session<'_>, t: &TooLarge<'_>, encoding: Encoding) -> S
         s.shared.watchers.log(WatchKinds::MUTATIONS, |out| {
             watcher::item_store(out, t.key, "too_large", cmd, 0, 0, s.fd, 0)
         });
+    }
+    if t.drop_old {
+        // memcached looks for the old value to drop after logging the refusal.
+        s.watch_fetch(t.key);
     }
     s.detail(encoding, t.key, Op::Set);
     if t.drop_old {
