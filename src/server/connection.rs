@@ -83,7 +83,8 @@ pub async fn serve<S>(
     // Out of the registry before the socket closes, so a shutdown never reaches a
     // descriptor number that has been reused.
     let addr = shared.unregister(id);
-    drop(sock);
+    // Logged while the descriptor is still ours, so its next owner's `conn_new` comes
+    // after this.
     if shared.watchers.wants(WatchKinds::CONNEVENTS) {
         let reason = match &result {
             Ok(Stop::Close(r)) => *r,
@@ -95,6 +96,7 @@ pub async fn serve<S>(
             watcher::conn_event(out, &addr, fd, Some(reason))
         });
     }
+    drop(sock);
     if shared.verbosity() > 1 {
         verbose::closed(fd);
     }
