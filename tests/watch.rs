@@ -143,6 +143,18 @@ fn fetches_and_stores_are_logged_in_memcached_words() {
         .collect();
     assert_eq!(got, want);
 
+    // A flushed item reads as not found, as memcached shows it.
+    c.expect(b"set fl 0 0 1\r\nx\r\n", b"STORED\r\n");
+    c.expect(b"flush_all\r\n", b"OK\r\n");
+    c.expect(b"get fl\r\n", b"END\r\n");
+    let flushed = w.lines(3);
+    assert_eq!(
+        flushed[2],
+        format!("type=item_get key=fl status=not_found clsid=0 cfd={cfd} size=0")
+    );
+    c.expect(b"set vfoo 0 100 6\r\nvbarzz\r\n", b"STORED\r\n");
+    w.lines(2);
+
     // Meta and binary requests go through the same path.
     c.expect(b"mg vfoo v\r\n", b"VA 6\r\nvbarzz\r\n");
     let mut b = server.client();
@@ -221,6 +233,7 @@ fn connections_are_logged_open_and_closed_with_a_reason() {
     let port = gone.stream.local_addr().unwrap().port();
     drop(gone);
     let lines = w.lines_about(port, 2);
+    assert!(lines[0].starts_with("type=conn_new "), "{lines:?}");
     assert!(lines[1].contains(&format!("rport={port} transport=tcp reason=normal")));
 }
 

@@ -278,7 +278,6 @@ pub fn push_key(out: &mut Vec<u8>, key: &[u8]) {
 pub enum Found {
     NotFound,
     Found,
-    Flushed,
     Expired,
 }
 
@@ -287,7 +286,6 @@ impl Found {
         match self {
             Found::NotFound => "not_found",
             Found::Found => "found",
-            Found::Flushed => "flushed",
             Found::Expired => "expired",
         }
     }
