@@ -165,10 +165,6 @@ impl WatchKinds {
         }
         Some(WatchKinds(if any { kinds } else { Self::FETCHERS }))
     }
-
-    pub fn has(self, kind: u8) -> bool {
-        self.0 & kind != 0
-    }
 }
 
 /// get, gets, gat, gats, mg, and binary get/getk/gat/touch: a read of one or more keys.

@@ -76,11 +76,10 @@ pub struct ConnEntry {
     pub addr: String,
     pub listen_addr: String,
     pub activity: Arc<Activity>,
-    /// A client's socket, shut for reading when the server stops (see [`Shared::shutdown`]).
-    fd: Option<RawFd>,
-    /// The socket's descriptor, which names it in `stats conns` as in memcached's (and in
-    /// `watch` lines as `cfd`).
-    socket: Option<RawFd>,
+    /// The socket's descriptor: it names the entry in `stats conns` as in memcached's (and
+    /// a client in `watch` lines as `cfd`), and a client's is shut for reading when the
+    /// server stops (see [`Shared::shutdown`]).
+    socket: RawFd,
 }
 
 /// What a connection's owner reports for `stats conns`: when it last got a request and,
@@ -278,10 +277,8 @@ impl Shared {
     pub fn shutdown(&self) {
         let _ = self.shutdown.send(true);
         let conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-        for c in conns.values() {
-            if let Some(fd) = c.fd {
-                shut_read(fd);
-            }
+        for c in conns.values().filter(|c| c.kind == ConnKind::Client) {
+            shut_read(c.socket);
         }
     }
 
@@ -297,18 +294,13 @@ impl Shared {
     /// Lists a client connection in `stats conns`. Its socket `fd` must stay open until
     /// [`Shared::unregister`]: shutdown reaches it by that number.
     fn register(&self, addr: String, listen_addr: String, fd: RawFd) -> (u64, Arc<Activity>) {
-        self.insert(ConnKind::Client, addr, listen_addr, Some(fd))
+        self.insert(ConnKind::Client, addr, listen_addr, fd)
     }
 
     /// Lists a listening socket or UDP receiver at `addr` in `stats conns` for as long as
     /// the server runs; returns its last-request time for the owner to update.
     fn register_endpoint(&self, kind: ConnKind, addr: String, socket: RawFd) -> Arc<Activity> {
-        let id = self.insert(kind, addr, String::new(), None);
-        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = conns.get_mut(&id.0) {
-            c.socket = Some(socket);
-        }
-        id.1
+        self.insert(kind, addr, String::new(), socket).1
     }
 
     fn insert(
@@ -316,7 +308,7 @@ impl Shared {
         kind: ConnKind,
         addr: String,
         listen_addr: String,
-        fd: Option<RawFd>,
+        socket: RawFd,
     ) -> (u64, Arc<Activity>) {
         let id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
         let activity = Arc::new(Activity {
@@ -331,14 +323,13 @@ impl Shared {
                 addr,
                 listen_addr,
                 activity: activity.clone(),
-                fd,
-                socket: fd,
+                socket,
             },
         );
         // Registered after a shutdown began: this one is stopped too (the check is under
         // the same lock as the shutdown's walk, so no connection slips between them).
-        if let (Some(fd), true) = (fd, *self.shutdown.borrow()) {
-            shut_read(fd);
+        if kind == ConnKind::Client && *self.shutdown.borrow() {
+            shut_read(socket);
         }
         (id, activity)
     }
@@ -353,12 +344,10 @@ impl Shared {
         let now = self.clock.now();
         let conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
         // Each by its socket's descriptor, as memcached lists them.
-        let mut list: Vec<_> = conns
-            .iter()
-            .map(|(id, c)| (c.socket.map_or(*id, |fd| fd as u64), c))
-            .collect();
-        list.sort_unstable_by_key(|(n, _)| *n);
-        for (id, c) in list {
+        let mut list: Vec<_> = conns.values().collect();
+        list.sort_unstable_by_key(|c| c.socket);
+        for c in list {
+            let id = c.socket;
             if c.kind == ConnKind::Udp {
                 stat(out, &format!("{id}:UDP"), "UDP");
             }

@@ -58,7 +58,7 @@ pub struct WatchStats {
 }
 
 struct Watcher {
-    /// The connection that watches (its `stats conns` id).
+    /// The connection that watches (its id in the server's registry).
     conn: u64,
     kinds: u8,
     pending: Mutex<Pending>,

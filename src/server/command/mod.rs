@@ -83,7 +83,7 @@ pub struct Session<'s> {
     pub worker: usize,
     /// The socket's descriptor, which names the connection in `-vv` logs as in memcached's.
     pub fd: i32,
-    /// The connection's id in `stats conns`; None for UDP, which cannot `watch`.
+    /// The connection's id in the server's registry; None for UDP, which cannot `watch`.
     pub conn: Option<u64>,
     /// Passed SASL (`-S`) or ascii (`-Y`) authentication.
     pub authenticated: bool,
