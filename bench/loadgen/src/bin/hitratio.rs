@@ -14,14 +14,16 @@
 //!
 //! Requests go over `--conns` connections, each taking the keys that hash to it, pipelined
 //! in windows of distinct keys (gets, then the sets of the misses), so every key's own
-//! requests keep their order; the interleaving across connections and within a window
-//! differs a little from a strictly sequential replay. Everything runs on `--host`
+//! requests keep their order. The connections move through the sequence in step, a few
+//! dozen requests each at a time, so the order differs from a strictly sequential replay
+//! only within a step (a hundred requests or so). Everything runs on `--host`
 //! (loopback).
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -50,8 +52,8 @@ struct Args {
     /// Requests of the Zipf workloads
     #[arg(long, default_value_t = 3_000_000)]
     requests: u64,
-    /// Client connections (threads)
-    #[arg(long, default_value_t = 4)]
+    /// Client connections (threads), moving through the sequence in step
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..))]
     conns: u64,
     /// Address both servers listen on
     #[arg(long, default_value = "127.0.0.1")]
@@ -224,95 +226,174 @@ fn value_len(key: u64) -> usize {
 /// key still sees get, then set on a miss, in order.
 const WINDOW: usize = 32;
 
-/// Replays the keys of `wl` that belong to connection `conn`; returns (hits, gets) per tally
-/// and how many sets the server refused.
-fn replay(wl: &Workload, conn: u64, conns: u64, addr: &str) -> io::Result<(Tallies, u64)> {
-    let mut mine = Vec::new();
+/// The connections move through the sequence in step: each replays its keys among the next
+/// `WINDOW` x connections requests of the sequence, then waits for the others. Left to run
+/// freely, a connection owning a very hot key (its windows cut short by repeats) fell far
+/// behind the others, and the last fifth of the run replayed only its own quarter of the
+/// keys, a smaller key set than the workload's, which every server hits more often.
+fn step_len(conns: u64) -> usize {
+    WINDOW * conns as usize
+}
+
+/// What one connection's replay shares with the others: the step barrier, and whether a
+/// connection failed (the others then stop sending, but still meet every step, so none
+/// waits forever).
+struct Lockstep {
+    barrier: Barrier,
+    failed: AtomicBool,
+}
+
+/// Replays the keys of `wl` that belong to connection `conn`, step by step with the other
+/// connections; returns (hits, gets) per tally and how many sets the server refused.
+fn replay(
+    wl: &Workload,
+    conn: u64,
+    conns: u64,
+    addr: &str,
+    step: &Lockstep,
+) -> io::Result<(Tallies, u64)> {
+    // Each request of this connection with its position in the whole sequence.
+    let mut mine: Vec<(usize, Req)> = Vec::new();
+    let mut total = 0;
     (wl.make)(&mut |req: Req| {
         if mix(req.key ^ 0xc0) % conns == conn {
-            mine.push(req);
+            mine.push((total, req));
         }
+        total += 1;
     });
-    let stream = TcpStream::connect(addr)?;
-    stream.set_nodelay(true)?;
-    let mut out = io::BufWriter::with_capacity(1 << 16, stream.try_clone()?);
-    let mut input = BufReader::with_capacity(1 << 16, stream);
+    let mut link = None;
     let mut counts = vec![(0u64, 0u64); wl.tallies.len()];
     let mut refused = 0u64;
-    let value = vec![b'v'; 2048];
-    let mut line = String::new();
-    let mut data = Vec::new();
-    let mut window: Vec<Req> = Vec::with_capacity(WINDOW);
-    let mut missed: Vec<Req> = Vec::with_capacity(WINDOW);
+    let mut outcome = Ok(());
     let mut next = 0;
-    // Requests per second of this connection's share, when the workload is paced.
-    let pace = wl.rate.map(|r| r as f64 / conns as f64);
     let started = Instant::now();
-    while next < mine.len() {
-        if let Some(per_sec) = pace {
-            let due = started + Duration::from_secs_f64(next as f64 / per_sec);
-            if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait);
-            }
-        }
-        window.clear();
-        while next < mine.len()
-            && window.len() < WINDOW
-            && !window.iter().any(|r| r.key == mine[next].key)
-        {
-            window.push(mine[next]);
-            next += 1;
-        }
-        for req in &window {
-            write!(out, "get {}\r\n", key_name(req.key))?;
-        }
-        out.flush()?;
-        missed.clear();
-        for req in &window {
-            let mut hit = false;
-            loop {
-                line.clear();
-                if input.read_line(&mut line)? == 0 {
-                    return Err(io::Error::other("server closed the connection"));
+    for end in (1..=total.div_ceil(step_len(conns))).map(|i| i * step_len(conns)) {
+        let upto = mine[next..].partition_point(|&(at, _)| at < end) + next;
+        if outcome.is_ok() && !step.failed.load(Ordering::Relaxed) {
+            if let Some(per_sec) = wl.rate {
+                // Paced workloads: the step's first request is due at its place in time.
+                let at = end - step_len(conns);
+                let due = started + Duration::from_secs_f64(at as f64 / per_sec as f64);
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
                 }
-                if line == "END\r\n" {
-                    break;
+            }
+            let reqs: Vec<Req> = mine[next..upto].iter().map(|&(_, r)| r).collect();
+            outcome = (|| {
+                if link.is_none() {
+                    link = Some(Link::connect(addr)?);
                 }
-                let len: usize = line
-                    .split_whitespace()
-                    .nth(3)
-                    .and_then(|n| n.parse().ok())
-                    .ok_or_else(|| io::Error::other(format!("unexpected reply: {line:?}")))?;
-                data.resize(len + 2, 0);
-                io::Read::read_exact(&mut input, &mut data)?;
-                hit = true;
-            }
-            if let Some(t) = req.tally {
-                counts[t].1 += 1;
-                counts[t].0 += u64::from(hit);
-            }
-            if !hit {
-                missed.push(*req);
+                let link = link.as_mut().expect("connected above");
+                link.replay(&reqs, &mut counts, &mut refused)
+            })();
+            if outcome.is_err() {
+                step.failed.store(true, Ordering::Relaxed);
             }
         }
-        for req in &missed {
-            let len = value_len(req.key);
-            write!(out, "set {} 0 {} {len}\r\n", key_name(req.key), req.ttl)?;
-            out.write_all(&value[..len])?;
-            out.write_all(b"\r\n")?;
+        next = upto;
+        step.barrier.wait();
+    }
+    outcome.map(|()| (counts, refused))
+}
+
+/// One client connection of the replay, with its buffers.
+struct Link {
+    out: io::BufWriter<TcpStream>,
+    input: BufReader<TcpStream>,
+    value: Vec<u8>,
+    line: String,
+    data: Vec<u8>,
+}
+
+impl Link {
+    fn connect(addr: &str) -> io::Result<Link> {
+        let stream = TcpStream::connect(addr)?;
+        stream.set_nodelay(true)?;
+        Ok(Link {
+            out: io::BufWriter::with_capacity(1 << 16, stream.try_clone()?),
+            input: BufReader::with_capacity(1 << 16, stream),
+            value: vec![b'v'; 2048],
+            line: String::new(),
+            data: Vec::new(),
+        })
+    }
+
+    /// Replays `reqs` in windows of distinct keys (gets, then the sets of the misses).
+    fn replay(&mut self, reqs: &[Req], counts: &mut Tallies, refused: &mut u64) -> io::Result<()> {
+        let mut next = 0;
+        let mut window: Vec<Req> = Vec::with_capacity(WINDOW);
+        let mut missed: Vec<Req> = Vec::with_capacity(WINDOW);
+        while next < reqs.len() {
+            window.clear();
+            while next < reqs.len()
+                && window.len() < WINDOW
+                && !window.iter().any(|r| r.key == reqs[next].key)
+            {
+                window.push(reqs[next]);
+                next += 1;
+            }
+            for req in &window {
+                write!(self.out, "get {}\r\n", key_name(req.key))?;
+            }
+            self.out.flush()?;
+            missed.clear();
+            for req in &window {
+                let hit = self.read_get()?;
+                if let Some(t) = req.tally {
+                    counts[t].1 += 1;
+                    counts[t].0 += u64::from(hit);
+                }
+                if !hit {
+                    missed.push(*req);
+                }
+            }
+            for req in &missed {
+                let len = value_len(req.key);
+                write!(
+                    self.out,
+                    "set {} 0 {} {len}\r\n",
+                    key_name(req.key),
+                    req.ttl
+                )?;
+                self.out.write_all(&self.value[..len])?;
+                self.out.write_all(b"\r\n")?;
+            }
+            self.out.flush()?;
+            for _ in &missed {
+                if self.read_line()? != "STORED\r\n" {
+                    *refused += 1;
+                }
+            }
         }
-        out.flush()?;
-        for _ in &missed {
-            line.clear();
-            if input.read_line(&mut line)? == 0 {
-                return Err(io::Error::other("server closed the connection"));
+        Ok(())
+    }
+
+    fn read_line(&mut self) -> io::Result<&str> {
+        self.line.clear();
+        if self.input.read_line(&mut self.line)? == 0 {
+            return Err(io::Error::other("server closed the connection"));
+        }
+        Ok(&self.line)
+    }
+
+    /// Reads one get's reply; whether it was a hit.
+    fn read_get(&mut self) -> io::Result<bool> {
+        let mut hit = false;
+        loop {
+            let line = self.read_line()?;
+            if line == "END\r\n" {
+                return Ok(hit);
             }
-            if line != "STORED\r\n" {
-                refused += 1;
-            }
+            let len: usize = line
+                .split_whitespace()
+                .nth(3)
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| io::Error::other(format!("unexpected reply: {line:?}")))?;
+            self.data.resize(len + 2, 0);
+            io::Read::read_exact(&mut self.input, &mut self.data)?;
+            hit = true;
         }
     }
-    Ok((counts, refused))
 }
 
 /// A server process, killed on drop.
@@ -394,11 +475,15 @@ fn run(binary: &str, wl: &Workload, args: &Args) -> io::Result<Outcome> {
     let server = start(binary, args)?;
     let addr = format!("{}:{}", args.host, args.port);
     let started = Instant::now();
+    let step = &Lockstep {
+        barrier: Barrier::new(args.conns as usize),
+        failed: AtomicBool::new(false),
+    };
     let results: Vec<io::Result<(Tallies, u64)>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..args.conns)
             .map(|c| {
                 let addr = addr.clone();
-                s.spawn(move || replay(wl, c, args.conns, &addr))
+                s.spawn(move || replay(wl, c, args.conns, &addr, step))
             })
             .collect();
         handles
