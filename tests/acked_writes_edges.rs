@@ -120,7 +120,12 @@ fn a_peer_that_refused_a_change_does_not_acknowledge_it() {
     }
     assert!(full, "the peer filled up");
     let before: u64 = w.stat("replication_ack_timeouts").parse().unwrap();
-    let took = call(&mut w, "set last 0 0 1\r\nx\r\n", "STORED\r\n");
+    // As big as the write it refused: a small one may still fit a segment with room.
+    let took = call(
+        &mut w,
+        &format!("set last 0 0 {}\r\n{value}\r\n", value.len()),
+        "STORED\r\n",
+    );
     let after: u64 = w.stat("replication_ack_timeouts").parse().unwrap();
     let held = get(&mut r, "last");
     eprintln!(
