@@ -5,8 +5,9 @@
 //! when it is stored again while still remembered here, it proved to be the second kind and
 //! goes straight to the main segments. The table is direct-mapped: each key's hash picks
 //! one slot holding a 16-bit fingerprint, and a newer ghost overwrites an older one. That
-//! forgets at random rather than oldest first, costs 2 bytes per slot (a slot per item
-//! held: under 0.2 % of memory for 1 KB values) and one memory access per
+//! forgets at random rather than oldest first, costs 2 bytes per slot (one to two slots
+//! per item held, the table's size being a power of two: 0.2-0.4 % of memory for 1 KB
+//! values) and one memory access per
 //! lookup, and a false match (about one lookup in 32,768) only lets a new item skip
 //! probation.
 

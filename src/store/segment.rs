@@ -131,12 +131,13 @@ pub struct Geometry {
 }
 
 impl Geometry {
-    /// A shard with budget `per_shard` holds thirty-two regular segments or more: its two
-    /// active segments (probation's and main's), half full on average, then leave a
-    /// thirty-second of the budget empty (with four segments, an eighth of a small `-m`
-    /// held nothing; with sixteen, a sixteenth: 3 % fewer items), and eviction takes a
-    /// thirty-second of a shard at a time. A shard under 512 KiB takes fewer segments of
-    /// 16 KiB, sixteen at least ([`ROOMY_SEGMENT`]). Segments stay between 4 KiB and 1 MiB.
+    /// A shard with budget `per_shard` holds 32 to 63 regular segments (sizes are powers of
+    /// two): its two active segments (probation's and main's), half full on average, then
+    /// leave a thirty-second of the budget empty at most (with four segments, an eighth of
+    /// a small `-m` held nothing; with sixteen, a sixteenth: 3 % fewer items), and eviction
+    /// takes a thirty-second of a shard at a time. A shard of 256 to 512 KiB takes 16 KiB
+    /// segments instead ([`ROOMY_SEGMENT`]), a smaller one sixteen segments, and one under
+    /// 64 KiB fewer: segments stay between 4 KiB and 1 MiB (over 64 MiB, more than 63).
     pub fn for_shard_budget(per_shard: usize) -> Geometry {
         let roomy = (per_shard / FEWEST_SEGMENTS).min(ROOMY_SEGMENT);
         let seg_size = (per_shard / SEGMENTS_PER_SHARD)

@@ -62,9 +62,10 @@ const ACTIVE_SECS: u32 = 4 * 3600;
 const AGE_KEPT_SECS: u32 = 9 * 3600;
 
 /// Probation's share of the bytes written to a shard's regular segments, in percent, two
-/// segments at least (see [`Shard::probation_full`]). S3-FIFO's small queue is a tenth of
-/// the cache; by segments, a twentieth (two of a small shard's thirty-two) kept 1-2 % more
-/// hits on Zipf workloads at every `-m` from 16 to 256 MB, and the same on a scan.
+/// segments at least (see [`Shard::probation_full`]): with 32 segments, the two decide
+/// (a sixteenth). S3-FIFO's small queue is a tenth of the cache; by segments, a tenth had
+/// up to 1 % fewer hits on Zipf workloads than this at `-m` 16 and 64, the same at 256,
+/// and about the same on a scan.
 const SMALL_PERCENT: usize = 5;
 
 /// The two queues of segments: probation for new items, main for those that proved useful.

@@ -67,7 +67,7 @@ struct Args {
     runs: usize,
     /// Requests per second of the ttl workload, all connections together: lifetimes are in
     /// seconds, so both servers must replay it at the same pace
-    #[arg(long, default_value_t = 40_000)]
+    #[arg(long, default_value_t = 40_000, value_parser = clap::value_parser!(u64).range(1..))]
     ttl_rate: u64,
 }
 
@@ -266,6 +266,8 @@ fn replay(
     let mut refused = 0u64;
     let mut outcome = Ok(());
     let mut next = 0;
+    // Every connection has its list: the paced workload's clock starts for all at once.
+    step.barrier.wait();
     let started = Instant::now();
     for end in (1..=total.div_ceil(step_len(conns))).map(|i| i * step_len(conns)) {
         let upto = mine[next..].partition_point(|&(at, _)| at < end) + next;
