@@ -116,8 +116,8 @@ pub const SEGMENTS_PER_SHARD: usize = 32;
 /// does not fit the room left starts the next one: half an item lost per segment, 7 % of an
 /// 8 KiB segment of 1 KB items) and give items over a quarter of one a segment each; at
 /// `-m 16 -t 4`, 8 KiB segments had 2-3 % fewer hits than 16 KiB ones.
-const ROOMY_SEGMENT: usize = 16 << 10;
-const FEWEST_SEGMENTS: usize = 16;
+pub const ROOMY_SEGMENT: usize = 16 << 10;
+pub const FEWEST_SEGMENTS: usize = 16;
 
 /// Sizes every shard of a store uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
