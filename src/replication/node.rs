@@ -222,6 +222,8 @@ pub struct Inner {
     copied_from: Mutex<std::collections::HashSet<NodeId>>,
     /// Where each configured address's dialler is (`stats replication`).
     dials: Mutex<HashMap<String, State>>,
+    /// Configured addresses whose dialler finished its first try (linked or not).
+    tried: Mutex<std::collections::HashSet<String>>,
     /// Which node a configured address turned out to be, once dialled.
     names: Mutex<HashMap<String, NodeId>>,
     next_link: std::sync::atomic::AtomicU64,
@@ -428,12 +430,16 @@ impl Replication {
                 // Just after start, while the peers are being dialled, waits a moment for
                 // a first link; and for another while the peers asked so far held nothing
                 // and a dial is in its handshake (the peer that holds the keys may just be
-                // the slower to link). That second wait coming to nothing is no reason to
-                // stop asking the peers that did answer: it sets no backoff.
+                // the slower to link; its dial may fail once and be made again), or has not
+                // finished its first try (then only until it has). That second wait coming
+                // to nothing is no reason to stop asking the peers that did answer: it sets
+                // no backoff.
+                let handshake = self.inner.dial_in_handshake();
                 let via = if asked.is_empty() {
-                    w.link(find, true).await
-                } else if self.inner.dial_in_handshake() {
-                    w.link(find, false).await
+                    w.link(find, true, || true).await
+                } else if handshake || self.inner.dial_untried() {
+                    w.link(find, false, || handshake || self.inner.dial_untried())
+                        .await
                 } else {
                     find()
                 };
@@ -663,6 +669,7 @@ async fn dial_loop(inner: Arc<Inner>, peer: PeerAddr) {
         }
         // Dialling again after the pause.
         inner.dial_state(&name, State::Connecting);
+        locked(&inner.tried).insert(name.clone());
         // A link that lasted resets the backoff; one refused or failing at once grows it.
         if started.elapsed() > Duration::from_secs(5) {
             attempt = 0;
@@ -693,6 +700,7 @@ impl Inner {
             peers: Mutex::new(HashMap::new()),
             copied_from: Mutex::new(Default::default()),
             dials: Mutex::new(HashMap::new()),
+            tried: Mutex::default(),
             names: Mutex::new(HashMap::new()),
             next_link: std::sync::atomic::AtomicU64::new(1),
             next_chain: std::sync::atomic::AtomicU64::new(1),
@@ -1100,6 +1108,17 @@ impl Inner {
             .map(|(name, _)| name.clone())
             .collect();
         connecting.iter().any(|name| !self.linked_name(name))
+    }
+
+    /// Whether a configured peer's dialler has not finished its first try: just after
+    /// start, on a busy machine, it may not even have connected yet.
+    fn dial_untried(&self) -> bool {
+        let untried: Vec<String> = {
+            let tried = locked(&self.tried);
+            let untried = self.configured.iter().filter(|n| !tried.contains(*n));
+            untried.cloned().collect()
+        };
+        untried.iter().any(|name| !self.linked_name(name))
     }
 
     /// Notes where the dialler of configured address `name` is.

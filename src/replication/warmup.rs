@@ -185,9 +185,14 @@ impl WarmUp {
 
     /// A link to fetch through (`find` skips the peers already asked): one up now, or, just
     /// after start (when the peers are being dialled), the next to come up within
-    /// [`FETCH_WAIT`]. `first`: no peer was asked yet, so a wait in vain makes misses
-    /// answer locally for a while.
-    pub async fn link(&self, find: impl Fn() -> Option<Fetcher>, first: bool) -> Option<Fetcher> {
+    /// [`FETCH_WAIT`] while `hopeful` says one may. `first`: no peer was asked yet, so a
+    /// wait in vain makes misses answer locally for a while.
+    pub async fn link(
+        &self,
+        find: impl Fn() -> Option<Fetcher>,
+        first: bool,
+        hopeful: impl Fn() -> bool,
+    ) -> Option<Fetcher> {
         if let Some(f) = find() {
             return Some(f);
         }
@@ -199,6 +204,9 @@ impl WarmUp {
             tokio::time::sleep(Duration::from_millis(5)).await;
             if let Some(f) = find() {
                 return Some(f);
+            }
+            if !hopeful() {
+                break;
             }
         }
         if first {
