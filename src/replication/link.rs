@@ -187,7 +187,8 @@ pub async fn run(
 #[derive(Default)]
 struct Acks {
     latest: AtomicU64,
-    owed: std::sync::Mutex<Owed>,
+    /// When the oldest ack not yet sent came in.
+    since: std::sync::Mutex<Option<Instant>>,
     notify: Notify,
     /// Acks leave at once, alone if need be: the peer waits for them before it answers
     /// writes (it said so with [`Frame::AckPrompt`]), or this node does for the peer's
@@ -195,58 +196,26 @@ struct Acks {
     prompt: AtomicBool,
 }
 
-/// What this side owes the peer: since when, and a refusal to report.
-#[derive(Default)]
-struct Owed {
-    /// When the oldest ack not yet sent came in.
-    since: Option<Instant>,
-    /// The Mark after the newest change refused here, for a v5 peer ([`Frame::Refused`]).
-    refused: Option<u64>,
-}
-
 impl Acks {
     /// Mark `n` of the peer's has been applied.
     fn owe(&self, n: u64) {
         self.latest.store(n, Ordering::Relaxed);
-        self.owed().since.get_or_insert_with(Instant::now);
+        self.since().get_or_insert_with(Instant::now);
         self.notify.notify_one();
     }
 
-    /// Mark `n` of the peer's has been applied, except a change before it that was
-    /// refused: reported instead of acknowledging the Mark.
-    fn refuse(&self, n: u64) {
-        let mut owed = self.owed();
-        owed.refused = Some(n);
-        owed.since.get_or_insert_with(Instant::now);
-        self.notify.notify_one();
-    }
-
-    /// Writes into `out` the ack (and refusal) to send now: with other frames at once,
-    /// alone only once it has waited [`ACK_DELAY`]. Marks only grow, so an ack of a Mark
-    /// before the refused one goes before the refusal, one of a later Mark after it.
-    fn take(&self, with_other_frames: bool, out: &mut BytesMut) {
-        let mut owed = self.owed();
-        let due = owed.since.is_some_and(|t| {
+    /// The ack to send now: with other frames at once, alone only once it has waited
+    /// [`ACK_DELAY`].
+    fn take(&self, with_other_frames: bool) -> Option<u64> {
+        let mut since = self.since();
+        let due = since.is_some_and(|t| {
             with_other_frames || self.prompt.load(Ordering::Relaxed) || t.elapsed() >= ACK_DELAY
         });
         if !due {
-            return;
+            return None;
         }
-        owed.since = None;
-        let ack = Frame::Ack {
-            n: self.latest.load(Ordering::Relaxed),
-        };
-        match owed.refused.take() {
-            Some(n) if matches!(ack, Frame::Ack { n: a } if a < n) => {
-                wire::encode(&ack, out);
-                wire::encode(&Frame::Refused { n }, out);
-            }
-            Some(n) => {
-                wire::encode(&Frame::Refused { n }, out);
-                wire::encode(&ack, out);
-            }
-            None => wire::encode(&ack, out),
-        }
+        *since = None;
+        Some(self.latest.load(Ordering::Relaxed))
     }
 
     /// When an ack waiting alone is due.
@@ -256,11 +225,11 @@ impl Acks {
         } else {
             ACK_DELAY
         };
-        self.owed().since.map(|t| t + delay)
+        self.since().map(|t| t + delay)
     }
 
-    fn owed(&self) -> std::sync::MutexGuard<'_, Owed> {
-        self.owed.lock().unwrap_or_else(|e| e.into_inner())
+    fn since(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.since.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -344,7 +313,7 @@ async fn serve(
     };
     tokio::select! {
         r = send_changes(inner, wr, &mut parked.reader, &mut marks, control, &wake, &acks, peer, full, item_bits) => r,
-        r = receive(inner, frames, (peer, peer_version), control_tx, pending, &acks, item_bits) => r,
+        r = receive(inner, frames, peer, control_tx, pending, &acks, item_bits) => r,
     }
 }
 
@@ -527,7 +496,9 @@ async fn send_changes(
         if marked {
             last_mark = Instant::now();
         }
-        acks.take(!out.is_empty(), &mut out);
+        if let Some(n) = acks.take(!out.is_empty()) {
+            wire::encode(&Frame::Ack { n }, &mut out);
+        }
         if !out.is_empty() {
             wr.write_all(&out).await?;
             marks.bytes += out.len() as u64;
@@ -659,7 +630,9 @@ async fn snapshot(
         }
         out.clear();
         wire::encode_changes(now, &records, out, item_bits);
-        acks.take(true, out);
+        if let Some(n) = acks.take(true) {
+            wire::encode(&Frame::Ack { n }, out);
+        }
         wr.write_all(out).await?;
     }
     Ok(())
@@ -694,7 +667,7 @@ fn prefetch(store: &Store, records: &[Record]) {
 async fn receive(
     inner: &Inner,
     frames: &mut Frames,
-    (peer, peer_version): (NodeId, u16),
+    peer: NodeId,
     control: &ControlTx,
     pending: &Pending,
     acks: &Acks,
@@ -706,10 +679,6 @@ async fn receive(
     // False once a change could not be applied for want of room: the peer's Marks would
     // then claim more than this node holds, so none is kept until a full copy.
     let mut whole = true;
-    // A change since the last Mark was refused for good (too large, or from the future):
-    // a v5 peer hears of it instead of an ack of the next Mark; to an older one it is
-    // acknowledged as before.
-    let mut refused = false;
     loop {
         match frames.next().await? {
             Frame::Changes { now, records } => {
@@ -730,21 +699,15 @@ async fn receive(
                                 continue;
                             };
                             match store.apply(&change, my_now) {
-                                Ok(Applied::FromTheFuture) => {
-                                    refused = true;
-                                    inner.note_error(
-                                        peer,
-                                        "a change stamped over an hour ahead of this node's clock was refused: check both clocks",
-                                    );
-                                }
+                                Ok(Applied::FromTheFuture) => inner.note_error(
+                                    peer,
+                                    "a change stamped over an hour ahead of this node's clock was refused: check both clocks",
+                                ),
                                 Ok(_) => {}
-                                Err(StoreError::TooLarge) => {
-                                    refused = true;
-                                    inner.note_error(
-                                        peer,
-                                        "a change larger than this node's item size limit was refused: give every node the same -I",
-                                    );
-                                }
+                                Err(StoreError::TooLarge) => inner.note_error(
+                                    peer,
+                                    "a change larger than this node's item size limit was refused: give every node the same -I",
+                                ),
                                 Err(StoreError::OutOfMemory) => {
                                     inner.note_error(
                                         peer,
@@ -780,15 +743,10 @@ async fn receive(
                     inner
                         .applied(peer, chain, events, &shards)
                         .map_err(LinkError::Protocol)?;
-                    if std::mem::take(&mut refused) && peer_version >= 5 {
-                        acks.refuse(n);
-                    } else {
-                        acks.owe(n);
-                    }
+                    acks.owe(n);
                 }
             }
             Frame::Ack { n } => inner.acked(peer, n),
-            Frame::Refused { n } => inner.refused(peer, n),
             Frame::AckPrompt => acks.prompt.store(true, Ordering::Relaxed),
             Frame::Heartbeat => {}
             Frame::Fetch { id, key } => {
@@ -803,33 +761,5 @@ async fn receive(
                 return Err(LinkError::Protocol("a handshake frame after the handshake"))
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn taken(acks: &Acks) -> Vec<Frame> {
-        let mut out = BytesMut::new();
-        acks.take(true, &mut out);
-        let mut frames = Vec::new();
-        while let Some(f) = wire::decode(&mut out).expect("frames it encoded") {
-            frames.push(f);
-        }
-        frames
-    }
-
-    #[test]
-    fn a_refusal_goes_between_the_acks_of_the_marks_around_it() {
-        let acks = Acks::default();
-        assert!(taken(&acks).is_empty(), "nothing owed");
-        acks.owe(3);
-        acks.refuse(5);
-        assert_eq!(taken(&acks), [Frame::Ack { n: 3 }, Frame::Refused { n: 5 }]);
-        acks.refuse(7);
-        acks.owe(8);
-        assert_eq!(taken(&acks), [Frame::Refused { n: 7 }, Frame::Ack { n: 8 }]);
-        assert!(taken(&acks).is_empty(), "all sent");
     }
 }

@@ -112,23 +112,6 @@ struct Lag {
     /// With acknowledged writes only: the feed position the peer has acknowledged on this
     /// link.
     acked: Option<FeedCursor>,
-    /// With acknowledged writes only: the stretches of the feed in which the peer refused
-    /// a change ([`Frame::Refused`](super::wire::Frame::Refused)), newest last: after the
-    /// position acknowledged before (None: the link's start), up to the refused Mark's.
-    refused: std::collections::VecDeque<(Option<FeedCursor>, FeedCursor)>,
-}
-
-/// Refused stretches kept per peer: a write looks at its own at once when woken, so only
-/// the last few can still matter.
-const MAX_REFUSED: usize = 8;
-
-impl Lag {
-    /// Whether the peer refused a change in a stretch holding the write made at `head`.
-    fn refused(&self, head: &FeedCursor) -> bool {
-        self.refused
-            .iter()
-            .any(|(from, to)| to.covers(head) && !from.as_ref().is_some_and(|f| f.covers(head)))
-    }
 }
 
 /// A Mark sent to a peer and not yet acknowledged.
@@ -242,8 +225,6 @@ enum AckState {
     NoPeer,
     /// Enough peers hold the changes.
     Held,
-    /// Too few peers are left that may still hold them: others refused one.
-    Refused,
     /// Not yet; look again at `recheck` (a dropped peer's grace ends) if nothing wakes
     /// the waiter before.
     Waiting { recheck: Option<Instant> },
@@ -256,9 +237,6 @@ pub enum AckWait {
     NoPeer,
     /// Enough peers hold it.
     Held,
-    /// Too many of the peers it waited for refused a change it came with (larger than
-    /// their `-I`, or stamped too far ahead of their clocks): answered at once.
-    Refused,
     /// The peers it waited for went away (their grace after a dropped link ended).
     Gone,
     /// `--repl-ack-timeout-ms` ran out first.
@@ -484,7 +462,6 @@ impl Replication {
                 AckState::NoPeer if first => return AckWait::NoPeer,
                 AckState::NoPeer => return AckWait::Gone,
                 AckState::Held => return AckWait::Held,
-                AckState::Refused => return AckWait::Refused,
                 AckState::Waiting { recheck } => {
                     recheck.map_or(deadline, |t| deadline.min(t.into()))
                 }
@@ -722,7 +699,7 @@ impl Inner {
     /// count: a write would wait out the copy.
     fn ack_state(&self, head: &FeedCursor) -> AckState {
         let peers = self.peers();
-        let (mut up, mut holding, mut refusing, mut recheck) = (0, 0, 0, None::<Instant>);
+        let (mut up, mut holding, mut recheck) = (0, 0, None::<Instant>);
         for p in peers.values() {
             // A caught-up peer counts while linked, and for the timeout after its link
             // dropped: a replaced or redialled link comes back with a partial resync.
@@ -736,9 +713,7 @@ impl Inner {
                 recheck = Some(recheck.map_or(t, |r| r.min(t)));
             }
             up += 1;
-            if p.lag.refused(head) {
-                refusing += 1;
-            } else if p.lag.acked.as_ref().is_some_and(|a| a.covers(head)) {
+            if p.lag.acked.as_ref().is_some_and(|a| a.covers(head)) {
                 holding += 1;
             }
         }
@@ -746,8 +721,6 @@ impl Inner {
             AckState::NoPeer
         } else if holding >= self.ack_peers.min(up) {
             AckState::Held
-        } else if up - refusing < self.ack_peers.min(up) {
-            AckState::Refused
         } else {
             AckState::Waiting { recheck }
         }
@@ -1064,27 +1037,6 @@ impl Inner {
     }
 
     /// The peer has applied everything up to Mark `n`.
-    /// The peer refused a change before Mark `n`, and holds the rest up to it: writes
-    /// waiting for that stretch no longer count on this peer.
-    pub fn refused(&self, peer: NodeId, n: u64) {
-        if let Some(p) = self.peers().get_mut(&peer) {
-            let from = p.lag.acked.clone();
-            let mut to = None;
-            while let Some(m) = p.lag.marks.pop_front_if(|m| m.n <= n) {
-                p.lag.acked_total = m.total;
-                p.lag.acked_bytes = m.bytes;
-                to = m.cursor.or(to);
-            }
-            if let Some(to) = to {
-                if p.lag.refused.len() >= MAX_REFUSED {
-                    p.lag.refused.pop_front();
-                }
-                p.lag.refused.push_back((from, to));
-            }
-        }
-        self.acks_changed();
-    }
-
     pub fn acked(&self, peer: NodeId, n: u64) {
         if let Some(p) = self.peers().get_mut(&peer) {
             while let Some(m) = p.lag.marks.pop_front_if(|m| m.n <= n) {

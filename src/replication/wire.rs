@@ -16,7 +16,6 @@
 //! 11 Mark           chain u64, n u64, events u64, count u32, count × (shard u32, seq u64)
 //! 12 Ack            n u64
 //! 13 AckPrompt      (empty; v4)
-//! 14 Refused        n u64 (v5)
 //!  str = len u16 (at most MAX_STRING) + UTF-8
 //! ```
 //!
@@ -35,8 +34,7 @@ use crate::store::{NodeId, Record};
 /// The replication protocol version this build speaks.
 /// v3: live records carry the item's state bits (stale, base64 key) in their `at` field.
 /// v4: AckPrompt (sent only to v4 peers).
-/// v5: Refused (sent only to v5 peers).
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 4;
 /// The oldest version this build accepts from a peer. A node meeting an older peer than
 /// itself but not older than this speaks the peer's version (to a v2 peer, records go
 /// without item bits, which it would refuse; v1 had no resume).
@@ -62,7 +60,6 @@ const RESUME: u8 = 10;
 const MARK: u8 = 11;
 const ACK: u8 = 12;
 const ACK_PROMPT: u8 = 13;
-const REFUSED: u8 = 14;
 
 /// The smallest record (a header) plus its length prefix: bounds a claimed record count.
 const MIN_RECORD: usize = 4 + 32;
@@ -128,11 +125,6 @@ pub enum Frame {
     /// The sender answers writes only once peers hold them (`--repl-ack-peers`): acks go
     /// out at once, not gathered with other frames. Sent once per link, to v4 peers.
     AckPrompt,
-    /// A change sent before Mark `n` was refused here (larger than this node's `-I`, or
-    /// stamped too far ahead of its clock), so this node does not hold everything up to
-    /// it: writes waiting for acks up to that Mark must not count this node. Sent in place
-    /// of that Mark's ack, to v5 peers; a later Ack still says everything after it is held.
-    Refused { n: u64 },
 }
 
 /// Why bytes from a peer are not a frame. Any of these means the peer is broken or not a
@@ -178,7 +170,6 @@ pub fn encode(frame: &Frame, out: &mut BytesMut) {
         Frame::Mark { .. } => MARK,
         Frame::Ack { .. } => ACK,
         Frame::AckPrompt => ACK_PROMPT,
-        Frame::Refused { .. } => REFUSED,
     };
     let start = out.len();
     out.put_u32_le(0); // the length, once known
@@ -248,7 +239,7 @@ pub fn encode(frame: &Frame, out: &mut BytesMut) {
                 out.put_u64_le(*seq);
             }
         }
-        Frame::Ack { n } | Frame::Refused { n } => out.put_u64_le(*n),
+        Frame::Ack { n } => out.put_u64_le(*n),
         _ => {}
     }
     let len = (out.len() - start - 4) as u32;
@@ -372,7 +363,6 @@ pub fn decode_limited(buf: &mut BytesMut, max: usize) -> Result<Option<Frame>, W
         }
         ACK => Frame::Ack { n: body.u64()? },
         ACK_PROMPT => Frame::AckPrompt,
-        REFUSED => Frame::Refused { n: body.u64()? },
         _ => {
             // CHANGES: `frame_name` let only known types through.
             let now = body.u32()?;
@@ -418,7 +408,6 @@ fn frame_name(ty: u8) -> Result<&'static str, WireError> {
         MARK => "Mark",
         ACK => "Ack",
         ACK_PROMPT => "AckPrompt",
-        REFUSED => "Refused",
         _ => return Err(WireError::UnknownType(ty)),
     })
 }
@@ -569,7 +558,6 @@ mod tests {
             },
             Frame::Ack { n: u64::MAX },
             Frame::AckPrompt,
-            Frame::Refused { n: 9 },
         ]
     }
 
@@ -650,7 +638,7 @@ mod tests {
 
     #[test]
     fn unknown_type_fails_at_once() {
-        for ty in [0, REFUSED + 1, 255] {
+        for ty in [0, ACK_PROMPT + 1, 255] {
             let header = [100, 0, 0, 0, ty];
             assert!(matches!(decode_all(&header), Err(WireError::UnknownType(t)) if t == ty));
         }

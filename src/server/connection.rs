@@ -502,7 +502,6 @@ where
         let c = &mut session.counts;
         c.repl_ack_waits += u64::from(waited != AckWait::NoPeer);
         c.repl_ack_timeouts += u64::from(waited == AckWait::TimedOut);
-        c.repl_ack_refused += u64::from(waited == AckWait::Refused);
     }
     let counts = &mut session.counts;
     counts.bytes_written += out.pending() as u64;

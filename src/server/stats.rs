@@ -80,7 +80,6 @@ counters!(
     read_buf_oom,
     repl_ack_waits,
     repl_ack_timeouts,
-    repl_ack_refused,
 );
 
 #[repr(align(128))]

@@ -41,7 +41,6 @@ pub fn write(s: &mut Session<'_>, group: &[u8], arg: &[u8], out: &mut Vec<u8>) {
                     let c = &g.counts;
                     stat(out, "replication_ack_waits", c.repl_ack_waits);
                     stat(out, "replication_ack_timeouts", c.repl_ack_timeouts);
-                    stat(out, "replication_ack_refused", c.repl_ack_refused);
                 }
             }
         }
