@@ -363,6 +363,16 @@ fn watch_is_refused_as_memcached_refuses_it() {
     let server = Proc::start(&[]);
     let mut c = server.client();
     c.expect(b"watch fetchers bogus\r\n", b"ERROR\r\n");
+    // A last `noreply` silences it whole: no answer, no watching, the connection goes on.
+    for line in [
+        "watch fetchers noreply",
+        "watch noreply",
+        "watch bogus noreply",
+    ] {
+        c.expect(format!("{line}\r\nget a\r\n").as_bytes(), b"END\r\n");
+    }
+    c.expect(b"watch noreply fetchers\r\n", b"ERROR\r\n");
+    assert_eq!(c.stat("log_watchers"), "0");
     // Replies still waiting to go out: refused, and the connection goes on.
     c.expect(
         b"get a\r\nwatch\r\n",
@@ -393,4 +403,7 @@ fn watch_is_refused_as_memcached_refuses_it() {
         b"watch mutations\r\n",
         b"CLIENT_ERROR watch commands not allowed\r\n",
     );
+    no_watch
+        .client()
+        .expect(b"watch mutations noreply\r\nget a\r\n", b"END\r\n");
 }

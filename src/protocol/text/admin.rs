@@ -174,6 +174,9 @@ pub fn parse_other<'a>(t: &Tokens<'a>, used: usize) -> Parsed<'a> {
         // commands answer as memcached's would.
         b"lru_crawler" => parse_crawler(t, used),
         b"lru" if t.ntokens >= 3 => fixed(b"OK\r\n"),
+        // A last `noreply` silences the command whole, as in memcached 1.6.18: nothing is
+        // answered (not even an error) and the connection goes on without watching.
+        b"watch" if t.get(t.len() - 1) == b"noreply" => fixed(b""),
         b"watch" => done(Command::Watch {
             kinds: WatchKinds::parse((1..t.len()).map(|i| t.get(i))),
         }),
