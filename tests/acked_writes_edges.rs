@@ -1,6 +1,6 @@
 //! Acknowledged writes (`--repl-ack-peers`) at the edges: a peer busy sending a full copy,
 //! a peer that refuses a change for want of memory, binary quiet writes, a peer not given
-//! the flag. Real processes on 127.0.6.x.
+//! the flag, a peer whose `-I` is smaller than a write. Real processes on 127.0.6.x.
 
 mod common;
 
@@ -230,4 +230,114 @@ fn acks_are_prompt_when_only_the_writing_node_asks_for_them() {
     assert!(median < Duration::from_millis(4), "writes took {took:?}");
     assert_eq!(w.stat("replication_ack_timeouts"), "0");
     assert_eq!(get(&mut r, "k39").as_deref(), Some("x"));
+}
+
+/// A peer with a smaller `-I` refuses a change too large for it, for good. It told this
+/// node its `-I` when the link began, so a write that large does not wait for it: the
+/// write is answered at once and counted, neither held for the whole timeout nor answered
+/// as if the peer held it; writes after it wait for the peer as before. A pipeline with
+/// one such write among small ones is answered at once too (its replies go out together).
+#[test]
+fn a_write_too_large_for_the_peer_does_not_wait_for_it() {
+    let (ra, rb) = (repl_addr(17), repl_addr(18));
+    let port = free_port();
+    let ack = ["--repl-ack-peers", "1", "--repl-ack-timeout-ms", "5000"];
+    let mut fa: Vec<&str> = vec!["-I", "2m"];
+    fa.extend(ack);
+    let a = Node::start([127, 0, 6, 17], port, &flags(ra, rb, &fa));
+    let b = Node::start([127, 0, 6, 18], port, &flags(rb, ra, &ack));
+    let (mut w, mut r) = (a.client(), b.client());
+    assert!(streaming(&mut w) && streaming(&mut r), "the pair links up");
+    call(&mut w, "set before 0 0 1\r\nx\r\n", "STORED\r\n");
+    // Over the peer's 1 MB -I, under this node's 2 MB.
+    let value = "v".repeat(1_500_000);
+    let took = call(
+        &mut w,
+        &format!("set big 0 0 {}\r\n{value}\r\n", value.len()),
+        "STORED\r\n",
+    );
+    eprintln!("the write too large for the peer was answered after {took:?}");
+    assert_eq!(get(&mut r, "big"), None, "the peer refused it");
+    assert_eq!(w.stat("replication_ack_too_large"), "1");
+    assert_eq!(w.stat("replication_ack_timeouts"), "0");
+    assert!(took < Duration::from_secs(2), "answered after {took:?}");
+    // What comes after waits for the peer: held there when answered.
+    for i in 0..20 {
+        let took = call(
+            &mut w,
+            &format!("set after{i} 0 0 1\r\ny\r\n"),
+            "STORED\r\n",
+        );
+        assert!(
+            took < Duration::from_secs(1),
+            "after{i} answered after {took:?}"
+        );
+        assert_eq!(get(&mut r, &format!("after{i}")).as_deref(), Some("y"));
+    }
+    assert_eq!(w.stat("replication_ack_too_large"), "1");
+    // Pipelined among small writes.
+    let mut lines = format!("set big2 0 0 {}\r\n{value}\r\n", value.len());
+    for i in 0..2000 {
+        lines.push_str(&format!("set p{i} 0 0 1\r\nz\r\n"));
+    }
+    let started = Instant::now();
+    w.send(lines.as_bytes());
+    let replies = w.read_n(2001 * 8);
+    let took = started.elapsed();
+    assert_eq!(
+        replies,
+        "STORED\r\n".repeat(2001).as_bytes(),
+        "every write stored"
+    );
+    assert!(took < Duration::from_secs(2), "the pipeline took {took:?}");
+    assert_eq!(get(&mut r, "big2"), None, "the peer refused it");
+    assert!(w.stat("replication_ack_too_large").parse::<u64>().unwrap() >= 2);
+    assert_eq!(w.stat("replication_ack_timeouts"), "0");
+}
+
+/// With two peers asked for (`--repl-ack-peers 2`) and one of them unable to take the
+/// item, a write waits for the peer that can, and is answered once that one holds it.
+#[test]
+fn a_write_too_large_for_one_peer_waits_for_the_peer_that_takes_it() {
+    let (ra, rb, rc) = (repl_addr(19), repl_addr(20), repl_addr(21));
+    let port = free_port();
+    let node = |last: u8, me: SocketAddr, peers: [SocketAddr; 2], extra: &[&str]| {
+        let mut a = flags(me, peers[0], extra);
+        a.extend(args(&["--peer", &peers[1].to_string()]));
+        Node::start([127, 0, 6, last], port, &a)
+    };
+    let ack = [
+        "--repl-ack-peers",
+        "2",
+        "--repl-ack-timeout-ms",
+        "5000",
+        "-I",
+        "2m",
+    ];
+    let a = node(19, ra, [rb, rc], &ack);
+    let b = node(20, rb, [ra, rc], &[]);
+    let c = node(21, rc, [ra, rb], &["-I", "2m"]);
+    let mut w = a.client();
+    let linked = common::eventually(Duration::from_secs(20), || {
+        let text = String::from_utf8(w.call_until(b"stats replication\r\n", b"END\r\n")).unwrap();
+        text.lines()
+            .filter(|l| l.starts_with("STAT peer:") && l.ends_with(":state streaming"))
+            .count()
+            == 2
+    });
+    assert!(linked, "A streams to both peers");
+    let value = "v".repeat(1_500_000);
+    call(
+        &mut w,
+        &format!("set big 0 0 {}\r\n{value}\r\n", value.len()),
+        "STORED\r\n",
+    );
+    // Answered once C held it: C has it at once; B, with -I 1m, refused it.
+    assert_eq!(
+        get(&mut c.client(), "big").map(|v| v.len()),
+        Some(value.len())
+    );
+    assert_eq!(get(&mut b.client(), "big"), None);
+    assert_eq!(w.stat("replication_ack_too_large"), "1");
+    assert_eq!(w.stat("replication_ack_timeouts"), "0");
 }

@@ -258,6 +258,10 @@ async fn serve(
         // Acks are prompt on the peer's side too, whatever its own flags.
         send(wr, &Frame::AckPrompt).await?;
     }
+    if peer_version >= 5 {
+        let item_size_max = inner.store.config().item_size_max as u64;
+        send(wr, &Frame::Limits { item_size_max }).await?;
+    }
     let (run, chain, at) = match frames.next().await? {
         Frame::Resume {
             run,
@@ -748,6 +752,7 @@ async fn receive(
             }
             Frame::Ack { n } => inner.acked(peer, n),
             Frame::AckPrompt => acks.prompt.store(true, Ordering::Relaxed),
+            Frame::Limits { item_size_max } => inner.peer_limits(peer, item_size_max),
             Frame::Heartbeat => {}
             Frame::Fetch { id, key } => {
                 let now = store.clock().now();

@@ -84,6 +84,9 @@ struct Peer {
     received: u64,
     lag: Lag,
     last_error: Option<(String, Instant)>,
+    /// The peer's largest item (its `-I`, as it said in [`Frame::Limits`]; None from a peer
+    /// of protocol v4 or before): it refuses a larger change.
+    item_size_max: Option<u64>,
 }
 
 /// A feed reader with the number that names it to the peer (its positions are only
@@ -225,6 +228,8 @@ enum AckState {
     NoPeer,
     /// Enough peers hold the changes.
     Held,
+    /// Too few peers take an item that large, and those that do hold the changes.
+    TooLarge,
     /// Not yet; look again at `recheck` (a dropped peer's grace ends) if nothing wakes
     /// the waiter before.
     Waiting { recheck: Option<Instant> },
@@ -237,6 +242,9 @@ pub enum AckWait {
     NoPeer,
     /// Enough peers hold it.
     Held,
+    /// Too few of the peers it would wait for can hold it (it is larger than their `-I`);
+    /// answered once those that can hold it.
+    TooLarge,
     /// The peers it waited for went away (their grace after a dropped link ended).
     Gone,
     /// `--repl-ack-timeout-ms` ran out first.
@@ -447,8 +455,10 @@ impl Replication {
 
     /// Waits until enough peers hold every change made so far (as many as
     /// `--repl-ack-peers` asks, or every caught-up peer if fewer are), at most
-    /// `--repl-ack-timeout-ms`. The caller's replies go out after.
-    pub async fn wait_acked(&self) -> AckWait {
+    /// `--repl-ack-timeout-ms`. The caller's replies go out after. `largest`: the largest
+    /// item the caller wrote (as [`crate::store::item_total_size`] counts it); a peer whose
+    /// `-I` is smaller refuses it, and is not waited for.
+    pub async fn wait_acked(&self, largest: usize) -> AckWait {
         let inner = &self.inner;
         let head = inner.store.feed_head();
         let deadline = tokio::time::Instant::now() + inner.ack_timeout;
@@ -458,10 +468,11 @@ impl Replication {
             let woken = inner.acks.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
-            let until = match inner.ack_state(&head) {
+            let until = match inner.ack_state(&head, largest as u64) {
                 AckState::NoPeer if first => return AckWait::NoPeer,
                 AckState::NoPeer => return AckWait::Gone,
                 AckState::Held => return AckWait::Held,
+                AckState::TooLarge => return AckWait::TooLarge,
                 AckState::Waiting { recheck } => {
                     recheck.map_or(deadline, |t| deadline.min(t.into()))
                 }
@@ -696,10 +707,12 @@ impl Inner {
 
     /// Whether enough peers hold everything before `head`: as many as `--repl-ack-peers`
     /// asks, or every caught-up peer if fewer are. A peer receiving a full copy does not
-    /// count: a write would wait out the copy.
-    fn ack_state(&self, head: &FeedCursor) -> AckState {
+    /// count: a write would wait out the copy. Nor does one that refuses an item of
+    /// `largest` bytes: if too few are left, the wait ends once those left hold it.
+    fn ack_state(&self, head: &FeedCursor, largest: u64) -> AckState {
         let peers = self.peers();
-        let (mut up, mut holding, mut recheck) = (0, 0, None::<Instant>);
+        let (mut up, mut holding, mut refusing) = (0, 0, 0);
+        let mut recheck = None::<Instant>;
         for p in peers.values() {
             // A caught-up peer counts while linked, and for the timeout after its link
             // dropped: a replaced or redialled link comes back with a partial resync.
@@ -713,14 +726,20 @@ impl Inner {
                 recheck = Some(recheck.map_or(t, |r| r.min(t)));
             }
             up += 1;
-            if p.lag.acked.as_ref().is_some_and(|a| a.covers(head)) {
+            if p.item_size_max.is_some_and(|max| largest > max) {
+                refusing += 1;
+            } else if p.lag.acked.as_ref().is_some_and(|a| a.covers(head)) {
                 holding += 1;
             }
         }
+        let need = self.ack_peers.min(up);
         if up == 0 {
             AckState::NoPeer
-        } else if holding >= self.ack_peers.min(up) {
+        } else if holding >= need {
             AckState::Held
+        } else if up - refusing < need && holding >= up - refusing {
+            // As many as can hold it do.
+            AckState::TooLarge
         } else {
             AckState::Waiting { recheck }
         }
@@ -1037,6 +1056,14 @@ impl Inner {
     }
 
     /// The peer has applied everything up to Mark `n`.
+    /// The peer's largest item, as it said ([`Frame::Limits`]).
+    pub fn peer_limits(&self, peer: NodeId, item_size_max: u64) {
+        if let Some(p) = self.peers().get_mut(&peer) {
+            p.item_size_max = Some(item_size_max);
+        }
+        self.acks_changed();
+    }
+
     pub fn acked(&self, peer: NodeId, n: u64) {
         if let Some(p) = self.peers().get_mut(&peer) {
             while let Some(m) = p.lag.marks.pop_front_if(|m| m.n <= n) {

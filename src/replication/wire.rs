@@ -16,6 +16,7 @@
 //! 11 Mark           chain u64, n u64, events u64, count u32, count × (shard u32, seq u64)
 //! 12 Ack            n u64
 //! 13 AckPrompt      (empty; v4)
+//! 14 Limits         item_size_max u64 (v5)
 //!  str = len u16 (at most MAX_STRING) + UTF-8
 //! ```
 //!
@@ -34,7 +35,8 @@ use crate::store::{NodeId, Record};
 /// The replication protocol version this build speaks.
 /// v3: live records carry the item's state bits (stale, base64 key) in their `at` field.
 /// v4: AckPrompt (sent only to v4 peers).
-pub const PROTOCOL_VERSION: u16 = 4;
+/// v5: Limits (sent only to v5 peers).
+pub const PROTOCOL_VERSION: u16 = 5;
 /// The oldest version this build accepts from a peer. A node meeting an older peer than
 /// itself but not older than this speaks the peer's version (to a v2 peer, records go
 /// without item bits, which it would refuse; v1 had no resume).
@@ -60,6 +62,7 @@ const RESUME: u8 = 10;
 const MARK: u8 = 11;
 const ACK: u8 = 12;
 const ACK_PROMPT: u8 = 13;
+const LIMITS: u8 = 14;
 
 /// The smallest record (a header) plus its length prefix: bounds a claimed record count.
 const MIN_RECORD: usize = 4 + 32;
@@ -125,6 +128,10 @@ pub enum Frame {
     /// The sender answers writes only once peers hold them (`--repl-ack-peers`): acks go
     /// out at once, not gathered with other frames. Sent once per link, to v4 peers.
     AckPrompt,
+    /// The sender's largest item (`-I`, as [`crate::store::item_total_size`] counts it):
+    /// a change larger than that it refuses, so a write that large does not wait for its
+    /// acknowledgement. Sent once per link, after Resume, to v5 peers.
+    Limits { item_size_max: u64 },
 }
 
 /// Why bytes from a peer are not a frame. Any of these means the peer is broken or not a
@@ -170,6 +177,7 @@ pub fn encode(frame: &Frame, out: &mut BytesMut) {
         Frame::Mark { .. } => MARK,
         Frame::Ack { .. } => ACK,
         Frame::AckPrompt => ACK_PROMPT,
+        Frame::Limits { .. } => LIMITS,
     };
     let start = out.len();
     out.put_u32_le(0); // the length, once known
@@ -240,6 +248,7 @@ pub fn encode(frame: &Frame, out: &mut BytesMut) {
             }
         }
         Frame::Ack { n } => out.put_u64_le(*n),
+        Frame::Limits { item_size_max } => out.put_u64_le(*item_size_max),
         _ => {}
     }
     let len = (out.len() - start - 4) as u32;
@@ -363,6 +372,9 @@ pub fn decode_limited(buf: &mut BytesMut, max: usize) -> Result<Option<Frame>, W
         }
         ACK => Frame::Ack { n: body.u64()? },
         ACK_PROMPT => Frame::AckPrompt,
+        LIMITS => Frame::Limits {
+            item_size_max: body.u64()?,
+        },
         _ => {
             // CHANGES: `frame_name` let only known types through.
             let now = body.u32()?;
@@ -408,6 +420,7 @@ fn frame_name(ty: u8) -> Result<&'static str, WireError> {
         MARK => "Mark",
         ACK => "Ack",
         ACK_PROMPT => "AckPrompt",
+        LIMITS => "Limits",
         _ => return Err(WireError::UnknownType(ty)),
     })
 }
@@ -558,6 +571,9 @@ mod tests {
             },
             Frame::Ack { n: u64::MAX },
             Frame::AckPrompt,
+            Frame::Limits {
+                item_size_max: 1 << 20,
+            },
         ]
     }
 
@@ -638,7 +654,7 @@ mod tests {
 
     #[test]
     fn unknown_type_fails_at_once() {
-        for ty in [0, ACK_PROMPT + 1, 255] {
+        for ty in [0, LIMITS + 1, 255] {
             let header = [100, 0, 0, 0, ty];
             assert!(matches!(decode_all(&header), Err(WireError::UnknownType(t)) if t == ty));
         }

@@ -168,6 +168,7 @@ where
         fetch: Vec::new(),
         fetched: false,
         wrote: false,
+        wrote_largest: 0,
     };
     let mut proto = Proto::Unknown;
     loop {
@@ -498,10 +499,12 @@ where
     let replication = session.shared.replication.get();
     if let Some(r) = replication.filter(|r| r.acknowledged_writes() && session.wrote) {
         session.wrote = false;
-        let waited = r.wait_acked().await;
+        let largest = std::mem::take(&mut session.wrote_largest);
+        let waited = r.wait_acked(largest).await;
         let c = &mut session.counts;
         c.repl_ack_waits += u64::from(waited != AckWait::NoPeer);
         c.repl_ack_timeouts += u64::from(waited == AckWait::TimedOut);
+        c.repl_ack_too_large += u64::from(waited == AckWait::TooLarge);
     }
     let counts = &mut session.counts;
     counts.bytes_written += out.pending() as u64;

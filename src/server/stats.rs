@@ -80,6 +80,7 @@ counters!(
     read_buf_oom,
     repl_ack_waits,
     repl_ack_timeouts,
+    repl_ack_too_large,
 );
 
 #[repr(align(128))]

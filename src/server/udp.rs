@@ -193,6 +193,7 @@ fn receive(socket: UdpSocket, shared: Arc<Shared>, worker: usize, activity: Arc<
             // A datagram is answered at once: a miss is not first asked of a peer.
             fetched: true,
             wrote: false,
+            wrote_largest: 0,
         };
         session.counts.bytes_read += n as u64;
         activity.last_cmd.store(session.now, Ordering::Relaxed);

@@ -95,6 +95,9 @@ pub struct Session<'s> {
     /// A command since the last replies went out may have changed the store: with
     /// acknowledged writes, those replies wait for peers first (see `connection`).
     pub wrote: bool,
+    /// The largest item stored since the last replies went out (as
+    /// [`crate::store::item_total_size`] counts it): a peer with a smaller `-I` refuses it.
+    pub wrote_largest: usize,
 }
 
 impl Session<'_> {

@@ -41,6 +41,7 @@ pub fn write(s: &mut Session<'_>, group: &[u8], arg: &[u8], out: &mut Vec<u8>) {
                     let c = &g.counts;
                     stat(out, "replication_ack_waits", c.repl_ack_waits);
                     stat(out, "replication_ack_timeouts", c.repl_ack_timeouts);
+                    stat(out, "replication_ack_too_large", c.repl_ack_too_large);
                 }
             }
         }
