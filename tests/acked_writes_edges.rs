@@ -233,12 +233,13 @@ fn acks_are_prompt_when_only_the_writing_node_asks_for_them() {
 }
 
 /// A peer with a smaller `-I` refuses a change too large for it, for good. It told this
-/// node its `-I` when the link began, so a write that large does not wait for it: the
-/// write is answered at once and counted, neither held for the whole timeout nor answered
-/// as if the peer held it; writes after it wait for the peer as before. A pipeline with
-/// one such write among small ones is answered at once too (its replies go out together).
+/// node its `-I` when the link began, so a write that large is answered once the peer
+/// holds everything else (a round trip), and counted: neither held for the whole timeout
+/// nor answered as if the peer held it. So is a touch or gat of it (the item goes whole).
+/// Writes after it wait for the peer as before, and so do small writes sharing replies
+/// with it in a pipeline.
 #[test]
-fn a_write_too_large_for_the_peer_does_not_wait_for_it() {
+fn a_write_too_large_for_the_peer_is_answered_once_the_peer_holds_the_rest() {
     let (ra, rb) = (repl_addr(17), repl_addr(18));
     let port = free_port();
     let ack = ["--repl-ack-peers", "1", "--repl-ack-timeout-ms", "5000"];
@@ -261,6 +262,21 @@ fn a_write_too_large_for_the_peer_does_not_wait_for_it() {
     assert_eq!(w.stat("replication_ack_too_large"), "1");
     assert_eq!(w.stat("replication_ack_timeouts"), "0");
     assert!(took < Duration::from_secs(2), "answered after {took:?}");
+    // A touch, or a gat, sends the item whole again: too large for the peer as well.
+    let took = call(&mut w, "touch big 100\r\n", "TOUCHED\r\n");
+    assert!(
+        took < Duration::from_secs(2),
+        "touch answered after {took:?}"
+    );
+    assert_eq!(w.stat("replication_ack_too_large"), "2");
+    let started = Instant::now();
+    let reply = w.call_until(b"gat 200 big\r\n", b"END\r\n");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(
+        reply.len(),
+        "VALUE big 0 1500000\r\n".len() + value.len() + 7
+    );
+    assert_eq!(w.stat("replication_ack_too_large"), "3");
     // What comes after waits for the peer: held there when answered.
     for i in 0..20 {
         let took = call(
@@ -274,7 +290,7 @@ fn a_write_too_large_for_the_peer_does_not_wait_for_it() {
         );
         assert_eq!(get(&mut r, &format!("after{i}")).as_deref(), Some("y"));
     }
-    assert_eq!(w.stat("replication_ack_too_large"), "1");
+    assert_eq!(w.stat("replication_ack_too_large"), "3");
     // Pipelined among small writes.
     let mut lines = format!("set big2 0 0 {}\r\n{value}\r\n", value.len());
     for i in 0..2000 {
@@ -291,7 +307,27 @@ fn a_write_too_large_for_the_peer_does_not_wait_for_it() {
     );
     assert!(took < Duration::from_secs(2), "the pipeline took {took:?}");
     assert_eq!(get(&mut r, "big2"), None, "the peer refused it");
-    assert!(w.stat("replication_ack_too_large").parse::<u64>().unwrap() >= 2);
+    // The small writes sharing replies with it still waited for the peer, which holds them.
+    assert_eq!(get(&mut r, "p1999").as_deref(), Some("z"));
+    assert!(w.stat("replication_ack_too_large").parse::<u64>().unwrap() >= 4);
+    assert_eq!(w.stat("replication_ack_timeouts"), "0");
+    // With the peer frozen, a small write sharing replies with a large one waits for it.
+    let pid = b.child.id() as i32;
+    // SAFETY: signals a child process this test started and still owns.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    w.send(
+        format!(
+            "set big3 0 0 {}\r\n{value}\r\nset q 0 0 1\r\nq\r\n",
+            value.len()
+        )
+        .as_bytes(),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    w.assert_quiet();
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    assert_eq!(w.read_n(16), b"STORED\r\nSTORED\r\n");
+    assert_eq!(get(&mut r, "q").as_deref(), Some("q"));
     assert_eq!(w.stat("replication_ack_timeouts"), "0");
 }
 

@@ -228,7 +228,7 @@ enum AckState {
     NoPeer,
     /// Enough peers hold the changes.
     Held,
-    /// Too few peers take an item that large, and those that do hold the changes.
+    /// Too few peers take an item that large, and enough hold everything else.
     TooLarge,
     /// Not yet; look again at `recheck` (a dropped peer's grace ends) if nothing wakes
     /// the waiter before.
@@ -242,8 +242,8 @@ pub enum AckWait {
     NoPeer,
     /// Enough peers hold it.
     Held,
-    /// Too few of the peers it would wait for can hold it (it is larger than their `-I`);
-    /// answered once those that can hold it.
+    /// Too few of the peers it would wait for can hold an item it wrote (larger than their
+    /// `-I`); answered once enough peers hold everything else.
     TooLarge,
     /// The peers it waited for went away (their grace after a dropped link ended).
     Gone,
@@ -707,11 +707,16 @@ impl Inner {
 
     /// Whether enough peers hold everything before `head`: as many as `--repl-ack-peers`
     /// asks, or every caught-up peer if fewer are. A peer receiving a full copy does not
-    /// count: a write would wait out the copy. Nor does one that refuses an item of
-    /// `largest` bytes: if too few are left, the wait ends once those left hold it.
+    /// count: a write would wait out the copy. A peer that refuses an item of `largest`
+    /// bytes (the largest the waiting connection wrote) cannot hold all of it: if too few
+    /// others can, the wait ends once enough peers hold everything else (its other
+    /// writes, which the refusing peers hold too).
     fn ack_state(&self, head: &FeedCursor, largest: u64) -> AckState {
         let peers = self.peers();
-        let (mut up, mut holding, mut refusing) = (0, 0, 0);
+        // Peers holding everything up to `head` (a refusing one too: an ack of a Mark says
+        // it holds every change before it but the ones it refused), those of them that
+        // take an item of `largest` bytes, and those that do not.
+        let (mut up, mut holding, mut capable, mut refusing) = (0, 0, 0, 0);
         let mut recheck = None::<Instant>;
         for p in peers.values() {
             // A caught-up peer counts while linked, and for the timeout after its link
@@ -726,19 +731,20 @@ impl Inner {
                 recheck = Some(recheck.map_or(t, |r| r.min(t)));
             }
             up += 1;
-            if p.item_size_max.is_some_and(|max| largest > max) {
-                refusing += 1;
-            } else if p.lag.acked.as_ref().is_some_and(|a| a.covers(head)) {
+            let refuses = p.item_size_max.is_some_and(|max| largest > max);
+            refusing += usize::from(refuses);
+            if p.lag.acked.as_ref().is_some_and(|a| a.covers(head)) {
                 holding += 1;
+                capable += usize::from(!refuses);
             }
         }
         let need = self.ack_peers.min(up);
         if up == 0 {
             AckState::NoPeer
-        } else if holding >= need {
+        } else if capable >= need {
             AckState::Held
-        } else if up - refusing < need && holding >= up - refusing {
-            // As many as can hold it do.
+        } else if up - refusing < need && holding >= need {
+            // The other writes are held as asked; the large item cannot be.
             AckState::TooLarge
         } else {
             AckState::Waiting { recheck }
@@ -787,7 +793,9 @@ impl Inner {
             p.parked = None;
             p.applied = None;
         }
-        // Marks are numbered per link, and so are the bytes it carries.
+        // Marks are numbered per link, and so are the bytes it carries. The peer says its
+        // -I again on this link (before any ack), unless it is of protocol v4 or before.
+        p.item_size_max = None;
         p.lag.marks.clear();
         p.lag.acked = None;
         (p.lag.sent_bytes, p.lag.acked_bytes) = (0, 0);
@@ -1055,7 +1063,6 @@ impl Inner {
         }
     }
 
-    /// The peer has applied everything up to Mark `n`.
     /// The peer's largest item, as it said ([`Frame::Limits`]).
     pub fn peer_limits(&self, peer: NodeId, item_size_max: u64) {
         if let Some(p) = self.peers().get_mut(&peer) {
@@ -1064,6 +1071,7 @@ impl Inner {
         self.acks_changed();
     }
 
+    /// The peer has applied everything up to Mark `n`.
     pub fn acked(&self, peer: NodeId, n: u64) {
         if let Some(p) = self.peers().get_mut(&peer) {
             while let Some(m) = p.lag.marks.pop_front_if(|m| m.n <= n) {

@@ -181,7 +181,12 @@ impl<'a> SetRequest<'a> {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SetOutcome {
-    Stored { cas: u64, size: usize },
+    /// `size`: the value's length; `total`: the item's, as [`item_total_size`] counts it.
+    Stored {
+        cas: u64,
+        size: usize,
+        total: usize,
+    },
     NotStored,
     Exists,
     NotFound,
@@ -833,17 +838,18 @@ impl Store {
         meta.cas = self.new_stamp(&mut shard, hash, req.key, req.new_cas, now);
         meta.node = self.inner.cfg.node;
         let (cas, size) = (meta.cas, value.len());
+        let total = item_total_size(req.key.len(), size, meta.flags);
         // The common cache refresh: same length, written over the old bytes.
         if let Some(loc) = existing {
             if shard.overwrite(loc, value, &meta) {
                 self.publish_loc(shard, loc);
-                return Ok(SetOutcome::Stored { cas, size });
+                return Ok(SetOutcome::Stored { cas, size, total });
             }
         }
         match shard.put(hash, req.key, &[value], &meta, now, b) {
             Ok(loc) => {
                 self.publish_loc(shard, loc);
-                Ok(SetOutcome::Stored { cas, size })
+                Ok(SetOutcome::Stored { cas, size, total })
             }
             Err(NoRoom) => Err(NeedRoom(shard.room_for(req.key.len(), size, &meta))),
         }
@@ -1050,15 +1056,20 @@ impl Store {
 
     /// Sets a new expiry on a live item.
     pub fn touch(&self, key: &[u8], exptime: u32, now: u32) -> bool {
-        self.read(
-            key,
-            now,
-            ReadOptions {
-                touch: Some(exptime),
-                ..Default::default()
-            },
-            |r| r.is_ok(),
-        )
+        self.touch_sized(key, exptime, now).is_some()
+    }
+
+    /// [`Store::touch`], saying the item's size as [`item_total_size`] counts it (the new
+    /// version goes to peers whole, and one with a smaller `-I` refuses it).
+    pub fn touch_sized(&self, key: &[u8], exptime: u32, now: u32) -> Option<usize> {
+        let opts = ReadOptions {
+            touch: Some(exptime),
+            ..Default::default()
+        };
+        self.read(key, now, opts, |r| {
+            r.ok()
+                .map(|h| item_total_size(key.len(), h.item.value().len(), h.item.flags))
+        })
     }
 
     /// A stamp above every one issued or taken in so far, which every later local write's

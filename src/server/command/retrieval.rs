@@ -82,6 +82,11 @@ fn read_one<R: Reply>(
     let watched = s.shared.watchers.wants(WatchKinds::FETCHERS);
     s.shared.store.read(key, now, opts, |r| match r {
         Ok(h) => {
+            if opts.touch.is_some() || h.created {
+                // A new version of the item, sent to peers whole.
+                let total = store::item_total_size(key.len(), h.item.value().len(), h.item.flags);
+                s.wrote_largest = s.wrote_largest.max(total);
+            }
             if watched && h.created {
                 // Made by this request (mg `N`): the fetch before it found nothing.
                 s.watch_get(key, Found::NotFound, 0, 0);

@@ -33,16 +33,10 @@ fn run(s: &mut Session<'_>, c: &Store<'_>, encoding: Encoding) -> Stored {
     let is_cas = c.compare_cas.is_some();
     s.counts.cmd_set += 1;
     match s.shared.store.set(&r, s.now) {
-        Ok(SetOutcome::Stored { cas, size }) => {
+        Ok(SetOutcome::Stored { cas, size, total }) => {
             if is_cas {
                 s.counts.cas_hits += 1;
             }
-            // An append keeps the item's own flags: counted as set (4 bytes at most over).
-            let flags = match c.mode {
-                SetMode::Append | SetMode::Prepend => 1,
-                _ => c.flags,
-            };
-            let total = store::item_total_size(c.key.len(), size, flags);
             s.wrote_largest = s.wrote_largest.max(total);
             Stored::Stored {
                 cas: s.cas_out(cas),

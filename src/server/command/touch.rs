@@ -7,7 +7,9 @@ use crate::protocol::command::Exptime;
 pub fn touch(s: &mut Session<'_>, key: &[u8], exptime: Exptime) -> bool {
     s.counts.cmd_touch += 1;
     s.watch_fetch(key);
-    let hit = s.shared.store.touch(key, s.exptime(exptime), s.now);
+    let size = s.shared.store.touch_sized(key, s.exptime(exptime), s.now);
+    s.wrote_largest = s.wrote_largest.max(size.unwrap_or(0));
+    let hit = size.is_some();
     if hit {
         s.counts.touch_hits += 1;
     } else {
