@@ -457,7 +457,7 @@ impl Replication {
     /// `--repl-ack-peers` asks, or every caught-up peer if fewer are), at most
     /// `--repl-ack-timeout-ms`. The caller's replies go out after. `largest`: the largest
     /// item the caller wrote (as [`crate::store::item_total_size`] counts it); a peer whose
-    /// `-I` is smaller refuses it, and is not waited for.
+    /// `-I` is smaller refuses it, so its ack counts only for the caller's other writes.
     pub async fn wait_acked(&self, largest: usize) -> AckWait {
         let inner = &self.inner;
         let head = inner.store.feed_head();
@@ -710,7 +710,8 @@ impl Inner {
     /// count: a write would wait out the copy. A peer that refuses an item of `largest`
     /// bytes (the largest the waiting connection wrote) cannot hold all of it: if too few
     /// others can, the wait ends once enough peers hold everything else (its other
-    /// writes, which the refusing peers hold too).
+    /// writes, which the refusing peers hold too) and every peer that takes the item
+    /// holds it.
     fn ack_state(&self, head: &FeedCursor, largest: u64) -> AckState {
         let peers = self.peers();
         // Peers holding everything up to `head` (a refusing one too: an ack of a Mark says
@@ -743,8 +744,9 @@ impl Inner {
             AckState::NoPeer
         } else if capable >= need {
             AckState::Held
-        } else if up - refusing < need && holding >= need {
-            // The other writes are held as asked; the large item cannot be.
+        } else if up - refusing < need && holding >= need && capable >= up - refusing {
+            // The other writes are held as asked; the large item cannot be, beyond the
+            // peers that take it, which hold it.
             AckState::TooLarge
         } else {
             AckState::Waiting { recheck }

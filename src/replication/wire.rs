@@ -129,8 +129,8 @@ pub enum Frame {
     /// out at once, not gathered with other frames. Sent once per link, to v4 peers.
     AckPrompt,
     /// The sender's largest item (`-I`, as [`crate::store::item_total_size`] counts it):
-    /// a change larger than that it refuses, so a write that large does not wait for its
-    /// acknowledgement. Sent once per link, after Resume, to v5 peers.
+    /// a change larger than that it refuses, so its acks do not say it holds a write that
+    /// large. Sent once per link, after Resume, to v5 peers.
     Limits { item_size_max: u64 },
 }
 
