@@ -33,17 +33,22 @@ impl Sizing<'_> {
     /// memcached's size: its total for key and value, plus 4 bytes when the client flags
     /// are not zero (memcached stores them only then) and 8 for the CAS.
     pub fn size(&self, it: &Item) -> usize {
-        self.size_for(it.key().len(), it.value().len(), it.flags)
+        it.total_size() - self.no_cas()
     }
 
-    fn size_for(&self, klen: usize, vlen: usize, flags: u32) -> usize {
-        let no_cas = if self.cas { 0 } else { 8 };
-        item_total_size(klen, vlen, flags) - no_cas
+    /// Bytes memcached's items lack without CAS (`-C`).
+    fn no_cas(&self) -> usize {
+        if self.cas {
+            0
+        } else {
+            8
+        }
     }
 
     /// The slab class memcached would keep an item of these sizes in.
     pub fn class_for(&self, klen: usize, vlen: usize, flags: u32) -> u32 {
-        self.slabs.class_of(self.size_for(klen, vlen, flags))
+        self.slabs
+            .class_of(item_total_size(klen, vlen, flags) - self.no_cas())
     }
 
     /// The item's size and the slab class memcached would keep it in, as `me` and the

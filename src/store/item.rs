@@ -144,6 +144,11 @@ impl<'a> Item<'a> {
         self.value
     }
 
+    /// Its size as `-I` limits it ([`item_total_size`]).
+    pub fn total_size(&self) -> usize {
+        item_total_size(self.key.len(), self.value.len(), self.flags)
+    }
+
     pub fn meta(&self) -> Meta {
         Meta {
             cas: self.cas,

@@ -1066,10 +1066,7 @@ impl Store {
             touch: Some(exptime),
             ..Default::default()
         };
-        self.read(key, now, opts, |r| {
-            r.ok()
-                .map(|h| item_total_size(key.len(), h.item.value().len(), h.item.flags))
-        })
+        self.read(key, now, opts, |r| r.ok().map(|h| h.item.total_size()))
     }
 
     /// A stamp above every one issued or taken in so far, which every later local write's

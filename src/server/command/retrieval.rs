@@ -84,8 +84,7 @@ fn read_one<R: Reply>(
         Ok(h) => {
             if opts.touch.is_some() || h.created {
                 // A new version of the item, sent to peers whole.
-                let total = store::item_total_size(key.len(), h.item.value().len(), h.item.flags);
-                s.wrote_largest = s.wrote_largest.max(total);
+                s.wrote_largest = s.wrote_largest.max(h.item.total_size());
             }
             if watched && h.created {
                 // Made by this request (mg `N`): the fetch before it found nothing.
