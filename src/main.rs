@@ -101,7 +101,10 @@ fn main() -> ExitCode {
         }
     }
     if let Some(path) = &config.pid_file {
-        if let Err(e) = std::fs::write(path, format!("{}\n", std::process::id())) {
+        if let Err(e) = repcached::server::process::write_whole(
+            path,
+            format!("{}\n", std::process::id()).as_bytes(),
+        ) {
             return fail(
                 EXIT_OSERR,
                 format!("cannot write pid file {}: {e}; check -P", path.display()),

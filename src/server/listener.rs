@@ -149,10 +149,7 @@ pub fn write_port_file(
     tcp: &[SocketAddr],
     udp: &[SocketAddr],
 ) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".lck");
-    std::fs::write(&tmp, port_file_text(tcp, udp))?;
-    std::fs::rename(&tmp, path)
+    crate::server::process::write_whole(path, port_file_text(tcp, udp).as_bytes())
 }
 
 /// A listener the accept loop can drive: TCP or unix.

@@ -1,4 +1,5 @@
-//! Process-level duties: daemonizing (`-d`), dropping root (`-u`) and waiting for signals.
+//! Process-level duties: daemonizing (`-d`), dropping root (`-u`), waiting for signals and
+//! writing the pid and port files.
 //! These are a few libc calls each; they run before the runtime's threads exist.
 
 use std::ffi::CString;
@@ -86,5 +87,20 @@ pub async fn wait_for_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+    }
+}
+
+/// Writes `path` so that a reader sees either no file or all of it: a script polling for
+/// the pid file (`-P`) must never read it empty. The text goes to `path.lck` and is renamed
+/// over `path`; where that folder is not writable but the file is (a pid file made ready
+/// for an unprivileged user), it is written in place.
+pub fn write_whole(path: &std::path::Path, text: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".lck");
+    match std::fs::write(&tmp, text) {
+        Ok(()) => std::fs::rename(&tmp, path).inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        }),
+        Err(_) => std::fs::write(path, text),
     }
 }
