@@ -333,6 +333,26 @@ fn a_delayed_flush_takes_what_was_written_before_its_time() {
     assert!(read(&s, b"after").is_some());
 }
 
+/// A peer's write this node had not seen when `flush_all N` came (a partition), made a
+/// moment before the command: the flush orders after it, so it goes wherever it arrives.
+#[test]
+fn a_delayed_flush_takes_a_peers_write_made_before_the_command() {
+    let s = replicated(1);
+    let written = stamp_now(&s);
+    let f = s.flush_all(Some(now(&s) + 1), now(&s));
+    assert!(
+        f > written,
+        "the flush's stamp is not below the wall time of its command"
+    );
+    // Its stamp is the moment it takes effect, not that second rounded down.
+    let due = Hlc::stamp_of_ms(s.clock().unix_ms_at(now(&s) + 1));
+    assert!(f >= due);
+    assert_eq!(apply(&s, &live(b"k", b"old", written, 2)), Applied::Changed);
+    s.clock().advance(2);
+    assert!(read(&s, b"k").is_none());
+    assert_ne!(apply(&s, &live(b"k", b"old", written, 2)), Applied::Changed);
+}
+
 #[test]
 fn touch_and_gat_make_a_new_version() {
     let s = replicated(1);

@@ -55,6 +55,12 @@ impl Clock {
         self.started_unix_ms + self.elapsed_ms()
     }
 
+    /// Milliseconds since the unix epoch at which relative second `rel` begins here: the
+    /// moment a delayed flush due at `rel` takes effect.
+    pub fn unix_ms_at(&self, rel: u32) -> u64 {
+        self.started_unix_ms + u64::from(rel.saturating_sub(BASE_SECS)) * 1000
+    }
+
     /// Seconds since the unix epoch (`stats time`).
     pub fn unix_secs(&self) -> u64 {
         self.unix_ms() / 1000
@@ -114,6 +120,17 @@ mod tests {
         assert_eq!(c.rel_exptime(abs, now), (100 + MAX_RELATIVE_EXPTIME) as u32);
         // An absolute time in the past is already expired.
         assert_eq!(c.rel_exptime(MAX_RELATIVE_EXPTIME + 1, now), 1);
+    }
+
+    #[test]
+    fn a_relative_second_begins_at_its_unix_millisecond() {
+        let c = Clock::new();
+        let now = c.now();
+        let ms = c.unix_ms();
+        assert!(c.unix_ms_at(now) <= ms && ms < c.unix_ms_at(now + 1));
+        c.advance(3);
+        assert_eq!(c.unix_ms_at(now + 3), c.unix_ms_at(now) + 3000);
+        assert!(c.unix_ms_at(c.now()) <= c.unix_ms());
     }
 
     #[test]

@@ -1091,7 +1091,10 @@ impl Store {
         let last = (0..n).map(|i| self.lock(i).hlc.last()).max().unwrap_or(0);
         let (before, at) = match at {
             Some(t) if t > now => {
-                let deadline = Hlc::stamp_of_ms(clock.unix_of(t) * 1000);
+                // The moment it takes effect, to the millisecond: what is written until then
+                // goes, as in memcached, and so does a peer's write made before this command
+                // (the unix second of `t` rounded down could fall below it).
+                let deadline = Hlc::stamp_of_ms(clock.unix_ms_at(t));
                 (deadline.max(last + 1), t)
             }
             _ => (Hlc::stamp_of_ms(clock.unix_ms()).max(last + 1), 0),
