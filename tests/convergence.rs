@@ -1,5 +1,6 @@
 //! Convergence after partitions, in cases that once left nodes holding different data once
-//! healed: real processes on 127.0.0.200 to 127.0.0.209, links through fault proxies.
+//! healed: real processes on 127.0.0.200 to 127.0.0.209 and 127.0.7.1 to 127.0.7.8, links
+//! through fault proxies.
 
 mod common;
 
@@ -126,4 +127,49 @@ fn a_delayed_flush_that_just_came_due_is_in_the_summary_a_peer_gets() {
         below >= before || pending.iter().any(|&(_, b)| b >= before),
         "the due flush is in neither: below {below}, pending {pending:?}, flush {before}"
     );
+}
+
+/// A newer write that expired during a partition still outranks the older value the other
+/// side wrote: once healed, neither node holds the older one (it once stayed on the side
+/// that wrote it, for good, when the link came back with a full copy).
+#[test]
+fn a_newer_write_that_expired_during_a_partition_removes_the_older_value_everywhere() {
+    let mut p = ProxiedPair::start_in([127, 0, 7, 1], "64", &[]);
+    p.partition();
+    // Restarted during the partition: the link comes back with full copies both ways.
+    p.b.restart();
+    let (mut ca, mut cb) = (p.a.client(), p.b.client());
+    cb.expect(b"set k 0 0 3\r\nold\r\n", b"STORED\r\n");
+    cb.expect(b"set other 0 0 5\r\nstays\r\n", b"STORED\r\n");
+    std::thread::sleep(Duration::from_millis(20));
+    ca.expect(b"set k 0 1 3\r\nnew\r\n", b"STORED\r\n");
+    std::thread::sleep(Duration::from_millis(2100));
+    assert_eq!(get(&mut ca, "k"), None, "expired");
+    assert_eq!(get(&mut cb, "k").as_deref(), Some("old"));
+    p.heal();
+    assert!(sees(&p.b, "k", None), "the older value went");
+    assert_eq!(get(&mut ca, "k"), None);
+    assert!(sees(&p.a, "other", Some("stays")), "nothing else did");
+    assert_eq!(get(&mut cb, "other").as_deref(), Some("stays"));
+}
+
+/// `flush_all 1` on one side of a partition, a moment after a write on the other: the
+/// flush orders after the write, so once healed the write is gone from both nodes.
+#[test]
+fn a_delayed_flush_removes_a_write_made_before_it_on_the_other_side_of_a_partition() {
+    let p = ProxiedPair::start_in([127, 0, 7, 5], "64", &[]);
+    let (mut ca, mut cb) = (p.a.client(), p.b.client());
+    ca.expect(b"set k 0 0 4\r\nbase\r\n", b"STORED\r\n");
+    assert!(sees(&p.b, "k", Some("base")));
+    p.partition();
+    cb.expect(b"set k 0 0 3\r\nold\r\n", b"STORED\r\n");
+    std::thread::sleep(Duration::from_millis(20));
+    ca.expect(b"flush_all 1\r\n", b"OK\r\n");
+    std::thread::sleep(Duration::from_millis(2100));
+    assert_eq!(get(&mut ca, "k"), None);
+    p.heal();
+    assert!(sees(&p.b, "k", None), "flushed on the other node too");
+    assert_eq!(get(&mut ca, "k"), None, "and not brought back here");
+    ca.expect(b"set after 0 0 1\r\na\r\n", b"STORED\r\n");
+    assert!(sees(&p.b, "after", Some("a")), "later writes stay");
 }

@@ -129,7 +129,12 @@ impl Store {
         }
         match held {
             Some((_, v)) if !replaces(c.version, v) => return Ok(Applied::Stale),
-            None if shard.forgotten.covers(hash, c.version.stamp) => return Ok(Applied::Forgotten),
+            None if shard.forgotten.covers(hash, c.version.stamp) => {
+                if let RemoteState::Live { .. } = c.state {
+                    self.tell_forgotten(shard, hash, c, b);
+                }
+                return Ok(Applied::Forgotten);
+            }
             _ => {}
         }
         if shard.flushes.covers(c.version.stamp, now) {
@@ -222,6 +227,34 @@ impl Store {
             return None;
         }
         Some(Record::of_item(&it, None))
+    }
+
+    /// A peer sent a state of a key older than one this node dropped (it expired here,
+    /// or was evicted, or was a delete whose marker went): the peer missed the newer state,
+    /// and without word of it would keep the older one for good, as this node refuses it.
+    /// So the key is deleted as of the dropped state's stamp, under node id 0 (below every
+    /// node's at that stamp, so a node holding that very state keeps it: an eviction stays
+    /// local), and the delete goes to every peer, the sender included. Only for a stamp
+    /// kept for this key alone, not a bucket's floor, which stands for other keys too.
+    fn tell_forgotten(
+        &self,
+        mut shard: MutexGuard<'_, Shard>,
+        hash: u64,
+        c: &RemoteChange<'_>,
+        b: &Budget<'_>,
+    ) {
+        let Some(stamp) = shard.forgotten.own(hash) else {
+            return;
+        };
+        if stamp <= c.version.stamp || !self.inner.feed.wants(None) {
+            return;
+        }
+        let version = Version {
+            stamp,
+            node: NodeId(0),
+        };
+        shard.forget_delete(hash, c.key, version, b);
+        self.publish(shard, Record::deleted(c.key, version, None));
     }
 
     fn publish_deleted(&self, shard: MutexGuard<'_, Shard>, c: &RemoteChange<'_>) {

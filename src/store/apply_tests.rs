@@ -240,11 +240,45 @@ fn expired_items_are_remembered_too() {
     };
     s.clock().advance(10);
     assert!(read(&s, b"k").is_none());
+    let mut sub = s.subscribe().unwrap();
     // The value the short-lived one replaced, sent late by a peer that missed it.
     assert_eq!(
         apply(&s, &live(b"k", b"long", cas - 1, 2)),
         Applied::Forgotten
     );
+    // That peer holds it, and would for good: it is told the key is gone as of the
+    // expired write, under node 0, to every peer.
+    let got = sub.read(usize::MAX).records;
+    let gone = Version {
+        stamp: cas,
+        node: NodeId(0),
+    };
+    assert_eq!(
+        got.iter()
+            .map(|r| (r.kind(), r.key(), r.version(), r.origin()))
+            .collect::<Vec<_>>(),
+        [(Kind::Deleted, &b"k"[..], gone, None)]
+    );
+    let peer = replicated(2);
+    assert_eq!(
+        apply(&peer, &live(b"k", b"long", cas - 1, 2)),
+        Applied::Changed
+    );
+    let told = RemoteChange::of_record(&got[0], 0, NodeId(1)).unwrap();
+    assert_eq!(apply(&peer, &told), Applied::Changed);
+    assert!(read(&peer, b"k").is_none());
+    // A state as new as the one dropped is not answered (an eviction stays local), and
+    // one newer is taken.
+    assert_eq!(apply(&s, &live(b"k", b"same", cas, 1)), Applied::Forgotten);
+    assert!(sub.read(usize::MAX).records.is_empty());
+    // Nor is a node holding that very state made to drop it: node 0 loses the tie.
+    let same = replicated(3);
+    assert_eq!(
+        apply(&same, &live(b"k", b"short", cas, 1)),
+        Applied::Changed
+    );
+    assert_eq!(apply(&same, &told), Applied::Stale);
+    assert_eq!(read(&same, b"k").unwrap().0, b"short");
 }
 
 #[test]
@@ -629,8 +663,10 @@ mod convergence {
         nodes: Vec<Store>,
         readers: Vec<FeedReader>,
         net: Vec<Msg>,
-        /// Every change made by a client, on any node.
+        /// Every change made by a client, on any node (or by a node itself: a delete telling
+        /// a peer of a state it dropped), and the node it was made on.
         made: Vec<Record>,
+        made_on: Vec<usize>,
         /// Per node: the newest delete and flush it has been told of, per key.
         told_deleted: Vec<HashMap<Vec<u8>, Version>>,
         told_flushed: Vec<u64>,
@@ -663,6 +699,7 @@ mod convergence {
                 readers,
                 net: Vec::new(),
                 made: Vec::new(),
+                made_on: Vec::new(),
                 told_deleted: vec![HashMap::new(); NODES],
                 told_flushed: vec![0; NODES],
                 forgot: false,
@@ -682,6 +719,7 @@ mod convergence {
                 for rec in batch.records {
                     if rec.origin().is_none() {
                         self.made.push(rec.clone());
+                        self.made_on.push(i);
                     }
                     for to in (0..NODES).filter(|&j| j != i && rec.origin() != Some(id(j))) {
                         self.net.push(Msg {
@@ -812,14 +850,9 @@ mod convergence {
             self.collect();
             let deletes: Vec<(usize, Vec<u8>, Version)> = self.made[before..]
                 .iter()
-                .filter(|r| r.kind() == Kind::Deleted)
-                .map(|r| {
-                    (
-                        (r.version().node.0 - 1) as usize,
-                        r.key().to_vec(),
-                        r.version(),
-                    )
-                })
+                .zip(&self.made_on[before..])
+                .filter(|(r, _)| r.kind() == Kind::Deleted)
+                .map(|(r, &n)| (n, r.key().to_vec(), r.version()))
                 .collect();
             for (n, key, v) in deletes {
                 self.tell_delete(n, &key, v);

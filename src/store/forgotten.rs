@@ -81,6 +81,16 @@ impl Forgotten {
         stamp <= t.floors[b]
             || (0..WAYS).any(|w| t.prints[b][w] == print && stamp <= t.stamps[b][w])
     }
+
+    /// The newest stamp dropped for this key itself, if still kept apart from its bucket's
+    /// floor (which may stand for other keys).
+    pub fn own(&self, hash: u64) -> Option<u64> {
+        let t = self.table.as_ref()?;
+        let (b, print) = place(hash);
+        (0..WAYS)
+            .find(|&w| t.prints[b][w] == print && t.stamps[b][w] != 0)
+            .map(|w| t.stamps[b][w])
+    }
 }
 
 #[cfg(test)]
@@ -104,6 +114,8 @@ mod tests {
             "another key of the bucket is unaffected"
         );
         assert!(!f.covers(h(2, 1), 1), "another bucket is unaffected");
+        assert_eq!(f.own(h(1, 1)), Some(10));
+        assert_eq!(f.own(h(1, 2)), None);
     }
 
     #[test]
