@@ -128,6 +128,10 @@ fn corpus() -> Vec<Vec<u8>> {
         "touch a 10\r\nset a 0 0 1\r\nx\r\ntouch a 10\r\ntouch a abc\r\n",
         "flush_all\r\nflush_all 0\r\nflush_all abc\r\nflush_all noreply\r\nflush_all 1 2 3\r\nflush_all -1\r\n",
         "verbosity\r\nverbosity 1\r\nverbosity abc\r\nverbosity 1 noreply\r\n",
+        // Numbers as C's strtol reads them: whitespace other than spaces before and after.
+        "set w 0 0 1\t\r\nx\r\nset w 0 0 1\rz\r\ny\r\nset w \x0b1 0 1\r\nz\r\ngets w\r\n",
+        "set n 0 0 1\r\n5\r\nincr n \t1\r\ndecr n 1\x0c\r\ntouch n \t10\r\nincr n 1\tx\r\nincr n x\t1\r\n",
+        "ms m 1 T\t5\r\nx\r\nmg m t v\r\nflush_all \t0\r\nverbosity 1\t\r\n",
         "foo\r\n",
         "\r\n",
         "a\r\n",

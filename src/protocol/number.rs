@@ -1,7 +1,25 @@
-//! Number tokens, read the way memcached's `safe_strto*` read them: an optional sign, then
-//! decimal digits to the end of the token; overflow fails. Unsigned fields take a minus sign
-//! as C's `strtoull` does (negating), and refuse the result only when it reads as negative
-//! signed: `-0` is 0, `-1` is refused.
+//! Number tokens, read the way memcached's `safe_strto*` read them: C whitespace may come
+//! first, then an optional sign and decimal digits, ended by the token's end or by C
+//! whitespace (after which anything goes: `1\tx` reads as 1, as C's `strtol` stops there);
+//! overflow fails. Unsigned fields take a minus sign as C's `strtoull` does (negating), and
+//! refuse the result only when it reads as negative signed: `-0` is 0, `-1` is refused.
+
+/// C's `isspace` in the "C" locale.
+fn is_c_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
+}
+
+/// The sign and digits `strtol` would read from `s`, if what follows them may end a number.
+fn number_part(s: &[u8]) -> Option<&[u8]> {
+    let start = s.iter().position(|&b| !is_c_space(b))?;
+    let s = &s[start..];
+    let signed = matches!(s.first(), Some(b'-' | b'+')) as usize;
+    let end = s[signed..]
+        .iter()
+        .position(|b| !b.is_ascii_digit())
+        .map_or(s.len(), |i| signed + i);
+    (end == s.len() || is_c_space(s[end])).then_some(&s[..end])
+}
 
 fn digits(s: &[u8]) -> Option<u64> {
     if s.is_empty() {
@@ -19,6 +37,7 @@ fn digits(s: &[u8]) -> Option<u64> {
 
 /// Unsigned 64-bit (`safe_strtoull`).
 pub fn parse_u64(s: &[u8]) -> Option<u64> {
+    let s = number_part(s)?;
     match s.split_first() {
         Some((b'-', rest)) => {
             let n = digits(rest)?.wrapping_neg();
@@ -38,6 +57,7 @@ pub fn parse_u32(s: &[u8]) -> Option<u32> {
 /// stores it in a 32-bit int, so only numbers beyond 64 bits fail; larger 32-bit overflows
 /// keep their low 32 bits (`set k 0 -99999999999 1` is stored, already expired).
 pub fn parse_i32(s: &[u8]) -> Option<i32> {
+    let s = number_part(s)?;
     let (neg, rest) = match s.first() {
         Some(b'-') => (true, &s[1..]),
         Some(b'+') => (false, &s[1..]),
@@ -77,5 +97,19 @@ mod tests {
         assert_eq!(parse_i32(b"9223372036854775808"), None);
         assert_eq!(parse_i32(b"-9223372036854775809"), None);
         assert_eq!(parse_i32(b"-"), None);
+    }
+
+    #[test]
+    fn c_whitespace_around_a_number_is_read_as_strtol_reads_it() {
+        assert_eq!(parse_u64(b"\t7"), Some(7));
+        assert_eq!(parse_u64(b"7\t"), Some(7));
+        assert_eq!(parse_u64(b"7\rzz"), Some(7));
+        assert_eq!(parse_u32(b"\x0b\x0c+7\x0b"), Some(7));
+        assert_eq!(parse_i32(b"\t-5\r"), Some(-5));
+        assert_eq!(parse_u64(b"\t"), None);
+        assert_eq!(parse_u64(b"\t-"), None);
+        assert_eq!(parse_u64(b"7x\t"), None);
+        assert_eq!(parse_u64(b"\t-1"), None);
+        assert_eq!(parse_i32(b"- 5"), None);
     }
 }
