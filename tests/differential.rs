@@ -378,6 +378,18 @@ fn meta_get_ttl_flag_in_flag_order() {
 
 /// ma's `t` likewise: before `T` it shows the TTL the item had (memcached applies `T` as
 /// it reaches it); an item `N` creates has none until `N`.
+/// mg's `R` compares the TTL as the flags before it left it: before a `T`, the item's own.
+#[test]
+fn meta_get_recache_flag_in_flag_order() {
+    compare(bytes_of(&[
+        "ms a 1 T100\r\nx\r\nmg a R10 T7\r\nmg a t\r\n",
+        "ms a 1 T100\r\nx\r\nmg a T7 R10\r\n",
+        "ms a 1 T5\r\nx\r\nmg a R10 T100\r\nmg a R10\r\n",
+        "ms a 1 T5\r\nx\r\nmg a T100 R10 t\r\n",
+        "mg a N30 R10 T5\r\nmg a R10 T5 v\r\n",
+    ]));
+}
+
 #[test]
 fn meta_arith_ttl_flag_in_flag_order() {
     compare(

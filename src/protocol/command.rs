@@ -181,6 +181,8 @@ pub struct Get<'a> {
     pub touch_last: bool,
     /// mg `R`: win the recache token if the item expires sooner than this.
     pub recache: Option<Exptime>,
+    /// mg `R` came before `T`: it compares the expiry the item had.
+    pub recache_first: bool,
 }
 
 impl Get<'static> {
@@ -193,6 +195,7 @@ impl Get<'static> {
             vivify: None,
             touch_last: false,
             recache: None,
+            recache_first: false,
         }
     }
 }

@@ -212,6 +212,8 @@ pub struct ReadOptions {
     pub vivify: Option<u32>,
     /// Win the recache token if the item expires before this (mg `R`).
     pub recache: Option<u32>,
+    /// `recache` compares the expiry the item had before `touch` (mg `R` before `T`).
+    pub recache_first: bool,
     /// Hand out the win token (a stale item's, or `recache`'s): only a meta get does. A
     /// plain get, gat or touch of an invalidated item leaves it for the next one, as in
     /// memcached.
@@ -628,9 +630,14 @@ impl Store {
         let token_sent = meta.has(bits::TOKEN_SENT);
         let stale = meta.has(bits::STALE);
         if opts.tokens && !token_sent {
+            let exptime = if opts.recache_first {
+                before.exptime
+            } else {
+                meta.exptime
+            };
             let expiring = opts
                 .recache
-                .is_some_and(|r| !created && meta.exptime != 0 && meta.exptime < r);
+                .is_some_and(|r| !created && exptime != 0 && exptime < r);
             if stale || expiring {
                 won = true;
             }

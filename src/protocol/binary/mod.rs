@@ -222,6 +222,7 @@ fn command<'a>(
             vivify: None,
             touch_last: false,
             recache: None,
+            recache_first: false,
         })
     };
     Some(match opcode {

@@ -37,6 +37,9 @@ pub struct MetaFlags<'a> {
     /// in order, so the later of the two wins there; a hit takes only `T`).
     pub touch_last: bool,
     pub recache: Option<i32>,
+    /// `R` came before `T`: it looks at the expiry the item had (memcached applies the
+    /// flags in order), not the one `T` gives it.
+    pub recache_first: bool,
     pub mode: Option<u8>,
     pub initial: u64,
     pub delta: u64,
@@ -87,7 +90,10 @@ pub fn parse<'a>(raw: &'a [u8], key: &mut Cow<'a, [u8]>) -> Result<MetaFlags<'a>
                 None => fail(ErrorKind::MetaBadToken),
             },
             b'R' => match parse_i32(arg) {
-                Some(v) => f.recache = Some(v),
+                Some(v) => {
+                    f.recache = Some(v);
+                    f.recache_first = f.ttl.is_none();
+                }
                 None => fail(ErrorKind::MetaBadToken),
             },
             // Like the text commands, memcached keeps the low 32 bits of a larger number.

@@ -61,6 +61,7 @@ impl MetaRequest<'_> {
                 vivify: f.vivify.map(exptime),
                 touch_last: f.touch_last,
                 recache: f.recache.map(exptime),
+                recache_first: f.recache_first,
             }),
             MetaCmd::Set => match self.too_large {
                 Some(swallow) => Command::TooLarge(TooLarge {

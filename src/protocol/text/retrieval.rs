@@ -74,6 +74,7 @@ pub fn parse<'a>(t: &Tokens<'a>, line: &'a [u8], used: usize) -> Parsed<'a> {
         vivify: None,
         touch_last: false,
         recache: None,
+        recache_first: false,
     };
     let reply = TextReply {
         noreply: false,

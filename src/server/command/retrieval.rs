@@ -42,6 +42,7 @@ pub fn get_keys<R: Reply>(
         touch: get.touch.map(|t| s.exptime(t)),
         vivify: get.created_expiry().map(|t| s.exptime(t)),
         recache: get.recache.map(|t| s.exptime(t)),
+        recache_first: get.recache_first,
         tokens: R::ENCODING == Encoding::Meta,
     };
     // What mg's `T` and `N` each set, for `t` (an item created takes only the later one).
