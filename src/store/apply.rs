@@ -6,7 +6,9 @@
 //! and the flushes it heard of ([`super::flush`]). A change taken is published to the feed
 //! with the node it came from, so it is never sent back there; one not taken changes
 //! nothing and is published nowhere, which is what ends the echo in a mesh. Applying the
-//! same change twice, late, or out of order therefore leaves the same state.
+//! same change twice, late, or out of order therefore leaves the same state. (One
+//! exception, which ends too: a state older than one this node dropped is answered with a
+//! delete just below the dropped state; see `tell_forgotten`.)
 
 use std::sync::MutexGuard;
 
@@ -131,7 +133,7 @@ impl Store {
             Some((_, v)) if !replaces(c.version, v) => return Ok(Applied::Stale),
             None if shard.forgotten.covers(hash, c.version.stamp) => {
                 if let RemoteState::Live { .. } = c.state {
-                    self.tell_forgotten(shard, hash, c, b);
+                    self.tell_forgotten(shard, hash, c);
                 }
                 return Ok(Applied::Forgotten);
             }
@@ -232,28 +234,24 @@ impl Store {
     /// A peer sent a state of a key older than one this node dropped (it expired here,
     /// or was evicted, or was a delete whose marker went): the peer missed the newer state,
     /// and without word of it would keep the older one for good, as this node refuses it.
-    /// So the key is deleted as of the dropped state's stamp, under node id 0 (below every
-    /// node's at that stamp, so a node holding that very state keeps it: an eviction stays
-    /// local), and the delete goes to every peer, the sender included. Only for a stamp
-    /// kept for this key alone, not a bucket's floor, which stands for other keys too.
-    fn tell_forgotten(
-        &self,
-        mut shard: MutexGuard<'_, Shard>,
-        hash: u64,
-        c: &RemoteChange<'_>,
-        b: &Budget<'_>,
-    ) {
+    /// So a delete of the key goes to every peer, the sender included, versioned just
+    /// below the dropped state (its stamp less one, the highest node id): newer than
+    /// anything older than that state, older than the state itself, so a node that holds
+    /// it, or gets it later, keeps it (an eviction stays local). Only for a stamp kept
+    /// for this key alone (a fingerprint of 32 bits), not a bucket's floor, which stands
+    /// for other keys too. Nothing is kept of it here: this node's own stamp already
+    /// refuses what it deletes, and the list of deleted keys is left to real deletes.
+    fn tell_forgotten(&self, shard: MutexGuard<'_, Shard>, hash: u64, c: &RemoteChange<'_>) {
         let Some(stamp) = shard.forgotten.own(hash) else {
             return;
         };
-        if stamp <= c.version.stamp || !self.inner.feed.wants(None) {
+        let version = Version {
+            stamp: stamp - 1,
+            node: NodeId(u16::MAX),
+        };
+        if version <= c.version || !self.inner.feed.wants(None) {
             return;
         }
-        let version = Version {
-            stamp,
-            node: NodeId(0),
-        };
-        shard.forget_delete(hash, c.key, version, b);
         self.publish(shard, Record::deleted(c.key, version, None));
     }
 

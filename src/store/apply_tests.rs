@@ -246,12 +246,12 @@ fn expired_items_are_remembered_too() {
         apply(&s, &live(b"k", b"long", cas - 1, 2)),
         Applied::Forgotten
     );
-    // That peer holds it, and would for good: it is told the key is gone as of the
-    // expired write, under node 0, to every peer.
+    // That peer holds it, and would for good: it is told the key is gone as of just
+    // before the expired write, as is every peer.
     let got = sub.read(usize::MAX).records;
     let gone = Version {
-        stamp: cas,
-        node: NodeId(0),
+        stamp: cas - 1,
+        node: NodeId(u16::MAX),
     };
     assert_eq!(
         got.iter()
@@ -267,11 +267,11 @@ fn expired_items_are_remembered_too() {
     let told = RemoteChange::of_record(&got[0], 0, NodeId(1)).unwrap();
     assert_eq!(apply(&peer, &told), Applied::Changed);
     assert!(read(&peer, b"k").is_none());
-    // A state as new as the one dropped is not answered (an eviction stays local), and
-    // one newer is taken.
+    // A state as new as the one dropped is not answered (an eviction stays local).
     assert_eq!(apply(&s, &live(b"k", b"same", cas, 1)), Applied::Forgotten);
     assert!(sub.read(usize::MAX).records.is_empty());
-    // Nor is a node holding that very state made to drop it: node 0 loses the tie.
+    // Nor is a node holding that very state made to drop it, nor one that gets the
+    // delete first and the state after: in either order, the state stays.
     let same = replicated(3);
     assert_eq!(
         apply(&same, &live(b"k", b"short", cas, 1)),
@@ -279,6 +279,20 @@ fn expired_items_are_remembered_too() {
     );
     assert_eq!(apply(&same, &told), Applied::Stale);
     assert_eq!(read(&same, b"k").unwrap().0, b"short");
+    let later = replicated(4);
+    assert_eq!(apply(&later, &told), Applied::Changed);
+    assert_eq!(
+        apply(&later, &live(b"k", b"short", cas, 1)),
+        Applied::Changed
+    );
+    assert_eq!(read(&later, b"k").unwrap().0, b"short");
+    // The delete is as old as the value it answers, but no older, whatever node wrote it.
+    let edge = live(b"k", b"edge", cas - 1, u16::MAX);
+    assert_eq!(apply(&s, &edge), Applied::Forgotten);
+    assert!(
+        sub.read(usize::MAX).records.is_empty(),
+        "nothing older to delete"
+    );
 }
 
 #[test]

@@ -33,10 +33,13 @@ struct Table {
     floors: [u64; BUCKETS],
 }
 
-/// The bucket and fingerprint of a key hash, from bits the shard choice (the lowest) leaves
-/// alone.
+/// The bucket and fingerprint of a key hash, from bits the shard choice (the lowest ten at
+/// most) leaves alone, and none the bucket's: 32 bits that tell the keys of one bucket of
+/// one shard apart, so a dropped key's own stamp is taken for another's about once in
+/// 2^32 (it may then delete that key on every node: see `Store::tell_forgotten`).
 fn place(hash: u64) -> (usize, u32) {
-    ((hash >> 32) as usize % BUCKETS, (hash >> 8) as u32 | 1)
+    let print = ((hash >> 40) as u32) << 8 | ((hash >> 10) as u32 & 0xff);
+    ((hash >> 32) as usize % BUCKETS, print.max(1))
 }
 
 impl Forgotten {
@@ -99,7 +102,28 @@ mod tests {
 
     /// A hash in bucket `bucket` whose fingerprint is `key`'s alone.
     fn h(bucket: u64, key: u64) -> u64 {
-        (bucket << 32) | (key << 9)
+        (bucket << 32) | (key << 40)
+    }
+
+    /// Keys of one shard and bucket whose fingerprints were once the same (only 23 bits
+    /// told them apart) are told apart now.
+    #[test]
+    fn fingerprints_use_32_bits_of_their_own() {
+        use crate::store::shard::hash_key;
+        let mut seen = std::collections::HashMap::new();
+        let (x, y) = (0u64..)
+            .find_map(|i| {
+                let h = hash_key(format!("user:{i}").as_bytes());
+                seen.insert((h >> 9) & ((1 << 31) - 1), h)
+                    .map(|other| (other, h))
+            })
+            .unwrap();
+        assert_eq!(place(x).0, place(y).0, "the same bucket");
+        assert_ne!(place(x).1, place(y).1);
+        let mut f = Forgotten::default();
+        f.raise(x, 10);
+        assert_eq!(f.own(y), None);
+        assert!(!f.covers(y, 5));
     }
 
     #[test]
