@@ -249,10 +249,9 @@ impl Store {
             stamp: stamp - 1,
             node: NodeId(u16::MAX),
         };
-        if version <= c.version || !self.inner.feed.wants(None) {
-            return;
+        if version > c.version {
+            self.publish(shard, Record::deleted(c.key, version, None));
         }
-        self.publish(shard, Record::deleted(c.key, version, None));
     }
 
     fn publish_deleted(&self, shard: MutexGuard<'_, Shard>, c: &RemoteChange<'_>) {

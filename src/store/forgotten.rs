@@ -80,9 +80,7 @@ impl Forgotten {
         let Some(t) = &self.table else {
             return false;
         };
-        let (b, print) = place(hash);
-        stamp <= t.floors[b]
-            || (0..WAYS).any(|w| t.prints[b][w] == print && stamp <= t.stamps[b][w])
+        stamp <= t.floors[place(hash).0] || self.own(hash).is_some_and(|own| stamp <= own)
     }
 
     /// The newest stamp dropped for this key itself, if still kept apart from its bucket's
