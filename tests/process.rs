@@ -626,3 +626,68 @@ fn out_of_range_ports_are_refused() {
     let e = one_line_error(&["-U", "70000"]);
     assert!(e.contains("-U"), "{e}");
 }
+
+/// Worker threads of the process `pid` (a thread's name is cut to 15 bytes).
+fn worker_threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter(|t| {
+            let comm = t.as_ref().unwrap().path().join("comm");
+            std::fs::read_to_string(comm).is_ok_and(|n| n.starts_with("repcached-work"))
+        })
+        .count()
+}
+
+/// `-t` beyond the cores the process may use runs one worker per core (more would only take
+/// turns on them), its affinity counted; `stats` still shows `threads` as asked, and every
+/// connection is served.
+#[test]
+fn workers_are_at_most_one_per_core() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for (asked, one_core, want) in [(1, false, 1), (cores + 3, false, cores), (4, true, 1)] {
+        let port = free_port();
+        let mut cmd = Command::new(BIN);
+        cmd.args(["-u", "root", "-l", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-t", &asked.to_string()])
+            .stderr(Stdio::null());
+        if one_core {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only sched_setaffinity, async-signal-safe, runs in the forked child.
+            unsafe {
+                cmd.pre_exec(|| {
+                    let mut set: libc::cpu_set_t = std::mem::zeroed();
+                    libc::CPU_SET(0, &mut set);
+                    if libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = cmd.spawn().unwrap();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        assert!(wait_ready(addr, Duration::from_secs(10)));
+        let running = worker_threads(child.id());
+        let mut clients: Vec<Client> = (0..asked * 2).map(|_| Client::connect(addr)).collect();
+        for (i, c) in clients.iter_mut().enumerate() {
+            c.expect(
+                format!("set k{i} 0 0 1\r\n{}\r\n", i % 10).as_bytes(),
+                b"STORED\r\n",
+            );
+            c.expect(
+                format!("get k{i}\r\n").as_bytes(),
+                format!("VALUE k{i} 0 1\r\n{}\r\nEND\r\n", i % 10).as_bytes(),
+            );
+        }
+        let threads = clients[0].stat("threads");
+        let settings = clients[0].stat_group("settings", "num_threads");
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(
+            running, want,
+            "-t {asked} on {cores} cores, one core: {one_core}"
+        );
+        assert_eq!(threads, asked.to_string());
+        assert_eq!(settings, asked.to_string());
+    }
+}

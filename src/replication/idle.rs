@@ -13,17 +13,13 @@
 //! (`/proc/thread-self/schedstat`: nanoseconds run and waited) do, read by the sender every
 //! few milliseconds while it is busy, never on a client's path.
 //!
-//! With more workers than cores, a saturated node's workers still sleep part of their
-//! time (each waits on its own connections' clients while the others hold the cores), so
-//! their sleep is measured against the time of fewer workers: the cores, plus half of the
-//! workers beyond them. Measured awake (running or waiting for a core), on two cores shared
-//! with the clients: `-t 2` 1.96 workers at full load and 1.3 at half; `-t 4` 2.9 and 1.55
-//! (against 3: asleep 0.02 and 0.48, where against 4 the full load read 0.27, like spare
-//! time); `-t 8` 3.7 and 1.9 (against 5: 0.26 and 0.62, so `-t 8` keeps short pauses).
+//! There are never more workers than cores (see `crate::server::worker`): with more, a
+//! saturated node's workers would sleep part of their time anyway (each waiting on its own
+//! connections' clients while the others hold the cores) and look like time to spare.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The worker threads' scheduler statistics.
@@ -44,8 +40,8 @@ impl WorkerIdle {
         }
     }
 
-    /// Nanoseconds the workers ran or waited to run, all together, and how many workers'
-    /// time that is measured against (the cores, plus half of the workers beyond them).
+    /// Nanoseconds the workers ran or waited to run, all together, and how many workers
+    /// there are.
     fn awake_ns(&self) -> Option<(u64, usize)> {
         let threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
         if threads.is_empty() {
@@ -57,23 +53,8 @@ impl WorkerIdle {
             let n = f.read_at(&mut buf, 0).ok()?;
             total += parse_schedstat(&buf[..n])?;
         }
-        Some((total, measured_against(threads.len(), cores())))
+        Some((total, threads.len()))
     }
-}
-
-/// How many workers' time their sleep is measured against (see the module doc).
-fn measured_against(workers: usize, cores: usize) -> usize {
-    if workers <= cores {
-        workers
-    } else {
-        cores + (workers - cores).div_ceil(2)
-    }
-}
-
-/// The cores this process may run on (its affinity and cgroup quota count).
-fn cores() -> usize {
-    static CORES: OnceLock<usize> = OnceLock::new();
-    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// Run plus wait nanoseconds from a schedstat line ("run wait timeslices").
@@ -135,11 +116,11 @@ impl IdleShare {
     }
 
     fn look(&mut self, idle: &WorkerIdle, now: Instant) {
-        let Some((awake, running)) = idle.awake_ns() else {
+        let Some((awake, workers)) = idle.awake_ns() else {
             return;
         };
         if let Some((then, before)) = self.last {
-            let span = now.duration_since(then).as_nanos() as f64 * running as f64;
+            let span = now.duration_since(then).as_nanos() as f64 * workers as f64;
             let asleep = 1.0 - awake.saturating_sub(before) as f64 / span;
             self.share = (3.0 * self.share + asleep.clamp(0.0, 1.0)) / 4.0;
         }
@@ -168,15 +149,6 @@ mod tests {
         assert_eq!(parse_schedstat(b"1200 34 5\n"), Some(1234));
         assert_eq!(parse_schedstat(b"12"), None);
         assert_eq!(parse_schedstat(b"x y z"), None);
-    }
-
-    #[test]
-    fn extra_workers_count_for_half() {
-        assert_eq!(measured_against(2, 2), 2);
-        assert_eq!(measured_against(1, 16), 1);
-        assert_eq!(measured_against(4, 2), 3);
-        assert_eq!(measured_against(5, 2), 4);
-        assert_eq!(measured_against(8, 2), 5);
     }
 
     /// A worker thread asleep most of the time shortens the pause; busy, it does not.

@@ -417,7 +417,7 @@ impl Server {
         };
         let store = Store::new(store_cfg, clock.clone());
         let (tx, _) = watch::channel(false);
-        let config_threads = config.threads.max(1);
+        let workers = worker::count(config.threads);
         // Validation keeps -D to one ASCII character.
         let delimiter = u8::try_from(config.prefix_delimiter).unwrap_or(b':');
         let port = bound
@@ -445,7 +445,7 @@ impl Server {
             config,
             store,
             clock,
-            counts: PerWorker::new(config_threads),
+            counts: PerWorker::new(workers),
             detail: detail::PrefixStats::new(delimiter),
             watchers,
             replication: std::sync::OnceLock::new(),

@@ -125,7 +125,7 @@ fn bind_one(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     Ok(socket)
 }
 
-/// Starts `-t` receiver threads on each socket.
+/// Starts a receiver thread per worker on each socket (`-t`, up to one per core).
 pub fn spawn(
     sockets: Vec<UdpSocket>,
     shared: &Arc<Shared>,
@@ -136,7 +136,7 @@ pub fn spawn(
             .local_addr()
             .map(|a| format!("udp:{a}"))
             .unwrap_or_default();
-        for worker in 0..shared.config.threads.max(1) {
+        for worker in 0..super::worker::count(shared.config.threads) {
             let socket = socket.try_clone()?;
             let shared = shared.clone();
             let activity =
