@@ -41,15 +41,17 @@ pub enum Accepted {
     },
 }
 
-/// How many workers run for `-t threads`: as many, up to one per core (see the module doc).
+/// How many workers run for `-t threads`: as many, up to one per core (see the module doc);
+/// all of them where the cores cannot be told.
 pub fn count(threads: usize) -> usize {
-    threads.clamp(1, cores())
+    let asked = threads.max(1);
+    cores().map_or(asked, |cores| asked.min(cores))
 }
 
 /// The cores this process may run on (its CPU affinity and cgroup quota count).
-pub fn cores() -> usize {
-    static CORES: OnceLock<usize> = OnceLock::new();
-    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+fn cores() -> Option<usize> {
+    static CORES: OnceLock<Option<usize>> = OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().ok().map(|n| n.get()))
 }
 
 pub struct Workers {
