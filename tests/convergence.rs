@@ -1,5 +1,5 @@
 //! Convergence after partitions, in cases that once left nodes holding different data once
-//! healed: real processes on 127.0.0.200 to 127.0.0.209 and 127.0.7.1 to 127.0.7.8, links
+//! healed: real processes on 127.0.0.200 to 127.0.0.209 and 127.0.7.1 to 127.0.7.12, links
 //! through fault proxies.
 
 mod common;
@@ -172,4 +172,54 @@ fn a_delayed_flush_removes_a_write_made_before_it_on_the_other_side_of_a_partiti
     assert_eq!(get(&mut ca, "k"), None, "and not brought back here");
     ca.expect(b"set after 0 0 1\r\na\r\n", b"STORED\r\n");
     assert!(sees(&p.b, "after", Some("a")), "later writes stay");
+}
+
+/// A delete on one side of a partition and a write of the key on the other, stamped alike
+/// (as two nodes may stamp in the same millisecond; here by `E`): the node ids order them,
+/// on both nodes. The deleting node held nothing of the key, so it kept only the delete's
+/// version, and once compared stamps alone: it refused the write that won on the other
+/// node, and the two held different data for good.
+#[test]
+fn a_delete_and_a_write_stamped_alike_converge_by_node_id() {
+    let p = ProxiedPair::start_in([127, 0, 7, 9], "64", &[]);
+    let (mut ca, mut cb) = (p.a.client(), p.b.client());
+    let ids = (
+        ca.stat("replication_node_id").parse::<u16>().unwrap(),
+        cb.stat("replication_node_id").parse::<u16>().unwrap(),
+    );
+    p.partition();
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let stamp = ms << 16;
+    // Deleted on a, written on b; then the other way round.
+    ca.expect(format!("md x E{stamp}\r\n").as_bytes(), b"NF\r\n");
+    cb.expect(format!("ms x 2 E{stamp}\r\nvb\r\n").as_bytes(), b"HD\r\n");
+    cb.expect(format!("md y E{stamp}\r\n").as_bytes(), b"NF\r\n");
+    ca.expect(format!("ms y 2 E{stamp}\r\nva\r\n").as_bytes(), b"HD\r\n");
+    p.heal();
+    let (x, y) = if ids.1 > ids.0 {
+        (Some("vb"), None)
+    } else {
+        (None, Some("va"))
+    };
+    for node in [&p.a, &p.b] {
+        assert!(
+            sees(node, "x", x),
+            "x on both nodes: {x:?} (node ids {ids:?})"
+        );
+        assert!(
+            sees(node, "y", y),
+            "y on both nodes: {y:?} (node ids {ids:?})"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    for c in [&mut ca, &mut cb] {
+        assert_eq!(
+            (get(c, "x").as_deref(), get(c, "y").as_deref()),
+            (x, y),
+            "and it stays so"
+        );
+    }
 }

@@ -131,7 +131,7 @@ impl Store {
         }
         match held {
             Some((_, v)) if !replaces(c.version, v) => return Ok(Applied::Stale),
-            None if shard.forgotten.covers(hash, c.version.stamp) => {
+            None if shard.forgotten.covers(hash, c.version) => {
                 if let RemoteState::Live { .. } = c.state {
                     self.tell_forgotten(shard, hash, c);
                 }
@@ -153,7 +153,7 @@ impl Store {
                 if let Some((loc, _)) = held {
                     shard.remove(hash, loc, b);
                 }
-                shard.forgotten.raise(hash, c.version.stamp);
+                shard.forgotten.raise(hash, c.version);
                 if held.is_some() && self.inner.feed.wants(Some(c.origin)) {
                     // Passed on as it came, so nodes further along drop what it replaced.
                     let rec = Record::live(c.key, value, flags, exptime, c.version, Some(c.origin));
@@ -177,7 +177,7 @@ impl Store {
                 if let Some((loc, _)) = held {
                     shard.remove(hash, loc, b);
                 }
-                shard.forgotten.raise(hash, c.version.stamp);
+                shard.forgotten.raise(hash, c.version);
                 self.publish_deleted(shard, c);
                 return Ok(Applied::Changed);
             }
@@ -235,19 +235,25 @@ impl Store {
     /// or was evicted, or was a delete whose marker went): the peer missed the newer state,
     /// and without word of it would keep the older one for good, as this node refuses it.
     /// So a delete of the key goes to every peer, the sender included, versioned just
-    /// below the dropped state (its stamp less one, the highest node id): newer than
-    /// anything older than that state, older than the state itself, so a node that holds
-    /// it, or gets it later, keeps it (an eviction stays local). Only for a stamp kept
-    /// for this key alone (a fingerprint of 32 bits), not a bucket's floor, which stands
-    /// for other keys too. Nothing is kept of it here: this node's own stamp already
-    /// refuses what it deletes, and the list of deleted keys is left to real deletes.
+    /// below the dropped state: at its stamp under node id 0, which no replicating node has
+    /// (so no write shares the version), below every node's write at that stamp and above
+    /// everything older. A node that holds the dropped state, or gets it later, keeps it
+    /// (an eviction stays local). For a dropped delete of this kind itself, a stamp lower.
+    /// Only for a version kept for this key alone (a fingerprint of 32 bits), not a
+    /// bucket's floor, which stands for other keys too. Nothing is kept of it here: this
+    /// node's own version already refuses what it deletes, and the list of deleted keys is
+    /// left to real deletes.
     fn tell_forgotten(&self, shard: MutexGuard<'_, Shard>, hash: u64, c: &RemoteChange<'_>) {
-        let Some(stamp) = shard.forgotten.own(hash) else {
+        let Some(dropped) = shard.forgotten.own(hash) else {
             return;
         };
         let version = Version {
-            stamp: stamp - 1,
-            node: NodeId(u16::MAX),
+            stamp: if dropped.node == NodeId(0) {
+                dropped.stamp.saturating_sub(1)
+            } else {
+                dropped.stamp
+            },
+            node: NodeId(0),
         };
         if version > c.version {
             self.publish(shard, Record::deleted(c.key, version, None));

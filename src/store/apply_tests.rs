@@ -247,11 +247,11 @@ fn expired_items_are_remembered_too() {
         Applied::Forgotten
     );
     // That peer holds it, and would for good: it is told the key is gone as of just
-    // before the expired write, as is every peer.
+    // before the expired write (its stamp under node id 0, which no node has), as is every peer.
     let got = sub.read(usize::MAX).records;
     let gone = Version {
-        stamp: cas - 1,
-        node: NodeId(u16::MAX),
+        stamp: cas,
+        node: NodeId(0),
     };
     assert_eq!(
         got.iter()
@@ -287,12 +287,16 @@ fn expired_items_are_remembered_too() {
     );
     assert_eq!(read(&later, b"k").unwrap().0, b"short");
     // The delete is as old as the value it answers, but no older, whatever node wrote it.
-    let edge = live(b"k", b"edge", cas - 1, u16::MAX);
+    let edge = live(b"k", b"edge", cas, 0);
     assert_eq!(apply(&s, &edge), Applied::Forgotten);
     assert!(
         sub.read(usize::MAX).records.is_empty(),
         "nothing older to delete"
     );
+    // Another node's write stamped alike (the same millisecond and shard there) is newer
+    // by its node id: taken, as every node holding the expired state takes it.
+    assert_eq!(apply(&s, &live(b"k", b"tie", cas, 2)), Applied::Changed);
+    assert_eq!(read(&s, b"k").unwrap().0, b"tie");
 }
 
 #[test]

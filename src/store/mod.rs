@@ -507,7 +507,7 @@ impl Store {
             let held = shard.find(hash, key).map(|loc| shard.item(loc).version());
             let safe = e <= merge::stamp_limit(wall)
                 && held.is_none_or(|v| merge::replaces(mine, v))
-                && !shard.forgotten.covers(hash, e)
+                && !shard.forgotten.covers(hash, mine)
                 && !shard.flushes.covers(e, now);
             if safe {
                 shard.hlc.observe(e);
@@ -926,7 +926,7 @@ impl Store {
                 shard.forget_delete(hash, req.key, Version { stamp, node }, &b);
             }
         } else {
-            shard.forgotten.raise(hash, stamp);
+            shard.forgotten.raise(hash, Version { stamp, node });
             shard.remove(hash, loc, &b);
         }
         let rec = self

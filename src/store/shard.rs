@@ -351,7 +351,7 @@ impl Shard {
         self.find(hash, key).map(|loc| self.item(loc).cas)
     }
 
-    /// Drops the item at `loc`, the newest state of its key, remembering its stamp (see
+    /// Drops the item at `loc`, the newest state of its key, remembering its version (see
     /// [`Forgotten`]) and, for a delete marker, its key (see [`DeletedKeys`]).
     pub fn forget(&mut self, hash: u64, loc: u32, b: &Budget) {
         let (id, off) = self.geo.split(loc);
@@ -359,7 +359,7 @@ impl Shard {
             .as_ref()
             .expect("locations point at open segments");
         let it = seg.item(off);
-        self.forgotten.raise(hash, it.cas);
+        self.forgotten.raise(hash, it.version());
         if it.is_tombstone() {
             self.deleted.push(it.key(), it.version());
         }
@@ -368,9 +368,9 @@ impl Shard {
 
     /// A delete of `key` at `version` that leaves no marker (none could be written, or
     /// none is kept): whatever the shard holds of the key goes, and the delete is
-    /// remembered: its stamp, so no older write comes back, and its key, for peers.
+    /// remembered: its version, so no older write comes back, and its key, for peers.
     pub fn forget_delete(&mut self, hash: u64, key: &[u8], version: Version, b: &Budget) {
-        self.forgotten.raise(hash, version.stamp);
+        self.forgotten.raise(hash, version);
         self.deleted.push(key, version);
         self.remove_key(hash, key, b);
     }
@@ -1115,7 +1115,7 @@ impl Shard {
         }
         self.count_gone(it.bits, fate);
         self.count_out(tomb, len);
-        self.forgotten.raise(hash, it.cas);
+        self.forgotten.raise(hash, it.version());
         if tomb {
             self.deleted.push(it.key(), it.version());
         }
