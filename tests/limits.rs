@@ -73,6 +73,96 @@ fn disabled_evictions_answer_out_of_memory() {
     );
 }
 
+/// A binary request: `opcode`, `key`, `extras`, no value.
+fn binary(opcode: u8, key: &[u8], extras: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x80, opcode];
+    p.extend_from_slice(&(key.len() as u16).to_be_bytes());
+    p.extend_from_slice(&[extras.len() as u8, 0, 0, 0]);
+    p.extend_from_slice(&((extras.len() + key.len()) as u32).to_be_bytes());
+    p.extend_from_slice(&[0; 12]);
+    p.extend_from_slice(extras);
+    p.extend_from_slice(key);
+    p
+}
+
+/// A binary reply's status and body.
+fn binary_reply(c: &mut common::Client) -> (u16, Vec<u8>) {
+    let header = c.read_n(24);
+    let len = u32::from_be_bytes(header[8..12].try_into().unwrap()) as usize;
+    (u16::from_be_bytes([header[6], header[7]]), c.read_n(len))
+}
+
+/// With -M and a full store, a counter whose number grows, and an item an increment would
+/// create, answer memcached's out-of-memory errors, in every protocol (they once answered
+/// NOT_FOUND, NS and "Not stored", as if the key were missing), and the value stays.
+#[test]
+fn counters_without_room_answer_out_of_memory() {
+    let s = Proc::start(&["-m", "1", "-I", "256k", "-M"]);
+    let mut c = s.client();
+    // Long keys: the items they need are larger than any room the filling leaves.
+    let (n, fresh) = ("n".repeat(100), "f".repeat(100));
+    c.expect(format!("set {n} 0 0 1\r\n9\r\n").as_bytes(), b"STORED\r\n");
+    // Small items until a whole batch is refused: every shard is full.
+    let mut next = 0;
+    loop {
+        let batch: String = (next..next + 1000)
+            .map(|i| format!("set f{i} 0 0 1\r\n9\r\n"))
+            .collect();
+        next += 1000;
+        let replies = c.call_until(format!("{batch}mn\r\n").as_bytes(), b"MN\r\n");
+        let stored = replies.windows(8).filter(|w| w == b"STORED\r\n").count();
+        if stored == 0 {
+            break;
+        }
+        assert!(next < 1_000_000, "the store never filled");
+    }
+    c.expect(
+        format!("incr {n} 1\r\n").as_bytes(),
+        b"SERVER_ERROR out of memory\r\n",
+    );
+    c.expect(
+        format!("ma {n} v\r\n").as_bytes(),
+        b"SERVER_ERROR out of memory\r\n",
+    );
+    c.expect(
+        format!("ma {fresh} N0 J5 v\r\n").as_bytes(),
+        b"SERVER_ERROR Out of memory allocating new item\r\n",
+    );
+    c.expect(
+        format!("incr {n} 1 noreply\r\nmn\r\n").as_bytes(),
+        b"MN\r\n",
+    );
+    // Binary increment (opcode 5), on a connection of its own: delta 1, initial 0,
+    // expiry 0 (create if missing).
+    let mut c = s.client();
+    let extras: Vec<u8> = [1u64.to_be_bytes(), 0u64.to_be_bytes()].concat();
+    let extras = [extras, 0u32.to_be_bytes().to_vec()].concat();
+    c.send(&binary(0x05, n.as_bytes(), &extras));
+    assert_eq!(
+        binary_reply(&mut c),
+        (0x82, b"Out of memory incrementing value".to_vec())
+    );
+    c.send(&binary(0x05, fresh.as_bytes(), &extras));
+    assert_eq!(
+        binary_reply(&mut c),
+        (0x82, b"Out of memory allocating new item".to_vec())
+    );
+    // Binary set (opcode 1) of a new key: flags and expiry, a one-byte value.
+    let mut set = binary(0x01, fresh.as_bytes(), &[0; 8]);
+    set[11] += 1;
+    set.push(b'x');
+    c.send(&set);
+    assert_eq!(
+        binary_reply(&mut c),
+        (0x82, b"Out of memory allocating item".to_vec())
+    );
+    let mut c = s.client();
+    c.expect(
+        format!("get {n}\r\n").as_bytes(),
+        format!("VALUE {n} 0 1\r\n9\r\nEND\r\n").as_bytes(),
+    );
+}
+
 #[test]
 fn too_large_items_are_refused_and_swallowed() {
     let s = Proc::start(&["-I", "64k"]);

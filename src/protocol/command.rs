@@ -414,7 +414,10 @@ pub enum Counted {
         created: bool,
     },
     NotFound,
-    NotStored,
+    /// No memory for the changed number, or for the item `creating` would have made.
+    OutOfMemory {
+        creating: bool,
+    },
     Exists,
     NonNumeric,
 }

@@ -298,7 +298,10 @@ pub enum ArithOutcome {
         created: bool,
     },
     NotFound,
-    NotStored,
+    /// No room for the changed or created item (`-M`, the store full).
+    NoMemory {
+        creating: bool,
+    },
     Exists,
     NonNumeric,
 }
@@ -994,7 +997,7 @@ impl Store {
                 meta.cas = self.new_stamp(&mut shard, hash, req.key, req.new_cas, now);
                 meta.node = self.inner.cfg.node;
                 let Ok(loc) = shard.put(hash, req.key, &[digits], &meta, now, &b) else {
-                    return ArithOutcome::NotStored;
+                    return ArithOutcome::NoMemory { creating: true };
                 };
                 self.publish_loc(shard, loc);
                 return ArithOutcome::Value {
@@ -1047,7 +1050,7 @@ impl Store {
             }
             match shard.rewrite(hash, req.key, &v, &meta, now, &b) {
                 Ok(loc) => loc,
-                Err(NoRoom) => return ArithOutcome::NotStored,
+                Err(NoRoom) => return ArithOutcome::NoMemory { creating: false },
             }
         };
         let (cas, exptime) = (meta.cas, meta.exptime);

@@ -674,7 +674,7 @@ proptest! {
                             }
                             model.insert(k, digits);
                         }
-                        ArithOutcome::NotFound | ArithOutcome::NotStored => { model.remove(&k); }
+                        ArithOutcome::NotFound | ArithOutcome::NoMemory { .. } => { model.remove(&k); }
                         ArithOutcome::NonNumeric | ArithOutcome::Exists => {}
                     }
                 }

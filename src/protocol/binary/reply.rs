@@ -86,7 +86,10 @@ impl Reply for BinaryReply {
                 _ => status::NOT_STORED,
             },
             Stored::TooLarge => status::E2BIG,
-            Stored::OutOfMemory => status::ENOMEM,
+            Stored::OutOfMemory => {
+                let text = b"Out of memory allocating item";
+                return error_text(out, &self.header, status::ENOMEM, text);
+            }
         };
         self.error(out, st);
     }
@@ -109,7 +112,16 @@ impl Reply for BinaryReply {
             }
             Counted::NonNumeric => self.error(out, status::DELTA_BADVAL),
             Counted::Exists => self.error(out, status::KEY_EEXISTS),
-            Counted::NotStored => self.error(out, status::NOT_STORED),
+            Counted::OutOfMemory { creating } => error_text(
+                out,
+                &self.header,
+                status::ENOMEM,
+                if creating {
+                    b"Out of memory allocating new item"
+                } else {
+                    b"Out of memory incrementing value"
+                },
+            ),
             Counted::NotFound => self.error(out, status::KEY_ENOENT),
         }
     }
@@ -239,7 +251,13 @@ impl Head<'_> {
 
 /// Appends an error response carrying memcached's text for `status`.
 pub fn error(out: &mut Vec<u8>, req: &Header, status: u16) {
-    response(out, req, status, 0, &[], &[], status_text(status));
+    error_text(out, req, status, status_text(status));
+}
+
+/// Appends an error response with a text of its own (memcached's out-of-memory errors say
+/// what could not be had).
+pub fn error_text(out: &mut Vec<u8>, req: &Header, status: u16, text: &[u8]) {
+    response(out, req, status, 0, &[], &[], text);
 }
 
 /// Appends a success response with no body.

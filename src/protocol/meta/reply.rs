@@ -6,7 +6,9 @@ use base64::Engine;
 
 use super::flags::{tokens, MetaFlags};
 use crate::protocol::command::{Counted, Deleted, Encoding, Hit, Reply, ReplyBuf, Stored};
-use crate::protocol::text::reply::{stored_line, NON_NUMERIC};
+use crate::protocol::text::reply::{
+    stored_line, ARITH_OUT_OF_MEMORY, CREATE_OUT_OF_MEMORY, NON_NUMERIC,
+};
 
 /// What shapes a meta command's reply besides its outcome.
 #[derive(Debug, Clone, Copy)]
@@ -164,7 +166,8 @@ impl Reply for MetaReply<'_> {
                 }
             }
             Counted::NonNumeric => out.extend_from_slice(NON_NUMERIC),
-            Counted::NotStored => self.code_line(out, b"NS"),
+            Counted::OutOfMemory { creating: false } => out.extend_from_slice(ARITH_OUT_OF_MEMORY),
+            Counted::OutOfMemory { creating: true } => out.extend_from_slice(CREATE_OUT_OF_MEMORY),
             Counted::Exists => self.code_line(out, b"EX"),
             Counted::NotFound => self.code_line(out, b"NF"),
         }

@@ -57,6 +57,7 @@ impl Reply for TextReply {
         match o {
             Counted::Value { value, .. } => number(out, value),
             Counted::NonNumeric => out.extend_from_slice(NON_NUMERIC),
+            Counted::OutOfMemory { .. } => out.extend_from_slice(ARITH_OUT_OF_MEMORY),
             _ => out.extend_from_slice(NOT_FOUND),
         }
     }
@@ -174,4 +175,8 @@ pub const END: &[u8] = b"END\r\n";
 pub const OK: &[u8] = b"OK\r\n";
 pub const TOO_LARGE: &[u8] = b"SERVER_ERROR object too large for cache\r\n";
 pub const OUT_OF_MEMORY: &[u8] = b"SERVER_ERROR out of memory storing object\r\n";
+/// incr, decr and ma when the changed number needs room there is none of.
+pub const ARITH_OUT_OF_MEMORY: &[u8] = b"SERVER_ERROR out of memory\r\n";
+/// ma `N` when the item to create finds no room.
+pub const CREATE_OUT_OF_MEMORY: &[u8] = b"SERVER_ERROR Out of memory allocating new item\r\n";
 pub const NON_NUMERIC: &[u8] = b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n";

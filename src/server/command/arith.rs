@@ -38,7 +38,7 @@ pub fn arith(s: &mut Session<'_>, a: &Arith<'_>) -> Counted {
             created,
         },
         ArithOutcome::NotFound => Counted::NotFound,
-        ArithOutcome::NotStored => Counted::NotStored,
+        ArithOutcome::NoMemory { creating } => Counted::OutOfMemory { creating },
         ArithOutcome::Exists => Counted::Exists,
         ArithOutcome::NonNumeric => Counted::NonNumeric,
     }
