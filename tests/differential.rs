@@ -160,6 +160,15 @@ fn corpus() -> Vec<Vec<u8>> {
         "set a 0 -1 1\r\nx\r\nget a\r\n",
         "mg  a  v\r\nms a 2   T0\r\nhi\r\n",
         "cache_memlimit 100\r\ncache_memlimit 1\r\ncache_memlimit abc\r\nslabs automove 1\r\n",
+        // Admin numbers read as memcached's safe_strtoul: 64 bits kept to their low 32; a
+        // limit over a billion megabytes refused as bytes given by mistake.
+        concat!(
+            "cache_memlimit 2147483648\r\ncache_memlimit 1000000001\r\n",
+            "cache_memlimit 4294967304\r\ncache_memlimit 4294967296\r\ncache_memlimit 64\r\n",
+            "verbosity 4294967296\r\nverbosity 18446744073709551616\r\nverbosity -1\r\n",
+            "stats cachedump 4294967297 1\r\nstats cachedump 18446744073709551615 1\r\n",
+        ),
+        "lru_crawler crawl 4294967297\r\n",
         "ms a 2 F4294967296\r\nhi\r\nmg a f v\r\nms a 2 Fx\r\nhi\r\n",
         "set a 0 0 1\r\n1\r\nma a q v\r\nmd a I T30\r\nmg a t v\r\n",
         "set a 0 0 3\r\n 12\r\nincr a 1\r\nget a\r\nset b 0 0 3\r\n12 \r\nincr b 1\r\nget b\r\n",

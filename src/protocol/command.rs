@@ -442,6 +442,8 @@ pub enum Shutdown {
 pub enum MemLimit {
     Set,
     TooSmall,
+    /// Over a billion megabytes: taken for bytes given where megabytes are asked.
+    NotMegabytes,
 }
 
 /// Which encoding a request came in. Where memcached counts the same outcome differently

@@ -48,9 +48,15 @@ pub fn parse_u64(s: &[u8]) -> Option<u64> {
     }
 }
 
-/// Unsigned 32-bit (`safe_strtoul`): client flags.
+/// Unsigned 32-bit (`safe_strtoflags`): client flags.
 pub fn parse_u32(s: &[u8]) -> Option<u32> {
     parse_u64(s).and_then(|n| u32::try_from(n).ok())
+}
+
+/// Unsigned, as memcached's `safe_strtoul` reads admin numbers (verbosity, cache_memlimit,
+/// slab class ids) into 32 bits: a number of up to 64 bits keeps its low 32.
+pub fn parse_u32_wrapping(s: &[u8]) -> Option<u32> {
+    parse_u64(s).map(|n| n as u32)
 }
 
 /// Signed 32-bit (`safe_strtol`): exptimes and lengths. memcached reads a 64-bit long and

@@ -4,13 +4,13 @@
 
 use super::{invalid, text, Tokens};
 use crate::protocol::command::{Command, Tunable, WatchKinds};
-use crate::protocol::number::{parse_i32, parse_u32, parse_u64};
+use crate::protocol::number::{parse_i32, parse_u32_wrapping, parse_u64};
 use crate::protocol::{ErrorKind, Parsed, ProtocolError};
 
 /// `verbosity <level> [noreply]`
 pub fn parse_verbosity<'a>(t: &Tokens<'a>, used: usize) -> Parsed<'a> {
     let noreply = t.noreply();
-    match parse_u32(t.get(1)) {
+    match parse_u32_wrapping(t.get(1)) {
         Some(level) => text(Command::Verbosity { level }, noreply, used),
         None => invalid(ErrorKind::BadFormat, used, noreply),
     }
@@ -19,7 +19,7 @@ pub fn parse_verbosity<'a>(t: &Tokens<'a>, used: usize) -> Parsed<'a> {
 /// `cache_memlimit <megabytes> [noreply]`
 pub fn parse_memlimit<'a>(t: &Tokens<'a>, used: usize) -> Parsed<'a> {
     let noreply = t.noreply();
-    match parse_u32(t.get(1)) {
+    match parse_u32_wrapping(t.get(1)) {
         Some(megabytes) => text(Command::CacheMemlimit { megabytes }, noreply, used),
         None => invalid(ErrorKind::UnknownCommand, used, noreply),
     }
@@ -54,7 +54,7 @@ pub fn crawl_classes(arg: &[u8]) -> CrawlClasses {
     let mut mask = 0u64;
     // Empty pieces ("1,") are skipped, as memcached's strtok does.
     for id in arg.split(|&b| b == b',').filter(|id| !id.is_empty()) {
-        match parse_u32(id) {
+        match parse_u32_wrapping(id) {
             Some(n) if (1..64).contains(&n) => mask |= 1 << n,
             _ => return CrawlClasses::Bad,
         }
@@ -140,7 +140,7 @@ pub fn parse_other<'a>(t: &Tokens<'a>, used: usize) -> Parsed<'a> {
             if t.ntokens < 5 {
                 return fixed(b"CLIENT_ERROR bad command line\r\n");
             }
-            match (parse_u32(t.get(2)), parse_u32(t.get(3))) {
+            match (parse_u32_wrapping(t.get(2)), parse_u32_wrapping(t.get(3))) {
                 (Some(class), Some(limit)) if class < 64 => {
                     done(Command::Cachedump { class, limit })
                 }

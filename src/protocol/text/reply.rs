@@ -98,6 +98,9 @@ impl Reply for TextReply {
             match o {
                 MemLimit::Set => OK,
                 MemLimit::TooSmall => b"MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m\r\n",
+                MemLimit::NotMegabytes => {
+                    b"MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes\r\n"
+                }
             },
         );
     }

@@ -10,10 +10,14 @@ pub fn verbosity(s: &mut Session<'_>, level: u32) {
     s.shared.set_verbosity(level.min(2));
 }
 
-/// memcached refuses a limit under 8 MB.
+/// memcached refuses a limit under 8 MB, and one over a billion megabytes as bytes given
+/// by mistake.
 pub fn cache_memlimit(s: &mut Session<'_>, megabytes: u32) -> MemLimit {
     if megabytes < 8 {
         return MemLimit::TooSmall;
+    }
+    if megabytes > 1_000_000_000 {
+        return MemLimit::NotMegabytes;
     }
     s.shared.store.set_limit(megabytes as usize * 1024 * 1024);
     MemLimit::Set
