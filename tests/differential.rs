@@ -474,6 +474,36 @@ fn meta_debug_without_cas() {
     }
 }
 
+/// Under `-C` memcached's items read as CAS 0, and a request's own item has none either:
+/// `md`/`ma` with `C0` compare nothing and any other value fails; set and replace with a
+/// CAS (text `cas`, `ms C`) fail, as does an invalidation; add, append and prepend go on;
+/// `stats sizes_enable` is refused. Distinct keys and no `flush_all` (see above).
+#[test]
+fn cas_disabled_compares_as_memcached() {
+    let mc = Memcached::start_with(&["-C"]);
+    let ours = Proc::start(&["-C"]);
+    for case in [
+        "set a1 0 0 1\r\nx\r\nmd a1 C0\r\nget a1\r\nmd a1 C0\r\n",
+        "set a2 0 0 1\r\nx\r\nmd a2 C7\r\nget a2\r\nmd a2 C7 q\r\nmd nokey2 C7\r\n",
+        "set a3 0 0 1\r\nx\r\nms a3 1 C7 MA\r\ny\r\nms a3 1 C7 MP\r\nw\r\nget a3\r\n",
+        "set a4 0 0 1\r\nx\r\nms a4 1 C7 I\r\ny\r\nmg a4 v\r\n",
+        "set a5 0 0 1\r\n5\r\nma a5 C0 v\r\nma a5 C9 v\r\nma nokey5 C9 N0 J3 v\r\n",
+        "cas a6 0 0 1 0\r\nx\r\nset a6 0 0 1\r\nx\r\ncas a6 0 0 1 0\r\ny\r\ncas a6 0 0 1 3\r\ny\r\n",
+        "set a7 0 0 1\r\nx\r\nms a7 1 C5\r\nz\r\nms a7 1 MR C5\r\nz\r\nms a7 1 ME C5\r\nz\r\nms b7 1 ME C5\r\nz\r\nget a7 b7\r\n",
+        "stats sizes_enable\r\n",
+    ] {
+        let replies: Vec<Vec<u8>> = [mc.1, ours.port]
+            .iter()
+            .map(|&port| exchange(port, case.as_bytes()))
+            .collect();
+        assert_eq!(
+            String::from_utf8_lossy(&replies[1]),
+            String::from_utf8_lossy(&replies[0]),
+            "after {case:?}"
+        );
+    }
+}
+
 /// `-f` and `-n` shape memcached's classes, and so `me`'s `cls=`.
 #[test]
 fn meta_debug_class_follows_growth_factor_and_chunk_size() {
@@ -1091,6 +1121,45 @@ mod binary {
             failures.len(),
             failures.join("\n")
         );
+    }
+
+    /// Under `-C` a binary write's CAS is ignored (memcached's item takes none, so the
+    /// write is not a compare), while a delete or an increment with one compares against
+    /// the item's CAS of 0 and fails. Distinct keys, no flush (under `-C` memcached also
+    /// flushes what is set in the same second).
+    #[test]
+    fn binary_cas_disabled_matches_memcached() {
+        let mc = Memcached::start_with(&["-C"]);
+        let ours = Proc::start(&["-C"]);
+        let cases: Vec<Vec<u8>> = vec![
+            [
+                packet(op::SET, &set_x(0, 0), b"c1", b"1", 0),
+                packet(op::SET, &set_x(0, 0), b"c1", b"2", 12345),
+                packet(op::GET, &[], b"c1", &[], 0),
+            ]
+            .concat(),
+            [
+                packet(op::SET, &set_x(0, 0), b"c2", b"1", 12345),
+                packet(op::GET, &[], b"c2", &[], 0),
+                packet(op::APPEND, &[], b"c2", b"2", 77),
+                packet(op::REPLACE, &set_x(0, 0), b"c2", b"3", 77),
+                packet(op::GET, &[], b"c2", &[], 0),
+            ]
+            .concat(),
+            [
+                packet(op::SET, &set_x(0, 0), b"c3", b"5", 0),
+                packet(op::INCREMENT, &arith_x(1, 0, 0), b"c3", &[], 9),
+                packet(op::INCREMENT, &arith_x(1, 0, 0), b"c3", &[], 0),
+                packet(op::DELETE, &[], b"c3", &[], 9),
+                packet(op::DELETE, &[], b"c3", &[], 0),
+                packet(op::GET, &[], b"c3", &[], 0),
+            ]
+            .concat(),
+        ];
+        for case in &cases {
+            let (a, b) = (exchange(mc.1, case), exchange(ours.port, case));
+            assert_eq!(b, a, "request opcode {:#04x}", case[1]);
+        }
     }
 
     /// The first response to `req`, header and body (CAS zeroed); `<none>` if none comes

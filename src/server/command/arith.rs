@@ -11,7 +11,7 @@ pub fn arith(s: &mut Session<'_>, a: &Arith<'_>) -> Counted {
         key: a.key,
         incr: a.incr,
         delta: a.delta,
-        compare_cas: a.compare_cas.map(|cas| cas.0),
+        compare_cas: s.compared_cas(a.compare_cas),
         vivify: a.created().map(|(t, initial)| (s.exptime(t), initial)),
         exptime: a.exptime.map(|t| s.exptime(t)),
         new_cas: a.new_cas.map(|cas| cas.0),

@@ -10,7 +10,7 @@ pub fn delete(s: &mut Session<'_>, d: &Delete<'_>, encoding: Encoding) -> Delete
     s.watch_fetch(d.key);
     let r = DeleteRequest {
         key: d.key,
-        compare_cas: d.compare_cas.map(|cas| cas.0),
+        compare_cas: s.compared_cas(d.compare_cas),
         invalidate: d.invalidate,
         exptime: d.exptime.map(|t| s.exptime(t)),
         new_cas: d.new_cas.map(|cas| cas.0),

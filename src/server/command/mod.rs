@@ -136,6 +136,15 @@ impl Session<'_> {
         });
     }
 
+    /// The CAS a delete or an arithmetic command compares. Under `-C` memcached's items
+    /// read as CAS 0: a request giving 0 compares nothing, any other never matches.
+    fn compared_cas(&self, asked: Option<crate::protocol::Cas>) -> Option<u64> {
+        match asked {
+            Some(cas) if !self.shared.config.cas_enabled => (cas.0 != 0).then_some(NO_CAS_MATCHES),
+            asked => asked.map(|cas| cas.0),
+        }
+    }
+
     /// The CAS value a client sees: the item's stamp, or 0 under `-C`.
     fn cas_out(&self, stamp: u64) -> crate::protocol::Cas {
         crate::protocol::Cas(if self.shared.config.cas_enabled {
@@ -145,6 +154,10 @@ impl Session<'_> {
         })
     }
 }
+
+/// A CAS no item has (stamps stay far below it): what a request compares under `-C` where
+/// memcached would compare against an item's CAS of 0 and fail.
+const NO_CAS_MATCHES: u64 = u64::MAX;
 
 /// While this node catches up, the keys `cmd` needs from a peer first: a read's keys it
 /// lacks, and a write's key whose effect depends on what it holds (add, replace, cas,

@@ -138,6 +138,12 @@ pub fn write(s: &mut Session<'_>, group: &[u8], arg: &[u8], out: &mut Vec<u8>) {
             None => stat(out, "sizes_status", "disabled"),
         },
         // One line and no END, as memcached answers them (any argument is ignored).
+        b"sizes_enable" if !sh.config.cas_enabled => {
+            // memcached's histogram needs CAS values to tell old items from new.
+            stat(out, "sizes_status", "error");
+            stat(out, "sizes_error", "cas_support_disabled");
+            return;
+        }
         b"sizes_enable" | b"sizes_disable" => {
             let on = group == b"sizes_enable";
             sh.set_sizes(on);

@@ -26,6 +26,9 @@ fn run(s: &mut Session<'_>, c: &Store<'_>, encoding: Encoding) -> Stored {
     r.exptime = s.exptime(c.exptime);
     r.compare_cas = c.compare_cas.map(|cas| cas.0);
     r.invalidate = c.invalidate;
+    if !s.shared.config.cas_enabled && r.compare_cas.is_some() {
+        without_cas(&mut r, encoding);
+    }
     r.new_cas = c.new_cas.map(|cas| cas.0);
     r.vivify = c.vivify.map(|t| s.exptime(t));
     r.key_binary = c.key_binary;
@@ -63,6 +66,22 @@ fn run(s: &mut Session<'_>, c: &Store<'_>, encoding: Encoding) -> Stored {
         Err(StoreError::OutOfMemory) => {
             s.counts.store_no_memory += 1;
             Stored::OutOfMemory
+        }
+    }
+}
+
+/// A CAS given under `-C`, as memcached takes it when neither item has one: set and
+/// replace (a text `cas`, `ms` with `C`) compare and fail, an invalidation (`I`) too; add,
+/// append and prepend go on as if none were given, and so does every binary write.
+fn without_cas(r: &mut SetRequest<'_>, encoding: Encoding) {
+    match (encoding, r.mode) {
+        (Encoding::Binary, _)
+        | (_, store::SetMode::Add | store::SetMode::Append | store::SetMode::Prepend) => {
+            r.compare_cas = None;
+        }
+        _ => {
+            r.compare_cas = Some(super::NO_CAS_MATCHES);
+            r.invalidate = false;
         }
     }
 }
