@@ -1,5 +1,5 @@
 //! Convergence after partitions, in cases that once left nodes holding different data once
-//! healed: real processes on 127.0.0.200 to 127.0.0.209 and 127.0.7.1 to 127.0.7.12, links
+//! healed: real processes on 127.0.0.200 to 127.0.0.209 and 127.0.7.1 to 127.0.7.16, links
 //! through fault proxies.
 
 mod common;
@@ -222,4 +222,56 @@ fn a_delete_and_a_write_stamped_alike_converge_by_node_id() {
             "and it stays so"
         );
     }
+}
+
+/// Two clients write one key on the two nodes at the same moment, each reading back its
+/// CAS: when the writes fall in one millisecond both nodes once stamped them alike, so the
+/// two values had one CAS, and the client whose value lost could `cas` over the winner.
+/// Now each node stamps in its own residue (its id modulo 64) within the shard's lane.
+#[test]
+fn two_values_written_at_once_on_two_nodes_have_different_cas_values() {
+    let mut p = ProxiedPair::start_in([127, 0, 7, 13], "64", &[]);
+    // Random node ids (new at each start) share a 64th of the stamps when equal modulo 64.
+    let id = |n: &common::node::Node| {
+        n.client()
+            .stat("replication_node_id")
+            .parse::<u16>()
+            .unwrap()
+    };
+    while id(&p.a) % 64 == id(&p.b) % 64 {
+        p.b.restart();
+        assert!(p.linked(Duration::from_secs(5)));
+    }
+    let (mut ca, mut cb) = (p.a.client(), p.b.client());
+    let mut same = Vec::new();
+    for round in 0..300 {
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let write = |c: &mut Client, v: String, barrier: std::sync::Arc<std::sync::Barrier>| {
+            barrier.wait();
+            let reply = c.call_until(
+                format!("set k 0 0 {}\r\n{v}\r\ngets k\r\n", v.len()).as_bytes(),
+                b"END\r\n",
+            );
+            (
+                common::cas_in(&reply[8..]),
+                String::from_utf8_lossy(&reply).contains(&v),
+            )
+        };
+        let (va, vb) = (format!("a{round}"), format!("b{round}"));
+        let (ra, rb) = std::thread::scope(|scope| {
+            let (b1, b2) = (barrier.clone(), barrier.clone());
+            let ta = scope.spawn(|| write(&mut ca, va, b1));
+            let tb = scope.spawn(|| write(&mut cb, vb, b2));
+            (ta.join().unwrap(), tb.join().unwrap())
+        });
+        // Each client read its own value (the other's had not arrived yet): one CAS for
+        // two values is the defect.
+        if ra.1 && rb.1 && ra.0 == rb.0 {
+            same.push(round);
+        }
+    }
+    assert!(
+        same.is_empty(),
+        "rounds whose two values shared a CAS: {same:?}"
+    );
 }

@@ -408,7 +408,7 @@ impl Store {
         let shards = (0..n)
             .map(|i| {
                 let mut shard = Shard::new(geo);
-                shard.hlc = Hlc::lane(i, n);
+                shard.hlc = Hlc::lane(i, n).for_node(cfg.node);
                 shard.id = i;
                 shard.ring.set_cap(cfg.feed_bytes / n);
                 shard.walks = walks.clone();
