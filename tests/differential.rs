@@ -453,6 +453,19 @@ fn meta_debug_matches_memcached() {
     compare(cases);
 }
 
+/// Sends `case` to both servers as it is (no `flush_all` first) and asserts the replies match.
+fn assert_same_reply(mc: &Memcached, ours: &Proc, case: &str) {
+    let replies: Vec<Vec<u8>> = [mc.1, ours.port]
+        .iter()
+        .map(|&port| exchange(port, case.as_bytes()))
+        .collect();
+    assert_eq!(
+        String::from_utf8_lossy(&replies[1]),
+        String::from_utf8_lossy(&replies[0]),
+        "after {case:?}"
+    );
+}
+
 /// Under `-C` an item has no CAS, so memcached's size is 8 bytes smaller (and may fall in a
 /// smaller class). No `flush_all` before each case: under `-C` memcached also flushes what
 /// is set within the same second.
@@ -462,15 +475,7 @@ fn meta_debug_without_cas() {
     let ours = Proc::start(&["-C"]);
     for (key, n) in [("a", 1), ("b", 44), ("c", 45)] {
         let case = format!("set {key} 0 0 {n}\r\n{}\r\nme {key}\r\n", "x".repeat(n));
-        let replies: Vec<Vec<u8>> = [mc.1, ours.port]
-            .iter()
-            .map(|&port| exchange(port, case.as_bytes()))
-            .collect();
-        assert_eq!(
-            String::from_utf8_lossy(&replies[1]),
-            String::from_utf8_lossy(&replies[0]),
-            "after {case:?}"
-        );
+        assert_same_reply(&mc, &ours, &case);
     }
 }
 
@@ -492,15 +497,7 @@ fn cas_disabled_compares_as_memcached() {
         "set a7 0 0 1\r\nx\r\nms a7 1 C5\r\nz\r\nms a7 1 MR C5\r\nz\r\nms a7 1 ME C5\r\nz\r\nms b7 1 ME C5\r\nz\r\nget a7 b7\r\n",
         "stats sizes_enable\r\n",
     ] {
-        let replies: Vec<Vec<u8>> = [mc.1, ours.port]
-            .iter()
-            .map(|&port| exchange(port, case.as_bytes()))
-            .collect();
-        assert_eq!(
-            String::from_utf8_lossy(&replies[1]),
-            String::from_utf8_lossy(&replies[0]),
-            "after {case:?}"
-        );
+        assert_same_reply(&mc, &ours, case);
     }
 }
 
