@@ -169,6 +169,13 @@ fn corpus() -> Vec<Vec<u8>> {
             "stats cachedump 4294967297 1\r\nstats cachedump 18446744073709551615 1\r\n",
         ),
         "lru_crawler crawl 4294967297\r\n",
+        // lru's arguments checked as memcached checks them (the last restores its defaults).
+        concat!(
+            "lru x\r\nlru mode x\r\nlru mode flat\r\nlru mode segmented\r\nlru temp_ttl x\r\n",
+            "lru temp_ttl -1\r\nlru tune 70 20 0.1 2\r\nlru tune 10 10 0 2\r\nlru tune 10 10 x 2\r\n",
+            "lru tune 10 10\r\nlru tune a b c d\r\nlru x noreply\r\nlru tune 70 20 1 1 noreply\r\n",
+            "lru tune 4294967295 2 1 1\r\nlru mode\r\nlru tune 20 40 0.2 2.0\r\n",
+        ),
         "ms a 2 F4294967296\r\nhi\r\nmg a f v\r\nms a 2 Fx\r\nhi\r\n",
         "set a 0 0 1\r\n1\r\nma a q v\r\nmd a I T30\r\nmg a t v\r\n",
         "set a 0 0 3\r\n 12\r\nincr a 1\r\nget a\r\nset b 0 0 3\r\n12 \r\nincr b 1\r\nget b\r\n",

@@ -131,6 +131,44 @@ fn parse_automove<'a>(t: &Tokens<'a>, used: usize) -> Parsed<'a> {
     }
 }
 
+/// `lru tune <hot %> <warm %> <hot factor> <warm factor>`, `lru mode flat|segmented`, `lru
+/// temp_ttl <seconds>`: checked and answered as memcached 1.6.18 answers them. There is no
+/// segmented LRU here to tune, so what is accepted changes nothing.
+fn parse_lru<'a>(t: &Tokens<'a>, used: usize) -> Parsed<'a> {
+    let real = |b: &[u8]| {
+        std::str::from_utf8(b)
+            .ok()
+            .and_then(|s| s.trim_start().parse::<f64>().ok())
+    };
+    let reply: &'static [u8] = match t.get(1) {
+        b"tune" if t.ntokens >= 7 => match (
+            parse_u32_wrapping(t.get(2)),
+            parse_u32_wrapping(t.get(3)),
+            real(t.get(4)),
+            real(t.get(5)),
+        ) {
+            (Some(hot), Some(warm), Some(hot_factor), Some(factor)) => {
+                // memcached adds the two as 32-bit numbers.
+                if hot.wrapping_add(warm) > 80 {
+                    b"ERROR hot and warm pcts must not exceed 80\r\n"
+                } else if factor <= 0.0 || hot_factor <= 0.0 {
+                    b"ERROR hot/warm age factors must be greater than 0\r\n"
+                } else {
+                    b"OK\r\n"
+                }
+            }
+            _ => b"ERROR\r\n",
+        },
+        b"mode" if t.ntokens >= 4 => match t.get(2) {
+            b"flat" | b"segmented" => b"OK\r\n",
+            _ => b"ERROR\r\n",
+        },
+        b"temp_ttl" if t.ntokens >= 4 && parse_i32(t.get(2)).is_some() => b"OK\r\n",
+        _ => b"ERROR\r\n",
+    };
+    text(Command::Fixed { reply }, t.noreply(), used)
+}
+
 /// Everything else: stats, version, quit, shutdown, admin verbs, or an unknown command.
 pub fn parse_other<'a>(t: &Tokens<'a>, used: usize) -> Parsed<'a> {
     let done = |cmd| text(cmd, false, used);
@@ -173,7 +211,7 @@ pub fn parse_other<'a>(t: &Tokens<'a>, used: usize) -> Parsed<'a> {
         // Expiry is reclaimed by a background task that is always on; the crawler's
         // commands answer as memcached's would.
         b"lru_crawler" => parse_crawler(t, used),
-        b"lru" if t.ntokens >= 3 => fixed(b"OK\r\n"),
+        b"lru" if t.ntokens >= 3 => parse_lru(t, used),
         // A last `noreply` silences the command whole, as in memcached 1.6.18: nothing is
         // answered (not even an error) and the connection goes on without watching.
         b"watch" if t.get(t.len() - 1) == b"noreply" => fixed(b""),
