@@ -7,6 +7,7 @@ use std::io::Read;
 use std::time::{Duration, Instant};
 
 use common::{InProc, Proc};
+use repcached::protocol::binary::{op, request as packet, HEADER_LEN};
 
 #[test]
 fn eviction_keeps_memory_within_the_limit() {
@@ -73,21 +74,9 @@ fn disabled_evictions_answer_out_of_memory() {
     );
 }
 
-/// A binary request: `opcode`, `key`, `extras`, no value.
-fn binary(opcode: u8, key: &[u8], extras: &[u8]) -> Vec<u8> {
-    let mut p = vec![0x80, opcode];
-    p.extend_from_slice(&(key.len() as u16).to_be_bytes());
-    p.extend_from_slice(&[extras.len() as u8, 0, 0, 0]);
-    p.extend_from_slice(&((extras.len() + key.len()) as u32).to_be_bytes());
-    p.extend_from_slice(&[0; 12]);
-    p.extend_from_slice(extras);
-    p.extend_from_slice(key);
-    p
-}
-
 /// A binary reply's status and body.
 fn binary_reply(c: &mut common::Client) -> (u16, Vec<u8>) {
-    let header = c.read_n(24);
+    let header = c.read_n(HEADER_LEN);
     let len = u32::from_be_bytes(header[8..12].try_into().unwrap()) as usize;
     (u16::from_be_bytes([header[6], header[7]]), c.read_n(len))
 }
@@ -132,26 +121,23 @@ fn counters_without_room_answer_out_of_memory() {
         format!("incr {n} 1 noreply\r\nmn\r\n").as_bytes(),
         b"MN\r\n",
     );
-    // Binary increment (opcode 5), on a connection of its own: delta 1, initial 0,
-    // expiry 0 (create if missing).
+    // Binary increment, on a connection of its own: delta 1, initial 0, expiry 0 (create
+    // if missing); then a binary set of a new key.
     let mut c = s.client();
-    let extras: Vec<u8> = [1u64.to_be_bytes(), 0u64.to_be_bytes()].concat();
-    let extras = [extras, 0u32.to_be_bytes().to_vec()].concat();
-    c.send(&binary(0x05, n.as_bytes(), &extras));
-    assert_eq!(
-        binary_reply(&mut c),
-        (0x82, b"Out of memory incrementing value".to_vec())
-    );
-    c.send(&binary(0x05, fresh.as_bytes(), &extras));
-    assert_eq!(
-        binary_reply(&mut c),
-        (0x82, b"Out of memory allocating new item".to_vec())
-    );
-    // Binary set (opcode 1) of a new key: flags and expiry, a one-byte value.
-    let mut set = binary(0x01, fresh.as_bytes(), &[0; 8]);
-    set[11] += 1;
-    set.push(b'x');
-    c.send(&set);
+    let extras = [
+        &1u64.to_be_bytes()[..],
+        &0u64.to_be_bytes(),
+        &0u32.to_be_bytes(),
+    ]
+    .concat();
+    for (key, text) in [
+        (&n, &b"Out of memory incrementing value"[..]),
+        (&fresh, b"Out of memory allocating new item"),
+    ] {
+        c.send(&packet(op::INCREMENT, &extras, key.as_bytes(), &[], 0, 0));
+        assert_eq!(binary_reply(&mut c), (0x82, text.to_vec()));
+    }
+    c.send(&packet(op::SET, &[0; 8], fresh.as_bytes(), b"x", 0, 0));
     assert_eq!(
         binary_reply(&mut c),
         (0x82, b"Out of memory allocating item".to_vec())
