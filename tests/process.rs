@@ -667,7 +667,6 @@ fn workers_are_at_most_one_per_core() {
         let mut child = cmd.spawn().unwrap();
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         assert!(wait_ready(addr, Duration::from_secs(10)));
-        let running = worker_threads(child.id());
         let mut clients: Vec<Client> = (0..asked * 2).map(|_| Client::connect(addr)).collect();
         for (i, c) in clients.iter_mut().enumerate() {
             c.expect(
@@ -679,6 +678,8 @@ fn workers_are_at_most_one_per_core() {
                 format!("VALUE k{i} 0 1\r\n{}\r\nEND\r\n", i % 10).as_bytes(),
             );
         }
+        // Counted once connections were served (workers may start after the listener).
+        let running = worker_threads(child.id());
         let threads = clients[0].stat("threads");
         let settings = clients[0].stat_group("settings", "num_threads");
         let _ = child.kill();
