@@ -1,5 +1,5 @@
 //! Convergence after partitions, in cases that once left nodes holding different data once
-//! healed: real processes on 127.0.0.200 to 127.0.0.209 and 127.0.7.1 to 127.0.7.16, links
+//! healed: real processes on 127.0.0.200 to 127.0.0.209 and 127.0.7.1 to 127.0.7.20, links
 //! through fault proxies.
 
 mod common;
@@ -274,4 +274,51 @@ fn two_values_written_at_once_on_two_nodes_have_different_cas_values() {
         same.is_empty(),
         "rounds whose two values shared a CAS: {same:?}"
     );
+}
+
+/// A partition during which one side drops thousands of key states (here deletes of keys
+/// it never held, as an application invalidating what is not cached does; expiring
+/// sessions do the same): the other side's writes made before them, of other keys, must
+/// still arrive once healed. The store's memory of dropped states once kept 1024 versions
+/// per shard and folded the rest into per-bucket floors that refused every key of their
+/// bucket, so most of those writes were refused for good on this side.
+#[test]
+fn writes_made_during_a_partition_survive_thousands_of_states_dropped_on_the_other_side() {
+    let p = ProxiedPair::start_in([127, 0, 7, 17], "64", &["-t", "1"]);
+    let (mut ca, mut cb) = (p.a.client(), p.b.client());
+    p.partition();
+    let keys: Vec<String> = (0..100).map(|i| format!("x{i}")).collect();
+    for k in &keys {
+        cb.expect(format!("set {k} 0 0 2\r\nvb\r\n").as_bytes(), b"STORED\r\n");
+    }
+    cb.expect(b"set gone 0 0 2\r\nvb\r\n", b"STORED\r\n");
+    std::thread::sleep(Duration::from_millis(20));
+    // Later, on the other side: a delete of that key (it never got the write), then 30,000
+    // deletes of keys it never held: 1,875 per shard of 16.
+    ca.expect(b"delete gone\r\n", b"NOT_FOUND\r\n");
+    for chunk in 0..15 {
+        let batch: String = (chunk * 2000..(chunk + 1) * 2000)
+            .map(|i| format!("delete absent{i} noreply\r\n"))
+            .collect();
+        ca.send(batch.as_bytes());
+    }
+    ca.expect(b"mn\r\n", b"MN\r\n");
+    p.heal();
+    let mut missing = Vec::new();
+    let arrived = eventually(Duration::from_secs(5), || {
+        missing = keys
+            .iter()
+            .filter(|k| get(&mut ca, k).as_deref() != Some("vb"))
+            .cloned()
+            .collect();
+        missing.is_empty()
+    });
+    assert!(
+        arrived,
+        "never arrived: {} of 100: {missing:?}",
+        missing.len()
+    );
+    // The delete, newer than the write, still wins on both nodes.
+    assert!(sees(&p.b, "gone", None));
+    assert_eq!(get(&mut ca, "gone"), None);
 }

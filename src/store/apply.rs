@@ -240,7 +240,7 @@ impl Store {
     /// everything older. A node that holds the dropped state, or gets it later, keeps it
     /// (an eviction stays local). For a dropped delete of this kind itself, a stamp lower.
     /// Only for a version kept for this key alone (a fingerprint of 32 bits), not a
-    /// bucket's floor, which stands for other keys too. Nothing is kept of it here: this
+    /// group's or a floor's, which stand for other keys too. Nothing is kept of it here: this
     /// node's own version already refuses what it deletes, and the list of deleted keys is
     /// left to real deletes.
     fn tell_forgotten(&self, shard: MutexGuard<'_, Shard>, hash: u64, c: &RemoteChange<'_>) {

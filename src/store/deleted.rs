@@ -7,7 +7,7 @@
 //! and the backlog) is sent the shard again as a snapshot, and a snapshot of what the shard
 //! holds says nothing of a key it no longer holds. Were the snapshot the whole story, the
 //! peer would keep the deleted key for good. [`super::forgotten`] cannot fill the gap: it
-//! keeps stamps of fingerprints, not keys, blurs them into per-bucket floors once eviction
+//! keeps versions of fingerprints, not keys, blurs them into groups and floors once eviction
 //! floods it, and does not tell a delete from an eviction, and an eviction must stay local
 //! (a peer holding a key this node evicted keeps it). So the markers themselves are kept,
 //! apart from the segments, once eviction or expiry takes them from there.

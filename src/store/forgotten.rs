@@ -1,5 +1,5 @@
 //! What a shard forgot: the newest version of each key state it dropped, per key while there
-//! is room, per group of keys beyond.
+//! is room, then by fingerprint in groups, and past those as one floor.
 //!
 //! A cache may forget a key (evict it, expire it, drop its delete marker) but must never
 //! bring back an older state of it: were a peer to send a write this node had already seen
@@ -9,14 +9,28 @@
 //! nodes can stamp one key alike (the same millisecond, the same shard), and by stamps alone
 //! the node that dropped its state would refuse the other's, which wins everywhere else.
 //!
-//! The versions are kept per key (a 32-bit fingerprint) in small buckets of a few keys each.
-//! A bucket that is full gives up its oldest version to the bucket's floor, which then covers
-//! every key of the bucket: nothing dropped is ever forgotten, only blurred. A single mark per
-//! group of keys, as this once was, let one key expiring refuse another key's write made
-//! during a partition, a write the peer had acknowledged (a PHP session gone from one node).
-//! Floors rise only with the oldest stamps a bucket lets go, so under eviction they trail by
-//! about the cache's turnover, and writes newer than that always get through.
-//! 1024 keys per shard in 18 KB, taken when the shard first drops something.
+//! Nothing dropped is ever forgotten, only blurred, in three steps:
+//! - per key (a 32-bit fingerprint and the whole version) in small buckets of a few keys
+//!   each: 1024 keys per shard in 18 KB, taken when the shard first drops something;
+//! - a full bucket's oldest version goes, when replicating, to a group: 16-bit fingerprints
+//!   (two buckets to choose from, so a group fills to ~90 %) and the newest version among
+//!   them, 8 KB for ~3,700 keys; a key of the group refuses writes up to that version. A
+//!   key not dropped is refused only when its fingerprint is taken (about once in 4,000
+//!   per group it is checked against);
+//! - groups beyond a shard's share of memory (a 128th of `-m`, set aside from the segments)
+//!   go oldest first to one floor that covers every key. Unreplicated (no group), a
+//!   bucket's oldest version goes to that bucket's floor instead.
+//!
+//! A single mark per group of keys, as this once was, let one key expiring refuse another
+//! key's write made during a partition, a write the peer had acknowledged (a PHP session
+//! gone from one node); per-bucket floors did the same once a partition saw a few thousand
+//! states dropped per shard (sessions expiring, deletes of keys not cached). The groups
+//! keep such a partition's writes of other keys; a key dropped here still refuses the other
+//! side's writes up to its group's newest version, as if this node had evicted it (a
+//! difference evictions are allowed). Under steady eviction the floor trails by about
+//! what the shard's groups hold, and writes newer than that always get through.
+
+use std::collections::VecDeque;
 
 use super::version::{NodeId, Version};
 
@@ -26,6 +40,7 @@ const BUCKETS: usize = 256;
 #[derive(Debug, Clone, Default)]
 pub struct Forgotten {
     table: Option<Box<Table>>,
+    blurred: Blurred,
 }
 
 #[derive(Debug, Clone)]
@@ -74,7 +89,7 @@ impl Forgotten {
             })
         });
         let (b, print) = place(hash);
-        if version <= t.floors[b] {
+        if version <= t.floors[b] || version <= self.blurred.floor {
             return;
         }
         if let Some(w) = (0..WAYS).find(|&w| t.prints[b][w] == print && t.stamps[b][w] != 0) {
@@ -82,11 +97,18 @@ impl Forgotten {
             t.set(b, w, newest);
             return;
         }
-        // An empty way, else the oldest version goes to the floor (or this one, if older).
+        // An empty way, else the oldest version goes to a group or the bucket's floor (or
+        // this one, if older).
         let w = (0..WAYS).min_by_key(|&w| t.at(b, w)).unwrap_or(0);
         if t.stamps[b][w] != 0 {
-            let gone = t.at(b, w).min(version);
-            t.floors[b] = t.floors[b].max(gone);
+            let (gone, gone_print) = if version < t.at(b, w) {
+                (version, print)
+            } else {
+                (t.at(b, w), t.prints[b][w])
+            };
+            if !self.blurred.keep(b, gone_print, gone) {
+                t.floors[b] = t.floors[b].max(gone);
+            }
             if gone == version {
                 return;
             }
@@ -95,13 +117,21 @@ impl Forgotten {
         t.set(b, w, version);
     }
 
+    /// Keeps up to `groups` groups of blurred versions (0: full buckets raise their floors).
+    pub fn set_groups(&mut self, groups: usize) {
+        self.blurred.cap = groups;
+    }
+
     /// True if a state at `version` may be older than one dropped (or is that one): it must
     /// be refused for a key the shard does not hold.
     pub fn covers(&self, hash: u64, version: Version) -> bool {
         let Some(t) = &self.table else {
             return false;
         };
-        version <= t.floors[place(hash).0] || self.own(hash).is_some_and(|own| version <= own)
+        let (b, print) = place(hash);
+        version <= t.floors[b]
+            || self.own(hash).is_some_and(|own| version <= own)
+            || self.blurred.covers(b, print, version)
     }
 
     /// The newest version dropped for this key itself, if still kept apart from its
@@ -112,6 +142,111 @@ impl Forgotten {
         (0..WAYS)
             .find(|&w| t.prints[b][w] == print && t.stamps[b][w] != 0)
             .map(|w| t.at(b, w))
+    }
+}
+
+/// Fingerprints per bucket of a group, and buckets per group.
+const SLOTS: usize = 8;
+const GROUP_BUCKETS: usize = 512;
+/// What one group takes.
+pub const GROUP_BYTES: usize = SLOTS * GROUP_BUCKETS * 2;
+
+/// Versions pushed out of the per-key buckets, by 16-bit fingerprint in groups, oldest
+/// group first; and the newest version of the groups let go.
+#[derive(Debug, Clone, Default)]
+struct Blurred {
+    groups: VecDeque<Group>,
+    /// The most groups kept; 0: none.
+    cap: usize,
+    floor: Version,
+}
+
+#[derive(Debug, Clone)]
+struct Group {
+    slots: Vec<[u16; SLOTS]>,
+    /// The newest version of any key in the group.
+    newest: Version,
+}
+
+/// A key's two buckets in a group and its fingerprint (never 0), from the 40 bits of its
+/// hash the per-key table knows (its bucket and fingerprint there), mixed so that the
+/// group's fields draw on all of them.
+fn group_place(b: usize, print: u32) -> (usize, usize, u16) {
+    let x = ((u64::from(print) << 8) | b as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let fp = ((x >> 48) as u16).max(1);
+    let i = (x >> 21) as usize % GROUP_BUCKETS;
+    let j = (x >> 32) as usize % GROUP_BUCKETS;
+    (i, j, fp)
+}
+
+impl Group {
+    fn holds(&self, i: usize, j: usize, fp: u16) -> bool {
+        self.slots[i].contains(&fp) || self.slots[j].contains(&fp)
+    }
+
+    /// Adds a fingerprint to the emptier of its buckets; false if both are full.
+    fn add(&mut self, i: usize, j: usize, fp: u16) -> bool {
+        if self.holds(i, j, fp) {
+            return true;
+        }
+        let free = |s: &[u16; SLOTS]| s.iter().filter(|&&f| f == 0).count();
+        let into = if free(&self.slots[i]) >= free(&self.slots[j]) {
+            i
+        } else {
+            j
+        };
+        match self.slots[into].iter_mut().find(|f| **f == 0) {
+            Some(slot) => {
+                *slot = fp;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Blurred {
+    /// Takes a version pushed out of the per-key table; false if groups are off.
+    fn keep(&mut self, b: usize, print: u32, version: Version) -> bool {
+        if self.cap == 0 {
+            return false;
+        }
+        let (i, j, fp) = group_place(b, print);
+        if let Some(g) = self.groups.back_mut() {
+            if g.add(i, j, fp) {
+                g.newest = g.newest.max(version);
+                return true;
+            }
+        }
+        // The newest group is full: a new one, the oldest let go to the floor if need be.
+        let mut g = if self.groups.len() >= self.cap {
+            let mut old = self.groups.pop_front().expect("cap is at least 1");
+            self.floor = self.floor.max(old.newest);
+            old.slots.fill([0; SLOTS]);
+            old
+        } else {
+            Group {
+                slots: vec![[0; SLOTS]; GROUP_BUCKETS],
+                newest: Version::default(),
+            }
+        };
+        g.add(i, j, fp);
+        g.newest = version;
+        self.groups.push_back(g);
+        true
+    }
+
+    fn covers(&self, b: usize, print: u32, version: Version) -> bool {
+        if version <= self.floor {
+            return true;
+        }
+        if self.groups.is_empty() {
+            return false;
+        }
+        let (i, j, fp) = group_place(b, print);
+        self.groups
+            .iter()
+            .any(|g| version <= g.newest && g.holds(i, j, fp))
     }
 }
 
@@ -210,14 +345,75 @@ mod tests {
         assert!(f.covers(h(3, 77), v(150)) && !f.covers(h(3, 78), v(151)));
     }
 
+    /// Replicating: a full bucket's oldest version goes to a group, where it covers its own
+    /// key (to the group's newest version) and not the bucket's other keys.
+    #[test]
+    fn a_full_bucket_gives_its_oldest_version_to_a_group_not_to_the_bucket() {
+        let mut f = Forgotten::default();
+        f.set_groups(2);
+        for k in 1..=WAYS as u64 + 1 {
+            f.raise(h(3, k), v(100 + k));
+        }
+        assert_eq!(f.own(h(3, 1)), None, "pushed out of the bucket");
+        assert!(f.covers(h(3, 1), v(101)) && f.covers(h(3, 1), v(50)));
+        assert!(!f.covers(h(3, 1), v(102)), "up to the group's newest only");
+        assert!(
+            !f.covers(h(3, 50), v(101)),
+            "another key of the bucket gets through"
+        );
+        f.raise(h(3, 77), v(90));
+        assert!(f.covers(h(3, 77), v(90)) && f.covers(h(3, 1), v(101)));
+        assert!(!f.covers(h(3, 78), v(60)));
+    }
+
+    /// Groups fill up and the oldest goes to one floor over every key; until then a key
+    /// never dropped is refused only when its 16-bit fingerprint is taken.
+    #[test]
+    fn groups_refuse_few_other_keys_and_overflow_into_one_floor() {
+        let mut f = Forgotten::default();
+        f.set_groups(2);
+        let key = |i: u64| crate::store::shard::hash_key(format!("dropped{i}").as_bytes());
+        let mut n = 0;
+        while f.blurred.floor.stamp == 0 {
+            n += 1;
+            f.raise(key(n) & !0x3ff, v(1000 + n));
+        }
+        let per_group = (n - 1024) / 2;
+        assert!(
+            per_group > 3_400,
+            "a group holds ~90 % of its 4096 slots: {per_group}"
+        );
+        // The first group went to the floor: everything up to its newest version is refused;
+        // the second group's and the buckets' versions are newer.
+        let floor = f.blurred.floor;
+        assert!(floor.stamp > 1000 + per_group && floor.stamp < 1000 + n - per_group / 2);
+        let other = |i: u64| crate::store::shard::hash_key(format!("kept{i}").as_bytes()) & !0x3ff;
+        assert!(f.covers(other(1), floor) && !f.covers(other(1), v(floor.stamp + 1)));
+        for i in 1..n {
+            assert!(
+                f.covers(key(i) & !0x3ff, v(1000 + i)),
+                "dropped{i} uncovered"
+            );
+        }
+        let refused = (0..100_000u64)
+            .filter(|&i| f.covers(other(i), v(floor.stamp + 1)))
+            .count();
+        assert!(
+            refused < 100,
+            "{refused} of 100,000 keys never dropped refused"
+        );
+    }
+
     proptest::proptest! {
         /// Whatever was raised stays covered, however the buckets overflow (few buckets
         /// and keys, so they do, and keys come back).
         #[test]
         fn nothing_raised_is_ever_uncovered(
             raised in proptest::collection::vec((0u64..3, 0u64..40, 1u64..1_000_000, 0u16..3), 1..3000),
+            groups in 0usize..3,
         ) {
             let mut f = Forgotten::default();
+            f.set_groups(groups);
             let at = |stamp, node| Version { stamp, node: NodeId(node) };
             for &(bucket, key, stamp, node) in &raised {
                 f.raise(h(bucket, key), at(stamp, node));

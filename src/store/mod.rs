@@ -98,6 +98,11 @@ pub const DEFAULT_TOMBSTONE_SECS: u32 = 0;
 const DELETED_KEYS_SHARE: usize = 64;
 /// The most a shard keeps of them: its whole share goes into one snapshot batch.
 const DELETED_KEYS_MAX_PER_SHARD: usize = 1 << 20;
+/// With tombstones on, this fraction of `-m` is set aside for the groups of dropped
+/// versions ([`forgotten`]): a shard gets at least one and at most `FORGOTTEN_GROUPS_MAX`,
+/// each looked at by a peer's write of a key not held, so their number stays small.
+const FORGOTTEN_SHARE: usize = 128;
+const FORGOTTEN_GROUPS_MAX: usize = 32;
 
 /// The store's section of the configuration.
 #[derive(Debug, Clone)]
@@ -405,9 +410,16 @@ impl Store {
         } else {
             0
         };
+        let forgotten_groups = if cfg.tombstone_secs > 0 {
+            (cfg.limit_bytes / FORGOTTEN_SHARE / n / forgotten::GROUP_BYTES)
+                .clamp(1, FORGOTTEN_GROUPS_MAX)
+        } else {
+            0
+        };
         let shards = (0..n)
             .map(|i| {
                 let mut shard = Shard::new(geo);
+                shard.forgotten.set_groups(forgotten_groups);
                 shard.hlc = Hlc::lane(i, n).for_node(cfg.node);
                 shard.id = i;
                 shard.ring.set_cap(cfg.feed_bytes / n);
@@ -422,7 +434,7 @@ impl Store {
         Store {
             inner: Arc::new(Inner {
                 limit: AtomicUsize::new(cfg.limit_bytes),
-                set_aside: deleted_cap * n,
+                set_aside: (deleted_cap + forgotten_groups * forgotten::GROUP_BYTES) * n,
                 cfg,
                 geo,
                 shards,
@@ -956,8 +968,8 @@ impl Store {
     /// delete keys that are not cached, and a marker for each would take room in the
     /// segments for an hour, evicting items (or, with `-M`, refusing writes), on every node
     /// alike; these two are bounded and set aside already. Their cost: a burst of such
-    /// deletes pushes older deletes out of [`deleted`], and raises the floors of
-    /// [`forgotten`] as evictions do. Peers do the same with a delete of a key they do not
+    /// deletes pushes older deletes out of [`deleted`], and fills [`forgotten`] as
+    /// evictions do. Peers do the same with a delete of a key they do not
     /// hold ([`Store::apply`]). Not when unreplicated: a miss then stays the lookup alone.
     fn delete_absent(
         &self,
