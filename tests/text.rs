@@ -347,6 +347,9 @@ fn expiration_times() {
     s.clock.advance(2);
     c.expect(b"get abs\r\n", b"END\r\n");
     assert_eq!(c.stat("get_expired"), "4");
+    // Found dead by a command: counted as memcached's lookup counts it, not as reclaimed.
+    assert_eq!(c.stat("reclaimed"), "0");
+    assert_eq!(c.stat("expired_unfetched"), "0");
 }
 
 #[test]

@@ -351,10 +351,12 @@ where
         }
         rbuf.consume(consumed);
         if !out.is_empty() {
+            // Counts go with the replies (see `send`).
             send(sock, &mut out, &mut session).await?;
+        } else {
+            shared.counts.slot(worker).absorb(&mut session.counts);
         }
         out.release();
-        shared.counts.slot(worker).absorb(&mut session.counts);
         match after {
             After::Close => return Ok(Stop::Close(CloseReason::Error)),
             After::Quit => return Ok(Stop::Close(CloseReason::Normal)),
@@ -506,8 +508,14 @@ where
         c.repl_ack_timeouts += u64::from(waited == AckWait::TimedOut);
         c.repl_ack_too_large += u64::from(waited == AckWait::TooLarge);
     }
-    let counts = &mut session.counts;
-    counts.bytes_written += out.pending() as u64;
+    session.counts.bytes_written += out.pending() as u64;
+    // Counted before the replies go, as memcached counts: a client that reads a reply,
+    // then asks `stats` on another connection, finds its request in them.
+    let shared = session.shared;
+    shared
+        .counts
+        .slot(session.worker)
+        .absorb(&mut session.counts);
     sock.write_out(out).await?;
     out.drop_growth();
     Ok(())

@@ -324,7 +324,9 @@ impl Shard {
         self.flushes.covers(it.cas, now)
     }
 
-    /// The live item for `key`, removing it if it has expired or been flushed.
+    /// The live item for `key`, removing it if it has expired or been flushed: counted as
+    /// memcached's lookup counts it (`get_expired`, `get_flushed`; `reclaimed` and
+    /// `expired_unfetched` are for items the reclaimer or eviction finds dead).
     pub fn lookup(&mut self, hash: u64, key: &[u8], now: u32, b: &Budget) -> Result<u32, Miss> {
         let loc = self.find(hash, key).ok_or(Miss::Absent)?;
         let it = self.item(loc);
@@ -335,13 +337,14 @@ impl Shard {
             return Err(Miss::Absent);
         }
         let why = if it.is_expired(now) {
+            self.stats.get_expired += 1;
             Miss::Expired
         } else if self.is_flushed(&it, now) {
+            self.stats.get_flushed += 1;
             Miss::Flushed
         } else {
             return Ok(loc);
         };
-        self.count_gone(it.bits, Fate::Expire);
         self.forget(hash, loc, b);
         Err(why)
     }
@@ -398,7 +401,8 @@ impl Shard {
         }
     }
 
-    /// Counts an item found dead by TTL or flush, as a read finding it would.
+    /// Counts an item found dead by TTL or flush by something other than a client's
+    /// command (a peer's change), as the reclaimer would.
     pub fn count_expired(&mut self, item_bits: u8) {
         self.count_gone(item_bits, Fate::Expire);
     }

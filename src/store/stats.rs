@@ -21,6 +21,10 @@ pub struct ShardStats {
     pub expired_unfetched: u64,
     /// Evicted items that had never been fetched, `evicted_unfetched`.
     pub evicted_unfetched: u64,
+    /// Items a client's command found expired or flushed (and dropped), `get_expired` and
+    /// `get_flushed`: whatever the command, as memcached's item lookup counts them.
+    pub get_expired: u64,
+    pub get_flushed: u64,
     /// Delete markers held for replication, and the bytes they take (which count against
     /// `-m` like items).
     pub tombstones: u64,
@@ -40,6 +44,8 @@ impl AddAssign for ShardStats {
         self.reclaimed += o.reclaimed;
         self.expired_unfetched += o.expired_unfetched;
         self.evicted_unfetched += o.evicted_unfetched;
+        self.get_expired += o.get_expired;
+        self.get_flushed += o.get_flushed;
         self.tombstones += o.tombstones;
         self.tombstone_bytes += o.tombstone_bytes;
         self.dead_bytes += o.dead_bytes;
@@ -54,5 +60,7 @@ impl ShardStats {
         self.reclaimed = 0;
         self.expired_unfetched = 0;
         self.evicted_unfetched = 0;
+        self.get_expired = 0;
+        self.get_flushed = 0;
     }
 }

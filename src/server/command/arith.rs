@@ -44,8 +44,12 @@ pub fn arith(s: &mut Session<'_>, a: &Arith<'_>) -> Counted {
     }
 }
 
-/// memcached counts a hit when the item was there, numeric or not.
+/// memcached counts a hit when the item was there, numeric or not, and nothing when a
+/// miss created it (ma N, binary with an initial value).
 fn count(c: &mut Counts, incr: bool, r: &ArithOutcome) {
+    if let ArithOutcome::Value { created: true, .. } = r {
+        return;
+    }
     let hit = matches!(
         r,
         ArithOutcome::Value { created: false, .. } | ArithOutcome::NonNumeric

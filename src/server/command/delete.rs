@@ -18,7 +18,10 @@ pub fn delete(s: &mut Session<'_>, d: &Delete<'_>, encoding: Encoding) -> Delete
     };
     match s.shared.store.delete(&r, s.now) {
         DeleteOutcome::Deleted => {
-            s.counts.delete_hits += 1;
+            // md I marks the item stale and keeps it: memcached counts no hit.
+            if !d.invalidate {
+                s.counts.delete_hits += 1;
+            }
             Deleted::Deleted
         }
         DeleteOutcome::NotFound => {

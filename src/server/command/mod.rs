@@ -208,7 +208,9 @@ pub fn text(req: Request<'_>, s: &mut Session<'_>, out: &mut Output) -> After {
     match req {
         Request::Text(cmd, reply) => execute(cmd, &reply, s, out),
         Request::Meta(m) => {
-            if m.too_large.is_none() {
+            // memcached's cmd_meta counts `me` alone, whatever protocol.txt's "meta
+            // commands" suggests (mg and the rest count as gets, sets and so on).
+            if m.cmd == crate::protocol::meta::MetaCmd::Debug {
                 s.counts.cmd_meta += 1;
             }
             execute(m.command(), &m.reply(), s, out)

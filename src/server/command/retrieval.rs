@@ -53,6 +53,8 @@ pub fn get_keys<R: Reply>(
     let touch = get.touch.is_some();
     for key in get.keys.iter() {
         let found = read_one(s, key, opts, set_by, reply, out);
+        // mg's T makes a touch of a hit only: memcached counts an mg miss as a get's.
+        let touch = touch && (found.is_ok() || R::ENCODING != Encoding::Meta);
         count_read(&mut s.counts, touch, found);
         s.detail(R::ENCODING, key, Op::Get { hit: found.is_ok() });
         if found.is_err() {
@@ -193,12 +195,8 @@ fn item_view<'a>(it: &Item<'a>, cas: Cas, now: u32) -> Hit<'a> {
 }
 
 /// Counts a read the way memcached does: with a TTL update it is a touch, else a get.
+/// (An expired or flushed item found is counted by the store, for every command.)
 pub(super) fn count_read(c: &mut Counts, touch: bool, hit: Result<(), Miss>) {
-    match hit {
-        Err(Miss::Expired) => c.get_expired += 1,
-        Err(Miss::Flushed) => c.get_flushed += 1,
-        _ => {}
-    }
     match (touch, hit.is_ok()) {
         (true, true) => c.touch_hits += 1,
         (true, false) => c.touch_misses += 1,
