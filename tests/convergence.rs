@@ -281,16 +281,29 @@ fn two_values_written_at_once_on_two_nodes_have_different_cas_values() {
 /// sessions do the same): the other side's writes made before them, of other keys, must
 /// still arrive once healed. The store's memory of dropped states once kept 1024 versions
 /// per shard and folded the rest into per-bucket floors that refused every key of their
-/// bucket, so most of those writes were refused for good on this side.
+/// bucket, so most of those writes were refused for good on this side; then into groups
+/// whose newest version stood for all their keys, which refused a key written after its
+/// own delete (both in the backlog that side replays).
 #[test]
 fn writes_made_during_a_partition_survive_thousands_of_states_dropped_on_the_other_side() {
     let p = ProxiedPair::start_in([127, 0, 7, 17], "64", &["-t", "1"]);
     let (mut ca, mut cb) = (p.a.client(), p.b.client());
     p.partition();
-    let keys: Vec<String> = (0..100).map(|i| format!("x{i}")).collect();
+    let keys: Vec<String> = (0..100)
+        .map(|i| format!("x{i}"))
+        .chain((0..100).map(|i| format!("y{i}")))
+        .collect();
+    // The y keys deleted first (never held, as a cache invalidated ahead of a write).
+    let (mut writes, mut replies) = (String::new(), String::new());
     for k in &keys {
-        cb.expect(format!("set {k} 0 0 2\r\nvb\r\n").as_bytes(), b"STORED\r\n");
+        if k.starts_with('y') {
+            writes.push_str(&format!("delete {k}\r\n"));
+            replies.push_str("NOT_FOUND\r\n");
+        }
+        writes.push_str(&format!("set {k} 0 0 2\r\nvb\r\n"));
+        replies.push_str("STORED\r\n");
     }
+    cb.expect(writes.as_bytes(), replies.as_bytes());
     cb.expect(b"set gone 0 0 2\r\nvb\r\n", b"STORED\r\n");
     std::thread::sleep(Duration::from_millis(20));
     // Later, on the other side: a delete of that key (it never got the write), then 30,000
@@ -315,7 +328,7 @@ fn writes_made_during_a_partition_survive_thousands_of_states_dropped_on_the_oth
     });
     assert!(
         arrived,
-        "never arrived: {} of 100: {missing:?}",
+        "never arrived: {} of 200: {missing:?}",
         missing.len()
     );
     // The delete, newer than the write, still wins on both nodes.

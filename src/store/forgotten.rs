@@ -1,5 +1,5 @@
 //! What a shard forgot: the newest version of each key state it dropped, per key while there
-//! is room, then by fingerprint in groups, and past those as one floor.
+//! is room, then per key in less room, and past that as one floor.
 //!
 //! A cache may forget a key (evict it, expire it, drop its delete marker) but must never
 //! bring back an older state of it: were a peer to send a write this node had already seen
@@ -10,25 +10,25 @@
 //! the node that dropped its state would refuse the other's, which wins everywhere else.
 //!
 //! Nothing dropped is ever forgotten, only blurred, in three steps:
-//! - per key (a 32-bit fingerprint and the whole version) in small buckets of a few keys
-//!   each: 1024 keys per shard in 18 KB, taken when the shard first drops something;
-//! - a full bucket's oldest version goes, when replicating, to a group: 16-bit fingerprints
-//!   (two buckets to choose from, so a group fills to ~90 %) and the newest version among
-//!   them, 8 KB for ~3,700 keys; a key of the group refuses writes up to that version. A
-//!   key not dropped is refused only when its fingerprint is taken (about once in 4,000
-//!   per group it is checked against);
-//! - groups beyond a shard's share of memory (a 128th of `-m`, set aside from the segments)
-//!   go oldest first to one floor that covers every key. Unreplicated (no group), a
-//!   bucket's oldest version goes to that bucket's floor instead.
+//! - per key, a 32-bit fingerprint and the whole version, in buckets of four keys: 1024
+//!   keys per shard in 18 KB, taken when the shard first drops something;
+//! - when replicating, a full bucket's oldest version goes to a group: per key again, a
+//!   16-bit fingerprint and the stamp to a 64th of a millisecond, rounded up, in 8 bytes
+//!   (two buckets to choose from, so a group fills to ~80 %: ~10 bytes a key). A key not
+//!   dropped is refused only when its fingerprint is taken by a key dropped at a newer
+//!   stamp (about one in 5,000 per group it is checked against);
+//! - groups beyond a shard's share of memory (a 64th of `-m`, set aside from the segments)
+//!   go oldest first to one floor, their newest version, that covers every key.
+//!   Unreplicated (no group), a bucket's oldest version goes to that bucket's floor.
 //!
-//! A single mark per group of keys, as this once was, let one key expiring refuse another
-//! key's write made during a partition, a write the peer had acknowledged (a PHP session
-//! gone from one node); per-bucket floors did the same once a partition saw a few thousand
-//! states dropped per shard (sessions expiring, deletes of keys not cached). The groups
-//! keep such a partition's writes of other keys; a key dropped here still refuses the other
-//! side's writes up to its group's newest version, as if this node had evicted it (a
-//! difference evictions are allowed). Under steady eviction the floor trails by about
-//! what the shard's groups hold, and writes newer than that always get through.
+//! A floor stands for many keys, so it refuses writes of keys never dropped: a single mark
+//! per group of keys, as this once was, let one key expiring refuse another key's write
+//! made during a partition (a PHP session gone from one node); per-bucket floors did the
+//! same once a partition saw a few thousand states dropped per shard (sessions expiring,
+//! deletes of keys not cached); a group's newest version standing for all its keys refused
+//! a key's write that followed its own delete in a peer's late backlog. Under steady
+//! eviction the floor trails by about what the shard's groups hold, and writes newer than
+//! that always get through.
 
 use std::collections::VecDeque;
 
@@ -101,7 +101,10 @@ impl Forgotten {
         // this one, if older).
         let w = (0..WAYS).min_by_key(|&w| t.at(b, w)).unwrap_or(0);
         if t.stamps[b][w] != 0 {
-            let (gone, gone_print) = if version < t.at(b, w) {
+            // Decided by which goes, not by comparing versions: two keys may be dropped
+            // at one version, and each must be kept somewhere.
+            let incoming_goes = version < t.at(b, w);
+            let (gone, gone_print) = if incoming_goes {
                 (version, print)
             } else {
                 (t.at(b, w), t.prints[b][w])
@@ -109,7 +112,7 @@ impl Forgotten {
             if !self.blurred.keep(b, gone_print, gone) {
                 t.floors[b] = t.floors[b].max(gone);
             }
-            if gone == version {
+            if incoming_goes {
                 return;
             }
         }
@@ -117,9 +120,11 @@ impl Forgotten {
         t.set(b, w, version);
     }
 
-    /// Keeps up to `groups` groups of blurred versions (0: full buckets raise their floors).
-    pub fn set_groups(&mut self, groups: usize) {
-        self.blurred.cap = groups;
+    /// Keeps up to `groups` groups of `buckets` buckets each (0 groups: full buckets raise
+    /// their floors); see [`group_shape`]. Set before anything is raised.
+    pub fn set_groups(&mut self, (groups, buckets): (usize, usize)) {
+        self.blurred.cap = if buckets == 0 { 0 } else { groups };
+        self.blurred.buckets = buckets;
     }
 
     /// True if a state at `version` may be older than one dropped (or is that one): it must
@@ -145,59 +150,102 @@ impl Forgotten {
     }
 }
 
-/// Fingerprints per bucket of a group, and buckets per group.
+/// Slots per bucket of a group: a bucket is one cache line.
 const SLOTS: usize = 8;
-const GROUP_BUCKETS: usize = 512;
-/// What one group takes.
-pub const GROUP_BYTES: usize = SLOTS * GROUP_BUCKETS * 2;
+/// The bytes of one slot.
+const SLOT_BYTES: usize = 8;
+/// A slot's stamp is kept to this many units, rounded up (a shard's consecutive stamps are
+/// further apart: see `Hlc`), in the 48 bits a 16-bit fingerprint leaves.
+const STAMP_UNIT: u64 = 1 << 10;
 
-/// Versions pushed out of the per-key buckets, by 16-bit fingerprint in groups, oldest
-/// group first; and the newest version of the groups let go.
+/// What a bucket of a group takes.
+pub const BUCKET_BYTES: usize = SLOTS * SLOT_BYTES;
+
+/// How a shard with `bytes` for groups cuts them: (groups, buckets per group). Groups of
+/// a quarter of it, 1 to 8 KB (four at least, so that letting the oldest go loses a
+/// quarter), at most 32 (each is looked at by a peer's write of a key not held that is
+/// older than its newest); none under 1 KB.
+pub fn group_shape(bytes: usize) -> (usize, usize) {
+    let group = (bytes / 4).clamp(1 << 10, 8 << 10);
+    let group = 1 << group.ilog2();
+    match (bytes / group).min(32) {
+        0 => (0, 0),
+        groups => (groups, group / BUCKET_BYTES),
+    }
+}
+
+/// Versions pushed out of the per-key table, kept per key in groups of slots, each a
+/// 16-bit fingerprint and the stamp (rounded up), oldest group first; and the newest
+/// version of the groups let go.
 #[derive(Debug, Clone, Default)]
 struct Blurred {
     groups: VecDeque<Group>,
-    /// The most groups kept; 0: none.
+    /// The most groups kept (0: none), and buckets per group.
     cap: usize,
+    buckets: usize,
     floor: Version,
 }
 
 #[derive(Debug, Clone)]
 struct Group {
-    slots: Vec<[u16; SLOTS]>,
-    /// The newest version of any key in the group.
+    slots: Vec<[u64; SLOTS]>,
+    /// The newest version in the group: a write newer than it need not look.
     newest: Version,
 }
 
 /// A key's two buckets in a group and its fingerprint (never 0), from the 40 bits of its
 /// hash the per-key table knows (its bucket and fingerprint there), mixed so that the
 /// group's fields draw on all of them.
-fn group_place(b: usize, print: u32) -> (usize, usize, u16) {
+fn group_place(b: usize, print: u32, buckets: usize) -> (usize, usize, u64) {
     let x = ((u64::from(print) << 8) | b as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    let fp = ((x >> 48) as u16).max(1);
-    let i = (x >> 21) as usize % GROUP_BUCKETS;
-    let j = (x >> 32) as usize % GROUP_BUCKETS;
+    let fp = (x >> 48).max(1);
+    let i = (x >> 21) as usize % buckets;
+    let j = (x >> 32) as usize % buckets;
     (i, j, fp)
 }
 
+/// A slot: fingerprint above, the stamp in units below, rounded up so that it never
+/// reads older than it was.
+fn slot(fp: u64, v: Version) -> u64 {
+    fp << 48 | v.stamp.div_ceil(STAMP_UNIT).min((1 << 48) - 1)
+}
+
 impl Group {
-    fn holds(&self, i: usize, j: usize, fp: u16) -> bool {
-        self.slots[i].contains(&fp) || self.slots[j].contains(&fp)
+    fn new(buckets: usize) -> Group {
+        Group {
+            slots: vec![[0; SLOTS]; buckets],
+            newest: Version::default(),
+        }
     }
 
-    /// Adds a fingerprint to the emptier of its buckets; false if both are full.
-    fn add(&mut self, i: usize, j: usize, fp: u16) -> bool {
-        if self.holds(i, j, fp) {
-            return true;
+    /// The stamp kept for fingerprint `fp` (in units), if any.
+    fn find(&self, i: usize, j: usize, fp: u64) -> Option<u64> {
+        [i, j]
+            .iter()
+            .flat_map(|&b| self.slots[b].iter())
+            .find(|&&s| s >> 48 == fp)
+            .map(|&s| s & ((1 << 48) - 1))
+    }
+
+    /// Adds a slot to the emptier of its buckets, or raises the slot its fingerprint has
+    /// there already; false if both buckets are full.
+    fn add(&mut self, i: usize, j: usize, new: u64) -> bool {
+        let fp = new >> 48;
+        for b in [i, j] {
+            if let Some(s) = self.slots[b].iter_mut().find(|s| **s >> 48 == fp) {
+                *s = (*s).max(new);
+                return true;
+            }
         }
-        let free = |s: &[u16; SLOTS]| s.iter().filter(|&&f| f == 0).count();
+        let free = |s: &[u64; SLOTS]| s.iter().filter(|&&x| x == 0).count();
         let into = if free(&self.slots[i]) >= free(&self.slots[j]) {
             i
         } else {
             j
         };
-        match self.slots[into].iter_mut().find(|f| **f == 0) {
-            Some(slot) => {
-                *slot = fp;
+        match self.slots[into].iter_mut().find(|s| **s == 0) {
+            Some(s) => {
+                *s = new;
                 true
             }
             None => false,
@@ -211,26 +259,21 @@ impl Blurred {
         if self.cap == 0 {
             return false;
         }
-        let (i, j, fp) = group_place(b, print);
+        let (i, j, fp) = group_place(b, print, self.buckets);
+        let new = slot(fp, version);
         if let Some(g) = self.groups.back_mut() {
-            if g.add(i, j, fp) {
+            if g.add(i, j, new) {
                 g.newest = g.newest.max(version);
                 return true;
             }
         }
         // The newest group is full: a new one, the oldest let go to the floor if need be.
-        let mut g = if self.groups.len() >= self.cap {
-            let mut old = self.groups.pop_front().expect("cap is at least 1");
+        while self.groups.len() >= self.cap {
+            let old = self.groups.pop_front().expect("cap is at least 1");
             self.floor = self.floor.max(old.newest);
-            old.slots.fill([0; SLOTS]);
-            old
-        } else {
-            Group {
-                slots: vec![[0; SLOTS]; GROUP_BUCKETS],
-                newest: Version::default(),
-            }
-        };
-        g.add(i, j, fp);
+        }
+        let mut g = Group::new(self.buckets);
+        g.add(i, j, new);
         g.newest = version;
         self.groups.push_back(g);
         true
@@ -243,10 +286,12 @@ impl Blurred {
         if self.groups.is_empty() {
             return false;
         }
-        let (i, j, fp) = group_place(b, print);
-        self.groups
-            .iter()
-            .any(|g| version <= g.newest && g.holds(i, j, fp))
+        let (i, j, fp) = group_place(b, print, self.buckets);
+        self.groups.iter().any(|g| {
+            version <= g.newest
+                && g.find(i, j, fp)
+                    .is_some_and(|units| version.stamp <= units * STAMP_UNIT)
+        })
     }
 }
 
@@ -345,53 +390,96 @@ mod tests {
         assert!(f.covers(h(3, 77), v(150)) && !f.covers(h(3, 78), v(151)));
     }
 
+    /// A version of node 1 at millisecond `ms` (stamps carry the millisecond above 16
+    /// bits, as the clock makes them).
+    fn ms(ms: u64) -> Version {
+        v(ms << 16)
+    }
+
     /// Replicating: a full bucket's oldest version goes to a group, where it covers its own
-    /// key (to the group's newest version) and not the bucket's other keys.
+    /// key up to its own version, and no other key of the bucket.
     #[test]
     fn a_full_bucket_gives_its_oldest_version_to_a_group_not_to_the_bucket() {
         let mut f = Forgotten::default();
-        f.set_groups(2);
+        f.set_groups((2, 16));
         for k in 1..=WAYS as u64 + 1 {
-            f.raise(h(3, k), v(100 + k));
+            f.raise(h(3, k), ms(100 + k));
         }
         assert_eq!(f.own(h(3, 1)), None, "pushed out of the bucket");
-        assert!(f.covers(h(3, 1), v(101)) && f.covers(h(3, 1), v(50)));
-        assert!(!f.covers(h(3, 1), v(102)), "up to the group's newest only");
+        assert!(f.covers(h(3, 1), ms(101)) && f.covers(h(3, 1), ms(50)));
         assert!(
-            !f.covers(h(3, 50), v(101)),
+            !f.covers(h(3, 1), v((101 << 16) + 1024)),
+            "a stamp newer gets through"
+        );
+        assert!(
+            !f.covers(h(3, 50), ms(101)),
             "another key of the bucket gets through"
         );
-        f.raise(h(3, 77), v(90));
-        assert!(f.covers(h(3, 77), v(90)) && f.covers(h(3, 1), v(101)));
-        assert!(!f.covers(h(3, 78), v(60)));
+        f.raise(h(3, 77), ms(90));
+        assert!(f.covers(h(3, 77), ms(90)) && f.covers(h(3, 1), ms(101)));
+        assert!(!f.covers(h(3, 78), ms(60)));
+    }
+
+    /// A peer's backlog arrives late: a delete of a key this node never held, then a write
+    /// of it, both older than everything the bucket keeps. The delete goes straight to a
+    /// group, and the write, newer, still gets through (a group's newest version once
+    /// stood for all its keys, and refused it).
+    #[test]
+    fn a_late_delete_then_write_of_one_key_gets_the_write_through() {
+        let mut f = Forgotten::default();
+        f.set_groups((2, 16));
+        for k in 1..=WAYS as u64 {
+            f.raise(h(3, k), ms(500 + k));
+        }
+        f.raise(h(3, 9), v(100 << 16 | 7 << 10));
+        assert_eq!(f.own(h(3, 9)), None);
+        assert!(f.covers(h(3, 9), v(100 << 16 | 7 << 10)));
+        assert!(!f.covers(h(3, 9), v(100 << 16 | 8 << 10)));
+    }
+
+    /// Two keys dropped at one version, the bucket full: both stay covered (the second
+    /// was once neither kept nor sent to a group).
+    #[test]
+    fn two_keys_dropped_at_one_version_both_stay_covered() {
+        for groups in [(0, 0), (1, 16)] {
+            let mut f = Forgotten::default();
+            f.set_groups(groups);
+            for k in 1..=WAYS as u64 {
+                f.raise(h(3, k), ms(100 + k));
+            }
+            f.raise(h(3, 9), ms(101));
+            assert!(f.covers(h(3, 9), ms(101)), "{groups:?}");
+            assert!(f.covers(h(3, 1), ms(101)), "{groups:?}");
+        }
     }
 
     /// Groups fill up and the oldest goes to one floor over every key; until then a key
-    /// never dropped is refused only when its 16-bit fingerprint is taken.
+    /// never dropped is refused only when its 16-bit fingerprint is taken, by a key whose
+    /// version is newer.
     #[test]
     fn groups_refuse_few_other_keys_and_overflow_into_one_floor() {
         let mut f = Forgotten::default();
-        f.set_groups(2);
+        f.set_groups((2, 128));
         let key = |i: u64| crate::store::shard::hash_key(format!("dropped{i}").as_bytes());
         let mut n = 0;
         while f.blurred.floor.stamp == 0 {
             n += 1;
-            f.raise(key(n) & !0x3ff, v(1000 + n));
+            f.raise(key(n) & !0x3ff, ms(1000 + n));
         }
         let per_group = (n - 1024) / 2;
         assert!(
-            per_group > 3_400,
-            "a group holds ~90 % of its 4096 slots: {per_group}"
+            per_group > 700,
+            "a group holds ~80 % of its 1024 slots: {per_group}"
         );
         // The first group went to the floor: everything up to its newest version is refused;
         // the second group's and the buckets' versions are newer.
         let floor = f.blurred.floor;
-        assert!(floor.stamp > 1000 + per_group && floor.stamp < 1000 + n - per_group / 2);
+        assert!(floor > ms(1000 + per_group) && floor < ms(1000 + n - per_group / 2));
         let other = |i: u64| crate::store::shard::hash_key(format!("kept{i}").as_bytes()) & !0x3ff;
         assert!(f.covers(other(1), floor) && !f.covers(other(1), v(floor.stamp + 1)));
         for i in 1..n {
             assert!(
-                f.covers(key(i) & !0x3ff, v(1000 + i)),
+                f.covers(key(i) & !0x3ff, ms(1000 + i)),
                 "dropped{i} uncovered"
             );
         }
@@ -404,6 +492,17 @@ mod tests {
         );
     }
 
+    #[test]
+    fn groups_take_a_shard_share_without_exceeding_it() {
+        assert_eq!(group_shape(0), (0, 0));
+        assert_eq!(group_shape(1023).0, 0);
+        for bytes in [1 << 10, 4 << 10, 8 << 10, 16 << 10, 1 << 20, 64 << 20] {
+            let (groups, buckets) = group_shape(bytes);
+            assert!((1..=32).contains(&groups) && buckets >= 16, "{bytes}");
+            assert!(groups * buckets * BUCKET_BYTES <= bytes, "{bytes}");
+        }
+    }
+
     proptest::proptest! {
         /// Whatever was raised stays covered, however the buckets overflow (few buckets
         /// and keys, so they do, and keys come back).
@@ -411,9 +510,17 @@ mod tests {
         fn nothing_raised_is_ever_uncovered(
             raised in proptest::collection::vec((0u64..3, 0u64..40, 1u64..1_000_000, 0u16..3), 1..3000),
             groups in 0usize..3,
+            buckets in 1usize..3,
+            few_stamps in proptest::bool::ANY,
         ) {
             let mut f = Forgotten::default();
-            f.set_groups(groups);
+            // Groups of 8 or 16 slots, so that they fill and go to the floor; and stamps
+            // from a few dozen at times, so that keys share versions.
+            f.set_groups((groups, buckets));
+            let raised: Vec<_> = raised
+                .into_iter()
+                .map(|(b, k, stamp, node)| (b, k, if few_stamps { stamp % 40 + 1 } else { stamp }, node))
+                .collect();
             let at = |stamp, node| Version { stamp, node: NodeId(node) };
             for &(bucket, key, stamp, node) in &raised {
                 f.raise(h(bucket, key), at(stamp, node));

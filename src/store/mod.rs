@@ -99,10 +99,10 @@ const DELETED_KEYS_SHARE: usize = 64;
 /// The most a shard keeps of them: its whole share goes into one snapshot batch.
 const DELETED_KEYS_MAX_PER_SHARD: usize = 1 << 20;
 /// With tombstones on, this fraction of `-m` is set aside for the groups of dropped
-/// versions ([`forgotten`]): a shard gets at least one and at most `FORGOTTEN_GROUPS_MAX`,
-/// each looked at by a peer's write of a key not held, so their number stays small.
-const FORGOTTEN_SHARE: usize = 128;
-const FORGOTTEN_GROUPS_MAX: usize = 32;
+/// versions ([`forgotten`]), cut per shard by [`forgotten::group_shape`]: the more of them,
+/// the more key states a node can drop while a peer is away before it refuses that peer's
+/// writes of other keys.
+const FORGOTTEN_SHARE: usize = 64;
 
 /// The store's section of the configuration.
 #[derive(Debug, Clone)]
@@ -411,11 +411,11 @@ impl Store {
             0
         };
         let forgotten_groups = if cfg.tombstone_secs > 0 {
-            (cfg.limit_bytes / FORGOTTEN_SHARE / n / forgotten::GROUP_BYTES)
-                .clamp(1, FORGOTTEN_GROUPS_MAX)
+            forgotten::group_shape(cfg.limit_bytes / FORGOTTEN_SHARE / n)
         } else {
-            0
+            (0, 0)
         };
+        let (groups, buckets) = forgotten_groups;
         let shards = (0..n)
             .map(|i| {
                 let mut shard = Shard::new(geo);
@@ -434,7 +434,7 @@ impl Store {
         Store {
             inner: Arc::new(Inner {
                 limit: AtomicUsize::new(cfg.limit_bytes),
-                set_aside: (deleted_cap + forgotten_groups * forgotten::GROUP_BYTES) * n,
+                set_aside: (deleted_cap + groups * buckets * forgotten::BUCKET_BYTES) * n,
                 cfg,
                 geo,
                 shards,
