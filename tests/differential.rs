@@ -741,12 +741,27 @@ fn settings_list_memcached_keys_in_its_order() {
         "slab_automove_freeratio",
         "num_napi_ids",
         "memory_file",
+        "slab_automove",
+        "slab_reassign",
+        "maxconns_fast",
+        "lru_crawler",
+        "lru_maintainer_thread",
+        "lru_segmented",
+        "temp_lru",
+        "temporary_ttl",
     ];
     let given = "slab_automove_ratio=0.7,slab_automove_window=10,lru_crawler_sleep=50,\
                  lru_crawler_tocrawl=7,hot_lru_pct=25,warm_lru_pct=30,hot_max_factor=0.5,\
                  warm_max_factor=3,watcher_logbuf_size=100,worker_logbuf_size=64,\
                  slab_automove_freeratio=0.02";
-    for args in [&[][..], &["-o", given][..]] {
+    for args in [
+        &[][..],
+        &["-o", given][..],
+        &["-o", "no_modern"][..],
+        &["-o", "no_modern,lru_crawler,maxconns_fast"][..],
+        &["-o", "no_lru_maintainer"][..],
+        &["-o", "temporary_ttl=30"][..],
+    ] {
         let mc = Memcached::start_with(args);
         let ours = Proc::start(args);
         let theirs: Vec<_> = settings(mc.1)
@@ -776,6 +791,11 @@ fn settings_list_memcached_keys_in_its_order() {
             "slabs automove 2\r\n",
             "slabs automove 3\r\n",
             "slabs automove ratio 0.5\r\n",
+            "lru tune 10 30 0.3 3\r\n",
+            "lru tune 50 50 0.1 1\r\n",
+            "lru mode flat\r\n",
+            "lru temp_ttl 30\r\n",
+            "lru temp_ttl -1\r\n",
         ] {
             assert_eq!(
                 exchange(ours.port, step.as_bytes()),

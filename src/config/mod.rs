@@ -295,15 +295,32 @@ impl Default for Config {
 }
 
 impl Config {
+    /// [`Config::extended_switch`] for what memcached 1.6's `-o no_modern` turns off (and
+    /// `modern` on again): the last of `on`, `off` and those wins; on by default.
+    pub fn modern_switch(&self, on: &str, off: &str) -> bool {
+        self.extended_switch_with(on, off, true, true)
+    }
+
+    /// Whether memcached 1.6's defaults hold (no `-o no_modern` after any `modern`).
+    pub fn modern(&self) -> bool {
+        self.modern_switch("modern", "no_modern")
+    }
+
     /// Whether `-o` turns something on: the last of `on` and `off` given wins, as memcached
     /// reads its options in order; `default` without either.
     pub fn extended_switch(&self, on: &str, off: &str, default: bool) -> bool {
+        self.extended_switch_with(on, off, default, false)
+    }
+
+    fn extended_switch_with(&self, on: &str, off: &str, default: bool, modern: bool) -> bool {
         self.extended
             .iter()
             .rev()
             .find_map(|(name, _)| match name.as_str() {
                 n if n == on => Some(true),
                 n if n == off => Some(false),
+                "modern" if modern => Some(true),
+                "no_modern" if modern => Some(false),
                 _ => None,
             })
             .unwrap_or(default)

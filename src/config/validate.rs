@@ -281,6 +281,10 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
     if c.store.item_size_max > c.store.limit_bytes / 2 {
         return bad("-I: the item size limit cannot be more than half of -m; raise -m or lower -I");
     }
+    let given = |name: &str| c.extended.iter().any(|(n, _)| n == name);
+    if given("temporary_ttl") && !c.modern_switch("lru_maintainer", "no_lru_maintainer") {
+        return bad("-o temporary_ttl requires lru_maintainer to be enabled (memcached refuses it too): drop no_lru_maintainer or no_modern, or temporary_ttl");
+    }
     if !c.prefix_delimiter.is_ascii() {
         return bad("-D: the key prefix delimiter must be one ASCII character, such as ':'");
     }

@@ -42,6 +42,17 @@ pub enum Tunable {
     SlabAutomove(u32),
     /// `slabs automove ratio <f>`
     SlabAutomoveRatio(f64),
+    /// `lru tune <hot %> <warm %> <hot factor> <warm factor>`
+    LruTune {
+        hot_pct: u32,
+        warm_pct: u32,
+        hot_factor: f64,
+        warm_factor: f64,
+    },
+    /// `lru mode flat|segmented`
+    LruSegmented(bool),
+    /// `lru temp_ttl <seconds>` (negative: off)
+    TempTtl(i32),
 }
 
 /// One request, whatever encoding it came in.

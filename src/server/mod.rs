@@ -434,7 +434,7 @@ impl Server {
             credentials,
             ascii_credentials,
             verbosity: AtomicU32::new(config.verbose as u32),
-            crawler: AtomicBool::new(config.extended_switch("lru_crawler", "no_lru_crawler", true)),
+            crawler: AtomicBool::new(config.modern_switch("lru_crawler", "no_lru_crawler")),
             tuning: settings::Tuning::new(&config),
             // `-o track_sizes`: counting from the start.
             sizes_since: AtomicU64::new(if config.extended_switch("track_sizes", "", false) {

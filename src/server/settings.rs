@@ -1,6 +1,6 @@
 //! `stats settings`: the configuration in memcached's names, so tooling that reads it works.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use super::Shared;
 use crate::config::Config;
@@ -8,37 +8,81 @@ use crate::protocol::command::Tunable;
 use crate::protocol::text::reply::stat;
 
 /// memcached's knobs that its commands change at run time (`lru_crawler sleep|tocrawl`,
-/// `slabs automove [ratio]`): kept only so `stats settings` shows them as set.
+/// `slabs automove [ratio]`, `lru tune|mode|temp_ttl`): kept only so `stats settings`
+/// shows them as set.
 pub struct Tuning {
     crawler_sleep: AtomicU32,
     crawler_tocrawl: AtomicU32,
     slab_automove: AtomicU32,
-    /// The ratio's bits (an f64).
+    /// The ratio's bits (an f64), as the factors' below.
     automove_ratio: AtomicU64,
+    hot_lru_pct: AtomicU32,
+    warm_lru_pct: AtomicU32,
+    hot_max_factor: AtomicU64,
+    warm_max_factor: AtomicU64,
+    /// memcached's `lru mode` and `temp_ttl` need its LRU maintainer (`-o
+    /// no_lru_maintainer`, `no_modern` stop it); segmented by default with it.
+    lru_maintainer: bool,
+    lru_segmented: AtomicBool,
+    temp_lru: AtomicBool,
+    temporary_ttl: AtomicU32,
 }
 
 impl Tuning {
-    /// What `-o` gave, else memcached's defaults (no automove here: level 0).
+    /// What `-o` gave, else memcached's defaults (`no_modern`'s where given).
     pub fn new(c: &Config) -> Tuning {
         let ext = |name| extended(c, name);
         let whole32 = |name, default| whole(ext(name), 1, default) as u32;
+        let factor = |name, default: f64| AtomicU64::new(fraction(ext(name), default).to_bits());
+        let lru_maintainer = c.modern_switch("lru_maintainer", "no_lru_maintainer");
+        let temp_ttl = ext("temporary_ttl").and_then(|v| v.trim().parse::<u32>().ok());
         Tuning {
             crawler_sleep: AtomicU32::new(whole32("lru_crawler_sleep", 100)),
             crawler_tocrawl: AtomicU32::new(whole32("lru_crawler_tocrawl", 0)),
-            slab_automove: AtomicU32::new(whole32("slab_automove", 0)),
-            automove_ratio: AtomicU64::new(fraction(ext("slab_automove_ratio"), 0.8).to_bits()),
+            slab_automove: AtomicU32::new(whole32("slab_automove", u64::from(c.modern()))),
+            automove_ratio: factor("slab_automove_ratio", 0.8),
+            hot_lru_pct: AtomicU32::new(whole32("hot_lru_pct", 20)),
+            warm_lru_pct: AtomicU32::new(whole32("warm_lru_pct", 40)),
+            hot_max_factor: factor("hot_max_factor", 0.2),
+            warm_max_factor: factor("warm_max_factor", 2.0),
+            lru_maintainer,
+            lru_segmented: AtomicBool::new(lru_maintainer),
+            temp_lru: AtomicBool::new(temp_ttl.is_some()),
+            temporary_ttl: AtomicU32::new(temp_ttl.unwrap_or(61)),
         }
     }
 
-    pub fn set(&self, t: Tunable) {
+    /// Takes a setting; false where memcached refuses it (`lru mode` and `temp_ttl`
+    /// without its LRU maintainer).
+    pub fn set(&self, t: Tunable) -> bool {
+        let put = |a: &AtomicU64, f: f64| a.store(f.to_bits(), Ordering::Relaxed);
         match t {
             Tunable::CrawlerSleep(us) => self.crawler_sleep.store(us, Ordering::Relaxed),
             Tunable::CrawlerToCrawl(n) => self.crawler_tocrawl.store(n, Ordering::Relaxed),
             Tunable::SlabAutomove(level) => self.slab_automove.store(level, Ordering::Relaxed),
-            Tunable::SlabAutomoveRatio(r) => {
-                self.automove_ratio.store(r.to_bits(), Ordering::Relaxed);
+            Tunable::SlabAutomoveRatio(r) => put(&self.automove_ratio, r),
+            Tunable::LruTune {
+                hot_pct,
+                warm_pct,
+                hot_factor,
+                warm_factor,
+            } => {
+                self.hot_lru_pct.store(hot_pct, Ordering::Relaxed);
+                self.warm_lru_pct.store(warm_pct, Ordering::Relaxed);
+                put(&self.hot_max_factor, hot_factor);
+                put(&self.warm_max_factor, warm_factor);
+            }
+            Tunable::LruSegmented(_) | Tunable::TempTtl(_) if !self.lru_maintainer => return false,
+            Tunable::LruSegmented(on) => self.lru_segmented.store(on, Ordering::Relaxed),
+            Tunable::TempTtl(ttl) => {
+                // Negative turns temp_lru off and leaves the ttl as it was.
+                self.temp_lru.store(ttl >= 0, Ordering::Relaxed);
+                if let Ok(ttl) = u32::try_from(ttl) {
+                    self.temporary_ttl.store(ttl, Ordering::Relaxed);
+                }
             }
         }
+        true
     }
 }
 
@@ -116,7 +160,11 @@ pub fn write(sh: &Shared, out: &mut Vec<u8>) {
     stat(out, "auth_enabled_sasl", yes_no(c.sasl));
     stat(out, "auth_enabled_ascii", yes_no(c.auth_file.is_some()));
     stat(out, "item_size_max", c.store.item_size_max);
-    stat(out, "maxconns_fast", "yes");
+    stat(
+        out,
+        "maxconns_fast",
+        yes_no(c.modern_switch("maxconns_fast", "no_maxconns_fast")),
+    );
     stat(
         out,
         "hashpower_init",
@@ -125,13 +173,19 @@ pub fn write(sh: &Shared, out: &mut Vec<u8>) {
     stat(
         out,
         "slab_reassign",
-        yes_no(c.extended_switch("slab_reassign", "no_slab_reassign", true)),
+        yes_no(c.modern_switch("slab_reassign", "no_slab_reassign")),
     );
     stat(out, "slab_automove", load(&t.slab_automove));
     let ratio = f64::from_bits(t.automove_ratio.load(Ordering::Relaxed));
     stat(out, "slab_automove_ratio", format!("{ratio:.2}"));
     given_whole(out, "slab_automove_window", 1, 30);
-    given_whole(out, "slab_chunk_max", 1, 524_288);
+    // `no_modern` makes chunks as large as a page (1 MB), unless -I is larger.
+    let chunk_max = if c.modern() || c.store.item_size_max > 1 << 20 {
+        524_288
+    } else {
+        1 << 20
+    };
+    given_whole(out, "slab_chunk_max", 1, chunk_max);
     stat(out, "lru_crawler", yes_no(sh.crawler_enabled()));
     stat(out, "lru_crawler_sleep", load(&t.crawler_sleep));
     stat(out, "lru_crawler_tocrawl", load(&t.crawler_tocrawl));
@@ -139,14 +193,19 @@ pub fn write(sh: &Shared, out: &mut Vec<u8>) {
     stat(out, "flush_enabled", yes_no(c.flush_enabled));
     stat(out, "dump_enabled", "yes");
     stat(out, "hash_algorithm", "foldhash");
-    stat(out, "lru_maintainer_thread", "no");
-    stat(out, "lru_segmented", "no");
-    given_whole(out, "hot_lru_pct", 1, 20);
-    given_whole(out, "warm_lru_pct", 1, 40);
-    given_fraction(out, "hot_max_factor", 2, 0.2);
-    given_fraction(out, "warm_max_factor", 2, 2.0);
-    stat(out, "temp_lru", "no");
-    stat(out, "temporary_ttl", 0);
+    stat(out, "lru_maintainer_thread", yes_no(t.lru_maintainer));
+    stat(
+        out,
+        "lru_segmented",
+        yes_no(t.lru_segmented.load(Ordering::Relaxed)),
+    );
+    stat(out, "hot_lru_pct", load(&t.hot_lru_pct));
+    stat(out, "warm_lru_pct", load(&t.warm_lru_pct));
+    let factor = |a: &AtomicU64| format!("{:.2}", f64::from_bits(a.load(Ordering::Relaxed)));
+    stat(out, "hot_max_factor", factor(&t.hot_max_factor));
+    stat(out, "warm_max_factor", factor(&t.warm_max_factor));
+    stat(out, "temp_lru", yes_no(t.temp_lru.load(Ordering::Relaxed)));
+    stat(out, "temporary_ttl", load(&t.temporary_ttl));
     stat(out, "idle_timeout", c.idle_timeout_secs);
     stat(out, "watcher_logbuf_size", c.watcher_buf_bytes);
     given_whole(out, "worker_logbuf_size", 1024, 65_536);

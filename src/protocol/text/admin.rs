@@ -133,13 +133,14 @@ fn parse_automove<'a>(t: &Tokens<'a>, used: usize) -> Parsed<'a> {
 
 /// `lru tune <hot %> <warm %> <hot factor> <warm factor>`, `lru mode flat|segmented`, `lru
 /// temp_ttl <seconds>`: checked and answered as memcached 1.6.18 answers them. There is no
-/// segmented LRU here to tune, so what is accepted changes nothing.
+/// segmented LRU here to tune: what is accepted shows in `stats settings`, nothing more.
 fn parse_lru<'a>(t: &Tokens<'a>, used: usize) -> Parsed<'a> {
     let real = |b: &[u8]| {
         std::str::from_utf8(b)
             .ok()
             .and_then(|s| s.trim_start().parse::<f64>().ok())
     };
+    let tune = |setting| text(Command::Tune(setting), t.noreply(), used);
     let reply: &'static [u8] = match t.get(1) {
         b"tune" if t.ntokens >= 7 => match (
             parse_u32_wrapping(t.get(2)),
@@ -154,16 +155,25 @@ fn parse_lru<'a>(t: &Tokens<'a>, used: usize) -> Parsed<'a> {
                 } else if factor <= 0.0 || hot_factor <= 0.0 {
                     b"ERROR hot/warm age factors must be greater than 0\r\n"
                 } else {
-                    b"OK\r\n"
+                    return tune(Tunable::LruTune {
+                        hot_pct: hot,
+                        warm_pct: warm,
+                        hot_factor,
+                        warm_factor: factor,
+                    });
                 }
             }
             _ => b"ERROR\r\n",
         },
         b"mode" if t.ntokens >= 4 => match t.get(2) {
-            b"flat" | b"segmented" => b"OK\r\n",
+            b"flat" => return tune(Tunable::LruSegmented(false)),
+            b"segmented" => return tune(Tunable::LruSegmented(true)),
             _ => b"ERROR\r\n",
         },
-        b"temp_ttl" if t.ntokens >= 4 && parse_i32(t.get(2)).is_some() => b"OK\r\n",
+        b"temp_ttl" if t.ntokens >= 4 => match parse_i32(t.get(2)) {
+            Some(ttl) => return tune(Tunable::TempTtl(ttl)),
+            None => b"ERROR\r\n",
+        },
         _ => b"ERROR\r\n",
     };
     text(Command::Fixed { reply }, t.noreply(), used)

@@ -85,7 +85,7 @@ pub fn slabs_reassign(s: &mut Session<'_>, classes: Option<(i32, i32)>) -> &'sta
     if !s
         .shared
         .config
-        .extended_switch("slab_reassign", "no_slab_reassign", true)
+        .modern_switch("slab_reassign", "no_slab_reassign")
     {
         return b"CLIENT_ERROR slab reassignment disabled\r\n";
     }

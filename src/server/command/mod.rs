@@ -292,8 +292,12 @@ pub fn execute<R: Reply>(
         Command::Crawler { enable } => reply.fixed(out, admin::crawler(s, enable)),
         Command::SlabsReassign { classes } => reply.fixed(out, admin::slabs_reassign(s, classes)),
         Command::Tune(setting) => {
-            s.shared.tuning.set(setting);
-            reply.fixed(out, b"OK\r\n");
+            let line: &[u8] = if s.shared.tuning.set(setting) {
+                b"OK\r\n"
+            } else {
+                b"ERROR\r\n"
+            };
+            reply.fixed(out, line);
         }
         Command::Watch { kinds } => match admin::watch(s, kinds, out.is_empty()) {
             Ok(()) => {
