@@ -486,6 +486,19 @@ fn meta_debug_without_cas() {
     }
 }
 
+/// `-B ascii` reads everything as text, a first byte of 0x80 (binary's magic) included:
+/// an unknown command, not a closed connection.
+#[test]
+fn ascii_binding_reads_a_binary_magic_byte_as_text() {
+    compare_with(
+        &["-B", "ascii"],
+        vec![
+            b"\x80\r\nmn\r\n".to_vec(),
+            [&[0x80u8, 0x0b][..], &[0; 22], b"\r\nmn\r\n"].concat(),
+        ],
+    );
+}
+
 /// Under `-C` memcached's items read as CAS 0, and a request's own item has none either:
 /// `md`/`ma` with `C0` compare nothing and any other value fails; set and replace with a
 /// CAS (text `cas`, `ms C`) fail, as does an invalidation; add, append and prepend go on;

@@ -632,15 +632,19 @@ pub(super) enum Proto {
     Unknown,
     Text,
     Binary,
-    /// The first byte asked for a protocol `-B` turned off.
+    /// Under `-B binary`, a first byte that is no binary request (memcached closes on its
+    /// bad magic).
     Refused,
 }
 
 impl Proto {
+    /// As memcached: only `-B auto` looks at the first byte; `-B ascii` (and `-Y`) read
+    /// everything as text, 0x80 included.
     pub(super) fn detect(first: u8, binding: BindingProtocol) -> Proto {
         let binary = first == crate::protocol::binary::REQUEST;
         match (binding, binary) {
-            (BindingProtocol::Ascii, true) | (BindingProtocol::Binary, false) => Proto::Refused,
+            (BindingProtocol::Ascii, _) => Proto::Text,
+            (BindingProtocol::Binary, false) => Proto::Refused,
             (_, true) => Proto::Binary,
             (_, false) => Proto::Text,
         }
