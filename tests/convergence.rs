@@ -1,5 +1,5 @@
 //! Convergence after partitions, in cases that once left nodes holding different data once
-//! healed: real processes on 127.0.0.200 to 127.0.0.209 and 127.0.7.1 to 127.0.7.20, links
+//! healed: real processes on 127.0.0.200 to 127.0.0.209 and 127.0.7.1 to 127.0.7.28, links
 //! through fault proxies.
 
 mod common;
@@ -334,4 +334,91 @@ fn writes_made_during_a_partition_survive_thousands_of_states_dropped_on_the_oth
     // The delete, newer than the write, still wins on both nodes.
     assert!(sees(&p.b, "gone", None));
     assert_eq!(get(&mut ca, "gone"), None);
+}
+
+/// A node restarted during a partition deletes keys the other side holds, then deletes
+/// many keys it never held, more than its list of deleted keys keeps (the shard copies
+/// both sides exchange when the link returns end with that list, so they no longer carry
+/// the first deletes). The other side's copy of the keys, older, reaches this node, which
+/// refuses it, and it must also say why: it once did only for the last 1024 keys each shard
+/// dropped, and the deleted keys stayed readable on the other node for good.
+#[test]
+fn deletes_made_on_a_restarted_node_win_after_many_more_deletes() {
+    let mut p = ProxiedPair::start_in([127, 0, 7, 21], "16", &["-t", "1"]);
+    let keys: Vec<String> = (0..100).map(|i| format!("k{i}")).collect();
+    let (mut writes, mut stored) = (String::new(), String::new());
+    for k in &keys {
+        writes.push_str(&format!("set {k} 0 0 3\r\nold\r\n"));
+        stored.push_str("STORED\r\n");
+    }
+    p.a.client().expect(writes.as_bytes(), stored.as_bytes());
+    assert!(sees(&p.b, "k99", Some("old")));
+    p.partition();
+    p.a.restart();
+    let mut ca = p.a.client();
+    let deletes: String = keys.iter().map(|k| format!("delete {k}\r\n")).collect();
+    ca.expect(deletes.as_bytes(), "NOT_FOUND\r\n".repeat(100).as_bytes());
+    std::thread::sleep(Duration::from_millis(20));
+    // 20,000 more: 1,250 per shard, where a shard's list keeps some 780 keys of this size.
+    for chunk in 0..10 {
+        let batch: String = (chunk * 2000..(chunk + 1) * 2000)
+            .map(|i| format!("delete absent{i} noreply\r\n"))
+            .collect();
+        ca.send(batch.as_bytes());
+    }
+    ca.expect(b"mn\r\n", b"MN\r\n");
+    p.heal();
+    let mut cb = p.b.client();
+    let mut left = Vec::new();
+    let gone = eventually(Duration::from_secs(5), || {
+        left = keys
+            .iter()
+            .filter(|k| get(&mut cb, k).is_some())
+            .cloned()
+            .collect();
+        left.is_empty()
+    });
+    assert!(gone, "deleted keys still on the other node: {left:?}");
+    assert!(keys.iter().all(|k| get(&mut ca, k).is_none()));
+}
+
+/// One side deletes keys it does not hold, the other writes them a moment later (stamps
+/// 1 apart, forced with `E`), then the first side drops thousands of states, so its
+/// memory of those deletes leaves the per-key table. It once kept them with stamps rounded
+/// up to a 64th of a millisecond, which took the later writes for older ones: refused
+/// there, kept on the other side, for good.
+#[test]
+fn a_write_a_moment_after_a_delete_wins_once_the_delete_is_blurred() {
+    let p = ProxiedPair::start_in([127, 0, 7, 25], "64", &["-t", "1"]);
+    let (mut ca, mut cb) = (p.a.client(), p.b.client());
+    p.partition();
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let (mut deletes, mut writes) = (String::new(), String::new());
+    for i in 0..100u64 {
+        let s = (ms - 1000 + i) << 16;
+        deletes.push_str(&format!("md k{i} E{}\r\n", s + 1));
+        writes.push_str(&format!("ms k{i} 1 E{}\r\nv\r\n", s + 2));
+    }
+    ca.expect(deletes.as_bytes(), "NF\r\n".repeat(100).as_bytes());
+    cb.expect(writes.as_bytes(), "HD\r\n".repeat(100).as_bytes());
+    for chunk in 0..15 {
+        let batch: String = (chunk * 2000..(chunk + 1) * 2000)
+            .map(|i| format!("delete absent{i} noreply\r\n"))
+            .collect();
+        ca.send(batch.as_bytes());
+    }
+    ca.expect(b"mn\r\n", b"MN\r\n");
+    p.heal();
+    let mut missing = Vec::new();
+    let arrived = eventually(Duration::from_secs(5), || {
+        missing = (0..100)
+            .filter(|i| get(&mut ca, &format!("k{i}")).as_deref() != Some("v"))
+            .collect();
+        missing.is_empty()
+    });
+    assert!(arrived, "the later writes never arrived: {missing:?}");
+    assert!((0..100).all(|i| get(&mut cb, &format!("k{i}")).as_deref() == Some("v")));
 }

@@ -235,25 +235,15 @@ impl Store {
     /// or was evicted, or was a delete whose marker went): the peer missed the newer state,
     /// and without word of it would keep the older one for good, as this node refuses it.
     /// So a delete of the key goes to every peer, the sender included, versioned just
-    /// below the dropped state: at its stamp under node id 0, which no replicating node has
-    /// (so no write shares the version), below every node's write at that stamp and above
-    /// everything older. A node that holds the dropped state, or gets it later, keeps it
-    /// (an eviction stays local). For a dropped delete of this kind itself, a stamp lower.
-    /// Only for a version kept for this key alone (a fingerprint of 32 bits), not a
-    /// group's or a floor's, which stand for other keys too. Nothing is kept of it here: this
+    /// below the dropped state ([`super::forgotten::Forgotten::below`]). A node that holds
+    /// the dropped state, or gets it later, keeps it (an eviction stays local). Only for a
+    /// version kept for this key (by a fingerprint of 32 bits, in the per-key table or a
+    /// group), not a floor's, which stands for other keys too. Nothing is kept of it here: this
     /// node's own version already refuses what it deletes, and the list of deleted keys is
     /// left to real deletes.
     fn tell_forgotten(&self, shard: MutexGuard<'_, Shard>, hash: u64, c: &RemoteChange<'_>) {
-        let Some(dropped) = shard.forgotten.own(hash) else {
+        let Some(version) = shard.forgotten.below(hash) else {
             return;
-        };
-        let version = Version {
-            stamp: if dropped.node == NodeId(0) {
-                dropped.stamp.saturating_sub(1)
-            } else {
-                dropped.stamp
-            },
-            node: NodeId(0),
         };
         if version > c.version {
             self.publish(shard, Record::deleted(c.key, version, None));
