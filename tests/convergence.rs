@@ -22,6 +22,33 @@ fn neighbour_of(key: &str) -> String {
         .unwrap()
 }
 
+/// Deletes `n` keys that no test writes (`absent0`, ...), pipelined: each is a state the
+/// node drops and remembers, as a cache invalidating what it does not hold.
+fn delete_absent_keys(c: &mut Client, n: usize) {
+    for chunk in (0..n).step_by(2000) {
+        let batch: String = (chunk..(chunk + 2000).min(n))
+            .map(|i| format!("delete absent{i} noreply\r\n"))
+            .collect();
+        c.send(batch.as_bytes());
+    }
+    c.expect(b"mn\r\n", b"MN\r\n");
+}
+
+/// The keys of `keys` that `c`'s node does not hold as `want` (a value, or none), once
+/// they had 5 s to get there.
+fn missing(c: &mut Client, keys: &[String], want: Option<&str>) -> Vec<String> {
+    let mut left = Vec::new();
+    eventually(Duration::from_secs(5), || {
+        left = keys
+            .iter()
+            .filter(|k| get(c, k).as_deref() != want)
+            .cloned()
+            .collect();
+        left.is_empty()
+    });
+    left
+}
+
 #[test]
 fn a_write_made_during_a_partition_survives_an_unrelated_key_expiring_on_the_other_side() {
     let p = ProxiedPair::start(200);
@@ -309,27 +336,13 @@ fn writes_made_during_a_partition_survive_thousands_of_states_dropped_on_the_oth
     // Later, on the other side: a delete of that key (it never got the write), then 30,000
     // deletes of keys it never held: 1,875 per shard of 16.
     ca.expect(b"delete gone\r\n", b"NOT_FOUND\r\n");
-    for chunk in 0..15 {
-        let batch: String = (chunk * 2000..(chunk + 1) * 2000)
-            .map(|i| format!("delete absent{i} noreply\r\n"))
-            .collect();
-        ca.send(batch.as_bytes());
-    }
-    ca.expect(b"mn\r\n", b"MN\r\n");
+    delete_absent_keys(&mut ca, 30_000);
     p.heal();
-    let mut missing = Vec::new();
-    let arrived = eventually(Duration::from_secs(5), || {
-        missing = keys
-            .iter()
-            .filter(|k| get(&mut ca, k).as_deref() != Some("vb"))
-            .cloned()
-            .collect();
-        missing.is_empty()
-    });
+    let left = missing(&mut ca, &keys, Some("vb"));
     assert!(
-        arrived,
-        "never arrived: {} of 200: {missing:?}",
-        missing.len()
+        left.is_empty(),
+        "never arrived: {} of 200: {left:?}",
+        left.len()
     );
     // The delete, newer than the write, still wins on both nodes.
     assert!(sees(&p.b, "gone", None));
@@ -360,25 +373,13 @@ fn deletes_made_on_a_restarted_node_win_after_many_more_deletes() {
     ca.expect(deletes.as_bytes(), "NOT_FOUND\r\n".repeat(100).as_bytes());
     std::thread::sleep(Duration::from_millis(20));
     // 20,000 more: 1,250 per shard, where a shard's list keeps some 780 keys of this size.
-    for chunk in 0..10 {
-        let batch: String = (chunk * 2000..(chunk + 1) * 2000)
-            .map(|i| format!("delete absent{i} noreply\r\n"))
-            .collect();
-        ca.send(batch.as_bytes());
-    }
-    ca.expect(b"mn\r\n", b"MN\r\n");
+    delete_absent_keys(&mut ca, 20_000);
     p.heal();
-    let mut cb = p.b.client();
-    let mut left = Vec::new();
-    let gone = eventually(Duration::from_secs(5), || {
-        left = keys
-            .iter()
-            .filter(|k| get(&mut cb, k).is_some())
-            .cloned()
-            .collect();
-        left.is_empty()
-    });
-    assert!(gone, "deleted keys still on the other node: {left:?}");
+    let left = missing(&mut p.b.client(), &keys, None);
+    assert!(
+        left.is_empty(),
+        "deleted keys still on the other node: {left:?}"
+    );
     assert!(keys.iter().all(|k| get(&mut ca, k).is_none()));
 }
 
@@ -404,21 +405,10 @@ fn a_write_a_moment_after_a_delete_wins_once_the_delete_is_blurred() {
     }
     ca.expect(deletes.as_bytes(), "NF\r\n".repeat(100).as_bytes());
     cb.expect(writes.as_bytes(), "HD\r\n".repeat(100).as_bytes());
-    for chunk in 0..15 {
-        let batch: String = (chunk * 2000..(chunk + 1) * 2000)
-            .map(|i| format!("delete absent{i} noreply\r\n"))
-            .collect();
-        ca.send(batch.as_bytes());
-    }
-    ca.expect(b"mn\r\n", b"MN\r\n");
+    delete_absent_keys(&mut ca, 30_000);
     p.heal();
-    let mut missing = Vec::new();
-    let arrived = eventually(Duration::from_secs(5), || {
-        missing = (0..100)
-            .filter(|i| get(&mut ca, &format!("k{i}")).as_deref() != Some("v"))
-            .collect();
-        missing.is_empty()
-    });
-    assert!(arrived, "the later writes never arrived: {missing:?}");
-    assert!((0..100).all(|i| get(&mut cb, &format!("k{i}")).as_deref() == Some("v")));
+    let keys: Vec<String> = (0..100).map(|i| format!("k{i}")).collect();
+    let left = missing(&mut ca, &keys, Some("v"));
+    assert!(left.is_empty(), "the later writes never arrived: {left:?}");
+    assert!(missing(&mut cb, &keys, Some("v")).is_empty());
 }
