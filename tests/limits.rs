@@ -220,6 +220,13 @@ fn idle_connections_are_closed() {
     assert!(start.elapsed() < Duration::from_secs(3));
     // Counted as memcached counts it (and shown only with -o idle_timeout).
     assert_eq!(s.client().stat("idle_kicks"), "1");
+    // One stopped in the middle of a value is left alone, as memcached leaves it, and its
+    // request completes when the rest comes.
+    let mut v = s.client();
+    v.send(b"set a 0 0 5\r\nab");
+    std::thread::sleep(Duration::from_millis(2500));
+    v.expect(b"cde\r\n", b"STORED\r\n");
+    assert_eq!(s.client().stat("idle_kicks"), "1");
     let plain = Proc::start(&[]);
     let stats = plain.client().call_until(b"stats\r\n", b"END\r\n");
     assert!(!String::from_utf8_lossy(&stats).contains("idle_kicks"));

@@ -398,9 +398,9 @@ where
             _ => {}
         }
         // An idle connection holds no buffer: the next one is taken when data arrives.
+        let in_value = proto != Proto::Unknown && waiting_for_data(proto, rbuf.data(), swallow);
         if proto != Proto::Unknown {
-            let waiting = waiting_for_data(proto, rbuf.data(), swallow);
-            activity.set_state(if waiting {
+            activity.set_state(if in_value {
                 ConnState::Nread
             } else {
                 ConnState::Read
@@ -408,8 +408,10 @@ where
         }
         rbuf.release();
         // Shutdown needs no wait of its own here: it shuts the socket for reading, and
-        // this read ends (see `Shared::shutdown`).
-        let read = if idle > 0 {
+        // this read ends (see `Shared::shutdown`). `-o idle_timeout` kicks a connection
+        // silent between requests or within a command line, not one in the middle of a
+        // value, as memcached's check skips connections reading one.
+        let read = if idle > 0 && !in_value {
             let limit = Duration::from_secs(idle);
             tokio::time::timeout(limit, sock.read_into(&mut rbuf, READ_MIN))
                 .await
