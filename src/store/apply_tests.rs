@@ -1111,6 +1111,40 @@ fn a_client_stamp_is_kept_by_a_delete_of_a_key_not_held() {
     assert_eq!(deletes_sent(&mut sub)[0].1.stamp, wanted);
 }
 
+/// What replication sets aside is cut from the starting `-m`; `cache_memlimit` lowering
+/// the limit below it still leaves the items room.
+#[test]
+fn a_lowered_limit_leaves_items_room_beside_what_is_set_aside() {
+    let s = node(
+        StoreConfig {
+            limit_bytes: 1 << 30,
+            tombstone_secs: 600,
+            ..Default::default()
+        },
+        1,
+    );
+    s.set_limit(8 << 20);
+    for i in 0..100 {
+        let key = format!("k{i}");
+        set(&s, key.as_bytes(), &[b'v'; 1000]);
+        assert!(read(&s, key.as_bytes()).is_some(), "{key}");
+    }
+}
+
+/// A client's stamp 0 (`E0`) is not taken: the store keeps 0 for "nothing here".
+#[test]
+fn a_client_stamp_of_zero_gets_a_fresh_one() {
+    let s = replicated(1);
+    let mut sub = s.subscribe().unwrap();
+    let req = DeleteRequest {
+        key: b"k",
+        new_cas: Some(0),
+        ..Default::default()
+    };
+    assert_eq!(s.delete(&req, now(&s)), DeleteOutcome::NotFound);
+    assert!(deletes_sent(&mut sub)[0].1.stamp > 0);
+}
+
 #[test]
 fn conditional_deletes_and_invalidations_of_a_key_not_held_change_nothing() {
     let s = replicated(1);

@@ -80,6 +80,16 @@ fn place(hash: u64) -> (usize, u32) {
 impl Forgotten {
     /// Notes that a state at `version` of a key hashing to `hash` was dropped.
     pub fn raise(&mut self, hash: u64, version: Version) {
+        // Stamp 0 marks an empty slot: a state stamped 0 (only `E0` makes one) is kept
+        // as the least version above it.
+        let version = if version.stamp == 0 {
+            Version {
+                stamp: 1,
+                node: NodeId(0),
+            }
+        } else {
+            version
+        };
         let t = self.table.get_or_insert_with(|| {
             Box::new(Table {
                 prints: [[0; WAYS]; BUCKETS],
@@ -89,12 +99,15 @@ impl Forgotten {
             })
         });
         let (b, print) = place(hash);
-        if version <= t.floors[b] || version <= self.blurred.floor {
-            return;
-        }
         if let Some(w) = (0..WAYS).find(|&w| t.prints[b][w] == print && t.stamps[b][w] != 0) {
             let newest = t.at(b, w).max(version);
             t.set(b, w, newest);
+            return;
+        }
+        if version <= t.floors[b] || version <= self.blurred.floor {
+            // Covered already; but a group's slot for the key stays its newest, for the
+            // delete `below` tells.
+            self.blurred.refresh(b, print, version);
             return;
         }
         // An empty way, else the oldest version goes to a group or the bucket's floor (or
@@ -176,8 +189,8 @@ const SLOTS: usize = 8;
 pub const BUCKET_BYTES: usize = SLOTS * (4 + 8 + 2);
 
 /// How a shard with `bytes` for groups cuts them: (groups, buckets per group). Groups of
-/// a quarter of it, 1 to 8 KB (four at least, so that letting the oldest go loses a
-/// quarter), at most 32 (each is looked at by a peer's write of a key not held that is
+/// a quarter of it, 1 to 8 KB (four of them from 4 KB, so that letting the oldest go
+/// loses a quarter), at most 32 (each is looked at by a peer's write of a key not held that is
 /// older than its newest); none under 1 KB.
 pub fn group_shape(bytes: usize) -> (usize, usize) {
     let group = (bytes / 4).clamp(1 << 10, 8 << 10);
@@ -298,6 +311,26 @@ impl Blurred {
         g.add(at, print, version);
         self.groups.push_back(g);
         true
+    }
+
+    /// Raises the slots a group has for this key (none added).
+    fn refresh(&mut self, b: usize, print: u32, version: Version) {
+        if self.groups.is_empty() {
+            return;
+        }
+        let (i, j) = group_place(b, print, self.buckets);
+        for g in &mut self.groups {
+            for bk in [Some(i), (i != j).then_some(j)].into_iter().flatten() {
+                for s in 0..SLOTS {
+                    let held = g.prints[bk][s] == print && g.stamps[bk][s] != 0;
+                    if held && g.at(bk, s) < version {
+                        g.stamps[bk][s] = version.stamp;
+                        g.nodes[bk][s] = version.node.0;
+                        g.newest = g.newest.max(version);
+                    }
+                }
+            }
+        }
     }
 
     /// The newest version a group keeps for this key.
@@ -491,6 +524,54 @@ mod tests {
         assert_eq!(f.below(h(3, 9)), Some(at(s + 1, 0)));
         assert_eq!(f.below(h(3, 1)), Some(at(501 << 16, 0)), "from the bucket");
         assert_eq!(f.below(h(3, 50)), None);
+    }
+
+    /// A state stamped 0 stays covered (0 marks an empty slot).
+    #[test]
+    fn a_state_stamped_zero_stays_covered() {
+        let mut f = Forgotten::default();
+        f.raise(
+            h(3, 1),
+            Version {
+                stamp: 0,
+                node: NodeId(2),
+            },
+        );
+        assert!(f.covers(
+            h(3, 1),
+            Version {
+                stamp: 0,
+                node: NodeId(2)
+            }
+        ));
+        assert!(f.covers(
+            h(3, 1),
+            Version {
+                stamp: 0,
+                node: NodeId(1)
+            }
+        ));
+    }
+
+    /// A key's kept version rises with a newer drop even when a floor covers that drop
+    /// already, so the delete `below` tells is just below the newest one.
+    #[test]
+    fn a_kept_version_rises_under_a_floor() {
+        let mut f = Forgotten::default();
+        f.set_groups((1, 1));
+        f.raise(h(3, 1), v(10));
+        for k in 1..=20 {
+            f.raise(h(4, k), v(1000 + k));
+        }
+        assert!(f.blurred.floor > v(500), "the group went to the floor");
+        f.raise(h(3, 1), v(500));
+        assert_eq!(
+            f.below(h(3, 1)),
+            Some(Version {
+                stamp: 500,
+                node: NodeId(0)
+            })
+        );
     }
 
     /// Two keys dropped at one version, the bucket full: both stay covered (the second

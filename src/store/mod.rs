@@ -480,7 +480,10 @@ impl Store {
 
     /// What segments may take: `-m` less what is set aside for deleted keys.
     fn budget(&self) -> Budget<'_> {
-        let limit = self.limit_bytes().saturating_sub(self.inner.set_aside);
+        // What is set aside was cut from the starting -m; `cache_memlimit` may lower the
+        // limit below it, and must not leave the items nothing.
+        let limit = self.limit_bytes();
+        let limit = limit.saturating_sub(self.inner.set_aside.min(limit / 32));
         Budget::new(&self.inner.used, limit, self.inner.cfg.evict)
     }
 
@@ -520,7 +523,8 @@ impl Store {
                 node: self.inner.cfg.node,
             };
             let held = shard.find(hash, key).map(|loc| shard.item(loc).version());
-            let safe = e <= merge::stamp_limit(wall)
+            let safe = e != 0
+                && e <= merge::stamp_limit(wall)
                 && held.is_none_or(|v| merge::replaces(mine, v))
                 && !shard.forgotten.covers(hash, mine)
                 && !shard.flushes.covers(e, now);
