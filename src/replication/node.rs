@@ -416,15 +416,21 @@ impl Replication {
                 // Just after start, while the peers are being dialled, waits a moment for
                 // a first link; and for another while the peers asked so far held nothing
                 // and a dial is in its handshake (the peer that holds the keys may just be
-                // the slower to link; its dial may fail once and be made again), or has not
-                // finished its first try (then only until it has). That second wait coming
-                // to nothing is no reason to stop asking the peers that did answer: it sets
-                // no backoff.
+                // the slower to link; its dial may fail once and be made again after a
+                // backoff: up to `FETCH_WAIT_MAX`, which a loaded machine may need), or has
+                // not finished its first try (then only until it has). That second wait
+                // coming to nothing is no reason to stop asking the peers that did answer:
+                // it sets no backoff.
                 let handshake = self.inner.dial_in_handshake();
                 let via = if asked.is_empty() {
-                    w.link(find, true, || true).await
+                    w.link(find, true, super::warmup::FETCH_WAIT, || true).await
                 } else if handshake || self.inner.dial_untried() {
-                    w.link(find, false, || handshake || self.inner.dial_untried())
+                    let wait = if handshake {
+                        super::warmup::FETCH_WAIT_MAX
+                    } else {
+                        super::warmup::FETCH_WAIT
+                    };
+                    w.link(find, false, wait, || handshake || self.inner.dial_untried())
                         .await
                 } else {
                     find()

@@ -184,13 +184,14 @@ impl WarmUp {
     }
 
     /// A link to fetch through (`find` skips the peers already asked): one up now, or, just
-    /// after start (when the peers are being dialled), the next to come up within
-    /// [`FETCH_WAIT`] while `hopeful` says one may. `first`: no peer was asked yet, so a
-    /// wait in vain makes misses answer locally for a while.
+    /// after start (when the peers are being dialled), the next to come up within `wait`
+    /// while `hopeful` says one may. `first`: no peer was asked yet, so a wait in vain
+    /// makes misses answer locally for a while.
     pub async fn link(
         &self,
         find: impl Fn() -> Option<Fetcher>,
         first: bool,
+        wait: Duration,
         hopeful: impl Fn() -> bool,
     ) -> Option<Fetcher> {
         if let Some(f) = find() {
@@ -199,7 +200,7 @@ impl WarmUp {
         if self.started.elapsed() > FIRST_LINK_WAIT {
             return None;
         }
-        let until = Instant::now() + FETCH_WAIT;
+        let until = Instant::now() + wait;
         while Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(5)).await;
             if let Some(f) = find() {
