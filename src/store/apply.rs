@@ -238,14 +238,17 @@ impl Store {
     /// below the dropped state ([`super::forgotten::Forgotten::below`]). A node that holds
     /// the dropped state, or gets it later, keeps it (an eviction stays local). Only for a
     /// version kept for this key (by a fingerprint of 32 bits, in the per-key table or a
-    /// group), not a floor's, which stands for other keys too. Nothing is kept of it here: this
-    /// node's own version already refuses what it deletes, and the list of deleted keys is
-    /// left to real deletes.
-    fn tell_forgotten(&self, shard: MutexGuard<'_, Shard>, hash: u64, c: &RemoteChange<'_>) {
+    /// group), not a floor's, which stands for other keys too. The delete also joins the
+    /// list of deleted keys that ends every copy of the shard: a record in the feed alone
+    /// was lost when the link dropped before it went and the peer got a whole copy next
+    /// (the copy's reader starts after it). This node's own version already refuses what
+    /// it deletes, so nothing else is kept.
+    fn tell_forgotten(&self, mut shard: MutexGuard<'_, Shard>, hash: u64, c: &RemoteChange<'_>) {
         let Some(version) = shard.forgotten.below(hash) else {
             return;
         };
         if version > c.version {
+            shard.deleted.push(c.key, version);
             self.publish(shard, Record::deleted(c.key, version, None));
         }
     }

@@ -267,6 +267,14 @@ fn expired_items_are_remembered_too() {
     let told = RemoteChange::of_record(&got[0], 0, NodeId(1)).unwrap();
     assert_eq!(apply(&peer, &told), Applied::Changed);
     assert!(read(&peer, b"k").is_none());
+    // A peer that gets a whole copy of the shard next (the link dropped before the record
+    // went) gets the delete with it.
+    let (recs, _) = s.scan(Cursor::default(), usize::MAX, now(&s));
+    assert!(
+        recs.iter()
+            .any(|r| r.kind() == Kind::Deleted && r.key() == b"k" && r.version() == gone),
+        "the snapshot carries the delete told"
+    );
     // A state as new as the one dropped is not answered (an eviction stays local).
     assert_eq!(apply(&s, &live(b"k", b"same", cas, 1)), Applied::Forgotten);
     assert!(sub.read(usize::MAX).records.is_empty());
