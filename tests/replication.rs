@@ -1140,6 +1140,20 @@ fn writes_on_a_restarted_node_act_on_the_clusters_state_while_it_catches_up() {
     }
 }
 
+/// A connection to a node's replication port, which opens a moment after its client port
+/// (the one `Node::start` waits for).
+fn connect_peer_port(ip: [u8; 4], port: u16) -> std::net::TcpStream {
+    let addr = std::net::SocketAddr::from((ip, port));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match std::net::TcpStream::connect(addr) {
+            Ok(s) => return s,
+            Err(e) if Instant::now() > deadline => panic!("{addr}: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
+
 #[test]
 fn a_connection_that_has_not_proved_itself_cannot_make_a_node_buffer_much() {
     let (port, rport) = (free_port(), free_port());
@@ -1149,7 +1163,7 @@ fn a_connection_that_has_not_proved_itself_cannot_make_a_node_buffer_much() {
         port,
         &args(&["-X", &r, "-x", "127.0.0.42", "--repl-timeout", "1"]),
     );
-    let mut s = std::net::TcpStream::connect(("127.0.0.41", rport)).unwrap();
+    let mut s = connect_peer_port([127, 0, 0, 41], rport);
     s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     // A Changes frame announcing 1 GiB, before any handshake.
     let mut frame = (1u32 << 30).to_le_bytes().to_vec();
@@ -1178,7 +1192,7 @@ fn a_node_of_an_incompatible_protocol_version_is_refused_with_the_reason() {
         port,
         &args(&["-X", &rport.to_string(), "-x", "127.0.0.44"]),
     );
-    let mut s = std::net::TcpStream::connect(("127.0.0.43", rport)).unwrap();
+    let mut s = connect_peer_port([127, 0, 0, 43], rport);
     s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     // A Hello of protocol version 1: version, node id, run, nonce, empty cluster name.
     let mut body = vec![1u8];
