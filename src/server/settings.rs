@@ -175,9 +175,9 @@ pub fn write(sh: &Shared, out: &mut Vec<u8>) {
         "slab_reassign",
         yes_no(c.modern_switch("slab_reassign", "no_slab_reassign")),
     );
+    let factor = |a: &AtomicU64| format!("{:.2}", f64::from_bits(a.load(Ordering::Relaxed)));
     stat(out, "slab_automove", load(&t.slab_automove));
-    let ratio = f64::from_bits(t.automove_ratio.load(Ordering::Relaxed));
-    stat(out, "slab_automove_ratio", format!("{ratio:.2}"));
+    stat(out, "slab_automove_ratio", factor(&t.automove_ratio));
     given_whole(out, "slab_automove_window", 1, 30);
     // `no_modern` makes chunks as large as a page (1 MB), unless -I is larger.
     let chunk_max = if c.modern() || c.store.item_size_max > 1 << 20 {
@@ -201,7 +201,6 @@ pub fn write(sh: &Shared, out: &mut Vec<u8>) {
     );
     stat(out, "hot_lru_pct", load(&t.hot_lru_pct));
     stat(out, "warm_lru_pct", load(&t.warm_lru_pct));
-    let factor = |a: &AtomicU64| format!("{:.2}", f64::from_bits(a.load(Ordering::Relaxed)));
     stat(out, "hot_max_factor", factor(&t.hot_max_factor));
     stat(out, "warm_max_factor", factor(&t.warm_max_factor));
     stat(out, "temp_lru", yes_no(t.temp_lru.load(Ordering::Relaxed)));

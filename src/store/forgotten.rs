@@ -229,6 +229,11 @@ fn group_place(b: usize, print: u32, buckets: usize) -> (usize, usize) {
     ((x >> 24) as usize % buckets, (x >> 44) as usize % buckets)
 }
 
+/// The buckets of a place, one once when both choices are the same.
+fn choices((i, j): (usize, usize)) -> impl Iterator<Item = usize> {
+    [Some(i), (i != j).then_some(j)].into_iter().flatten()
+}
+
 impl Group {
     fn new(buckets: usize) -> Group {
         Group {
@@ -248,14 +253,8 @@ impl Group {
 
     /// The buckets and slots of fingerprint `print`. Keys of other per-key buckets may
     /// share it, and one of them may sit in this key's other bucket: all count.
-    fn find(
-        &self,
-        (i, j): (usize, usize),
-        print: u32,
-    ) -> impl Iterator<Item = (usize, usize)> + '_ {
-        // One bucket once when both choices are the same.
-        let buckets = [Some(i), (i != j).then_some(j)];
-        buckets.into_iter().flatten().flat_map(move |bk| {
+    fn find(&self, at: (usize, usize), print: u32) -> impl Iterator<Item = (usize, usize)> + '_ {
+        choices(at).flat_map(move |bk| {
             (0..SLOTS)
                 .filter(move |&s| self.prints[bk][s] == print && self.stamps[bk][s] != 0)
                 .map(move |s| (bk, s))
@@ -318,9 +317,9 @@ impl Blurred {
         if self.groups.is_empty() {
             return;
         }
-        let (i, j) = group_place(b, print, self.buckets);
+        let at = group_place(b, print, self.buckets);
         for g in &mut self.groups {
-            for bk in [Some(i), (i != j).then_some(j)].into_iter().flatten() {
+            for bk in choices(at) {
                 for s in 0..SLOTS {
                     let held = g.prints[bk][s] == print && g.stamps[bk][s] != 0;
                     if held && g.at(bk, s) < version {

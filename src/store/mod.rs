@@ -478,7 +478,8 @@ impl Store {
         self.inner.cfg.tombstone_secs > 0
     }
 
-    /// What segments may take: `-m` less what is set aside for deleted keys.
+    /// What segments may take: `-m` less what is set aside for deleted keys and dropped
+    /// versions.
     fn budget(&self) -> Budget<'_> {
         // What is set aside was cut from the starting -m; `cache_memlimit` may lower the
         // limit below it, and must not leave the items nothing.

@@ -50,10 +50,7 @@ fn count(c: &mut Counts, incr: bool, r: &ArithOutcome) {
     if let ArithOutcome::Value { created: true, .. } = r {
         return;
     }
-    let hit = matches!(
-        r,
-        ArithOutcome::Value { created: false, .. } | ArithOutcome::NonNumeric
-    );
+    let hit = matches!(r, ArithOutcome::Value { .. } | ArithOutcome::NonNumeric);
     match (incr, hit) {
         (true, true) => c.incr_hits += 1,
         (true, false) => c.incr_misses += 1,
