@@ -1,5 +1,5 @@
 //! Convergence after partitions, in cases that once left nodes holding different data once
-//! healed: real processes on 127.0.0.200 to 127.0.0.209 and 127.0.7.1 to 127.0.7.28, links
+//! healed: real processes on 127.0.0.200 to 127.0.0.209 and 127.0.7.1 to 127.0.7.32, links
 //! through fault proxies.
 
 mod common;
@@ -411,4 +411,49 @@ fn a_write_a_moment_after_a_delete_wins_once_the_delete_is_blurred() {
     let left = missing(&mut ca, &keys, Some("v"));
     assert!(left.is_empty(), "the later writes never arrived: {left:?}");
     assert!(missing(&mut cb, &keys, Some("v")).is_empty());
+}
+
+/// A delete on one node and a write of the key on the other at one stamp, the deleting
+/// node's id the higher (so its delete wins); the writing node restarted before, so it gets
+/// a whole copy, whose list of deleted keys no longer holds the key after thousands more
+/// deletes. The deleting node refuses the write and answers it with a delete, which was
+/// once just below the delete's stamp, under node id 0, and so below the write: the
+/// writing node kept the deleted key for good. It is now at the delete's own version.
+#[test]
+fn a_write_stamped_as_a_delete_on_the_other_side_goes_once_that_delete_is_out_of_the_list() {
+    let mut p = ProxiedPair::start_in([127, 0, 7, 29], "16", &["-t", "1"]);
+    let id = |n: &common::node::Node| {
+        n.client()
+            .stat("replication_node_id")
+            .parse::<u16>()
+            .unwrap()
+    };
+    let a_deletes = id(&p.a) > id(&p.b);
+    p.partition();
+    let (deleter, writer) = if a_deletes {
+        (&mut p.a, &mut p.b)
+    } else {
+        (&mut p.b, &mut p.a)
+    };
+    writer.restart();
+    let (mut cd, mut cw) = (deleter.client(), writer.client());
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let (mut deletes, mut writes) = (String::new(), String::new());
+    for i in 0..50u64 {
+        let stamp = (ms - 1000 + i) << 16;
+        deletes.push_str(&format!("md k{i} E{stamp}\r\n"));
+        writes.push_str(&format!("ms k{i} 1 E{stamp}\r\nv\r\n"));
+    }
+    cd.expect(deletes.as_bytes(), "NF\r\n".repeat(50).as_bytes());
+    cw.expect(writes.as_bytes(), "HD\r\n".repeat(50).as_bytes());
+    // 20,000 more: 1,250 per shard, where a shard's list keeps some 780 keys of this size.
+    delete_absent_keys(&mut cd, 20_000);
+    p.heal();
+    let keys: Vec<String> = (0..50).map(|i| format!("k{i}")).collect();
+    let left = missing(&mut cw, &keys, None);
+    assert!(left.is_empty(), "deleted keys kept by the writer: {left:?}");
+    assert!(missing(&mut cd, &keys, None).is_empty());
 }

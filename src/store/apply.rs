@@ -235,8 +235,10 @@ impl Store {
     /// or was evicted, or was a delete whose marker went): the peer missed the newer state,
     /// and without word of it would keep the older one for good, as this node refuses it.
     /// So a delete of the key goes to every peer, the sender included, versioned just
-    /// below the dropped state ([`super::forgotten::Forgotten::below`]). A node that holds
-    /// the dropped state, or gets it later, keeps it (an eviction stays local). Only for a
+    /// below the dropped state ([`super::forgotten::Forgotten::answer`]). A node that holds
+    /// the dropped state, or gets it later, keeps it (an eviction stays local); only when
+    /// the older state shares the dropped one's stamp is the delete at the dropped state's
+    /// own version, as nothing lies between. Only for a
     /// version kept for this key (by a fingerprint of 32 bits, in the per-key table or a
     /// group), not a floor's, which stands for other keys too. The delete also joins the
     /// list of deleted keys that ends every copy of the shard: a record in the feed alone
@@ -244,10 +246,7 @@ impl Store {
     /// (the copy's reader starts after it). This node's own version already refuses what
     /// it deletes, so nothing else is kept.
     fn tell_forgotten(&self, mut shard: MutexGuard<'_, Shard>, hash: u64, c: &RemoteChange<'_>) {
-        let Some(version) = shard.forgotten.below(hash) else {
-            return;
-        };
-        if version > c.version {
+        if let Some(version) = shard.forgotten.answer(hash, c.version) {
             shard.deleted.push(c.key, version);
             self.publish(shard, Record::deleted(c.key, version, None));
         }

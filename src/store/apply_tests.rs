@@ -294,12 +294,19 @@ fn expired_items_are_remembered_too() {
         Applied::Changed
     );
     assert_eq!(read(&later, b"k").unwrap().0, b"short");
-    // The delete is as old as the value it answers, but no older, whatever node wrote it.
+    // A state at the dropped one's stamp from a lower node id has nothing between the two:
+    // it is answered at the dropped state's own version.
     let edge = live(b"k", b"edge", cas, 0);
     assert_eq!(apply(&s, &edge), Applied::Forgotten);
-    assert!(
-        sub.read(usize::MAX).records.is_empty(),
-        "nothing older to delete"
+    assert_eq!(
+        deletes_sent(&mut sub),
+        [(
+            b"k".to_vec(),
+            Version {
+                stamp: cas,
+                node: NodeId(1)
+            }
+        )]
     );
     // Another node's write stamped alike (the same millisecond and shard there) is newer
     // by its node id: taken, as every node holding the expired state takes it.
@@ -1117,6 +1124,36 @@ fn a_client_stamp_is_kept_by_a_delete_of_a_key_not_held() {
     };
     assert_eq!(s.delete(&req, now(&s)), DeleteOutcome::NotFound);
     assert_eq!(deletes_sent(&mut sub)[0].1.stamp, wanted);
+}
+
+/// A peer's write at the very stamp of a delete made here (two nodes' clocks in step, or a
+/// client's `E`), from a lower node id, loses; and as no version lies between the two, the
+/// delete told back is the dropped delete's own version. It was once just below it, under
+/// node id 0, which the peer's write beat: the peer kept the deleted key for good.
+#[test]
+fn a_write_stamped_as_a_delete_here_is_answered_with_that_delete() {
+    let s = replicated(3);
+    let mut sub = s.subscribe().unwrap();
+    let stamp = stamp_now(&s) + 1000;
+    let req = DeleteRequest {
+        key: b"k",
+        new_cas: Some(stamp),
+        ..Default::default()
+    };
+    assert_eq!(s.delete(&req, now(&s)), DeleteOutcome::NotFound);
+    let mine = deletes_sent(&mut sub);
+    let at = |node| Version {
+        stamp,
+        node: NodeId(node),
+    };
+    assert_eq!(mine, [(b"k".to_vec(), at(3))]);
+    assert_eq!(apply(&s, &live(b"k", b"v", stamp, 2)), Applied::Forgotten);
+    assert_eq!(deletes_sent(&mut sub), mine, "told at the delete's version");
+    // The peer holding the write drops it.
+    let peer = replicated(2);
+    assert_eq!(apply(&peer, &live(b"k", b"v", stamp, 2)), Applied::Changed);
+    assert_eq!(apply(&peer, &deleted(b"k", stamp, 3)), Applied::Changed);
+    assert!(read(&peer, b"k").is_none());
 }
 
 /// What replication sets aside is cut from the starting `-m`; `cache_memlimit` lowering

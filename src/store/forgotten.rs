@@ -106,7 +106,7 @@ impl Forgotten {
         }
         if version <= t.floors[b] || version <= self.blurred.floor {
             // Covered already; but a group's slot for the key stays its newest, for the
-            // delete `below` tells.
+            // delete `answer` tells.
             self.blurred.refresh(b, print, version);
             return;
         }
@@ -162,24 +162,29 @@ impl Forgotten {
             .map(|w| t.at(b, w))
     }
 
-    /// A version just below the newest state dropped for this key itself, and above
-    /// everything older: at that state's stamp under node id 0, which no replicating node
-    /// has (so no write shares it, and every node's write at that stamp is above it), a
-    /// stamp lower for a state of node 0 itself. None for a key known only to a floor
-    /// (which stands for other keys too), or unknown.
-    pub fn below(&self, hash: u64) -> Option<Version> {
+    /// The version of a delete that answers `older`, a state of this key older than the
+    /// newest one dropped for it: just below the dropped state, at its stamp under node id
+    /// 0, which no replicating node has (so no write shares it, and every node's write at
+    /// that stamp is above it; a stamp lower for a state of node 0 itself). When `older`
+    /// shares the dropped state's stamp (two nodes' clocks in step, or a client's `E`),
+    /// nothing lies between the two, so it is the dropped state's own version: a node that
+    /// holds that state keeps it (equal, not newer), one that gets the delete first misses
+    /// it, and nobody keeps `older`. None for a key known only to a floor (which stands for
+    /// other keys too), for one unknown, or when `older` is not older.
+    pub fn answer(&self, hash: u64, older: Version) -> Option<Version> {
         let dropped = self.own(hash).or_else(|| {
             let (b, print) = place(hash);
             self.blurred.version_of(b, print)
         })?;
-        Some(Version {
+        let below = Version {
             stamp: if dropped.node == NodeId(0) {
                 dropped.stamp.saturating_sub(1)
             } else {
                 dropped.stamp
             },
             node: NodeId(0),
-        })
+        };
+        [below, dropped].into_iter().find(|&v| v > older)
     }
 }
 
@@ -520,9 +525,19 @@ mod tests {
         assert!(!f.covers(h(3, 9), at(s + 2, 1)));
         assert!(!f.covers(h(3, 9), at(s + 1, 3)));
         assert!(f.covers(h(3, 9), at(s + 1, 2)) && f.covers(h(3, 9), at(s + 1, 1)));
-        assert_eq!(f.below(h(3, 9)), Some(at(s + 1, 0)));
-        assert_eq!(f.below(h(3, 1)), Some(at(501 << 16, 0)), "from the bucket");
-        assert_eq!(f.below(h(3, 50)), None);
+        assert_eq!(f.answer(h(3, 9), at(s, 1)), Some(at(s + 1, 0)));
+        assert_eq!(
+            f.answer(h(3, 9), at(s + 1, 1)),
+            Some(at(s + 1, 2)),
+            "a tie of stamps"
+        );
+        assert_eq!(f.answer(h(3, 9), at(s + 1, 2)), None, "not older");
+        assert_eq!(
+            f.answer(h(3, 1), at(0, 1)),
+            Some(at(501 << 16, 0)),
+            "from the bucket"
+        );
+        assert_eq!(f.answer(h(3, 50), at(0, 1)), None);
     }
 
     /// A state stamped 0 stays covered (0 marks an empty slot).
@@ -553,7 +568,7 @@ mod tests {
     }
 
     /// A key's kept version rises with a newer drop even when a floor covers that drop
-    /// already, so the delete `below` tells is just below the newest one.
+    /// already, so the delete `answer` tells is just below the newest one.
     #[test]
     fn a_kept_version_rises_under_a_floor() {
         let mut f = Forgotten::default();
@@ -565,7 +580,7 @@ mod tests {
         assert!(f.blurred.floor > v(500), "the group went to the floor");
         f.raise(h(3, 1), v(500));
         assert_eq!(
-            f.below(h(3, 1)),
+            f.answer(h(3, 1), v(10)),
             Some(Version {
                 stamp: 500,
                 node: NodeId(0)
