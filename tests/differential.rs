@@ -1035,6 +1035,53 @@ fn request_counters_match_memcached() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// Connection counts as memcached keeps them: its listener and UDP receivers are
+/// connections too (`curr_connections` shows them less one), `total_connections` counts
+/// them from the start and `stats reset` zeroes it, and `connection_structures` keeps the
+/// most ever open at once.
+#[test]
+fn connection_counts_match_memcached() {
+    let args = |udp: u16| ["-t".to_string(), "1".into(), "-U".into(), udp.to_string()];
+    let mc = Memcached::start_with(&args(free_port()).each_ref().map(String::as_str));
+    let ours = Proc::start(&args(free_port()).each_ref().map(String::as_str));
+    let addrs = [mc.1, ours.port].map(|p| SocketAddr::from(([127, 0, 0, 1], p)));
+    // The readiness probes' connections gone first (memcached reuses their structure).
+    std::thread::sleep(Duration::from_millis(200));
+    let mut clients = addrs.map(common::Client::connect);
+    let open =
+        |clients: &mut [common::Client; 2]| clients.each_mut().map(|c| c.stat("curr_connections"));
+    let counts = |clients: &mut [common::Client; 2], step: &str| {
+        let [a, b] = clients.each_mut().map(|c| {
+            [
+                "curr_connections",
+                "total_connections",
+                "connection_structures",
+            ]
+            .map(|k| c.stat(k))
+        });
+        assert_eq!(a, b, "{step}: memcached, then repcached");
+        b
+    };
+    let start = counts(&mut clients, "one client");
+    let more: Vec<_> = (0..5)
+        .flat_map(|_| addrs.map(common::Client::connect))
+        .collect();
+    common::eventually(Duration::from_secs(2), || {
+        open(&mut clients).iter().all(|n| *n != start[0])
+    });
+    counts(&mut clients, "five more");
+    drop(more);
+    common::eventually(Duration::from_secs(2), || {
+        open(&mut clients).iter().all(|n| *n == start[0])
+    });
+    counts(&mut clients, "closed");
+    for c in &mut clients {
+        c.expect(b"stats reset\r\n", b"RESET\r\n");
+    }
+    let after = counts(&mut clients, "reset");
+    assert_eq!(after[1], "0");
+}
+
 mod binary {
     use super::*;
     use repcached::protocol::binary::{op, HEADER_LEN};

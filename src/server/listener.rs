@@ -259,7 +259,7 @@ async fn admit<S: tokio::io::AsyncWrite + Unpin>(shared: &Shared, mut stream: S)
         let _ = stream.shutdown().await;
         return None;
     }
-    shared.total_conns.fetch_add(1, Ordering::Relaxed);
+    shared.count_admitted(curr);
     Some(stream)
 }
 

@@ -153,8 +153,13 @@ pub struct Shared {
     /// (after a daemonizing fork, which threads would not survive).
     pub replication: std::sync::OnceLock<crate::replication::Replication>,
     curr_conns: AtomicU64,
+    /// The most client connections open at once: memcached's connection structures,
+    /// allocated as connections come and kept for the next ones.
+    peak_conns: AtomicU64,
     total_conns: AtomicU64,
     rejected_conns: AtomicU64,
+    /// Listeners and UDP receivers, which memcached counts as connections too.
+    endpoints: AtomicU64,
     verbosity: AtomicU32,
     /// memcached's LRU crawler, as `lru_crawler enable|disable` left it (nothing crawls
     /// here: expiry is reclaimed in the background regardless).
@@ -246,11 +251,24 @@ impl Shared {
         }
     }
 
+    /// Counted as memcached does: its listeners and UDP receivers are connections too,
+    /// less one (the listener of a plain `-p`), so that one client reads 1.
     pub fn curr_connections(&self) -> u64 {
         self.curr_conns.load(Ordering::Relaxed)
+            + self.endpoints.load(Ordering::Relaxed).saturating_sub(1)
     }
+    /// Since the start (the listeners included) or `stats reset`.
     pub fn total_connections(&self) -> u64 {
         self.total_conns.load(Ordering::Relaxed)
+    }
+    /// memcached's `connection_structures`: the endpoints and the most clients at once.
+    pub fn connection_structures(&self) -> u64 {
+        self.peak_conns.load(Ordering::Relaxed) + self.endpoints.load(Ordering::Relaxed)
+    }
+    /// A client connection admitted: `curr` are open now.
+    pub fn count_admitted(&self, curr: u64) {
+        self.total_conns.fetch_add(1, Ordering::Relaxed);
+        self.peak_conns.fetch_max(curr, Ordering::Relaxed);
     }
     pub fn rejected_connections(&self) -> u64 {
         self.rejected_conns.load(Ordering::Relaxed)
@@ -300,6 +318,8 @@ impl Shared {
     /// Lists a listening socket or UDP receiver at `addr` in `stats conns` for as long as
     /// the server runs; returns its last-request time for the owner to update.
     fn register_endpoint(&self, kind: ConnKind, addr: String, socket: RawFd) -> Arc<Activity> {
+        self.endpoints.fetch_add(1, Ordering::Relaxed);
+        self.total_conns.fetch_add(1, Ordering::Relaxed);
         self.insert(kind, addr, String::new(), socket).1
     }
 
@@ -450,8 +470,10 @@ impl Server {
             watchers,
             replication: std::sync::OnceLock::new(),
             curr_conns: AtomicU64::new(0),
+            peak_conns: AtomicU64::new(0),
             total_conns: AtomicU64::new(0),
             rejected_conns: AtomicU64::new(0),
+            endpoints: AtomicU64::new(0),
             tcp_port: AtomicU32::new(port as u32),
             next_conn_id: AtomicU64::new(1),
             conns: Mutex::new(HashMap::new()),

@@ -125,6 +125,7 @@ pub struct General<'a> {
     pub curr_connections: u64,
     pub total_connections: u64,
     pub rejected_connections: u64,
+    pub connection_structures: u64,
     pub limit_maxbytes: usize,
     pub threads: usize,
     /// `-o idle_timeout` is on (memcached then shows `idle_kicks`).
@@ -149,7 +150,7 @@ pub fn write_general(out: &mut Vec<u8>, g: &General<'_>) {
     stat(out, "curr_connections", g.curr_connections);
     stat(out, "total_connections", g.total_connections);
     stat(out, "rejected_connections", g.rejected_connections);
-    stat(out, "connection_structures", g.curr_connections);
+    stat(out, "connection_structures", g.connection_structures);
     stat(out, "response_obj_oom", c.response_obj_oom);
     stat(out, "read_buf_oom", c.read_buf_oom);
     for (name, v) in [
@@ -256,6 +257,7 @@ mod tests {
             curr_connections: 1,
             total_connections: 2,
             rejected_connections: 0,
+            connection_structures: 1,
             limit_maxbytes: 64,
             threads: 4,
             counts: Counts::default(),

@@ -23,6 +23,7 @@ pub fn write(s: &mut Session<'_>, group: &[u8], arg: &[u8], out: &mut Vec<u8>) {
                 curr_connections: sh.curr_connections(),
                 total_connections: sh.total_connections(),
                 rejected_connections: sh.rejected_connections(),
+                connection_structures: sh.connection_structures(),
                 limit_maxbytes: sh.store.limit_bytes(),
                 threads: sh.config.threads,
                 idle_timeout: sh.config.idle_timeout_secs > 0,
