@@ -410,6 +410,14 @@ fn malformed_headers() {
         (status::EINVAL, &b"Invalid arguments"[..])
     );
     assert!(c.is_closed());
+    // A body announced over 1 GB: invalid arguments, then close (it was refused as too
+    // large, and the server waited to swallow 4 GB).
+    let mut c = s.client();
+    let mut p = packet(op::SET, &set_extras(0, 0), b"k", b"v", 0, 1);
+    p[8..12].copy_from_slice(&u32::MAX.to_be_bytes());
+    let r = call(&mut c, &p);
+    assert_eq!(r.status, status::EINVAL);
+    assert!(c.is_closed());
     // A value over -I: refused, swallowed, and the connection goes on.
     let mut c = s.client();
     set(&mut c, b"big", b"old", 0);

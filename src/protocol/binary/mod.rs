@@ -388,6 +388,11 @@ pub fn pipelined_get_keys<'a>(buf: &'a [u8], out: &mut [&'a [u8]]) -> usize {
     n
 }
 
+/// The longest body a request may announce: no value is larger, and a client announcing
+/// 4 GB would have the server swallow that much. Refused, then closed, as memcached does
+/// since 1.6.42 (1.6.18 closed without a reply).
+const BODY_MAX: usize = 1 << 30;
+
 pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> BinParsed<'a> {
     let Some(header) = Header::parse(buf) else {
         return BinParsed::Incomplete;
@@ -409,6 +414,9 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> BinParsed<'a> {
     };
     if key_len > body_len || key_len + ext_len > body_len {
         return err(status::UNKNOWN_COMMAND, HEADER_LEN, 0, true);
+    }
+    if body_len > BODY_MAX {
+        return err(status::EINVAL, HEADER_LEN, 0, true);
     }
     let (opcode, quiet) = unquiet(header.opcode);
     let value_len = body_len - key_len - ext_len;
