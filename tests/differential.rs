@@ -1035,6 +1035,41 @@ fn request_counters_match_memcached() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// A storage command over an expired or flushed item counts it `reclaimed` (and
+/// `expired_unfetched` if never read), as memcached's allocation counts the dead item whose
+/// memory it takes: in a fresh cache, the one replaced (memcached's `t/issue_183`).
+#[test]
+fn a_write_over_a_dead_item_reclaims_it() {
+    let cases = [
+        "set e 0 -1 1\r\n1\r\nset e 0 0 1\r\n2\r\n",
+        "set e 0 -1 1\r\n1\r\nappend e 0 0 1\r\n2\r\n",
+        "set f 0 0 1\r\n1\r\nget f\r\nflush_all\r\nset f 0 0 1\r\n2\r\n",
+        "set e 0 -1 1\r\n1\r\nget e\r\n",
+    ];
+    let counts = |reply: Vec<u8>| {
+        String::from_utf8_lossy(&reply)
+            .lines()
+            .filter(|l| {
+                l.starts_with("STAT reclaimed ") || l.starts_with("STAT expired_unfetched ")
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut failures = Vec::new();
+    for case in cases {
+        let mc = Memcached::start_with(QUIET_LRU);
+        let ours = Proc::start(QUIET_LRU);
+        let [a, b] = [mc.1, ours.port].map(|port| {
+            exchange(port, case.as_bytes());
+            counts(exchange(port, b"stats\r\n"))
+        });
+        if a != b {
+            failures.push(format!("{case:?}\n  memcached: {a}\n  repcached: {b}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 /// Connection counts as memcached keeps them: its listener and UDP receivers are
 /// connections too (`curr_connections` shows them less one), `total_connections` counts
 /// them from the start and `stats reset` zeroes it, and `connection_structures` keeps the

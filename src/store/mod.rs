@@ -788,7 +788,7 @@ impl Store {
         let hash = hash_key(req.key);
         let si = self.shard_of(hash);
         let mut shard = self.lock(si);
-        let existing = shard.lookup(hash, req.key, now, b).ok();
+        let existing = shard.lookup_to_replace(hash, req.key, now, b).ok();
         // Append and prepend build the joined value here: making room may move the old one.
         let mut joined = Vec::new();
         let mut meta = match existing {

@@ -328,8 +328,35 @@ impl Shard {
     /// memcached's lookup counts it (`get_expired`, `get_flushed`; `reclaimed` and
     /// `expired_unfetched` are for items the reclaimer or eviction finds dead).
     pub fn lookup(&mut self, hash: u64, key: &[u8], now: u32, b: &Budget) -> Result<u32, Miss> {
+        self.lookup_as(hash, key, now, b, false)
+    }
+
+    /// As [`Shard::lookup`], for a storage command about to put a new item in the key's
+    /// place: a dead item found is also `reclaimed`, as memcached's allocation for the new
+    /// item counts the dead one it takes the memory of (in a small cache, the one replaced;
+    /// memcached's `t/issue_183`).
+    pub fn lookup_to_replace(
+        &mut self,
+        hash: u64,
+        key: &[u8],
+        now: u32,
+        b: &Budget,
+    ) -> Result<u32, Miss> {
+        self.lookup_as(hash, key, now, b, true)
+    }
+
+    #[inline(always)]
+    fn lookup_as(
+        &mut self,
+        hash: u64,
+        key: &[u8],
+        now: u32,
+        b: &Budget,
+        replacing: bool,
+    ) -> Result<u32, Miss> {
         let loc = self.find(hash, key).ok_or(Miss::Absent)?;
         let it = self.item(loc);
+        let bits = it.bits;
         if it.is_tombstone() {
             if it.is_expired(now) || self.is_flushed(&it, now) {
                 self.forget(hash, loc, b);
@@ -345,6 +372,9 @@ impl Shard {
         } else {
             return Ok(loc);
         };
+        if replacing {
+            self.count_gone(bits, Fate::Expire);
+        }
         self.forget(hash, loc, b);
         Err(why)
     }
