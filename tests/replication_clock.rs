@@ -1,5 +1,5 @@
-//! Replication between nodes whose clocks disagree by minutes: one node runs under
-//! libfaketime (Debian's `faketime`), five minutes ahead.
+//! Replication between nodes whose clocks disagree: one node runs under
+//! libfaketime (Debian's `faketime`), minutes ahead or seconds behind.
 
 mod common;
 
@@ -142,4 +142,49 @@ fn expiry_and_ordering_hold_when_clocks_are_minutes_apart() {
     }
     let out = ca.call_until(b"get k\r\n", b"END\r\n");
     assert!(out.windows(6).any(|w| w == b"second"));
+}
+
+/// A delayed `flush_all` sent to a node whose clock is behind its peer's: what the peer
+/// writes until the flush takes effect goes too. The flush was stamped with the deadline
+/// by the late node's clock, below the peer's writes of the delay, which all stayed.
+#[test]
+fn a_delayed_flush_from_a_node_behind_removes_what_its_peer_writes_until_then() {
+    let (port, rport) = (free_port(), free_port());
+    let _a = node("127.0.8.1", port, rport, "127.0.8.2", None);
+    let _b = node("127.0.8.2", port, rport, "127.0.8.1", Some("-10s"));
+    let a_addr: SocketAddr = format!("127.0.8.1:{port}").parse().unwrap();
+    let b_addr: SocketAddr = format!("127.0.8.2:{port}").parse().unwrap();
+    let (mut ca, mut cb) = (Client::connect(a_addr), Client::connect(b_addr));
+    let linked = Instant::now() + Duration::from_secs(10);
+    while ca.stat("replication_peers_connected") != "1" {
+        assert!(Instant::now() < linked, "the nodes did not pair");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The late node has taken in the other's stamps.
+    ca.expect(b"set warm 0 0 1\r\nx\r\n", b"STORED\r\n");
+    let until = Instant::now() + Duration::from_secs(5);
+    while !hit(&mut cb, "warm") {
+        assert!(Instant::now() < until, "warm did not reach the late node");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cb.expect(b"flush_all 2\r\n", b"OK\r\n");
+    let start = Instant::now();
+    let mut during = Vec::new();
+    while start.elapsed() < Duration::from_millis(1500) {
+        let key = format!("during{}", during.len());
+        ca.expect(
+            format!("set {key} 0 0 1\r\nx\r\n").as_bytes(),
+            b"STORED\r\n",
+        );
+        during.push(key);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(3000).saturating_sub(start.elapsed()));
+    ca.expect(b"set after 0 0 1\r\nx\r\n", b"STORED\r\n");
+    std::thread::sleep(Duration::from_millis(300));
+    for (name, c) in [("the peer", &mut ca), ("the late node", &mut cb)] {
+        let kept: Vec<&String> = during.iter().filter(|k| hit(c, k)).collect();
+        assert!(kept.is_empty(), "{name} kept writes of the delay: {kept:?}");
+        assert!(hit(c, "after"), "{name} lost a write made after the flush");
+    }
 }

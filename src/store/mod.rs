@@ -1120,9 +1120,13 @@ impl Store {
             Some(t) if t > now => {
                 // The moment it takes effect, to the millisecond: what is written until then
                 // goes, as in memcached, and so does a peer's write made before this command
-                // (the unix second of `t` rounded down could fall below it).
-                let deadline = Hlc::stamp_of_ms(clock.unix_ms_at(t));
-                (deadline.max(last + 1), t)
+                // (the unix second of `t` rounded down could fall below it). The delay also
+                // counts from the latest stamp taken in: peers whose clocks are ahead of this
+                // node's stamp their writes of the delay above this node's deadline.
+                let deadline_ms = clock.unix_ms_at(t);
+                let delay = Hlc::stamp_of_ms(deadline_ms.saturating_sub(clock.unix_ms()));
+                let before = Hlc::stamp_of_ms(deadline_ms).max(last.saturating_add(delay));
+                (before.max(last + 1), t)
             }
             _ => (Hlc::stamp_of_ms(clock.unix_ms()).max(last + 1), 0),
         };
