@@ -22,7 +22,11 @@ fn reply_line(c: &mut Client) -> String {
 }
 
 fn set(c: &mut Client, key: &str, n: usize) -> String {
-    let mut req = format!("set {key} 0 0 {n}\r\n").into_bytes();
+    set_ttl(c, key, n, 0)
+}
+
+fn set_ttl(c: &mut Client, key: &str, n: usize, ttl: u32) -> String {
+    let mut req = format!("set {key} 0 {ttl} {n}\r\n").into_bytes();
     req.resize(req.len() + n, b'v');
     req.extend_from_slice(b"\r\n");
     c.send(&req);
@@ -45,27 +49,52 @@ fn rss(p: &Proc) -> usize {
 /// Fills a `-M` store until it answers out of memory, flushes it, and stores half as many
 /// items again: memcached 1.6.18 stores them all, reusing the flushed items' memory.
 fn flushed_room_comes_back(args: &[&str], size: usize) {
+    room_comes_back(args, size, 0, |c, _| c.expect(b"flush_all\r\n", b"OK\r\n"));
+}
+
+/// As [`flushed_room_comes_back`], the items stored with `ttl`, then `free` making them
+/// dead (given how many).
+fn room_comes_back(args: &[&str], size: usize, ttl: u32, free: impl Fn(&mut Client, usize)) {
     let s = Proc::start(args);
     let mut c = s.client();
     let mut filled = 0;
     loop {
-        let r = set(&mut c, &format!("k{filled}"), size);
+        let r = set_ttl(&mut c, &format!("k{filled}"), size, ttl);
         if r != "STORED\r\n" {
             assert_eq!(r, "SERVER_ERROR out of memory storing object\r\n");
             break;
         }
         filled += 1;
     }
-    c.expect(b"flush_all\r\n", b"OK\r\n");
+    free(&mut c, filled);
     for i in 0..filled / 2 {
         assert_eq!(
             set(&mut c, &format!("n{i}"), size),
             "STORED\r\n",
-            "{args:?}: set {i} of {} after flush_all ({filled} fitted before)",
+            "{args:?}: set {i} of {} after freeing ({filled} fitted before)",
             filled / 2
         );
     }
     assert_eq!(c.stat("evictions"), "0");
+}
+
+/// Items touched to expire at once (`touch k -1`) give their room back in the same
+/// second, as flushed ones do (a full store that found nothing to free remembers it until
+/// something changes).
+#[test]
+fn without_eviction_items_touched_to_expire_give_their_room_back() {
+    room_comes_back(&["-m", "2", "-M", "-I", "512k"], 1000, 1000, |c, filled| {
+        let touches: String = (0..filled).map(|i| format!("touch k{i} -1\r\n")).collect();
+        c.send(touches.as_bytes());
+        let replies: Vec<String> = (0..filled).map(|_| reply_line(c)).collect();
+        let touched = replies.iter().filter(|r| *r == "TOUCHED\r\n").count();
+        assert_eq!(
+            touched,
+            filled,
+            "{:?}",
+            replies.iter().find(|r| *r != "TOUCHED\r\n")
+        );
+    });
 }
 
 #[test]

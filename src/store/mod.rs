@@ -1172,6 +1172,7 @@ impl Store {
                 // Later local writes must order after it.
                 shard.hlc.observe(before);
             }
+            shard.note_flush();
             changed |= shard.flushes.add(before, at, now);
         }
         changed

@@ -207,6 +207,14 @@ pub struct Shard {
     pub stats: ShardStats,
     /// Who hears of each eviction (see [`EvictionWatch`]); every shard holds a clone.
     pub evictions: EvictionWatch,
+    /// Bumped whenever an item is marked dead or rewritten in place, or a flush comes in:
+    /// what can make a segment's items all dead but the clock.
+    changes: u64,
+    /// Without eviction, the (second, flushed floor, changes) at which no segment here
+    /// could be given back: until one of them moves none can, so a full `-M` store refuses
+    /// each write without walking every shard's segments again (that walk cost 80 us a
+    /// refused write; memcached refuses in 1).
+    barren: Option<(u32, u64, u64)>,
 }
 
 /// What an eviction is told to: nothing until the server installs a listener (memcached's
@@ -252,6 +260,8 @@ impl Shard {
             deleted: DeletedKeys::default(),
             evictions: EvictionWatch::default(),
             stats: ShardStats::default(),
+            changes: 0,
+            barren: None,
         }
     }
 
@@ -495,6 +505,7 @@ impl Shard {
         seg.live_items -= 1;
         seg.live_bytes -= len;
         let empty = seg.live_items == 0 && !active;
+        self.changes += 1;
         self.count_out(tomb, len);
         if empty {
             self.drop_segment(id, b);
@@ -911,6 +922,7 @@ impl Shard {
             item::mark_dead(&mut seg.buf[o..]);
             seg.live_items -= 1;
             seg.live_bytes -= f.total();
+            self.changes += 1;
         }
         let emptied = seg.live_items == 0;
         self.segs[id] = Some(seg);
@@ -1239,11 +1251,25 @@ impl Shard {
     /// holding `keep` (the item the write changes: an append retried after room was made
     /// must still find it); false if none can go.
     pub fn release_oldest(&mut self, now: u32, b: &Budget, keep: Option<u32>) -> bool {
+        let state = (now, self.flushes.below(), self.changes);
+        if !b.evict && self.barren == Some(state) {
+            return false;
+        }
         let kept = keep.map(|loc| self.geo.split(loc).0);
-        self.victims()
+        let freed = self
+            .victims()
             .into_iter()
             .filter(|&id| Some(id) != kept)
-            .any(|id| self.try_free(id, now, b))
+            .any(|id| self.try_free(id, now, b));
+        if !freed && !b.evict && kept.is_none() {
+            self.barren = Some(state);
+        }
+        freed
+    }
+
+    /// A flush came in: items it covers may fill whole segments now.
+    pub fn note_flush(&mut self) {
+        self.changes += 1;
     }
 
     /// Segments to free whole, in order: probation's and large ones, oldest first, then
@@ -1264,6 +1290,7 @@ impl Shard {
     /// Rewrites the item's fields in place; false if they need a different layout, and the
     /// item must be written anew with [`Shard::put`].
     pub fn update(&mut self, loc: u32, meta: &Meta) -> bool {
+        self.changes += 1;
         let (id, off) = self.geo.split(loc);
         let seg = self.seg_mut(id);
         let base = seg.base;
@@ -1273,6 +1300,7 @@ impl Shard {
     /// A new version with a value of the same length written over the old one, when the
     /// layout allows: no new space, no index change. Counts as a new item, as memcached does.
     pub fn overwrite(&mut self, loc: u32, value: &[u8], meta: &Meta) -> bool {
+        self.changes += 1;
         let (id, off) = self.geo.split(loc);
         let seg = self.seg_mut(id);
         let base = seg.base;
