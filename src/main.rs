@@ -70,6 +70,7 @@ fn main() -> ExitCode {
         Err(e) => return fail(EXIT_USAGE, e),
     };
     init_logging(config.verbose);
+    repcached::server::process::ignore_hangup();
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     if root && config.user.is_none() {
@@ -100,15 +101,19 @@ fn main() -> ExitCode {
             return fail(EXIT_OSERR, format!("cannot daemonize: {e}"));
         }
     }
+    // As memcached: a pid file that cannot be written is reported, and the server runs (a
+    // missing run folder after a reboot must not leave an init script's "started" empty).
+    let mut pid_written = None;
     if let Some(path) = &config.pid_file {
-        if let Err(e) = repcached::server::process::write_whole(
+        match repcached::server::process::write_whole(
             path,
             format!("{}\n", std::process::id()).as_bytes(),
         ) {
-            return fail(
-                EXIT_OSERR,
-                format!("cannot write pid file {}: {e}; check -P", path.display()),
-            );
+            Ok(()) => pid_written = Some(path),
+            Err(e) => eprintln!(
+                "repcached: cannot write pid file {}: {e}; serving without it (check -P)",
+                path.display()
+            ),
         }
     }
     if root {
@@ -139,7 +144,7 @@ fn main() -> ExitCode {
         });
         server.run().await
     });
-    if let Some(path) = &config.pid_file {
+    if let Some(path) = pid_written {
         let _ = std::fs::remove_file(path);
     }
     match result {

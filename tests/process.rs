@@ -138,6 +138,34 @@ fn sigterm_exits_cleanly() {
     }
 }
 
+/// As memcached: SIGHUP is ignored (a reload script or a closed session must not empty
+/// the cache), SIGUSR1 stops the server gracefully, with success.
+#[test]
+fn sighup_is_ignored_and_sigusr1_stops() {
+    let mut p = Proc::start(&[]);
+    let mut c = p.client();
+    c.expect(b"set a 0 0 1\r\nx\r\n", b"STORED\r\n");
+    // SAFETY: sending signals to our own child.
+    unsafe { libc::kill(p.child.id() as i32, libc::SIGHUP) };
+    std::thread::sleep(Duration::from_millis(200));
+    c.expect(b"get a\r\n", b"VALUE a 0 1\r\nx\r\nEND\r\n");
+    unsafe { libc::kill(p.child.id() as i32, libc::SIGUSR1) };
+    let st = wait_exit(&mut p.child, Duration::from_secs(10)).expect("exit after SIGUSR1");
+    assert!(st.success(), "{st:?}");
+}
+
+/// As memcached: a pid file that cannot be written is reported and the server runs.
+#[test]
+fn an_unwritable_pid_file_is_reported_and_the_server_runs() {
+    let mut p = Proc::start(&["-P", "/nonexistent-folder/repcached.pid"]);
+    p.client().expect(b"set a 0 0 1\r\nx\r\n", b"STORED\r\n");
+    let err = stop_and_read_stderr(&mut p);
+    assert!(
+        err.contains("cannot write pid file /nonexistent-folder/repcached.pid"),
+        "{err}"
+    );
+}
+
 #[test]
 fn shutdown_command_needs_dash_a() {
     let mut p = Proc::start(&["-A"]);

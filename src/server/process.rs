@@ -74,12 +74,21 @@ pub fn drop_privileges(user: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Resolves on SIGTERM or SIGINT.
+/// Ignores SIGHUP from now on, as memcached does: a reload or log rotation script, or the
+/// end of the session that started the server, must not empty the cache. Called first
+/// thing, before the listeners are bound (a client may reach them before serving starts).
+pub fn ignore_hangup() {
+    // SAFETY: setting a signal's disposition to "ignore" has no memory preconditions.
+    unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
+}
+
+/// Resolves on SIGTERM, SIGINT or SIGUSR1 (memcached's graceful stop).
 pub async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut usr1)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::user_defined1()),
     ) else {
         // Without signal handlers the default action (exit) still applies.
         return std::future::pending().await;
@@ -87,6 +96,7 @@ pub async fn wait_for_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+        _ = usr1.recv() => {}
     }
 }
 
