@@ -11,7 +11,7 @@
 //! from) and acknowledges (for lag). Changes that came from this peer are not sent back. A
 //! quiet link carries heartbeats, and a link that hears nothing for the timeout is dropped.
 
-use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -315,9 +315,10 @@ async fn serve(
         sent: None,
         bytes: 0,
     };
+    let answers = Answers::default();
     tokio::select! {
-        r = send_changes(inner, wr, &mut parked.reader, &mut marks, control, &wake, &acks, peer, full, item_bits) => r,
-        r = receive(inner, frames, peer, control_tx, pending, &acks, item_bits) => r,
+        r = send_changes(inner, wr, &mut parked.reader, &mut marks, (control, &answers), &wake, &acks, peer, full, item_bits) => r,
+        r = receive(inner, frames, peer, (control_tx, &answers), pending, &acks, item_bits) => r,
     }
 }
 
@@ -433,7 +434,7 @@ async fn send_changes(
     wr: &mut OwnedWriteHalf,
     reader: &mut FeedReader,
     marks: &mut Marks,
-    control: &mut Control,
+    (control, answers): (&mut Control, &Answers),
     wake: &Wake,
     acks: &Acks,
     peer: NodeId,
@@ -554,6 +555,7 @@ async fn send_changes(
             f = control.recv() => {
                 if let Some(f) = f {
                     send(wr, &f).await?;
+                    answers.sent(&f);
                     last_write = Instant::now();
                 }
             }
@@ -650,6 +652,44 @@ pub type ControlTx = tokio::sync::mpsc::Sender<Frame>;
 /// answers gets no answer for the excess (its reads wait, then take a miss).
 pub const CONTROL_QUEUE: usize = 4096;
 
+/// Bytes of items queued at most per link as answers to a peer's Fetches, beyond one
+/// item: the frame count alone let a peer that asks for a 1 MB item thousands of times
+/// and reads slowly hold gigabytes (the excess gets no answer, as above).
+const ANSWER_BYTES: usize = 4 << 20;
+
+/// The item bytes of this link's queued Fetch answers.
+#[derive(Default)]
+struct Answers {
+    bytes: AtomicUsize,
+}
+
+impl Answers {
+    fn full(&self) -> bool {
+        self.bytes.load(Ordering::Relaxed) >= ANSWER_BYTES
+    }
+
+    /// Counts an answer in; returns its bytes.
+    fn queue(&self, record: &Option<Record>) -> usize {
+        let bytes = record.as_ref().map_or(0, Record::len);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        bytes
+    }
+
+    fn unqueue(&self, bytes: usize) {
+        self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// A control frame went: an answer's bytes are no longer queued.
+    fn sent(&self, frame: &Frame) {
+        if let Frame::Fetched {
+            record: Some(r), ..
+        } = frame
+        {
+            self.unqueue(r.len());
+        }
+    }
+}
+
 /// Changes whose keys are looked up together before they are applied.
 const PREFETCH: usize = 16;
 
@@ -672,7 +712,7 @@ async fn receive(
     inner: &Inner,
     frames: &mut Frames,
     peer: NodeId,
-    control: &ControlTx,
+    (control, answers): (&ControlTx, &Answers),
     pending: &Pending,
     acks: &Acks,
     item_bits: bool,
@@ -755,10 +795,20 @@ async fn receive(
             Frame::Limits { item_size_max } => inner.peer_limits(peer, item_size_max),
             Frame::Heartbeat => {}
             Frame::Fetch { id, key } => {
+                // Never waits: a full queue waits on this link's own sender (see
+                // CONTROL_QUEUE); and nothing is copied for an answer that could not go.
+                if control.capacity() == 0 || answers.full() {
+                    continue;
+                }
                 let now = store.clock().now();
                 let record = store.state_of(&key, now).map(|r| r.for_peer(item_bits));
-                // Never waits: a full queue waits on this link's own sender (see CONTROL_QUEUE).
-                let _ = control.try_send(Frame::Fetched { id, now, record });
+                let bytes = answers.queue(&record);
+                if control
+                    .try_send(Frame::Fetched { id, now, record })
+                    .is_err()
+                {
+                    answers.unqueue(bytes);
+                }
             }
             Frame::Fetched { id, now, record } => pending.answer(id, now, record),
             Frame::Refuse { reason } => return Err(LinkError::RefusedBy(reason)),

@@ -1,0 +1,121 @@
+//! What one connection to the replication port can cost a node: a client speaking the
+//! replication protocol itself (with the crate's own frame encoding), against a real
+//! node on 127.0.8.10.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use common::free_port;
+use common::node::{args, Node};
+use repcached::replication::wire::{self, Frame, PROTOCOL_VERSION};
+use repcached::store::NodeId;
+
+/// A replication connection that has passed the handshake (no secret), as node `id`.
+struct Peer {
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+impl Peer {
+    fn link(to: SocketAddr, id: u16) -> Peer {
+        let stream = TcpStream::connect(to).expect("connect to the replication port");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut p = Peer {
+            stream,
+            buf: BytesMut::new(),
+        };
+        p.send(&Frame::Hello {
+            version: PROTOCOL_VERSION,
+            cluster: "repcached".into(),
+            node: NodeId(id),
+            run: 1,
+            nonce: [7; 16],
+        });
+        assert!(matches!(p.next(), Frame::Hello { .. }));
+        p.send(&Frame::Proof { mac: [0; 32] });
+        assert!(matches!(p.next(), Frame::Proof { .. }));
+        p.send(&Frame::Resume {
+            run: 0,
+            chain: 0,
+            events: 0,
+            shards: Vec::new(),
+            listen: String::new(),
+        });
+        p
+    }
+
+    fn send(&mut self, frame: &Frame) {
+        let mut out = BytesMut::new();
+        wire::encode(frame, &mut out);
+        self.stream.write_all(&out).unwrap();
+    }
+
+    fn next(&mut self) -> Frame {
+        loop {
+            if let Some(f) = wire::decode(&mut self.buf).expect("a frame") {
+                return f;
+            }
+            let mut chunk = [0u8; 65536];
+            let n = self.stream.read(&mut chunk).expect("a frame from the node");
+            assert!(n > 0, "the node closed the link");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+fn rss_mb(node: &Node) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", node.child.id())).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmRSS")
+        / 1024
+}
+
+/// A peer asking for a 1 MB item thousands of times, and reading none of the answers,
+/// once made the node queue a copy of the item per ask: gigabytes from 80 KB of asks.
+/// The answers queued on a link are now bounded in bytes; the excess gets none.
+#[test]
+fn a_peer_asking_for_a_large_item_over_and_over_holds_a_bounded_copy() {
+    let rport = free_port();
+    let ip = [127, 0, 8, 10];
+    let node = Node::start(
+        ip,
+        free_port(),
+        &args(&[
+            "--repl-listen",
+            &format!("127.0.8.10:{rport}"),
+            "--peer",
+            &format!("127.0.8.11:{}", free_port()),
+        ]),
+    );
+    let mut c = node.client();
+    let value = vec![b'x'; 1000 * 1000];
+    let mut req = b"set big 0 0 1000000\r\n".to_vec();
+    req.extend_from_slice(&value);
+    req.extend_from_slice(b"\r\n");
+    c.expect(&req, b"STORED\r\n");
+    let before = rss_mb(&node);
+    let mut peer = Peer::link(SocketAddr::from((ip, rport)), 100);
+    // A small receive buffer, never read: the answers stay queued on the node.
+    let sock = socket2::SockRef::from(&peer.stream);
+    let _ = sock.set_recv_buffer_size(4096);
+    for id in 0..2000 {
+        peer.send(&Frame::Fetch {
+            id,
+            key: bytes::Bytes::from_static(b"big"),
+        });
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let grown = rss_mb(&node).saturating_sub(before);
+    assert!(grown < 100, "the node grew by {grown} MB");
+    // Clients are served meanwhile.
+    c.expect(b"mg big s\r\n", b"HD s1000000\r\n");
+}
