@@ -1,6 +1,6 @@
 //! What one connection to the replication port can cost a node: a client speaking the
 //! replication protocol itself (with the crate's own frame encoding), against a real
-//! node on 127.0.8.10.
+//! node on 127.0.8.10, 127.0.8.12 or 127.0.8.14 (127.0.8.11 is a peer that never answers).
 
 mod common;
 
@@ -118,4 +118,87 @@ fn a_peer_asking_for_a_large_item_over_and_over_holds_a_bounded_copy() {
     assert!(grown < 100, "the node grew by {grown} MB");
     // Clients are served meanwhile.
     c.expect(b"mg big s\r\n", b"HD s1000000\r\n");
+}
+
+fn open_fds(node: &Node) -> usize {
+    std::fs::read_dir(format!("/proc/{}/fd", node.child.id()))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+fn lone_node(ip: [u8; 4], rport: u16, log: std::process::Stdio) -> Node {
+    let listen = format!("{}:{rport}", std::net::Ipv4Addr::from(ip));
+    let absent = format!("127.0.8.11:{}", free_port());
+    Node::start_logging(
+        ip,
+        free_port(),
+        &args(&["--repl-listen", &listen, "--peer", &absent]),
+        log,
+    )
+}
+
+/// Connections to the replication port that never speak are held for the handshake's
+/// timeout; a flood of them once took a node to its file limit. At most 128 are held at
+/// once, the rest closed at once, and a peer links again once the flood ends.
+#[test]
+fn a_flood_of_silent_connections_to_the_replication_port_is_bounded() {
+    let (ip, rport) = ([127, 0, 8, 12], free_port());
+    let node = lone_node(ip, rport, std::process::Stdio::null());
+    let before = open_fds(&node);
+    let flood: Vec<TcpStream> = (0..400)
+        .filter_map(|_| TcpStream::connect(SocketAddr::from((ip, rport))).ok())
+        .collect();
+    assert!(flood.len() > 300, "{} connected", flood.len());
+    std::thread::sleep(Duration::from_millis(300));
+    let held = open_fds(&node).saturating_sub(before);
+    assert!(held <= 140, "the node holds {held} more files");
+    node.client().expect(b"mn\r\n", b"MN\r\n");
+    drop(flood);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut peer = Peer::link(SocketAddr::from((ip, rport)), 100);
+    assert!(matches!(peer.next(), Frame::Resume { .. }));
+}
+
+/// Each connection naming another cluster was refused with an error line of its own,
+/// echoing the name: 2,000 connections wrote 2 MB of log. Now a reason changing logs again
+/// at most once a second per address, cut short.
+#[test]
+fn connections_giving_ever_new_reasons_do_not_fill_the_log() {
+    let dir = common::TempDir::new("peer-port-log");
+    let path = dir.0.join("log");
+    let log = std::fs::File::create(&path).unwrap();
+    let (ip, rport) = ([127, 0, 8, 14], free_port());
+    let node = lone_node(ip, rport, log.into());
+    for i in 0..200 {
+        let Ok(mut s) = TcpStream::connect(SocketAddr::from((ip, rport))) else {
+            continue;
+        };
+        let mut out = BytesMut::new();
+        wire::encode(
+            &Frame::Hello {
+                version: PROTOCOL_VERSION,
+                cluster: format!("cluster-{i}-{}", "x".repeat(900)),
+                node: NodeId(100),
+                run: 1,
+                nonce: [7; 16],
+            },
+            &mut out,
+        );
+        let _ = s.write_all(&out);
+        let mut sink = Vec::new();
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        let _ = s.read_to_end(&mut sink);
+    }
+    node.client().expect(b"mn\r\n", b"MN\r\n");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines = text.lines().filter(|l| l.contains("cluster-")).count();
+    assert!(
+        lines <= 5,
+        "{lines} lines: {}",
+        &text[..text.len().min(2000)]
+    );
+    assert!(
+        text.lines().all(|l| l.len() < 600),
+        "a line is not cut short"
+    );
 }

@@ -592,16 +592,37 @@ pub struct PeerStats {
     pub last_error: Option<(String, u64)>,
 }
 
+/// Connections accepted on the replication port at once, handshakes included: well
+/// beyond the peers a node reads for (32) and their redials, and few enough that a flood of
+/// connections that never speak holds little (each holds a read buffer for up to
+/// `--repl-timeout`; 8,000 of them took a node to its file limit and a gigabyte).
+const ACCEPTED_MAX: usize = 128;
+
 async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(ACCEPTED_MAX));
+    let mut turned_away = false;
     loop {
         match listener.accept().await {
             Ok((stream, from)) => {
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    drop(stream);
+                    if !std::mem::replace(&mut turned_away, true) {
+                        tracing::warn!(
+                            "replication: {ACCEPTED_MAX} connections to the replication port at once: more are closed (a flood? give peers --repl-secret-file and firewall the port)"
+                        );
+                    }
+                    continue;
+                };
+                if slots.available_permits() > ACCEPTED_MAX / 2 {
+                    turned_away = false;
+                }
                 let i = inner.clone();
                 tokio::spawn(async move {
                     if let Err(e) = link::run(i.clone(), stream, None).await {
                         // By address only: a peer dials from a new port each time.
                         i.note_link_end(&from.ip().to_string(), &e);
                     }
+                    drop(slot);
                 });
             }
             Err(e) => {
@@ -1233,34 +1254,40 @@ impl Inner {
     }
 
     /// Logs why a link to `name` ended, once per distinct reason, not once per retry.
+    /// Logs why a link with `name` ended, once per reason: again only when the reason
+    /// changes, and then at most once a second per address (connections that each give
+    /// another reason, a made-up cluster name say, must not fill the log). Text a peer
+    /// sent is cut short.
     fn note_link_end(&self, name: &str, e: &LinkError) {
-        use std::collections::hash_map::Entry;
-        static LAST: Mutex<Option<HashMap<String, String>>> = Mutex::new(None);
+        static LAST: Mutex<Option<HashMap<String, (String, Instant)>>> = Mutex::new(None);
         // Either side may notice a refusal first: the same reason, whichever did.
         let text = match e {
             LinkError::Refused(why) | LinkError::RefusedBy(why) => why.clone(),
             other => other.to_string(),
         };
+        let now = Instant::now();
         let mut last = locked(&LAST);
         let map = last.get_or_insert_with(HashMap::new);
-        let repeated = match map.entry(name.to_string()) {
-            Entry::Occupied(mut o) => {
-                let same = *o.get() == text;
-                o.insert(text.clone());
-                same
+        if let Some((logged, at)) = map.get(name) {
+            if *logged == text || now.duration_since(*at) < Duration::from_secs(1) {
+                return;
             }
-            Entry::Vacant(v) => {
-                v.insert(text.clone());
-                false
+        }
+        if map.len() >= 4096 {
+            // Addresses without end (connections from everywhere): start again.
+            map.clear();
+        }
+        map.insert(name.to_string(), (text, now));
+        let mut shown = e.to_string();
+        if let Some((cut, _)) = shown.char_indices().nth(300) {
+            shown.truncate(cut);
+            shown.push_str("...");
+        }
+        match e {
+            LinkError::Refused(_) | LinkError::RefusedBy(_) => {
+                tracing::error!("replication: peer {name}: {shown}")
             }
-        };
-        if !repeated {
-            match e {
-                LinkError::Refused(_) | LinkError::RefusedBy(_) => {
-                    tracing::error!("replication: peer {name}: {e}")
-                }
-                _ => tracing::info!("replication: peer {name}: {e}"),
-            }
+            _ => tracing::info!("replication: peer {name}: {shown}"),
         }
     }
 }
