@@ -166,6 +166,25 @@ fn an_unwritable_pid_file_is_reported_and_the_server_runs() {
     );
 }
 
+/// As memcached: a flag given twice takes its last value (wrappers append overrides),
+/// and `-D` turns per-prefix stats on from the start.
+#[test]
+fn repeated_flags_take_the_last_value_and_dash_d_collects_prefix_stats() {
+    let p = Proc::start(&["-m", "10", "-m", "20", "-D", "#"]);
+    let mut c = p.client();
+    assert_eq!(
+        c.stat_group("settings", "maxbytes"),
+        (20u64 << 20).to_string()
+    );
+    assert_eq!(c.stat_group("settings", "detail_enabled"), "yes");
+    c.expect(b"set p#1 0 0 1\r\nx\r\n", b"STORED\r\n");
+    c.expect(b"get p#1\r\n", b"VALUE p#1 0 1\r\nx\r\nEND\r\n");
+    c.expect(
+        b"stats detail dump\r\n",
+        b"PREFIX p get 1 hit 1 set 1 del 0\r\nEND\r\n",
+    );
+}
+
 #[test]
 fn shutdown_command_needs_dash_a() {
     let mut p = Proc::start(&["-A"]);

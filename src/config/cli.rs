@@ -14,6 +14,7 @@ use serde::Deserialize;
     name = "repcached",
     disable_help_flag = true,
     disable_version_flag = true,
+    args_override_self = true,
     about = "memcached-compatible, replicated in-memory cache"
 )]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]

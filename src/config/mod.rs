@@ -244,6 +244,8 @@ pub struct Config {
     pub growth_factor: f64,
     pub chunk_size: u32,
     pub prefix_delimiter: char,
+    /// `-D` given: per-prefix stats are collected from the start, as memcached does.
+    pub detail_on: bool,
     pub sasl: bool,
     /// SASL password file: `-o sasl_file=FILE`, else `MEMCACHED_SASL_PWDB`.
     pub sasl_file: Option<PathBuf>,
@@ -285,6 +287,7 @@ impl Default for Config {
             growth_factor: 1.25,
             chunk_size: 48,
             prefix_delimiter: ':',
+            detail_on: false,
             sasl: false,
             sasl_file: None,
             auth_file: None,
@@ -426,6 +429,7 @@ impl Config {
         }
         if let Some(d) = args.prefix_delimiter {
             c.prefix_delimiter = d;
+            c.detail_on = true;
         }
         c.sasl = args.enable_sasl;
         c.auth_file = args.auth_file.clone();

@@ -34,9 +34,10 @@ pub struct PrefixStats {
 }
 
 impl PrefixStats {
-    pub fn new(delimiter: u8) -> PrefixStats {
+    /// Collecting from the start if `on` (memcached's `-D`).
+    pub fn new(delimiter: u8, on: bool) -> PrefixStats {
         PrefixStats {
-            enabled: AtomicBool::new(false),
+            enabled: AtomicBool::new(on),
             delimiter,
             table: Mutex::new(BTreeMap::new()),
         }
@@ -102,7 +103,7 @@ mod tests {
 
     #[test]
     fn counts_per_prefix_only_when_on() {
-        let p = PrefixStats::new(b':');
+        let p = PrefixStats::new(b':', false);
         p.record(b"user:1", Op::Set);
         p.set_enabled(true);
         p.record(b"user:1", Op::Get { hit: true });

@@ -440,6 +440,7 @@ impl Server {
         let workers = worker::count(config.threads);
         // Validation keeps -D to one ASCII character.
         let delimiter = u8::try_from(config.prefix_delimiter).unwrap_or(b':');
+        let detail_on = config.detail_on;
         let port = bound
             .tcp
             .first()
@@ -466,7 +467,7 @@ impl Server {
             store,
             clock,
             counts: PerWorker::new(workers),
-            detail: detail::PrefixStats::new(delimiter),
+            detail: detail::PrefixStats::new(delimiter, detail_on),
             watchers,
             replication: std::sync::OnceLock::new(),
             curr_conns: AtomicU64::new(0),
