@@ -1348,6 +1348,16 @@ mod binary {
                 packet(op::GET, &[], b"c3", &[], 0),
             ]
             .concat(),
+            // An add carrying a CAS stays an add: it once overwrote the key.
+            [
+                packet(op::SET, &set_x(0, 0), b"c4", b"old", 0),
+                packet(op::ADD, &set_x(0, 0), b"c4", b"new", 5),
+                packet(op::ADDQ, &set_x(0, 0), b"c4", b"newer", 5),
+                packet(op::ADD, &set_x(0, 0), b"c5", b"fresh", 5),
+                packet(op::GET, &[], b"c4", &[], 0),
+                packet(op::GET, &[], b"c5", &[], 0),
+            ]
+            .concat(),
         ];
         for case in &cases {
             let (a, b) = (exchange(mc.1, case), exchange(ours.port, case));

@@ -230,8 +230,9 @@ fn command<'a>(
         GAT | GATK | TOUCH => get(Some(Exptime(extra_u32(extras, 0).into()))),
         SET | ADD | REPLACE | APPEND | PREPEND => {
             let mode = match opcode {
-                // memcached turns any set/add/replace carrying a CAS into a cas command.
-                ADD if compare_cas.is_none() => SetMode::Add,
+                // An add carrying a CAS is a cas command in memcached, unless CAS is off
+                // (`-C`), when it stays an add: the executor decides.
+                ADD => SetMode::Add,
                 REPLACE => SetMode::Replace,
                 APPEND => SetMode::Append,
                 PREPEND => SetMode::Prepend,
@@ -569,14 +570,15 @@ mod tests {
 
     #[test]
     fn packets_become_logical_commands() {
-        // An add carrying a CAS is a cas (memcached); append ignores flags and expiry.
+        // An add carrying its CAS (the executor makes it a cas); append ignores flags and
+        // expiry.
         let mut extras = [0u8; 8];
         extras[..4].copy_from_slice(&7u32.to_be_bytes());
         extras[4..].copy_from_slice(&0xffff_fff0u32.to_be_bytes());
         match command_of(&request(op::ADDQ, &extras, b"k", b"v", 9)) {
             Command::Store(s) => assert_eq!(
                 (s.mode, s.flags, s.exptime, s.compare_cas),
-                (SetMode::Set, 7, Exptime(0xffff_fff0), Some(Cas(9)))
+                (SetMode::Add, 7, Exptime(0xffff_fff0), Some(Cas(9)))
             ),
             other => panic!("{other:?}"),
         }

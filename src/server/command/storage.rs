@@ -28,6 +28,13 @@ fn run(s: &mut Session<'_>, c: &Store<'_>, encoding: Encoding) -> Stored {
     r.invalidate = c.invalidate;
     if !s.shared.config.cas_enabled && r.compare_cas.is_some() {
         without_cas(&mut r, encoding);
+    } else if encoding == Encoding::Binary
+        && r.mode == store::SetMode::Add
+        && r.compare_cas.is_some()
+    {
+        // memcached turns a binary add carrying a CAS into a cas command (under `-C` it
+        // stays the add it was: an existing key is not overwritten).
+        r.mode = store::SetMode::Set;
     }
     r.new_cas = c.new_cas.map(|cas| cas.0);
     r.vivify = c.vivify.map(|t| s.exptime(t));
