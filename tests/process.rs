@@ -185,6 +185,28 @@ fn repeated_flags_take_the_last_value_and_dash_d_collects_prefix_stats() {
     );
 }
 
+/// As memcached: a `-l` entry may name its own port, which it listens at instead of -p's.
+#[test]
+fn a_listen_address_may_name_its_own_port() {
+    let (own, other) = (free_port(), free_port());
+    let listen = format!("127.0.8.20:{own}");
+    let mut child = Command::new(BIN)
+        .args(["-u", "root", "-l", &listen, "-p", &other.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = listen.parse().unwrap();
+    assert!(
+        wait_ready(addr, Duration::from_secs(10)),
+        "nothing at {listen}"
+    );
+    Client::connect(addr).expect(b"mn\r\n", b"MN\r\n");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 #[test]
 fn shutdown_command_needs_dash_a() {
     let mut p = Proc::start(&["-A"]);

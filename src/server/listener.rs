@@ -97,8 +97,28 @@ pub fn bind(cfg: &ListenConfig) -> Result<Bound, ServerError> {
     Ok(bound)
 }
 
-/// The addresses to listen on at `port` (TCP or UDP): each `-l` host, or, without `-l`,
-/// the IPv4 and IPv6 wildcards (IPv4 only for port 0, so both get the same port).
+/// A `-l` entry as memcached reads it: a host, with its own port after a colon when it
+/// has one (`127.0.0.1:11311`, `[::1]:11311`, `localhost:11311`); a bare IPv6 address
+/// (more than one colon, no brackets) has none. The host comes without brackets.
+pub fn split_listen(entry: &str) -> (&str, Option<u16>) {
+    if let Some(rest) = entry.strip_prefix('[') {
+        return match rest.split_once(']') {
+            Some((host, tail)) => (host, tail.strip_prefix(':').and_then(|p| p.parse().ok())),
+            None => (rest, None),
+        };
+    }
+    match entry.split_once(':') {
+        Some((host, port)) if !port.contains(':') => match port.parse() {
+            Ok(p) => (host, Some(p)),
+            Err(_) => (entry, None),
+        },
+        _ => (entry, None),
+    }
+}
+
+/// The addresses to listen on at `port` (TCP or UDP): each `-l` host (at its own port if
+/// it names one), or, without `-l`, the IPv4 and IPv6 wildcards (IPv4 only for port 0, so
+/// both get the same port).
 pub fn addresses(cfg: &ListenConfig, port: u16) -> Result<Vec<SocketAddr>, ServerError> {
     let hosts: Vec<String> = if cfg.addrs.is_empty() {
         if port == 0 {
@@ -110,14 +130,16 @@ pub fn addresses(cfg: &ListenConfig, port: u16) -> Result<Vec<SocketAddr>, Serve
         cfg.addrs.clone()
     };
     let mut out = Vec::new();
-    for host in hosts {
-        let spec = if host.contains(':') && !host.starts_with('[') {
+    for entry in hosts {
+        let (host, own) = split_listen(&entry);
+        let port = own.unwrap_or(port);
+        let spec = if host.contains(':') {
             format!("[{host}]:{port}")
         } else {
             format!("{host}:{port}")
         };
         let addrs = spec.to_socket_addrs().map_err(|e| ServerError::Resolve {
-            addr: host.clone(),
+            addr: entry.clone(),
             reason: e.to_string(),
         })?;
         out.extend(addrs);
@@ -266,6 +288,17 @@ async fn admit<S: tokio::io::AsyncWrite + Unpin>(shared: &Shared, mut stream: S)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listen_entries_may_name_their_own_port() {
+        assert_eq!(split_listen("127.0.0.1:11311"), ("127.0.0.1", Some(11311)));
+        assert_eq!(split_listen("localhost:11311"), ("localhost", Some(11311)));
+        assert_eq!(split_listen("[::1]:11311"), ("::1", Some(11311)));
+        assert_eq!(split_listen("[::1]"), ("::1", None));
+        assert_eq!(split_listen("::1"), ("::1", None));
+        assert_eq!(split_listen("fe80::1:2"), ("fe80::1:2", None));
+        assert_eq!(split_listen("127.0.0.1"), ("127.0.0.1", None));
+    }
 
     #[test]
     fn port_file_lines() {

@@ -427,8 +427,8 @@ impl Server {
             // Peers listen at the first -l address unless told otherwise.
             let host = config.listen.addrs.iter().flat_map(|a| a.split(',')).next();
             let host = host.filter(|h| !h.is_empty()).unwrap_or("0.0.0.0");
-            // `-l [::1]` names an IPv6 address in brackets; the address itself is inside.
-            let host = host.trim_start_matches('[').trim_end_matches(']');
+            // Without the brackets of `-l [::1]` or the port of `-l 127.0.0.1:11311`.
+            let host = listener::split_listen(host).0;
             let r = crate::replication::Replication::bind(&config.replication, host)?;
             store_cfg.node = r.node();
             Some(r)
