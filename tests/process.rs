@@ -207,6 +207,19 @@ fn a_listen_address_may_name_its_own_port() {
     let _ = child.wait();
 }
 
+/// An absurd `-m` (memcached takes any) is capped with a warning; the store's shards for
+/// it once took more memory than the machine had, and the start aborted.
+#[test]
+fn an_absurd_memory_limit_is_capped_with_a_warning() {
+    let mut p = Proc::start(&["-m", "99999999999"]);
+    p.client().expect(b"set a 0 0 1\r\nx\r\n", b"STORED\r\n");
+    let err = stop_and_read_stderr(&mut p);
+    assert!(
+        err.contains("-m 99999999999: more than this server addresses"),
+        "{err}"
+    );
+}
+
 #[test]
 fn shutdown_command_needs_dash_a() {
     let mut p = Proc::start(&["-A"]);

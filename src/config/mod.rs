@@ -11,6 +11,9 @@ pub use cli::Args;
 
 use crate::store::{StoreConfig, DEFAULT_ITEM_SIZE_MAX, DEFAULT_LIMIT_MB};
 
+/// The largest `-m` honoured, in megabytes: 64 TiB, 32,768 shards.
+pub const MAX_LIMIT_MB: u64 = 64 << 20;
+
 /// memcached's default TCP port.
 pub const DEFAULT_PORT: u16 = 11211;
 /// repcached's default replication port.
@@ -385,7 +388,14 @@ impl Config {
             c.listen.backlog = b;
         }
         let mb = args.memory_limit.unwrap_or(DEFAULT_LIMIT_MB as u64);
-        c.store.limit_bytes = (mb as usize).saturating_mul(1024 * 1024);
+        if mb > MAX_LIMIT_MB {
+            // memcached takes any -m (it allocates as it goes); the store's shards, one per
+            // 2 GiB, would take gigabytes themselves for an absurd one.
+            c.warnings.push(format!(
+                "-m {mb}: more than this server addresses; using {MAX_LIMIT_MB} (64 TiB)"
+            ));
+        }
+        c.store.limit_bytes = (mb.min(MAX_LIMIT_MB) as usize).saturating_mul(1024 * 1024);
         c.store.item_size_max = match &args.max_item_size {
             Some(s) => validate::parse_size(s)?,
             None => DEFAULT_ITEM_SIZE_MAX,
