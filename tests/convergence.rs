@@ -428,14 +428,17 @@ fn a_write_stamped_as_a_delete_on_the_other_side_goes_once_that_delete_is_out_of
             .parse::<u16>()
             .unwrap()
     };
-    let a_deletes = id(&p.a) > id(&p.b);
     p.partition();
-    let (deleter, writer) = if a_deletes {
-        (&mut p.a, &mut p.b)
-    } else {
-        (&mut p.b, &mut p.a)
-    };
-    writer.restart();
+    let (deleter, writer) = (&mut p.a, &mut p.b);
+    // A node takes a new random id at each start: restarted until its id is the lower.
+    let deleter_id = id(deleter);
+    for _ in 0..30 {
+        writer.restart();
+        if id(writer) < deleter_id {
+            break;
+        }
+    }
+    assert!(id(writer) < deleter_id, "no lower id in 30 restarts");
     let (mut cd, mut cw) = (deleter.client(), writer.client());
     let ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

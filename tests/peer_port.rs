@@ -151,7 +151,8 @@ fn a_flood_of_silent_connections_to_the_replication_port_is_bounded() {
     assert!(flood.len() > 300, "{} connected", flood.len());
     std::thread::sleep(Duration::from_millis(300));
     let held = open_fds(&node).saturating_sub(before);
-    assert!(held <= 140, "the node holds {held} more files");
+    // 128 held, and what the node opens besides (it held all 400 before).
+    assert!(held <= 200, "the node holds {held} more files");
     node.client().expect(b"mn\r\n", b"MN\r\n");
     drop(flood);
     std::thread::sleep(Duration::from_millis(300));
