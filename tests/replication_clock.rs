@@ -60,19 +60,24 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-#[test]
-fn expiry_and_ordering_hold_when_clocks_are_minutes_apart() {
+/// A linked pair on `ips`, the second node under `faketime -f offset`, and a client of each.
+fn pair(ips: [&str; 2], offset: &str) -> ([Killed; 2], Client, Client) {
     let (port, rport) = (free_port(), free_port());
-    let _a = node("127.0.0.61", port, rport, "127.0.0.62", None);
-    let _b = node("127.0.0.62", port, rport, "127.0.0.61", Some("+300s"));
-    let a_addr: SocketAddr = format!("127.0.0.61:{port}").parse().unwrap();
-    let b_addr: SocketAddr = format!("127.0.0.62:{port}").parse().unwrap();
-    let (mut ca, mut cb) = (Client::connect(a_addr), Client::connect(b_addr));
+    let a = node(ips[0], port, rport, ips[1], None);
+    let b = node(ips[1], port, rport, ips[0], Some(offset));
+    let addr = |ip: &str| -> SocketAddr { format!("{ip}:{port}").parse().unwrap() };
+    let (mut ca, cb) = (Client::connect(addr(ips[0])), Client::connect(addr(ips[1])));
     let linked = Instant::now() + Duration::from_secs(10);
     while ca.stat("replication_peers_connected") != "1" {
         assert!(Instant::now() < linked, "the nodes did not pair");
         std::thread::sleep(Duration::from_millis(20));
     }
+    ([a, b], ca, cb)
+}
+
+#[test]
+fn expiry_and_ordering_hold_when_clocks_are_minutes_apart() {
+    let (_nodes, mut ca, mut cb) = pair(["127.0.0.61", "127.0.0.62"], "+300s");
     let skew = cb.stat("time").parse::<i64>().unwrap() - ca.stat("time").parse::<i64>().unwrap();
     assert!(
         (290..=310).contains(&skew),
@@ -149,17 +154,7 @@ fn expiry_and_ordering_hold_when_clocks_are_minutes_apart() {
 /// by the late node's clock, below the peer's writes of the delay, which all stayed.
 #[test]
 fn a_delayed_flush_from_a_node_behind_removes_what_its_peer_writes_until_then() {
-    let (port, rport) = (free_port(), free_port());
-    let _a = node("127.0.8.1", port, rport, "127.0.8.2", None);
-    let _b = node("127.0.8.2", port, rport, "127.0.8.1", Some("-10s"));
-    let a_addr: SocketAddr = format!("127.0.8.1:{port}").parse().unwrap();
-    let b_addr: SocketAddr = format!("127.0.8.2:{port}").parse().unwrap();
-    let (mut ca, mut cb) = (Client::connect(a_addr), Client::connect(b_addr));
-    let linked = Instant::now() + Duration::from_secs(10);
-    while ca.stat("replication_peers_connected") != "1" {
-        assert!(Instant::now() < linked, "the nodes did not pair");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (_nodes, mut ca, mut cb) = pair(["127.0.8.1", "127.0.8.2"], "-10s");
     // The late node has taken in the other's stamps.
     ca.expect(b"set warm 0 0 1\r\nx\r\n", b"STORED\r\n");
     let until = Instant::now() + Duration::from_secs(5);
