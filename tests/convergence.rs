@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::node::{get, pair_at, sees};
+use common::node::{get, pair_at, sees, Node};
 use common::pair::ProxiedPair;
 use common::{eventually, free_port, Client};
 
@@ -20,6 +20,22 @@ fn neighbour_of(key: &str) -> String {
         .map(|i| format!("n{i}"))
         .find(|k| same(hash_key(k.as_bytes())) == want)
         .unwrap()
+}
+
+/// The node's id (random, new at each start).
+fn node_id(n: &Node) -> u16 {
+    n.client()
+        .stat("replication_node_id")
+        .parse::<u16>()
+        .unwrap()
+}
+
+/// Milliseconds of the wall clock: a client's `E` stamp is this shifted left by 16.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }
 
 /// Deletes `n` keys that no test writes (`absent0`, ...), pipelined: each is a state the
@@ -210,16 +226,9 @@ fn a_delayed_flush_removes_a_write_made_before_it_on_the_other_side_of_a_partiti
 fn a_delete_and_a_write_stamped_alike_converge_by_node_id() {
     let p = ProxiedPair::start_in([127, 0, 7, 9], "64", &[]);
     let (mut ca, mut cb) = (p.a.client(), p.b.client());
-    let ids = (
-        ca.stat("replication_node_id").parse::<u16>().unwrap(),
-        cb.stat("replication_node_id").parse::<u16>().unwrap(),
-    );
+    let ids = (node_id(&p.a), node_id(&p.b));
     p.partition();
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
-    let stamp = ms << 16;
+    let stamp = unix_ms() << 16;
     // Deleted on a, written on b; then the other way round.
     ca.expect(format!("md x E{stamp}\r\n").as_bytes(), b"NF\r\n");
     cb.expect(format!("ms x 2 E{stamp}\r\nvb\r\n").as_bytes(), b"HD\r\n");
@@ -259,13 +268,7 @@ fn a_delete_and_a_write_stamped_alike_converge_by_node_id() {
 fn two_values_written_at_once_on_two_nodes_have_different_cas_values() {
     let mut p = ProxiedPair::start_in([127, 0, 7, 13], "64", &[]);
     // Random node ids (new at each start) share a 64th of the stamps when equal modulo 64.
-    let id = |n: &common::node::Node| {
-        n.client()
-            .stat("replication_node_id")
-            .parse::<u16>()
-            .unwrap()
-    };
-    while id(&p.a) % 64 == id(&p.b) % 64 {
+    while node_id(&p.a) % 64 == node_id(&p.b) % 64 {
         p.b.restart();
         assert!(p.linked(Duration::from_secs(5)));
     }
@@ -393,10 +396,7 @@ fn a_write_a_moment_after_a_delete_wins_once_the_delete_is_blurred() {
     let p = ProxiedPair::start_in([127, 0, 7, 25], "64", &["-t", "1"]);
     let (mut ca, mut cb) = (p.a.client(), p.b.client());
     p.partition();
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
+    let ms = unix_ms();
     let (mut deletes, mut writes) = (String::new(), String::new());
     for i in 0..100u64 {
         let s = (ms - 1000 + i) << 16;
@@ -422,28 +422,19 @@ fn a_write_a_moment_after_a_delete_wins_once_the_delete_is_blurred() {
 #[test]
 fn a_write_stamped_as_a_delete_on_the_other_side_goes_once_that_delete_is_out_of_the_list() {
     let mut p = ProxiedPair::start_in([127, 0, 7, 29], "16", &["-t", "1"]);
-    let id = |n: &common::node::Node| {
-        n.client()
-            .stat("replication_node_id")
-            .parse::<u16>()
-            .unwrap()
-    };
     p.partition();
     let (deleter, writer) = (&mut p.a, &mut p.b);
     // A node takes a new random id at each start: restarted until its id is the lower.
-    let deleter_id = id(deleter);
+    let deleter_id = node_id(deleter);
     for _ in 0..30 {
         writer.restart();
-        if id(writer) < deleter_id {
+        if node_id(writer) < deleter_id {
             break;
         }
     }
-    assert!(id(writer) < deleter_id, "no lower id in 30 restarts");
+    assert!(node_id(writer) < deleter_id, "no lower id in 30 restarts");
     let (mut cd, mut cw) = (deleter.client(), writer.client());
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
+    let ms = unix_ms();
     let (mut deletes, mut writes) = (String::new(), String::new());
     for i in 0..50u64 {
         let stamp = (ms - 1000 + i) << 16;

@@ -6,7 +6,7 @@ mod common;
 use std::io::Read;
 use std::time::{Duration, Instant};
 
-use common::{InProc, Proc};
+use common::{rss_kb, InProc, Proc};
 use repcached::protocol::binary::{op, request as packet, HEADER_LEN};
 
 #[test]
@@ -254,16 +254,6 @@ fn expired_items_are_reclaimed_in_the_background() {
     assert_eq!(c.stat("reclaimed"), "1000");
     assert_eq!(c.stat("expired_unfetched"), "1000");
     assert_eq!(c.stat("bytes"), "0");
-}
-
-fn rss_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap()
 }
 
 #[test]

@@ -70,13 +70,7 @@ impl Peer {
 }
 
 fn rss_mb(node: &Node) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", node.child.id())).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .expect("VmRSS")
-        / 1024
+    common::rss_kb(node.child.id()) / 1024
 }
 
 /// A peer asking for a 1 MB item thousands of times, and reading none of the answers,
@@ -84,18 +78,8 @@ fn rss_mb(node: &Node) -> u64 {
 /// The answers queued on a link are now bounded in bytes; the excess gets none.
 #[test]
 fn a_peer_asking_for_a_large_item_over_and_over_holds_a_bounded_copy() {
-    let rport = free_port();
-    let ip = [127, 0, 8, 10];
-    let node = Node::start(
-        ip,
-        free_port(),
-        &args(&[
-            "--repl-listen",
-            &format!("127.0.8.10:{rport}"),
-            "--peer",
-            &format!("127.0.8.11:{}", free_port()),
-        ]),
-    );
+    let (ip, rport) = ([127, 0, 8, 10], free_port());
+    let node = lone_node(ip, rport, std::process::Stdio::null());
     let mut c = node.client();
     let value = vec![b'x'; 1000 * 1000];
     let mut req = b"set big 0 0 1000000\r\n".to_vec();
@@ -126,6 +110,7 @@ fn open_fds(node: &Node) -> usize {
         .unwrap_or(0)
 }
 
+/// A replicating node at `ip` whose one configured peer never answers, its log to `log`.
 fn lone_node(ip: [u8; 4], rport: u16, log: std::process::Stdio) -> Node {
     let listen = format!("{}:{rport}", std::net::Ipv4Addr::from(ip));
     let absent = format!("127.0.8.11:{}", free_port());

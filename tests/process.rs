@@ -154,15 +154,20 @@ fn sighup_is_ignored_and_sigusr1_stops() {
     assert!(st.success(), "{st:?}");
 }
 
+/// Starts with `args`, stores an item, and finds `warning` on stderr.
+fn serves_and_warns(args: &[&str], warning: &str) {
+    let mut p = Proc::start(args);
+    p.client().expect(b"set a 0 0 1\r\nx\r\n", b"STORED\r\n");
+    let err = stop_and_read_stderr(&mut p);
+    assert!(err.contains(warning), "{err}");
+}
+
 /// As memcached: a pid file that cannot be written is reported and the server runs.
 #[test]
 fn an_unwritable_pid_file_is_reported_and_the_server_runs() {
-    let mut p = Proc::start(&["-P", "/nonexistent-folder/repcached.pid"]);
-    p.client().expect(b"set a 0 0 1\r\nx\r\n", b"STORED\r\n");
-    let err = stop_and_read_stderr(&mut p);
-    assert!(
-        err.contains("cannot write pid file /nonexistent-folder/repcached.pid"),
-        "{err}"
+    serves_and_warns(
+        &["-P", "/nonexistent-folder/repcached.pid"],
+        "cannot write pid file /nonexistent-folder/repcached.pid",
     );
 }
 
@@ -211,12 +216,9 @@ fn a_listen_address_may_name_its_own_port() {
 /// it once took more memory than the machine had, and the start aborted.
 #[test]
 fn an_absurd_memory_limit_is_capped_with_a_warning() {
-    let mut p = Proc::start(&["-m", "99999999999"]);
-    p.client().expect(b"set a 0 0 1\r\nx\r\n", b"STORED\r\n");
-    let err = stop_and_read_stderr(&mut p);
-    assert!(
-        err.contains("-m 99999999999: more than this server addresses"),
-        "{err}"
+    serves_and_warns(
+        &["-m", "99999999999"],
+        "-m 99999999999: more than this server addresses",
     );
 }
 

@@ -8,7 +8,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{free_port, wait_ready, Client, BIN};
+use common::{eventually, free_port, wait_ready, Client, BIN};
 
 /// A node in a process group of its own, the whole group killed on drop: `faketime` runs
 /// the server as its child, which killing `faketime` alone would leave running.
@@ -127,11 +127,10 @@ fn expiry_and_ordering_hold_when_clocks_are_minutes_apart() {
     }
     // The node ahead wrote first; a later write on the other still wins everywhere.
     cb.expect(b"set k 0 0 5\r\nfirst\r\n", b"STORED\r\n");
-    let until = Instant::now() + Duration::from_secs(5);
-    while !hit(&mut ca, "k") {
-        assert!(Instant::now() < until, "k did not reach the other node");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(
+        eventually(Duration::from_secs(5), || hit(&mut ca, "k")),
+        "k did not reach the other node"
+    );
     ca.expect(b"set k 0 0 6\r\nsecond\r\n", b"STORED\r\n");
     let until = Instant::now() + Duration::from_secs(5);
     loop {
@@ -157,11 +156,10 @@ fn a_delayed_flush_from_a_node_behind_removes_what_its_peer_writes_until_then() 
     let (_nodes, mut ca, mut cb) = pair(["127.0.8.1", "127.0.8.2"], "-10s");
     // The late node has taken in the other's stamps.
     ca.expect(b"set warm 0 0 1\r\nx\r\n", b"STORED\r\n");
-    let until = Instant::now() + Duration::from_secs(5);
-    while !hit(&mut cb, "warm") {
-        assert!(Instant::now() < until, "warm did not reach the late node");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(
+        eventually(Duration::from_secs(5), || hit(&mut cb, "warm")),
+        "warm did not reach the late node"
+    );
     cb.expect(b"flush_all 2\r\n", b"OK\r\n");
     let start = Instant::now();
     let mut during = Vec::new();

@@ -1253,7 +1253,6 @@ impl Inner {
         }
     }
 
-    /// Logs why a link to `name` ended, once per distinct reason, not once per retry.
     /// Logs why a link with `name` ended, once per reason: again only when the reason
     /// changes, and then at most once a second per address (connections that each give
     /// another reason, a made-up cluster name say, must not fill the log). Text a peer

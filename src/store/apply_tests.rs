@@ -1112,17 +1112,22 @@ fn a_delete_of_a_key_held_only_as_a_marker_sends_a_newer_delete_and_frees_the_ma
     );
 }
 
+/// A client's delete of `key` with its own stamp (meta's `E`).
+fn delete_at(s: &Store, key: &[u8], stamp: u64) -> DeleteOutcome {
+    let req = DeleteRequest {
+        key,
+        new_cas: Some(stamp),
+        ..Default::default()
+    };
+    s.delete(&req, now(s))
+}
+
 #[test]
 fn a_client_stamp_is_kept_by_a_delete_of_a_key_not_held() {
     let s = replicated(1);
     let mut sub = s.subscribe().unwrap();
     let wanted = stamp_now(&s) + 1000;
-    let req = DeleteRequest {
-        key: b"k",
-        new_cas: Some(wanted),
-        ..Default::default()
-    };
-    assert_eq!(s.delete(&req, now(&s)), DeleteOutcome::NotFound);
+    assert_eq!(delete_at(&s, b"k", wanted), DeleteOutcome::NotFound);
     assert_eq!(deletes_sent(&mut sub)[0].1.stamp, wanted);
 }
 
@@ -1135,12 +1140,7 @@ fn a_write_stamped_as_a_delete_here_is_answered_with_that_delete() {
     let s = replicated(3);
     let mut sub = s.subscribe().unwrap();
     let stamp = stamp_now(&s) + 1000;
-    let req = DeleteRequest {
-        key: b"k",
-        new_cas: Some(stamp),
-        ..Default::default()
-    };
-    assert_eq!(s.delete(&req, now(&s)), DeleteOutcome::NotFound);
+    assert_eq!(delete_at(&s, b"k", stamp), DeleteOutcome::NotFound);
     let mine = deletes_sent(&mut sub);
     let at = |node| Version {
         stamp,

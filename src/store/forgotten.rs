@@ -369,9 +369,14 @@ mod tests {
 
     /// A version of node 1 at `stamp`.
     fn v(stamp: u64) -> Version {
+        at(stamp, 1)
+    }
+
+    /// A version of `node` at `stamp`.
+    fn at(stamp: u64, node: u16) -> Version {
         Version {
             stamp,
-            node: NodeId(1),
+            node: NodeId(node),
         }
     }
 
@@ -421,10 +426,6 @@ mod tests {
     /// shard holds, for a key's own version and for a bucket's floor.
     #[test]
     fn equal_stamps_are_ordered_by_node() {
-        let at = |stamp, node| Version {
-            stamp,
-            node: NodeId(node),
-        };
         let mut f = Forgotten::default();
         f.raise(h(1, 1), at(10, 5));
         assert!(f.covers(h(1, 1), at(10, 5)) && f.covers(h(1, 1), at(10, 4)));
@@ -510,10 +511,6 @@ mod tests {
     /// 64th of a millisecond once refused them), and the version told back is just below.
     #[test]
     fn a_group_keeps_whole_versions() {
-        let at = |stamp, node| Version {
-            stamp,
-            node: NodeId(node),
-        };
         let mut f = Forgotten::default();
         f.set_groups((2, 16));
         for k in 1..=WAYS as u64 {
@@ -544,27 +541,9 @@ mod tests {
     #[test]
     fn a_state_stamped_zero_stays_covered() {
         let mut f = Forgotten::default();
-        f.raise(
-            h(3, 1),
-            Version {
-                stamp: 0,
-                node: NodeId(2),
-            },
-        );
-        assert!(f.covers(
-            h(3, 1),
-            Version {
-                stamp: 0,
-                node: NodeId(2)
-            }
-        ));
-        assert!(f.covers(
-            h(3, 1),
-            Version {
-                stamp: 0,
-                node: NodeId(1)
-            }
-        ));
+        f.raise(h(3, 1), at(0, 2));
+        assert!(f.covers(h(3, 1), at(0, 2)));
+        assert!(f.covers(h(3, 1), at(0, 1)));
     }
 
     /// A key's kept version rises with a newer drop even when a floor covers that drop
@@ -579,13 +558,7 @@ mod tests {
         }
         assert!(f.blurred.floor > v(500), "the group went to the floor");
         f.raise(h(3, 1), v(500));
-        assert_eq!(
-            f.answer(h(3, 1), v(10)),
-            Some(Version {
-                stamp: 500,
-                node: NodeId(0)
-            })
-        );
+        assert_eq!(f.answer(h(3, 1), v(10)), Some(at(500, 0)));
     }
 
     /// Two keys dropped at one version, the bucket full: both stay covered (the second
@@ -672,7 +645,6 @@ mod tests {
                 .into_iter()
                 .map(|(b, k, stamp, node)| (b, k, if few_stamps { stamp % 40 + 1 } else { stamp }, node))
                 .collect();
-            let at = |stamp, node| Version { stamp, node: NodeId(node) };
             for &(bucket, key, stamp, node) in &raised {
                 f.raise(h(bucket, key), at(stamp, node));
             }

@@ -210,11 +210,11 @@ pub struct Shard {
     /// Bumped whenever an item is marked dead or rewritten in place, or a flush comes in:
     /// what can make a segment's items all dead but the clock.
     changes: u64,
-    /// Without eviction, the (second, flushed floor, changes) at which no segment here
-    /// could be given back: until one of them moves none can, so a full `-M` store refuses
+    /// Without eviction, the (second, changes) at which no segment here could be given
+    /// back: until one of them moves none can, so a full `-M` store refuses
     /// each write without walking every shard's segments again (that walk cost 80 us a
     /// refused write; memcached refuses in 1).
-    barren: Option<(u32, u64, u64)>,
+    barren: Option<(u32, u64)>,
 }
 
 /// What an eviction is told to: nothing until the server installs a listener (memcached's
@@ -1251,7 +1251,7 @@ impl Shard {
     /// holding `keep` (the item the write changes: an append retried after room was made
     /// must still find it); false if none can go.
     pub fn release_oldest(&mut self, now: u32, b: &Budget, keep: Option<u32>) -> bool {
-        let state = (now, self.flushes.below(), self.changes);
+        let state = (now, self.changes);
         if !b.evict && self.barren == Some(state) {
             return false;
         }

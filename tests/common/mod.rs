@@ -79,6 +79,17 @@ pub fn free_port() -> u16 {
 }
 
 /// Polls connect until it succeeds or `limit` passes.
+/// A process's resident memory, in KB.
+pub fn rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
 pub fn wait_ready(addr: SocketAddr, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
