@@ -259,6 +259,15 @@ fn a_write_too_large_for_the_peer_is_answered_once_the_peer_holds_the_rest() {
     );
     eprintln!("the write too large for the peer was answered after {took:?}");
     assert_eq!(get(&mut r, "big"), None, "the peer refused it");
+    // Not sent at all: the writing node says why.
+    let status = w.call_until(b"stats replication\r\n", b"END\r\n");
+    let status = String::from_utf8_lossy(&status);
+    assert!(
+        status
+            .lines()
+            .any(|l| l.contains(":last_error ") && l.contains("same -I")),
+        "{status}"
+    );
     assert_eq!(w.stat("replication_ack_too_large"), "1");
     assert_eq!(w.stat("replication_ack_timeouts"), "0");
     assert!(took < Duration::from_secs(2), "answered after {took:?}");

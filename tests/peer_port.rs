@@ -1,18 +1,19 @@
 //! What one connection to the replication port can cost a node: a client speaking the
 //! replication protocol itself (with the crate's own frame encoding), against a real
-//! node on 127.0.8.10, 127.0.8.12 or 127.0.8.14 (127.0.8.11 is a peer that never answers).
+//! node on 127.0.8.10, 127.0.8.12, 127.0.8.13 or 127.0.8.14 (127.0.8.11 is a peer that
+//! never answers).
 
 mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use common::free_port;
 use common::node::{args, Node};
 use repcached::replication::wire::{self, Frame, PROTOCOL_VERSION};
-use repcached::store::NodeId;
+use repcached::store::{NodeId, Record, Version};
 
 /// A replication connection that has passed the handshake (no secret), as node `id`.
 struct Peer {
@@ -46,6 +47,9 @@ impl Peer {
             events: 0,
             shards: Vec::new(),
             listen: String::new(),
+        });
+        p.send(&Frame::Limits {
+            item_size_max: 1 << 20,
         });
         p
     }
@@ -102,6 +106,59 @@ fn a_peer_asking_for_a_large_item_over_and_over_holds_a_bounded_copy() {
     assert!(grown < 100, "the node grew by {grown} MB");
     // Clients are served meanwhile.
     c.expect(b"mg big s\r\n", b"HD s1000000\r\n");
+}
+
+/// Once linked, a peer could announce frames of up to a GB whatever the node's `-I`, and
+/// the node buffered what came (four links, four GB; a 256 MB frame of flushes held the
+/// replication thread for seconds). A peer of this version keeps its frames within a
+/// batch and the node's `-I`, so a longer one ends the link at its header, before any
+/// of its bytes are held; items the node could not hold are not sent to it.
+#[test]
+fn a_frame_longer_than_the_node_takes_ends_the_link_at_its_header() {
+    let (ip, rport) = ([127, 0, 8, 13], free_port());
+    let node = lone_node(ip, rport, std::process::Stdio::null());
+    let before = rss_mb(&node);
+    let mut peer = Peer::link(SocketAddr::from((ip, rport)), 100);
+    assert!(matches!(peer.next(), Frame::Resume { .. }));
+    // The header of a 64 MB Changes frame (the node's -I is 1 MB), and a first chunk.
+    let mut head = ((64u32 << 20) + 9).to_le_bytes().to_vec();
+    head.push(6);
+    head.extend_from_slice(&[0u8; 8192]);
+    let _ = peer.stream.write_all(&head);
+    let started = Instant::now();
+    let mut sink = Vec::new();
+    let _ = peer.stream.read_to_end(&mut sink);
+    // Not waited on until the link's timeout (3 s) for the rest.
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "the link was held {:?}",
+        started.elapsed()
+    );
+    assert!(rss_mb(&node) < before + 32);
+    // A frame within it is taken: a change of a key arrives.
+    let mut peer = Peer::link(SocketAddr::from((ip, rport)), 100);
+    assert!(matches!(peer.next(), Frame::Resume { .. }));
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let version = Version {
+        stamp: ms << 16,
+        node: NodeId(100),
+    };
+    let records = vec![Record::live(b"k", b"v", 0, 0, version, None)];
+    peer.send(&Frame::Changes { now: 0, records });
+    let mut c = node.client();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let reply = c.call_until(b"mg k v\r\nmn\r\n", b"MN\r\n");
+        if reply == b"VA 1\r\nv\r\nMN\r\n" {
+            break;
+        }
+        assert_eq!(reply, b"EN\r\nMN\r\n");
+        assert!(Instant::now() < deadline, "the change did not arrive");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn open_fds(node: &Node) -> usize {

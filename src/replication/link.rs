@@ -43,8 +43,6 @@ struct Wake {
 /// A batch this large means the sender is behind: it reads again at once.
 const POLL_BATCH: usize = 256;
 
-/// Bytes of changes per frame.
-const BATCH_BYTES: usize = 256 << 10;
 /// Socket send and receive buffers of a link.
 const SOCKET_BUFFER: usize = 256 << 10;
 
@@ -276,6 +274,20 @@ async fn serve(
         Frame::Refuse { reason } => return Err(LinkError::RefusedBy(reason)),
         _ => return Err(LinkError::Protocol("expected a resume")),
     };
+    let mut prompted = inner.ack_peers > 0;
+    let form = PeerForm {
+        // A v2 peer refuses live records that carry item bits.
+        item_bits: peer_version >= 3,
+        item_max: if peer_version >= 5 {
+            Some(limits(inner, frames, peer, &mut prompted).await?)
+        } else {
+            None
+        },
+    };
+    if peer_version >= 6 {
+        // Such a peer sends nothing longer (see wire::PROTOCOL_VERSION).
+        frames.max = wire::frame_limit(inner.store.config().item_size_max);
+    }
     let start = inner
         .start_sending(peer, run, chain, at)
         .ok_or(LinkError::Full)?;
@@ -303,10 +315,8 @@ async fn serve(
         }
     }));
     let wake = Wake { notify, polling };
-    // A v2 peer refuses live records that carry item bits.
-    let item_bits = peer_version >= 3;
     let acks = Acks {
-        prompt: AtomicBool::new(inner.ack_peers > 0),
+        prompt: AtomicBool::new(prompted),
         ..Acks::default()
     };
     let mut marks = Marks {
@@ -317,8 +327,58 @@ async fn serve(
     };
     let answers = Answers::default();
     tokio::select! {
-        r = send_changes(inner, wr, &mut parked.reader, &mut marks, (control, &answers), &wake, &acks, peer, full, item_bits) => r,
-        r = receive(inner, frames, peer, (control_tx, &answers), pending, &acks, item_bits) => r,
+        r = send_changes(inner, wr, &mut parked.reader, &mut marks, (control, &answers), &wake, &acks, peer, full, form) => r,
+        r = receive(inner, frames, peer, (control_tx, &answers), pending, &acks, form) => r,
+    }
+}
+
+/// The peer's Limits, which a v5 or later peer sends right after its Resume (an AckPrompt
+/// may come between): nothing goes to it before this node knows which items it takes.
+async fn limits(
+    inner: &Inner,
+    frames: &mut Frames,
+    peer: NodeId,
+    prompted: &mut bool,
+) -> Result<usize, LinkError> {
+    loop {
+        match frames.next().await? {
+            Frame::AckPrompt => *prompted = true,
+            Frame::Limits { item_size_max } => {
+                inner.peer_limits(peer, item_size_max);
+                return Ok(usize::try_from(item_size_max).unwrap_or(usize::MAX));
+            }
+            Frame::Refuse { reason } => return Err(LinkError::RefusedBy(reason)),
+            _ => return Err(LinkError::Protocol("expected limits")),
+        }
+    }
+}
+
+/// What the peer reads and holds: records go in its version's form, and none that it
+/// would refuse as larger than its `-I` (it could not hold it, and would have to take
+/// the bytes in to learn that).
+#[derive(Clone, Copy)]
+struct PeerForm {
+    item_bits: bool,
+    /// The peer's `-I`; None from a peer before v5, which does not say.
+    item_max: Option<usize>,
+}
+
+impl PeerForm {
+    fn takes(&self, rec: &Record) -> bool {
+        self.item_max.is_none_or(|max| rec.item_size() <= max)
+    }
+
+    /// Drops from `records` what the peer would not take, and says so once per change of
+    /// error.
+    fn keep_taken(&self, inner: &Inner, peer: NodeId, records: &mut Vec<Record>) {
+        let before = records.len();
+        records.retain(|r| self.takes(r));
+        if records.len() < before {
+            inner.note_error(
+                peer,
+                "an item larger than the peer's item size limit was not sent to it: give every node the same -I",
+            );
+        }
     }
 }
 
@@ -439,7 +499,7 @@ async fn send_changes(
     acks: &Acks,
     peer: NodeId,
     full: bool,
-    item_bits: bool,
+    form: PeerForm,
 ) -> Result<(), LinkError> {
     let store = &inner.store;
     let heartbeat = inner.timeout / 3;
@@ -449,7 +509,7 @@ async fn send_changes(
         send(wr, &Frame::SnapshotStart { complete }).await?;
         // The snapshot leaves out what was flushed; the peer may still hold it.
         send_flushed(inner, wr, &mut out).await?;
-        snapshot(inner, wr, &mut out, None, control, acks, item_bits).await?;
+        snapshot(inner, wr, &mut out, None, control, acks, (peer, form)).await?;
         send(wr, &Frame::SnapshotEnd).await?;
         inner.count(peer, SyncKind::Full);
     }
@@ -466,7 +526,7 @@ async fn send_changes(
             send(wr, &f).await?;
             last_write = Instant::now();
         }
-        let batch = reader.read(BATCH_BYTES);
+        let batch = reader.read(wire::BATCH_BYTES);
         for lost in &batch.lost {
             // The ring dropped changes this peer never got: copy that part again.
             tracing::info!(
@@ -476,22 +536,23 @@ async fn send_changes(
                 peer.0
             );
             match lost.shard {
-                Some(i) => snapshot(inner, wr, &mut out, Some(i), control, acks, item_bits).await?,
+                Some(i) => {
+                    snapshot(inner, wr, &mut out, Some(i), control, acks, (peer, form)).await?
+                }
                 // Lost flushes: what they did, summed up as one.
                 None => send_flushed(inner, wr, &mut out).await?,
             }
             inner.count(peer, SyncKind::Shard);
         }
         let got = !batch.records.is_empty() || !batch.lost.is_empty();
-        let mine: Vec<_> = batch
+        let mut mine: Vec<_> = batch
             .records
             .into_iter()
             .filter(|r| r.origin() != Some(peer))
             .collect();
+        form.keep_taken(inner, peer, &mut mine);
         out.clear();
-        if !mine.is_empty() {
-            wire::encode_changes(store.clock().now(), &mine, &mut out, item_bits);
-        }
+        wire::encode_batches(store.clock().now(), &mine, &mut out, form.item_bits);
         // Writes waiting for acks wait on marks too: then every move is marked at once.
         let mark_now = !mine.is_empty()
             || marks.sent.is_none()
@@ -592,7 +653,7 @@ async fn send_flushed(
         return Ok(());
     }
     out.clear();
-    wire::encode_changes(now, &flushes, out, false);
+    wire::encode_batches(now, &flushes, out, false);
     wr.write_all(out).await?;
     Ok(())
 }
@@ -611,7 +672,7 @@ async fn snapshot(
     only: Option<usize>,
     control: &mut Control,
     acks: &Acks,
-    item_bits: bool,
+    (peer, form): (NodeId, PeerForm),
 ) -> Result<(), LinkError> {
     let store = &inner.store;
     // Items eviction moves while the walk runs reach the peer through the feed.
@@ -629,13 +690,15 @@ async fn snapshot(
             send(wr, &f).await?;
         }
         let now = store.clock().now();
-        let (records, next) = store.scan(c, BATCH_BYTES, now);
+        let (mut records, next) = store.scan(c, wire::BATCH_BYTES, now);
         cursor = next;
+        form.keep_taken(inner, peer, &mut records);
         if records.is_empty() {
             continue;
         }
         out.clear();
-        wire::encode_changes(now, &records, out, item_bits);
+        // A shard's part ends with its deletes, all at once: they may need several frames.
+        wire::encode_batches(now, &records, out, form.item_bits);
         if let Some(n) = acks.take(true) {
             wire::encode(&Frame::Ack { n }, out);
         }
@@ -715,7 +778,7 @@ async fn receive(
     (control, answers): (&ControlTx, &Answers),
     pending: &Pending,
     acks: &Acks,
-    item_bits: bool,
+    form: PeerForm,
 ) -> Result<(), LinkError> {
     let store = &inner.store;
     // Whether the copy arriving holds the cluster's data (see [`Frame::SnapshotStart`]).
@@ -801,7 +864,12 @@ async fn receive(
                     continue;
                 }
                 let now = store.clock().now();
-                let record = store.state_of(&key, now).map(|r| r.for_peer(item_bits));
+                // An item the peer could not hold answers as a miss (it could not have been
+                // written there either).
+                let record = store
+                    .state_of(&key, now)
+                    .filter(|r| form.takes(r))
+                    .map(|r| r.for_peer(form.item_bits));
                 let bytes = answers.queue(&record);
                 if control
                     .try_send(Frame::Fetched { id, now, record })

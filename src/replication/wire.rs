@@ -36,7 +36,10 @@ use crate::store::{NodeId, Record};
 /// v3: live records carry the item's state bits (stale, base64 key) in their `at` field.
 /// v4: AckPrompt (sent only to v4 peers).
 /// v5: Limits (sent only to v5 peers).
-pub const PROTOCOL_VERSION: u16 = 5;
+/// v6: a sender waits for the peer's Limits, sends no item over them, and keeps each
+/// Changes frame within [`BATCH_BYTES`] plus one record, so a v6 receiver bounds frames by
+/// its own `-I` ([`frame_limit`]) rather than by [`MAX_FRAME`].
+pub const PROTOCOL_VERSION: u16 = 6;
 /// The oldest version this build accepts from a peer. A node meeting an older peer than
 /// itself but not older than this speaks the peer's version (to a v2 peer, records go
 /// without item bits, which it would refuse; v1 had no resume).
@@ -46,6 +49,9 @@ pub const MIN_PROTOCOL_VERSION: u16 = 2;
 /// announcing more is broken. The bytes arrive (and are buffered) as they are sent, so the
 /// limit reserves nothing up front.
 pub const MAX_FRAME: usize = (1 << 30) + (1 << 20);
+/// Bytes of records a Changes frame holds before the next record starts another frame (a
+/// frame may pass it by its last record).
+pub const BATCH_BYTES: usize = 256 << 10;
 /// Longest cluster name or refusal reason, in bytes.
 pub const MAX_STRING: usize = 1024;
 
@@ -272,6 +278,29 @@ pub fn encode_changes(now: u32, records: &[Record], out: &mut BytesMut, item_bit
         out.put_u32_le(r.len() as u32);
         r.put_into(out, item_bits);
     }
+}
+
+/// Encodes `records` as as many Changes frames as [`BATCH_BYTES`] asks (each holds at least
+/// one record).
+pub fn encode_batches(now: u32, records: &[Record], out: &mut BytesMut, item_bits: bool) {
+    let mut start = 0;
+    let mut bytes = 0;
+    for (i, r) in records.iter().enumerate() {
+        if bytes >= BATCH_BYTES {
+            encode_changes(now, &records[start..i], out, item_bits);
+            (start, bytes) = (i, 0);
+        }
+        bytes += 4 + r.len();
+    }
+    if start < records.len() {
+        encode_changes(now, &records[start..], out, item_bits);
+    }
+}
+
+/// The longest frame a v6 peer sends a node whose largest item is `item_size_max`: a batch
+/// and one record of that item (a record's header is under a KB, the rest is slack).
+pub fn frame_limit(item_size_max: usize) -> usize {
+    (BATCH_BYTES + item_size_max + (64 << 10)).min(MAX_FRAME)
 }
 
 /// Takes one complete frame off the front of `buf`; Ok(None) while it is incomplete (not an
@@ -737,5 +766,37 @@ mod tests {
                 prop_assert_eq!(&encoded(&f)[..], &b[..used]);
             }
         }
+    }
+
+    /// A batch larger than BATCH_BYTES goes as several frames, each within a batch and one
+    /// record, the records in order.
+    #[test]
+    fn batches_split_into_frames_a_receiver_takes() {
+        let records: Vec<Record> = (0..40)
+            .map(|i| {
+                let value = vec![b'x'; 20_000 + i * 7];
+                Record::live(format!("k{i}").as_bytes(), &value, 0, 0, v(1, 1), None)
+            })
+            .collect();
+        let mut out = BytesMut::new();
+        encode_batches(7, &records, &mut out, true);
+        let limit = frame_limit(32 << 10);
+        let mut keys = Vec::new();
+        let mut frames = 0;
+        while let Some(f) = decode_limited(&mut out, limit).unwrap() {
+            let Frame::Changes { now: 7, records } = f else {
+                panic!("not a batch of changes");
+            };
+            frames += 1;
+            keys.extend(records.iter().map(|r| r.key().to_vec()));
+        }
+        assert!(out.is_empty());
+        assert!(frames >= 3, "{frames} frames");
+        let want: Vec<Vec<u8>> = records.iter().map(|r| r.key().to_vec()).collect();
+        assert_eq!(keys, want);
+        // Nothing at all for no records; a limit never above the largest frame.
+        encode_batches(7, &[], &mut out, true);
+        assert!(out.is_empty());
+        assert_eq!(frame_limit(2 << 30), MAX_FRAME);
     }
 }

@@ -28,7 +28,7 @@
 
 use bytes::{BufMut, Bytes};
 
-use super::item::{bits, Item};
+use super::item::{bits, item_total_size, Item};
 use super::version::{NodeId, Version};
 
 /// memcached's key limit; the store never holds a longer key.
@@ -186,6 +186,15 @@ impl Record {
     pub fn value(&self) -> &[u8] {
         let at = HEADER + self.key_len();
         &self.bytes[at..at + self.value_len()]
+    }
+
+    /// The size of the item a live record makes, as `-I` counts it ([`item_total_size`]);
+    /// 0 for other kinds, which every node takes.
+    pub fn item_size(&self) -> usize {
+        match self.kind() {
+            Kind::Live => item_total_size(self.key_len(), self.value_len(), self.flags()),
+            _ => 0,
+        }
     }
 
     /// Client flags of a live item; 0 for other kinds.
