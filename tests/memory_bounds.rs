@@ -57,15 +57,7 @@ fn flushed_room_comes_back(args: &[&str], size: usize) {
 fn room_comes_back(args: &[&str], size: usize, ttl: u32, free: impl Fn(&mut Client, usize)) {
     let s = Proc::start(args);
     let mut c = s.client();
-    let mut filled = 0;
-    loop {
-        let r = set_ttl(&mut c, &format!("k{filled}"), size, ttl);
-        if r != "STORED\r\n" {
-            assert_eq!(r, "SERVER_ERROR out of memory storing object\r\n");
-            break;
-        }
-        filled += 1;
-    }
+    let filled = fill(&mut c, size, ttl);
     free(&mut c, filled);
     for i in 0..filled / 2 {
         assert_eq!(
@@ -76,6 +68,40 @@ fn room_comes_back(args: &[&str], size: usize, ttl: u32, free: impl Fn(&mut Clie
         );
     }
     assert_eq!(c.stat("evictions"), "0");
+}
+
+/// Stores `k0`, `k1`, ... until a `-M` store is full; how many it took.
+fn fill(c: &mut Client, size: usize, ttl: u32) -> usize {
+    let mut filled = 0;
+    loop {
+        let r = set_ttl(c, &format!("k{filled}"), size, ttl);
+        if r != "STORED\r\n" {
+            assert_eq!(r, "SERVER_ERROR out of memory storing object\r\n");
+            return filled;
+        }
+        filled += 1;
+    }
+}
+
+/// A read that wins a recache token marks the item, which takes a byte more; in a full
+/// `-M` store there was no room to write it anew, and the read answered a miss for an
+/// item that is there. It answers the hit (the token unrecorded: the next read may win
+/// it too).
+#[test]
+fn a_read_in_a_full_store_without_eviction_answers_the_item() {
+    let s = Proc::start(&["-m", "2", "-M", "-I", "512k"]);
+    let mut c = s.client();
+    let filled = fill(&mut c, 1000, 10);
+    assert!(filled > 100, "{filled} items");
+    for i in [0, filled / 2, filled - 1] {
+        let reply = c.call_until(format!("mg k{i} v R30\r\nmn\r\n").as_bytes(), b"MN\r\n");
+        let want = format!("VA 1000 W\r\n{}\r\nMN\r\n", "v".repeat(1000));
+        assert!(
+            reply == want.as_bytes(),
+            "k{i}: {:?}",
+            String::from_utf8_lossy(&reply[..reply.len().min(40)])
+        );
+    }
 }
 
 /// Items touched to expire at once (`touch k -1`) give their room back in the same

@@ -699,6 +699,15 @@ impl Store {
             let value = shard.item(loc).value().to_vec();
             match shard.rewrite(hash, key, &value, &meta, now, &b) {
                 Ok(loc) => loc,
+                // A full store without eviction (-M). A read answers the item as it is (a
+                // token it won goes unrecorded; looked up again, as making room may have moved
+                // it); a new expiry, which cannot be kept, misses.
+                Err(NoRoom) if meta.exptime == before.exptime && meta.cas == before.cas => {
+                    match shard.find(hash, key) {
+                        Some(loc) => loc,
+                        None => return f(Err(Miss::Absent)),
+                    }
+                }
                 Err(NoRoom) => return f(Err(Miss::Absent)),
             }
         };
