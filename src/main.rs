@@ -79,6 +79,9 @@ fn main() -> ExitCode {
             "can't run as root without the -u switch; give -u USER to drop privileges",
         );
     }
+    // Before privileges go (root may raise the hard limit), and before the listeners take
+    // their first client.
+    let file_limit = repcached::server::process::raise_file_limit(config.max_connections);
     let server = match Server::bind(config.clone()) {
         Ok(s) => s,
         Err(e) => return fail(EXIT_OSERR, e),
@@ -123,7 +126,7 @@ fn main() -> ExitCode {
             }
         }
     }
-    for w in &config.warnings {
+    for w in config.warnings.iter().chain(&file_limit) {
         tracing::warn!("{w}");
     }
     // This runtime accepts connections, handles signals and runs background tasks; the

@@ -776,3 +776,60 @@ fn workers_are_at_most_one_per_core() {
         assert_eq!(settings, asked.to_string());
     }
 }
+
+/// As memcached: the open-file limit is raised to fit `-c`. Under a limit of 256 the
+/// clients beyond it were accepted by nobody and waited without a reply.
+#[test]
+fn the_open_file_limit_is_raised_to_fit_the_connection_limit() {
+    use std::os::unix::process::CommandExt;
+    let port = free_port();
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "-u",
+        "root",
+        "-l",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-c",
+        "2000",
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut lim = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+            // The soft limit only: raising a hard limit takes a capability that a container
+            // may not grant even to root.
+            lim.rlim_cur = 256;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("spawn repcached");
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    assert!(wait_ready(addr, Duration::from_secs(10)));
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("the open-file limit");
+    let (soft, hard): (u64, u64) = match line.split_whitespace().collect::<Vec<_>>()[..] {
+        [_, _, _, soft, hard, ..] => (soft.parse().unwrap(), hard.parse().unwrap_or(u64::MAX)),
+        _ => panic!("{line}"),
+    };
+    assert!(hard < 2064 || soft >= 2064, "{line}");
+    assert!(soft > 700, "{line}");
+    let mut conns: Vec<Client> = (0..600).map(|_| Client::connect(addr)).collect();
+    for c in &mut conns {
+        assert_eq!(c.call_until(b"mn\r\n", b"MN\r\n"), b"MN\r\n");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -82,6 +82,51 @@ pub fn ignore_hangup() {
     unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
 }
 
+/// Files the process needs besides client connections: listeners, replication links, the
+/// log, the runtime's own.
+const FILES_BESIDES_CLIENTS: u64 = 64;
+
+/// Raises the open-file limit so that `-c` clients fit, as memcached does: under a
+/// distribution's default of 1024 (or a service manager's lower one) the clients over the
+/// limit were accepted by nobody and waited without a reply. Only the soft limit unless
+/// that is not enough (root may raise the hard one too). Returns a warning to log when the
+/// limit stays short.
+pub fn raise_file_limit(max_connections: usize) -> Option<String> {
+    let want = (max_connections as u64).saturating_add(FILES_BESIDES_CLIENTS);
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 || lim.rlim_cur >= want {
+        return None;
+    }
+    let raised = libc::rlimit {
+        rlim_cur: want,
+        rlim_max: lim.rlim_max.max(want),
+    };
+    // SAFETY: setrlimit reads the struct it is given.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+        return None;
+    }
+    let soft = want.min(lim.rlim_max);
+    let capped = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: lim.rlim_max,
+    };
+    // SAFETY: as above.
+    let now = if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &capped) } == 0 {
+        soft
+    } else {
+        lim.rlim_cur
+    };
+    Some(format!(
+        "the open-file limit is {now}, too low for -c {max_connections}: about {} clients can \
+         connect; raise it (ulimit -n {want}, or LimitNOFILE= in a systemd unit), start as root, or lower -c",
+        now.saturating_sub(FILES_BESIDES_CLIENTS)
+    ))
+}
+
 /// Resolves on SIGTERM, SIGINT or SIGUSR1 (memcached's graceful stop).
 pub async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
