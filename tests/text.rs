@@ -653,6 +653,43 @@ fn lru_crawler_metadump_lists_live_items_then_serves_the_rest() {
     );
 }
 
+/// As memcached's crawler: one metadump at a time, another told BUSY. Thirty clients
+/// dumping at once, none reading, held every worker for half a second.
+#[test]
+fn one_metadump_at_a_time_others_are_told_busy() {
+    let s = InProc::default();
+    let mut c = s.client();
+    for i in 0..50_000 {
+        c.send(format!("set key{i} 0 0 10 noreply\r\n0123456789\r\n").as_bytes());
+    }
+    c.expect(b"mn\r\n", b"MN\r\n");
+    // A dump whose client reads nothing: it stops once the socket is full.
+    let mut stuck = s.client();
+    let _ = socket2::SockRef::from(&stuck.stream).set_recv_buffer_size(4096);
+    stuck.send(b"lru_crawler metadump all\r\n");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    c.expect(
+        b"lru_crawler metadump all\r\n",
+        b"BUSY currently processing crawler request\r\n",
+    );
+    c.expect(b"mn\r\n", b"MN\r\n");
+    // Once that client is gone, the next dump runs whole.
+    drop(stuck);
+    assert!(common::eventually(
+        std::time::Duration::from_secs(5),
+        || {
+            // Item lines end with a bare newline: the first CRLF ends BUSY or the dump.
+            let out = c.call_until(b"lru_crawler metadump all\r\n", b"\r\n");
+            if out.starts_with(b"BUSY") {
+                return false;
+            }
+            assert!(out.ends_with(b"\nEND\r\n"));
+            assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 50_001);
+            true
+        }
+    ));
+}
+
 #[test]
 fn stats_cachedump_lists_items_up_to_its_limit() {
     let s = InProc::default();

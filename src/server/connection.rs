@@ -380,7 +380,11 @@ where
                     shared.counts.slot(worker).absorb(&mut session.counts);
                     return Ok(Stop::Close(CloseReason::Error));
                 }
-                let mut cursor = all.then(Cursor::default);
+                let dumping = shared.begin_dump();
+                let mut cursor = all.then(Cursor::default).filter(|_| dumping.is_some());
+                if dumping.is_none() {
+                    out.extend_from_slice(dump::BUSY);
+                }
                 while let Some(c) = cursor {
                     let (store, clock, sizing) = (&shared.store, &shared.clock, shared.sizing());
                     cursor = dump::write_batch(store, clock, sizing, c, session.now, &mut out);
@@ -388,8 +392,11 @@ where
                         send(sock, &mut out, &mut session).await?;
                     }
                 }
-                out.extend_from_slice(b"END\r\n");
+                if dumping.is_some() {
+                    out.extend_from_slice(b"END\r\n");
+                }
                 send(sock, &mut out, &mut session).await?;
+                drop(dumping);
                 out.release();
                 shared.counts.slot(worker).absorb(&mut session.counts);
                 // Requests pipelined after the dump are still in the buffer.

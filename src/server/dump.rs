@@ -6,6 +6,8 @@
 //! shard is locked only for one batch, and the connection writes each batch out before
 //! taking the next, so a dump of any size needs only one batch of memory.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use percent_encoding::{percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use crate::protocol::limits::SlabClasses;
@@ -56,6 +58,25 @@ impl Sizing<'_> {
     pub fn size_and_class(&self, it: &Item) -> (usize, u32) {
         let size = self.size(it);
         (size, self.slabs.class_of(size))
+    }
+}
+
+/// memcached's answer to a metadump while another runs.
+pub const BUSY: &[u8] = b"BUSY currently processing crawler request\r\n";
+
+/// The metadump slot, held while a dump streams and given back when it ends, however it
+/// ends (a client gone mid-dump too).
+pub struct Dumping<'a>(&'a AtomicBool);
+
+impl<'a> Dumping<'a> {
+    pub fn take(slot: &'a AtomicBool) -> Option<Dumping<'a>> {
+        (!slot.swap(true, Ordering::Acquire)).then_some(Dumping(slot))
+    }
+}
+
+impl Drop for Dumping<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 

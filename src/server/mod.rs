@@ -164,6 +164,8 @@ pub struct Shared {
     /// memcached's LRU crawler, as `lru_crawler enable|disable` left it (nothing crawls
     /// here: expiry is reclaimed in the background regardless).
     crawler: AtomicBool,
+    /// A `lru_crawler metadump` is streaming (one at a time, see [`Shared::begin_dump`]).
+    dumping: AtomicBool,
     /// memcached's knobs its commands set at run time, for `stats settings`.
     pub tuning: settings::Tuning,
     /// `stats sizes_enable`: the stamp from which items are counted; [`SIZES_OFF`] while
@@ -221,6 +223,13 @@ impl Shared {
     /// Whether memcached's LRU crawler would be running.
     pub fn crawler_enabled(&self) -> bool {
         self.crawler.load(Ordering::Relaxed)
+    }
+
+    /// Takes the one metadump slot, as memcached's crawler runs one dump at a time (others
+    /// are told BUSY): thirty dumps at once, each walking batches until its socket filled,
+    /// held every worker for half a second. None while another dump streams.
+    pub fn begin_dump(&self) -> Option<dump::Dumping<'_>> {
+        dump::Dumping::take(&self.dumping)
     }
 
     /// Starts or stops the (notional) crawler; false if it was already in that state.
@@ -456,6 +465,7 @@ impl Server {
             ascii_credentials,
             verbosity: AtomicU32::new(config.verbose as u32),
             crawler: AtomicBool::new(config.modern_switch("lru_crawler", "no_lru_crawler")),
+            dumping: AtomicBool::new(false),
             tuning: settings::Tuning::new(&config),
             // `-o track_sizes`: counting from the start.
             sizes_since: AtomicU64::new(if config.extended_switch("track_sizes", "", false) {
