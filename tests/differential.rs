@@ -965,7 +965,7 @@ fn touches_keep_the_cas() {
 fn request_counters(reply: &[u8]) -> String {
     // Not `reclaimed` and `expired_unfetched`: memcached also counts them when a new item
     // takes the memory of a dead one, which depends on its slabs' state.
-    const NAMES: [&str; 14] = [
+    const NAMES: [&str; 19] = [
         "cmd_get",
         "cmd_touch",
         "cmd_meta",
@@ -977,6 +977,11 @@ fn request_counters(reply: &[u8]) -> String {
         "delete_misses",
         "incr_hits",
         "incr_misses",
+        "decr_hits",
+        "decr_misses",
+        "cas_hits",
+        "cas_badval",
+        "cas_misses",
         "touch_hits",
         "touch_misses",
         "cmd_set",
@@ -1018,6 +1023,16 @@ fn request_counters_match_memcached() {
         format!("{expired}ma e\r\n"),
         format!("{expired}me e\r\n"),
         format!("{expired}get e\r\n"),
+        // Counted as hits only when the value is a number and the CAS matches.
+        "stats reset\r\nset c1 0 0 1\r\n5\r\nincr c1 1\r\ndecr c1 1\r\nma c1 C999\r\n".to_string(),
+        "stats reset\r\nset c2 0 0 3\r\nabc\r\nincr c2 1\r\ndecr c2 1\r\nma c2 MD\r\n".to_string(),
+        // A CAS carried by an append or prepend is not a cas command.
+        "stats reset\r\nset c3 0 0 1\r\n1\r\nms c3 1 C999 MA\r\nx\r\nms c3 1 C999 MP\r\nx\r\n"
+            .to_string(),
+        "stats reset\r\ncas c4 0 0 1 999\r\nx\r\nset c4 0 0 1\r\n1\r\ncas c4 0 0 1 999\r\nx\r\n"
+            .to_string(),
+        // A data block without its end still counts as a set.
+        "stats reset\r\nset c5 0 0 1\r\nxx\r\nms c5 1\r\nxx\r\n".to_string(),
     ];
     let mc = Memcached::start_with(QUIET_LRU);
     let ours = Proc::start(QUIET_LRU);

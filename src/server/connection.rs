@@ -799,6 +799,10 @@ fn text_exchange(buf: &[u8], session: &mut Session<'_>, out: &mut Output) -> Ste
         Parsed::Incomplete => Step::wait(),
         Parsed::Invalid(e) => {
             e.write_reply(out);
+            if e.kind == crate::protocol::ErrorKind::BadDataChunk {
+                // memcached counts the set before it checks the data's end.
+                session.counts.cmd_set += 1;
+            }
             if e.kind.next() == Next::Close {
                 return Step::close(e.consumed);
             }

@@ -44,13 +44,17 @@ pub fn arith(s: &mut Session<'_>, a: &Arith<'_>) -> Counted {
     }
 }
 
-/// memcached counts a hit when the item was there, numeric or not, and nothing when a
-/// miss created it (ma N, binary with an initial value).
+/// memcached counts a hit when the item was there and numeric (an increment that then
+/// found no memory too), a miss when it was not there, and nothing else: not a miss that
+/// created it (ma N, binary with an initial value), a non-numeric value or a CAS mismatch.
 fn count(c: &mut Counts, incr: bool, r: &ArithOutcome) {
-    if let ArithOutcome::Value { created: true, .. } = r {
-        return;
-    }
-    let hit = matches!(r, ArithOutcome::Value { .. } | ArithOutcome::NonNumeric);
+    let hit = match r {
+        ArithOutcome::Value { created: false, .. } | ArithOutcome::NoMemory { creating: false } => {
+            true
+        }
+        ArithOutcome::NotFound => false,
+        _ => return,
+    };
     match (incr, hit) {
         (true, true) => c.incr_hits += 1,
         (true, false) => c.incr_misses += 1,

@@ -40,7 +40,9 @@ fn run(s: &mut Session<'_>, c: &Store<'_>, encoding: Encoding) -> Stored {
     r.vivify = c.vivify.map(|t| s.exptime(t));
     r.key_binary = c.key_binary;
     s.detail(encoding, c.key, Op::Set);
-    let is_cas = c.compare_cas.is_some();
+    // memcached's CAS counters count cas commands, not an append or prepend carrying one.
+    let is_cas = c.compare_cas.is_some()
+        && !matches!(r.mode, store::SetMode::Append | store::SetMode::Prepend);
     s.counts.cmd_set += 1;
     match s.shared.store.set(&r, s.now) {
         Ok(SetOutcome::Stored { cas, size, total }) => {
