@@ -509,7 +509,8 @@ async fn send_changes(
         send(wr, &Frame::SnapshotStart { complete }).await?;
         // The snapshot leaves out what was flushed; the peer may still hold it.
         send_flushed(inner, wr, &mut out).await?;
-        snapshot(inner, wr, &mut out, None, control, acks, (peer, form)).await?;
+        let queued = (&mut *control, answers);
+        snapshot(inner, wr, &mut out, None, queued, acks, (peer, form)).await?;
         send(wr, &Frame::SnapshotEnd).await?;
         inner.count(peer, SyncKind::Full);
     }
@@ -522,8 +523,7 @@ async fn send_changes(
     let mut pause = Pause::default();
     let mut idle = IdleShare::default();
     loop {
-        while let Ok(f) = control.try_recv() {
-            send(wr, &f).await?;
+        if send_queued(wr, control, answers).await? {
             last_write = Instant::now();
         }
         let batch = reader.read(wire::BATCH_BYTES);
@@ -537,7 +537,8 @@ async fn send_changes(
             );
             match lost.shard {
                 Some(i) => {
-                    snapshot(inner, wr, &mut out, Some(i), control, acks, (peer, form)).await?
+                    let queued = (&mut *control, answers);
+                    snapshot(inner, wr, &mut out, Some(i), queued, acks, (peer, form)).await?
                 }
                 // Lost flushes: what they did, summed up as one.
                 None => send_flushed(inner, wr, &mut out).await?,
@@ -670,7 +671,7 @@ async fn snapshot(
     wr: &mut OwnedWriteHalf,
     out: &mut BytesMut,
     only: Option<usize>,
-    control: &mut Control,
+    (control, answers): (&mut Control, &Answers),
     acks: &Acks,
     (peer, form): (NodeId, PeerForm),
 ) -> Result<(), LinkError> {
@@ -686,9 +687,7 @@ async fn snapshot(
             break;
         }
         // A peer catching up waits on these answers: they go between batches.
-        while let Ok(f) = control.try_recv() {
-            send(wr, &f).await?;
-        }
+        send_queued(wr, control, answers).await?;
         let now = store.clock().now();
         let (mut records, next) = store.scan(c, wire::BATCH_BYTES, now);
         cursor = next;
@@ -705,6 +704,25 @@ async fn snapshot(
         wr.write_all(out).await?;
     }
     Ok(())
+}
+
+/// Sends the control frames queued now (fetches, and answers to the peer's); true if any.
+/// Each answer is counted out of [`Answers`] as it goes, here as in the idle sender: those
+/// sent between the batches of a copy or a busy stream were not, so the count only grew,
+/// and after [`ANSWER_BYTES`] of answers every later Fetch went unanswered for the rest of
+/// the link (a node catching up then answered misses for keys the cluster holds).
+async fn send_queued(
+    wr: &mut OwnedWriteHalf,
+    control: &mut Control,
+    answers: &Answers,
+) -> Result<bool, LinkError> {
+    let mut any = false;
+    while let Ok(f) = control.try_recv() {
+        send(wr, &f).await?;
+        answers.sent(&f);
+        any = true;
+    }
+    Ok(any)
 }
 
 /// Fetches and their answers, sent between batches of changes.
