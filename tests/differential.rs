@@ -1050,6 +1050,28 @@ fn request_counters_match_memcached() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// memcached's `-X` is `--disable-dumping` here (the seed's repcached took `-X` for the
+/// replication port): both dumps refused with memcached's words.
+#[test]
+fn dumps_refused_when_disabled_as_memcached_refuses_them() {
+    let mc = Memcached::start_with(&["-X"]);
+    let ours = Proc::start(&["--disable-dumping"]);
+    let req = b"set a 0 0 1\r\n1\r\nstats cachedump 1 1\r\nlru_crawler metadump all\r\n\
+        lru_crawler disable\r\nlru_crawler metadump all\r\n";
+    let [a, b] = [mc.1, ours.port].map(|port| exchange(port, req));
+    assert_eq!(String::from_utf8_lossy(&a), String::from_utf8_lossy(&b));
+    assert!(b.starts_with(b"STORED\r\nCLIENT_ERROR stats cachedump not allowed\r\n"));
+    let [a, b] = [mc.1, ours.port].map(|port| {
+        let out = exchange(port, b"stats settings\r\n");
+        let text = String::from_utf8_lossy(&out).into_owned();
+        text.lines()
+            .find(|l| l.starts_with("STAT dump_enabled "))
+            .map(str::to_string)
+    });
+    assert_eq!(a.as_deref(), Some("STAT dump_enabled no"));
+    assert_eq!(a, b);
+}
+
 /// A storage command over an expired or flushed item counts it `reclaimed` (and
 /// `expired_unfetched` if never read), as memcached's allocation counts the dead item whose
 /// memory it takes: in a fresh cache, the one replaced (memcached's `t/issue_183`).

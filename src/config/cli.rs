@@ -112,6 +112,10 @@ pub struct Args {
     /// Refuse flush_all
     #[arg(short = 'F', long = "disable-flush-all", action = ArgAction::SetTrue)]
     pub disable_flush_all: bool,
+    /// Refuse `stats cachedump` and `lru_crawler metadump` (memcached's -X, a letter
+    /// repcached's replication port takes)
+    #[arg(long = "disable-dumping", action = ArgAction::SetTrue)]
+    pub disable_dumping: bool,
     /// Refuse `watch` (log streams)
     #[arg(short = 'W', long = "disable-watch", action = ArgAction::SetTrue)]
     pub disable_watch: bool,
@@ -194,7 +198,8 @@ impl Args {
                 cluster, node_id, repl_timeout, repl_backlog_size, repl_batch_us, repl_backlog_ttl,
                 repl_ack_peers, repl_ack_timeout_ms;
             switches: enable_shutdown, daemon, enable_coredumps, lock_memory, enable_largepages,
-                disable_cas, enable_sasl, disable_flush_all, disable_evictions, disable_watch);
+                disable_cas, enable_sasl, disable_flush_all, disable_evictions, disable_watch,
+                disable_dumping);
         if self.verbose == 0 {
             self.verbose = file.verbose;
         }

@@ -230,6 +230,8 @@ pub struct Config {
     pub user: Option<String>,
     pub enable_shutdown: bool,
     pub flush_enabled: bool,
+    /// `stats cachedump` and `lru_crawler metadump` served (`--disable-dumping`).
+    pub dump_enabled: bool,
     pub cas_enabled: bool,
     /// Seconds a connection may sit idle; 0 is forever.
     pub idle_timeout_secs: u64,
@@ -280,6 +282,7 @@ impl Default for Config {
             user: None,
             enable_shutdown: false,
             flush_enabled: true,
+            dump_enabled: true,
             watch_enabled: true,
             watcher_buf_bytes: DEFAULT_WATCHER_BUF_KB * 1024,
             cas_enabled: true,
@@ -414,6 +417,7 @@ impl Config {
         c.user = args.user.clone();
         c.enable_shutdown = args.enable_shutdown;
         c.flush_enabled = !args.disable_flush_all;
+        c.dump_enabled = !args.disable_dumping;
         c.watch_enabled = !args.disable_watch;
         c.cas_enabled = !args.disable_cas;
         if let Some(r) = args.max_reqs_per_event {

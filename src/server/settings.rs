@@ -191,7 +191,7 @@ pub fn write(sh: &Shared, out: &mut Vec<u8>) {
     stat(out, "lru_crawler_tocrawl", load(&t.crawler_tocrawl));
     stat(out, "tail_repair_time", 0);
     stat(out, "flush_enabled", yes_no(c.flush_enabled));
-    stat(out, "dump_enabled", "yes");
+    stat(out, "dump_enabled", yes_no(c.dump_enabled));
     stat(out, "hash_algorithm", "foldhash");
     stat(out, "lru_maintainer_thread", yes_no(t.lru_maintainer));
     stat(

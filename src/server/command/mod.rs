@@ -285,6 +285,9 @@ pub fn execute<R: Reply>(
             reply.shutdown(out, outcome);
             return after;
         }
+        Command::Cachedump { .. } | Command::Metadump { .. } if !s.shared.config.dump_enabled => {
+            reply.fixed(out, admin::dump_refusal(&cmd))
+        }
         Command::Cachedump { class, limit } => admin::cachedump(s, class, limit, out),
         Command::Metadump { all } if s.shared.crawler_enabled() => return After::Dump { all },
         Command::Metadump { .. } => reply.fixed(out, admin::CRAWLER_DISABLED),
