@@ -285,7 +285,11 @@ pub fn execute<R: Reply>(
             reply.shutdown(out, outcome);
             return after;
         }
-        Command::Cachedump { .. } | Command::Metadump { .. } if !s.shared.config.dump_enabled => {
+        // memcached checks a disabled crawler first for a metadump.
+        Command::Cachedump { .. } | Command::Metadump { .. }
+            if !s.shared.config.dump_enabled
+                && (s.shared.crawler_enabled() || matches!(cmd, Command::Cachedump { .. })) =>
+        {
             reply.fixed(out, admin::dump_refusal(&cmd))
         }
         Command::Cachedump { class, limit } => admin::cachedump(s, class, limit, out),
