@@ -812,10 +812,14 @@ fn the_open_file_limit_is_raised_to_fit_the_connection_limit() {
             Ok(())
         });
     }
-    let mut child = cmd.spawn().expect("spawn repcached");
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    // Killed on drop, a failed assertion too.
+    let server = Proc {
+        child: cmd.spawn().expect("spawn repcached"),
+        port,
+    };
+    let addr = server.addr();
     assert!(wait_ready(addr, Duration::from_secs(10)));
-    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.child.id())).unwrap();
     let line = limits
         .lines()
         .find(|l| l.starts_with("Max open files"))
@@ -830,6 +834,4 @@ fn the_open_file_limit_is_raised_to_fit_the_connection_limit() {
     for c in &mut conns {
         assert_eq!(c.call_until(b"mn\r\n", b"MN\r\n"), b"MN\r\n");
     }
-    let _ = child.kill();
-    let _ = child.wait();
 }
