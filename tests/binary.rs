@@ -613,32 +613,16 @@ fn sasl_password_file_from_the_environment() {
     let dir = TempDir::new("saslenv");
     let pw = dir.0.join("pwdb");
     std::fs::write(&pw, "carol:pw\n").unwrap();
-    let port = common::free_port();
-    let mut child = std::process::Command::new(common::BIN)
-        .args([
-            "-u",
-            "root",
-            "-l",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-S",
-        ])
-        .env("MEMCACHED_SASL_PWDB", &pw)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    assert!(common::wait_ready(addr, Duration::from_secs(10)));
-    let mut c = Client::connect(addr);
+    let server = Proc::start_with(&["-S"], |cmd| {
+        cmd.env("MEMCACHED_SASL_PWDB", &pw);
+    });
+    let mut c = server.client();
     let r = call(
         &mut c,
         &packet(op::SASL_AUTH, &[], b"PLAIN", b"\0carol\0pw", 0, 1),
     );
     assert_eq!(r.status, status::OK);
     assert_eq!(set(&mut c, b"k", b"v", 0).status, status::OK);
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[test]

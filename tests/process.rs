@@ -782,43 +782,24 @@ fn workers_are_at_most_one_per_core() {
 #[test]
 fn the_open_file_limit_is_raised_to_fit_the_connection_limit() {
     use std::os::unix::process::CommandExt;
-    let port = free_port();
-    let mut cmd = Command::new(BIN);
-    cmd.args([
-        "-u",
-        "root",
-        "-l",
-        "127.0.0.1",
-        "-p",
-        &port.to_string(),
-        "-c",
-        "2000",
-    ])
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::null());
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            let mut lim = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
-            libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
-            // The soft limit only: raising a hard limit takes a capability that a container
-            // may not grant even to root.
-            lim.rlim_cur = 256;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-            Ok(())
-        });
-    }
-    // Killed on drop, a failed assertion too.
-    let server = Proc {
-        child: cmd.spawn().expect("spawn repcached"),
-        port,
-    };
+    let server = Proc::start_with(&["-c", "2000"], |cmd| {
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                let mut lim = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+                // The soft limit only: raising a hard limit takes a capability that a
+                // container may not grant even to root.
+                lim.rlim_cur = 256;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+                Ok(())
+            });
+        }
+    });
     let addr = server.addr();
-    assert!(wait_ready(addr, Duration::from_secs(10)));
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.child.id())).unwrap();
     let line = limits
         .lines()

@@ -381,21 +381,22 @@ where
                     return Ok(Stop::Close(CloseReason::Error));
                 }
                 let dumping = shared.begin_dump();
-                let mut cursor = all.then(Cursor::default).filter(|_| dumping.is_some());
                 if dumping.is_none() {
                     out.extend_from_slice(dump::BUSY);
-                }
-                while let Some(c) = cursor {
-                    let (store, clock, sizing) = (&shared.store, &shared.clock, shared.sizing());
-                    cursor = dump::write_batch(store, clock, sizing, c, session.now, &mut out);
-                    if cursor.is_some() {
-                        send(sock, &mut out, &mut session).await?;
+                } else {
+                    let mut cursor = all.then(Cursor::default);
+                    while let Some(c) = cursor {
+                        let (store, clock, sizing) =
+                            (&shared.store, &shared.clock, shared.sizing());
+                        cursor = dump::write_batch(store, clock, sizing, c, session.now, &mut out);
+                        if cursor.is_some() {
+                            send(sock, &mut out, &mut session).await?;
+                        }
                     }
-                }
-                if dumping.is_some() {
                     out.extend_from_slice(b"END\r\n");
                 }
                 send(sock, &mut out, &mut session).await?;
+                // Held until the last of the dump is out.
                 drop(dumping);
                 out.release();
                 shared.counts.slot(worker).absorb(&mut session.counts);

@@ -122,15 +122,20 @@ pub struct Proc {
 impl Proc {
     /// Starts `repcached -u root -l 127.0.0.1 -p <free port> <args>` and waits until ready.
     pub fn start(args: &[&str]) -> Proc {
+        Proc::start_with(args, |_| {})
+    }
+
+    /// As [`Proc::start`], the command first given to `prepare` (an environment, limits).
+    pub fn start_with(args: &[&str], prepare: impl FnOnce(&mut Command)) -> Proc {
         let port = free_port();
-        let child = Command::new(BIN)
-            .args(["-u", "root", "-l", "127.0.0.1", "-p", &port.to_string()])
+        let mut cmd = Command::new(BIN);
+        cmd.args(["-u", "root", "-l", "127.0.0.1", "-p", &port.to_string()])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn repcached");
+            .stderr(Stdio::piped());
+        prepare(&mut cmd);
+        let child = cmd.spawn().expect("spawn repcached");
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         assert!(
             wait_ready(addr, Duration::from_secs(10)),

@@ -102,15 +102,11 @@ pub fn slabs_reassign(s: &mut Session<'_>, classes: Option<(i32, i32)>) -> &'sta
     b"NOSPARE source class has no spare pages\r\n"
 }
 
-/// `stats cachedump`: a text-only listing.
 /// memcached's refusals under `--disable-dumping` (its `-X`).
-pub fn dump_refusal(cmd: &super::Command<'_>) -> &'static [u8] {
-    match cmd {
-        super::Command::Metadump { .. } => b"ERROR metadump not allowed\r\n",
-        _ => b"CLIENT_ERROR stats cachedump not allowed\r\n",
-    }
-}
+pub const METADUMP_REFUSED: &[u8] = b"ERROR metadump not allowed\r\n";
+pub const CACHEDUMP_REFUSED: &[u8] = b"CLIENT_ERROR stats cachedump not allowed\r\n";
 
+/// `stats cachedump`: a text-only listing.
 pub fn cachedump(s: &mut Session<'_>, class: u32, limit: u32, out: &mut Vec<u8>) {
     let sh = s.shared;
     super::super::dump::write_cachedump(&sh.store, &sh.clock, class, limit, s.now, out);

@@ -285,16 +285,18 @@ pub fn execute<R: Reply>(
             reply.shutdown(out, outcome);
             return after;
         }
-        // memcached checks a disabled crawler first for a metadump.
-        Command::Cachedump { .. } | Command::Metadump { .. }
-            if !s.shared.config.dump_enabled
-                && (s.shared.crawler_enabled() || matches!(cmd, Command::Cachedump { .. })) =>
-        {
-            reply.fixed(out, admin::dump_refusal(&cmd))
+        Command::Cachedump { .. } if !s.shared.config.dump_enabled => {
+            reply.fixed(out, admin::CACHEDUMP_REFUSED)
         }
         Command::Cachedump { class, limit } => admin::cachedump(s, class, limit, out),
-        Command::Metadump { all } if s.shared.crawler_enabled() => return After::Dump { all },
-        Command::Metadump { .. } => reply.fixed(out, admin::CRAWLER_DISABLED),
+        // memcached checks a disabled crawler first.
+        Command::Metadump { .. } if !s.shared.crawler_enabled() => {
+            reply.fixed(out, admin::CRAWLER_DISABLED)
+        }
+        Command::Metadump { .. } if !s.shared.config.dump_enabled => {
+            reply.fixed(out, admin::METADUMP_REFUSED)
+        }
+        Command::Metadump { all } => return After::Dump { all },
         Command::Crawl { reply: line } => reply.fixed(out, admin::crawl(s, line)),
         Command::Crawler { enable } => reply.fixed(out, admin::crawler(s, enable)),
         Command::SlabsReassign { classes } => reply.fixed(out, admin::slabs_reassign(s, classes)),
