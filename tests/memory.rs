@@ -151,6 +151,134 @@ fn stalled_readers_of_one_large_value_share_it() {
     assert!(got == want, "the held value changed");
 }
 
+/// Sends a set's header and `part` bytes of its `len`-byte value.
+fn half_set(p: &Proc, key: &str, len: usize, part: usize) -> TcpStream {
+    let mut s = non_reader(p);
+    let mut req = format!("set {key} 0 0 {len}\r\n").into_bytes();
+    req.resize(req.len() + part, b'h');
+    s.write_all(&req).unwrap();
+    s
+}
+
+/// A reply line, read byte by byte so nothing after it is taken.
+fn line_of(s: &mut TcpStream) -> String {
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut line = Vec::new();
+    let mut b = [0u8];
+    while !line.ends_with(b"\r\n") {
+        s.read_exact(&mut b).expect("reply");
+        line.push(b[0]);
+    }
+    String::from_utf8_lossy(&line).into_owned()
+}
+
+#[test]
+fn values_still_arriving_count_against_the_memory_limit() {
+    raise_fd_limit(4096);
+    let p = Proc::start(&["-m", "64", "-t", "2", "-c", "4096"]);
+    let mut c = p.client();
+    set_value(&mut c, "small", b"hi");
+    let before = settled_rss(&p);
+    // 300 clients send 60 % of a 1 MB value each and stop: memcached takes an item's
+    // memory before its value, so together they get no more than -m (here half of it,
+    // the rest stays the cache's); the others are refused at once, and their values are
+    // skipped, not buffered.
+    let (n, len, part) = (300, 1_000_000, 600_000);
+    let mut senders: Vec<TcpStream> = (0..n)
+        .map(|i| half_set(&p, &format!("v{i}"), len, part))
+        .collect();
+    let after = settled_rss(&p);
+    assert!(
+        after < before + 100 * MB,
+        "{n} half-sent values: RSS grew from {before} to {after} bytes"
+    );
+    assert_prompt(&p);
+    let rest = {
+        let mut r = vec![b't'; len - part];
+        r.extend_from_slice(b"\r\n");
+        r
+    };
+    let mut stored = Vec::new();
+    let mut refused = 0;
+    for (i, s) in senders.iter_mut().enumerate() {
+        s.write_all(&rest).unwrap();
+        match line_of(s).as_str() {
+            "STORED\r\n" => stored.push(i),
+            "SERVER_ERROR out of memory storing object\r\n" => refused += 1,
+            other => panic!("sender {i}: {other:?}"),
+        }
+        // The connection goes on serving.
+        s.write_all(b"mn\r\n").unwrap();
+        assert_eq!(line_of(s), "MN\r\n");
+    }
+    assert!(
+        (20..=34).contains(&stored.len()) && refused >= 260,
+        "{} stored, {refused} refused",
+        stored.len()
+    );
+    assert_eq!(c.stat("store_no_memory"), refused.to_string());
+    // A value that was taken in arrived whole.
+    let key = format!("v{}", stored[stored.len() - 1]);
+    c.send(format!("get {key}\r\n").as_bytes());
+    let head = format!("VALUE {key} 0 {len}\r\n");
+    assert_eq!(c.read_n(head.len()), head.as_bytes());
+    let value = c.read_n(len + 7);
+    assert!(value[..part].iter().all(|&b| b == b'h'));
+    assert!(value[part..len].iter().all(|&b| b == b't'));
+    assert_eq!(&value[len..], b"\r\nEND\r\n");
+}
+
+#[test]
+fn a_value_with_no_room_left_is_refused_in_every_protocol() {
+    // Once values on their way in hold all they may of the budget, text, meta and binary
+    // writes of another large value are refused as memcached refuses one it has no memory
+    // for.
+    let p = Proc::start(&["-m", "8"]);
+    let len = 1_000_000;
+    let mut holders = Vec::new();
+    loop {
+        let mut s = half_set(&p, &format!("h{}", holders.len()), len, 1000);
+        std::thread::sleep(Duration::from_millis(50));
+        s.set_nonblocking(true).unwrap();
+        let mut b = [0u8; 64];
+        let answered = s.read(&mut b).is_ok_and(|n| n > 0);
+        s.set_nonblocking(false).unwrap();
+        if answered {
+            assert_eq!(&b[..43], b"SERVER_ERROR out of memory storing object\r\n");
+            break;
+        }
+        holders.push(s);
+        assert!(
+            holders.len() < 6,
+            "8 MB took {} values of 1 MB",
+            holders.len()
+        );
+    }
+    let mut c = p.client();
+    let value = vec![b'm'; len];
+    let mut ms = format!("ms big {len} T0\r\n").into_bytes();
+    ms.extend_from_slice(&value);
+    ms.extend_from_slice(b"\r\n");
+    c.send(&ms);
+    assert_eq!(
+        c.read_n(43),
+        b"SERVER_ERROR out of memory storing object\r\n"
+    );
+    let mut b = p.client();
+    b.send(&packet(op::SET, &[0; 8], b"big", &value, 0, 0));
+    let header = b.read_n(24);
+    assert_eq!(u16::from_be_bytes([header[6], header[7]]), 0x82, "ENOMEM");
+    let body = u32::from_be_bytes([header[8], header[9], header[10], header[11]]);
+    b.read_n(body as usize);
+    // Small writes need no room set aside.
+    c.expect(b"set small 0 0 2\r\nhi\r\n", b"STORED\r\n");
+    // Senders that go give their room back.
+    drop(holders);
+    std::thread::sleep(Duration::from_millis(200));
+    c.send(&ms);
+    assert_eq!(c.read_n(4), b"HD\r\n");
+}
+
 #[test]
 fn idle_connections_hold_no_buffers() {
     raise_fd_limit(8192);

@@ -278,10 +278,13 @@ impl<'a> Store<'a> {
     }
 }
 
-/// A storage request over `-I`. Its value is skipped, not buffered.
+/// A storage request refused from its header: over `-I`, or (`no_memory`) with no room
+/// in `-m` to take its value in (memcached's failed item allocation). Its value is
+/// skipped, not buffered.
 #[derive(Debug, Clone, Copy)]
 pub struct TooLarge<'a> {
     pub key: &'a [u8],
+    pub no_memory: bool,
     /// Drop the key's old value, so a failed write never leaves stale data behind
     /// (memcached does for a text or binary `set` and every `ms`).
     pub drop_old: bool,

@@ -80,12 +80,31 @@ impl Default for SlabClasses {
 pub struct Limits {
     /// `-I`: the largest item, in memcached's accounting (header, key, value).
     pub item_size_max: usize,
+    /// The largest item there is memory for now: a storage request within `-I` but over
+    /// this is refused as out of memory. The server lowers it for a request whose value
+    /// it found no room to take in.
+    pub room: usize,
+}
+
+impl Limits {
+    /// Whether an item of memcached's `size` is refused, and why: `Some(false)` over
+    /// `-I`, `Some(true)` for lack of memory.
+    pub fn refuses(&self, size: usize) -> Option<bool> {
+        if size > self.item_size_max {
+            Some(false)
+        } else if size > self.room {
+            Some(true)
+        } else {
+            None
+        }
+    }
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             item_size_max: 1024 * 1024,
+            room: usize::MAX,
         }
     }
 }

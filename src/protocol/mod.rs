@@ -29,8 +29,9 @@ pub use meta::MetaRequest;
 pub enum Parsed<'a> {
     /// A request, and the bytes it used.
     Done(Request<'a>, usize),
-    /// Not a whole request yet; read more and try again.
-    Incomplete,
+    /// Not a whole request yet; read more and try again. `whole` is the length the request
+    /// will have, once its header has told (a storage request waiting for its value).
+    Incomplete { whole: Option<usize> },
     /// The bytes are wrong; the error says what to answer and what to skip.
     Invalid(ProtocolError),
 }

@@ -23,7 +23,7 @@ use super::command::{self, After, Session};
 use super::io::{Oom, ReadBuf, Socket};
 use super::output::Output;
 use super::watcher::{self, CloseReason};
-use super::{dump, verbose};
+use super::{buffers, dump, verbose};
 use super::{Activity, ConnState, Shared};
 use crate::config::BindingProtocol;
 use crate::protocol::binary::{self, BinParsed};
@@ -33,7 +33,7 @@ use crate::protocol::text::auth::AuthParsed;
 use crate::protocol::text::reply::TextReply;
 use crate::protocol::{text, Next, Parsed, Request};
 use crate::replication::node::AckWait;
-use crate::store::Cursor;
+use crate::store::{Cursor, Hold};
 
 /// Free room a read asks for; the buffer grows when less is left.
 const READ_MIN: usize = 4 * 1024;
@@ -169,10 +169,24 @@ where
         fetched: false,
         wrote: false,
         wrote_largest: 0,
+        no_room: false,
     };
     let mut proto = Proto::Unknown;
+    // Room in `-m` set aside for the value of the request still arriving at the front of
+    // the input (see `Store::hold`): what values on their way in take is bounded by `-m`,
+    // not by how many clients send them.
+    let mut held: Option<Hold> = None;
     loop {
         session.now = shared.clock.now();
+        if held
+            .as_ref()
+            .is_some_and(|h| rbuf.data().len() >= h.bytes())
+        {
+            // The request is all in and runs now: its write makes its own room.
+            held = None;
+        }
+        // The length of the request left waiting for more input, if its header told.
+        let mut waiting = None;
         let mut consumed = 0;
         let mut after = After::Continue;
         // A streamed get line's unfinished tail, kept for the next read: the verb to put back
@@ -245,6 +259,8 @@ where
                 break;
             }
             let step = step(proto, buf, &mut session, &mut out);
+            session.no_room = false;
+            waiting = step.whole;
             consumed += step.used;
             if step.used > 0 {
                 served += 1;
@@ -405,6 +421,22 @@ where
             }
             _ => {}
         }
+        match waiting.filter(|&whole| whole > buffers::UNIT) {
+            Some(whole) if held.as_ref().map(Hold::bytes) != Some(whole) => {
+                // The old hold, if any, goes back before the new one is taken.
+                drop(held.take());
+                held = shared.store.hold(whole, session.now);
+                if held.is_none() {
+                    // As memcached when it cannot allocate the item: the request is
+                    // refused and its value swallowed, not buffered.
+                    session.no_room = true;
+                    continue;
+                }
+                rbuf.expect(whole);
+            }
+            Some(_) => {}
+            None => held = None,
+        }
         // An idle connection holds no buffer: the next one is taken when data arrives.
         let in_value = proto != Proto::Unknown && waiting_for_data(proto, rbuf.data(), swallow);
         if proto != Proto::Unknown {
@@ -419,13 +451,17 @@ where
         // this read ends (see `Shared::shutdown`). `-o idle_timeout` kicks a connection
         // silent between requests or within a command line, not one in the middle of a
         // value, as memcached's check skips connections reading one.
+        // A held request's buffer has room for exactly the rest of it.
+        let min = held
+            .as_ref()
+            .map_or(READ_MIN, |h| READ_MIN.min(h.bytes() - rbuf.data().len()));
         let read = if idle > 0 && !in_value {
             let limit = Duration::from_secs(idle);
-            tokio::time::timeout(limit, sock.read_into(&mut rbuf, READ_MIN))
+            tokio::time::timeout(limit, sock.read_into(&mut rbuf, min))
                 .await
                 .ok()
         } else {
-            Some(sock.read_into(&mut rbuf, READ_MIN).await)
+            Some(sock.read_into(&mut rbuf, min).await)
         };
         let r = match read {
             Some(r) => r?,
@@ -667,6 +703,8 @@ pub(super) struct Step {
     pub used: usize,
     pub swallow: usize,
     pub after: Option<After>,
+    /// Waiting: the length the request will have, once its header told.
+    whole: Option<usize>,
     /// [stream] A text get's options and reply (to resume it after `After::Partial`).
     get: Option<(Get<'static>, TextReply)>,
 }
@@ -720,15 +758,17 @@ impl Step {
             used,
             swallow: 0,
             after: Some(After::Close),
+            whole: None,
             get: None,
         }
     }
 
-    fn wait() -> Step {
+    fn wait(whole: Option<usize>) -> Step {
         Step {
             used: 0,
             swallow: 0,
             after: None,
+            whole,
             get: None,
         }
     }
@@ -748,6 +788,7 @@ impl Step {
             used,
             swallow,
             after: Some(after),
+            whole: None,
             get: None,
         }
     }
@@ -780,7 +821,7 @@ fn logged<'s>(
 }
 
 fn text_exchange(buf: &[u8], session: &mut Session<'_>, out: &mut Output) -> Step {
-    match text::parse(buf, &session.shared.limits) {
+    match text::parse(buf, &session.limits()) {
         Parsed::Done(req, used) => {
             // [stream] A get that stops early is resumed with its options and reply.
             let get = match &req {
@@ -797,7 +838,7 @@ fn text_exchange(buf: &[u8], session: &mut Session<'_>, out: &mut Output) -> Ste
             step.get = get;
             step
         }
-        Parsed::Incomplete => Step::wait(),
+        Parsed::Incomplete { whole } => Step::wait(whole),
         Parsed::Invalid(e) => {
             e.write_reply(out);
             if e.kind == crate::protocol::ErrorKind::BadDataChunk {
@@ -811,6 +852,7 @@ fn text_exchange(buf: &[u8], session: &mut Session<'_>, out: &mut Output) -> Ste
                 used: e.consumed,
                 swallow: e.swallow,
                 after: Some(After::Continue),
+                whole: None,
                 get: None,
             }
         }
@@ -822,9 +864,9 @@ fn binary_step(buf: &[u8], session: &mut Session<'_>, out: &mut Output) -> Step 
 }
 
 fn binary_exchange(buf: &[u8], session: &mut Session<'_>, out: &mut Output) -> Step {
-    match binary::parse(buf, &session.shared.limits) {
+    match binary::parse(buf, &session.limits()) {
         BinParsed::Done(req, used) => Step::done(used, command::binary(req, session, out)),
-        BinParsed::Incomplete => Step::wait(),
+        BinParsed::Incomplete { whole } => Step::wait(whole),
         BinParsed::BadMagic => Step::close(0),
         BinParsed::Error {
             header,
@@ -838,6 +880,7 @@ fn binary_exchange(buf: &[u8], session: &mut Session<'_>, out: &mut Output) -> S
                 used: consumed,
                 swallow,
                 after: Some(if close { After::Close } else { After::Continue }),
+                whole: None,
                 get: None,
             }
         }
@@ -847,7 +890,7 @@ fn binary_exchange(buf: &[u8], session: &mut Session<'_>, out: &mut Output) -> S
 /// `-Y`: the first text request must carry credentials.
 fn auth_step(buf: &[u8], session: &mut Session<'_>, out: &mut Output) -> Step {
     match text::auth::parse(buf) {
-        AuthParsed::Incomplete => Step::wait(),
+        AuthParsed::Incomplete => Step::wait(None),
         AuthParsed::Close => Step::close(buf.len()),
         AuthParsed::Reply { reply, used } => {
             out.extend_from_slice(reply);

@@ -192,6 +192,22 @@ impl ReadBuf {
         Ok(&mut self.buf[self.end..])
     }
 
+    /// Sizes the buffer for a request of `whole` bytes at the front of the input, so a
+    /// large value is read into a buffer of its own size, not one doubled past it. Left as
+    /// it is if the pool's cap refuses: the next read reports that.
+    pub fn expect(&mut self, whole: usize) {
+        if self.buf.is_empty() || self.buf.len() - self.start >= whole {
+            return;
+        }
+        self.buf.copy_within(self.start..self.end, 0);
+        self.end -= self.start;
+        self.start = 0;
+        if self.buf.len() < whole && buffers::grow(whole - self.buf.len()) {
+            self.charged += whole - self.buf.len();
+            self.buf.resize(whole, 0);
+        }
+    }
+
     pub fn filled(&mut self, n: usize) {
         self.end += n;
     }

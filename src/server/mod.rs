@@ -459,6 +459,7 @@ impl Server {
         let shared = Arc::new(Shared {
             limits: Limits {
                 item_size_max: config.store.item_size_max,
+                ..Limits::default()
             },
             slab_classes: SlabClasses::new(config.growth_factor, config.chunk_size),
             credentials,

@@ -343,6 +343,8 @@ struct Inner {
     mask: u64,
     used: AtomicUsize,
     limit: AtomicUsize,
+    /// Bytes of `used` set aside for values still arriving ([`Store::hold`]).
+    held: AtomicUsize,
     /// Bytes of `-m` the segments leave to the shards' deleted keys.
     set_aside: usize,
     evict_hand: AtomicUsize,
@@ -354,6 +356,28 @@ struct Inner {
     walks: Arc<AtomicUsize>,
     /// Told of each eviction once set ([`Store::on_eviction`]); every shard holds a clone.
     evictions: EvictionWatch,
+}
+
+/// Budget set aside for a value on its way in (see [`Store::hold`]).
+pub struct Hold {
+    store: Store,
+    bytes: usize,
+}
+
+impl Hold {
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.store.budget().release(self.bytes);
+        self.store
+            .inner
+            .held
+            .fetch_sub(self.bytes, Ordering::Relaxed);
+    }
 }
 
 /// A snapshot walk in progress (see [`Store::begin_walk`]).
@@ -440,6 +464,7 @@ impl Store {
                 shards,
                 mask: (n - 1) as u64,
                 used: AtomicUsize::new(0),
+                held: AtomicUsize::new(0),
                 evict_hand: AtomicUsize::new(0),
                 clock,
                 feed: Feed::new(FEED_EVENTS_BYTES),
@@ -554,9 +579,9 @@ impl Store {
     /// key being written: its write runs again and may need the item, as an append does);
     /// false if every shard is empty and they still do not. The charge is the caller's to
     /// spend or give back.
-    fn reserve(&self, need: usize, now: u32, keep: &[u8]) -> bool {
-        let hash = hash_key(keep);
-        let home = self.shard_of(hash);
+    fn reserve(&self, need: usize, now: u32, keep: Option<&[u8]>) -> bool {
+        let hash = keep.map_or(0, hash_key);
+        let home = keep.map(|_| self.shard_of(hash));
         let b = self.budget();
         let n = self.inner.shards.len();
         let mut idle = 0;
@@ -569,10 +594,9 @@ impl Store {
             }
             let i = self.inner.evict_hand.fetch_add(1, Ordering::Relaxed) % n;
             let mut shard = self.lock(i);
-            let keep = if i == home {
-                shard.find(hash, keep)
-            } else {
-                None
+            let keep = match keep {
+                Some(key) if Some(i) == home => shard.find(hash, key),
+                _ => None,
             };
             if shard.release_oldest(now, &b, keep) {
                 idle = 0;
@@ -581,6 +605,25 @@ impl Store {
             }
         }
         true
+    }
+
+    /// Sets `bytes` of the budget aside for a value still arriving, making room as a set
+    /// does (evicting, unless `-M`); None if there is none. memcached takes an item's memory
+    /// before it reads the value, so values clients are still sending count against `-m`,
+    /// however many connections send them at once. Unlike memcached, such values take at
+    /// most half the budget together: slow senders cannot empty the whole cache (`-I` is at
+    /// most half of it, so any one value fits). Given back when the [`Hold`] drops.
+    pub fn hold(&self, bytes: usize, now: u32) -> Option<Hold> {
+        let held = &self.inner.held;
+        let before = held.fetch_add(bytes, Ordering::Relaxed);
+        if before + bytes > self.budget().limit / 2 || !self.reserve(bytes, now, None) {
+            held.fetch_sub(bytes, Ordering::Relaxed);
+            return None;
+        }
+        Some(Hold {
+            store: self.clone(),
+            bytes,
+        })
     }
 
     /// Warms the cache for a coming [`Store::read`] of each of `keys` (at most 64 are
@@ -770,7 +813,7 @@ impl Store {
         // Another writer may change the item meanwhile (an append makes it longer, so it
         // costs more than was charged): a few rounds, not one.
         for _ in 0..ROOM_ROUNDS {
-            if self.reserve(need, now, key) {
+            if self.reserve(need, now, Some(key)) {
                 b.prepaid.set(need);
             } else if !b.evict {
                 // Every segment left holds a live item: the store is full.

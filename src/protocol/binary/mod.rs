@@ -323,7 +323,10 @@ fn stat_group(key: &[u8]) -> Option<(&[u8], &[u8])> {
 #[derive(Debug)]
 pub enum BinParsed<'a> {
     Done(Request<'a>, usize),
-    Incomplete,
+    /// Read more; `whole` is the request's length once its header is in.
+    Incomplete {
+        whole: Option<usize>,
+    },
     /// Answer `status` (with memcached's text), skip `consumed` bytes and `swallow` more,
     /// then close the connection if `close`.
     Error {
@@ -396,7 +399,7 @@ const BODY_MAX: usize = 1 << 30;
 
 pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> BinParsed<'a> {
     let Some(header) = Header::parse(buf) else {
-        return BinParsed::Incomplete;
+        return BinParsed::Incomplete { whole: None };
     };
     if header.magic != REQUEST {
         return BinParsed::BadMagic;
@@ -443,9 +446,11 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> BinParsed<'a> {
         opcode,
         quiet,
     };
-    if value_len > 0 && item_size(key_len, value_len, flags) > limits.item_size_max {
+    let total = HEADER_LEN + body_len;
+    let refused = limits.refuses(item_size(key_len, value_len, flags));
+    if let Some(no_memory) = refused.filter(|_| value_len > 0) {
         if buf.len() < head {
-            return BinParsed::Incomplete;
+            return BinParsed::Incomplete { whole: None };
         }
         // Storage commands: refuse and swallow the value. Other known commands never carry
         // big values; an unknown one is answered as memcached does, its body skipped.
@@ -459,15 +464,17 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> BinParsed<'a> {
         // memcached drops the old value of a refused set, quiet or not, CAS or not.
         let refused = TooLarge {
             key: &buf[HEADER_LEN + ext_len..head],
+            no_memory,
             drop_old: opcode == op::SET,
             swallow: value_len,
         };
         let command = Some(Command::TooLarge(refused));
         return BinParsed::Done(Request { command, reply }, head);
     }
-    let total = HEADER_LEN + body_len;
     if buf.len() < total {
-        return BinParsed::Incomplete;
+        // Only a value is worth room set aside for it: other bodies are small, or refused.
+        let whole = is_store.then_some(total);
+        return BinParsed::Incomplete { whole };
     }
     let extras = &buf[HEADER_LEN..HEADER_LEN + ext_len];
     let key = &buf[HEADER_LEN + ext_len..head];
@@ -508,10 +515,10 @@ mod tests {
             }
             let mut keys: [&[u8]; 4] = [&[]; 4];
             prop_assert!(pipelined_get_keys(&input, &mut keys) <= 4);
-            match parse(&input, &Limits { item_size_max: 1024 }) {
+            match parse(&input, &Limits { item_size_max: 1024, ..Limits::default() }) {
                 BinParsed::Done(_, n) => prop_assert!(n <= input.len() && n >= HEADER_LEN),
                 BinParsed::Error { consumed, .. } => prop_assert!(consumed <= input.len()),
-                BinParsed::Incomplete | BinParsed::BadMagic => {}
+                BinParsed::Incomplete { .. } | BinParsed::BadMagic => {}
             }
         }
     }
@@ -535,7 +542,7 @@ mod tests {
             assert!(
                 matches!(
                     parse(&bytes[..cut], &Limits::default()),
-                    BinParsed::Incomplete
+                    BinParsed::Incomplete { .. }
                 ),
                 "cut {cut}"
             );
@@ -685,6 +692,7 @@ mod tests {
     fn too_large_values_are_swallowed() {
         let limits = Limits {
             item_size_max: 1024,
+            ..Limits::default()
         };
         let bytes = request(op::SET, &[0; 8], b"k", &[b'x'; 2000], 0);
         match parse(&bytes[..HEADER_LEN + 9], &limits) {

@@ -38,8 +38,9 @@ pub struct MetaRequest<'a> {
     pub flags: MetaFlags<'a>,
     /// The ms data block.
     pub data: &'a [u8],
-    /// An ms over `-I`: the bytes of its data block to skip.
-    pub too_large: Option<usize>,
+    /// A refused ms: the bytes of its data block to skip, and whether it was refused for
+    /// lack of memory rather than for `-I` (see [`TooLarge`]).
+    pub too_large: Option<(usize, bool)>,
 }
 
 fn exptime(e: i32) -> Exptime {
@@ -64,8 +65,9 @@ impl MetaRequest<'_> {
                 recache_first: f.recache_first,
             }),
             MetaCmd::Set => match self.too_large {
-                Some(swallow) => Command::TooLarge(TooLarge {
+                Some((swallow, no_memory)) => Command::TooLarge(TooLarge {
                     key,
+                    no_memory,
                     drop_old: true,
                     swallow,
                 }),
@@ -305,12 +307,13 @@ fn parse_set<'a>(
     if req.flags.opaque_too_long {
         return err(ErrorKind::MetaOpaqueTooLong, swallow);
     }
-    if item_size(req.key.len(), vlen, req.flags.client_flags) > limits.item_size_max {
-        let too_large = Some(swallow);
+    if let Some(no_memory) = limits.refuses(item_size(req.key.len(), vlen, req.flags.client_flags))
+    {
+        let too_large = Some((swallow, no_memory));
         return Parsed::Done(Request::Meta(MetaRequest { too_large, ..req }), used);
     }
     match body(buf, used, vlen) {
-        Body::Incomplete => Parsed::Incomplete,
+        Body::Incomplete(whole) => Parsed::Incomplete { whole: Some(whole) },
         Body::BadChunk(end) => Parsed::Invalid(ProtocolError::new(ErrorKind::BadDataChunk, end)),
         Body::Ready(data, end) => Parsed::Done(Request::Meta(MetaRequest { data, ..req }), end),
     }

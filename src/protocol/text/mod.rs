@@ -131,7 +131,7 @@ pub fn split_line(buf: &[u8]) -> Result<Option<(&[u8], usize)>, ProtocolError> {
 pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
     let (line, used) = match split_line(buf) {
         Ok(Some(x)) => x,
-        Ok(None) => return Parsed::Incomplete,
+        Ok(None) => return Parsed::Incomplete { whole: None },
         Err(e) => return Parsed::Invalid(e),
     };
     let t = Tokens::split(line);

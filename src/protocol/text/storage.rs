@@ -14,7 +14,8 @@ use crate::protocol::{ErrorKind, Parsed, ProtocolError};
 /// Where the data block of a storage request sits, once the header is valid.
 pub enum Body<'a> {
     Ready(&'a [u8], usize),
-    Incomplete,
+    /// Not all here: the request ends at this offset.
+    Incomplete(usize),
     BadChunk(usize),
 }
 
@@ -22,7 +23,7 @@ pub enum Body<'a> {
 pub fn body(buf: &[u8], start: usize, len: usize) -> Body<'_> {
     let end = start + len;
     if buf.len() < end + 2 {
-        return Body::Incomplete;
+        return Body::Incomplete(end + 2);
     }
     if &buf[end..end + 2] != b"\r\n" {
         return Body::BadChunk(end + 2);
@@ -69,17 +70,18 @@ pub fn parse<'a>(
         return err(ErrorKind::BadFormat);
     }
     let vlen = vlen as usize;
-    if item_size(key.len(), vlen, flags) > limits.item_size_max {
+    if let Some(no_memory) = limits.refuses(item_size(key.len(), vlen, flags)) {
         // memcached drops the old value of a refused `set` only, not of a `cas`.
         let refused = TooLarge {
             key,
+            no_memory,
             drop_old: mode == SetMode::Set && !is_cas,
             swallow: vlen + 2,
         };
         return text(Command::TooLarge(refused), noreply, used);
     }
     match body(buf, used, vlen) {
-        Body::Incomplete => Parsed::Incomplete,
+        Body::Incomplete(whole) => Parsed::Incomplete { whole: Some(whole) },
         Body::BadChunk(end) => {
             let mut e = ProtocolError::new(ErrorKind::BadDataChunk, end);
             e.noreply = noreply;

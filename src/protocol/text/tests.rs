@@ -75,7 +75,7 @@ fn every_strict_prefix_needs_more() {
     for req in requests {
         for cut in 0..req.len() {
             match parse(&req[..cut], &limits()) {
-                Parsed::Incomplete => {}
+                Parsed::Incomplete { .. } => {}
                 other => panic!("{:?} cut at {cut}: {other:?}", String::from_utf8_lossy(req)),
             }
         }
@@ -122,9 +122,45 @@ fn too_large_is_a_request_that_swallows() {
         other => panic!("{other:?}"),
     }
     match done(b"ms k 2000000 T0\r\n").0 {
-        Request::Meta(m) => assert_eq!(m.too_large, Some(2_000_002)),
+        Request::Meta(m) => assert_eq!(m.too_large, Some((2_000_002, false))),
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn a_value_waiting_tells_its_length_and_one_without_room_is_refused() {
+    let whole = |input: &[u8]| match parse(input, &limits()) {
+        Parsed::Incomplete { whole } => whole,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(whole(b"set k 0 0 100000\r\nabc"), Some(18 + 100_002));
+    assert_eq!(whole(b"ms k 100000 T0\r\n"), Some(16 + 100_002));
+    assert_eq!(whole(b"set k 0 0 100000"), None);
+    assert_eq!(whole(b"get k"), None);
+    let tight = Limits {
+        room: 1000,
+        ..limits()
+    };
+    match parse(b"set k 0 0 100000\r\n", &tight) {
+        Parsed::Done(Request::Text(Command::TooLarge(t), _), 18) => {
+            assert_eq!((t.no_memory, t.drop_old, t.swallow), (true, true, 100_002))
+        }
+        other => panic!("{other:?}"),
+    }
+    match parse(b"ms k 100000\r\n", &tight) {
+        Parsed::Done(Request::Meta(m), 13) => assert_eq!(m.too_large, Some((100_002, true))),
+        other => panic!("{other:?}"),
+    }
+    // Over -I is said as such, room or not.
+    match parse(b"set k 0 0 2000000\r\n", &tight) {
+        Parsed::Done(Request::Text(Command::TooLarge(t), _), _) => assert!(!t.no_memory),
+        other => panic!("{other:?}"),
+    }
+    // What fits the room is taken as always.
+    assert!(matches!(
+        parse(b"set k 0 0 2\r\nhi\r\n", &tight),
+        Parsed::Done(Request::Text(Command::Store(_), _), 17)
+    ));
 }
 
 /// Parses a whole stream as a connection would, returning a printable trace.
@@ -156,13 +192,13 @@ fn trace(stream: &[u8], chunks: &[usize]) -> Vec<String> {
                     let s = format!("{r:?}");
                     match r {
                         Request::Text(Command::TooLarge(t), _) => swallow = t.swallow,
-                        Request::Meta(m) => swallow = m.too_large.unwrap_or(0),
+                        Request::Meta(m) => swallow = m.too_large.map_or(0, |t| t.0),
                         _ => {}
                     }
                     out.push(s);
                     buf.drain(..n);
                 }
-                Parsed::Incomplete => break,
+                Parsed::Incomplete { .. } => break,
                 Parsed::Invalid(e) => {
                     out.push(format!("{e:?}"));
                     if e.kind.next() == crate::protocol::Next::Close {
@@ -201,7 +237,7 @@ proptest! {
         match parse(&input, &limits()) {
             Parsed::Done(_, n) => prop_assert!(n <= input.len() && n > 0),
             Parsed::Invalid(e) => prop_assert!(e.consumed <= input.len()),
-            Parsed::Incomplete => {}
+            Parsed::Incomplete { .. } => {}
         }
     }
 

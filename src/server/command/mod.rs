@@ -38,8 +38,8 @@ use super::watcher::{self, Found};
 use super::Shared;
 use crate::protocol::binary;
 use crate::protocol::command::{Command, Encoding, Exptime, Reply, WatchKinds};
-use crate::protocol::Request;
 use crate::protocol::SetMode;
+use crate::protocol::{Limits, Request};
 
 /// What the connection does after a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,9 +98,21 @@ pub struct Session<'s> {
     /// The largest item stored since the last replies went out (as
     /// [`crate::store::item_total_size`] counts it): a peer with a smaller `-I` refuses it.
     pub wrote_largest: usize,
+    /// No room could be set aside in `-m` for the value of the request at the front of
+    /// the input: its parse refuses it as out of memory (see `connection`).
+    pub no_room: bool,
 }
 
 impl Session<'_> {
+    /// The parser's limits for the next request.
+    pub fn limits(&self) -> Limits {
+        let mut limits = self.shared.limits;
+        if self.no_room {
+            limits.room = 0;
+        }
+        limits
+    }
+
     /// A client's expiry in the store's relative seconds.
     fn exptime(&self, e: Exptime) -> u32 {
         self.shared.clock.rel_exptime(e.0, self.now)

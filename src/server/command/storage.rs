@@ -138,15 +138,21 @@ fn watch_store(s: &Session<'_>, c: &Store<'_>, stored: &Stored) {
     });
 }
 
-/// A write over `-I`, refused from its header.
+/// A write refused from its header: over `-I`, or no room for its value.
 pub fn too_large(s: &mut Session<'_>, t: &TooLarge<'_>, encoding: Encoding) -> Stored {
-    s.counts.store_too_large += 1;
+    let (stored, status) = if t.no_memory {
+        s.counts.store_no_memory += 1;
+        (Stored::OutOfMemory, "no_memory")
+    } else {
+        s.counts.store_too_large += 1;
+        (Stored::TooLarge, "too_large")
+    };
     if s.shared.watchers.wants(WatchKinds::MUTATIONS) {
         // Which command it was is not kept: a `set` (the one that drops the old value),
         // else memcached's word for an unknown one.
         let cmd = if t.drop_old { "set" } else { "na" };
         s.shared.watchers.log(WatchKinds::MUTATIONS, |out| {
-            watcher::item_store(out, t.key, "too_large", cmd, 0, 0, s.fd, 0)
+            watcher::item_store(out, t.key, status, cmd, 0, 0, s.fd, 0)
         });
     }
     if t.drop_old {
@@ -161,7 +167,7 @@ pub fn too_large(s: &mut Session<'_>, t: &TooLarge<'_>, encoding: Encoding) -> S
         };
         s.shared.store.delete(&delete, s.now);
     }
-    Stored::TooLarge
+    stored
 }
 
 fn mode(m: SetMode) -> store::SetMode {
