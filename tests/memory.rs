@@ -280,6 +280,46 @@ fn a_value_with_no_room_left_is_refused_in_every_protocol() {
 }
 
 #[test]
+fn values_replaced_under_slow_readers_stay_counted_until_read() {
+    let p = Proc::start(&["-m", "64", "-I", "4m", "-t", "2"]);
+    let mut c = p.client();
+    set_value(&mut c, "small", b"hi");
+    let before = settled_rss(&p);
+    // Each 4 MB value is replaced while a client that never reads still holds it: as
+    // memcached's referenced items, those values count against -m until they are written,
+    // so the writes that would go beyond it are refused, and memory stays near -m.
+    let len = 4_000_000;
+    let mut readers = Vec::new();
+    let mut refused = 0;
+    for i in 0..40u8 {
+        let mut req = format!("set big 0 0 {len}\r\n").into_bytes();
+        req.resize(req.len() + len, b'a' + i % 26);
+        req.extend_from_slice(b"\r\n");
+        c.send(&req);
+        match line_of(&mut c.stream).as_str() {
+            "STORED\r\n" => {}
+            "SERVER_ERROR out of memory storing object\r\n" => refused += 1,
+            other => panic!("set {i}: {other:?}"),
+        }
+        let mut s = non_reader(&p);
+        s.write_all(b"get big\r\n").unwrap();
+        readers.push(s);
+    }
+    let after = settled_rss(&p);
+    assert!(
+        after < before + 90 * MB,
+        "40 values of 4 MB held by readers: RSS grew from {before} to {after} bytes"
+    );
+    // (A reply the kernel took whole holds nothing: how many are refused varies.)
+    assert!(refused >= 10, "{refused} of 40 writes refused");
+    // Once the readers go, their values give the room back.
+    drop(readers);
+    std::thread::sleep(Duration::from_millis(300));
+    set_value(&mut c, "big", &vec![b'z'; len]);
+    set_value(&mut c, "other", &vec![b'o'; len]);
+}
+
+#[test]
 fn idle_connections_hold_no_buffers() {
     raise_fd_limit(8192);
     let p = Proc::start(&["-t", "2", "-c", "8192"]);

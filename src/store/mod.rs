@@ -341,7 +341,8 @@ struct Inner {
     geo: Geometry,
     shards: Box<[Padded]>,
     mask: u64,
-    used: AtomicUsize,
+    /// Bytes of `-m` taken: segments, large buffers replies still hold, and holds.
+    used: Arc<AtomicUsize>,
     limit: AtomicUsize,
     /// Bytes of `used` set aside for values still arriving ([`Store::hold`]).
     held: AtomicUsize,
@@ -463,7 +464,7 @@ impl Store {
                 geo,
                 shards,
                 mask: (n - 1) as u64,
-                used: AtomicUsize::new(0),
+                used: Arc::default(),
                 held: AtomicUsize::new(0),
                 evict_hand: AtomicUsize::new(0),
                 clock,

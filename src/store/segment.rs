@@ -8,13 +8,17 @@
 //!
 //! A large segment's buffer is reference-counted ([`SegBuf`]): a reply that is still being
 //! written to a slow client keeps the value alive by holding a reference, as memcached holds
-//! a reference to the item, instead of copying it once per reader. Only large segments are
+//! a reference to the item, instead of copying it once per reader. Like memcached's item,
+//! the buffer counts against `-m` until the last reference goes ([`Large`]), not only while
+//! its segment is in the store: values replaced under slow readers take room from the
+//! cache, not memory beyond `-m`. Only large segments are
 //! shared: small values are cheaper to copy than to count, and a reply's copies are bounded
 //! by the connection's output cap. Any write into a buffer a reply still holds (a read's
 //! access-time bump, an in-place overwrite, incr) first gives the segment a fresh copy, so
 //! a value a reply holds never changes under it.
 
 use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -24,7 +28,41 @@ use super::item::{self, Base, Fields, Item};
 /// A segment's memory: owned for regular segments, shared for large ones.
 pub enum SegBuf {
     Owned(Box<[u8]>),
-    Shared(Arc<Box<[u8]>>),
+    Shared(Arc<Large>),
+}
+
+/// A large segment's buffer, which owns its charge to the budget (`used`): given back when
+/// the buffer goes, after its segment has left the store and the last reply holding it is
+/// written.
+pub struct Large {
+    mem: Box<[u8]>,
+    used: Arc<AtomicUsize>,
+}
+
+impl Large {
+    /// `mem`, whose length the caller has charged to `used`.
+    fn new(mem: Box<[u8]>, used: Arc<AtomicUsize>) -> Large {
+        Large { mem, used }
+    }
+}
+
+impl Clone for Large {
+    /// A copy for a write into a buffer replies still hold: charged at once, whatever the
+    /// limit (the store frees room down to it on its next writes), so what the replies
+    /// hold stays counted too.
+    fn clone(&self) -> Large {
+        self.used.fetch_add(self.mem.len(), Ordering::Relaxed);
+        Large {
+            mem: self.mem.clone(),
+            used: self.used.clone(),
+        }
+    }
+}
+
+impl Drop for Large {
+    fn drop(&mut self) {
+        self.used.fetch_sub(self.mem.len(), Ordering::Relaxed);
+    }
 }
 
 impl SegBuf {
@@ -34,8 +72,8 @@ impl SegBuf {
         let SegBuf::Shared(arc) = self else {
             return None;
         };
-        let start = (part.as_ptr() as usize).checked_sub(arc.as_ptr() as usize)?;
-        if start + part.len() > arc.len() {
+        let start = (part.as_ptr() as usize).checked_sub(arc.mem.as_ptr() as usize)?;
+        if start + part.len() > arc.mem.len() {
             return None;
         }
         Some(Bytes::from_owner(Held(arc.clone())).slice(start..start + part.len()))
@@ -43,11 +81,11 @@ impl SegBuf {
 }
 
 /// The owner a shared [`Bytes`] keeps alive.
-struct Held(Arc<Box<[u8]>>);
+struct Held(Arc<Large>);
 
 impl AsRef<[u8]> for Held {
     fn as_ref(&self) -> &[u8] {
-        &self.0
+        &self.0.mem
     }
 }
 
@@ -58,7 +96,7 @@ impl Deref for SegBuf {
     fn deref(&self) -> &[u8] {
         match self {
             SegBuf::Owned(b) => b,
-            SegBuf::Shared(a) => a,
+            SegBuf::Shared(a) => &a.mem,
         }
     }
 }
@@ -69,7 +107,7 @@ impl DerefMut for SegBuf {
     fn deref_mut(&mut self) -> &mut [u8] {
         match self {
             SegBuf::Owned(b) => b,
-            SegBuf::Shared(a) => Arc::make_mut(a).as_mut(),
+            SegBuf::Shared(a) => &mut Arc::make_mut(a).mem,
         }
     }
 }
@@ -197,16 +235,27 @@ pub struct Segment {
 }
 
 impl Segment {
-    pub fn new(cap: usize, seq: u64, base: Base, now: u32, large: bool) -> Segment {
+    /// A regular segment of `cap` bytes; its charge to the budget is the shard's to give
+    /// back.
+    pub fn new(cap: usize, seq: u64, base: Base, now: u32) -> Segment {
         // Zeroed memory comes from fresh pages for big buffers, so the unwritten tail of a
         // segment costs address space, not resident memory.
         let mem = vec![0u8; cap].into_boxed_slice();
+        Segment::with(SegBuf::Owned(mem), seq, base, now)
+    }
+
+    /// A segment for one large item, of `cap` bytes already charged to `used`: its buffer
+    /// gives them back when it goes (see [`Large`]).
+    pub fn large(cap: usize, seq: u64, base: Base, now: u32, used: Arc<AtomicUsize>) -> Segment {
+        let mem = vec![0u8; cap].into_boxed_slice();
+        let buf = SegBuf::Shared(Arc::new(Large::new(mem, used)));
+        Segment::with(buf, seq, base, now)
+    }
+
+    fn with(buf: SegBuf, seq: u64, base: Base, now: u32) -> Segment {
+        let large = matches!(buf, SegBuf::Shared(_));
         Segment {
-            buf: if large {
-                SegBuf::Shared(Arc::new(mem))
-            } else {
-                SegBuf::Owned(mem)
-            },
+            buf,
             len: 0,
             populated: 0,
             live_items: 0,
@@ -269,15 +318,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_shared_value_survives_writes_into_its_segment() {
-        let mut seg = Segment::new(64, 1, Base::default(), 0, true);
+    fn a_shared_value_survives_writes_into_its_segment_and_stays_counted() {
+        let used = Arc::new(AtomicUsize::new(64));
+        let count = || used.load(Ordering::Relaxed);
+        let mut seg = Segment::large(64, 1, Base::default(), 0, used.clone());
         seg.buf[..5].copy_from_slice(b"hello");
         let held = seg.buf.share(&seg.buf[..5]).expect("large segments share");
-        // A write while a reply holds the buffer goes to a copy.
+        // A write while a reply holds the buffer goes to a copy, charged too.
         seg.buf[..5].copy_from_slice(b"HELLO");
         assert_eq!(&held[..], b"hello");
         assert_eq!(&seg.buf[..5], b"HELLO");
-        let small = Segment::new(64, 2, Base::default(), 0, false);
+        assert_eq!(count(), 128);
+        // The segment goes: the reply's buffer stays counted until the reply is written.
+        drop(seg);
+        assert_eq!(count(), 64);
+        drop(held);
+        assert_eq!(count(), 0);
+        let small = Segment::new(64, 2, Base::default(), 0);
         assert!(small.buf.share(&small.buf[..5]).is_none());
     }
 

@@ -85,7 +85,7 @@ pub enum Miss {
 
 /// The shared memory budget a shard draws segments from.
 pub struct Budget<'a> {
-    pub used: &'a AtomicUsize,
+    pub used: &'a Arc<AtomicUsize>,
     pub limit: usize,
     /// May live items be evicted to make room (`-M` says no).
     pub evict: bool,
@@ -95,7 +95,7 @@ pub struct Budget<'a> {
 }
 
 impl<'a> Budget<'a> {
-    pub fn new(used: &'a AtomicUsize, limit: usize, evict: bool) -> Budget<'a> {
+    pub fn new(used: &'a Arc<AtomicUsize>, limit: usize, evict: bool) -> Budget<'a> {
         Budget {
             used,
             limit,
@@ -1018,7 +1018,7 @@ impl Shard {
             }
             base.time = base.time.max(now.saturating_sub(AGE_KEPT_SECS));
         }
-        let mut seg = Segment::new(self.geo.seg_size, self.bump_seq(), base, now, false);
+        let mut seg = Segment::new(self.geo.seg_size, self.bump_seq(), base, now);
         seg.main = q == Queue::Main;
         let id = self.install(seg);
         self.set_active(id);
@@ -1035,7 +1035,7 @@ impl Shard {
     ) -> Result<usize, NoRoom> {
         for _ in 0..=3 * self.segs.len() + 1 {
             if self.can_open() && b.try_charge(size) {
-                let seg = Segment::new(size, self.bump_seq(), base, now, true);
+                let seg = Segment::large(size, self.bump_seq(), base, now, b.used.clone());
                 return Ok(self.install(seg));
             }
             if !self.free_for_large(now, b, keep) {
@@ -1099,7 +1099,10 @@ impl Shard {
 
     fn drop_segment(&mut self, id: usize, b: &Budget) {
         if let Some(seg) = self.segs[id].take() {
-            b.release(seg.buf.len());
+            // A large segment's buffer gives its room back itself, once no reply holds it.
+            if !seg.large {
+                b.release(seg.buf.len());
+            }
             self.free_ids.push(id as u32);
         }
         self.deactivate(id);
@@ -1426,7 +1429,7 @@ impl Shard {
 mod tests {
     use super::*;
 
-    pub(super) fn budget(used: &AtomicUsize, limit: usize) -> Budget<'_> {
+    pub(super) fn budget(used: &Arc<AtomicUsize>, limit: usize) -> Budget<'_> {
         Budget::new(used, limit, true)
     }
 
@@ -1441,7 +1444,7 @@ mod tests {
 
     #[test]
     fn put_find_remove_keeps_accounting() {
-        let used = AtomicUsize::new(0);
+        let used = Arc::<AtomicUsize>::default();
         let b = budget(&used, 1 << 20);
         let mut s = small();
         let a = put(&mut s, b"a", b"1", &b);
@@ -1466,7 +1469,7 @@ mod tests {
 
     #[test]
     fn full_shard_evicts_unread_items_and_keeps_read_ones() {
-        let used = AtomicUsize::new(0);
+        let used = Arc::<AtomicUsize>::default();
         let b = budget(&used, 2 * 4096);
         let mut s = small();
         let value = [b'x'; 100];
@@ -1494,7 +1497,7 @@ mod tests {
     }
 
     /// A shard of sixteen 4 KiB segments: probation keeps two.
-    pub(super) fn sixteen(used: &AtomicUsize) -> (Shard, Budget<'_>) {
+    pub(super) fn sixteen(used: &Arc<AtomicUsize>) -> (Shard, Budget<'_>) {
         (small(), budget(used, 16 * 4096))
     }
 
@@ -1504,7 +1507,7 @@ mod tests {
 
     #[test]
     fn a_scan_does_not_push_out_items_read_since_they_were_stored() {
-        let used = AtomicUsize::new(0);
+        let used = Arc::<AtomicUsize>::default();
         let (mut s, b) = sixteen(&used);
         let value = [b'x'; 100];
         for i in 0..100u32 {
@@ -1530,7 +1533,7 @@ mod tests {
 
     #[test]
     fn a_key_stored_again_soon_after_its_eviction_skips_probation() {
-        let used = AtomicUsize::new(0);
+        let used = Arc::<AtomicUsize>::default();
         let (mut s, b) = sixteen(&used);
         let value = [b'x'; 100];
         put(&mut s, b"back", &value, &b);
@@ -1553,7 +1556,7 @@ mod tests {
 
     #[test]
     fn a_delete_marker_leaves_the_ghost_to_the_next_store() {
-        let used = AtomicUsize::new(0);
+        let used = Arc::<AtomicUsize>::default();
         let (mut s, b) = sixteen(&used);
         let value = [b'x'; 100];
         put(&mut s, b"back", &value, &b);
@@ -1578,7 +1581,7 @@ mod tests {
 
     #[test]
     fn items_eviction_moves_during_a_walk_are_seen_by_it_or_published() {
-        let used = AtomicUsize::new(0);
+        let used = Arc::<AtomicUsize>::default();
         let (mut s, b) = sixteen(&used);
         s.ring.set_cap(1 << 20);
         let value = [b'x'; 100];
@@ -1645,7 +1648,7 @@ mod tests {
 
     #[test]
     fn without_eviction_a_full_shard_says_no_room() {
-        let used = AtomicUsize::new(0);
+        let used = Arc::<AtomicUsize>::default();
         let b = Budget::new(&used, 4096, false);
         let mut s = small();
         let meta = Meta::new(0, 0, 2);
@@ -1679,7 +1682,7 @@ mod tests {
 
     #[test]
     fn large_items_get_their_own_segment_and_free_it() {
-        let used = AtomicUsize::new(0);
+        let used = Arc::<AtomicUsize>::default();
         let b = budget(&used, 1 << 20);
         let mut s = small();
         let big = vec![b'b'; 50_000];
@@ -1692,7 +1695,7 @@ mod tests {
 
     #[test]
     fn lookup_drops_expired_items() {
-        let used = AtomicUsize::new(0);
+        let used = Arc::<AtomicUsize>::default();
         let b = budget(&used, 1 << 20);
         let mut s = small();
         let meta = Meta::new(0, 5, 2);
@@ -1705,7 +1708,7 @@ mod tests {
 
     #[test]
     fn reclaim_walks_and_frees() {
-        let used = AtomicUsize::new(0);
+        let used = Arc::<AtomicUsize>::default();
         let b = budget(&used, 1 << 20);
         let mut s = small();
         let meta = Meta::new(0, 3, 2);
@@ -1719,7 +1722,7 @@ mod tests {
 
     #[test]
     fn a_walk_sees_items_that_compaction_moves() {
-        let used = AtomicUsize::new(0);
+        let used = Arc::<AtomicUsize>::default();
         let b = budget(&used, 2 * 4096);
         let mut s = small();
         for i in 0..20u32 {
@@ -1786,7 +1789,7 @@ mod eviction_tests {
     /// segment's worth at a time), not a whole segment per write.
     #[test]
     fn first_fill_does_not_evict_a_segment_per_write() {
-        let used = AtomicUsize::new(0);
+        let used = Arc::<AtomicUsize>::default();
         let (mut s, b) = sixteen(&used);
         let value = [b'x'; 100];
         let per_seg = first_fill(&mut s, &b) as u64 / 16;
@@ -1807,7 +1810,7 @@ mod eviction_tests {
     /// probation, not in a segment of the main queue.
     #[test]
     fn a_new_key_is_written_to_probation_after_the_first_fill() {
-        let used = AtomicUsize::new(0);
+        let used = Arc::<AtomicUsize>::default();
         let (mut s, b) = sixteen(&used);
         let value = [b'x'; 100];
         first_fill(&mut s, &b);
@@ -1828,7 +1831,7 @@ mod eviction_tests {
     /// full; by segment counts it cannot).
     #[test]
     fn memory_stays_used_when_few_items_are_read() {
-        let used = AtomicUsize::new(0);
+        let used = Arc::<AtomicUsize>::default();
         let (mut s, b) = sixteen(&used);
         let value = [b'x'; 100];
         for i in 0..20_000u32 {
@@ -1952,7 +1955,7 @@ mod eviction_tests {
 
     fn stress_with(seed: u64, evict: bool, limits: &[usize]) {
         let mut r = Rng(seed);
-        let used = AtomicUsize::new(0);
+        let used = Arc::<AtomicUsize>::default();
         let mut limit = limits[0];
         let mut s = small();
         s.ring.set_cap(1 << 16);
@@ -2095,7 +2098,7 @@ mod eviction_tests {
         /// A hot set read by clients that store on a miss survives a long scan of new keys.
         #[test]
         fn hot_set_read_by_a_cache_client_survives_a_scan() {
-            let used = AtomicUsize::new(0);
+            let used = Arc::<AtomicUsize>::default();
             let (mut s, b) = sixteen(&used);
             let value = [b'x'; 100];
             let mut hits = 0u32;
@@ -2124,7 +2127,7 @@ mod eviction_tests {
         /// Items read twice outlive one-hit wonders written at the same time.
         #[test]
         fn one_hit_wonders_leave_before_items_read_twice() {
-            let used = AtomicUsize::new(0);
+            let used = Arc::<AtomicUsize>::default();
             let (mut s, b) = sixteen(&used);
             let value = [b'x'; 100];
             // Steady state first.
@@ -2159,7 +2162,7 @@ mod eviction_tests {
         /// the large ones never comes back, regular writes evict only regular segments.
         #[test]
         fn unread_large_items_do_not_hold_memory_forever() {
-            let used = AtomicUsize::new(0);
+            let used = Arc::<AtomicUsize>::default();
             let (mut s, b) = sixteen(&used);
             let big = [b'L'; 3000];
             for i in 0..8u32 {
@@ -2182,7 +2185,7 @@ mod eviction_tests {
         /// Same, worse: items read all the time are evicted while unread large ones stay.
         #[test]
         fn read_items_are_not_evicted_while_unread_large_ones_stay() {
-            let used = AtomicUsize::new(0);
+            let used = Arc::<AtomicUsize>::default();
             let (mut s, b) = sixteen(&used);
             let big = [b'L'; 3000];
             for i in 0..12u32 {
@@ -2214,7 +2217,7 @@ mod eviction_tests {
         /// queue, main's included, evicting items read all the time (by_age in open_large).
         #[test]
         fn large_writes_do_not_evict_a_hot_set_in_main() {
-            let used = AtomicUsize::new(0);
+            let used = Arc::<AtomicUsize>::default();
             let (mut s, b) = sixteen(&used);
             let value = [b'x'; 100];
             let big = [b'L'; 3000];
@@ -2256,7 +2259,7 @@ mod eviction_tests {
         /// and limit changes; every step recounted by `check`.
         fn stress_mix(seed: u64, m: &Mix) {
             let mut r = Rng(seed);
-            let used = AtomicUsize::new(0);
+            let used = Arc::<AtomicUsize>::default();
             let mut limit = m.limits[0];
             let mut s = small();
             s.ring.set_cap(1 << 16);
@@ -2403,7 +2406,7 @@ mod eviction_tests {
         /// probation; with `dead`, keys deleted soon after they are stored leave `p`'s
         /// segment mostly dead. Then a scan of new keys: `p` should have moved to main.
         fn read_once_on_probation_then_scan(dead: bool) -> bool {
-            let used = AtomicUsize::new(0);
+            let used = Arc::<AtomicUsize>::default();
             let (mut s, b) = sixteen(&used);
             let value = [b'x'; 100];
             for i in 0..100u32 {
@@ -2448,7 +2451,7 @@ mod eviction_tests {
         /// `visit` or published to the ring while the walk runs.
         fn walk_contract(seed: u64, large: bool) {
             let mut r = Rng(seed);
-            let used = AtomicUsize::new(0);
+            let used = Arc::<AtomicUsize>::default();
             let mut s = small();
             s.ring.set_cap(1 << 24);
             let mut now = 2u32;
