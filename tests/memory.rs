@@ -180,9 +180,8 @@ fn values_still_arriving_count_against_the_memory_limit() {
     set_value(&mut c, "small", b"hi");
     let before = settled_rss(&p);
     // 300 clients send 60 % of a 1 MB value each and stop: memcached takes an item's
-    // memory before its value, so together they get no more than -m (here half of it,
-    // the rest stays the cache's); the others are refused at once, and their values are
-    // skipped, not buffered.
+    // memory before its value, so together they get no more than -m; the others are
+    // refused at once, and their values are skipped, not buffered.
     let (n, len, part) = (300, 1_000_000, 600_000);
     let mut senders: Vec<TcpStream> = (0..n)
         .map(|i| half_set(&p, &format!("v{i}"), len, part))
@@ -192,7 +191,10 @@ fn values_still_arriving_count_against_the_memory_limit() {
         after < before + 100 * MB,
         "{n} half-sent values: RSS grew from {before} to {after} bytes"
     );
-    assert_prompt(&p);
+    // Holding the values took room from the cache, not the server from the others.
+    let start = Instant::now();
+    c.expect(b"mn\r\n", b"MN\r\n");
+    assert!(start.elapsed() < Duration::from_millis(500));
     let rest = {
         let mut r = vec![b't'; len - part];
         r.extend_from_slice(b"\r\n");
@@ -212,7 +214,7 @@ fn values_still_arriving_count_against_the_memory_limit() {
         assert_eq!(line_of(s), "MN\r\n");
     }
     assert!(
-        (20..=34).contains(&stored.len()) && refused >= 260,
+        (20..=70).contains(&stored.len()) && refused >= 230,
         "{} stored, {refused} refused",
         stored.len()
     );
@@ -230,9 +232,8 @@ fn values_still_arriving_count_against_the_memory_limit() {
 
 #[test]
 fn a_value_with_no_room_left_is_refused_in_every_protocol() {
-    // Once values on their way in hold all they may of the budget, text, meta and binary
-    // writes of another large value are refused as memcached refuses one it has no memory
-    // for.
+    // Once values on their way in hold all of the budget, text, meta and binary writes of
+    // another large value are refused as memcached refuses one it has no memory for.
     let p = Proc::start(&["-m", "8"]);
     let len = 1_000_000;
     let mut holders = Vec::new();
@@ -249,7 +250,7 @@ fn a_value_with_no_room_left_is_refused_in_every_protocol() {
         }
         holders.push(s);
         assert!(
-            holders.len() < 6,
+            holders.len() < 9,
             "8 MB took {} values of 1 MB",
             holders.len()
         );

@@ -182,11 +182,9 @@ impl ReadBuf {
             }
             if self.buf.len() - self.end < min {
                 let want = (self.end + min).max(self.buf.len() * 2);
-                if !buffers::grow(want - self.buf.len()) {
+                if !self.grow_to(want) {
                     return Err(Oom::Grow);
                 }
-                self.charged += want - self.buf.len();
-                self.buf.resize(want, 0);
             }
         }
         Ok(&mut self.buf[self.end..])
@@ -202,10 +200,32 @@ impl ReadBuf {
         self.buf.copy_within(self.start..self.end, 0);
         self.end -= self.start;
         self.start = 0;
-        if self.buf.len() < whole && buffers::grow(whole - self.buf.len()) {
-            self.charged += whole - self.buf.len();
-            self.buf.resize(whole, 0);
+        self.grow_to(whole);
+    }
+
+    /// Grows the buffer (whose input starts at 0) to at least `want` bytes, into the
+    /// worker's spare grown buffer when it is big enough; false if the pool's cap refuses.
+    fn grow_to(&mut self, want: usize) -> bool {
+        if let Some(mut spare) = buffers::take_spare(want) {
+            spare[..self.end].copy_from_slice(&self.buf[..self.end]);
+            self.charged += spare.len();
+            let old = std::mem::replace(&mut self.buf, spare);
+            let n = old.len();
+            self.charged -= n;
+            buffers::give_read(old, n);
+            return true;
         }
+        if !buffers::grow(want - self.buf.len()) {
+            return false;
+        }
+        self.charged += want - self.buf.len();
+        // Fresh zeroed memory, made resident in one call: growing in place would zero
+        // every new byte by hand, and the value's read then faulted each page in again.
+        let mut grown = vec![0u8; want];
+        grown[..self.end].copy_from_slice(&self.buf[..self.end]);
+        crate::store::segment::populate(&mut grown[self.end..]);
+        self.buf = grown;
+        true
     }
 
     pub fn filled(&mut self, n: usize) {

@@ -27,6 +27,7 @@ use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 
 use super::{connection, Shared};
+use crate::protocol::limits::LINE_MAX_LENGTH;
 
 /// A connection accepted by a listener, on its way to a worker.
 pub enum Accepted {
@@ -119,10 +120,22 @@ async fn serve_connections(
     let local = TaskTracker::new();
     // Each worker's share is memcached's, the limit over `-t` (as its t/conn-limits.t
     // expects), even where fewer workers run: together they stay under the limit.
-    super::buffers::init(super::buffers::worker_limit(
-        shared.config.read_buf_mem_limit_mb,
-        shared.config.threads,
-    ));
+    // A spare buffer fits a request with the largest value, and the workers' spares
+    // together take at most a quarter of `-m` more.
+    let store = &shared.config.store;
+    let spare_max = (store.item_size_max + LINE_MAX_LENGTH)
+        .min(store.limit_bytes / 4 / shared.config.threads.max(1));
+    super::buffers::init(
+        super::buffers::worker_limit(shared.config.read_buf_mem_limit_mb, shared.config.threads),
+        spare_max,
+    );
+    let trimmer = tokio::spawn(async {
+        let mut tick = tokio::time::interval(super::buffers::SPARE_IDLE);
+        loop {
+            tick.tick().await;
+            super::buffers::trim();
+        }
+    });
     while let Some(conn) = rx.recv().await {
         let shared = shared.clone();
         match conn {
@@ -142,6 +155,7 @@ async fn serve_connections(
             }
         }
     }
+    trimmer.abort();
     local.close();
     local.wait().await;
 }

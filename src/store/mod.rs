@@ -344,8 +344,6 @@ struct Inner {
     /// Bytes of `-m` taken: segments, large buffers replies still hold, and holds.
     used: Arc<AtomicUsize>,
     limit: AtomicUsize,
-    /// Bytes of `used` set aside for values still arriving ([`Store::hold`]).
-    held: AtomicUsize,
     /// Bytes of `-m` the segments leave to the shards' deleted keys.
     set_aside: usize,
     evict_hand: AtomicUsize,
@@ -374,10 +372,6 @@ impl Hold {
 impl Drop for Hold {
     fn drop(&mut self) {
         self.store.budget().release(self.bytes);
-        self.store
-            .inner
-            .held
-            .fetch_sub(self.bytes, Ordering::Relaxed);
     }
 }
 
@@ -465,7 +459,6 @@ impl Store {
                 shards,
                 mask: (n - 1) as u64,
                 used: Arc::default(),
-                held: AtomicUsize::new(0),
                 evict_hand: AtomicUsize::new(0),
                 clock,
                 feed: Feed::new(FEED_EVENTS_BYTES),
@@ -611,17 +604,9 @@ impl Store {
     /// Sets `bytes` of the budget aside for a value still arriving, making room as a set
     /// does (evicting, unless `-M`); None if there is none. memcached takes an item's memory
     /// before it reads the value, so values clients are still sending count against `-m`,
-    /// however many connections send them at once. Unlike memcached, such values take at
-    /// most half the budget together: slow senders cannot empty the whole cache (`-I` is at
-    /// most half of it, so any one value fits). Given back when the [`Hold`] drops.
+    /// however many connections send them at once. Given back when the [`Hold`] drops.
     pub fn hold(&self, bytes: usize, now: u32) -> Option<Hold> {
-        let held = &self.inner.held;
-        let before = held.fetch_add(bytes, Ordering::Relaxed);
-        if before + bytes > self.budget().limit / 2 || !self.reserve(bytes, now, None) {
-            held.fetch_sub(bytes, Ordering::Relaxed);
-            return None;
-        }
-        Some(Hold {
+        self.reserve(bytes, now, None).then(|| Hold {
             store: self.clone(),
             bytes,
         })

@@ -501,7 +501,11 @@ impl Shard {
         let seg = self.seg_mut(id);
         let (it, f) = item::decode(&seg.buf[off..], seg.base);
         let (tomb, len) = (it.is_tombstone(), f.total());
-        item::mark_dead(&mut seg.buf[off..]);
+        // A large segment that goes with its item is not written: a reply may still hold
+        // its buffer, and marking it would copy the whole value.
+        if !(seg.large && seg.live_items == 1 && !active) {
+            item::mark_dead(&mut seg.buf[off..]);
+        }
         seg.live_items -= 1;
         seg.live_bytes -= len;
         let empty = seg.live_items == 0 && !active;
@@ -1303,8 +1307,13 @@ impl Shard {
     /// A new version with a value of the same length written over the old one, when the
     /// layout allows: no new space, no index change. Counts as a new item, as memcached does.
     pub fn overwrite(&mut self, loc: u32, value: &[u8], meta: &Meta) -> bool {
-        self.changes += 1;
         let (id, off) = self.geo.split(loc);
+        if self.seg_mut(id).buf.is_held() {
+            // A reply still sends the old value: written anew, the old buffer stays the
+            // reply's and counted, where an overwrite would copy it first.
+            return false;
+        }
+        self.changes += 1;
         let seg = self.seg_mut(id);
         let base = seg.base;
         if !item::overwrite(&mut seg.buf[off..], meta, value, base) {
