@@ -321,6 +321,51 @@ fn values_replaced_under_slow_readers_stay_counted_until_read() {
 }
 
 #[test]
+fn a_large_value_touched_under_slow_readers_is_not_copied_outside_the_limit() {
+    let p = Proc::start(&["-m", "64", "-I", "4m", "-t", "2"]);
+    let mut c = p.client();
+    let len = 4_000_000;
+    set_value(&mut c, "big", &vec![b'b'; len]);
+    let before = settled_rss(&p);
+    // Each client asks for the value with a new expiry, and never reads: a touch under a
+    // reply writes the item anew (counted), never a copy that only the reply holds.
+    let readers: Vec<TcpStream> = (0..40)
+        .map(|i| {
+            let mut s = non_reader(&p);
+            s.write_all(format!("mg big v T{}\r\n", 100 + i).as_bytes())
+                .unwrap();
+            s
+        })
+        .collect();
+    let after = settled_rss(&p);
+    assert!(
+        after < before + 90 * MB,
+        "40 touches under readers: RSS grew from {before} to {after} bytes"
+    );
+    drop(readers);
+    c.send(b"mg big s t\r\n");
+    let line = line_of(&mut c.stream);
+    assert!(line.starts_with("HD s4000000 t"), "{line:?}");
+}
+
+#[test]
+fn a_kept_large_buffer_is_not_charged_to_a_small_request() {
+    // One worker, 2 MB of buffers: a buffer kept from a 1.5 MB value must not be handed
+    // to (and charged for) a stalled 20 KB request, or the next large value is refused.
+    let p = Proc::start(&["-t", "1", "-I", "2m", "-o", "read_buf_mem_limit=2"]);
+    let mut a = p.client();
+    set_value(&mut a, "a", &vec![b'a'; 1_500_000]);
+    let mut b = half_set(&p, "b", 20_000, 100);
+    std::thread::sleep(Duration::from_millis(100));
+    let mut c = p.client();
+    set_value(&mut c, "c", &vec![b'c'; 600_000]);
+    assert_eq!(c.stat("read_buf_oom"), "0");
+    b.write_all(&[b'b'; 19_900]).unwrap();
+    b.write_all(b"\r\n").unwrap();
+    assert_eq!(line_of(&mut b), "STORED\r\n");
+}
+
+#[test]
 fn idle_connections_hold_no_buffers() {
     raise_fd_limit(8192);
     let p = Proc::start(&["-t", "2", "-c", "8192"]);

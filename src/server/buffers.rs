@@ -120,13 +120,14 @@ pub fn grow(n: usize) -> bool {
     })
 }
 
-/// A grown read buffer of at least `min` bytes kept from an earlier large value, charged
-/// whole, or None (none kept, too small, or over the cap).
+/// A grown read buffer of `min` to twice `min` bytes kept from an earlier large value,
+/// charged whole, or None (none kept, not that size, or over the cap): a small request
+/// never sits on (and is charged for) a buffer far larger than itself.
 pub fn take_spare(min: usize) -> Option<Vec<u8>> {
     POOL.with(|p| {
         let mut p = p.borrow_mut();
         let len = p.spare.len();
-        if len < min || !p.charge(len) {
+        if len < min || len > 2 * min || !p.charge(len) {
             return None;
         }
         p.spare_used = true;

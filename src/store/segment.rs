@@ -53,10 +53,11 @@ impl Large {
 }
 
 impl Clone for Large {
-    /// A copy for a write into a buffer replies still hold (a header change: expiry, access
-    /// time): the copy, now the segment's, takes over the charge, so the segment stays
-    /// counted once; the bytes the replies hold are then not counted, as no item's are.
-    /// (Replacing or deleting the item writes nothing into it: see `Shard::kill`.)
+    /// A copy for a write into a buffer replies still hold: the copy, now the segment's,
+    /// takes over the charge, so the segment stays counted once. The shard avoids it: an
+    /// item replaced, deleted or given new fields under a reply is written anew and its
+    /// old segment dropped unwritten (`Shard::kill`, `overwrite`, `update`), a read's
+    /// access time is not recorded (`mark_read`), so the reply keeps the counted buffer.
     fn clone(&self) -> Large {
         if !self.charged.swap(false, Ordering::Relaxed) {
             self.used.fetch_add(self.mem.len(), Ordering::Relaxed);

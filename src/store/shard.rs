@@ -1290,6 +1290,11 @@ impl Shard {
     pub fn mark_read(&mut self, loc: u32, bits: u8, atime: u32) -> bool {
         let (id, off) = self.geo.split(loc);
         let seg = self.seg_mut(id);
+        if seg.buf.is_held() {
+            // A large value a reply is still sending keeps its read bits and access time
+            // for now: writing them would copy the whole value.
+            return true;
+        }
         let base = seg.base;
         item::set_bits_and_atime(&mut seg.buf[off..], bits, atime, base)
     }
@@ -1297,8 +1302,12 @@ impl Shard {
     /// Rewrites the item's fields in place; false if they need a different layout, and the
     /// item must be written anew with [`Shard::put`].
     pub fn update(&mut self, loc: u32, meta: &Meta) -> bool {
-        self.changes += 1;
         let (id, off) = self.geo.split(loc);
+        if self.seg_mut(id).buf.is_held() {
+            // A reply still sends the value: written anew (see `overwrite`).
+            return false;
+        }
+        self.changes += 1;
         let seg = self.seg_mut(id);
         let base = seg.base;
         item::rewrite_header(&mut seg.buf[off..], meta, base)
