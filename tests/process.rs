@@ -333,7 +333,9 @@ fn a_daemon_logs_to_the_file_its_stderr_names_and_holds_no_pipe() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let text = loop {
         let text = std::fs::read_to_string(&log).unwrap();
-        if text.contains("peer 127.0.0.9") || Instant::now() > deadline {
+        // Both lines, in whichever order the listener and the first dial log them.
+        let both = text.contains("peer 127.0.0.9") && text.contains("listening for peers");
+        if both || Instant::now() > deadline {
             break text;
         }
         std::thread::sleep(Duration::from_millis(20));

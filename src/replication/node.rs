@@ -300,6 +300,11 @@ impl Bound {
             .enable_all()
             .build()
             .map_err(StartError::Thread)?;
+        // Said before the first dial can fail, so the log reads in order.
+        tracing::info!(
+            "replication: node {} listening for peers on {listen}",
+            node.0
+        );
         let (i, peers) = (inner.clone(), cfg.peers.clone());
         std::thread::Builder::new()
             .name("repcached-repl".into())
@@ -320,10 +325,6 @@ impl Bound {
                 })
             })
             .map_err(StartError::Thread)?;
-        tracing::info!(
-            "replication: node {} listening for peers on {listen}",
-            node.0
-        );
         Ok(Replication {
             inner,
             listen,
