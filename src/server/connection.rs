@@ -11,7 +11,10 @@
 //! multiget, which then resumes where it stopped; large values are queued by reference (see
 //! [`super::output`]). A get line longer than a request line may be is answered key by key
 //! as it arrives: its complete keys are served and only the unfinished last key is kept.
-//! So a client that never reads stalls only itself, and holds about one cap of output.
+//! So a client that never reads stalls only itself, and holds about one cap of output. A
+//! value larger than a read buffer is buffered only with its room set aside in `-m` first
+//! (see `Store::hold`), else refused at its header as memcached refuses an item it cannot
+//! allocate: what clients are still sending is bounded by `-m`, not by their number.
 
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
