@@ -278,18 +278,29 @@ impl<'a> Store<'a> {
     }
 }
 
-/// A storage request refused from its header: over `-I`, or (`no_memory`) with no room
-/// in `-m` to take its value in (memcached's failed item allocation). Its value is
-/// skipped, not buffered.
+/// A storage request refused from its header (see [`Refusal`]). Its value is skipped, not
+/// buffered.
 #[derive(Debug, Clone, Copy)]
 pub struct TooLarge<'a> {
     pub key: &'a [u8],
-    pub no_memory: bool,
+    pub why: Refusal,
     /// Drop the key's old value, so a failed write never leaves stale data behind
     /// (memcached does for a text or binary `set` and every `ms`).
     pub drop_old: bool,
     /// Bytes of the refused value still to skip.
     pub swallow: usize,
+}
+
+/// Why a storage request is refused before its value is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Over `-I`.
+    TooLarge,
+    /// No room in `-m` to take the value in: memcached's failed item allocation.
+    NoMemory,
+    /// The same for an item memcached would chain from its 512 KB chunks: it takes those as
+    /// the value arrives, and says so partway through (nothing counted, the old value kept).
+    NoMemoryReading,
 }
 
 /// delete, md, binary delete.
@@ -402,12 +413,17 @@ impl TtlTrail {
 /// How a storage command ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stored {
-    Stored { cas: Cas, size: usize },
+    Stored {
+        cas: Cas,
+        size: usize,
+    },
     NotStored,
     Exists,
     NotFound,
     TooLarge,
     OutOfMemory,
+    /// memcached's words for a chained item it ran out of chunks for.
+    OutOfMemoryReading,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

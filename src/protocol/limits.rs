@@ -1,6 +1,8 @@
 //! Size limits that the parser enforces before a body arrives, so no client can make the
 //! server buffer without bound.
 
+use super::command::Refusal;
+
 /// protocol.txt "Keys": at most 250 bytes.
 pub const KEY_MAX_LENGTH: usize = 250;
 /// A request line this long without a newline closes the connection (memcached's 2048),
@@ -87,15 +89,16 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// Whether an item of memcached's `size` is refused, and why: `Some(false)` over
-    /// `-I`, `Some(true)` for lack of memory.
-    pub fn refuses(&self, size: usize) -> Option<bool> {
+    /// Whether an item of memcached's `size` is refused, and why.
+    pub fn refuses(&self, size: usize) -> Option<Refusal> {
         if size > self.item_size_max {
-            Some(false)
-        } else if size > self.room {
-            Some(true)
-        } else {
+            Some(Refusal::TooLarge)
+        } else if size <= self.room {
             None
+        } else if size as u64 > SlabClasses::CHUNK_MAX {
+            Some(Refusal::NoMemoryReading)
+        } else {
+            Some(Refusal::NoMemory)
         }
     }
 }

@@ -448,7 +448,7 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> BinParsed<'a> {
     };
     let total = HEADER_LEN + body_len;
     let refused = limits.refuses(item_size(key_len, value_len, flags));
-    if let Some(no_memory) = refused.filter(|_| value_len > 0) {
+    if let Some(why) = refused.filter(|_| value_len > 0) {
         if buf.len() < head {
             return BinParsed::Incomplete { whole: None };
         }
@@ -464,7 +464,7 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> BinParsed<'a> {
         // memcached drops the old value of a refused set, quiet or not, CAS or not.
         let refused = TooLarge {
             key: &buf[HEADER_LEN + ext_len..head],
-            no_memory,
+            why,
             drop_old: opcode == op::SET,
             swallow: value_len,
         };

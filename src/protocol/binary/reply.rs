@@ -90,6 +90,10 @@ impl Reply for BinaryReply {
                 let text = b"Out of memory allocating item";
                 return error_text(out, &self.header, status::ENOMEM, text);
             }
+            Stored::OutOfMemoryReading => {
+                let text = b"Out of memory during read";
+                return error_text(out, &self.header, status::ENOMEM, text);
+            }
         };
         self.error(out, st);
     }

@@ -11,7 +11,9 @@ pub mod reply;
 
 use std::borrow::Cow;
 
-use super::command::{Arith, Cas, Command, Delete, Exptime, Get, Keys, SetMode, Store, TooLarge};
+use super::command::{
+    Arith, Cas, Command, Delete, Exptime, Get, Keys, Refusal, SetMode, Store, TooLarge,
+};
 use super::limits::{is_valid_key, item_size, Limits, META_MAX_TOKENS};
 use super::number::parse_i32;
 use super::text::storage::{body, Body};
@@ -38,9 +40,8 @@ pub struct MetaRequest<'a> {
     pub flags: MetaFlags<'a>,
     /// The ms data block.
     pub data: &'a [u8],
-    /// A refused ms: the bytes of its data block to skip, and whether it was refused for
-    /// lack of memory rather than for `-I` (see [`TooLarge`]).
-    pub too_large: Option<(usize, bool)>,
+    /// A refused ms: the bytes of its data block to skip, and why.
+    pub too_large: Option<(usize, Refusal)>,
 }
 
 fn exptime(e: i32) -> Exptime {
@@ -65,9 +66,9 @@ impl MetaRequest<'_> {
                 recache_first: f.recache_first,
             }),
             MetaCmd::Set => match self.too_large {
-                Some((swallow, no_memory)) => Command::TooLarge(TooLarge {
+                Some((swallow, why)) => Command::TooLarge(TooLarge {
                     key,
-                    no_memory,
+                    why,
                     drop_old: true,
                     swallow,
                 }),
@@ -307,9 +308,8 @@ fn parse_set<'a>(
     if req.flags.opaque_too_long {
         return err(ErrorKind::MetaOpaqueTooLong, swallow);
     }
-    if let Some(no_memory) = limits.refuses(item_size(req.key.len(), vlen, req.flags.client_flags))
-    {
-        let too_large = Some((swallow, no_memory));
+    if let Some(why) = limits.refuses(item_size(req.key.len(), vlen, req.flags.client_flags)) {
+        let too_large = Some((swallow, why));
         return Parsed::Done(Request::Meta(MetaRequest { too_large, ..req }), used);
     }
     match body(buf, used, vlen) {

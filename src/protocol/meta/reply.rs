@@ -107,7 +107,7 @@ impl Reply for MetaReply<'_> {
             Stored::NotStored => b"NS",
             Stored::Exists => b"EX",
             Stored::NotFound => b"NF",
-            Stored::TooLarge | Stored::OutOfMemory => {
+            Stored::TooLarge | Stored::OutOfMemory | Stored::OutOfMemoryReading => {
                 out.extend_from_slice(stored_line(o));
                 return;
             }

@@ -127,6 +127,7 @@ pub fn stored_line(o: Stored) -> &'static [u8] {
         Stored::NotFound => NOT_FOUND,
         Stored::TooLarge => TOO_LARGE,
         Stored::OutOfMemory => OUT_OF_MEMORY,
+        Stored::OutOfMemoryReading => OUT_OF_MEMORY_READING,
     }
 }
 
@@ -178,6 +179,7 @@ pub const END: &[u8] = b"END\r\n";
 pub const OK: &[u8] = b"OK\r\n";
 pub const TOO_LARGE: &[u8] = b"SERVER_ERROR object too large for cache\r\n";
 pub const OUT_OF_MEMORY: &[u8] = b"SERVER_ERROR out of memory storing object\r\n";
+pub const OUT_OF_MEMORY_READING: &[u8] = b"SERVER_ERROR Out of memory during read\r\n";
 /// incr, decr and ma when the changed number needs room there is none of.
 pub const ARITH_OUT_OF_MEMORY: &[u8] = b"SERVER_ERROR out of memory\r\n";
 /// ma `N` when the item to create finds no room.

@@ -70,11 +70,11 @@ pub fn parse<'a>(
         return err(ErrorKind::BadFormat);
     }
     let vlen = vlen as usize;
-    if let Some(no_memory) = limits.refuses(item_size(key.len(), vlen, flags)) {
+    if let Some(why) = limits.refuses(item_size(key.len(), vlen, flags)) {
         // memcached drops the old value of a refused `set` only, not of a `cas`.
         let refused = TooLarge {
             key,
-            no_memory,
+            why,
             drop_old: mode == SetMode::Set && !is_cas,
             swallow: vlen + 2,
         };

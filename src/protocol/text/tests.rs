@@ -5,7 +5,7 @@ use proptest::prelude::*;
 
 use super::parse;
 use super::reply::TextReply;
-use crate::protocol::command::{Cas, Command, Exptime, SetMode, Tunable};
+use crate::protocol::command::{Cas, Command, Exptime, Refusal, SetMode, Tunable};
 use crate::protocol::{ErrorKind, Limits, Parsed, Request};
 
 fn limits() -> Limits {
@@ -122,7 +122,7 @@ fn too_large_is_a_request_that_swallows() {
         other => panic!("{other:?}"),
     }
     match done(b"ms k 2000000 T0\r\n").0 {
-        Request::Meta(m) => assert_eq!(m.too_large, Some((2_000_002, false))),
+        Request::Meta(m) => assert_eq!(m.too_large, Some((2_000_002, Refusal::TooLarge))),
         other => panic!("{other:?}"),
     }
 }
@@ -143,17 +143,31 @@ fn a_value_waiting_tells_its_length_and_one_without_room_is_refused() {
     };
     match parse(b"set k 0 0 100000\r\n", &tight) {
         Parsed::Done(Request::Text(Command::TooLarge(t), _), 18) => {
-            assert_eq!((t.no_memory, t.drop_old, t.swallow), (true, true, 100_002))
+            assert_eq!(
+                (t.why, t.drop_old, t.swallow),
+                (Refusal::NoMemory, true, 100_002)
+            )
         }
         other => panic!("{other:?}"),
     }
     match parse(b"ms k 100000\r\n", &tight) {
-        Parsed::Done(Request::Meta(m), 13) => assert_eq!(m.too_large, Some((100_002, true))),
+        Parsed::Done(Request::Meta(m), 13) => {
+            assert_eq!(m.too_large, Some((100_002, Refusal::NoMemory)))
+        }
+        other => panic!("{other:?}"),
+    }
+    // One memcached would chain from its chunks fails as memcached's does, partway.
+    match parse(b"set k 0 0 600000\r\n", &tight) {
+        Parsed::Done(Request::Text(Command::TooLarge(t), _), _) => {
+            assert_eq!(t.why, Refusal::NoMemoryReading)
+        }
         other => panic!("{other:?}"),
     }
     // Over -I is said as such, room or not.
     match parse(b"set k 0 0 2000000\r\n", &tight) {
-        Parsed::Done(Request::Text(Command::TooLarge(t), _), _) => assert!(!t.no_memory),
+        Parsed::Done(Request::Text(Command::TooLarge(t), _), _) => {
+            assert_eq!(t.why, Refusal::TooLarge)
+        }
         other => panic!("{other:?}"),
     }
     // What fits the room is taken as always.

@@ -5,7 +5,7 @@ use super::super::detail::Op;
 use super::super::watcher;
 use super::retrieval::ttl_at;
 use super::Session;
-use crate::protocol::command::{Encoding, SetMode, Store, Stored, TooLarge, WatchKinds};
+use crate::protocol::command::{Encoding, Refusal, SetMode, Store, Stored, TooLarge, WatchKinds};
 use crate::store::{self, DeleteRequest, SetOutcome, SetRequest, StoreError};
 
 pub fn store(s: &mut Session<'_>, c: &Store<'_>, encoding: Encoding) -> Stored {
@@ -104,7 +104,7 @@ fn watch_store(s: &Session<'_>, c: &Store<'_>, stored: &Stored) {
         Stored::Exists => "exists",
         Stored::NotFound => "not_found",
         Stored::TooLarge => "too_large",
-        Stored::OutOfMemory => "no_memory",
+        Stored::OutOfMemory | Stored::OutOfMemoryReading => "no_memory",
     };
     let cmd = match (c.compare_cas, c.mode) {
         (Some(_), _) => "cas",
@@ -140,12 +140,18 @@ fn watch_store(s: &Session<'_>, c: &Store<'_>, stored: &Stored) {
 
 /// A write refused from its header: over `-I`, or no room for its value.
 pub fn too_large(s: &mut Session<'_>, t: &TooLarge<'_>, encoding: Encoding) -> Stored {
-    let (stored, status) = if t.no_memory {
-        s.counts.store_no_memory += 1;
-        (Stored::OutOfMemory, "no_memory")
-    } else {
-        s.counts.store_too_large += 1;
-        (Stored::TooLarge, "too_large")
+    let (stored, status) = match t.why {
+        Refusal::TooLarge => {
+            s.counts.store_too_large += 1;
+            (Stored::TooLarge, "too_large")
+        }
+        Refusal::NoMemory => {
+            s.counts.store_no_memory += 1;
+            (Stored::OutOfMemory, "no_memory")
+        }
+        // memcached fails such a write in the middle of its value: nothing is counted or
+        // logged, and the old value stays.
+        Refusal::NoMemoryReading => return Stored::OutOfMemoryReading,
     };
     if s.shared.watchers.wants(WatchKinds::MUTATIONS) {
         // Which command it was is not kept: a `set` (the one that drops the old value),
