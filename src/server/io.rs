@@ -175,11 +175,7 @@ impl ReadBuf {
             self.charged = buffers::UNIT;
         }
         if self.buf.len() - self.end < min {
-            if self.start > 0 {
-                self.buf.copy_within(self.start..self.end, 0);
-                self.end -= self.start;
-                self.start = 0;
-            }
+            self.compact();
             if self.buf.len() - self.end < min {
                 let want = (self.end + min).max(self.buf.len() * 2);
                 if !self.grow_to(want) {
@@ -197,10 +193,17 @@ impl ReadBuf {
         if self.buf.is_empty() || self.buf.len() - self.start >= whole {
             return;
         }
-        self.buf.copy_within(self.start..self.end, 0);
-        self.end -= self.start;
-        self.start = 0;
+        self.compact();
         self.grow_to(whole);
+    }
+
+    /// Moves the unparsed input to the front of the buffer.
+    fn compact(&mut self) {
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
     }
 
     /// Grows the buffer (whose input starts at 0) to at least `want` bytes, into the

@@ -11,11 +11,11 @@
 //! a reference to the item, instead of copying it once per reader. Like memcached's item,
 //! the buffer counts against `-m` until the last reference goes ([`Large`]), not only while
 //! its segment is in the store: values replaced under slow readers take room from the
-//! cache, not memory beyond `-m`. Only large segments are
-//! shared: small values are cheaper to copy than to count, and a reply's copies are bounded
-//! by the connection's output cap. Any write into a buffer a reply still holds (a read's
-//! access-time bump, an in-place overwrite, incr) first gives the segment a fresh copy, so
-//! a value a reply holds never changes under it.
+//! cache, not memory beyond `-m`. Only large segments are shared: small values are cheaper
+//! to copy than to count, and a reply's copies are bounded by the connection's output cap.
+//! A value a reply holds never changes under it: the shard writes nothing into a held
+//! buffer (an item replaced, deleted or touched is written anew, a read's access time is
+//! not recorded), and any write that still reaches one goes to a fresh copy.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -501,9 +501,9 @@ impl Shard {
         let seg = self.seg_mut(id);
         let (it, f) = item::decode(&seg.buf[off..], seg.base);
         let (tomb, len) = (it.is_tombstone(), f.total());
-        // A large segment that goes with its item is not written: a reply may still hold
-        // its buffer, and marking it would copy the whole value.
-        if !(seg.large && seg.live_items == 1 && !active) {
+        // A large segment holds only this item and goes with it, unwritten: a reply may
+        // still hold its buffer, and marking it would copy the whole value.
+        if !seg.large {
             item::mark_dead(&mut seg.buf[off..]);
         }
         seg.live_items -= 1;
