@@ -13,6 +13,16 @@
 //! one `write`, one `read` and a share of an `epoll_wait`. It reports its own CPU per
 //! operation so a run can show how much of the machine the client took.
 //!
+//! Its threads run as SCHED_BATCH (`--yield-to-server true`, the default). A server's reply
+//! wakes the client thread waiting for it; a normal thread woken on the core the server runs
+//! on preempts the server there and then, in the middle of its batch of ready connections,
+//! and each such preemption is two context switches. A batch thread waits for its turn
+//! instead, so the server finishes its batch and the client finds several replies when it
+//! runs: on the 2-core development machine this cut the client's CPU per request from
+//! 6.5-7.5 us to 4.2-4.5 us, context switches to a third, and raised both servers'
+//! throughput by about a third, so more of the machine goes to the server being measured.
+//! Nothing changes on the server side; a client on another machine never preempts it.
+//!
 //! With `--rate` each thread paces its connections to a share of that many requests per
 //! second instead (request i of a thread is due at its start plus i times the interval; a
 //! connection whose reply is in waits for the next due slot), so a run can hold a server at
@@ -86,6 +96,10 @@ struct Args {
     /// tight loop, which on a machine with few cores takes a core from the nodes it measures)
     #[arg(long, default_value_t = 0)]
     lag_poll_us: u64,
+    /// Run the client threads as SCHED_BATCH: a reply that wakes one never preempts the
+    /// server thread that sent it (see the module doc)
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    yield_to_server: bool,
 }
 
 /// What each connection sends.
@@ -429,6 +443,16 @@ fn begin(
     Ok(())
 }
 
+/// Makes the calling thread SCHED_BATCH.
+fn batch_policy() -> io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 is the calling thread; `param` is valid for the call.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Drives `conns` connections until `stop`: send, wait for the whole reply, send the next
 /// (at once, or when `pace` has a slot due). Latency is counted from the send.
 fn drive(
@@ -440,6 +464,9 @@ fn drive(
     ready: &std::sync::Barrier,
     stop: &AtomicBool,
 ) -> io::Result<Tally> {
+    if args.yield_to_server {
+        batch_policy()?;
+    }
     let epoll = Epoll::new()?;
     let mut conns = Vec::with_capacity(ids.len());
     for (token, &c) in ids.iter().enumerate() {
