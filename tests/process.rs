@@ -80,6 +80,27 @@ fn bad_flags_fail_with_one_line() {
     assert!(e.contains("-U") && e.contains("-Y"), "{e}");
     let e = one_line_error(&["-u", "root", "-m", "1", "-I", "1m"]);
     assert!(e.contains("-I"), "{e}");
+    // Values memcached refuses too.
+    for (flag, value) in [
+        ("-R", "0"),
+        ("-f", "1.0"),
+        ("-f", "0.5"),
+        ("-n", "0"),
+        ("-N", "0"),
+    ] {
+        let e = one_line_error(&["-u", "root", flag, value]);
+        assert!(e.contains(flag), "{flag} {value}: {e}");
+    }
+    let e = one_line_error(&["-u", "root", "-t", "2", "--napi-ids", "3"]);
+    assert!(e.contains("-N 3") && e.contains("-t 2"), "{e}");
+}
+
+#[test]
+fn napi_ids_are_accepted() {
+    // memcached 1.6's -N: a drop-in must start with it (it has no effect here).
+    let p = Proc::start(&["-N", "1"]);
+    let mut c = p.client();
+    c.expect(b"set a 0 0 1\r\nx\r\n", b"STORED\r\n");
 }
 
 #[test]

@@ -128,6 +128,9 @@ pub struct Args {
     /// Return an error instead of evicting when memory is full
     #[arg(short = 'M', long = "disable-evictions", action = ArgAction::SetTrue)]
     pub disable_evictions: bool,
+    /// NAPI ids for steering connections to workers (accepted; no effect here)
+    #[arg(short = 'N', long = "napi-ids")]
+    pub napi_ids: Option<i64>,
     /// Extended options, comma-separated (memcached's -o)
     #[arg(short = 'o', long = "extended")]
     pub extended: Vec<String>,
@@ -161,9 +164,10 @@ pub struct Args {
     /// Seconds the backlog is kept for a peer that is away, to resume from (default 900)
     #[arg(long = "repl-backlog-ttl")]
     pub repl_backlog_ttl: Option<u64>,
-    /// Microseconds a busy link gathers changes into one batch (default 1000) while the
-    /// workers are saturated; a tenth of it while they sleep a fifth of their time or more,
-    /// in proportion between: lower is less replication lag for more CPU
+    /// Microseconds a busy link gathers changes into one batch (default 2000) while the
+    /// workers are saturated; a twentieth of it while they sleep a fifth of their time or
+    /// more, by the square of how busy they are between: lower is less replication lag for
+    /// more CPU
     #[arg(long = "repl-batch-us")]
     pub repl_batch_us: Option<u64>,
     /// Acknowledged writes: a write is answered once this many peers hold it (at most as
@@ -196,7 +200,7 @@ impl Args {
                 max_reqs_per_event, listen_backlog, protocol, max_item_size, auth_file,
                 memory_file, replication_port, replication_queue, repl_listen, repl_secret_file,
                 cluster, node_id, repl_timeout, repl_backlog_size, repl_batch_us, repl_backlog_ttl,
-                repl_ack_peers, repl_ack_timeout_ms;
+                repl_ack_peers, repl_ack_timeout_ms, napi_ids;
             switches: enable_shutdown, daemon, enable_coredumps, lock_memory, enable_largepages,
                 disable_cas, enable_sasl, disable_flush_all, disable_evictions, disable_watch,
                 disable_dumping);

@@ -421,6 +421,11 @@ impl Config {
         c.watch_enabled = !args.disable_watch;
         c.cas_enabled = !args.disable_cas;
         if let Some(r) = args.max_reqs_per_event {
+            if r == 0 {
+                return Err(invalid(
+                    "-R 0: give at least 1 request per event (default 20)".to_string(),
+                ));
+            }
             c.reqs_per_event = r;
         }
         if let Some(p) = &args.protocol {
@@ -436,10 +441,33 @@ impl Config {
             };
         }
         if let Some(f) = args.slab_growth_factor {
+            // memcached refuses these too.
+            if f.is_nan() || f <= 1.0 {
+                return Err(invalid(format!(
+                    "-f {f}: the slab growth factor must be greater than 1 (default 1.25)"
+                )));
+            }
             c.growth_factor = f;
         }
         if let Some(n) = args.slab_min_size {
+            if n == 0 {
+                return Err(invalid(
+                    "-n 0: the minimum item space must be at least 1 byte (default 48)".to_string(),
+                ));
+            }
             c.chunk_size = n;
+        }
+        if let Some(n) = args.napi_ids {
+            // memcached's limits; it then steers connections by the NIC queue they came in
+            // on, which repcached does not do.
+            if n <= 0 || n > c.threads as i64 {
+                return Err(invalid(format!(
+                    "-N {n}: the number of NAPI ids must be from 1 to the number of threads (-t {})",
+                    c.threads
+                )));
+            }
+            c.warnings
+                .push("-N (NAPI ids) is accepted but has no effect here".to_string());
         }
         if let Some(d) = args.prefix_delimiter {
             c.prefix_delimiter = d;
