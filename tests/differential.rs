@@ -1475,3 +1475,102 @@ mod binary {
         }
     }
 }
+
+/// The names `stats` lists, in order, from one exchange's reply.
+fn stat_names(reply: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(reply)
+        .lines()
+        .filter_map(|l| l.strip_prefix("STAT "))
+        .filter_map(|l| l.split(' ').next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// `stats` names memcached's general figures, in its order, whichever of its background
+/// jobs `-o` turns off (each job's figures come and go with it, as in memcached). Left out:
+/// `libevent` (none here) and repcached's own figures about its store.
+#[test]
+fn general_stats_have_memcached_names_in_its_order() {
+    const OURS_ONLY: &[&str] = &[
+        "tombstones",
+        "tombstone_bytes",
+        "store_segments",
+        "store_dead_bytes",
+    ];
+    for args in [
+        &[][..],
+        &["-o", "no_lru_crawler,no_lru_maintainer"][..],
+        &["-o", "no_modern"][..],
+        &["-o", "no_slab_reassign,no_maxconns_fast"][..],
+    ] {
+        let mc = Memcached::start_with(args);
+        let ours = Proc::start(args);
+        let theirs: Vec<String> = stat_names(&exchange(mc.1, b"stats\r\n"))
+            .into_iter()
+            .filter(|n| n != "libevent")
+            .collect();
+        let mine: Vec<String> = stat_names(&exchange(ours.port, b"stats\r\n"))
+            .into_iter()
+            .filter(|n| !OURS_ONLY.contains(&n.as_str()))
+            .collect();
+        assert!(theirs.len() > 60, "{args:?}: {theirs:?}");
+        assert_eq!(mine, theirs, "{args:?}");
+    }
+}
+
+/// `read_buf_*` and `response_obj_*` count the buffers connections hold: a fresh
+/// connection's `stats` sees its own read and output buffer (memcached's figures exactly);
+/// clients stalled halfway through a request each hold a read buffer.
+#[test]
+fn buffer_stats_count_what_connections_hold() {
+    let mc = Memcached::start_with(&["-t", "2"]);
+    let ours = Proc::start(&["-t", "2"]);
+    let figures = |reply: &[u8]| -> Vec<(String, u64)> {
+        String::from_utf8_lossy(reply)
+            .lines()
+            .filter_map(|l| l.strip_prefix("STAT "))
+            .filter(|l| l.starts_with("read_buf_") || l.starts_with("response_obj_"))
+            .filter(|l| !l.starts_with("read_buf_oom") && !l.starts_with("response_obj_oom"))
+            .map(|l| {
+                let (k, v) = l.split_once(' ').unwrap();
+                (k.to_string(), v.parse().unwrap())
+            })
+            .collect()
+    };
+    // Exact but for buffers kept free for the next connection, which depend on which
+    // worker served the connections before.
+    for (who, port) in [("memcached", mc.1), ("repcached", ours.port)] {
+        let f: std::collections::HashMap<String, u64> =
+            figures(&exchange(port, b"stats\r\n")).into_iter().collect();
+        assert_eq!(f.len(), 5, "{who}: {f:?}");
+        assert_eq!(f["response_obj_count"], 1, "{who}: {f:?}");
+        assert_eq!(f["response_obj_bytes"], 16384, "{who}: {f:?}");
+        assert!(f["read_buf_count"] >= 2, "{who}: {f:?}");
+        assert_eq!(
+            f["read_buf_bytes"],
+            f["read_buf_count"] * 16384,
+            "{who}: {f:?}"
+        );
+        assert_eq!(
+            f["read_buf_bytes"] - f["read_buf_bytes_free"],
+            32768,
+            "{who}: {f:?}"
+        );
+    }
+    let stalled: Vec<TcpStream> = (0..6)
+        .map(|_| {
+            let mut s = TcpStream::connect(("127.0.0.1", ours.port)).unwrap();
+            s.write_all(b"set stalled 0 0 10\r\nabc").unwrap();
+            s
+        })
+        .collect();
+    // Other workers' figures arrive within a second.
+    std::thread::sleep(Duration::from_millis(1500));
+    let now: std::collections::HashMap<String, u64> = figures(&exchange(ours.port, b"stats\r\n"))
+        .into_iter()
+        .collect();
+    assert!(now["read_buf_count"] >= 6 + 2, "{now:?}");
+    assert!(now["read_buf_bytes"] >= (6 + 2) * 16384, "{now:?}");
+    assert!(now["response_obj_count"] >= 1, "{now:?}");
+    drop(stalled);
+}

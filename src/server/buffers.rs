@@ -11,6 +11,7 @@
 //! a cache, bounded by `FREE_MAX`, and one grown buffer while large values keep coming.
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// Size of a pooled buffer (memcached's read buffer size).
@@ -37,6 +38,57 @@ struct Pool {
     held: usize,
     /// Cap on `held`; 0 is none.
     limit: usize,
+    /// Read and output buffers connections hold, and the part of `held` that is output.
+    reads_out: usize,
+    writes_out: usize,
+    write_held: usize,
+    /// What [`trim`] last added to [`TOTALS`] for this worker.
+    published: Totals,
+}
+
+/// All workers' buffers, for `stats` (memcached's `read_buf_*` and `response_obj_*`):
+/// each worker adds what changed since its last [`trim`], so the figures lag by at most
+/// [`SPARE_IDLE`] and the request path pays nothing for them.
+#[derive(Default, Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Totals {
+    /// Buffers allocated, held by connections or kept free for the next, and their bytes.
+    pub count: usize,
+    pub bytes: usize,
+    /// Bytes of those kept free.
+    pub bytes_free: usize,
+    /// Output buffers (and reply units under `-o read_buf_mem_limit`) connections hold.
+    pub responses: usize,
+    pub response_bytes: usize,
+}
+
+struct Shared {
+    count: AtomicUsize,
+    bytes: AtomicUsize,
+    bytes_free: AtomicUsize,
+    responses: AtomicUsize,
+    response_bytes: AtomicUsize,
+}
+
+static TOTALS: Shared = Shared {
+    count: AtomicUsize::new(0),
+    bytes: AtomicUsize::new(0),
+    bytes_free: AtomicUsize::new(0),
+    responses: AtomicUsize::new(0),
+    response_bytes: AtomicUsize::new(0),
+};
+
+/// All workers' buffers as of their last [`trim`], this worker's as of now (a `stats`
+/// request sees its own buffers, as in memcached).
+pub fn totals() -> Totals {
+    POOL.with(|p| p.borrow_mut().publish());
+    let t = &TOTALS;
+    Totals {
+        count: t.count.load(Ordering::Relaxed),
+        bytes: t.bytes.load(Ordering::Relaxed),
+        bytes_free: t.bytes_free.load(Ordering::Relaxed),
+        responses: t.responses.load(Ordering::Relaxed),
+        response_bytes: t.response_bytes.load(Ordering::Relaxed),
+    }
 }
 
 thread_local! {
@@ -50,6 +102,38 @@ impl Pool {
         }
         self.held += n;
         true
+    }
+
+    fn now(&self) -> Totals {
+        let free = (self.read.len() + self.write.len()) * UNIT + self.spare.len();
+        Totals {
+            count: self.reads_out
+                + self.writes_out
+                + self.read.len()
+                + self.write.len()
+                + usize::from(!self.spare.is_empty()),
+            bytes: self.held + free,
+            bytes_free: free,
+            responses: self.writes_out,
+            response_bytes: self.write_held,
+        }
+    }
+
+    /// Adds this worker's change since the last call to [`TOTALS`].
+    fn publish(&mut self) {
+        let (now, was) = (self.now(), self.published);
+        let t = &TOTALS;
+        for (shared, now, was) in [
+            (&t.count, now.count, was.count),
+            (&t.bytes, now.bytes, was.bytes),
+            (&t.bytes_free, now.bytes_free, was.bytes_free),
+            (&t.responses, now.responses, was.responses),
+            (&t.response_bytes, now.response_bytes, was.response_bytes),
+        ] {
+            // Wrapping: a figure that fell is added as its two's complement.
+            shared.fetch_add(now.wrapping_sub(was), Ordering::Relaxed);
+        }
+        self.published = now;
     }
 }
 
@@ -72,6 +156,7 @@ pub fn trim() {
             p.spare = Vec::new();
         }
         p.spare_used = false;
+        p.publish();
     })
 }
 
@@ -96,6 +181,7 @@ pub fn take_read() -> Option<Vec<u8>> {
             return None;
         }
         let b = p.read.pop().unwrap_or_else(|| vec![0; UNIT]);
+        p.reads_out += 1;
         Some(b)
     })
 }
@@ -108,15 +194,30 @@ pub fn take_write() -> Option<Vec<u8>> {
             return None;
         }
         let b = p.write.pop().unwrap_or_else(|| Vec::with_capacity(UNIT));
+        p.writes_out += 1;
+        p.write_held += UNIT;
         Some(b)
     })
 }
 
-/// Charges `n` more bytes held by a connection (a buffer that grew); false over the cap.
+/// Charges `n` more bytes held by a connection (a read buffer that grew); false over the
+/// cap.
 pub fn grow(n: usize) -> bool {
     POOL.with(|p| {
         let mut p = p.borrow_mut();
         p.charge(n)
+    })
+}
+
+/// As [`grow`], for output (a buffer that grew, room for replies).
+pub fn grow_write(n: usize) -> bool {
+    POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        let ok = p.charge(n);
+        if ok {
+            p.write_held += n;
+        }
+        ok
     })
 }
 
@@ -131,15 +232,19 @@ pub fn take_spare(min: usize) -> Option<Vec<u8>> {
             return None;
         }
         p.spare_used = true;
+        p.reads_out += 1;
         Some(std::mem::take(&mut p.spare))
     })
 }
 
-/// Uncharges `n` bytes (a buffer that shrank or was dropped).
-pub fn shrink(n: usize) {
+/// Uncharges `n` bytes of output (a buffer that shrank, replies gone); `dropped`: a whole
+/// output buffer that went without being given back.
+pub fn shrink_write(n: usize, dropped: bool) {
     POOL.with(|p| {
         let mut p = p.borrow_mut();
         p.held = p.held.saturating_sub(n);
+        p.write_held = p.write_held.saturating_sub(n);
+        p.writes_out = p.writes_out.saturating_sub(usize::from(dropped));
     })
 }
 
@@ -148,6 +253,7 @@ pub fn give_read(buf: Vec<u8>, charged: usize) {
     POOL.with(|p| {
         let mut p = p.borrow_mut();
         p.held = p.held.saturating_sub(charged);
+        p.reads_out = p.reads_out.saturating_sub(1);
         if buf.len() == UNIT && p.read.len() < FREE_MAX {
             p.read.push(buf);
         } else if buf.len() > p.spare.len() && buf.len() <= p.spare_max {
@@ -162,6 +268,8 @@ pub fn give_write(mut buf: Vec<u8>, charged: usize) {
     POOL.with(|p| {
         let mut p = p.borrow_mut();
         p.held = p.held.saturating_sub(charged);
+        p.write_held = p.write_held.saturating_sub(charged);
+        p.writes_out = p.writes_out.saturating_sub(1);
         if buf.capacity() == UNIT && p.write.len() < FREE_MAX {
             buf.clear();
             p.write.push(buf);
@@ -181,12 +289,12 @@ mod tests {
         assert!(take_read().is_none());
         assert!(!grow(1));
         give_read(a, UNIT);
-        assert!(grow(UNIT));
-        shrink(UNIT);
+        assert!(grow_write(UNIT));
+        shrink_write(UNIT, false);
         give_write(b, UNIT);
         assert!(take_write().is_some() && take_write().is_some());
         assert!(take_write().is_none());
-        shrink(2 * UNIT);
+        shrink_write(2 * UNIT, true);
         let a = take_read().expect("reused");
         assert_eq!(a.len(), UNIT);
         give_read(a, UNIT);

@@ -89,7 +89,7 @@ impl Output {
         let want = self.responses + n();
         let units = want.saturating_sub(1) / RESPONSES_PER_UNIT;
         while self.response_units < units {
-            if !buffers::grow(buffers::UNIT) {
+            if !buffers::grow_write(buffers::UNIT) {
                 return false;
             }
             self.response_units += 1;
@@ -114,7 +114,7 @@ impl Output {
     /// The pending replies are gone (written or dropped): their units go back.
     fn forget_responses(&mut self) {
         if self.response_units > 0 {
-            buffers::shrink(self.response_units * buffers::UNIT);
+            buffers::shrink_write(self.response_units * buffers::UNIT, false);
         }
         self.responses = 0;
         self.response_units = 0;
@@ -286,7 +286,7 @@ impl Output {
         if cap <= self.charged {
             return true;
         }
-        if !buffers::grow(cap - self.charged) {
+        if !buffers::grow_write(cap - self.charged) {
             return false;
         }
         self.charged = cap;
@@ -338,7 +338,7 @@ impl Output {
 impl Drop for Output {
     fn drop(&mut self) {
         if self.buf.capacity() != 0 {
-            buffers::shrink(self.charged);
+            buffers::shrink_write(self.charged, true);
         }
         self.forget_responses();
     }

@@ -84,7 +84,7 @@ pub fn ignore_hangup() {
 
 /// Files the process needs besides client connections: listeners, replication links, the
 /// log, the runtime's own.
-const FILES_BESIDES_CLIENTS: u64 = 64;
+pub const FILES_BESIDES_CLIENTS: u64 = 64;
 
 /// Raises the open-file limit so that `-c` clients fit, as memcached does: under a
 /// distribution's default of 1024 (or a service manager's lower one) the clients over the

@@ -22,7 +22,7 @@ pub struct Tuning {
     warm_max_factor: AtomicU64,
     /// memcached's `lru mode` and `temp_ttl` need its LRU maintainer (`-o
     /// no_lru_maintainer`, `no_modern` stop it); segmented by default with it.
-    lru_maintainer: bool,
+    pub lru_maintainer: bool,
     lru_segmented: AtomicBool,
     temp_lru: AtomicBool,
     temporary_ttl: AtomicU32,

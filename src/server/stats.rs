@@ -134,6 +134,16 @@ pub struct General<'a> {
     pub store: ShardStats,
     pub segments: usize,
     pub watch: super::watcher::WatchStats,
+    pub buffers: super::buffers::Totals,
+    /// Files kept for other uses than clients (`reserved_fds`).
+    pub reserved_fds: u64,
+    /// memcached's background work that is on, each showing its own lines as in memcached
+    /// (the store has none of these to do: their counts stay 0).
+    pub slab_reassign: bool,
+    pub lru_crawler: bool,
+    pub lru_maintainer: bool,
+    /// `-o maxconns_fast` (memcached shows `rejected_connections` only then).
+    pub maxconns_fast: bool,
 }
 
 /// Writes the general `stats` block (without END).
@@ -149,10 +159,19 @@ pub fn write_general(out: &mut Vec<u8>, g: &General<'_>) {
     stat(out, "max_connections", g.max_connections);
     stat(out, "curr_connections", g.curr_connections);
     stat(out, "total_connections", g.total_connections);
-    stat(out, "rejected_connections", g.rejected_connections);
+    if g.maxconns_fast {
+        stat(out, "rejected_connections", g.rejected_connections);
+    }
     stat(out, "connection_structures", g.connection_structures);
     stat(out, "response_obj_oom", c.response_obj_oom);
+    let b = &g.buffers;
+    stat(out, "response_obj_count", b.responses);
+    stat(out, "response_obj_bytes", b.response_bytes);
+    stat(out, "read_buf_count", b.count);
+    stat(out, "read_buf_bytes", b.bytes);
+    stat(out, "read_buf_bytes_free", b.bytes_free);
     stat(out, "read_buf_oom", c.read_buf_oom);
+    stat(out, "reserved_fds", g.reserved_fds);
     for (name, v) in [
         ("cmd_get", c.cmd_get),
         ("cmd_set", c.cmd_set),
@@ -194,22 +213,71 @@ pub fn write_general(out: &mut Vec<u8>, g: &General<'_>) {
     stat(out, "time_in_listen_disabled_us", 0);
     stat(out, "threads", g.threads);
     stat(out, "conn_yields", c.conn_yields);
+    let s = &g.store;
+    // All shards' indexes together, as one table of that many slots would be (each grows
+    // by itself, under its shard's lock, so none is ever seen expanding).
+    stat(out, "hash_power_level", s.hash_slots.max(1).ilog2());
+    stat(out, "hash_bytes", s.hash_bytes);
+    stat(out, "hash_is_expanding", 0);
+    if g.slab_reassign {
+        for name in [
+            "slab_reassign_rescues",
+            "slab_reassign_chunk_rescues",
+            "slab_reassign_evictions_nomem",
+            "slab_reassign_inline_reclaim",
+            "slab_reassign_busy_items",
+            "slab_reassign_busy_deletes",
+            "slab_reassign_running",
+            "slabs_moved",
+        ] {
+            stat(out, name, 0);
+        }
+    }
+    if g.lru_crawler {
+        stat(out, "lru_crawler_running", 0);
+        stat(out, "lru_crawler_starts", 0);
+    }
+    if g.lru_maintainer {
+        stat(out, "lru_maintainer_juggles", 0);
+    }
+    stat(out, "malloc_fails", 0);
     // Lines are made straight into the watchers' buffers: none is dropped before that.
     stat(out, "log_worker_dropped", 0);
     stat(out, "log_worker_written", g.watch.written);
     stat(out, "log_watcher_skipped", g.watch.skipped);
     stat(out, "log_watcher_sent", g.watch.sent);
     stat(out, "log_watchers", g.watch.watchers);
-    let s = &g.store;
+    stat(out, "unexpected_napi_ids", 0);
+    stat(out, "round_robin_fallback", 0);
     stat(out, "bytes", s.bytes);
     stat(out, "curr_items", s.curr_items);
     stat(out, "total_items", s.total_items);
+    stat(out, "slab_global_page_pool", 0);
     stat(out, "expired_unfetched", s.expired_unfetched);
     stat(out, "evicted_unfetched", s.evicted_unfetched);
+    if g.lru_maintainer {
+        stat(out, "evicted_active", 0);
+    }
     stat(out, "evictions", s.evictions);
     stat(out, "reclaimed", s.reclaimed);
+    // Expired items go when their segment is reclaimed or compacted (`reclaimed`), not by
+    // a crawler's walk.
+    stat(out, "crawler_reclaimed", 0);
+    stat(out, "crawler_items_checked", 0);
     // No item is held by a reference at an LRU tail: there is no LRU tail to walk.
     stat(out, "lrutail_reflocked", 0);
+    if g.lru_maintainer {
+        // No LRU segments to move items between; evictions are always the writer's own.
+        for name in [
+            "moves_to_cold",
+            "moves_to_warm",
+            "moves_within_lru",
+            "direct_reclaims",
+            "lru_bumps_dropped",
+        ] {
+            stat(out, name, 0);
+        }
+    }
     stat(out, "tombstones", s.tombstones);
     stat(out, "tombstone_bytes", s.tombstone_bytes);
     stat(out, "store_segments", g.segments);
@@ -264,6 +332,12 @@ mod tests {
             store: ShardStats::default(),
             segments: 0,
             watch: Default::default(),
+            buffers: Default::default(),
+            reserved_fds: 64,
+            slab_reassign: true,
+            lru_crawler: true,
+            lru_maintainer: true,
+            maxconns_fast: true,
         };
         write_general(&mut out, &g);
         let text = String::from_utf8(out).unwrap();

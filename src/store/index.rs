@@ -219,6 +219,11 @@ impl Index {
     pub fn footprint(&self) -> usize {
         self.ctrl.len() * 5
     }
+
+    /// Slots the table has now, taken or not.
+    pub fn slots(&self) -> usize {
+        self.ctrl.len()
+    }
 }
 
 #[cfg(test)]

@@ -1346,6 +1346,9 @@ impl Store {
             let shard = self.lock(i);
             total += shard.stats;
             total.dead_bytes += shard.dead_bytes() as u64;
+            let (slots, bytes) = shard.index_size();
+            total.hash_slots += slots as u64;
+            total.hash_bytes += bytes as u64;
         }
         total
     }

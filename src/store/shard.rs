@@ -265,6 +265,11 @@ impl Shard {
         }
     }
 
+    /// The hash index's slots and bytes.
+    pub fn index_size(&self) -> (usize, usize) {
+        (self.index.slots(), self.index.footprint())
+    }
+
     /// Bytes written to this shard's segments by items no longer there (expired and
     /// reclaimed, deleted, replaced): room that comes back when the segment is compacted.
     pub fn dead_bytes(&self) -> usize {

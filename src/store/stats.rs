@@ -33,6 +33,10 @@ pub struct ShardStats {
     /// until their segment is compacted, `store_dead_bytes`; a gauge, filled in by
     /// [`crate::store::Store::stats`], not counted here.
     pub dead_bytes: u64,
+    /// Slots of the shards' hash indexes and the bytes they take (`hash_power_level`,
+    /// `hash_bytes`); gauges filled in like `dead_bytes`.
+    pub hash_slots: u64,
+    pub hash_bytes: u64,
 }
 
 impl AddAssign for ShardStats {
@@ -49,6 +53,8 @@ impl AddAssign for ShardStats {
         self.tombstones += o.tombstones;
         self.tombstone_bytes += o.tombstone_bytes;
         self.dead_bytes += o.dead_bytes;
+        self.hash_slots += o.hash_slots;
+        self.hash_bytes += o.hash_bytes;
     }
 }
 

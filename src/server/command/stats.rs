@@ -31,6 +31,12 @@ pub fn write(s: &mut Session<'_>, group: &[u8], arg: &[u8], out: &mut Vec<u8>) {
                 store: sh.store.stats(),
                 segments: sh.store.segment_count(),
                 watch: sh.watchers.stats(),
+                buffers: crate::server::buffers::totals(),
+                reserved_fds: crate::server::process::FILES_BESIDES_CLIENTS,
+                slab_reassign: sh.config.modern_switch("slab_reassign", "no_slab_reassign"),
+                lru_crawler: sh.crawler_enabled(),
+                lru_maintainer: sh.tuning.lru_maintainer,
+                maxconns_fast: sh.config.modern_switch("maxconns_fast", "no_maxconns_fast"),
             };
             stats::write_general(out, &g);
             if let Some(r) = sh.replication.get() {
