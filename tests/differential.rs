@@ -188,6 +188,11 @@ fn corpus() -> Vec<Vec<u8>> {
         "stats detail on\r\nstats detail off\r\nlru_crawler crawl all\r\nlru tune 10 25 0.1 2.0\r\n",
         // memcached refuses anything pipelined before a metadump, so each goes alone.
         "lru_crawler metadump 0\r\n",
+        // A dump streams only with no earlier reply waiting (memcached's t/lru-crawler;
+        // after a text get, see `watch_and_metadump_follow_a_get`).
+        "mg foo v\r\nlru_crawler metadump all\r\n",
+        "mg foo v q\r\nlru_crawler metadump all\r\n",
+        "set foo 0 0 1 noreply\r\n1\r\nmn\r\nlru_crawler metadump 0\r\n",
         "lru_crawler metadump 1,x\r\n",
         "stats cachedump\r\nstats cachedump 1\r\nstats cachedump x 1\r\nstats cachedump 64 0\r\nstats cachedump 2 0\r\n",
         concat!(
@@ -1573,4 +1578,49 @@ fn buffer_stats_count_what_connections_hold() {
     assert!(now["read_buf_bytes"] >= (6 + 2) * 16384, "{now:?}");
     assert!(now["response_obj_count"] >= 1, "{now:?}");
     drop(stalled);
+}
+
+/// memcached writes out a text get's reply (get, gets, gat, gats) and `mn`'s at once, so
+/// `watch` and `lru_crawler metadump` may follow them in the same packet, where after any
+/// other command, quiet and noreply ones included, they are refused. (memcached drops what
+/// follows a dump in the same packet, so each case ends with the dump or the watch and
+/// only its replies are compared.)
+#[test]
+fn watch_and_metadump_follow_a_get() {
+    let mc = Memcached::start();
+    let ours = Proc::start(&[]);
+    for case in [
+        "get a\r\nlru_crawler metadump all\r\n",
+        "set a 0 0 1\r\n1\r\ngets a\r\nlru_crawler metadump all\r\n",
+        "get a\r\nwatch\r\n",
+        "gat 0 a b\r\nwatch\r\n",
+        "mn\r\nwatch\r\n",
+        "get a\r\nset b 0 0 1 noreply\r\n1\r\nwatch\r\n",
+        "touch a 0 noreply\r\nwatch\r\n",
+        "mg zz v q\r\nwatch\r\n",
+    ] {
+        let first = |port: u16| {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
+            s.write_all(case.as_bytes()).unwrap();
+            let mut out = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = s.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                out.extend_from_slice(&buf[..n]);
+            }
+            normalize(&out)
+        };
+        let (a, b) = (first(mc.1), first(ours.port));
+        assert_eq!(
+            String::from_utf8_lossy(&b),
+            String::from_utf8_lossy(&a),
+            "{case:?}"
+        );
+        exchange(mc.1, b"flush_all\r\n");
+        exchange(ours.port, b"flush_all\r\n");
+    }
 }

@@ -375,8 +375,8 @@ fn watch_is_refused_as_memcached_refuses_it() {
     assert_eq!(c.stat("log_watchers"), "0");
     // Replies still waiting to go out: refused, and the connection goes on.
     c.expect(
-        b"get a\r\nwatch\r\n",
-        b"END\r\nERROR cannot pipeline other commands before watch\r\n",
+        b"mg a v\r\nwatch\r\n",
+        b"EN\r\nERROR cannot pipeline other commands before watch\r\n",
     );
     c.expect(b"get a\r\n", b"END\r\n");
     // memcached's limit of 20 watchers at once; a closed one makes room.

@@ -172,6 +172,7 @@ where
         fetched: false,
         wrote: false,
         wrote_largest: 0,
+        stacked: false,
         no_room: false,
     };
     let mut proto = Proto::Unknown;
@@ -558,6 +559,7 @@ where
         c.repl_ack_too_large += u64::from(waited == AckWait::TooLarge);
     }
     session.counts.bytes_written += out.pending() as u64;
+    session.stacked = false;
     // Counted before the replies go, as memcached counts: a client that reads a reply,
     // then asks `stats` on another connection, finds its request in them.
     let shared = session.shared;

@@ -194,6 +194,7 @@ fn receive(socket: UdpSocket, shared: Arc<Shared>, worker: usize, activity: Arc<
             fetched: true,
             wrote: false,
             wrote_largest: 0,
+            stacked: false,
             no_room: false,
         };
         session.counts.bytes_read += n as u64;

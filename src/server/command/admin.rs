@@ -57,6 +57,7 @@ pub fn watch(
 }
 
 pub const CRAWLER_DISABLED: &[u8] = b"CLIENT_ERROR lru crawler disabled\r\n";
+pub const METADUMP_PIPELINED: &[u8] = b"ERROR cannot pipeline other commands before metadump\r\n";
 
 /// `lru_crawler enable|disable`: memcached's crawler runs from the start (unless `-o
 /// no_lru_crawler`), and enabling a running one fails to start its thread.

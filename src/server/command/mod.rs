@@ -95,6 +95,11 @@ pub struct Session<'s> {
     /// A command since the last replies went out may have changed the store: with
     /// acknowledged writes, those replies wait for peers first (see `connection`).
     pub wrote: bool,
+    /// A text command since the replies last went out left its reply (or, quiet or
+    /// noreply, its place) waiting: memcached then refuses `watch` and `lru_crawler
+    /// metadump`. Its get, gets, gat, gats and `mn` write everything out at once, so after
+    /// one of those nothing waits.
+    pub stacked: bool,
     /// The largest item stored since the last replies went out (as
     /// [`crate::store::item_total_size`] counts it): a peer with a smaller `-I` refuses it.
     pub wrote_largest: usize,
@@ -217,17 +222,23 @@ pub fn text(req: Request<'_>, s: &mut Session<'_>, out: &mut Output) -> After {
             return After::Fetch;
         }
     }
-    match req {
-        Request::Text(cmd, reply) => execute(cmd, &reply, s, out),
+    let (after, flushes) = match req {
+        Request::Text(cmd, reply) => {
+            let flushes = matches!(cmd, Command::Get(_));
+            (execute(cmd, &reply, s, out), flushes)
+        }
         Request::Meta(m) => {
             // memcached's cmd_meta counts `me` alone, whatever protocol.txt's "meta
             // commands" suggests (mg and the rest count as gets, sets and so on).
             if m.cmd == crate::protocol::meta::MetaCmd::Debug {
                 s.counts.cmd_meta += 1;
             }
-            execute(m.command(), &m.reply(), s, out)
+            let flushes = m.cmd == crate::protocol::meta::MetaCmd::Noop;
+            (execute(m.command(), &m.reply(), s, out), flushes)
         }
-    }
+    };
+    s.stacked = !flushes;
+    after
 }
 
 /// A binary request: first the SASL gate (`-S`), then the command.
@@ -308,6 +319,9 @@ pub fn execute<R: Reply>(
         Command::Metadump { .. } if !s.shared.config.dump_enabled => {
             reply.fixed(out, admin::METADUMP_REFUSED)
         }
+        // As `watch`: memcached streams a dump only with no reply of an earlier request
+        // waiting to go out.
+        Command::Metadump { .. } if s.stacked => reply.fixed(out, admin::METADUMP_PIPELINED),
         Command::Metadump { all } => return After::Dump { all },
         Command::Crawl { reply: line } => reply.fixed(out, admin::crawl(s, line)),
         Command::Crawler { enable } => reply.fixed(out, admin::crawler(s, enable)),
@@ -320,7 +334,7 @@ pub fn execute<R: Reply>(
             };
             reply.fixed(out, line);
         }
-        Command::Watch { kinds } => match admin::watch(s, kinds, out.is_empty()) {
+        Command::Watch { kinds } => match admin::watch(s, kinds, !s.stacked) {
             Ok(()) => {
                 reply.ok(out);
                 return After::Watch;
