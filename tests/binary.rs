@@ -495,6 +495,16 @@ fn sasl_plain() {
         &packet(op::SASL_AUTH, &[], b"PLAIN", b"\0alice\0wrong", 0, 1),
     );
     assert_eq!(r.status, status::AUTH_ERROR);
+    // A mechanism name past memcached's 32 bytes is refused as invalid, uncounted
+    // (memcached's t/binary-sasl), and the connection goes on.
+    let r = call(
+        &mut c,
+        &packet(op::SASL_AUTH, &[], &[b'X'; 33], b"\0alice\0secret", 0, 1),
+    );
+    assert_eq!(
+        (r.status, r.value.as_slice()),
+        (status::EINVAL, &b"Invalid arguments"[..])
+    );
     // PLAIN has no second step.
     let r = call(
         &mut c,

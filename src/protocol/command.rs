@@ -541,4 +541,6 @@ pub trait Reply {
     fn fixed(&self, _out: &mut Vec<u8>, _reply: &'static [u8]) {}
     fn sasl_mechs(&self, _out: &mut Vec<u8>, _mechs: &[u8]) {}
     fn authenticated(&self, _out: &mut Vec<u8>, _ok: bool) {}
+    /// A SASL request memcached refuses before trying it (a mechanism name too long).
+    fn sasl_invalid(&self, _out: &mut Vec<u8>) {}
 }

@@ -203,6 +203,10 @@ impl Reply for BinaryReply {
             self.error(out, status::AUTH_ERROR);
         }
     }
+
+    fn sasl_invalid(&self, out: &mut Vec<u8>) {
+        self.error(out, status::EINVAL);
+    }
 }
 
 /// Appends one response packet.

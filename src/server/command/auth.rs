@@ -7,6 +7,8 @@ use crate::protocol::command::Command;
 
 /// The SASL mechanisms offered.
 pub const SASL_MECHS: &[u8] = b"PLAIN";
+/// The longest mechanism name a SASL request may give (memcached's `MAX_SASL_MECH_LEN`).
+pub const SASL_MECH_MAX: usize = 32;
 
 /// With `-S`, everything but the SASL commands and version is refused (and the connection
 /// closed) until the connection authenticates; without it the SASL commands are unknown.

@@ -343,6 +343,10 @@ pub fn execute<R: Reply>(
         },
         Command::Fixed { reply: line } => reply.fixed(out, line),
         Command::SaslMechs => reply.sasl_mechs(out, auth::SASL_MECHS),
+        // memcached's limit on a mechanism's name, checked before anything is counted.
+        Command::SaslAuth { mech, .. } if mech.len() > auth::SASL_MECH_MAX => {
+            reply.sasl_invalid(out)
+        }
         Command::SaslAuth { step, mech, data } => {
             reply.authenticated(out, auth::sasl(s, step, mech, data));
         }
