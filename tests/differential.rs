@@ -1624,3 +1624,41 @@ fn watch_and_metadump_follow_a_get() {
         exchange(ours.port, b"flush_all\r\n");
     }
 }
+
+/// `stats items` names memcached's figures for a class, in its order, its LRU
+/// maintainer's (and temporary LRU's) only while they are on; `stats slabs` a part of
+/// its names (chunks per page, free and total chunks have no counterpart), in its order.
+/// One small item puts memcached's in class 1, the one class here.
+#[test]
+fn item_and_slab_stats_have_memcached_names_in_its_order() {
+    for args in [
+        &[][..],
+        &["-o", "no_lru_crawler,no_lru_maintainer"][..],
+        &["-o", "no_modern"][..],
+        &["-o", "temporary_ttl=60"][..],
+    ] {
+        let mc = Memcached::start_with(args);
+        let ours = Proc::start(args);
+        for port in [mc.1, ours.port] {
+            exchange(port, b"set a 0 0 1\r\n1\r\nget a\r\n");
+        }
+        let names = |port: u16, group: &[u8]| stat_names(&exchange(port, group));
+        let (theirs, mine) = (
+            names(mc.1, b"stats items\r\n"),
+            names(ours.port, b"stats items\r\n"),
+        );
+        assert!(theirs.len() > 10, "{args:?}: {theirs:?}");
+        assert_eq!(mine, theirs, "{args:?}");
+        let (theirs, mine) = (
+            names(mc.1, b"stats slabs\r\n"),
+            names(ours.port, b"stats slabs\r\n"),
+        );
+        let in_theirs: Vec<&String> = theirs.iter().filter(|n| mine.contains(n)).collect();
+        assert_eq!(
+            in_theirs,
+            mine.iter().collect::<Vec<_>>(),
+            "{args:?}: {theirs:?}"
+        );
+        assert!(mine.len() >= 12, "{args:?}: {mine:?}");
+    }
+}

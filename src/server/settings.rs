@@ -24,7 +24,7 @@ pub struct Tuning {
     /// no_lru_maintainer`, `no_modern` stop it); segmented by default with it.
     pub lru_maintainer: bool,
     lru_segmented: AtomicBool,
-    temp_lru: AtomicBool,
+    pub temp_lru: AtomicBool,
     temporary_ttl: AtomicU32,
 }
 

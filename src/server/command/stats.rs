@@ -93,14 +93,52 @@ pub fn write(s: &mut Session<'_>, group: &[u8], arg: &[u8], out: &mut Vec<u8>) {
         b"items" => {
             let st = sh.store.stats();
             if st.curr_items > 0 {
-                stat(out, "items:1:number", st.curr_items);
-                stat(out, "items:1:age", sh.store.eviction_front_age(s.now));
-                stat(out, "items:1:evicted", st.evictions);
-                stat(out, "items:1:evicted_nonzero", 0);
-                stat(out, "items:1:outofmemory", sh.counts.sum().store_no_memory);
-                stat(out, "items:1:reclaimed", st.reclaimed);
-                stat(out, "items:1:expired_unfetched", st.expired_unfetched);
-                stat(out, "items:1:evicted_unfetched", st.evicted_unfetched);
+                // memcached's names in its order, its LRU maintainer's only while that is
+                // on. The store has no hot, warm or temporary LRU: every item counts as
+                // cold (where memcached's eviction takes from), and so does every hit.
+                let counts = sh.counts.sum();
+                let t = &sh.tuning;
+                let segmented = t.lru_maintainer;
+                let mut item = |name: &str, v: &dyn std::fmt::Display| {
+                    stat(out, &format!("items:1:{name}"), v)
+                };
+                item("number", &st.curr_items);
+                if segmented {
+                    item("number_hot", &0);
+                    item("number_warm", &0);
+                    item("number_cold", &st.curr_items);
+                    if t.temp_lru.load(std::sync::atomic::Ordering::Relaxed) {
+                        item("number_temp", &0);
+                    }
+                    item("age_hot", &0);
+                    item("age_warm", &0);
+                }
+                item("age", &sh.store.eviction_front_age(s.now));
+                item("mem_requested", &st.bytes);
+                item("evicted", &st.evictions);
+                item("evicted_nonzero", &0);
+                item("evicted_time", &0);
+                item("outofmemory", &counts.store_no_memory);
+                item("tailrepairs", &0);
+                item("reclaimed", &st.reclaimed);
+                item("expired_unfetched", &st.expired_unfetched);
+                item("evicted_unfetched", &st.evicted_unfetched);
+                if segmented {
+                    item("evicted_active", &0);
+                }
+                item("crawler_reclaimed", &0);
+                item("crawler_items_checked", &0);
+                item("lrutail_reflocked", &0);
+                if segmented {
+                    item("moves_to_cold", &0);
+                    item("moves_to_warm", &0);
+                    item("moves_within_lru", &0);
+                    item("direct_reclaims", &0);
+                    item("hits_to_hot", &0);
+                    item("hits_to_warm", &0);
+                    item("hits_to_cold", &counts.get_hits);
+                    item("hits_to_temp", &0);
+                }
             }
         }
         b"slabs" => {
@@ -109,10 +147,26 @@ pub fn write(s: &mut Session<'_>, group: &[u8], arg: &[u8], out: &mut Vec<u8>) {
             let st = sh.store.stats();
             let segments = sh.store.segment_count();
             if segments > 0 {
+                // memcached's names in its order; what its slab pages would say of chunks
+                // per page, free chunks and total chunks has no counterpart here and is
+                // left out. The class's counters are everything's: there is one class.
+                let c = sh.counts.sum();
                 stat(out, "1:chunk_size", sh.store.segment_size());
                 stat(out, "1:total_pages", segments);
                 stat(out, "1:used_chunks", st.curr_items);
-                stat(out, "1:mem_requested", st.bytes);
+                stat(out, "1:free_chunks_end", 0);
+                for (name, v) in [
+                    ("get_hits", c.get_hits),
+                    ("cmd_set", c.cmd_set),
+                    ("delete_hits", c.delete_hits),
+                    ("incr_hits", c.incr_hits),
+                    ("decr_hits", c.decr_hits),
+                    ("cas_hits", c.cas_hits),
+                    ("cas_badval", c.cas_badval),
+                    ("touch_hits", c.touch_hits),
+                ] {
+                    stat(out, &format!("1:{name}"), v);
+                }
             }
             stat(out, "active_slabs", (segments > 0) as u8);
             stat(out, "total_malloced", sh.store.used_bytes());
