@@ -335,6 +335,7 @@ where
                         }
                         LongGet::BadKey => {
                             out.extend_from_slice(BAD_FORMAT);
+                            session.stacked = true;
                             skip_line = true;
                         }
                         LongGet::No => break,
@@ -370,6 +371,9 @@ where
             consumed = head;
         }
         rbuf.consume(consumed);
+        // memcached writes out what waits (quiet and noreply places too) once it has used
+        // up its input, before it reads more: nothing is stacked for the next batch.
+        session.stacked = false;
         if !out.is_empty() {
             // Counts go with the replies (see `send`).
             send(sock, &mut out, &mut session).await?;
@@ -559,7 +563,6 @@ where
         c.repl_ack_too_large += u64::from(waited == AckWait::TooLarge);
     }
     session.counts.bytes_written += out.pending() as u64;
-    session.stacked = false;
     // Counted before the replies go, as memcached counts: a client that reads a reply,
     // then asks `stats` on another connection, finds its request in them.
     let shared = session.shared;
@@ -846,6 +849,7 @@ fn text_exchange(buf: &[u8], session: &mut Session<'_>, out: &mut Output) -> Ste
         Parsed::Incomplete { whole } => Step::wait(whole),
         Parsed::Invalid(e) => {
             e.write_reply(out);
+            session.stacked = true;
             if e.kind == crate::protocol::ErrorKind::BadDataChunk {
                 // memcached counts the set before it checks the data's end.
                 session.counts.cmd_set += 1;

@@ -465,7 +465,11 @@ fn drive(
     stop: &AtomicBool,
 ) -> io::Result<Tally> {
     if args.yield_to_server {
-        batch_policy()?;
+        // Not fatal (a sandbox may refuse it), and a thread that returned here would leave
+        // the others waiting at the barrier.
+        if let Err(e) = batch_policy() {
+            eprintln!("loadgen: SCHED_BATCH refused ({e}); client threads stay normal");
+        }
     }
     let epoll = Epoll::new()?;
     let mut conns = Vec::with_capacity(ids.len());

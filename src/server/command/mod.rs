@@ -95,10 +95,10 @@ pub struct Session<'s> {
     /// A command since the last replies went out may have changed the store: with
     /// acknowledged writes, those replies wait for peers first (see `connection`).
     pub wrote: bool,
-    /// A text command since the replies last went out left its reply (or, quiet or
-    /// noreply, its place) waiting: memcached then refuses `watch` and `lru_crawler
-    /// metadump`. Its get, gets, gat, gats and `mn` write everything out at once, so after
-    /// one of those nothing waits.
+    /// A text request of this batch left its reply (an error's too, or, quiet or noreply,
+    /// its place) waiting: memcached then refuses `watch` and `lru_crawler metadump`. It
+    /// writes everything out at a text get, gets, gat, gats or `mn`, and when its input is
+    /// used up (see `connection`), so after those nothing waits.
     pub stacked: bool,
     /// The largest item stored since the last replies went out (as
     /// [`crate::store::item_total_size`] counts it): a peer with a smaller `-I` refuses it.
