@@ -453,24 +453,8 @@ fn batch_policy() -> io::Result<()> {
     Ok(())
 }
 
-/// Drives `conns` connections until `stop`: send, wait for the whole reply, send the next
-/// (at once, or when `pace` has a slot due). Latency is counted from the send.
-fn drive(
-    args: &Args,
-    shape: &Shape,
-    keys: &Keys,
-    ids: &[usize],
-    mut pace: Option<Pace>,
-    ready: &std::sync::Barrier,
-    stop: &AtomicBool,
-) -> io::Result<Tally> {
-    if args.yield_to_server {
-        // Not fatal (a sandbox may refuse it), and a thread that returned here would leave
-        // the others waiting at the barrier.
-        if let Err(e) = batch_policy() {
-            eprintln!("loadgen: SCHED_BATCH refused ({e}); client threads stay normal");
-        }
-    }
+/// Opens a thread's connections and registers them with a new epoll instance.
+fn connect_all(args: &Args, shape: &Shape, ids: &[usize]) -> io::Result<(Epoll, Vec<Conn>)> {
     let epoll = Epoll::new()?;
     let mut conns = Vec::with_capacity(ids.len());
     for (token, &c) in ids.iter().enumerate() {
@@ -495,12 +479,37 @@ fn drive(
             started: Instant::now(),
         });
     }
+    Ok((epoll, conns))
+}
+
+/// Drives `conns` connections until `stop`: send, wait for the whole reply, send the next
+/// (at once, or when `pace` has a slot due). Latency is counted from the send.
+fn drive(
+    args: &Args,
+    shape: &Shape,
+    keys: &Keys,
+    ids: &[usize],
+    mut pace: Option<Pace>,
+    ready: &std::sync::Barrier,
+    stop: &AtomicBool,
+) -> io::Result<Tally> {
+    if args.yield_to_server {
+        // Not fatal (a sandbox may refuse it), and a thread that returned here would leave
+        // the others waiting at the barrier.
+        if let Err(e) = batch_policy() {
+            eprintln!("loadgen: SCHED_BATCH refused ({e}); client threads stay normal");
+        }
+    }
+    // Every thread reaches the start barrier, so one that cannot connect ends the run with
+    // its error instead of leaving the others waiting there.
+    let setup = connect_all(args, shape, ids);
+    ready.wait();
+    let (epoll, mut conns) = setup?;
     let mut tally = Tally {
         ops: 0,
         keys: 0,
         lat: vec![0; LAT_BUCKETS],
     };
-    ready.wait();
     let now = Instant::now();
     match pace.as_mut() {
         Some(p) => p.start(now),
@@ -653,7 +662,7 @@ fn probe_lag(
         s.set_nodelay(true)?;
         Ok(s)
     };
-    let (mut writer, mut reader) = (connect(args.port)?, connect(lag_port)?);
+    let pair = connect(args.port).and_then(|w| Ok((w, connect(lag_port)?)));
     let mut rng = Rng(0x2545_f491_4f6c_dd1d ^ u64::from(std::process::id()));
     let mut lag = Lag {
         us: Vec::new(),
@@ -662,6 +671,7 @@ fn probe_lag(
     };
     let mut buf = Vec::new();
     ready.wait();
+    let (mut writer, mut reader) = pair?;
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
         let key = format!("lag:{}:{n}", std::process::id());
