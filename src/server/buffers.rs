@@ -61,33 +61,33 @@ pub struct Totals {
     pub response_bytes: usize,
 }
 
-struct Shared {
-    count: AtomicUsize,
-    bytes: AtomicUsize,
-    bytes_free: AtomicUsize,
-    responses: AtomicUsize,
-    response_bytes: AtomicUsize,
-}
+/// [`Totals`]' figures for all workers together, in [`Totals::figures`]' order.
+static TOTALS: [AtomicUsize; 5] = [const { AtomicUsize::new(0) }; 5];
 
-static TOTALS: Shared = Shared {
-    count: AtomicUsize::new(0),
-    bytes: AtomicUsize::new(0),
-    bytes_free: AtomicUsize::new(0),
-    responses: AtomicUsize::new(0),
-    response_bytes: AtomicUsize::new(0),
-};
+impl Totals {
+    fn figures(self) -> [usize; 5] {
+        [
+            self.count,
+            self.bytes,
+            self.bytes_free,
+            self.responses,
+            self.response_bytes,
+        ]
+    }
+}
 
 /// All workers' buffers as of their last [`trim`], this worker's as of now (a `stats`
 /// request sees its own buffers, as in memcached).
 pub fn totals() -> Totals {
     POOL.with(|p| p.borrow_mut().publish());
-    let t = &TOTALS;
+    let [count, bytes, bytes_free, responses, response_bytes] =
+        TOTALS.each_ref().map(|t| t.load(Ordering::Relaxed));
     Totals {
-        count: t.count.load(Ordering::Relaxed),
-        bytes: t.bytes.load(Ordering::Relaxed),
-        bytes_free: t.bytes_free.load(Ordering::Relaxed),
-        responses: t.responses.load(Ordering::Relaxed),
-        response_bytes: t.response_bytes.load(Ordering::Relaxed),
+        count,
+        bytes,
+        bytes_free,
+        responses,
+        response_bytes,
     }
 }
 
@@ -121,17 +121,11 @@ impl Pool {
 
     /// Adds this worker's change since the last call to [`TOTALS`].
     fn publish(&mut self) {
-        let (now, was) = (self.now(), self.published);
-        let t = &TOTALS;
-        for (shared, now, was) in [
-            (&t.count, now.count, was.count),
-            (&t.bytes, now.bytes, was.bytes),
-            (&t.bytes_free, now.bytes_free, was.bytes_free),
-            (&t.responses, now.responses, was.responses),
-            (&t.response_bytes, now.response_bytes, was.response_bytes),
-        ] {
+        let now = self.now();
+        let figures = now.figures().into_iter().zip(self.published.figures());
+        for (total, (now, was)) in TOTALS.iter().zip(figures) {
             // Wrapping: a figure that fell is added as its two's complement.
-            shared.fetch_add(now.wrapping_sub(was), Ordering::Relaxed);
+            total.fetch_add(now.wrapping_sub(was), Ordering::Relaxed);
         }
         self.published = now;
     }

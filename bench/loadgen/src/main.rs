@@ -19,7 +19,7 @@
 //! and each such preemption is two context switches. A batch thread waits for its turn
 //! instead, so the server finishes its batch and the client finds several replies when it
 //! runs: on the 2-core development machine this cut the client's CPU per request from
-//! 6.5-7.5 us to 4.2-4.5 us, context switches to a third, and raised both servers'
+//! 6.5-7.5 us to 4.2-5.2 us, context switches to a third, and raised both servers'
 //! throughput by about a third, so more of the machine goes to the server being measured.
 //! Nothing changes on the server side; a client on another machine never preempts it.
 //!
