@@ -616,13 +616,17 @@ fn fill(args: &Args, keys: &Keys) {
     });
 }
 
-/// What the lag probe measured: the lag of each sample, samples given up on, and the round
+/// What the lag probe measured: the lag of each sample, samples given up on, the round
 /// trip of each read of the other node (a lag is never shorter than the read that sees it,
-/// so these show how much of a lag tail is the reader's own wait for a CPU).
+/// so these show how much of a lag tail is the reader's own wait for a CPU), and how late
+/// the probe woke from each pause between samples: the machine's own wake-up latency under
+/// the same load. A lag takes two wake-ups at least (the sender's, then the receiver's),
+/// so its tail cannot be shorter than the machine's.
 struct Lag {
     us: Vec<u64>,
     lost: u64,
     reads_us: Vec<u64>,
+    late_us: Vec<u64>,
 }
 
 /// The probe gives up on a key the other node has not shown after this long.
@@ -668,8 +672,12 @@ fn probe_lag(
         us: Vec::new(),
         lost: 0,
         reads_us: Vec::new(),
+        late_us: Vec::new(),
     };
     let mut buf = Vec::new();
+    // No timer slack (50 us by default): how late the pauses end is then the machine's.
+    // SAFETY: prctl with an integer argument, on this thread only.
+    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
     ready.wait();
     let (mut writer, mut reader) = pair?;
     let mut n = 0u64;
@@ -702,8 +710,11 @@ fn probe_lag(
                 std::thread::sleep(Duration::from_micros(args.lag_poll_us));
             }
         }
-        let pause = args.lag_every_us * 2 * (rng.next() & 0xffff) / 0x10000;
-        std::thread::sleep(Duration::from_micros(pause));
+        let pause = Duration::from_micros(args.lag_every_us * 2 * (rng.next() & 0xffff) / 0x10000);
+        let slept = Instant::now();
+        std::thread::sleep(pause);
+        lag.late_us
+            .push(slept.elapsed().saturating_sub(pause).as_micros() as u64);
     }
     Ok(lag)
 }
@@ -814,9 +825,10 @@ fn main() {
     if let Some(mut lag) = lag {
         lag.us.sort_unstable();
         lag.reads_us.sort_unstable();
+        lag.late_us.sort_unstable();
         print!(
             " lag_samples={} lag_lost={} lag_p50_us={} lag_p99_us={} lag_max_us={} \
-             lag_read_p50_us={} lag_read_p99_us={}",
+             lag_read_p50_us={} lag_read_p99_us={} lag_wake_p50_us={} lag_wake_p99_us={}",
             lag.us.len(),
             lag.lost,
             percentile(&lag.us, 0.50),
@@ -824,6 +836,8 @@ fn main() {
             percentile(&lag.us, 1.0),
             percentile(&lag.reads_us, 0.50),
             percentile(&lag.reads_us, 0.99),
+            percentile(&lag.late_us, 0.50),
+            percentile(&lag.late_us, 0.99),
         );
     }
     println!();
