@@ -1,14 +1,14 @@
 //! A restarted node catching up in a mesh of three: while its copies arrive, a read that
 //! misses asks a peer first, so it must not answer "not found" for a key the cluster holds.
 //! Real processes on 127.0.0.210 to 127.0.0.229, links through fault proxies, and on
-//! 127.0.9.1 and 127.0.9.2.
+//! 127.0.9.1 to 127.0.9.6.
 
 mod common;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::node::{args, get, load, sees, Node};
+use common::node::{args, call, get, load, sees, Node};
 use common::proxy::{Mode, Proxy};
 use common::{eventually, free_port};
 
@@ -238,5 +238,84 @@ fn a_restarted_node_reads_through_a_peer_for_as_long_as_its_copy_streams() {
         misses.is_empty(),
         "{} of {reads} reads missed: {misses:?}",
         misses.len()
+    );
+}
+
+/// Over a slow link a fetch's answer travels behind the copy already under way, longer
+/// than a read waited for it while no answer came (250 ms): reads on the restarted node
+/// answered misses, and `add`, `incr` and `append` ran on a store still missing their keys,
+/// so an `add` replaced the cluster's value on every node (a PHP session lock taken
+/// twice). Now a read waits while the link delivers anything, and little of the copy waits
+/// in the sender's kernel ahead of an answer. Both links through proxies at 2 MB/s.
+/// Real processes on 127.0.9.3 and 127.0.9.4, proxies on 127.0.9.5 and 127.0.9.6.
+#[test]
+fn a_node_catching_up_over_a_slow_link_acts_on_the_clusters_values() {
+    let port = free_port();
+    let ip = |last: u8| [127, 0, 9, last];
+    let (ra, rb) = (
+        SocketAddr::from((ip(3), free_port())),
+        SocketAddr::from((ip(4), free_port())),
+    );
+    let to_b = Proxy::start(SocketAddr::from((ip(5), 0)), rb);
+    let to_a = Proxy::start(SocketAddr::from((ip(6), 0)), ra);
+    let flags = |me: SocketAddr, peer: SocketAddr| {
+        args(&[
+            "-m",
+            "128",
+            "--repl-listen",
+            &me.to_string(),
+            "--peer",
+            &peer.to_string(),
+        ])
+    };
+    let a = Node::start(ip(3), port, &flags(ra, to_b.addr()));
+    let mut b = Node::start(ip(4), port, &flags(rb, to_a.addr()));
+    // 12 MB of items: six seconds of copy at 2 MB/s.
+    let n = 6000;
+    let value = load(&a, n);
+    let mut c = a.client();
+    for i in 0..100 {
+        call(
+            &mut c,
+            &format!("set ctr{i} 0 0 4\r\n1000\r\n"),
+            "STORED\r\n",
+        );
+    }
+    assert!(sees(&b, "ctr99", Some("1000")));
+    assert!(sees(&b, &format!("key{}", n - 1), Some(&value)));
+    for p in [&to_a, &to_b] {
+        p.set_rate(Some(2 << 20));
+    }
+    b.restart();
+    let mut c = b.client();
+    let mut during = 0;
+    for i in 0..100 {
+        if c.stat("replication_role") != "catching_up" {
+            break;
+        }
+        during += 1;
+        // Keys spread over the copy: an add, a get, then an append, each of its own key.
+        let key = |k: usize| format!("key{}", (i * 3 + k) * 19 % n);
+        call(
+            &mut c,
+            &format!("add {} 0 0 5\r\nADDED\r\n", key(0)),
+            "NOT_STORED\r\n",
+        );
+        assert_eq!(
+            get(&mut c, &key(1)).as_deref(),
+            Some(value.as_str()),
+            "{}",
+            key(1)
+        );
+        call(
+            &mut c,
+            &format!("append {} 0 0 1\r\nZ\r\n", key(2)),
+            "STORED\r\n",
+        );
+        call(&mut c, &format!("incr ctr{i} 1\r\n"), "1001\r\n");
+    }
+    assert!(
+        during >= 5,
+        "only {during} rounds ran while the node caught up"
     );
 }

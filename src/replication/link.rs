@@ -46,6 +46,11 @@ const POLL_BATCH: usize = 256;
 /// Socket send and receive buffers of a link.
 const SOCKET_BUFFER: usize = 256 << 10;
 
+/// Bytes not yet sent that a link's socket takes more of (TCP_NOTSENT_LOWAT): without it a
+/// send buffer's worth of a copy, stalled behind a slow link, stands ahead of every answer.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const UNSENT_LOWAT: u32 = 64 << 10;
+
 /// Why a link ended.
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
@@ -78,6 +83,8 @@ struct Frames {
     timeout: Duration,
     /// The longest frame accepted now (small until the peer has proved itself).
     max: usize,
+    /// The link's fetches in flight, told of every read's bytes (once registered).
+    pending: Option<Arc<Pending>>,
 }
 
 /// Room made in a link's read buffer before each read: about a batch, so a batch takes a
@@ -98,7 +105,11 @@ impl Frames {
             match read.await {
                 Err(_) => return Err(LinkError::Silent(self.timeout)),
                 Ok(Ok(0)) => return Err(LinkError::Closed),
-                Ok(Ok(_)) => {}
+                Ok(Ok(_)) => {
+                    if let Some(p) = &self.pending {
+                        p.heard();
+                    }
+                }
                 Ok(Err(e)) => return Err(e.into()),
             }
         }
@@ -125,6 +136,10 @@ pub async fn run(
     let sock = socket2::SockRef::from(&stream);
     let _ = sock.set_send_buffer_size(SOCKET_BUFFER);
     let _ = sock.set_recv_buffer_size(SOCKET_BUFFER);
+    // And of what is not yet on the wire, only a little waits in the kernel: the rest of a
+    // copy waits here, where an answer can go ahead of it.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let _ = sock.set_tcp_notsent_lowat(UNSENT_LOWAT);
     let addr = stream.peer_addr().ok();
     let (rd, mut wr) = stream.into_split();
     let mut frames = Frames {
@@ -132,6 +147,7 @@ pub async fn run(
         buf: BytesMut::with_capacity(64 << 10),
         timeout: inner.timeout,
         max: HANDSHAKE_FRAME,
+        pending: None,
     };
     // The whole handshake within the timeout: a peer trickling bytes holds nothing long.
     let shake = handshake_with(&inner, &mut frames, &mut wr, dialed.is_some());
@@ -169,6 +185,7 @@ pub async fn run(
             }
         }
     };
+    frames.pending = Some(pending.clone());
     // The reader lives here, not in the futures below, so it is parked however they end.
     let mut sending = None;
     let result = tokio::select! {

@@ -14,8 +14,12 @@
 //! Many reads at once (a burst of multigets just after a restart) must neither overflow
 //! the link's queues nor give up while the answers flow: this node keeps at most
 //! [`IN_FLIGHT`] questions out per link (so the peer, which never waits to queue an
-//! answer, always has room for them), and a read waits as long as answers keep arriving
-//! on the link, [`FETCH_WAIT`] after the last one, up to [`FETCH_WAIT_MAX`] in all.
+//! answer, always has room for them), and a read waits as long as bytes keep arriving on
+//! the link, [`FETCH_WAIT`] after the last ones, up to [`FETCH_WAIT_MAX`] in all. Bytes,
+//! not only answers: an answer travels behind what the link already carries (on a slow
+//! link, a few hundred KB of the copy take longer than [`FETCH_WAIT`]), and a read that
+//! gave up there answered a miss, or ran an `add` or `incr` on a store still missing the
+//! key, whose result then replaced the cluster's value everywhere.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -31,9 +35,9 @@ use super::link::CONTROL_QUEUE;
 use super::wire::Frame;
 use crate::store::{NodeId, Record, RemoteChange, Store};
 
-/// The longest a read waits for a peer's answer while none arrives on the link (it may
-/// queue behind a snapshot batch in flight to this node, a fraction of a millisecond on a
-/// healthy link).
+/// The longest a read waits for a peer's answer while nothing arrives on the link (the
+/// answer queues behind what is in flight to this node, a fraction of a millisecond on a
+/// fast link; bytes arriving meanwhile extend the wait).
 pub const FETCH_WAIT: Duration = Duration::from_millis(250);
 /// The longest a read waits in all, however steadily answers arrive: a client's own
 /// timeout is commonly a second or more.
@@ -58,7 +62,7 @@ pub struct Pending {
     /// Room for questions (see [`IN_FLIGHT`]); closed when the link ends.
     room: Semaphore,
     born: Instant,
-    /// When an answer last arrived, in milliseconds after `born`.
+    /// When bytes last arrived on the link, in milliseconds after `born`.
     heard_ms: AtomicU64,
 }
 
@@ -74,10 +78,15 @@ impl Default for Pending {
 }
 
 impl Pending {
-    /// Hands an answer to the read waiting for it (gone if it gave up).
-    pub fn answer(&self, id: u64, now: u32, record: Option<Record>) {
+    /// Bytes arrived on the link: answers queued behind them are on their way.
+    pub fn heard(&self) {
         let heard = self.born.elapsed().as_millis() as u64;
         self.heard_ms.fetch_max(heard, Ordering::Relaxed);
+    }
+
+    /// Hands an answer to the read waiting for it (gone if it gave up).
+    pub fn answer(&self, id: u64, now: u32, record: Option<Record>) {
+        self.heard();
         let waiter = self.lock().remove(&id);
         if let Some(tx) = waiter {
             let _ = tx.send(record.map(|r| (now, r)));
@@ -91,14 +100,14 @@ impl Pending {
     }
 
     /// Until when a read that began at `began` waits: [`FETCH_WAIT`] after it began or
-    /// after the last answer on this link, whichever is later, and within
+    /// after the last bytes arrived on this link, whichever is later, and within
     /// [`FETCH_WAIT_MAX`] of its start.
     fn patience(&self, began: Instant) -> Instant {
         let heard = self.born + Duration::from_millis(self.heard_ms.load(Ordering::Relaxed));
         (heard.max(began) + FETCH_WAIT).min(began + FETCH_WAIT_MAX)
     }
 
-    /// Awaits `fut` while this link keeps answering (see [`Pending::patience`]); None if
+    /// Awaits `fut` while this link keeps delivering (see [`Pending::patience`]); None if
     /// it fell silent first.
     async fn patiently<F: std::future::Future>(&self, began: Instant, fut: F) -> Option<F::Output> {
         tokio::pin!(fut);

@@ -61,7 +61,8 @@ impl ProxiedPair {
         let a = Node::start(ip(0), port, &node(ra, ab.addr()));
         let b = Node::start(ip(1), port, &node(rb, ba.addr()));
         let pair = ProxiedPair { a, b, ab, ba };
-        assert!(pair.linked(Duration::from_secs(5)), "the pair links up");
+        // Generous: under the whole suite's load a first dial may fail and back off.
+        assert!(pair.linked(Duration::from_secs(10)), "the pair links up");
         pair
     }
 

@@ -1,6 +1,6 @@
 //! A TCP proxy for fault injection: it listens on a loopback address, forwards each
 //! connection it accepts to a target, and can be switched at run time to lose every byte,
-//! to refuse, or to cut what it carries.
+//! to refuse, to cut what it carries, or to carry it at a slow link's rate.
 //!
 //! Two threads per connection, one per direction, each in a blocking read; the controls act
 //! at once by shutting sockets down, which wakes those reads. Only the accept loop polls.
@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -53,6 +53,8 @@ struct Shared {
     state: Mutex<State>,
     stop: AtomicBool,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Bytes per second each direction of a connection carries at most; 0: no limit.
+    rate: AtomicU64,
 }
 
 impl Shared {
@@ -89,6 +91,7 @@ impl Proxy {
             }),
             stop: AtomicBool::new(false),
             threads: Mutex::new(Vec::new()),
+            rate: AtomicU64::new(0),
         });
         let s = shared.clone();
         let accept = std::thread::spawn(move || accept_loop(&s, listener, target));
@@ -120,6 +123,14 @@ impl Proxy {
                 c.close();
             }
         }
+    }
+
+    /// Carries at most `bytes_per_sec` each way on every connection (None: as fast as it
+    /// can), as a slow link would.
+    pub fn set_rate(&self, bytes_per_sec: Option<u64>) {
+        self.shared
+            .rate
+            .store(bytes_per_sec.unwrap_or(0), Ordering::SeqCst);
     }
 
     /// Closes every connection open now (a blip); new ones are taken as the mode says.
@@ -218,7 +229,10 @@ fn pump(shared: &Shared, id: u64, conn: &Conn, mut rd: TcpStream, mut wr: TcpStr
     let _ = wr.set_write_timeout(Some(Duration::from_secs(5)));
     let mut buf = vec![0u8; 64 << 10];
     loop {
-        let n = match rd.read(&mut buf) {
+        // Under a rate, small reads: what waits then waits in the sockets, as on a slow link.
+        let rate = shared.rate.load(Ordering::SeqCst);
+        let room = if rate == 0 { buf.len() } else { 8 << 10 };
+        let n = match rd.read(&mut buf[..room]) {
             Ok(n) => n,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(_) => {
@@ -255,6 +269,9 @@ fn pump(shared: &Shared, id: u64, conn: &Conn, mut rd: TcpStream, mut wr: TcpStr
                 if wr.write_all(&buf[..n]).is_err() {
                     conn.close();
                     break;
+                }
+                if let Some(ns) = (n as u64 * 1_000_000_000).checked_div(rate) {
+                    std::thread::sleep(Duration::from_nanos(ns));
                 }
             }
             (Act::Lose, _) => {}
