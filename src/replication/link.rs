@@ -176,7 +176,7 @@ pub async fn run(
             Registration::Linked(r) => break r,
             // The other connection between the two nodes is the one kept.
             Registration::Lost => return Ok(()),
-            Registration::Refuse(why) => return Err(refuse(&mut wr, why).await),
+            Registration::Refuse(why) => return Err(refuse(&mut frames, &mut wr, why).await),
             Registration::Wait(ended) => {
                 let end = tokio::time::timeout(inner.timeout, ended.cancelled());
                 if end.await.is_err() {
@@ -428,7 +428,7 @@ async fn handshake_with(
             nonce,
         } => {
             if let Err(why) = handshake::check_hello(local, version, &cluster, node) {
-                return Err(refuse(wr, why).await);
+                return Err(refuse(frames, wr, why).await);
             }
             (node, run, version, nonce)
         }
@@ -442,7 +442,7 @@ async fn handshake_with(
     match frames.next().await? {
         Frame::Proof { mac } => {
             if let Err(why) = handshake::verify(local, peer, &peer_nonce, &nonce, &mac) {
-                return Err(refuse(wr, why).await);
+                return Err(refuse(frames, wr, why).await);
             }
         }
         Frame::Refuse { reason } => return Err(LinkError::RefusedBy(reason)),
@@ -455,7 +455,11 @@ async fn handshake_with(
 }
 
 /// Tells the peer why it is refused, closes, and gives the error to log.
-async fn refuse(wr: &mut OwnedWriteHalf, why: String) -> LinkError {
+/// Then reads what the peer still sends until it closes, for [`REFUSE_LINGER`] at most:
+/// closing with bytes unread resets the connection, and a reset can discard the Refuse
+/// before the peer reads it (a twin or a wrong secret then went unexplained for a few
+/// dials).
+async fn refuse(frames: &mut Frames, wr: &mut OwnedWriteHalf, why: String) -> LinkError {
     let _ = send(
         wr,
         &Frame::Refuse {
@@ -464,8 +468,14 @@ async fn refuse(wr: &mut OwnedWriteHalf, why: String) -> LinkError {
     )
     .await;
     let _ = wr.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let drain = async { while let Ok(1..) = frames.rd.read(&mut sink).await {} };
+    let _ = tokio::time::timeout(REFUSE_LINGER, drain).await;
     LinkError::Refused(why)
 }
+
+/// How long a refusing node waits for the peer to read its Refuse and close.
+const REFUSE_LINGER: Duration = Duration::from_secs(1);
 
 /// The positions this node has told the peer, for the next Mark.
 struct Marks {
