@@ -4,7 +4,7 @@
 //!
 //! Until this node has caught up, a request that reads a key it lacks (or writes one in a
 //! way that depends on what it holds) sends a Fetch over a live link first and waits for
-//! the answer, at most [`FETCH_WAIT`]: the state the peer holds (live or deleted) is applied
+//! the answer (see below for how long): the state the peer holds (live or deleted) is applied
 //! here by the usual merge, and the request runs again (the connection waits, not its
 //! worker: see `After::Fetch` in the server's command module). A multiget asks about all
 //! its missing keys in one round trip. Once caught up, a request costs one relaxed load. A
@@ -19,7 +19,10 @@
 //! not only answers: an answer travels behind what the link already carries (on a slow
 //! link, a few hundred KB of the copy take longer than [`FETCH_WAIT`]), and a read that
 //! gave up there answered a miss, or ran an `add` or `incr` on a store still missing the
-//! key, whose result then replaced the cluster's value everywhere.
+//! key, whose result then replaced the cluster's value everywhere. The price: while a copy
+//! streams, a question the peer dropped (its queue full) is waited on for all of
+//! [`FETCH_WAIT_MAX`], and so is an answer behind more than that much of the copy (a link
+//! under about 300 KB/s: one batch of the copy goes whole before the answers).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -187,7 +190,7 @@ impl WarmUp {
             < self.started.elapsed().as_millis() as u64
         {
             tracing::info!(
-                "replication: a peer did not answer a read within {FETCH_WAIT:?}; misses are answered locally for {SLOW_PEER_BACKOFF:?}"
+                "replication: a peer did not answer a read in time ({FETCH_WAIT:?} with nothing arriving on the link, or {FETCH_WAIT_MAX:?} in all); misses are answered locally for {SLOW_PEER_BACKOFF:?}"
             );
         }
     }
