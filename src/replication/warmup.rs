@@ -87,9 +87,9 @@ impl Pending {
         self.heard_ms.fetch_max(heard, Ordering::Relaxed);
     }
 
-    /// Hands an answer to the read waiting for it (gone if it gave up).
+    /// Hands an answer to the read waiting for it (gone if it gave up). The read of the
+    /// link that brought it has already called [`Pending::heard`].
     pub fn answer(&self, id: u64, now: u32, record: Option<Record>) {
-        self.heard();
         let waiter = self.lock().remove(&id);
         if let Some(tx) = waiter {
             let _ = tx.send(record.map(|r| (now, r)));
