@@ -321,9 +321,7 @@ fn a_write_too_large_for_the_peer_is_answered_once_the_peer_holds_the_rest() {
     assert!(w.stat("replication_ack_too_large").parse::<u64>().unwrap() >= 4);
     assert_eq!(w.stat("replication_ack_timeouts"), "0");
     // With the peer frozen, a small write sharing replies with a large one waits for it.
-    let pid = b.child.id() as i32;
-    // SAFETY: signals a child process this test started and still owns.
-    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    b.freeze();
     w.send(
         format!(
             "set big3 0 0 {}\r\n{value}\r\nset q 0 0 1\r\nq\r\n",
@@ -333,8 +331,7 @@ fn a_write_too_large_for_the_peer_is_answered_once_the_peer_holds_the_rest() {
     );
     std::thread::sleep(Duration::from_millis(300));
     w.assert_quiet();
-    // SAFETY: as above.
-    unsafe { libc::kill(pid, libc::SIGCONT) };
+    b.thaw();
     assert_eq!(w.read_n(16), b"STORED\r\nSTORED\r\n");
     assert_eq!(get(&mut r, "q").as_deref(), Some("q"));
     assert_eq!(w.stat("replication_ack_timeouts"), "0");

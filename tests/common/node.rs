@@ -58,6 +58,33 @@ impl Node {
         let _ = self.child.wait();
     }
 
+    /// SIGSTOP, returning once every thread of the process has stopped. The signal alone
+    /// is not enough: a stop takes effect when one of the process's threads next runs, and
+    /// on a loaded machine another of its threads can go on for milliseconds meanwhile
+    /// (answering a peer, say).
+    pub fn freeze(&self) {
+        let pid = self.child.id();
+        // SAFETY: signals a child process this node started and still owns.
+        unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+        let stopped = eventually(Duration::from_secs(10), || {
+            std::fs::read_dir(format!("/proc/{pid}/task"))
+                .map(|tasks| {
+                    tasks.flatten().all(|t| {
+                        std::fs::read_to_string(t.path().join("stat"))
+                            .is_ok_and(|stat| thread_state(&stat) == Some('T'))
+                    })
+                })
+                .unwrap_or(false)
+        });
+        assert!(stopped, "node {} did not stop", self.addr);
+    }
+
+    /// SIGCONT, after [`Node::freeze`].
+    pub fn thaw(&self) {
+        // SAFETY: as in `freeze`.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGCONT) };
+    }
+
     /// Starts again with the same flags.
     pub fn restart(&mut self) {
         self.kill();
@@ -73,6 +100,12 @@ impl Drop for Node {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The state letter of a `/proc/<pid>/task/<tid>/stat` line: the field after the command
+/// name, which is in parentheses and may itself hold spaces or parentheses.
+fn thread_state(stat: &str) -> Option<char> {
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
 
 pub fn args(list: &[&str]) -> Vec<String> {
