@@ -1685,3 +1685,44 @@ fn item_and_slab_stats_have_memcached_names_in_its_order() {
         assert!(mine.len() >= 12, "{args:?}: {mine:?}");
     }
 }
+
+/// A get or gat line with a key over 250 bytes after valid ones: memcached answers only
+/// the error, but it has read the keys before the bad one (counted, and touched by gat),
+/// not those after it. (It also drops the replies still waiting to go out of earlier
+/// requests in the same read, an earlier error's or a set's STORED: not copied, a client
+/// would wait for them forever, so each case here goes in a read of its own.)
+#[test]
+fn a_bad_key_in_a_multiget_after_good_ones() {
+    let long = "k".repeat(251);
+    let cases = [
+        format!("gat 500 a nokey {long} b\r\n"),
+        "mg a t v\r\nmg b t v\r\n".to_string(),
+        format!("gats 600 b {long} a\r\n"),
+        "mg a t v\r\nmg b t v\r\n".to_string(),
+        format!("get a nokey {long}\r\n"),
+        format!("gets b {long}\r\n"),
+        format!("get {long} a\r\n"),
+    ];
+    let mc = Memcached::start_with(QUIET_LRU);
+    let ours = Proc::start(QUIET_LRU);
+    let [a, b] = [mc.1, ours.port].map(|port| {
+        exchange(
+            port,
+            b"set a 0 100 1\r\nx\r\nset b 0 0 1\r\ny\r\nstats reset\r\n",
+        );
+        let mut seen: Vec<String> = cases
+            .iter()
+            .map(|case| {
+                String::from_utf8_lossy(&normalize(&exchange(port, case.as_bytes()))).into_owned()
+            })
+            .collect();
+        seen.push(request_counters(&exchange(port, b"stats\r\n")));
+        seen
+    });
+    assert!(
+        a[0].starts_with("CLIENT_ERROR bad command line format\r\n"),
+        "{a:?}"
+    );
+    assert!(a[1].contains("t500"), "memcached touched a: {a:?}");
+    assert_eq!(b, a);
+}

@@ -60,6 +60,10 @@ pub enum Tunable {
 pub enum Command<'a> {
     // Retrieval
     Get(Get<'a>),
+    /// A text get line with a key over the limit after valid ones: memcached reads the keys
+    /// before it as the get would (counted, and touched by gat) before it refuses the line,
+    /// answering only the error.
+    GetBadKey(Get<'a>),
     /// `me`: an item's metadata, without touching it.
     Debug {
         key: &'a [u8],

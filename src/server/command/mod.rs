@@ -184,7 +184,7 @@ const NO_CAS_MATCHES: u64 = u64::MAX;
 /// is done or counted. Asked only when [`may_fetch`].
 fn fetch_first(cmd: &Command<'_>, s: &mut Session<'_>) -> bool {
     let key = match cmd {
-        Command::Get(get) => return fetch_missing(get.keys.iter(), s),
+        Command::Get(get) | Command::GetBadKey(get) => return fetch_missing(get.keys.iter(), s),
         Command::Store(st) if st.mode != SetMode::Set || st.compare_cas.is_some() => st.key,
         Command::Delete(d) => d.key,
         Command::Arith(a) => a.key,
@@ -270,11 +270,12 @@ pub fn execute<R: Reply>(
         | Command::Arith(_)
         | Command::Touch { .. }
         | Command::Flush { .. } => true,
-        Command::Get(get) => get.touch.is_some() || get.vivify.is_some(),
+        Command::Get(get) | Command::GetBadKey(get) => get.touch.is_some() || get.vivify.is_some(),
         _ => false,
     };
     match cmd {
         Command::Get(get) => return retrieval::get(s, &get, reply, out),
+        Command::GetBadKey(get) => retrieval::get_bad_key(s, &get, reply, out),
         Command::Debug { key } => retrieval::debug(s, key, reply, out),
         Command::Store(store) => reply.stored(out, storage::store(s, &store, R::ENCODING)),
         Command::TooLarge(refused) => {

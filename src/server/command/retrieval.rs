@@ -12,7 +12,7 @@ use super::super::stats::Counts;
 use super::super::watcher::Found;
 use super::{After, Session};
 use crate::protocol::command::{Encoding, Get, Hit, Keys, Reply, TtlTrail, WatchKinds};
-use crate::protocol::Cas;
+use crate::protocol::{Cas, ErrorKind, ProtocolError};
 use crate::store::{self, bits, Item, Miss, ReadOptions};
 
 pub fn get<R: Reply>(s: &mut Session<'_>, get: &Get<'_>, reply: &R, out: &mut Output) -> After {
@@ -26,6 +26,22 @@ pub fn get<R: Reply>(s: &mut Session<'_>, get: &Get<'_>, reply: &R, out: &mut Ou
     }
     reply.end(out);
     After::Continue
+}
+
+/// [`crate::protocol::Command::GetBadKey`]: the keys before the bad one are read as the get
+/// would read them, one at a time, each hit's reply dropped at once (memcached drops them
+/// when it meets the bad key), then the line is refused.
+pub fn get_bad_key<R: Reply>(s: &mut Session<'_>, get: &Get<'_>, reply: &R, out: &mut Output) {
+    let start = out.len();
+    for key in get.keys.iter() {
+        let one = Get {
+            keys: Keys::One(key),
+            ..*get
+        };
+        get_keys(s, &one, reply, out);
+        out.truncate_to(start);
+    }
+    ProtocolError::new(ErrorKind::BadFormat, 0).write_reply(out);
 }
 
 /// Serves the keys of `get` in order, stopping after a key once the output is full;
