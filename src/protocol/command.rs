@@ -198,6 +198,9 @@ pub struct Get<'a> {
     pub recache: Option<Exptime>,
     /// mg `R` came before `T`: it compares the expiry the item had.
     pub recache_first: bool,
+    /// mg with a long opaque: it acts, then answers an error. memcached stops before it
+    /// hands out the win token or counts a hit (a miss it has counted already).
+    pub refused: bool,
 }
 
 impl Get<'static> {
@@ -211,6 +214,7 @@ impl Get<'static> {
             touch_last: false,
             recache: None,
             recache_first: false,
+            refused: false,
         }
     }
 }

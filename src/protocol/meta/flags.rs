@@ -43,7 +43,9 @@ pub struct MetaFlags<'a> {
     pub mode: Option<u8>,
     pub initial: u64,
     pub delta: u64,
-    /// An `O` token longer than memcached allows (reported when the reply is built).
+    /// An `O` token longer than memcached allows. ms and md refuse it before they act; mg
+    /// and ma act first and refuse it as they build the reply, which memcached does flag
+    /// by flag in order, so the T, N and R after it take no effect (they are still checked).
     pub opaque_too_long: bool,
 }
 
@@ -78,11 +80,18 @@ pub fn parse<'a>(raw: &'a [u8], key: &mut Cow<'a, [u8]>) -> Result<MetaFlags<'a>
                     _ => fail(ErrorKind::MetaKeyDecode),
                 }
             }
+            // After a long opaque (see `opaque_too_long`) N still creates, but the item
+            // keeps no expiry of its own: one from an earlier T, or none.
             b'N' => match parse_i32(arg) {
+                Some(_) if f.opaque_too_long => {
+                    f.vivify = Some(0);
+                    f.touch_last = f.ttl.is_some();
+                }
                 Some(v) => f.vivify = Some(v),
                 None => fail(ErrorKind::MetaBadToken),
             },
             b'T' => match parse_i32(arg) {
+                Some(_) if f.opaque_too_long => {}
                 Some(v) => {
                     f.ttl = Some(v);
                     f.touch_last = f.vivify.is_some();
@@ -90,6 +99,7 @@ pub fn parse<'a>(raw: &'a [u8], key: &mut Cow<'a, [u8]>) -> Result<MetaFlags<'a>
                 None => fail(ErrorKind::MetaBadToken),
             },
             b'R' => match parse_i32(arg) {
+                Some(_) if f.opaque_too_long => {}
                 Some(v) => {
                     f.recache = Some(v);
                     f.recache_first = f.ttl.is_none();
@@ -137,6 +147,11 @@ pub fn parse<'a>(raw: &'a [u8], key: &mut Cow<'a, [u8]>) -> Result<MetaFlags<'a>
             _ => return Err(ErrorKind::MetaInvalidFlag),
         }
     }
+    // memcached holds back the access bump of a read with any of these until its reply is
+    // built, which a long opaque stops first.
+    if f.opaque_too_long && b"NTRlh".iter().any(|&c| seen[c as usize]) {
+        f.no_update = true;
+    }
     match error {
         Some(e) => Err(e),
         None if bad_flags => Err(ErrorKind::BadFormat),
@@ -183,6 +198,24 @@ mod tests {
         assert_eq!(p("Tx Fx").unwrap_err(), ErrorKind::MetaBadToken);
         assert_eq!(p("Fx MAB").unwrap_err(), ErrorKind::MetaModeLength);
         assert_eq!(p("Dx Tx").unwrap_err(), ErrorKind::MetaBadToken);
+    }
+
+    #[test]
+    fn flags_after_a_long_opaque_take_no_effect() {
+        let long = format!("O{}", "x".repeat(33));
+        let raw = format!("T20 {long} N10 R5");
+        let f = p(&raw).unwrap();
+        assert!(f.opaque_too_long && f.no_update);
+        assert_eq!((f.ttl, f.vivify, f.touch_last), (Some(20), Some(0), true));
+        assert_eq!(f.recache, None);
+        let raw = format!("N10 {long} T20 v");
+        let f = p(&raw).unwrap();
+        assert_eq!((f.ttl, f.vivify, f.touch_last), (None, Some(10), false));
+        assert!(!p(&format!("{long} v")).unwrap().no_update);
+        assert_eq!(
+            p(&format!("{long} Tx")).unwrap_err(),
+            ErrorKind::MetaBadToken
+        );
     }
 
     #[test]

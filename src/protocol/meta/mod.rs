@@ -64,6 +64,7 @@ impl MetaRequest<'_> {
                 touch_last: f.touch_last,
                 recache: f.recache.map(exptime),
                 recache_first: f.recache_first,
+                refused: f.opaque_too_long,
             }),
             MetaCmd::Set => match self.too_large {
                 Some((swallow, why)) => Command::TooLarge(TooLarge {
@@ -259,7 +260,8 @@ pub fn parse<'a>(
     if cmd == MetaCmd::Arith && req.arith_incr().is_none() {
         return err(ErrorKind::MetaArithMode, used);
     }
-    if req.flags.opaque_too_long {
+    // md refuses a long opaque before it acts; mg and ma act first (see `MetaReply`).
+    if cmd == MetaCmd::Delete && req.flags.opaque_too_long {
         return err(ErrorKind::MetaOpaqueTooLong, used);
     }
     Parsed::Done(Request::Meta(req), used)

@@ -81,6 +81,7 @@ pub fn parse<'a>(t: &Tokens<'a>, line: &'a [u8], used: usize) -> Parsed<'a> {
         touch_last: false,
         recache: None,
         recache_first: false,
+        refused: false,
     };
     let reply = TextReply {
         noreply: false,

@@ -59,7 +59,7 @@ pub fn get_keys<R: Reply>(
         vivify: get.created_expiry().map(|t| s.exptime(t)),
         recache: get.recache.map(|t| s.exptime(t)),
         recache_first: get.recache_first,
-        tokens: R::ENCODING == Encoding::Meta,
+        tokens: R::ENCODING == Encoding::Meta && !get.refused,
     };
     // What mg's `T` and `N` each set, for `t` (an item created takes only the later one).
     let set_by = Changes {
@@ -71,7 +71,9 @@ pub fn get_keys<R: Reply>(
         let found = read_one(s, key, opts, set_by, reply, out);
         // mg's T makes a touch of a hit only: memcached counts an mg miss as a get's.
         let touch = touch && (found.is_ok() || R::ENCODING != Encoding::Meta);
-        count_read(&mut s.counts, touch, found);
+        if !(get.refused && found.is_ok()) {
+            count_read(&mut s.counts, touch, found);
+        }
         s.detail(R::ENCODING, key, Op::Get { hit: found.is_ok() });
         if found.is_err() {
             reply.miss(out, key);
