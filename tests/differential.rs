@@ -1774,3 +1774,16 @@ fn a_long_opaque_after_the_command_acted() {
         assert_eq!(b, a, "counters after {case:?}");
     }
 }
+
+/// Base64 keys (`b`) as memcached decodes them: unused low bits need not be zero (`ab==`
+/// is the key `aQ==` names), bytes outside the alphabet are skipped, the first padded
+/// quartet ends the key; a partial quartet or three `=` fail.
+#[test]
+fn base64_keys_decode_as_memcached_decodes_them() {
+    compare(bytes_of(&[
+        "ms ab== 1 b\r\nx\r\nmg ab== b k v\r\nmg aQ== b k v\r\nme ab== b\r\nmg i v\r\n",
+        "ms YWJj 1 b\r\nx\r\nmg Y!W-Jj b k v\r\nme Y!W-Jj b\r\nmd YWJj== b k\r\n",
+        "ms YQ==YWJj 1 b\r\nx\r\nmg a v\r\nma YQ==YWJj b N0\r\nmg abc v\r\n",
+        "mg Y=== b\r\nmg YWJ b\r\nme Y=== b\r\nme YWJ b\r\nma YWJjZ=== b\r\n",
+    ]));
+}

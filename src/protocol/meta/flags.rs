@@ -9,8 +9,6 @@
 
 use std::borrow::Cow;
 
-use base64::Engine;
-
 use crate::protocol::number::{parse_i32, parse_u64};
 use crate::protocol::ErrorKind;
 
@@ -49,6 +47,53 @@ pub struct MetaFlags<'a> {
     pub opaque_too_long: bool,
 }
 
+/// Decodes a base64 key (`b`) as leniently as memcached 1.6.18 does, so that every key it
+/// takes is taken here too: bytes outside the alphabet are skipped, the rest must come in
+/// whole quartets, each `=` counts as a zero digit, and the first quartet holding one or
+/// two ends the key, dropping as many bytes (unused low bits need not be zero: `ab==` is
+/// `i`, as `aQ==` is). None where memcached fails: nothing decoded, a partial quartet, or
+/// three or four `=` in the last one.
+pub fn decode_key(encoded: &[u8]) -> Option<Vec<u8>> {
+    fn digit(b: u8) -> Option<u8> {
+        Some(match b {
+            b'A'..=b'Z' => b - b'A',
+            b'a'..=b'z' => b - b'a' + 26,
+            b'0'..=b'9' => b - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            b'=' => 0,
+            _ => return None,
+        })
+    }
+    let digits = encoded.iter().filter(|&&b| digit(b).is_some()).count();
+    if digits == 0 || digits % 4 != 0 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(digits / 4 * 3);
+    let (mut quartet, mut n, mut pad) = ([0u8; 4], 0, 0);
+    for &b in encoded {
+        let Some(d) = digit(b) else { continue };
+        pad += usize::from(b == b'=');
+        quartet[n] = d;
+        n += 1;
+        if n < 4 {
+            continue;
+        }
+        n = 0;
+        out.push(quartet[0] << 2 | quartet[1] >> 4);
+        out.push(quartet[1] << 4 | quartet[2] >> 2);
+        out.push(quartet[2] << 6 | quartet[3]);
+        if pad > 0 {
+            if pad > 2 {
+                return None;
+            }
+            out.truncate(out.len() - pad);
+            break;
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
 /// Iterates the flag tokens of `raw`.
 pub fn tokens(raw: &[u8]) -> impl Iterator<Item = &[u8]> {
     raw.split(|&b| b == b' ').filter(|t| !t.is_empty())
@@ -75,9 +120,9 @@ pub fn parse<'a>(raw: &'a [u8], key: &mut Cow<'a, [u8]>) -> Result<MetaFlags<'a>
         match c {
             b'b' => {
                 f.base64 = true;
-                match base64::engine::general_purpose::STANDARD.decode(key.as_ref()) {
-                    Ok(k) if !k.is_empty() => *key = Cow::Owned(k),
-                    _ => fail(ErrorKind::MetaKeyDecode),
+                match decode_key(key.as_ref()) {
+                    Some(k) => *key = Cow::Owned(k),
+                    None => fail(ErrorKind::MetaKeyDecode),
                 }
             }
             // After a long opaque (see `opaque_too_long`) N still creates, but the item
@@ -226,5 +271,19 @@ mod tests {
         assert_eq!(key.as_ref(), b"foo");
         let mut bad = Cow::Borrowed(&b"!!!"[..]);
         assert_eq!(parse(b"b", &mut bad).unwrap_err(), ErrorKind::MetaKeyDecode);
+    }
+
+    #[test]
+    fn base64_keys_decode_as_leniently_as_memcached() {
+        let ok = |s: &str| decode_key(s.as_bytes());
+        assert_eq!(ok("YWJj").as_deref(), Some(&b"abc"[..]));
+        assert_eq!(ok("ab==").as_deref(), Some(&b"i"[..]));
+        assert_eq!(ok("YWJ=").as_deref(), Some(&b"ab"[..]));
+        assert_eq!(ok("Y!W-Jj").as_deref(), Some(&b"abc"[..]));
+        assert_eq!(ok("YQ==YWJj").as_deref(), Some(&b"a"[..]));
+        assert_eq!(ok("Y=Jj").map(|k| k.len()), Some(2));
+        for bad in ["", "!!!", "YWJ", "YWJjZ", "Y===", "====", "YWJjZ==="] {
+            assert_eq!(ok(bad), None, "{bad}");
+        }
     }
 }

@@ -213,10 +213,9 @@ pub fn parse<'a>(
         let mut flags = MetaFlags::default();
         if t.get(2) == b"b" {
             flags.base64 = true;
-            use base64::Engine;
-            match base64::engine::general_purpose::STANDARD.decode(raw_key) {
-                Ok(k) if !k.is_empty() => key = Cow::Owned(k),
-                _ => return err(ErrorKind::BadFormat, used),
+            match flags::decode_key(raw_key) {
+                Some(k) => key = Cow::Owned(k),
+                None => return err(ErrorKind::BadFormat, used),
             }
         }
         return Parsed::Done(
