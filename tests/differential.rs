@@ -1787,3 +1787,37 @@ fn base64_keys_decode_as_memcached_decodes_them() {
         "mg Y=== b\r\nmg YWJ b\r\nme Y=== b\r\nme YWJ b\r\nma YWJjZ=== b\r\n",
     ]));
 }
+
+/// ascii authentication (`-Y`) with requests in the same read as the credentials: those
+/// before them are refused and those after them served; memcached keeps one reply for
+/// the requests of an unauthenticated connection until it writes, so each refusal (and a
+/// failed login) is replaced by the next answer. The length is read into 32 bits; the
+/// credentials may take up to its 16 KB read buffer.
+#[test]
+fn ascii_auth_with_pipelined_requests() {
+    let dir = common::TempDir::new("authpipe");
+    let pw = dir.0.join("auth.pw");
+    std::fs::write(&pw, "user:pass\n").unwrap();
+    let args = ["-Y", pw.to_str().unwrap()];
+    let long = format!("user pass{}", " ".repeat(16_373));
+    let cases = [
+        "get a\r\nset user 0 0 9\r\nuser pass\r\nset a 0 0 1\r\nx\r\nget a\r\n".to_string(),
+        "version\r\nmn\r\nset user 0 0 9\r\nuser pass\r\nmn\r\n".to_string(),
+        "set user 0 0 9\r\nuser bad!\r\nget a\r\nset u 0 0 9\r\nuser pass\r\nmn\r\n".to_string(),
+        "add user 0 0 9\r\nuser pass\r\nset u 0 0 14\r\nuser pass extra\r\n\nset u 0 0 9\r\nuser pass\r\n".to_string(),
+        "set u 0 0 4294967305\r\nuser pass\r\nmn\r\n".to_string(),
+        format!("set u 0 0 {}\r\n{long}\r\nmn\r\n", long.len()),
+        format!("set u 0 0 {}\r\n{long} \r\nmn\r\n", long.len() + 1),
+    ];
+    let mc = Memcached::start_with(&args);
+    let ours = Proc::start(&args);
+    for case in cases {
+        let [a, b] = [mc.1, ours.port].map(|port| exchange(port, case.as_bytes()));
+        assert_eq!(
+            String::from_utf8_lossy(&b),
+            String::from_utf8_lossy(&a),
+            "after {:?}",
+            &case[..case.len().min(80)]
+        );
+    }
+}

@@ -196,6 +196,7 @@ fn receive(socket: UdpSocket, shared: Arc<Shared>, worker: usize, activity: Arc<
             wrote_largest: 0,
             stacked: false,
             no_room: false,
+            auth_reply: None,
         };
         session.counts.bytes_read += n as u64;
         activity.last_cmd.store(session.now, Ordering::Relaxed);

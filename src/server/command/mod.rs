@@ -106,6 +106,10 @@ pub struct Session<'s> {
     /// No room could be set aside in `-m` for the value of the request at the front of
     /// the input: its parse refuses it as out of memory (see `connection`).
     pub no_room: bool,
+    /// Where the answer to the last request of a connection not yet through ascii
+    /// authentication (`-Y`) starts in the output, until it is written: memcached keeps
+    /// one reply for those until it writes, so each answer replaces the one before.
+    pub auth_reply: Option<usize>,
 }
 
 impl Session<'_> {
