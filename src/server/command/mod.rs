@@ -347,7 +347,7 @@ pub fn execute<R: Reply>(
             Err(line) => reply.fixed(out, line),
         },
         Command::Fixed { reply: line } => reply.fixed(out, line),
-        Command::SaslMechs => reply.sasl_mechs(out, auth::SASL_MECHS),
+        Command::SaslMechs => reply.sasl_mechs(out, auth::sasl_mechs(s)),
         // memcached's limit on a mechanism's name, checked before anything is counted.
         Command::SaslAuth { mech, .. } if mech.len() > auth::SASL_MECH_MAX => {
             reply.sasl_invalid(out)
