@@ -532,6 +532,28 @@ fn sasl_plain() {
         }
     }
     assert_eq!(auth, (3, 2));
+    // As in memcached, every SASL request but one refused for its mechanism's length starts
+    // over: a failed attempt, or a list of mechanisms, drops the authentication.
+    let again = |c: &mut Client| {
+        let ok = packet(op::SASL_AUTH, &[], b"PLAIN", b"\0alice\0secret", 0, 1);
+        assert_eq!(call(c, &ok).status, status::OK);
+    };
+    let long_mech = packet(op::SASL_AUTH, &[], &[b'X'; 33], b"\0alice\0secret", 0, 1);
+    assert_eq!(call(&mut c, &long_mech).status, status::EINVAL);
+    assert_eq!(set(&mut c, b"a", b"2", 0).status, status::OK);
+    for reset in [
+        packet(op::SASL_AUTH, &[], b"PLAIN", b"\0alice\0wrong", 0, 1),
+        packet(op::SASL_STEP, &[], b"PLAIN", b"\0alice\0secret", 0, 1),
+        packet(op::SASL_AUTH, &[], b"CRAM-MD5", b"x", 0, 1),
+        packet(op::SASL_LIST_MECHS, &[], &[], &[], 0, 1),
+    ] {
+        let mut c = p.client();
+        again(&mut c);
+        call(&mut c, &reset);
+        let r = call(&mut c, &packet(op::GET, &[], b"a", &[], 0, 1));
+        assert_eq!(r.status, status::AUTH_ERROR);
+        assert!(c.is_closed());
+    }
     // With -S the text protocol is off, as in memcached.
     let mut t = p.client();
     t.send(b"get a\r\n");

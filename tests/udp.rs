@@ -265,3 +265,64 @@ fn a_udp_port_alone_is_the_tcp_port_too() {
         format!("VERSION {}\r\n", repcached::server::VERSION).as_bytes(),
     );
 }
+
+/// Requests sharing a datagram, against the real memcached: `quit` ends the datagram,
+/// answered by a bare frame header (total 0) when it is its first answer; `watch` and `lru_crawler metadump` hand
+/// its socket to a stream that never reaches the client, so nothing comes back for them
+/// or the rest of their datagram.
+#[test]
+fn datagrams_end_where_memcached_ends_them() {
+    let mc_udp = free_udp_port();
+    let mc_tcp = free_port();
+    let mut mc = Command::new("memcached")
+        .args(["-u", "root", "-l", "127.0.0.1"])
+        .args(["-p", &mc_tcp.to_string(), "-U", &mc_udp.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("memcached must be installed (the README's test command installs it)");
+    assert!(wait_ready(
+        SocketAddr::from(([127, 0, 0, 1], mc_tcp)),
+        Duration::from_secs(10)
+    ));
+    let (_ours, udp) = server();
+    let cases: [&[u8]; 10] = [
+        b"quit\r\nset k 0 0 1\r\nx\r\n",
+        b"set y 0 0 1 noreply\r\nz\r\nquit\r\n",
+        // Not after a text get or `mn`: memcached writes out there, and whether its
+        // `quit` then sends a bare header depends on how its threads race.
+        b"touch k 1\r\nquit\r\n",
+        b"set k 0 0 1\r\nx\r\nquit\r\n",
+        b"set k 0 0 1\r\nx\r\nmg k v\r\nquit\r\ntouch k 1\r\n",
+        b"touch k 1\r\nmg k v\r\nquit\r\n",
+        b"lru_crawler metadump all\r\ntouch k 1\r\n",
+        b"watch\r\ntouch k 1\r\n",
+        b"touch k 1\r\nwatch\r\ntouch k 1\r\n",
+        b"mg k v\r\nmg y v\r\n",
+    ];
+    let mut got = Vec::new();
+    for port in [mc_udp, udp] {
+        let s = client(SocketAddr::from(([127, 0, 0, 1], port)));
+        let replies: Vec<_> = cases
+            .iter()
+            .enumerate()
+            .map(|(id, case)| {
+                s.send(&frame(id as u16, 0, 1, case)).unwrap();
+                datagrams(&s, Duration::from_millis(500))
+            })
+            .collect();
+        got.push(replies);
+    }
+    let _ = mc.kill();
+    let _ = mc.wait();
+    for (i, case) in cases.iter().enumerate() {
+        assert_eq!(
+            got[1][i],
+            got[0][i],
+            "after {:?}",
+            String::from_utf8_lossy(case)
+        );
+    }
+    assert_eq!(got[1][0], vec![([0, 0, 0, 0], Vec::new())]);
+    assert_eq!(got[1][9].len(), 2, "{:?}", got[1][9]);
+}

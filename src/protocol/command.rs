@@ -60,6 +60,10 @@ pub enum Tunable {
 pub enum Command<'a> {
     // Retrieval
     Get(Get<'a>),
+    /// A text get line with a key over the limit after valid ones: memcached reads the keys
+    /// before it as the get would (counted, and touched by gat) before it refuses the line,
+    /// answering only the error.
+    GetBadKey(Get<'a>),
     /// `me`: an item's metadata, without touching it.
     Debug {
         key: &'a [u8],
@@ -194,6 +198,9 @@ pub struct Get<'a> {
     pub recache: Option<Exptime>,
     /// mg `R` came before `T`: it compares the expiry the item had.
     pub recache_first: bool,
+    /// mg with a long opaque: it acts, then answers an error. memcached stops before it
+    /// hands out the win token or counts a hit (a miss it has counted already).
+    pub refused: bool,
 }
 
 impl Get<'static> {
@@ -207,6 +214,7 @@ impl Get<'static> {
             touch_last: false,
             recache: None,
             recache_first: false,
+            refused: false,
         }
     }
 }

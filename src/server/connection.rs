@@ -174,6 +174,7 @@ where
         wrote_largest: 0,
         stacked: false,
         no_room: false,
+        auth_reply: None,
     };
     let mut proto = Proto::Unknown;
     // Room in `-m` set aside for the value of the request still arriving at the front of
@@ -374,6 +375,7 @@ where
         // memcached writes out what waits (quiet and noreply places too) once it has used
         // up its input, before it reads more: nothing is stacked for the next batch.
         session.stacked = false;
+        session.auth_reply = None;
         if !out.is_empty() {
             // Counts go with the replies (see `send`).
             send(sock, &mut out, &mut session).await?;
@@ -898,7 +900,18 @@ fn binary_exchange(buf: &[u8], session: &mut Session<'_>, out: &mut Output) -> S
 
 /// `-Y`: the first text request must carry credentials.
 fn auth_step(buf: &[u8], session: &mut Session<'_>, out: &mut Output) -> Step {
-    match text::auth::parse(buf) {
+    let parsed = text::auth::parse(buf);
+    if matches!(
+        parsed,
+        AuthParsed::Reply { .. } | AuthParsed::Credentials { .. }
+    ) {
+        // Replaces the answer before it, still unsent (see `Session::auth_reply`).
+        if let Some(at) = session.auth_reply {
+            out.truncate_to(at);
+        }
+        session.auth_reply = Some(out.len());
+    }
+    match parsed {
         AuthParsed::Incomplete => Step::wait(None),
         AuthParsed::Close => Step::close(buf.len()),
         AuthParsed::Reply { reply, used } => {

@@ -24,9 +24,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 use super::command::{After, Session};
 use super::connection::{self, Proto};
 use super::output::Output;
-use super::{dump, listener, Activity, ConnKind, ServerError, Shared};
+use super::{listener, Activity, ConnKind, ServerError, Shared};
 use crate::config::ListenConfig;
-use crate::store::Cursor;
 
 /// The frame header every datagram starts with.
 pub const FRAME_HEADER_LEN: usize = 8;
@@ -196,6 +195,7 @@ fn receive(socket: UdpSocket, shared: Arc<Shared>, worker: usize, activity: Arc<
             wrote_largest: 0,
             stacked: false,
             no_room: false,
+            auth_reply: None,
         };
         session.counts.bytes_read += n as u64;
         activity.last_cmd.store(session.now, Ordering::Relaxed);
@@ -212,8 +212,8 @@ fn receive(socket: UdpSocket, shared: Arc<Shared>, worker: usize, activity: Arc<
     }
 }
 
-/// Runs the requests of one datagram, sending each reply as it is made. Returns whether
-/// one of them asked the server to stop.
+/// Runs the requests of one datagram, sending each reply as it is made, up to a `quit`,
+/// `watch` or `lru_crawler metadump`. Returns whether one of them asked the server to stop.
 fn serve_datagram(
     datagram: &[u8],
     session: &mut Session<'_>,
@@ -236,12 +236,20 @@ fn serve_datagram(
             send(d);
         });
     };
+    // Whether an answer went out for this datagram (see `quit` below).
+    let mut answered = false;
     let mut rest = &datagram[FRAME_HEADER_LEN..];
     while !rest.is_empty() {
         let proto = Proto::detect(rest[0], session.shared.config.binding_protocol);
         out.ensure();
         let step = connection::step(proto, rest, session, out);
         let after = step.after;
+        if matches!(after, Some(After::Watch | After::Dump { .. })) {
+            // memcached hands its socket to the log stream or the dump, which cannot reach
+            // a client it is not connected to: nothing comes back, nor for the rest.
+            out.truncate_to(0);
+            return false;
+        }
         if let Some((get, text, keys)) = step.unserved_keys(rest) {
             // A multiget that filled the output: each full stretch goes out as a message of
             // its own (memcached sends one per key), then the rest of its keys are served.
@@ -253,37 +261,41 @@ fn serve_datagram(
                 at += connection::resume_get(session, &get, &rest[at..end], &text, out, true);
             }
         }
-        if let Some(After::Dump { all }) = after {
-            let mut cursor = all.then(Cursor::default);
-            while let Some(c) = cursor {
-                let shared = session.shared;
-                let (store, clock, sizing) = (&shared.store, &shared.clock, shared.sizing());
-                cursor = dump::write_batch(store, clock, sizing, c, session.now, out);
-            }
-            out.extend_from_slice(b"END\r\n");
-        }
         if !out.is_empty() {
             reply(out, session);
+            answered = true;
         }
         match after {
             // Cut off at the end of the datagram: nothing more will come for it.
             None => return false,
+            // memcached's empty answer to `quit` goes out as a bare frame header (its
+            // total 0) when it is the datagram's first. (After other answers it mostly goes
+            // out with them, as nothing, though a get written out before it may leave it on
+            // its own: memcached's threads race there.)
+            Some(After::Quit) if !answered => break,
             Some(After::Close | After::Quit) => return false,
-            // Refused over UDP (no connection to stream to).
-            Some(After::Watch) => return false,
             Some(After::Shutdown { .. }) => return true,
-            // Never asked for (see `fetched` above).
-            Some(After::Fetch) => return false,
-            Some(
-                After::Continue | After::Swallow(_) | After::Dump { .. } | After::Partial { .. },
-            ) => {}
+            // A fetch is never asked for (see `fetched`); a watch or dump ended it above.
+            Some(After::Fetch | After::Watch | After::Dump { .. }) => return false,
+            Some(After::Continue | After::Swallow(_) | After::Partial { .. }) => {}
         }
         let used = step.used.saturating_add(step.swallow);
         if used == 0 || used >= rest.len() {
             return false;
         }
         rest = &rest[used..];
+        if rest.is_empty() {
+            return false;
+        }
     }
+    // `quit` as the datagram's first answer.
+    let header = Frame {
+        request_id: frame.request_id,
+        sequence: 0,
+        total: 0,
+    };
+    session.counts.bytes_written += FRAME_HEADER_LEN as u64;
+    send(&header.encode());
     false
 }
 

@@ -219,9 +219,9 @@ pub struct ReadOptions {
     pub recache: Option<u32>,
     /// `recache` compares the expiry the item had before `touch` (mg `R` before `T`).
     pub recache_first: bool,
-    /// Hand out the win token (a stale item's, or `recache`'s): only a meta get does. A
-    /// plain get, gat or touch of an invalidated item leaves it for the next one, as in
-    /// memcached.
+    /// Hand out the win token (a stale item's, `recache`'s, or one `vivify` creates): only
+    /// a meta get does. A plain get, gat or touch of an invalidated item leaves it for the
+    /// next one, as in memcached.
     pub tokens: bool,
 }
 
@@ -675,7 +675,7 @@ impl Store {
             }
         }
         let it = shard.item(loc);
-        let mut won = created;
+        let mut won = created && opts.tokens;
         let token_sent = meta.has(bits::TOKEN_SENT);
         let stale = meta.has(bits::STALE);
         if opts.tokens && !token_sent {

@@ -223,6 +223,7 @@ fn command<'a>(
             touch_last: false,
             recache: None,
             recache_first: false,
+            refused: false,
         })
     };
     Some(match opcode {

@@ -9,8 +9,6 @@
 
 use std::borrow::Cow;
 
-use base64::Engine;
-
 use crate::protocol::number::{parse_i32, parse_u64};
 use crate::protocol::ErrorKind;
 
@@ -43,8 +41,57 @@ pub struct MetaFlags<'a> {
     pub mode: Option<u8>,
     pub initial: u64,
     pub delta: u64,
-    /// An `O` token longer than memcached allows (reported when the reply is built).
+    /// An `O` token longer than memcached allows. ms and md refuse it before they act; mg
+    /// and ma act first and refuse it as they build the reply, which memcached does flag
+    /// by flag in order, so the T, N and R after it take no effect (they are still checked).
     pub opaque_too_long: bool,
+}
+
+/// Decodes a base64 key (`b`) as leniently as memcached 1.6.18 does, so that every key it
+/// takes is taken here too: bytes outside the alphabet are skipped, the rest must come in
+/// whole quartets, each `=` counts as a zero digit, and the first quartet holding one or
+/// two ends the key, dropping as many bytes (unused low bits need not be zero: `ab==` is
+/// `i`, as `aQ==` is). None where memcached fails: nothing decoded, a partial quartet, or
+/// three or four `=` in the last one.
+pub fn decode_key(encoded: &[u8]) -> Option<Vec<u8>> {
+    fn digit(b: u8) -> Option<u8> {
+        Some(match b {
+            b'A'..=b'Z' => b - b'A',
+            b'a'..=b'z' => b - b'a' + 26,
+            b'0'..=b'9' => b - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            b'=' => 0,
+            _ => return None,
+        })
+    }
+    let digits = encoded.iter().filter(|&&b| digit(b).is_some()).count();
+    if digits == 0 || digits % 4 != 0 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(digits / 4 * 3);
+    let (mut quartet, mut n, mut pad) = ([0u8; 4], 0, 0);
+    for &b in encoded {
+        let Some(d) = digit(b) else { continue };
+        pad += usize::from(b == b'=');
+        quartet[n] = d;
+        n += 1;
+        if n < 4 {
+            continue;
+        }
+        n = 0;
+        out.push(quartet[0] << 2 | quartet[1] >> 4);
+        out.push(quartet[1] << 4 | quartet[2] >> 2);
+        out.push(quartet[2] << 6 | quartet[3]);
+        if pad > 0 {
+            if pad > 2 {
+                return None;
+            }
+            out.truncate(out.len() - pad);
+            break;
+        }
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 /// Iterates the flag tokens of `raw`.
@@ -73,16 +120,23 @@ pub fn parse<'a>(raw: &'a [u8], key: &mut Cow<'a, [u8]>) -> Result<MetaFlags<'a>
         match c {
             b'b' => {
                 f.base64 = true;
-                match base64::engine::general_purpose::STANDARD.decode(key.as_ref()) {
-                    Ok(k) if !k.is_empty() => *key = Cow::Owned(k),
-                    _ => fail(ErrorKind::MetaKeyDecode),
+                match decode_key(key.as_ref()) {
+                    Some(k) => *key = Cow::Owned(k),
+                    None => fail(ErrorKind::MetaKeyDecode),
                 }
             }
+            // After a long opaque (see `opaque_too_long`) N still creates, but the item
+            // keeps no expiry of its own: one from an earlier T, or none.
             b'N' => match parse_i32(arg) {
+                Some(_) if f.opaque_too_long => {
+                    f.vivify = Some(0);
+                    f.touch_last = f.ttl.is_some();
+                }
                 Some(v) => f.vivify = Some(v),
                 None => fail(ErrorKind::MetaBadToken),
             },
             b'T' => match parse_i32(arg) {
+                Some(_) if f.opaque_too_long => {}
                 Some(v) => {
                     f.ttl = Some(v);
                     f.touch_last = f.vivify.is_some();
@@ -90,6 +144,7 @@ pub fn parse<'a>(raw: &'a [u8], key: &mut Cow<'a, [u8]>) -> Result<MetaFlags<'a>
                 None => fail(ErrorKind::MetaBadToken),
             },
             b'R' => match parse_i32(arg) {
+                Some(_) if f.opaque_too_long => {}
                 Some(v) => {
                     f.recache = Some(v);
                     f.recache_first = f.ttl.is_none();
@@ -136,6 +191,11 @@ pub fn parse<'a>(raw: &'a [u8], key: &mut Cow<'a, [u8]>) -> Result<MetaFlags<'a>
             b'P' | b'L' | b'k' | b's' | b't' | b'c' | b'f' | b'h' | b'l' => {}
             _ => return Err(ErrorKind::MetaInvalidFlag),
         }
+    }
+    // memcached holds back the access bump of a read with any of these until its reply is
+    // built, which a long opaque stops first.
+    if f.opaque_too_long && b"NTRlh".iter().any(|&c| seen[c as usize]) {
+        f.no_update = true;
     }
     match error {
         Some(e) => Err(e),
@@ -186,6 +246,24 @@ mod tests {
     }
 
     #[test]
+    fn flags_after_a_long_opaque_take_no_effect() {
+        let long = format!("O{}", "x".repeat(33));
+        let raw = format!("T20 {long} N10 R5");
+        let f = p(&raw).unwrap();
+        assert!(f.opaque_too_long && f.no_update);
+        assert_eq!((f.ttl, f.vivify, f.touch_last), (Some(20), Some(0), true));
+        assert_eq!(f.recache, None);
+        let raw = format!("N10 {long} T20 v");
+        let f = p(&raw).unwrap();
+        assert_eq!((f.ttl, f.vivify, f.touch_last), (None, Some(10), false));
+        assert!(!p(&format!("{long} v")).unwrap().no_update);
+        assert_eq!(
+            p(&format!("{long} Tx")).unwrap_err(),
+            ErrorKind::MetaBadToken
+        );
+    }
+
+    #[test]
     fn base64_key() {
         let mut key = Cow::Borrowed(&b"Zm9v"[..]);
         let f = parse(b"b", &mut key).unwrap();
@@ -193,5 +271,19 @@ mod tests {
         assert_eq!(key.as_ref(), b"foo");
         let mut bad = Cow::Borrowed(&b"!!!"[..]);
         assert_eq!(parse(b"b", &mut bad).unwrap_err(), ErrorKind::MetaKeyDecode);
+    }
+
+    #[test]
+    fn base64_keys_decode_as_leniently_as_memcached() {
+        let ok = |s: &str| decode_key(s.as_bytes());
+        assert_eq!(ok("YWJj").as_deref(), Some(&b"abc"[..]));
+        assert_eq!(ok("ab==").as_deref(), Some(&b"i"[..]));
+        assert_eq!(ok("YWJ=").as_deref(), Some(&b"ab"[..]));
+        assert_eq!(ok("Y!W-Jj").as_deref(), Some(&b"abc"[..]));
+        assert_eq!(ok("YQ==YWJj").as_deref(), Some(&b"a"[..]));
+        assert_eq!(ok("Y=Jj").map(|k| k.len()), Some(2));
+        for bad in ["", "!!!", "YWJ", "YWJjZ", "Y===", "====", "YWJjZ==="] {
+            assert_eq!(ok(bad), None, "{bad}");
+        }
     }
 }

@@ -64,6 +64,7 @@ impl MetaRequest<'_> {
                 touch_last: f.touch_last,
                 recache: f.recache.map(exptime),
                 recache_first: f.recache_first,
+                refused: f.opaque_too_long,
             }),
             MetaCmd::Set => match self.too_large {
                 Some((swallow, why)) => Command::TooLarge(TooLarge {
@@ -212,10 +213,9 @@ pub fn parse<'a>(
         let mut flags = MetaFlags::default();
         if t.get(2) == b"b" {
             flags.base64 = true;
-            use base64::Engine;
-            match base64::engine::general_purpose::STANDARD.decode(raw_key) {
-                Ok(k) if !k.is_empty() => key = Cow::Owned(k),
-                _ => return err(ErrorKind::BadFormat, used),
+            match flags::decode_key(raw_key) {
+                Some(k) => key = Cow::Owned(k),
+                None => return err(ErrorKind::BadFormat, used),
             }
         }
         return Parsed::Done(
@@ -259,7 +259,8 @@ pub fn parse<'a>(
     if cmd == MetaCmd::Arith && req.arith_incr().is_none() {
         return err(ErrorKind::MetaArithMode, used);
     }
-    if req.flags.opaque_too_long {
+    // md refuses a long opaque before it acts; mg and ma act first (see `MetaReply`).
+    if cmd == MetaCmd::Delete && req.flags.opaque_too_long {
         return err(ErrorKind::MetaOpaqueTooLong, used);
     }
     Parsed::Done(Request::Meta(req), used)

@@ -9,6 +9,7 @@ use crate::protocol::command::{Counted, Deleted, Encoding, Hit, Reply, ReplyBuf,
 use crate::protocol::text::reply::{
     stored_line, ARITH_OUT_OF_MEMORY, CREATE_OUT_OF_MEMORY, NON_NUMERIC,
 };
+use crate::protocol::ErrorKind;
 
 /// What shapes a meta command's reply besides its outcome.
 #[derive(Debug, Clone, Copy)]
@@ -33,6 +34,9 @@ impl Reply for MetaReply<'_> {
     fn hit(&self, buf: &mut impl ReplyBuf, hit: &Hit<'_>) {
         let f = self.flags;
         let out = buf.bytes();
+        if f.opaque_too_long {
+            return opaque_too_long(out);
+        }
         if f.value {
             out.extend_from_slice(b"VA ");
             out.extend_from_slice(itoa::Buffer::new().format(hit.value.len()).as_bytes());
@@ -67,6 +71,9 @@ impl Reply for MetaReply<'_> {
     }
 
     fn miss(&self, out: &mut Vec<u8>, _key: &[u8]) {
+        if self.flags.opaque_too_long {
+            return opaque_too_long(out);
+        }
         if self.flags.quiet {
             return;
         }
@@ -140,6 +147,10 @@ impl Reply for MetaReply<'_> {
     fn counted(&self, out: &mut Vec<u8>, o: Counted) {
         let f = self.flags;
         match o {
+            // The command has acted; only its own errors come before the opaque's.
+            Counted::Value { .. } | Counted::Exists | Counted::NotFound if f.opaque_too_long => {
+                opaque_too_long(out)
+            }
             Counted::Value { created: false, .. } if f.quiet => {}
             Counted::Value {
                 value, cas, ttls, ..
@@ -176,6 +187,13 @@ impl Reply for MetaReply<'_> {
     fn noop(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(MN);
     }
+}
+
+/// mg and ma with a long `O` (see [`MetaFlags::opaque_too_long`]): the error replaces
+/// the reply, whatever the outcome, `q` or not.
+fn opaque_too_long(out: &mut Vec<u8>) {
+    out.extend_from_slice(ErrorKind::MetaOpaqueTooLong.as_str().as_bytes());
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Appends ` t<secs>`, or ` t-1` for an item that never expires.

@@ -4,7 +4,11 @@
 use memchr::memchr;
 
 use super::Tokens;
-use crate::protocol::number::parse_u64;
+use crate::protocol::number::parse_u32_wrapping;
+
+/// The most bytes the credentials and their CRLF may take: memcached reads them into its
+/// 16 KB read buffer, and closes a connection whose buffer fills before they are whole.
+pub const CREDENTIALS_MAX: usize = 16 * 1024;
 
 /// What an unauthenticated text connection sent.
 #[derive(Debug, PartialEq, Eq)]
@@ -35,6 +39,10 @@ pub fn answer(out: &mut Vec<u8>, ok: bool) {
 }
 
 pub fn parse(buf: &[u8]) -> AuthParsed<'_> {
+    // As memcached: no line shorter than two bytes is looked at (a lone newline waits).
+    if buf.len() < 2 {
+        return AuthParsed::Incomplete;
+    }
     let Some(nl) = memchr(b'\n', buf) else {
         return if buf.len() > 2048 {
             AuthParsed::Close
@@ -45,7 +53,8 @@ pub fn parse(buf: &[u8]) -> AuthParsed<'_> {
     let line = &buf[..nl];
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let t = Tokens::split(line);
-    let size = match (t.get(0), parse_u64(t.get(4))) {
+    // The length as memcached's safe_strtoul reads it: a larger number keeps its low 32 bits.
+    let size = match (t.get(0), parse_u32_wrapping(t.get(4))) {
         (b"set", Some(n)) if t.ntokens >= 6 => n as usize,
         _ => {
             return AuthParsed::Reply {
@@ -55,9 +64,15 @@ pub fn parse(buf: &[u8]) -> AuthParsed<'_> {
         }
     };
     let start = nl + 1;
-    let Some(end) = start.checked_add(size).filter(|e| *e <= 1024) else {
-        return AuthParsed::Close;
-    };
+    if size + 2 > CREDENTIALS_MAX {
+        // memcached waits for bytes its buffer cannot hold, then closes once it is full.
+        return if buf.len() - start >= CREDENTIALS_MAX {
+            AuthParsed::Close
+        } else {
+            AuthParsed::Incomplete
+        };
+    }
+    let end = start + size;
     if buf.len() < end + 2 {
         return AuthParsed::Incomplete;
     }
@@ -106,5 +121,16 @@ mod tests {
             AuthParsed::Reply { .. }
         ));
         assert_eq!(parse(&[b'x'; 3000]), AuthParsed::Close);
+        assert_eq!(parse(b"\n"), AuthParsed::Incomplete);
+        // 2^32 + 11 is read as 11.
+        assert!(matches!(
+            parse(b"set x 0 0 4294967307\r\nalice pass1\r\n"),
+            AuthParsed::Credentials { used: 35, .. }
+        ));
+        let mut long = b"set x 0 0 16383\r\n".to_vec();
+        long.resize(long.len() + CREDENTIALS_MAX - 1, b' ');
+        assert_eq!(parse(&long), AuthParsed::Incomplete);
+        long.push(b' ');
+        assert_eq!(parse(&long), AuthParsed::Close);
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! The key list is handed on as the raw rest of the line (no per-key allocation); every key
 //! is checked here first, because memcached answers a bad key in a multiget with only the
-//! error, whatever it found before it.
+//! error, whatever it found before it (though it has read those keys: the line becomes
+//! [`Command::GetBadKey`]).
 
 use super::reply::TextReply;
 use super::Tokens;
@@ -63,24 +64,35 @@ pub fn parse<'a>(t: &Tokens<'a>, line: &'a [u8], used: usize) -> Parsed<'a> {
         }
         rest = skip_token(rest);
     }
-    let keys = Keys::Spaced(rest);
-    if keys.iter().any(|k| !is_valid_key(k)) {
-        return Parsed::Invalid(ProtocolError::new(ErrorKind::BadFormat, used));
+    let mut bad_key = false;
+    if let Some(bad) = Keys::Spaced(rest).iter().find(|k| !is_valid_key(k)) {
+        // Only the keys before the bad one are read (see `Command::GetBadKey`).
+        rest = &rest[..bad.as_ptr() as usize - rest.as_ptr() as usize];
+        if Keys::Spaced(rest).iter().next().is_none() {
+            return Parsed::Invalid(ProtocolError::new(ErrorKind::BadFormat, used));
+        }
+        bad_key = true;
     }
     let get = Get {
-        keys,
+        keys: Keys::Spaced(rest),
         touch,
         no_update: false,
         vivify: None,
         touch_last: false,
         recache: None,
         recache_first: false,
+        refused: false,
     };
     let reply = TextReply {
         noreply: false,
         with_cas,
     };
-    Parsed::Done(Request::Text(Command::Get(get), reply), used)
+    let cmd = if bad_key {
+        Command::GetBadKey(get)
+    } else {
+        Command::Get(get)
+    };
+    Parsed::Done(Request::Text(cmd, reply), used)
 }
 
 /// The line after its first token.

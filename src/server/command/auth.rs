@@ -34,16 +34,24 @@ pub fn binary_gate(req: &binary::Request<'_>, s: &Session<'_>, out: &mut Vec<u8>
     Some(After::Close)
 }
 
-/// SASL AUTH or STEP: only a one-step PLAIN is accepted.
+/// SASL AUTH or STEP: only a one-step PLAIN is accepted. As in memcached, which starts a
+/// new SASL exchange for it, the connection is authenticated afterwards only if it passed:
+/// a failed attempt drops an earlier success.
 pub fn sasl(s: &mut Session<'_>, step: bool, mech: &[u8], data: &[u8]) -> bool {
     s.counts.auth_cmds += 1;
     let ok = !step && mech == b"PLAIN" && s.shared.credentials.check_plain(data);
-    if ok {
-        s.authenticated = true;
-    } else {
+    s.authenticated = ok;
+    if !ok {
         s.counts.auth_errors += 1;
     }
     ok
+}
+
+/// SASL LIST MECHS: memcached starts a new SASL exchange for it too, so it drops an
+/// earlier authentication.
+pub fn sasl_mechs(s: &mut Session<'_>) -> &'static [u8] {
+    s.authenticated = false;
+    SASL_MECHS
 }
 
 /// `-Y`: the credentials of a connection's first text request.

@@ -106,6 +106,10 @@ pub struct Session<'s> {
     /// No room could be set aside in `-m` for the value of the request at the front of
     /// the input: its parse refuses it as out of memory (see `connection`).
     pub no_room: bool,
+    /// Where the answer to the last request of a connection not yet through ascii
+    /// authentication (`-Y`) starts in the output, until it is written: memcached keeps
+    /// one reply for those until it writes, so each answer replaces the one before.
+    pub auth_reply: Option<usize>,
 }
 
 impl Session<'_> {
@@ -184,7 +188,7 @@ const NO_CAS_MATCHES: u64 = u64::MAX;
 /// is done or counted. Asked only when [`may_fetch`].
 fn fetch_first(cmd: &Command<'_>, s: &mut Session<'_>) -> bool {
     let key = match cmd {
-        Command::Get(get) => return fetch_missing(get.keys.iter(), s),
+        Command::Get(get) | Command::GetBadKey(get) => return fetch_missing(get.keys.iter(), s),
         Command::Store(st) if st.mode != SetMode::Set || st.compare_cas.is_some() => st.key,
         Command::Delete(d) => d.key,
         Command::Arith(a) => a.key,
@@ -270,11 +274,12 @@ pub fn execute<R: Reply>(
         | Command::Arith(_)
         | Command::Touch { .. }
         | Command::Flush { .. } => true,
-        Command::Get(get) => get.touch.is_some() || get.vivify.is_some(),
+        Command::Get(get) | Command::GetBadKey(get) => get.touch.is_some() || get.vivify.is_some(),
         _ => false,
     };
     match cmd {
         Command::Get(get) => return retrieval::get(s, &get, reply, out),
+        Command::GetBadKey(get) => retrieval::get_bad_key(s, &get, reply, out),
         Command::Debug { key } => retrieval::debug(s, key, reply, out),
         Command::Store(store) => reply.stored(out, storage::store(s, &store, R::ENCODING)),
         Command::TooLarge(refused) => {
@@ -342,7 +347,7 @@ pub fn execute<R: Reply>(
             Err(line) => reply.fixed(out, line),
         },
         Command::Fixed { reply: line } => reply.fixed(out, line),
-        Command::SaslMechs => reply.sasl_mechs(out, auth::SASL_MECHS),
+        Command::SaslMechs => reply.sasl_mechs(out, auth::sasl_mechs(s)),
         // memcached's limit on a mechanism's name, checked before anything is counted.
         Command::SaslAuth { mech, .. } if mech.len() > auth::SASL_MECH_MAX => {
             reply.sasl_invalid(out)

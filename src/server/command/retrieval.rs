@@ -12,7 +12,7 @@ use super::super::stats::Counts;
 use super::super::watcher::Found;
 use super::{After, Session};
 use crate::protocol::command::{Encoding, Get, Hit, Keys, Reply, TtlTrail, WatchKinds};
-use crate::protocol::Cas;
+use crate::protocol::{Cas, ErrorKind, ProtocolError};
 use crate::store::{self, bits, Item, Miss, ReadOptions};
 
 pub fn get<R: Reply>(s: &mut Session<'_>, get: &Get<'_>, reply: &R, out: &mut Output) -> After {
@@ -26,6 +26,22 @@ pub fn get<R: Reply>(s: &mut Session<'_>, get: &Get<'_>, reply: &R, out: &mut Ou
     }
     reply.end(out);
     After::Continue
+}
+
+/// [`crate::protocol::Command::GetBadKey`]: the keys before the bad one are read as the get
+/// would read them, one at a time, each hit's reply dropped at once (memcached drops them
+/// when it meets the bad key), then the line is refused.
+pub fn get_bad_key<R: Reply>(s: &mut Session<'_>, get: &Get<'_>, reply: &R, out: &mut Output) {
+    let start = out.len();
+    for key in get.keys.iter() {
+        let one = Get {
+            keys: Keys::One(key),
+            ..*get
+        };
+        get_keys(s, &one, reply, out);
+        out.truncate_to(start);
+    }
+    ProtocolError::new(ErrorKind::BadFormat, 0).write_reply(out);
 }
 
 /// Serves the keys of `get` in order, stopping after a key once the output is full;
@@ -43,7 +59,7 @@ pub fn get_keys<R: Reply>(
         vivify: get.created_expiry().map(|t| s.exptime(t)),
         recache: get.recache.map(|t| s.exptime(t)),
         recache_first: get.recache_first,
-        tokens: R::ENCODING == Encoding::Meta,
+        tokens: R::ENCODING == Encoding::Meta && !get.refused,
     };
     // What mg's `T` and `N` each set, for `t` (an item created takes only the later one).
     let set_by = Changes {
@@ -55,7 +71,9 @@ pub fn get_keys<R: Reply>(
         let found = read_one(s, key, opts, set_by, reply, out);
         // mg's T makes a touch of a hit only: memcached counts an mg miss as a get's.
         let touch = touch && (found.is_ok() || R::ENCODING != Encoding::Meta);
-        count_read(&mut s.counts, touch, found);
+        if !(get.refused && found.is_ok()) {
+            count_read(&mut s.counts, touch, found);
+        }
         s.detail(R::ENCODING, key, Op::Get { hit: found.is_ok() });
         if found.is_err() {
             reply.miss(out, key);
