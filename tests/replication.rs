@@ -1361,6 +1361,44 @@ fn lag_ms_keeps_counting_once_a_link_with_unconfirmed_changes_drops() {
     );
 }
 
+/// Over a slow link the sender falls behind the feed: changes still waiting to be sent
+/// count in `lag_ms` (they are in no Mark yet), so it reads how far behind the peer is,
+/// not only how long the last batch sent has waited.
+#[test]
+fn lag_ms_counts_changes_still_waiting_to_go_over_a_slow_link() {
+    let p = ProxiedPair::start_in([127, 0, 10, 1], "64", &[]);
+    // Either node's dial may carry the link.
+    for proxy in [&p.ab, &p.ba] {
+        proxy.set_rate(Some(1 << 20));
+    }
+    let mut ca = p.a.client();
+    // 6 MB of changes at once: about six seconds of the link.
+    let value = "v".repeat(100_000);
+    let mut lines = String::new();
+    for i in 0..60 {
+        lines += &format!("set big{i} 0 0 {} noreply\r\n{value}\r\n", value.len());
+    }
+    let written = Instant::now();
+    batch(&mut ca, &lines);
+    std::thread::sleep(Duration::from_secs(3));
+    let lag = peer_stat_sum(&mut ca, "lag_ms");
+    let waited = written.elapsed().as_millis();
+    assert!(peer_stat_sum(&mut ca, "lag_writes") > 0, "all sent already");
+    // What was sent and not yet confirmed is at most what the proxy and the sockets hold
+    // (a fraction of a second of the link); the rest waits in the backlog.
+    assert!(
+        lag >= 2000,
+        "lag_ms {lag} with changes made {waited} ms ago not yet confirmed"
+    );
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            peer_stat_sum(&mut ca, "lag_writes") == 0 && peer_stat_sum(&mut ca, "lag_ms") == 0
+        }),
+        "the peer catches up"
+    );
+    assert!(sees(&p.b, "big59", Some(&value)));
+}
+
 #[test]
 fn a_long_get_line_streamed_in_parts_on_a_restarted_node_misses_nothing() {
     let m: &[&str] = &["-m", "128"];

@@ -549,10 +549,14 @@ async fn send_changes(
     let mut last_mark = Instant::now();
     let mut pause = Pause::default();
     let mut idle = IdleShare::default();
+    // Whether the reader was last found behind the feed, as told to `lag_ms` (None: not
+    // yet told on this link).
+    let mut told_behind = None;
     loop {
         if send_queued(wr, control, answers).await? {
             last_write = Instant::now();
         }
+        let read_at = Instant::now();
         let batch = reader.read(wire::BATCH_BYTES);
         for lost in &batch.lost {
             // The ring dropped changes this peer never got: copy that part again.
@@ -600,6 +604,11 @@ async fn send_changes(
             if marked {
                 inner.mark_sent(peer, marks.n, reader.cursor(), marks.bytes);
             }
+        }
+        let lags = reader.cursor().total() < store.feed_total();
+        if told_behind != Some(lags) {
+            told_behind = Some(lags);
+            inner.set_unsent(peer, lags.then_some(read_at));
         }
         if behind.is_some_and(|t| reader.cursor().total() >= t) {
             behind = None;

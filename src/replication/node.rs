@@ -115,6 +115,24 @@ struct Lag {
     /// With acknowledged writes only: the feed position the peer has acknowledged on this
     /// link.
     acked: Option<FeedCursor>,
+    /// Since when changes have waited unsent: the link's feed reader fell behind the feed
+    /// (a slow link, a backlog sent again) or the link went down. Unsent changes are no
+    /// Mark's yet, so without this `lag_ms` would read 0 while a peer is minutes behind.
+    unsent_since: Option<Instant>,
+}
+
+impl Lag {
+    /// How long the oldest change the peer has not confirmed has waited (as far as this node
+    /// can tell): the age of the oldest Mark not acknowledged, or, while changes wait unsent,
+    /// the time since they began to. `total`: the feed's total now.
+    fn waited(&self, total: u64) -> Duration {
+        let sent = self.marks.front().map(|m| m.at.elapsed());
+        let unsent = self
+            .unsent_since
+            .filter(|_| total > self.acked_total)
+            .map(|t| t.elapsed());
+        sent.max(unsent).unwrap_or_default()
+    }
 }
 
 /// A Mark sent to a peer and not yet acknowledged.
@@ -520,11 +538,7 @@ impl Replication {
                     _ => Some(total.saturating_sub(p.lag.acked_total)),
                 },
                 lag_bytes: p.lag.sent_bytes.saturating_sub(p.lag.acked_bytes),
-                lag_ms: p
-                    .lag
-                    .marks
-                    .front()
-                    .map_or(0, |m| m.at.elapsed().as_millis() as u64),
+                lag_ms: p.lag.waited(total).as_millis() as u64,
                 full_syncs: p.full_syncs,
                 partial_syncs: p.partial_syncs,
                 shard_resyncs: p.shard_resyncs,
@@ -583,7 +597,7 @@ pub struct PeerStats {
     pub lag_writes: Option<u64>,
     /// Bytes sent to it not yet confirmed.
     pub lag_bytes: u64,
-    /// Age of the oldest change sent and not yet confirmed.
+    /// How long the oldest change not confirmed has waited (see `Lag::waited`).
     pub lag_ms: u64,
     pub full_syncs: u64,
     pub partial_syncs: u64,
@@ -980,7 +994,9 @@ impl Inner {
         }
         p.state = State::Down;
         p.since = Some(Instant::now());
-        // The marks not acknowledged stay (`lag_ms` goes on counting) until the next link.
+        // The marks not acknowledged stay (`lag_ms` goes on counting) until the next link,
+        // and changes made meanwhile wait from now (until a sender has caught up again).
+        p.lag.unsent_since.get_or_insert(Instant::now());
         tracing::info!("replication: link with node {} down", peer.0);
         drop(peers);
         self.acks_changed();
@@ -1090,6 +1106,16 @@ impl Inner {
                 cursor: (self.ack_peers > 0).then(|| at.clone()),
                 bytes,
             });
+        }
+    }
+
+    /// The link's sender found its feed reader behind the feed after a read that began at
+    /// `since` (Some: changes waiting since an earlier moment, the link's drop say, still
+    /// date from it), or caught up (None).
+    pub fn set_unsent(&self, peer: NodeId, since: Option<Instant>) {
+        if let Some(p) = self.peers().get_mut(&peer) {
+            let waiting = &mut p.lag.unsent_since;
+            *waiting = since.map(|t| waiting.map_or(t, |w| w.min(t)));
         }
     }
 
