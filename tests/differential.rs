@@ -1727,6 +1727,50 @@ fn a_bad_key_in_a_multiget_after_good_ones() {
     assert_eq!(b, a);
 }
 
+/// The same in a get line over 2048 bytes whose end arrives later (read as it arrives):
+/// the keys before the bad one are read and counted, and only the error is answered.
+#[test]
+fn a_bad_key_in_a_long_get_line_arriving_in_parts() {
+    let mut line = format!("get a a nokey {} ", "k".repeat(251));
+    while line.len() < 3000 {
+        line.push_str("b ");
+    }
+    let mc = Memcached::start_with(QUIET_LRU);
+    let ours = Proc::start(QUIET_LRU);
+    let [a, b] = [mc.1, ours.port].map(|port| {
+        exchange(
+            port,
+            b"set a 0 0 1\r\nx\r\nset b 0 0 1\r\ny\r\nstats reset\r\n",
+        );
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(line.as_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        s.write_all(b"\r\n").unwrap();
+        s.write_all(SENTINEL).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut reply = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !reply.ends_with(SENTINEL_REPLY) {
+            match s.read(&mut buf) {
+                Ok(n) if n > 0 => reply.extend_from_slice(&buf[..n]),
+                _ => break,
+            }
+        }
+        let reply = String::from_utf8_lossy(&reply).into_owned();
+        (reply, request_counters(&exchange(port, b"stats\r\n")))
+    });
+    assert_eq!(
+        a.0,
+        "CLIENT_ERROR bad command line format\r\nEN k__end_of_case__\r\n"
+    );
+    assert!(
+        a.1.contains("get_hits 2"),
+        "memcached read a twice: {}",
+        a.1
+    );
+    assert_eq!(b, a);
+}
+
 /// An `O` longer than 32 bytes: md and ms refuse it before they act; mg and ma act first
 /// and refuse it as memcached builds their reply flag by flag, so a non-numeric value's
 /// error comes first, an item is counted, created (`N`) or touched (`T`) by the flags

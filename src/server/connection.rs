@@ -43,7 +43,6 @@ const READ_MIN: usize = 4 * 1024;
 /// memcached's replies when `-o read_buf_mem_limit` leaves no buffer for a request.
 const OOM_READING: &[u8] = b"SERVER_ERROR out of memory reading request\r\n";
 const OOM_WRITING_GET: &[u8] = b"SERVER_ERROR out of memory writing get response\r\n";
-const BAD_FORMAT: &[u8] = b"CLIENT_ERROR bad command line format\r\n";
 
 /// Why the read loop stopped.
 enum Stop {
@@ -334,8 +333,16 @@ where
                             });
                             keep = Some((tail.0, at + tail.1));
                         }
-                        LongGet::BadKey => {
-                            out.extend_from_slice(BAD_FORMAT);
+                        LongGet::BadKey { with_cas, before } => {
+                            let get = Get {
+                                keys: Keys::Spaced(&buf[before.0..before.1]),
+                                ..Get::plain()
+                            };
+                            let reply = TextReply {
+                                noreply: false,
+                                with_cas,
+                            };
+                            command::retrieval::get_bad_key(&mut session, &get, &reply, &mut out);
                             session.stacked = true;
                             skip_line = true;
                         }
@@ -586,8 +593,12 @@ enum LongGet {
         list: (usize, usize),
         tail: (&'static [u8], usize),
     },
-    /// A get with a key that cannot be valid.
-    BadKey,
+    /// A get with a key that cannot be valid: the range of the keys before it (read
+    /// before the line is refused, as memcached reads them).
+    BadKey {
+        with_cas: bool,
+        before: (usize, usize),
+    },
     /// Something else.
     No,
 }
@@ -615,8 +626,13 @@ fn long_get(buf: &[u8]) -> LongGet {
     // refused once its line ends (and the parser's bound on a get line still holds).
     let tail = space + 1;
     let list = &buf[start.min(space)..space];
-    if Keys::Spaced(list).iter().any(|k| !is_valid_key(k)) {
-        return LongGet::BadKey;
+    if let Some(bad) = Keys::Spaced(list).iter().find(|k| !is_valid_key(k)) {
+        // `bad` lies within `buf`: where it starts is its offset there.
+        let at = bad.as_ptr() as usize - buf.as_ptr() as usize;
+        return LongGet::BadKey {
+            with_cas: cas,
+            before: (start.min(space), at),
+        };
     }
     LongGet::Keys {
         with_cas: cas,
