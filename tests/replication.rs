@@ -1366,7 +1366,7 @@ fn lag_ms_keeps_counting_once_a_link_with_unconfirmed_changes_drops() {
 /// not only how long the last batch sent has waited.
 #[test]
 fn lag_ms_counts_changes_still_waiting_to_go_over_a_slow_link() {
-    let p = ProxiedPair::start_in([127, 0, 10, 1], "64", &[]);
+    let mut p = ProxiedPair::start_in([127, 0, 10, 1], "64", &[]);
     // Either node's dial may carry the link.
     for proxy in [&p.ab, &p.ba] {
         proxy.set_rate(Some(1 << 20));
@@ -1397,6 +1397,46 @@ fn lag_ms_counts_changes_still_waiting_to_go_over_a_slow_link() {
         "the peer catches up"
     );
     assert!(sees(&p.b, "big59", Some(&value)));
+    // A restarted peer gets the whole store again, over the same slow link: behind from
+    // the copy's start, though no change is new.
+    let restarted = Instant::now();
+    p.b.restart();
+    std::thread::sleep(Duration::from_millis(2500));
+    let lag = peer_stat_sum(&mut ca, "lag_ms");
+    let waited = restarted.elapsed().as_millis();
+    assert!(peer_stat_sum(&mut ca, "lag_writes") > 0, "copied already");
+    assert!(
+        lag >= 1500,
+        "lag_ms {lag} with a copy started at most {waited} ms ago still going"
+    );
+}
+
+/// A link down with nothing to send reads 0; the first change after the drop then waits
+/// from when it was made, not from the drop.
+#[test]
+fn lag_ms_of_a_down_link_dates_from_the_first_change_after_the_drop() {
+    let p = ProxiedPair::start_in([127, 0, 10, 11], "64", &[]);
+    let mut ca = p.a.client();
+    p.partition();
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(peer_stat_sum(&mut ca, "lag_ms"), 0, "nothing waits");
+    let written = Instant::now();
+    batch(&mut ca, "set k 0 0 1 noreply\r\nx\r\n");
+    std::thread::sleep(Duration::from_millis(500));
+    let lag = peer_stat_sum(&mut ca, "lag_ms");
+    let waited = written.elapsed().as_millis() as u64 + 1;
+    assert!(
+        (400..=waited).contains(&lag),
+        "lag_ms {lag} for a change made {waited} ms ago, the link down for over 4 s"
+    );
+    p.heal();
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            peer_stat_sum(&mut ca, "lag_writes") == 0 && peer_stat_sum(&mut ca, "lag_ms") == 0
+        }),
+        "the peer catches up"
+    );
+    assert!(sees(&p.b, "k", Some("x")));
 }
 
 #[test]

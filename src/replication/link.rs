@@ -309,6 +309,10 @@ async fn serve(
         .start_sending(peer, run, chain, at)
         .ok_or(LinkError::Full)?;
     let full = start.full;
+    if full {
+        // The whole store is new to the peer: it is behind from now until caught up.
+        inner.set_unsent(peer, Some(Instant::now()));
+    }
     inner.set_state(
         peer,
         if full {

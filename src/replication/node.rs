@@ -19,7 +19,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
@@ -119,6 +119,9 @@ struct Lag {
     /// (a slow link, a backlog sent again) or the link went down. Unsent changes are no
     /// Mark's yet, so without this `lag_ms` would read 0 while a peer is minutes behind.
     unsent_since: Option<Instant>,
+    /// While the link is down: when the first change after its drop was made (set by the
+    /// parked reader's wake-up, which a writer calls once, for the first change it leaves).
+    first_unsent: Option<Arc<OnceLock<Instant>>>,
 }
 
 impl Lag {
@@ -127,8 +130,10 @@ impl Lag {
     /// the time since they began to. `total`: the feed's total now.
     fn waited(&self, total: u64) -> Duration {
         let sent = self.marks.front().map(|m| m.at.elapsed());
+        let first = self.first_unsent.as_ref().and_then(|c| c.get().copied());
         let unsent = self
             .unsent_since
+            .or(first)
             .filter(|_| total > self.acked_total)
             .map(|t| t.elapsed());
         sent.max(unsent).unwrap_or_default()
@@ -842,6 +847,11 @@ impl Inner {
         p.item_size_max = None;
         p.lag.marks.clear();
         p.lag.acked = None;
+        // Changes made while the link was down wait from then (the new link's sender
+        // sets the reader's wake-up anew).
+        if let Some(t) = p.lag.first_unsent.take().and_then(|c| c.get().copied()) {
+            p.lag.unsent_since = Some(p.lag.unsent_since.map_or(t, |w| w.min(t)));
+        }
         (p.lag.sent_bytes, p.lag.acked_bytes) = (0, 0);
         let (cancel, ended) = (CancellationToken::new(), CancellationToken::new());
         let (control_tx, control) = tokio::sync::mpsc::channel(link::CONTROL_QUEUE);
@@ -995,8 +1005,19 @@ impl Inner {
         p.state = State::Down;
         p.since = Some(Instant::now());
         // The marks not acknowledged stay (`lag_ms` goes on counting) until the next link,
-        // and changes made meanwhile wait from now (until a sender has caught up again).
-        p.lag.unsent_since.get_or_insert(Instant::now());
+        // and so do changes left unsent; those made from now on wait from when the first
+        // is made.
+        if let Some(parked) = &p.parked {
+            if parked.reader.cursor().total() < self.store.feed_total() {
+                p.lag.unsent_since.get_or_insert(Instant::now());
+            }
+            let first = Arc::new(OnceLock::new());
+            let set = first.clone();
+            parked.reader.set_waker(Arc::new(move || {
+                let _ = set.set(Instant::now());
+            }));
+            p.lag.first_unsent = Some(first);
+        }
         tracing::info!("replication: link with node {} down", peer.0);
         drop(peers);
         self.acks_changed();
