@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::node::{args, call, get, load, sees, Node};
+use common::pair::ProxiedPair;
 use common::proxy::{Mode, Proxy};
 use common::{eventually, free_port};
 
@@ -251,30 +252,11 @@ fn a_restarted_node_reads_through_a_peer_for_as_long_as_its_copy_streams() {
 /// Real processes on 127.0.9.3 and 127.0.9.4, proxies on 127.0.9.5 and 127.0.9.6.
 #[test]
 fn a_node_catching_up_over_a_slow_link_acts_on_the_clusters_values() {
-    let port = free_port();
-    let ip = |last: u8| [127, 0, 9, last];
-    let (ra, rb) = (
-        SocketAddr::from((ip(3), free_port())),
-        SocketAddr::from((ip(4), free_port())),
-    );
-    let to_b = Proxy::start(SocketAddr::from((ip(5), 0)), rb);
-    let to_a = Proxy::start(SocketAddr::from((ip(6), 0)), ra);
-    let flags = |me: SocketAddr, peer: SocketAddr| {
-        args(&[
-            "-m",
-            "128",
-            "--repl-listen",
-            &me.to_string(),
-            "--peer",
-            &peer.to_string(),
-        ])
-    };
-    let a = Node::start(ip(3), port, &flags(ra, to_b.addr()));
-    let mut b = Node::start(ip(4), port, &flags(rb, to_a.addr()));
+    let mut p = ProxiedPair::start_in([127, 0, 9, 3], "128", &[]);
     // 6 MB of items: six seconds of copy at 1 MB/s.
     let n = 3000;
-    let value = load(&a, n);
-    let mut c = a.client();
+    let value = load(&p.a, n);
+    let mut c = p.a.client();
     for i in 0..100 {
         call(
             &mut c,
@@ -282,13 +264,13 @@ fn a_node_catching_up_over_a_slow_link_acts_on_the_clusters_values() {
             "STORED\r\n",
         );
     }
-    assert!(sees(&b, "ctr99", Some("1000")));
-    assert!(sees(&b, &format!("key{}", n - 1), Some(&value)));
-    for p in [&to_a, &to_b] {
-        p.set_rate(Some(1 << 20));
+    assert!(sees(&p.b, "ctr99", Some("1000")));
+    assert!(sees(&p.b, &format!("key{}", n - 1), Some(&value)));
+    for proxy in [&p.ab, &p.ba] {
+        proxy.set_rate(Some(1 << 20));
     }
-    b.restart();
-    let mut c = b.client();
+    p.b.restart();
+    let mut c = p.b.client();
     let mut during = 0;
     for i in 0..100 {
         if c.stat("replication_role") != "catching_up" {

@@ -609,12 +609,13 @@ async fn send_changes(
                 inner.mark_sent(peer, marks.n, reader.cursor(), marks.bytes);
             }
         }
-        let lags = reader.cursor().total() < store.feed_total();
+        let read = reader.cursor().total();
+        let lags = read < store.feed_total();
         if told_behind != Some(lags) {
             told_behind = Some(lags);
             inner.set_unsent(peer, lags.then_some(read_at));
         }
-        if behind.is_some_and(|t| reader.cursor().total() >= t) {
+        if behind.is_some_and(|t| read >= t) {
             behind = None;
             inner.set_state(peer, State::Streaming);
         }

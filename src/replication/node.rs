@@ -138,6 +138,11 @@ impl Lag {
             .map(|t| t.elapsed());
         sent.max(unsent).unwrap_or_default()
     }
+
+    /// Changes wait unsent from `t`, or from earlier if they already did.
+    fn unsent_from(&mut self, t: Instant) {
+        self.unsent_since = Some(self.unsent_since.map_or(t, |w| w.min(t)));
+    }
 }
 
 /// A Mark sent to a peer and not yet acknowledged.
@@ -850,7 +855,7 @@ impl Inner {
         // Changes made while the link was down wait from then (the new link's sender
         // sets the reader's wake-up anew).
         if let Some(t) = p.lag.first_unsent.take().and_then(|c| c.get().copied()) {
-            p.lag.unsent_since = Some(p.lag.unsent_since.map_or(t, |w| w.min(t)));
+            p.lag.unsent_from(t);
         }
         (p.lag.sent_bytes, p.lag.acked_bytes) = (0, 0);
         let (cancel, ended) = (CancellationToken::new(), CancellationToken::new());
@@ -1009,7 +1014,7 @@ impl Inner {
         // is made.
         if let Some(parked) = &p.parked {
             if parked.reader.cursor().total() < self.store.feed_total() {
-                p.lag.unsent_since.get_or_insert(Instant::now());
+                p.lag.unsent_from(Instant::now());
             }
             let first = Arc::new(OnceLock::new());
             let set = first.clone();
@@ -1135,8 +1140,10 @@ impl Inner {
     /// date from it), or caught up (None).
     pub fn set_unsent(&self, peer: NodeId, since: Option<Instant>) {
         if let Some(p) = self.peers().get_mut(&peer) {
-            let waiting = &mut p.lag.unsent_since;
-            *waiting = since.map(|t| waiting.map_or(t, |w| w.min(t)));
+            match since {
+                Some(t) => p.lag.unsent_from(t),
+                None => p.lag.unsent_since = None,
+            }
         }
     }
 

@@ -31,7 +31,7 @@ use super::{Activity, ConnState, Shared};
 use crate::config::BindingProtocol;
 use crate::protocol::binary::{self, BinParsed};
 use crate::protocol::command::{Command, Get, Keys, Reply, WatchKinds};
-use crate::protocol::limits::{is_valid_key, LINE_MAX_LENGTH};
+use crate::protocol::limits::LINE_MAX_LENGTH;
 use crate::protocol::text::auth::AuthParsed;
 use crate::protocol::text::reply::TextReply;
 use crate::protocol::{text, Next, Parsed, Request};
@@ -625,18 +625,16 @@ fn long_get(buf: &[u8]) -> LongGet {
     // An unfinished last key is kept whatever its length: as in memcached, a key too long is
     // refused once its line ends (and the parser's bound on a get line still holds).
     let tail = space + 1;
-    let list = &buf[start.min(space)..space];
-    if let Some(bad) = Keys::Spaced(list).iter().find(|k| !is_valid_key(k)) {
-        // `bad` lies within `buf`: where it starts is its offset there.
-        let at = bad.as_ptr() as usize - buf.as_ptr() as usize;
+    let first = start.min(space);
+    if let Some(at) = text::retrieval::first_bad_key(&buf[first..space]) {
         return LongGet::BadKey {
             with_cas: cas,
-            before: (start.min(space), at),
+            before: (first, first + at),
         };
     }
     LongGet::Keys {
         with_cas: cas,
-        list: (start.min(space), space),
+        list: (first, space),
         tail: (verb, tail),
     }
 }

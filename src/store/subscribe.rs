@@ -63,13 +63,15 @@ impl Store {
     pub fn feed_head(&self) -> FeedCursor {
         // Unlocked: a change whose writer has returned is in its ring, and its counter was
         // raised before the shard's lock was released.
-        let shards = self
-            .inner
-            .heads
-            .iter()
-            .map(|h| h.load(Ordering::Acquire))
-            .collect();
-        FeedCursor::new(shards, self.inner.feed.events_next_seq())
+        FeedCursor::new(
+            self.shard_heads().collect(),
+            self.inner.feed.events_next_seq(),
+        )
+    }
+
+    /// Each shard ring's next sequence number.
+    fn shard_heads(&self) -> impl Iterator<Item = u64> + '_ {
+        self.inner.heads.iter().map(|h| h.load(Ordering::Acquire))
     }
 
     /// How many records the feed has taken so far, all rings together: a reader whose
@@ -77,13 +79,7 @@ impl Store {
     pub fn feed_total(&self) -> u64 {
         // As `feed_head().total()`, without building the cursor: a link's sender asks
         // after every batch.
-        let shards: u64 = self
-            .inner
-            .heads
-            .iter()
-            .map(|h| h.load(Ordering::Acquire))
-            .sum();
-        shards + self.inner.feed.events_next_seq()
+        self.shard_heads().sum::<u64>() + self.inner.feed.events_next_seq()
     }
 
     /// Pushes the item at `loc` into its shard's ring as the state it is now, then unlocks

@@ -65,9 +65,9 @@ pub fn parse<'a>(t: &Tokens<'a>, line: &'a [u8], used: usize) -> Parsed<'a> {
         rest = skip_token(rest);
     }
     let mut bad_key = false;
-    if let Some(bad) = Keys::Spaced(rest).iter().find(|k| !is_valid_key(k)) {
+    if let Some(at) = first_bad_key(rest) {
         // Only the keys before the bad one are read (see `Command::GetBadKey`).
-        rest = &rest[..bad.as_ptr() as usize - rest.as_ptr() as usize];
+        rest = &rest[..at];
         if Keys::Spaced(rest).iter().next().is_none() {
             return Parsed::Invalid(ProtocolError::new(ErrorKind::BadFormat, used));
         }
@@ -93,6 +93,14 @@ pub fn parse<'a>(t: &Tokens<'a>, line: &'a [u8], used: usize) -> Parsed<'a> {
         Command::Get(get)
     };
     Parsed::Done(Request::Text(cmd, reply), used)
+}
+
+/// Where the first key that cannot be valid starts in a spaced key list, if one is there:
+/// memcached reads the keys before it, then refuses the line.
+pub fn first_bad_key(list: &[u8]) -> Option<usize> {
+    let bad = Keys::Spaced(list).iter().find(|k| !is_valid_key(k))?;
+    // `bad` lies within `list`: where it starts is its offset there.
+    Some(bad.as_ptr() as usize - list.as_ptr() as usize)
 }
 
 /// The line after its first token.
