@@ -7,7 +7,7 @@ use std::sync::MutexGuard;
 use super::feed::{Feed, FeedCursor, Read, Waker, EVENTS_BIT};
 use super::record::Record;
 use super::shard::Shard;
-use super::version::NodeId;
+use super::version::{Hlc, NodeId};
 use super::Store;
 
 /// Records a reader could not get: the ring had already dropped them.
@@ -72,6 +72,18 @@ impl Store {
     /// Each shard ring's next sequence number.
     fn shard_heads(&self) -> impl Iterator<Item = u64> + '_ {
         self.inner.heads.iter().map(|h| h.load(Ordering::Acquire))
+    }
+
+    /// A stamp below every change this node will write from now on: each shard's clock is
+    /// read under its lock (a write stamps and records its change under that lock), and a
+    /// stamp is at least the wall time it was taken at. A reader that has read all the feed
+    /// took after this call has read every change this node wrote stamped below it.
+    pub fn stamp_floor(&self) -> u64 {
+        let wall = Hlc::stamp_of_ms(self.inner.clock.unix_ms());
+        (0..self.inner.shards.len())
+            .map(|i| (self.lock(i).hlc.last() + 1).max(wall))
+            .min()
+            .unwrap_or(wall)
     }
 
     /// How many records the feed has taken so far, all rings together: a reader whose
