@@ -26,6 +26,7 @@ use super::handshake::{self, Local};
 use super::idle::IdleShare;
 use super::node::{Inner, Parked, Registered, Registration, State, SyncKind};
 use super::pause::Pause;
+use super::relay::{self, in_gaps, relays};
 use super::warmup::Pending;
 use super::wire::{self, Frame, PROTOCOL_VERSION};
 use crate::store::{
@@ -295,6 +296,7 @@ async fn serve(
     let form = PeerForm {
         // A v2 peer refuses live records that carry item bits.
         item_bits: peer_version >= 3,
+        reach: peer_version >= 7,
         item_max: if peer_version >= 5 {
             Some(limits(inner, frames, peer, &mut prompted).await?)
         } else {
@@ -347,9 +349,10 @@ async fn serve(
         bytes: 0,
     };
     let answers = Answers::default();
+    let heard = Heard::default();
     tokio::select! {
-        r = send_changes(inner, wr, &mut parked.reader, &mut marks, (control, &answers), &wake, &acks, peer, full, form) => r,
-        r = receive(inner, frames, peer, (control_tx, &answers), pending, &acks, form) => r,
+        r = send_changes(inner, wr, &mut parked.reader, &mut marks, (control, &answers), &wake, &acks, (peer, &heard), full, form) => r,
+        r = receive(inner, frames, peer, (control_tx, &answers), pending, &acks, (form, &heard, &wake.notify)) => r,
     }
 }
 
@@ -374,12 +377,41 @@ async fn limits(
     }
 }
 
+/// What the peer said of whom it hears, for this link's sender (see [`super::relay`]).
+#[derive(Default)]
+struct Heard {
+    /// The nodes whose own changes reach the peer straight from them.
+    hears: std::sync::Mutex<Vec<NodeId>>,
+    /// Gaps the peer asked to be filled: (writer, first stamp).
+    gaps: std::sync::Mutex<Vec<(NodeId, u64)>>,
+}
+
+impl Heard {
+    fn hears(&self) -> std::sync::MutexGuard<'_, Vec<NodeId>> {
+        self.hears.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn gaps(&self) -> std::sync::MutexGuard<'_, Vec<(NodeId, u64)>> {
+        self.gaps.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Gaps a peer may ask to be filled on one link before it is served (each costs a walk of
+/// the store): a peer asks at most one per node it lost.
+const MAX_GAPS: usize = relay::MAX_HEARS;
+
+/// How often a link says how far it has covered this node's own changes, at most (each
+/// reads every shard's clock).
+const COVER_EVERY: Duration = Duration::from_millis(50);
+
 /// What the peer reads and holds: records go in its version's form, and none that it
 /// would refuse as larger than its `-I` (it could not hold it, and would have to take
 /// the bytes in to learn that).
 #[derive(Clone, Copy)]
 struct PeerForm {
     item_bits: bool,
+    /// The peer speaks v7: Covered, Hears, Gap and Filled ([`super::relay`]).
+    reach: bool,
     /// The peer's `-I`; None from a peer before v5, which does not say.
     item_max: Option<usize>,
 }
@@ -528,12 +560,16 @@ async fn send_changes(
     (control, answers): (&mut Control, &Answers),
     wake: &Wake,
     acks: &Acks,
-    peer: NodeId,
+    (peer, heard): (NodeId, &Heard),
     full: bool,
     form: PeerForm,
 ) -> Result<(), LinkError> {
     let store = &inner.store;
     let heartbeat = inner.timeout / 3;
+    let mut reach = inner.watch_reach();
+    // The peer is told whom this node hears once the loop starts, and again on each change.
+    let mut tell = true;
+    let mut last_cover: Option<Instant> = None;
     let mut out = BytesMut::new();
     if full {
         let complete = inner.warmup.caught_up();
@@ -541,7 +577,7 @@ async fn send_changes(
         // The snapshot leaves out what was flushed; the peer may still hold it.
         send_flushed(inner, wr, &mut out).await?;
         let queued = (&mut *control, answers);
-        snapshot(inner, wr, &mut out, None, queued, acks, (peer, form)).await?;
+        snapshot(inner, wr, &mut out, (None, &[]), queued, acks, (peer, form)).await?;
         send(wr, &Frame::SnapshotEnd).await?;
         inner.count(peer, SyncKind::Full);
     }
@@ -560,6 +596,33 @@ async fn send_changes(
         if send_queued(wr, control, answers).await? {
             last_write = Instant::now();
         }
+        if std::mem::take(&mut tell) || reach.has_changed().unwrap_or(false) {
+            reach.borrow_and_update();
+            if form.reach {
+                for f in inner.tell(peer) {
+                    send(wr, &f).await?;
+                }
+                last_write = Instant::now();
+            }
+        }
+        let gaps = std::mem::take(&mut *heard.gaps());
+        if !gaps.is_empty() {
+            fill(
+                inner,
+                wr,
+                &mut out,
+                &gaps,
+                (&mut *control, answers),
+                acks,
+                (peer, form),
+            )
+            .await?;
+            last_write = Instant::now();
+        }
+        // Read before the feed: every change of this node's stamped below it is in what
+        // the reader has read once it is level with the feed.
+        let floor = (form.reach && last_cover.is_none_or(|t| t.elapsed() >= COVER_EVERY))
+            .then(|| store.stamp_floor());
         let read_at = Instant::now();
         let batch = reader.read(wire::BATCH_BYTES);
         for lost in &batch.lost {
@@ -573,7 +636,16 @@ async fn send_changes(
             match lost.shard {
                 Some(i) => {
                     let queued = (&mut *control, answers);
-                    snapshot(inner, wr, &mut out, Some(i), queued, acks, (peer, form)).await?
+                    snapshot(
+                        inner,
+                        wr,
+                        &mut out,
+                        (Some(i), &[]),
+                        queued,
+                        acks,
+                        (peer, form),
+                    )
+                    .await?
                 }
                 // Lost flushes: what they did, summed up as one.
                 None => send_flushed(inner, wr, &mut out).await?,
@@ -581,14 +653,27 @@ async fn send_changes(
             inner.count(peer, SyncKind::Shard);
         }
         let got = !batch.records.is_empty() || !batch.lost.is_empty();
-        let mut mine: Vec<_> = batch
-            .records
-            .into_iter()
-            .filter(|r| r.origin() != Some(peer))
-            .collect();
+        let mut mine: Vec<_> = {
+            let hears = heard.hears();
+            batch
+                .records
+                .into_iter()
+                .filter(|r| relays(r.origin(), r.version().node, peer, &hears))
+                .collect()
+        };
         form.keep_taken(inner, peer, &mut mine);
+        let forwarded = mine.iter().filter(|r| r.origin().is_some()).count();
+        if forwarded > 0 {
+            inner.count_relayed(peer, forwarded, 0);
+        }
         out.clear();
         wire::encode_batches(store.clock().now(), &mine, &mut out, form.item_bits);
+        if let Some(stamp) = floor {
+            if reader.cursor().total() >= store.feed_total() {
+                wire::encode(&Frame::Covered { stamp }, &mut out);
+                last_cover = Some(Instant::now());
+            }
+        }
         // Writes waiting for acks wait on marks too: then every move is marked at once.
         let mark_now = !mine.is_empty()
             || marks.sent.is_none()
@@ -655,6 +740,7 @@ async fn send_changes(
         tokio::select! {
             _ = wake.notify.notified() => {}
             _ = acks.notify.notified() => {}
+            Ok(()) = reach.changed() => tell = true,
             f = control.recv() => {
                 if let Some(f) = f {
                     send(wr, &f).await?;
@@ -711,7 +797,7 @@ async fn snapshot(
     inner: &Inner,
     wr: &mut OwnedWriteHalf,
     out: &mut BytesMut,
-    only: Option<usize>,
+    (only, gaps): (Option<usize>, &[(NodeId, u64)]),
     (control, answers): (&mut Control, &Answers),
     acks: &Acks,
     (peer, form): (NodeId, PeerForm),
@@ -732,6 +818,9 @@ async fn snapshot(
         let now = store.clock().now();
         let (mut records, next) = store.scan(c, wire::BATCH_BYTES, now);
         cursor = next;
+        if !gaps.is_empty() {
+            records.retain(|r| in_gaps(gaps, r.version()));
+        }
         form.keep_taken(inner, peer, &mut records);
         if records.is_empty() {
             continue;
@@ -744,6 +833,31 @@ async fn snapshot(
         }
         wr.write_all(out).await?;
     }
+    Ok(())
+}
+
+/// Fills the peer's Gaps (see [`super::relay`]): this node's flushes, then what its store
+/// holds of the changes asked for (those it may not have forwarded while the peer heard
+/// their writer), then a Filled for each. From a walk of the store, not the backlog: the
+/// backlog may have dropped them, and the store holds each key's newest state, which is
+/// all a peer needs.
+async fn fill(
+    inner: &Inner,
+    wr: &mut OwnedWriteHalf,
+    out: &mut BytesMut,
+    gaps: &[(NodeId, u64)],
+    queued: (&mut Control, &Answers),
+    acks: &Acks,
+    (peer, form): (NodeId, PeerForm),
+) -> Result<(), LinkError> {
+    send_flushed(inner, wr, out).await?;
+    snapshot(inner, wr, out, (None, gaps), queued, acks, (peer, form)).await?;
+    out.clear();
+    for _ in gaps {
+        wire::encode(&Frame::Filled, out);
+    }
+    wr.write_all(out).await?;
+    inner.count_relayed(peer, 0, gaps.len());
     Ok(())
 }
 
@@ -837,7 +951,7 @@ async fn receive(
     (control, answers): (&ControlTx, &Answers),
     pending: &Pending,
     acks: &Acks,
-    form: PeerForm,
+    (form, heard, wake): (PeerForm, &Heard, &Notify),
 ) -> Result<(), LinkError> {
     let store = &inner.store;
     // Whether the copy arriving holds the cluster's data (see [`Frame::SnapshotStart`]).
@@ -938,6 +1052,33 @@ async fn receive(
                 }
             }
             Frame::Fetched { id, now, record } => pending.answer(id, now, record),
+            // What holds of the peer's own changes holds only while every change has been
+            // applied (as for Marks above).
+            Frame::Covered { stamp } => {
+                if whole {
+                    inner.covered(peer, stamp);
+                }
+            }
+            Frame::Hears { nodes } => {
+                tracing::debug!(
+                    "replication: node {} hears {nodes:?} straight from them",
+                    peer.0
+                );
+                *heard.hears() = relay::heard_by_peer(nodes);
+            }
+            Frame::Gap { node, from } => {
+                let mut gaps = heard.gaps();
+                if gaps.len() >= MAX_GAPS {
+                    return Err(LinkError::Protocol("more gaps asked than nodes"));
+                }
+                gaps.push((node, from));
+                wake.notify_one();
+            }
+            Frame::Filled => {
+                if !inner.filled(peer) {
+                    return Err(LinkError::Protocol("a gap filled that was not asked"));
+                }
+            }
             Frame::Refuse { reason } => return Err(LinkError::RefusedBy(reason)),
             Frame::Hello { .. } | Frame::Proof { .. } | Frame::Resume { .. } => {
                 return Err(LinkError::Protocol("a handshake frame after the handshake"))

@@ -7,6 +7,8 @@
 //! one link and one direction only. Then each side streams its changes as store records
 //! ([`crate::store::Record`], sent as the bytes the store already encoded), after a full
 //! snapshot when the peer is new or restarted.
+//! In a mesh, a change reaches a peer through a third node only while the peer does not hear
+//! its writer ([`relay`]).
 //!
 //! Replies do not wait for peers unless acknowledged writes are on (`--repl-ack-peers`):
 //! then a connection holds a write's reply until enough caught-up peers have acknowledged
@@ -26,6 +28,7 @@ pub mod idle;
 pub mod link;
 pub mod node;
 pub mod pause;
+pub mod relay;
 pub mod warmup;
 pub mod wire;
 

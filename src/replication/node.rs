@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use super::handshake::{self, Local};
 use super::idle::WorkerIdle;
 use super::link::{self, LinkError};
+use super::relay::Reach;
 use super::warmup::{Fetcher, Gone, Heard, Pending, WarmUp};
 use super::wire::Frame;
 use crate::config::{PeerAddr, ReplicationConfig};
@@ -82,6 +83,9 @@ struct Peer {
     partial_syncs: u64,
     shard_resyncs: u64,
     received: u64,
+    /// Changes forwarded to it that this node did not write, and Gaps filled for it.
+    relayed: u64,
+    gaps_filled: u64,
     lag: Lag,
     last_error: Option<(String, Instant)>,
     /// The peer's largest item (its `-I`, as it said in [`Frame::Limits`]; None from a peer
@@ -248,6 +252,11 @@ pub struct Inner {
     /// Woken when a peer acknowledges, or its link changes state: acknowledged writes
     /// look again.
     acks: tokio::sync::Notify,
+    /// Whom this node hears straight from, and what each peer was told of it (see
+    /// [`super::relay`]).
+    reach: Mutex<Reach>,
+    /// Raised when [`Inner::reach`] changed: every link tells its peer.
+    reach_changed: tokio::sync::watch::Sender<u64>,
 }
 
 /// Where acknowledged writes stand against the peers (see [`Replication::wait_acked`]).
@@ -553,6 +562,8 @@ impl Replication {
                 partial_syncs: p.partial_syncs,
                 shard_resyncs: p.shard_resyncs,
                 received: p.received,
+                relayed: p.relayed,
+                gaps_filled: p.gaps_filled,
                 last_error: p
                     .last_error
                     .as_ref()
@@ -613,6 +624,10 @@ pub struct PeerStats {
     pub partial_syncs: u64,
     pub shard_resyncs: u64,
     pub received: u64,
+    /// Changes forwarded to it that another node wrote, and Gaps filled for it (see
+    /// [`super::relay`]).
+    pub relayed: u64,
+    pub gaps_filled: u64,
     /// The last error and how many seconds ago.
     pub last_error: Option<(String, u64)>,
 }
@@ -747,6 +762,48 @@ impl Inner {
             ack_peers: cfg.ack_peers,
             ack_timeout: cfg.ack_timeout,
             acks: tokio::sync::Notify::new(),
+            reach: Mutex::default(),
+            reach_changed: tokio::sync::watch::channel(0).0,
+        }
+    }
+
+    fn reach(&self) -> std::sync::MutexGuard<'_, Reach> {
+        locked(&self.reach)
+    }
+
+    fn reach_moved(&self) {
+        self.reach_changed.send_modify(|n| *n += 1);
+    }
+
+    /// For a link's sender: raised when its peer is to be told again.
+    pub fn watch_reach(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.reach_changed.subscribe()
+    }
+
+    /// `peer` has sent every change it wrote stamped below `stamp` ([`Frame::Covered`]).
+    pub fn covered(&self, peer: NodeId, stamp: u64) {
+        if self.reach().covered(peer, stamp) {
+            tracing::debug!("replication: node {} heard straight from it", peer.0);
+            self.reach_moved();
+        }
+    }
+
+    /// What to tell `peer` of whom this node hears ([`super::relay::Reach::tell`]).
+    pub fn tell(&self, peer: NodeId) -> Vec<Frame> {
+        self.reach().tell(peer)
+    }
+
+    /// `peer` answered the oldest Gap asked of it; false if none was asked.
+    pub fn filled(&self, peer: NodeId) -> bool {
+        self.reach().filled(peer)
+    }
+
+    /// Counts changes this node forwarded to `peer` that it did not write, and Gaps it
+    /// filled for it.
+    pub fn count_relayed(&self, peer: NodeId, changes: usize, gaps: usize) {
+        if let Some(p) = self.peers().get_mut(&peer) {
+            p.relayed += changes as u64;
+            p.gaps_filled += gaps as u64;
         }
     }
 
@@ -1026,6 +1083,9 @@ impl Inner {
         tracing::info!("replication: link with node {} down", peer.0);
         drop(peers);
         self.acks_changed();
+        if self.reach().lost(peer) {
+            self.reach_moved();
+        }
     }
 
     /// A full copy from `peer` is starting: the positions of its feed held here are void
@@ -1236,8 +1296,10 @@ impl Inner {
         }
         {
             let mut copied = self.copied();
+            let mut reach = self.reach();
             for (id, _) in &forgotten {
                 copied.remove(id);
+                reach.forget(*id);
             }
         }
         // Dropped outside the lock: a last reader's drop clears every shard's ring.

@@ -17,6 +17,10 @@
 //! 12 Ack            n u64
 //! 13 AckPrompt      (empty; v4)
 //! 14 Limits         item_size_max u64 (v5)
+//! 15 Covered        stamp u64 (v7)
+//! 16 Hears          count u32, count × node u16 (v7)
+//! 17 Gap            node u16, from u64 (v7)
+//! 18 Filled         (empty; v7)
 //!  str = len u16 (at most MAX_STRING) + UTF-8
 //! ```
 //!
@@ -39,7 +43,9 @@ use crate::store::{NodeId, Record};
 /// v6: a sender waits for the peer's Limits, sends no item over them, and keeps each
 /// Changes frame within [`BATCH_BYTES`] plus one record, so a v6 receiver bounds frames by
 /// its own `-I` ([`frame_limit`]) rather than by [`MAX_FRAME`].
-pub const PROTOCOL_VERSION: u16 = 6;
+/// v7: Covered, Hears, Gap and Filled (sent only to v7 peers): a node no longer relays a change to
+/// a peer that gets it from the node that wrote it ([`super::relay`]).
+pub const PROTOCOL_VERSION: u16 = 7;
 /// The oldest version this build accepts from a peer. A node meeting an older peer than
 /// itself but not older than this speaks the peer's version (to a v2 peer, records go
 /// without item bits, which it would refuse; v1 had no resume).
@@ -69,6 +75,10 @@ const MARK: u8 = 11;
 const ACK: u8 = 12;
 const ACK_PROMPT: u8 = 13;
 const LIMITS: u8 = 14;
+const COVERED: u8 = 15;
+const HEARS: u8 = 16;
+const GAP: u8 = 17;
+const FILLED: u8 = 18;
 
 /// The smallest record (a header) plus its length prefix: bounds a claimed record count.
 const MIN_RECORD: usize = 4 + 32;
@@ -138,6 +148,18 @@ pub enum Frame {
     /// a change larger than that it refuses, so its acks do not say it holds a write that
     /// large. Sent once per link, after Resume, to v5 peers.
     Limits { item_size_max: u64 },
+    /// Every change the sender wrote itself with a stamp below `stamp` has been sent on
+    /// this link (v7): what the receiver asks other peers for if the link drops.
+    Covered { stamp: u64 },
+    /// The nodes whose own changes reach the sender straight from them (v7): the receiver
+    /// need not relay what it got from one of them (see [`super::relay`]).
+    Hears { nodes: Vec<NodeId> },
+    /// The sender no longer hears `node`, and may lack the changes `node` wrote stamped from
+    /// `from` on, which the receiver did not relay while it did (v7): send what you hold.
+    Gap { node: NodeId, from: u64 },
+    /// The answer to the oldest Gap not yet answered on this link: what the sender holds
+    /// of it has been sent (v7).
+    Filled,
 }
 
 /// Why bytes from a peer are not a frame. Any of these means the peer is broken or not a
@@ -184,6 +206,10 @@ pub fn encode(frame: &Frame, out: &mut BytesMut) {
         Frame::Ack { .. } => ACK,
         Frame::AckPrompt => ACK_PROMPT,
         Frame::Limits { .. } => LIMITS,
+        Frame::Covered { .. } => COVERED,
+        Frame::Hears { .. } => HEARS,
+        Frame::Gap { .. } => GAP,
+        Frame::Filled => FILLED,
     };
     let start = out.len();
     out.put_u32_le(0); // the length, once known
@@ -255,6 +281,17 @@ pub fn encode(frame: &Frame, out: &mut BytesMut) {
         }
         Frame::Ack { n } => out.put_u64_le(*n),
         Frame::Limits { item_size_max } => out.put_u64_le(*item_size_max),
+        Frame::Covered { stamp } => out.put_u64_le(*stamp),
+        Frame::Hears { nodes } => {
+            out.put_u32_le(nodes.len() as u32);
+            for n in nodes {
+                out.put_u16_le(n.0);
+            }
+        }
+        Frame::Gap { node, from } => {
+            out.put_u16_le(node.0);
+            out.put_u64_le(*from);
+        }
         _ => {}
     }
     let len = (out.len() - start - 4) as u32;
@@ -404,6 +441,15 @@ pub fn decode_limited(buf: &mut BytesMut, max: usize) -> Result<Option<Frame>, W
         LIMITS => Frame::Limits {
             item_size_max: body.u64()?,
         },
+        COVERED => Frame::Covered { stamp: body.u64()? },
+        HEARS => Frame::Hears {
+            nodes: body.list(2, |b| Ok(NodeId(b.u16()?)))?,
+        },
+        GAP => Frame::Gap {
+            node: NodeId(body.u16()?),
+            from: body.u64()?,
+        },
+        FILLED => Frame::Filled,
         _ => {
             // CHANGES: `frame_name` let only known types through.
             let now = body.u32()?;
@@ -450,6 +496,10 @@ fn frame_name(ty: u8) -> Result<&'static str, WireError> {
         ACK => "Ack",
         ACK_PROMPT => "AckPrompt",
         LIMITS => "Limits",
+        COVERED => "Covered",
+        HEARS => "Hears",
+        GAP => "Gap",
+        FILLED => "Filled",
         _ => return Err(WireError::UnknownType(ty)),
     })
 }
@@ -603,6 +653,16 @@ mod tests {
             Frame::Limits {
                 item_size_max: 1 << 20,
             },
+            Frame::Covered { stamp: 77 << 16 },
+            Frame::Hears {
+                nodes: vec![NodeId(1), NodeId(65535)],
+            },
+            Frame::Hears { nodes: vec![] },
+            Frame::Gap {
+                node: NodeId(9),
+                from: u64::MAX,
+            },
+            Frame::Filled,
         ]
     }
 
@@ -683,7 +743,7 @@ mod tests {
 
     #[test]
     fn unknown_type_fails_at_once() {
-        for ty in [0, LIMITS + 1, 255] {
+        for ty in [0, FILLED + 1, 255] {
             let header = [100, 0, 0, 0, ty];
             assert!(matches!(decode_all(&header), Err(WireError::UnknownType(t)) if t == ty));
         }

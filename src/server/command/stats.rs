@@ -82,6 +82,8 @@ pub fn write(s: &mut Session<'_>, group: &[u8], arg: &[u8], out: &mut Vec<u8>) {
                     peer("partial_syncs", &p.partial_syncs);
                     peer("shard_resyncs", &p.shard_resyncs);
                     peer("received", &p.received);
+                    peer("relayed", &p.relayed);
+                    peer("gaps_filled", &p.gaps_filled);
                     if let Some((e, ago)) = &p.last_error {
                         peer("last_error", e);
                         peer("last_error_secs_ago", ago);
