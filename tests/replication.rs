@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::node::{args, get, load, pair_at, sees, Node};
+use common::node::{args, get, load, pair_at, peer_stat_sum, repl_stats, sees, Node};
 use common::pair::ProxiedPair;
 use common::proxy::{Mode, Proxy};
 use common::{eventually, free_port, Client, TempDir};
@@ -1050,24 +1050,6 @@ fn many_concurrent_multigets_on_a_restarted_node_miss_nothing() {
 }
 
 /// The text of `stats replication`.
-fn repl_stats(c: &mut Client) -> String {
-    String::from_utf8(c.call_until(b"stats replication\r\n", b"END\r\n")).unwrap()
-}
-
-/// Sum of `peer:*:<name>` over `stats replication`.
-fn peer_stat_sum(c: &mut Client, name: &str) -> u64 {
-    let out = repl_stats(c);
-    out.lines()
-        .filter_map(|l| {
-            let mut p = l.split(' ');
-            let (stat, key, value) = (p.next()?, p.next()?, p.next()?);
-            (stat == "STAT" && key.starts_with("peer:") && key.ends_with(&format!(":{name}")))
-                .then(|| value.parse::<u64>().ok())
-                .flatten()
-        })
-        .sum()
-}
-
 #[test]
 fn changes_flowing_one_way_keep_the_link_up() {
     let (a, b) = seed_pair(&["--repl-timeout", "1"]);

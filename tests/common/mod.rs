@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod mesh;
 pub mod node;
 pub mod pair;
 pub mod proxy;

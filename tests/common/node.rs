@@ -180,3 +180,22 @@ pub fn load(node: &Node, n: usize) -> String {
     c.expect(b"mn\r\n", b"MN\r\n");
     value
 }
+
+/// `stats replication`, whole.
+pub fn repl_stats(c: &mut Client) -> String {
+    String::from_utf8(c.call_until(b"stats replication\r\n", b"END\r\n")).unwrap()
+}
+
+/// Sum of `peer:*:<name>` over `stats replication`.
+pub fn peer_stat_sum(c: &mut Client, name: &str) -> u64 {
+    let out = repl_stats(c);
+    out.lines()
+        .filter_map(|l| {
+            let mut p = l.split(' ');
+            let (stat, key, value) = (p.next()?, p.next()?, p.next()?);
+            (stat == "STAT" && key.starts_with("peer:") && key.ends_with(&format!(":{name}")))
+                .then(|| value.parse::<u64>().ok())
+                .flatten()
+        })
+        .sum()
+}
