@@ -793,6 +793,14 @@ impl Inner {
         self.reach().tell(peer)
     }
 
+    /// `peer` refused a change: it is not heard until its next link (its changes reach this
+    /// node through the others meanwhile).
+    pub fn unheard(&self, peer: NodeId) {
+        if self.reach().unheard(peer) {
+            self.reach_moved();
+        }
+    }
+
     /// `peer` answered the oldest Gap asked of it; false if none was asked.
     pub fn filled(&self, peer: NodeId) -> bool {
         self.reach().filled(peer)
@@ -903,6 +911,7 @@ impl Inner {
             p.caught_up = false;
             p.parked = None;
             p.applied = None;
+            self.reach().restarted(peer);
         }
         // Marks are numbered per link, and so are the bytes it carries. The peer says its
         // -I again on this link (before any ack), unless it is of protocol v4 or before.

@@ -14,6 +14,9 @@
 //!   heard W for W's changes from that stamp on ([`Frame::Gap`]): what that peer did not
 //!   forward meanwhile. The peer sends what its store holds of them, then [`Frame::Filled`].
 //!   Until a Gap is filled, Y asks again on every new link with that peer.
+//! - a write whose stamp a client chose (`E`) may be below what its writer covered, so no
+//!   Gap would find it: its writer marks it as from itself, and a node that gets it so
+//!   records it as its own, which every peer is sent.
 //!
 //! This module is the pure part: the rules and the bookkeeping, tested below by a model of
 //! a mesh whose links drop what they carry.
@@ -43,10 +46,12 @@ pub fn in_gaps(gaps: &[(NodeId, u64)], v: Version) -> bool {
 /// What one peer has been told, kept across its links.
 #[derive(Default, Debug)]
 struct Told {
-    /// Nodes the peer may not have forwarded to this node (they were in a Hears it was
-    /// sent) with no Filled since: asked for again on each new link while not heard.
+    /// Nodes the peer may have left unforwarded to this node since it was last asked for
+    /// them (they were in a Hears it was sent): asked for once not heard.
     skipped: BTreeSet<NodeId>,
-    /// This link's Gaps not yet answered, oldest first.
+    /// This link's Gaps not yet answered, oldest first: back to `skipped` if the link ends
+    /// first. A node heard again meanwhile is skipped again, and asked for again if lost
+    /// again: each Gap answers only for what was skipped before it was asked.
     asked: VecDeque<NodeId>,
 }
 
@@ -67,48 +72,59 @@ impl Reach {
         self.hears.insert(peer)
     }
 
+    /// `peer` no longer sends all it writes on its link (it refused a change): this node
+    /// does not hear it. True if it did (peers are to be told).
+    pub fn unheard(&mut self, peer: NodeId) -> bool {
+        self.hears.remove(&peer)
+    }
+
     /// The link with `peer` ended: this node no longer hears it, and Gaps asked of it on
     /// that link are asked again on the next. True if it was heard (peers are to be told).
     pub fn lost(&mut self, peer: NodeId) -> bool {
         if let Some(t) = self.told.get_mut(&peer) {
-            t.asked.clear();
+            let asked: Vec<NodeId> = t.asked.drain(..).collect();
+            t.skipped.extend(asked);
         }
-        self.hears.remove(&peer)
+        self.unheard(peer)
+    }
+
+    /// `peer` restarted: what it covered before says nothing of its new run's stamps (its
+    /// clock may be behind the old run's), so a Gap for it asks for everything.
+    pub fn restarted(&mut self, peer: NodeId) {
+        self.covered.remove(&peer);
     }
 
     /// The frames that bring `peer` up to date (on a new link, and after each change):
     /// whom this node hears, then a Gap for each node it may have skipped and is no longer
-    /// heard, unless one is already asked on this link.
+    /// heard.
     pub fn tell(&mut self, peer: NodeId) -> Vec<Frame> {
         let nodes: Vec<NodeId> = self.hears.iter().copied().filter(|&n| n != peer).collect();
         let t = self.told.entry(peer).or_default();
-        let mut frames = Vec::new();
-        for &n in t.skipped.iter() {
-            if !self.hears.contains(&n) && !t.asked.contains(&n) {
-                let from = self.covered.get(&n).copied().unwrap_or(0);
-                frames.push(Frame::Gap { node: n, from });
-                t.asked.push_back(n);
-            }
+        let lost: Vec<NodeId> = t
+            .skipped
+            .iter()
+            .copied()
+            .filter(|n| !self.hears.contains(n))
+            .collect();
+        let mut frames = vec![Frame::Hears {
+            nodes: nodes.clone(),
+        }];
+        for n in lost {
+            t.skipped.remove(&n);
+            t.asked.push_back(n);
+            let from = self.covered.get(&n).copied().unwrap_or(0);
+            frames.push(Frame::Gap { node: n, from });
         }
-        t.skipped.extend(nodes.iter().copied());
-        frames.insert(0, Frame::Hears { nodes });
+        t.skipped.extend(nodes);
         frames
     }
 
     /// `peer` answered the oldest Gap asked on this link. False if none was asked (the
     /// peer is broken).
     pub fn filled(&mut self, peer: NodeId) -> bool {
-        let Some(t) = self.told.get_mut(&peer) else {
-            return false;
-        };
-        let Some(n) = t.asked.pop_front() else {
-            return false;
-        };
-        // Heard again since, it is skipped again: a later loss asks again.
-        if !self.hears.contains(&n) && !t.asked.contains(&n) {
-            t.skipped.remove(&n);
-        }
-        true
+        self.told
+            .get_mut(&peer)
+            .is_some_and(|t| t.asked.pop_front().is_some())
     }
 
     /// How many nodes this node hears.
@@ -171,6 +187,25 @@ mod tests {
         assert!(!r.filled(a), "nothing more was asked");
         r.lost(a);
         assert_eq!(r.tell(a), vec![Frame::Hears { nodes: vec![] }], "filled");
+    }
+
+    #[test]
+    fn a_restarted_writer_is_asked_for_whole_and_a_refused_one_is_not_heard() {
+        let (w, a) = (NodeId(1), NodeId(2));
+        let mut r = Reach::default();
+        r.covered(w, 100);
+        assert_eq!(r.tell(a), vec![Frame::Hears { nodes: vec![w] }]);
+        // Its new run's clock may be behind the old run's stamps.
+        r.restarted(w);
+        assert!(r.lost(w));
+        let gap = |from| Frame::Gap { node: w, from };
+        assert_eq!(r.tell(a), vec![Frame::Hears { nodes: vec![] }, gap(0)]);
+        assert!(r.covered(w, 50));
+        assert_eq!(r.tell(a), vec![Frame::Hears { nodes: vec![w] }]);
+        // This node refused one of w's changes: a gets to forward w's changes.
+        assert!(r.unheard(w));
+        assert_eq!(r.tell(a), vec![Frame::Hears { nodes: vec![] }, gap(50)]);
+        assert!(r.filled(a) && r.filled(a), "both Gaps are answered in turn");
     }
 
     // A model of a mesh: each node holds, per key, the newest version it has seen and a
@@ -469,7 +504,7 @@ mod tests {
         /// The same with one link left cut: what its two nodes write reaches each other
         /// through the rest of the mesh, including what was in flight when it was cut.
         #[test]
-        fn a_mesh_with_one_link_cut_agrees(n in 3usize..5, ops in proptest::collection::vec(op(3), 0..80), a in 0usize..3, b in 1usize..3) {
+        fn a_mesh_with_one_link_cut_agrees(n in 3usize..5, ops in proptest::collection::vec(op(3), 0..160), a in 0usize..3, b in 1usize..3) {
             // The cut link is a's to (a + b) % n: never a link to itself.
             assert_agree(&run(n, &ops, Some((a, (a + b) % n))))?;
         }
@@ -490,6 +525,31 @@ mod tests {
         m.set_link(w, y, false);
         m.settle();
         assert_eq!(m.nodes[y].store, m.nodes[w].store, "a sent it when y asked");
+    }
+
+    /// Y loses W and asks X; before X's answer arrives Y hears W again (X skips W's next
+    /// change for Y), then loses W again for good with that change in flight: Y asks again,
+    /// and the late answer to the first Gap does not settle the second.
+    #[test]
+    fn a_writer_heard_again_and_lost_again_before_a_gap_is_filled_is_asked_for_again() {
+        let (w, x, y) = (0, 1, 2);
+        let mut m = run(3, &[], None);
+        m.set_link(w, y, false);
+        while m.send(y, x) || m.deliver(y, x) {}
+        // X answers: nothing of W's to send yet, and its Filled is on its way.
+        while m.send(x, y) {}
+        assert!(!m.dirs[x][y].queue.is_empty());
+        m.set_link(w, y, true);
+        while m.send(w, y) || m.deliver(w, y) || m.send(y, w) || m.deliver(y, w) {}
+        while m.send(y, x) || m.deliver(y, x) {}
+        assert_eq!(m.dirs[x][y].hears, vec![id(w)], "y hears w again");
+        m.write(w, 7);
+        while m.send(w, x) || m.deliver(w, x) {}
+        while m.send(x, y) {}
+        assert!(m.send(w, y), "on its way to y when the link drops");
+        m.set_link(w, y, false);
+        m.settle();
+        assert_eq!(m.nodes[y].store, m.nodes[w].store, "y got w's write from x");
     }
 
     #[test]
