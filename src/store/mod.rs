@@ -550,9 +550,11 @@ impl Store {
                 && !shard.flushes.covers(e, now);
             if safe {
                 shard.hlc.observe(e);
+                shard.took_client_stamp = true;
                 return e;
             }
         }
+        shard.took_client_stamp = false;
         shard.settle_flushes(now);
         shard.hlc.tick(wall)
     }
@@ -971,7 +973,8 @@ impl Store {
                     let v = Version { stamp, node };
                     shard.forget_delete(hash, req.key, v, &b);
                     if self.inner.feed.is_on() {
-                        self.publish(shard, Record::deleted(req.key, v, None));
+                        let origin = self.local_origin(&mut shard);
+                        self.publish(shard, Record::deleted(req.key, v, origin));
                     }
                 }
             }
@@ -987,11 +990,12 @@ impl Store {
             shard.forgotten.raise(hash, Version { stamp, node });
             shard.remove(hash, loc, &b);
         }
+        let origin = self.local_origin(&mut shard);
         let rec = self
             .inner
             .feed
             .is_on()
-            .then(|| Record::deleted(req.key, Version { stamp, node }, None));
+            .then(|| Record::deleted(req.key, Version { stamp, node }, origin));
         if let Some(rec) = rec {
             self.publish(shard, rec);
         }
@@ -1029,7 +1033,8 @@ impl Store {
         };
         shard.forget_delete(hash, req.key, version, b);
         if self.inner.feed.is_on() {
-            self.publish(shard, Record::deleted(req.key, version, None));
+            let origin = self.local_origin(&mut shard);
+            self.publish(shard, Record::deleted(req.key, version, origin));
         }
     }
 
@@ -1250,8 +1255,23 @@ impl Store {
         max_bytes: usize,
         now: u32,
     ) -> (Vec<Record>, Option<Cursor>) {
+        self.scan_where(cursor, max_bytes, now, |_| true)
+    }
+
+    /// As [`Store::scan`], for the states whose version `keep` takes, looked at before a
+    /// record is built. Items it leaves out count too, eight times less: a walk that finds
+    /// few returns every few MB of items, so its caller can let others run (the batch may
+    /// then be empty).
+    pub fn scan_where(
+        &self,
+        cursor: Cursor,
+        max_bytes: usize,
+        now: u32,
+        keep: impl Fn(Version) -> bool,
+    ) -> (Vec<Record>, Option<Cursor>) {
         let mut out = Vec::new();
         let mut bytes = 0;
+        let mut passed = 0;
         let sent = |shard: &Shard, it: &Item<'_>| !it.is_expired(now) && !shard.is_flushed(it, now);
         let more = self.walk(cursor, |shard, it| {
             let Some(it) = it else {
@@ -1260,7 +1280,7 @@ impl Store {
                     let held = shard
                         .find(hash, key)
                         .is_some_and(|loc| sent(shard, &shard.item(loc)));
-                    if held || shard.flushes.covers(version.stamp, now) {
+                    if held || shard.flushes.covers(version.stamp, now) || !keep(version) {
                         return;
                     }
                     let rec = Record::deleted(key, version, None);
@@ -1269,10 +1289,14 @@ impl Store {
                 });
                 return Walk::Took;
             };
-            if bytes >= max_bytes && !out.is_empty() {
+            if bytes >= max_bytes && !out.is_empty() || passed >= max_bytes * 8 {
                 return Walk::Stop;
             }
             if !sent(shard, it) {
+                return Walk::Skip;
+            }
+            if !keep(it.version()) {
+                passed += it.total_size();
                 return Walk::Skip;
             }
             let rec = Record::of_item(it, None);

@@ -194,6 +194,9 @@ pub struct Shard {
     next_seq: u64,
     reclaim_at: ReclaimAt,
     pub hlc: Hlc,
+    /// The last stamp [`crate::store::Store`] handed a local write was a client's own (`E`):
+    /// its change goes out marked (see `Store::local_origin`).
+    pub took_client_stamp: bool,
     /// This shard's place in the store.
     pub id: usize,
     /// This shard's changes, for the mutation feed's readers.
@@ -253,6 +256,7 @@ impl Shard {
             next_seq: 1,
             reclaim_at: ReclaimAt::default(),
             hlc: Hlc::default(),
+            took_client_stamp: false,
             id: 0,
             ring: Ring::new(0),
             flushes: Flushes::default(),

@@ -96,8 +96,18 @@ impl Store {
 
     /// Pushes the item at `loc` into its shard's ring as the state it is now, then unlocks
     /// and wakes the readers. `origin`: the peer the change came from, None for a client.
-    pub(super) fn publish_loc(&self, shard: MutexGuard<'_, Shard>, loc: u32) {
-        self.publish_from(shard, loc, None);
+    pub(super) fn publish_loc(&self, mut shard: MutexGuard<'_, Shard>, loc: u32) {
+        let origin = self.local_origin(&mut shard);
+        self.publish_from(shard, loc, origin);
+    }
+
+    /// The origin a local write's record carries: none, or this node itself when a client
+    /// chose its stamp (`E`). Such a stamp may be below what this node has told its peers
+    /// it has sent of its own writes (`Frame::Covered`), so a peer asked to fill a gap would
+    /// not look for it: marked, it is forwarded by every peer, as a change that came
+    /// through a third node is (see the replication module's `relay`).
+    pub(super) fn local_origin(&self, shard: &mut Shard) -> Option<NodeId> {
+        std::mem::take(&mut shard.took_client_stamp).then_some(self.inner.cfg.node)
     }
 
     pub(super) fn publish_from(
