@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::mesh::ProxiedMesh;
-use common::node::{get, peer_stat_sum, repl_stats, Node};
+use common::node::{get, peer_stat_sum, repl_stats, sees, Node};
 use common::proxy::Mode;
 use common::{eventually, Client};
 
@@ -270,4 +270,40 @@ fn random_faults_in_a_mesh_end_in_identical_data_even_with_a_link_left_cut() {
         "linked again (seed {seed})"
     );
     same("once healed");
+}
+
+/// A write whose stamp a client chose (`ms ... E`, `md ... E`) may be stamped below what its
+/// writer said it had sent, so a Gap would not ask for it: it is forwarded by every node, and
+/// reaches the far side of a link that went silent with it in flight.
+#[test]
+fn writes_with_a_client_chosen_cas_in_flight_when_a_link_goes_silent_reach_the_other_side() {
+    let m = ProxiedMesh::start([127, 0, 14], 3, &[]);
+    let (w, x, y) = (0, 1, 2);
+    assert!(
+        until_nothing_is_forwarded(&m),
+        "changes are still forwarded"
+    );
+    let mut cw = m.nodes[w].client();
+    cw.expect(b"ms gone 1 E1000\r\na\r\n", b"HD\r\n");
+    assert!(sees(&m.nodes[y], "gone", Some("a")));
+    m.set_mode(w, y, Mode::Blackhole);
+    cw.expect(b"set plain 0 0 2\r\nhi\r\n", b"STORED\r\n");
+    cw.expect(b"ms chosen 2 E1000\r\nhi\r\n", b"HD\r\n");
+    cw.expect(b"md gone E1500\r\n", b"HD\r\n");
+    assert!(sees(&m.nodes[x], "chosen", Some("hi")));
+    assert!(sees(&m.nodes[x], "gone", None));
+    // y drops w after a second of silence; the link stays down.
+    std::thread::sleep(Duration::from_millis(2500));
+    m.set_mode(w, y, Mode::Refuse);
+    m.cut(w, y);
+    for (key, want) in [
+        ("plain", Some("hi")),
+        ("chosen", Some("hi")),
+        ("gone", None),
+    ] {
+        assert!(sees(&m.nodes[y], key, want), "{key} on y");
+    }
+    let mut cy = m.nodes[y].client();
+    let cas = cy.cas_of("chosen");
+    assert_eq!(cas, 1000, "the client's CAS on every node");
 }

@@ -29,6 +29,7 @@ use super::pause::Pause;
 use super::relay::{self, in_gaps, relays};
 use super::warmup::Pending;
 use super::wire::{self, Frame, PROTOCOL_VERSION};
+use crate::store::merge::stamp_limit;
 use crate::store::{
     Applied, Cursor, FeedCursor, FeedReader, Kind, NodeId, Record, RemoteChange, Store, StoreError,
     Version,
@@ -662,7 +663,8 @@ async fn send_changes(
                 .collect()
         };
         form.keep_taken(inner, peer, &mut mine);
-        let forwarded = mine.iter().filter(|r| r.origin().is_some()).count();
+        let me = inner.local.node;
+        let forwarded = mine.iter().filter(|r| r.version().node != me).count();
         if forwarded > 0 {
             inner.count_relayed(peer, forwarded, 0);
         }
@@ -805,6 +807,7 @@ async fn snapshot(
     let store = &inner.store;
     // Items eviction moves while the walk runs reach the peer through the feed.
     let _walking = store.begin_walk();
+    let mut quiet = Instant::now();
     let (mut cursor, shard) = match only {
         Some(i) => (Some(Cursor::of_shard(i)), Some(i)),
         None => (Some(Cursor::default()), None),
@@ -816,15 +819,22 @@ async fn snapshot(
         // A peer catching up waits on these answers: they go between batches.
         send_queued(wr, control, answers).await?;
         let now = store.clock().now();
-        let (mut records, next) = store.scan(c, wire::BATCH_BYTES, now);
+        let (mut records, next) = store.scan_where(c, wire::BATCH_BYTES, now, |v| {
+            gaps.is_empty() || in_gaps(gaps, v)
+        });
         cursor = next;
-        if !gaps.is_empty() {
-            records.retain(|r| in_gaps(gaps, r.version()));
-        }
         form.keep_taken(inner, peer, &mut records);
         if records.is_empty() {
+            // A walk for a Gap may find little: the node's other links run meanwhile, and
+            // this one's peer keeps hearing from it.
+            tokio::task::yield_now().await;
+            if quiet.elapsed() >= inner.timeout / 3 {
+                send(wr, &Frame::Heartbeat).await?;
+                quiet = Instant::now();
+            }
             continue;
         }
+        quiet = Instant::now();
         out.clear();
         // A shard's part ends with its deletes, all at once: they may need several frames.
         wire::encode_batches(now, &records, out, form.item_bits);
@@ -975,7 +985,15 @@ async fn receive(
                         }
                         _ => {
                             let exptime = local_exptime(rec.exptime(), now, my_now);
-                            let Some(change) = RemoteChange::of_record(rec, exptime, peer) else {
+                            // Marked by its writer (a stamp a client chose: see
+                            // `Store::local_origin`): recorded as this node's, so it goes to
+                            // every peer, whom they hear or not.
+                            let from = if rec.origin() == Some(peer) && version.node == peer {
+                                inner.local.node
+                            } else {
+                                peer
+                            };
+                            let Some(change) = RemoteChange::of_record(rec, exptime, from) else {
                                 continue;
                             };
                             match store.apply(&change, my_now) {
@@ -996,6 +1014,7 @@ async fn receive(
                                     if whole {
                                         whole = false;
                                         inner.copy_starts(peer);
+                                        inner.unheard(peer);
                                     }
                                 }
                             }
@@ -1054,8 +1073,10 @@ async fn receive(
             Frame::Fetched { id, now, record } => pending.answer(id, now, record),
             // What holds of the peer's own changes holds only while every change has been
             // applied (as for Marks above).
+            // A stamp this node would refuse on a change is refused here too: a Gap asked
+            // from beyond any real stamp would be filled with nothing.
             Frame::Covered { stamp } => {
-                if whole {
+                if whole && stamp <= stamp_limit(store.clock().unix_ms()) {
                     inner.covered(peer, stamp);
                 }
             }
