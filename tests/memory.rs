@@ -52,10 +52,20 @@ fn raise_fd_limit(want: u64) {
 }
 
 /// A connection whose receive window is small, so the server meets a full socket fast.
+/// A connection that never reads, with a small receive buffer, so the kernel cannot take
+/// a large reply off the server whole (how much it would take varies with load).
 fn non_reader(p: &Proc) -> TcpStream {
-    let s = TcpStream::connect(p.addr()).expect("connect");
-    s.set_nodelay(true).unwrap();
-    s
+    let addr = p.addr();
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )
+    .expect("socket");
+    s.set_recv_buffer_size(16 * 1024).expect("SO_RCVBUF");
+    s.connect(&addr.into()).expect("connect");
+    s.set_tcp_nodelay(true).unwrap();
+    s.into()
 }
 
 fn set_value(c: &mut Client, key: &str, value: &[u8]) {
