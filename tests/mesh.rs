@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::mesh::ProxiedMesh;
-use common::node::{get, peer_stat_sum, repl_stats, sees, Node};
+use common::node::{get, peer_stat_sum, random_writes, repl_stats, sees, Node};
 use common::proxy::Mode;
 use common::{eventually, Client};
 
@@ -195,21 +195,7 @@ fn random_faults_in_a_mesh_end_in_identical_data_even_with_a_link_left_cut() {
                 let mut x = seed.wrapping_mul(w as u64 + 3) | 1;
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    let lines: String = (0..20)
-                        .map(|_| {
-                            x ^= x << 13;
-                            x ^= x >> 7;
-                            x ^= x << 17;
-                            n += 1;
-                            let key = x % keys;
-                            if x.is_multiple_of(5) {
-                                format!("delete k{key} noreply\r\n")
-                            } else {
-                                let v = format!("{w}-{n}");
-                                format!("set k{key} 0 0 {} noreply\r\n{v}\r\n", v.len())
-                            }
-                        })
-                        .collect();
+                    let lines = random_writes(&mut x, &mut n, w, keys);
                     c.send(lines.as_bytes());
                     c.expect(b"mn\r\n", b"MN\r\n");
                     std::thread::sleep(Duration::from_millis(5));

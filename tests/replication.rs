@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::node::{args, get, load, pair_at, peer_stat_sum, repl_stats, sees, Node};
+use common::node::{
+    args, get, load, pair_at, peer_stat_sum, random_writes, repl_stats, sees, Node,
+};
 use common::pair::ProxiedPair;
 use common::proxy::{Mode, Proxy};
 use common::{eventually, free_port, Client, TempDir};
@@ -582,21 +584,7 @@ fn random_faults(first: u8, backlog: &str) {
                 let mut x = seed.wrapping_mul(w as u64 + 7) | 1;
                 let mut n = 0u64;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let lines: String = (0..20)
-                        .map(|_| {
-                            x ^= x << 13;
-                            x ^= x >> 7;
-                            x ^= x << 17;
-                            n += 1;
-                            let key = x % keys;
-                            if x.is_multiple_of(5) {
-                                format!("delete k{key} noreply\r\n")
-                            } else {
-                                let v = format!("{w}-{n}");
-                                format!("set k{key} 0 0 {} noreply\r\n{v}\r\n", v.len())
-                            }
-                        })
-                        .collect();
+                    let lines = random_writes(&mut x, &mut n, w, keys);
                     batch(&mut c, &lines);
                     std::thread::sleep(Duration::from_millis(5));
                 }

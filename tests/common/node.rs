@@ -199,3 +199,24 @@ pub fn peer_stat_sum(c: &mut Client, name: &str) -> u64 {
         })
         .sum()
 }
+
+/// Twenty pipelined noreply writes of keys `k0..k{keys}` by writer `w`, from the xorshift
+/// state `x`: a delete one time in five, else a set of a value naming the writer and its
+/// count `n`.
+pub fn random_writes(x: &mut u64, n: &mut u64, w: usize, keys: u64) -> String {
+    (0..20)
+        .map(|_| {
+            *x ^= *x << 13;
+            *x ^= *x >> 7;
+            *x ^= *x << 17;
+            *n += 1;
+            let key = *x % keys;
+            if x.is_multiple_of(5) {
+                format!("delete k{key} noreply\r\n")
+            } else {
+                let v = format!("{w}-{n}");
+                format!("set k{key} 0 0 {} noreply\r\n{v}\r\n", v.len())
+            }
+        })
+        .collect()
+}
