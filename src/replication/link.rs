@@ -383,8 +383,9 @@ async fn limits(
 struct Heard {
     /// The nodes whose own changes reach the peer straight from them.
     hears: std::sync::Mutex<Vec<NodeId>>,
-    /// Gaps the peer asked to be filled: (writer, first stamp).
-    gaps: std::sync::Mutex<Vec<(NodeId, u64)>>,
+    /// Gaps the peer asked to be filled and not yet served: (writer, first stamp) for each
+    /// writer, and how many Gaps they answer (one Filled each).
+    gaps: std::sync::Mutex<(Vec<(NodeId, u64)>, usize)>,
 }
 
 impl Heard {
@@ -392,13 +393,13 @@ impl Heard {
         self.hears.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn gaps(&self) -> std::sync::MutexGuard<'_, Vec<(NodeId, u64)>> {
+    fn gaps(&self) -> std::sync::MutexGuard<'_, (Vec<(NodeId, u64)>, usize)> {
         self.gaps.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-/// Gaps a peer may ask to be filled on one link before it is served (each costs a walk of
-/// the store): a peer asks at most one per node it lost.
+/// Writers a peer may ask Gaps of on one link before they are served (Gaps of one writer
+/// waiting together are served by one walk, from the lowest stamp asked).
 const MAX_GAPS: usize = relay::MAX_HEARS;
 
 /// How often a link says how far it has covered this node's own changes, at most (each
@@ -607,12 +608,12 @@ async fn send_changes(
             }
         }
         let gaps = std::mem::take(&mut *heard.gaps());
-        if !gaps.is_empty() {
+        if gaps.1 > 0 {
             fill(
                 inner,
                 wr,
                 &mut out,
-                &gaps,
+                gaps,
                 (&mut *control, answers),
                 acks,
                 (peer, form),
@@ -654,17 +655,29 @@ async fn send_changes(
             inner.count(peer, SyncKind::Shard);
         }
         let got = !batch.records.is_empty() || !batch.lost.is_empty();
+        let me = inner.local.node;
         let mut mine: Vec<_> = {
             let hears = heard.hears();
             batch
                 .records
                 .into_iter()
-                .filter(|r| relays(r.origin(), r.version().node, peer, &hears))
+                // A peer that says it hears this node gets its writes all the same.
+                .filter(|r| {
+                    relays(
+                        r.origin().filter(|&o| o != me),
+                        r.version().node,
+                        peer,
+                        &hears,
+                    )
+                })
                 .collect()
         };
         form.keep_taken(inner, peer, &mut mine);
-        let me = inner.local.node;
-        let forwarded = mine.iter().filter(|r| r.version().node != me).count();
+        // Another node's writes that came through a peer (not moved here by eviction).
+        let forwarded = mine
+            .iter()
+            .filter(|r| r.origin().is_some() && r.version().node != me)
+            .count();
         if forwarded > 0 {
             inner.count_relayed(peer, forwarded, 0);
         }
@@ -855,19 +868,19 @@ async fn fill(
     inner: &Inner,
     wr: &mut OwnedWriteHalf,
     out: &mut BytesMut,
-    gaps: &[(NodeId, u64)],
+    (gaps, owed): (Vec<(NodeId, u64)>, usize),
     queued: (&mut Control, &Answers),
     acks: &Acks,
     (peer, form): (NodeId, PeerForm),
 ) -> Result<(), LinkError> {
     send_flushed(inner, wr, out).await?;
-    snapshot(inner, wr, out, (None, gaps), queued, acks, (peer, form)).await?;
+    snapshot(inner, wr, out, (None, &gaps), queued, acks, (peer, form)).await?;
     out.clear();
-    for _ in gaps {
+    for _ in 0..owed {
         wire::encode(&Frame::Filled, out);
     }
     wr.write_all(out).await?;
-    inner.count_relayed(peer, 0, gaps.len());
+    inner.count_relayed(peer, 0, owed);
     Ok(())
 }
 
@@ -1088,11 +1101,16 @@ async fn receive(
                 *heard.hears() = relay::heard_by_peer(nodes);
             }
             Frame::Gap { node, from } => {
-                let mut gaps = heard.gaps();
-                if gaps.len() >= MAX_GAPS {
-                    return Err(LinkError::Protocol("more gaps asked than nodes"));
+                let (gaps, owed) = &mut *heard.gaps();
+                let full = gaps.len() >= MAX_GAPS;
+                match gaps.iter_mut().find(|(n, _)| *n == node) {
+                    Some((_, f)) => *f = (*f).min(from),
+                    None if full => {
+                        return Err(LinkError::Protocol("gaps asked of too many nodes"));
+                    }
+                    None => gaps.push((node, from)),
                 }
-                gaps.push((node, from));
+                *owed += 1;
                 wake.notify_one();
             }
             Frame::Filled => {

@@ -549,8 +549,15 @@ impl Store {
                 && !shard.forgotten.covers(hash, mine)
                 && !shard.flushes.covers(e, now);
             if safe {
+                // Below a fresh tick, it may be below what this node told its peers it
+                // had sent (see `local_origin`); at or above one, it cannot be.
+                let tick = shard
+                    .hlc
+                    .last()
+                    .saturating_add(1)
+                    .max(Hlc::stamp_of_ms(wall));
+                shard.took_client_stamp = e < tick;
                 shard.hlc.observe(e);
-                shard.took_client_stamp = true;
                 return e;
             }
         }
@@ -1259,9 +1266,9 @@ impl Store {
     }
 
     /// As [`Store::scan`], for the states whose version `keep` takes, looked at before a
-    /// record is built. Items it leaves out count too, eight times less: a walk that finds
-    /// few returns every few MB of items, so its caller can let others run (the batch may
-    /// then be empty).
+    /// record is built. Items left out (by `keep`, or expired or flushed) count too, eight
+    /// times less: a walk that finds few returns every few MB of items, so its caller can
+    /// let others run (the batch may then be empty).
     pub fn scan_where(
         &self,
         cursor: Cursor,
@@ -1289,13 +1296,10 @@ impl Store {
                 });
                 return Walk::Took;
             };
-            if bytes >= max_bytes && !out.is_empty() || passed >= max_bytes * 8 {
+            if bytes >= max_bytes && !out.is_empty() || passed >= max_bytes.saturating_mul(8) {
                 return Walk::Stop;
             }
-            if !sent(shard, it) {
-                return Walk::Skip;
-            }
-            if !keep(it.version()) {
+            if !sent(shard, it) || !keep(it.version()) {
                 passed += it.total_size();
                 return Walk::Skip;
             }

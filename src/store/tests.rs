@@ -246,6 +246,12 @@ fn a_client_chosen_stamp_goes_out_marked() {
         ..Default::default()
     };
     s.delete(&del, 2);
+    // Above a fresh tick, a client's stamp is above anything this node said it had sent.
+    let ahead = Hlc::stamp_of_ms(s.inner.clock.unix_ms() + 60_000);
+    let mut req = SetRequest::new(SetMode::Set, b"ahead", b"1");
+    req.new_cas = Some(ahead);
+    s.set(&req, 2).unwrap();
+    assert_eq!(cas_of(&s, b"ahead"), ahead);
     // (Read shard by shard: sorted.)
     let mut got: Vec<_> = sub
         .read(1 << 20)
@@ -264,6 +270,7 @@ fn a_client_chosen_stamp_goes_out_marked() {
     assert_eq!(
         got,
         vec![
+            (b"ahead".to_vec(), false, None),
             (b"e".to_vec(), true, me),
             (b"e".to_vec(), true, me),
             (b"plain".to_vec(), false, None),
@@ -436,6 +443,22 @@ fn a_filtered_scan_returns_often_and_misses_nothing() {
         calls > 10,
         "returned along the way, not once at the end: {calls}"
     );
+    // So does a walk over items that expired.
+    let s = store();
+    for i in 0..2000u32 {
+        let key = format!("t{i}");
+        let mut req = SetRequest::new(SetMode::Set, key.as_bytes(), &[b'v'; 100]);
+        req.exptime = 3;
+        s.set(&req, 2).unwrap();
+    }
+    let (mut calls, mut cur) = (0, Some(Cursor::default()));
+    while let Some(c) = cur {
+        let (batch, next) = s.scan_where(c, 1000, 10, |_| true);
+        assert!(batch.is_empty());
+        calls += 1;
+        cur = next;
+    }
+    assert!(calls > 10, "expired items count too: {calls}");
 }
 
 #[test]
