@@ -176,11 +176,7 @@ fn writes_in_flight_when_a_link_goes_silent_reach_the_other_side_through_the_thi
 #[test]
 fn random_faults_in_a_mesh_end_in_identical_data_even_with_a_link_left_cut() {
     let m = ProxiedMesh::start([127, 0, 13], 3, &["--repl-backlog-size", "64k"]);
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
+    let seed = common::time_seed();
     eprintln!("seed {seed}");
     let keys = 200;
     let stop = Arc::new(AtomicBool::new(false));

@@ -566,11 +566,7 @@ fn random_cuts_and_silences_end_in_identical_data_copying_shards_again() {
 /// once healed, both hold the same for every key.
 fn random_faults(first: u8, backlog: &str) {
     let p = ProxiedPair::start_with(first, &["--repl-backlog-size", backlog]);
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
+    let seed = common::time_seed();
     eprintln!("seed {seed}");
     let keys = 300;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -1037,7 +1033,6 @@ fn many_concurrent_multigets_on_a_restarted_node_miss_nothing() {
     );
 }
 
-/// The text of `stats replication`.
 #[test]
 fn changes_flowing_one_way_keep_the_link_up() {
     let (a, b) = seed_pair(&["--repl-timeout", "1"]);

@@ -1085,9 +1085,8 @@ async fn receive(
             }
             Frame::Fetched { id, now, record } => pending.answer(id, now, record),
             // What holds of the peer's own changes holds only while every change has been
-            // applied (as for Marks above).
-            // A stamp this node would refuse on a change is refused here too: a Gap asked
-            // from beyond any real stamp would be filled with nothing.
+            // applied (as for Marks above); a stamp this node would refuse on a change is
+            // refused here too (a Gap asked from beyond it would be filled with nothing).
             Frame::Covered { stamp } => {
                 if whole && stamp <= stamp_limit(store.clock().unix_ms()) {
                     inner.covered(peer, stamp);

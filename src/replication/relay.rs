@@ -21,7 +21,7 @@
 //! This module is the pure part: the rules and the bookkeeping, tested below by a model of
 //! a mesh whose links drop what they carry.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use super::wire::Frame;
 use crate::store::{NodeId, Version};
@@ -82,8 +82,7 @@ impl Reach {
     /// that link are asked again on the next. True if it was heard (peers are to be told).
     pub fn lost(&mut self, peer: NodeId) -> bool {
         if let Some(t) = self.told.get_mut(&peer) {
-            let asked: Vec<NodeId> = t.asked.drain(..).collect();
-            t.skipped.extend(asked);
+            t.skipped.extend(t.asked.drain(..));
         }
         self.unheard(peer)
     }
@@ -100,22 +99,21 @@ impl Reach {
     pub fn tell(&mut self, peer: NodeId) -> Vec<Frame> {
         let nodes: Vec<NodeId> = self.hears.iter().copied().filter(|&n| n != peer).collect();
         let t = self.told.entry(peer).or_default();
+        // Those heard stay skipped; the others are asked for.
+        t.skipped.extend(nodes.iter().copied());
         let lost: Vec<NodeId> = t
             .skipped
             .iter()
             .copied()
             .filter(|n| !self.hears.contains(n))
             .collect();
-        let mut frames = vec![Frame::Hears {
-            nodes: nodes.clone(),
-        }];
+        let mut frames = vec![Frame::Hears { nodes }];
         for n in lost {
             t.skipped.remove(&n);
             t.asked.push_back(n);
             let from = self.covered.get(&n).copied().unwrap_or(0);
             frames.push(Frame::Gap { node: n, from });
         }
-        t.skipped.extend(nodes);
         frames
     }
 
@@ -127,11 +125,6 @@ impl Reach {
             .is_some_and(|t| t.asked.pop_front().is_some())
     }
 
-    /// How many nodes this node hears.
-    pub fn heard(&self) -> usize {
-        self.hears.len()
-    }
-
     /// Forgets what a peer gone for good was told. (What others may have skipped of its
     /// changes is still asked for until filled.)
     pub fn forget(&mut self, peer: NodeId) {
@@ -139,17 +132,21 @@ impl Reach {
     }
 }
 
-/// Nodes listed in a Hears, most first: bounds what a peer can make this node keep.
+/// The most nodes of a Hears a node keeps: bounds what a peer can make it hold.
 pub const MAX_HEARS: usize = 256;
 
 /// A peer's Hears as the sender keeps it: sorted, deduplicated, bounded.
 pub fn heard_by_peer(nodes: Vec<NodeId>) -> Vec<NodeId> {
-    let set: BTreeMap<NodeId, ()> = nodes.into_iter().take(MAX_HEARS).map(|n| (n, ())).collect();
-    set.into_keys().collect()
+    let mut nodes: Vec<NodeId> = nodes.into_iter().take(MAX_HEARS).collect();
+    nodes.sort_unstable();
+    nodes.dedup();
+    nodes
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
     use proptest::prelude::*;
 

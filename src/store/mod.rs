@@ -551,12 +551,7 @@ impl Store {
             if safe {
                 // Below a fresh tick, it may be below what this node told its peers it
                 // had sent (see `local_origin`); at or above one, it cannot be.
-                let tick = shard
-                    .hlc
-                    .last()
-                    .saturating_add(1)
-                    .max(Hlc::stamp_of_ms(wall));
-                shard.took_client_stamp = e < tick;
+                shard.took_client_stamp = e < shard.hlc.floor(wall);
                 shard.hlc.observe(e);
                 return e;
             }
@@ -979,10 +974,7 @@ impl Store {
                     // No room for the changed copy: the key goes, as a delete would.
                     let v = Version { stamp, node };
                     shard.forget_delete(hash, req.key, v, &b);
-                    if self.inner.feed.is_on() {
-                        let origin = self.local_origin(&mut shard);
-                        self.publish(shard, Record::deleted(req.key, v, origin));
-                    }
+                    self.publish_delete(shard, req.key, v);
                 }
             }
             return DeleteOutcome::Deleted;
@@ -997,15 +989,7 @@ impl Store {
             shard.forgotten.raise(hash, Version { stamp, node });
             shard.remove(hash, loc, &b);
         }
-        let origin = self.local_origin(&mut shard);
-        let rec = self
-            .inner
-            .feed
-            .is_on()
-            .then(|| Record::deleted(req.key, Version { stamp, node }, origin));
-        if let Some(rec) = rec {
-            self.publish(shard, rec);
-        }
+        self.publish_delete(shard, req.key, Version { stamp, node });
         DeleteOutcome::Deleted
     }
 
@@ -1039,10 +1023,7 @@ impl Store {
             node: self.inner.cfg.node,
         };
         shard.forget_delete(hash, req.key, version, b);
-        if self.inner.feed.is_on() {
-            let origin = self.local_origin(&mut shard);
-            self.publish(shard, Record::deleted(req.key, version, origin));
-        }
+        self.publish_delete(shard, req.key, version);
     }
 
     /// incr/decr on a decimal value; memcached keeps the length when the number shrinks

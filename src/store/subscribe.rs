@@ -7,7 +7,7 @@ use std::sync::MutexGuard;
 use super::feed::{Feed, FeedCursor, Read, Waker, EVENTS_BIT};
 use super::record::Record;
 use super::shard::Shard;
-use super::version::{Hlc, NodeId};
+use super::version::{Hlc, NodeId, Version};
 use super::Store;
 
 /// Records a reader could not get: the ring had already dropped them.
@@ -79,11 +79,11 @@ impl Store {
     /// stamp is at least the wall time it was taken at. A reader that has read all the feed
     /// took after this call has read every change this node wrote stamped below it.
     pub fn stamp_floor(&self) -> u64 {
-        let wall = Hlc::stamp_of_ms(self.inner.clock.unix_ms());
+        let ms = self.inner.clock.unix_ms();
         (0..self.inner.shards.len())
-            .map(|i| (self.lock(i).hlc.last() + 1).max(wall))
+            .map(|i| self.lock(i).hlc.floor(ms))
             .min()
-            .unwrap_or(wall)
+            .unwrap_or(Hlc::stamp_of_ms(ms))
     }
 
     /// How many records the feed has taken so far, all rings together: a reader whose
@@ -99,6 +99,20 @@ impl Store {
     pub(super) fn publish_loc(&self, mut shard: MutexGuard<'_, Shard>, loc: u32) {
         let origin = self.local_origin(&mut shard);
         self.publish_from(shard, loc, origin);
+    }
+
+    /// Pushes a local delete of `key` at `version` (when anyone reads the feed), then
+    /// unlocks and wakes the readers.
+    pub(super) fn publish_delete(
+        &self,
+        mut shard: MutexGuard<'_, Shard>,
+        key: &[u8],
+        version: Version,
+    ) {
+        if self.inner.feed.is_on() {
+            let origin = self.local_origin(&mut shard);
+            self.publish(shard, Record::deleted(key, version, origin));
+        }
     }
 
     /// The origin a local write's record carries: none, or this node itself when a client

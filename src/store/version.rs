@@ -72,14 +72,15 @@ impl Hlc {
         unix_ms << LOGICAL_BITS
     }
 
+    /// The lowest stamp a tick at `unix_ms` or later can give: above every stamp issued or
+    /// observed so far, and not below wall time.
+    pub fn floor(&self, unix_ms: u64) -> u64 {
+        Self::stamp_of_ms(unix_ms).max(self.last.saturating_add(1))
+    }
+
     /// A new stamp above every stamp issued or observed so far.
     pub fn tick(&mut self, unix_ms: u64) -> u64 {
-        let wall = Self::stamp_of_ms(unix_ms);
-        let next = if wall > self.last {
-            wall
-        } else {
-            self.last + 1
-        };
+        let next = self.floor(unix_ms);
         // Up to the first stamp in this clock's lane.
         self.last = next + (self.lane.wrapping_sub(next) & self.lane_mask);
         self.last

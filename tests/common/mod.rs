@@ -358,3 +358,12 @@ pub fn cas_in(reply: &[u8]) -> u64 {
         .and_then(|c| c.parse().ok())
         .unwrap_or(0)
 }
+
+/// A seed for a randomized test, from the clock (odd: a xorshift state must not be 0).
+/// Print it, so a failure can be rerun.
+pub fn time_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        | 1
+}
