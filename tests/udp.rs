@@ -269,7 +269,12 @@ fn a_udp_port_alone_is_the_tcp_port_too() {
 /// Requests sharing a datagram, against the real memcached: `quit` ends the datagram,
 /// answered by a bare frame header (total 0) when it is its first answer; `watch` and `lru_crawler metadump` hand
 /// its socket to a stream that never reaches the client, so nothing comes back for them
-/// or the rest of their datagram.
+/// or the rest of their datagram. Each case has a socket of its own, so a late answer
+/// cannot be read as the next case's.
+///
+/// memcached answers the rest of a metadump's datagram once its crawler finishes, which
+/// may take seconds under load (it did in CI), so that case is checked on this server
+/// alone: nothing comes back.
 #[test]
 fn datagrams_end_where_memcached_ends_them() {
     let mc_udp = free_udp_port();
@@ -286,7 +291,7 @@ fn datagrams_end_where_memcached_ends_them() {
         Duration::from_secs(10)
     ));
     let (_ours, udp) = server();
-    let cases: [&[u8]; 10] = [
+    let cases: [&[u8]; 9] = [
         b"quit\r\nset k 0 0 1\r\nx\r\n",
         b"set y 0 0 1 noreply\r\nz\r\nquit\r\n",
         // Not after a text get or `mn`: memcached writes out there, and whether its
@@ -295,18 +300,17 @@ fn datagrams_end_where_memcached_ends_them() {
         b"set k 0 0 1\r\nx\r\nquit\r\n",
         b"set k 0 0 1\r\nx\r\nmg k v\r\nquit\r\ntouch k 1\r\n",
         b"touch k 1\r\nmg k v\r\nquit\r\n",
-        b"lru_crawler metadump all\r\ntouch k 1\r\n",
         b"watch\r\ntouch k 1\r\n",
         b"touch k 1\r\nwatch\r\ntouch k 1\r\n",
         b"mg k v\r\nmg y v\r\n",
     ];
     let mut got = Vec::new();
     for port in [mc_udp, udp] {
-        let s = client(SocketAddr::from(([127, 0, 0, 1], port)));
         let replies: Vec<_> = cases
             .iter()
             .enumerate()
             .map(|(id, case)| {
+                let s = client(SocketAddr::from(([127, 0, 0, 1], port)));
                 s.send(&frame(id as u16, 0, 1, case)).unwrap();
                 datagrams(&s, Duration::from_millis(500))
             })
@@ -324,5 +328,16 @@ fn datagrams_end_where_memcached_ends_them() {
         );
     }
     assert_eq!(got[1][0], vec![([0, 0, 0, 0], Vec::new())]);
-    assert_eq!(got[1][9].len(), 2, "{:?}", got[1][9]);
+    assert_eq!(got[1][8].len(), 2, "{:?}", got[1][8]);
+    let s = client(SocketAddr::from(([127, 0, 0, 1], udp)));
+    s.send(&frame(
+        9,
+        0,
+        1,
+        b"lru_crawler metadump all\r\ntouch k 1\r\n",
+    ))
+    .unwrap();
+    assert_eq!(datagrams(&s, Duration::from_secs(2)), vec![]);
+    // The server goes on serving the client afterwards.
+    assert_one(&call(&s, 10, b"mn\r\n"), 10, b"MN\r\n");
 }
