@@ -477,6 +477,9 @@ fn a_peer_away_longer_than_the_backlog_gets_what_it_missed_from_a_snapshot() {
     let mut ca = p.a.client();
     batch(&mut ca, "set first 0 0 1 noreply\r\nx\r\n");
     assert!(sees(&p.b, "first", Some("x")));
+    // Under load a first link may drop before it caught up, and the next one copies all
+    // again: what matters is that the peer's return below is no full copy.
+    let full_before = peer_stat_sum(&mut ca, "full_syncs");
     p.set_mode(Mode::Refuse);
     p.cut();
     assert!(p.connected(0, Duration::from_secs(3)));
@@ -497,12 +500,13 @@ fn a_peer_away_longer_than_the_backlog_gets_what_it_missed_from_a_snapshot() {
         (0..written).all(|i| get(&mut cb, &format!("k{i}")).as_deref() == Some(value.as_str()))
     });
     assert!(all, "everything written while the peer was away arrived");
-    assert!(peer_stat_sum(&mut ca, "partial_syncs") >= 1);
+    let stats = repl_stats(&mut ca);
+    assert!(peer_stat_sum(&mut ca, "partial_syncs") >= 1, "{stats}");
     assert!(
         peer_stat_sum(&mut ca, "shard_resyncs") >= 1,
-        "shards whose backlog moved on were copied again"
+        "shards whose backlog moved on were copied again: {stats}"
     );
-    assert_eq!(peer_stat_sum(&mut ca, "full_syncs"), 1);
+    assert_eq!(peer_stat_sum(&mut ca, "full_syncs"), full_before, "{stats}");
 }
 
 #[test]
