@@ -289,3 +289,93 @@ fn writes_with_a_client_chosen_cas_in_flight_when_a_link_goes_silent_reach_the_o
     let cas = cy.cas_of("chosen");
     assert_eq!(cas, 1000, "the client's CAS on every node");
 }
+
+/// A writer killed (SIGKILL) while its link to one peer is cut: what it sent only to the
+/// third node reaches the cut-off peer through that node (a Gap about a writer now gone),
+/// and the restarted writer, still reachable only through the third node for one of its
+/// peers, ends with the others in identical data, before the link heals and after.
+#[test]
+fn a_writer_killed_while_its_link_to_one_peer_is_cut_leaves_the_others_identical() {
+    let mut m = ProxiedMesh::start([127, 0, 15], 3, &[]);
+    assert!(
+        until_nothing_is_forwarded(&m),
+        "every node hears the others"
+    );
+    let seed = common::time_seed();
+    eprintln!("seed {seed}");
+    let keys = 200;
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = [1, 2]
+        .into_iter()
+        .map(|w| {
+            let stop = stop.clone();
+            let mut c = m.nodes[w].client();
+            std::thread::spawn(move || {
+                let mut x = seed.wrapping_mul(w as u64 + 3) | 1;
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    c.send(random_writes(&mut x, &mut n, w, keys).as_bytes());
+                    c.expect(b"mn\r\n", b"MN\r\n");
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            })
+        })
+        .collect();
+    let (mut x, mut n) = (seed | 1, 0u64);
+    let mut c0 = m.nodes[0].client();
+    for _ in 0..20 {
+        c0.send(random_writes(&mut x, &mut n, 0, keys).as_bytes());
+        c0.expect(b"mn\r\n", b"MN\r\n");
+    }
+    // Writes in flight on both of node 0's links when one of them is cut, then node 0 dies
+    // before it could send them again.
+    c0.send(random_writes(&mut x, &mut n, 0, keys).as_bytes());
+    m.set_mode(0, 1, Mode::Refuse);
+    m.cut(0, 1);
+    for _ in 0..5 {
+        c0.send(random_writes(&mut x, &mut n, 0, keys).as_bytes());
+    }
+    c0.expect(b"mn\r\n", b"MN\r\n");
+    m.nodes[0].kill();
+    std::thread::sleep(Duration::from_millis(300));
+    m.nodes[0].restart();
+    let mut c0 = m.nodes[0].client();
+    for _ in 0..20 {
+        c0.send(random_writes(&mut x, &mut n, 0, keys).as_bytes());
+        c0.expect(b"mn\r\n", b"MN\r\n");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.join().unwrap();
+    }
+    let same = |what: &str| {
+        let mut clients: Vec<Client> = m.nodes.iter().map(Node::client).collect();
+        let mut differ = Vec::new();
+        let agree = eventually(Duration::from_secs(15), || {
+            differ = (0..keys)
+                .map(|k| format!("k{k}"))
+                .filter(|k| {
+                    let first = get(&mut clients[0], k);
+                    clients[1..].iter_mut().any(|c| get(c, k) != first)
+                })
+                .collect();
+            differ.is_empty()
+        });
+        assert!(agree, "keys differ {what} (seed {seed}): {differ:?}");
+    };
+    same("with the link 0-1 cut");
+    let mut c2 = m.nodes[2].client();
+    assert!(
+        peer_stat_sum(&mut c2, "gaps_filled") >= 1,
+        "node 2 filled node 1's gap of node 0: {}",
+        repl_stats(&mut c2)
+    );
+    assert!(peer_stat_sum(&mut c2, "relayed") > 0, "node 2 forwarded");
+    m.set_mode(0, 1, Mode::Pass);
+    assert!(
+        m.connected(Duration::from_secs(10)),
+        "linked again (seed {seed})"
+    );
+    same("once healed");
+}
