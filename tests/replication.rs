@@ -442,8 +442,8 @@ fn a_blip_reconnects_by_itself() {
     let mut ca = p.a.client();
     batch(&mut ca, "set first 0 0 1 noreply\r\nx\r\n");
     assert!(sees(&p.b, "first", Some("x")));
-    // A first link dropped under load before it caught up copies all again: counted from
-    // here.
+    // When both nodes dial at once, the link that loses may have copied all before the
+    // winner replaces it: full copies are counted from here.
     let full_before = peer_stat_sum(&mut ca, "full_syncs");
     let mut written = 0;
     for round in 0..5 {
@@ -482,8 +482,8 @@ fn a_peer_away_longer_than_the_backlog_gets_what_it_missed_from_a_snapshot() {
     let mut ca = p.a.client();
     batch(&mut ca, "set first 0 0 1 noreply\r\nx\r\n");
     assert!(sees(&p.b, "first", Some("x")));
-    // Under load a first link may drop before it caught up, and the next one copies all
-    // again: what matters is that the peer's return below is no full copy.
+    // Counted from here (both nodes dialling at once may copy all twice): what matters is
+    // that the peer's return below is no full copy.
     let full_before = peer_stat_sum(&mut ca, "full_syncs");
     p.set_mode(Mode::Refuse);
     p.cut();
