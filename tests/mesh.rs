@@ -170,6 +170,49 @@ fn writes_in_flight_when_a_link_goes_silent_reach_the_other_side_through_the_thi
     );
 }
 
+/// Writers on `nodes` of the mesh, each sending [`random_writes`] of `keys` keys until
+/// `stop`: twenty a batch, a batch every 5 ms.
+fn writers(
+    m: &ProxiedMesh,
+    nodes: &[usize],
+    (seed, keys): (u64, u64),
+    stop: &Arc<AtomicBool>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    nodes
+        .iter()
+        .map(|&w| {
+            let stop = stop.clone();
+            let mut c = m.nodes[w].client();
+            std::thread::spawn(move || {
+                let mut x = seed.wrapping_mul(w as u64 + 3) | 1;
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    c.send(random_writes(&mut x, &mut n, w, keys).as_bytes());
+                    c.expect(b"mn\r\n", b"MN\r\n");
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            })
+        })
+        .collect()
+}
+
+/// Asserts that every node of the mesh answers `k0..k{keys}` alike within `limit`.
+fn assert_identical(m: &ProxiedMesh, keys: u64, limit: Duration, what: &str) {
+    let mut clients: Vec<Client> = m.nodes.iter().map(Node::client).collect();
+    let mut differ = Vec::new();
+    let agree = eventually(limit, || {
+        differ = (0..keys)
+            .map(|k| format!("k{k}"))
+            .filter(|k| {
+                let first = get(&mut clients[0], k);
+                clients[1..].iter_mut().any(|c| get(c, k) != first)
+            })
+            .collect();
+        differ.is_empty()
+    });
+    assert!(agree, "keys differ {what}: {differ:?}");
+}
+
 /// Sets and deletes of 200 keys on every node while links are cut, silenced and refused
 /// at random for 3 s; then one link stays cut: all three nodes hold the same for every key,
 /// and again once it is back.
@@ -193,25 +236,8 @@ fn random_faults(base: [u8; 3], n: usize) {
     eprintln!("seed {seed}");
     let keys = 200;
     let stop = Arc::new(AtomicBool::new(false));
-    let writers: Vec<_> = m
-        .nodes
-        .iter()
-        .enumerate()
-        .map(|(w, node)| {
-            let stop = stop.clone();
-            let mut c = node.client();
-            std::thread::spawn(move || {
-                let mut x = seed.wrapping_mul(w as u64 + 3) | 1;
-                let mut n = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    let lines = random_writes(&mut x, &mut n, w, keys);
-                    c.send(lines.as_bytes());
-                    c.expect(b"mn\r\n", b"MN\r\n");
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-            })
-        })
-        .collect();
+    let all: Vec<usize> = (0..n).collect();
+    let writers = writers(&m, &all, (seed, keys), &stop);
     let pairs: Vec<(usize, usize)> = (0..n)
         .flat_map(|i| (i + 1..n).map(move |j| (i, j)))
         .collect();
@@ -247,19 +273,8 @@ fn random_faults(base: [u8; 3], n: usize) {
         w.join().unwrap();
     }
     let same = |what: &str| {
-        let mut clients: Vec<Client> = m.nodes.iter().map(Node::client).collect();
-        let mut differ = Vec::new();
-        let agree = eventually(Duration::from_secs(10), || {
-            differ = (0..keys)
-                .map(|k| format!("k{k}"))
-                .filter(|k| {
-                    let first = get(&mut clients[0], k);
-                    clients[1..].iter_mut().any(|c| get(c, k) != first)
-                })
-                .collect();
-            differ.is_empty()
-        });
-        assert!(agree, "keys differ {what} (seed {seed}): {differ:?}");
+        let what = format!("{what} (seed {seed})");
+        assert_identical(&m, keys, Duration::from_secs(10), &what);
     };
     same(&format!("with the link {i}-{j} cut"));
     m.set_mode(i, j, Mode::Pass);
@@ -321,22 +336,7 @@ fn a_writer_killed_while_its_link_to_one_peer_is_cut_leaves_the_others_identical
     eprintln!("seed {seed}");
     let keys = 200;
     let stop = Arc::new(AtomicBool::new(false));
-    let writers: Vec<_> = [1, 2]
-        .into_iter()
-        .map(|w| {
-            let stop = stop.clone();
-            let mut c = m.nodes[w].client();
-            std::thread::spawn(move || {
-                let mut x = seed.wrapping_mul(w as u64 + 3) | 1;
-                let mut n = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    c.send(random_writes(&mut x, &mut n, w, keys).as_bytes());
-                    c.expect(b"mn\r\n", b"MN\r\n");
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-            })
-        })
-        .collect();
+    let writers = writers(&m, &[1, 2], (seed, keys), &stop);
     let (mut x, mut n) = (seed | 1, 0u64);
     let mut c0 = m.nodes[0].client();
     for _ in 0..20 {
@@ -366,19 +366,8 @@ fn a_writer_killed_while_its_link_to_one_peer_is_cut_leaves_the_others_identical
         w.join().unwrap();
     }
     let same = |what: &str| {
-        let mut clients: Vec<Client> = m.nodes.iter().map(Node::client).collect();
-        let mut differ = Vec::new();
-        let agree = eventually(Duration::from_secs(15), || {
-            differ = (0..keys)
-                .map(|k| format!("k{k}"))
-                .filter(|k| {
-                    let first = get(&mut clients[0], k);
-                    clients[1..].iter_mut().any(|c| get(c, k) != first)
-                })
-                .collect();
-            differ.is_empty()
-        });
-        assert!(agree, "keys differ {what} (seed {seed}): {differ:?}");
+        let what = format!("{what} (seed {seed})");
+        assert_identical(&m, keys, Duration::from_secs(15), &what);
     };
     same("with the link 0-1 cut");
     let mut c2 = m.nodes[2].client();
