@@ -246,6 +246,64 @@ fn a_second_process_with_the_same_node_id_is_refused_and_the_first_keeps_its_lin
 }
 
 #[test]
+fn a_node_back_under_its_id_before_its_old_link_timed_out_is_let_in_not_refused() {
+    // A host that dies without closing its sockets leaves its peer's link open until the
+    // timeout; the node started again in its place (here on a new address, as a container
+    // may be) with the same --node-id dials in before then. Refusing it as a second process
+    // would log a false "give every node its own --node-id": it is let in once the old
+    // link is found silent.
+    let dir = TempDir::new("back-early");
+    let (port, rport) = (free_port(), free_port());
+    let r = rport.to_string();
+    let timeout = ["--repl-timeout", "2"];
+    let (a, b) = pair_at(
+        [77, 78],
+        (port, rport),
+        [
+            &[&["--node-id", "1"][..], &timeout[..]].concat(),
+            &[&["--node-id", "2"][..], &timeout[..]].concat(),
+        ],
+    );
+    a.client().expect(b"set k 0 0 1\r\nx\r\n", b"STORED\r\n");
+    assert!(sees(&b, "k", Some("x")));
+    b.freeze();
+    let log = dir.0.join("back.log");
+    let started = Instant::now();
+    let back = Node::start_logging(
+        [127, 0, 0, 79],
+        port,
+        &args(
+            &[
+                &["-X", &r, "-x", "127.0.0.77", "--node-id", "2"][..],
+                &timeout[..],
+            ]
+            .concat(),
+        ),
+        Stdio::from(std::fs::File::create(&log).unwrap()),
+    );
+    a.client().expect(b"set k2 0 0 1\r\ny\r\n", b"STORED\r\n");
+    let linked = eventually(Duration::from_secs(10), || {
+        get(&mut back.client(), "k2").as_deref() == Some("y")
+    });
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(linked, "the node back is linked and copied to:\n{text}");
+    // Within the old link's timeout and a retry at most (the backoff after a refusal is
+    // what took longer before).
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        !text.contains("--node-id"),
+        "told it is a second process:\n{text}"
+    );
+    let mut ca = a.client();
+    assert_eq!(ca.stat("replication_peers_connected"), "1");
+    b.thaw();
+}
+
+#[test]
 fn a_peer_restarted_under_a_new_id_replaces_the_old_entry() {
     let (a, mut b) = seed_pair(&[]);
     let mut ca = a.client();

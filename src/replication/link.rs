@@ -178,7 +178,12 @@ pub async fn run(
             Registration::Linked(r) => break r,
             // The other connection between the two nodes is the one kept.
             Registration::Lost => return Ok(()),
-            Registration::Refuse(why) => return Err(refuse(&mut frames, &mut wr, why).await),
+            Registration::Conflict(ended, why) => {
+                let end = tokio::time::timeout(inner.timeout, ended.cancelled());
+                if end.await.is_err() {
+                    return Err(refuse(&mut frames, &mut wr, why).await);
+                }
+            }
             Registration::Wait(ended) => {
                 let end = tokio::time::timeout(inner.timeout, ended.cancelled());
                 if end.await.is_err() {

@@ -202,8 +202,11 @@ pub enum Registration {
     Lost,
     /// The old link was told to end: wait for this, then register again.
     Wait(CancellationToken),
-    /// Another process with the same node id is linked: refuse this one, saying why.
-    Refuse(String),
+    /// A link from another run of the peer's node id is up: a restarted node whose old
+    /// link has not yet timed out, or a second process given the same id. Wait (up to the
+    /// timeout) for the old link to end, then register again; if it lives on, it is a
+    /// second process: refuse this link, saying why.
+    Conflict(CancellationToken, String),
 }
 
 /// What a link gets when it is registered as the peer's one link.
@@ -882,17 +885,19 @@ impl Inner {
         let p = peers.entry(peer).or_default();
         if let Some(old) = &p.link {
             if p.run != run {
-                // Two live processes with one id would replace each other's link forever.
-                // (A restarted node's old link ends within the timeout; it is let in then.)
-                return Registration::Refuse(format!(
-                    "node id {} is already linked to node {} from another process{}; give every node its own --node-id",
+                // Two live processes with one id would replace each other's link forever,
+                // so the old link is not cut for the new one; a restarted node's old link
+                // goes silent and ends within the timeout, and the new one is let in then.
+                let why = format!(
+                    "node id {} is already linked to node {} from another process{} that is still alive after --repl-timeout; give every node its own --node-id",
                     peer.0,
                     self.local.node.0,
                     p.listen
                         .as_ref()
                         .map(|a| format!(" listening at {a}"))
                         .unwrap_or_default()
-                ));
+                );
+                return Registration::Conflict(old.ended.clone(), why);
             }
             let winner = self.local.node.min(peer);
             if old.dialer != dialer && old.dialer == winner {
