@@ -65,8 +65,9 @@ fn parse_schedstat(line: &[u8]) -> Option<u64> {
 }
 
 /// Share of the workers' time asleep from which it counts as spare: at half load the
-/// workers sleep a fifth to half of the time.
-const SPARE: f64 = 0.2;
+/// workers sleep a sixth to two fifths of the time (over half-second spans on two cores
+/// shared with the clients and a lag probe polling the peer), at full load a twentieth.
+const SPARE: f64 = 0.15;
 
 /// Share of sleep at or under which the workers count as saturated: at full load most
 /// looks read under 0.05. Not zero, and the two overlap (full load reads up to 0.18 now
@@ -78,6 +79,13 @@ const SATURATED: f64 = 0.08;
 /// A busy link's pause while the workers have time to spare: this fraction of its batch
 /// time (100 us by default: half-load lag p50 0.18 ms instead of 0.73).
 const SHORT: u32 = 20;
+
+/// A look counts for one part in this of the share, the looks before it for the rest (a
+/// memory of about a tenth of a second). One look spans 10 ms, in which a half-loaded
+/// node's workers may sleep anywhere from a twentieth to half of the time: with a memory of
+/// four looks (as before), such dips made the pause a whole batch now and then, and half
+/// load's lag p99 1.7-1.9 ms in about half the runs of `bench/compare --only l`.
+const SMOOTHING: f64 = 8.0;
 
 /// How often a busy link reads the statistics.
 const LOOK_EVERY: Duration = Duration::from_millis(10);
@@ -122,7 +130,7 @@ impl IdleShare {
         if let Some((then, before)) = self.last {
             let span = now.duration_since(then).as_nanos() as f64 * workers as f64;
             let asleep = 1.0 - awake.saturating_sub(before) as f64 / span;
-            self.share = (3.0 * self.share + asleep.clamp(0.0, 1.0)) / 4.0;
+            self.share = ((SMOOTHING - 1.0) * self.share + asleep.clamp(0.0, 1.0)) / SMOOTHING;
         }
         self.last = Some((now, awake));
     }
