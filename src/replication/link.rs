@@ -118,6 +118,40 @@ impl Frames {
     }
 }
 
+/// How often a link waiting on another run's link looks whether that one lives.
+const CONFLICT_LOOK: Duration = Duration::from_millis(50);
+/// What a waiting link reads ahead of its turn, to see its peer close.
+const CONFLICT_READ_AHEAD: usize = 64 << 10;
+
+/// Waits for the link of another run of this link's peer id to end (true), or returns false
+/// once that link hears from its peer (a second live process) or the timeout passes. The
+/// new connection is read meanwhile, up to a little, so a peer that gave up and closed it
+/// is not registered (what it sent is kept for the frames after).
+async fn old_link_ends(
+    inner: &Inner,
+    frames: &mut Frames,
+    ended: &tokio_util::sync::CancellationToken,
+    old: &Pending,
+) -> Result<bool, LinkError> {
+    let heard = old.heard_ms();
+    let deadline = tokio::time::Instant::now() + inner.timeout;
+    loop {
+        let reading = frames.buf.len() < CONFLICT_READ_AHEAD;
+        tokio::select! {
+            _ = ended.cancelled() => return Ok(true),
+            _ = tokio::time::sleep(CONFLICT_LOOK) => {}
+            r = frames.rd.read_buf(&mut frames.buf), if reading => {
+                if r? == 0 {
+                    return Err(LinkError::Closed);
+                }
+            }
+        }
+        if old.heard_ms() > heard || tokio::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+    }
+}
+
 async fn send(wr: &mut OwnedWriteHalf, frame: &Frame) -> Result<(), LinkError> {
     let mut out = BytesMut::new();
     wire::encode(frame, &mut out);
@@ -178,9 +212,8 @@ pub async fn run(
             Registration::Linked(r) => break r,
             // The other connection between the two nodes is the one kept.
             Registration::Lost => return Ok(()),
-            Registration::Conflict(ended, why) => {
-                let end = tokio::time::timeout(inner.timeout, ended.cancelled());
-                if end.await.is_err() {
+            Registration::Conflict { ended, old, why } => {
+                if !old_link_ends(&inner, &mut frames, &ended, &old).await? {
                     return Err(refuse(&mut frames, &mut wr, why).await);
                 }
             }

@@ -203,10 +203,15 @@ pub enum Registration {
     /// The old link was told to end: wait for this, then register again.
     Wait(CancellationToken),
     /// A link from another run of the peer's node id is up: a restarted node whose old
-    /// link has not yet timed out, or a second process given the same id. Wait (up to the
-    /// timeout) for the old link to end, then register again; if it lives on, it is a
-    /// second process: refuse this link, saying why.
-    Conflict(CancellationToken, String),
+    /// link has not yet timed out, or a second process given the same id. Wait for the old
+    /// link to end (`ended`), then register again; if it hears from its peer meanwhile
+    /// (`old`: heartbeats come every third of the timeout), it is a second process: refuse
+    /// this link at once, saying why (`why`), before the waiting peer's own timeout.
+    Conflict {
+        ended: CancellationToken,
+        old: Arc<Pending>,
+        why: String,
+    },
 }
 
 /// What a link gets when it is registered as the peer's one link.
@@ -888,6 +893,7 @@ impl Inner {
                 // Two live processes with one id would replace each other's link forever,
                 // so the old link is not cut for the new one; a restarted node's old link
                 // goes silent and ends within the timeout, and the new one is let in then.
+                // (A second process waiting here takes the link if the first's drops.)
                 let why = format!(
                     "node id {} is already linked to node {} from another process{} that is still alive after --repl-timeout; give every node its own --node-id",
                     peer.0,
@@ -897,7 +903,11 @@ impl Inner {
                         .map(|a| format!(" listening at {a}"))
                         .unwrap_or_default()
                 );
-                return Registration::Conflict(old.ended.clone(), why);
+                return Registration::Conflict {
+                    ended: old.ended.clone(),
+                    old: old.fetcher.pending.clone(),
+                    why,
+                };
             }
             let winner = self.local.node.min(peer);
             if old.dialer != dialer && old.dialer == winner {

@@ -87,6 +87,11 @@ impl Pending {
         self.heard_ms.fetch_max(heard, Ordering::Relaxed);
     }
 
+    /// When bytes last arrived on the link, in milliseconds after it began.
+    pub fn heard_ms(&self) -> u64 {
+        self.heard_ms.load(Ordering::Relaxed)
+    }
+
     /// Hands an answer to the read waiting for it (gone if it gave up). The read of the
     /// link that brought it has already called [`Pending::heard`].
     pub fn answer(&self, id: u64, now: u32, record: Option<Record>) {
