@@ -165,7 +165,7 @@ pub struct Args {
     #[arg(long = "repl-backlog-ttl")]
     pub repl_backlog_ttl: Option<u64>,
     /// Microseconds a busy link gathers changes into one batch (default 2000) while the
-    /// workers are saturated; a twentieth of it while they sleep a fifth of their time or
+    /// workers are saturated; a twentieth of it while they sleep 15 % of their time or
     /// more, by the square of how busy they are between: lower is less replication lag for
     /// more CPU
     #[arg(long = "repl-batch-us")]

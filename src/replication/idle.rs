@@ -109,7 +109,7 @@ pub struct IdleShare {
 
 impl IdleShare {
     /// The pause before the next look at a busy feed: `batch` while the workers are
-    /// saturated, a twentieth of it while they sleep a fifth of their time or more, and in
+    /// saturated, a twentieth of it while they sleep 15 % of their time or more, and in
     /// between by the square of how busy they are (so a moment's dip in their sleep at half
     /// load does not stretch the lag to a whole batch).
     pub fn pause(&mut self, idle: &WorkerIdle, batch: Duration) -> Duration {
@@ -130,7 +130,9 @@ impl IdleShare {
         if let Some((then, before)) = self.last {
             let span = now.duration_since(then).as_nanos() as f64 * workers as f64;
             let asleep = 1.0 - awake.saturating_sub(before) as f64 / span;
-            self.share = ((SMOOTHING - 1.0) * self.share + asleep.clamp(0.0, 1.0)) / SMOOTHING;
+            // Clamped after smoothing, not per look: a running thread's statistics lag by up
+            // to a tick, so a look that reads below zero makes up for one that read high.
+            self.share = (((SMOOTHING - 1.0) * self.share + asleep) / SMOOTHING).clamp(0.0, 1.0);
         }
         self.last = Some((now, awake));
     }
