@@ -208,44 +208,45 @@ fn a_wrong_secret_is_refused_and_said_once() {
     assert!((1..=2).contains(&said), "{said} times:\n{text}");
 }
 
-#[test]
-fn a_second_process_with_the_same_node_id_is_refused_and_the_first_keeps_its_link() {
+/// A pair with node ids 1 and 2 on 127.0.0.`ips[0]` and `ips[1]` (node 1 with `first` too),
+/// then a second process with id 2 on `ips[2]`, started with `twin(replication port)`: it
+/// is told why it is refused within `limit`, and node 1 keeps its one link, never replaced,
+/// never copied again.
+fn a_twin_is_refused(
+    ips: [u8; 3],
+    first: &[&str],
+    twin: impl Fn(&str) -> Vec<String>,
+    limit: Duration,
+) {
     let dir = TempDir::new("dup-id");
     let (port, rport) = (free_port(), free_port());
-    let r = rport.to_string();
+    let first = [&["--node-id", "1"][..], first].concat();
     let (a, b) = pair_at(
-        [71, 72],
+        [ips[0], ips[1]],
         (port, rport),
-        [&["--node-id", "1"], &["--node-id", "2"]],
+        [&first, &["--node-id", "2"]],
     );
     a.client().expect(b"set k 0 0 1\r\nx\r\n", b"STORED\r\n");
     assert!(sees(&b, "k", Some("x")));
     let log = dir.0.join("twin.log");
     let started = Instant::now();
     let _twin = Node::start_logging(
-        [127, 0, 0, 73],
+        [127, 0, 0, ips[2]],
         port,
-        &args(&["-X", &r, "-x", "127.0.0.71", "--node-id", "2"]),
+        &twin(&rport.to_string()),
         Stdio::from(std::fs::File::create(&log).unwrap()),
     );
-    // Told on its first dial: the refusing node reads on until the twin closes, so the
-    // Refuse is not lost to a reset (it was for a dial or a few, then 1-4 s after a
-    // backoff). Generous for the whole suite's load.
+    // The refusing node reads on until the twin closes, so the Refuse is not lost to a
+    // reset. Generous for the whole suite's load.
     let said = eventually(Duration::from_secs(10), || {
         std::fs::read_to_string(&log)
             .unwrap()
             .contains("give every node its own --node-id")
     });
-    assert!(said, "the twin is told why");
-    // The first's live link is heard within a heartbeat (a third of the 3 s timeout): the
-    // twin is refused then, before its own wait for a word runs out.
-    assert!(
-        started.elapsed() < Duration::from_secs(6),
-        "{:?}",
-        started.elapsed()
-    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(said, "the twin is told why:\n{text}");
+    assert!(started.elapsed() < limit, "{:?}", started.elapsed());
     std::thread::sleep(Duration::from_secs(1));
-    // The first keeps its one link: never replaced, never copied again.
     let mut ca = a.client();
     assert_eq!(ca.stat("replication_peers_connected"), "1");
     assert_eq!(peer_stat_sum(&mut ca, "full_syncs"), 1);
@@ -254,56 +255,36 @@ fn a_second_process_with_the_same_node_id_is_refused_and_the_first_keeps_its_lin
 }
 
 #[test]
+fn a_second_process_with_the_same_node_id_is_refused_and_the_first_keeps_its_link() {
+    // The twin dials node 1. Node 1's live link to the first node 2 is heard within a
+    // heartbeat (a third of the 3 s timeout): the twin is refused then, before its own
+    // wait for a word runs out.
+    a_twin_is_refused(
+        [71, 72, 73],
+        &[],
+        |r| args(&["-X", r, "-x", "127.0.0.71", "--node-id", "2"]),
+        Duration::from_secs(6),
+    );
+}
+
+#[test]
 fn a_second_process_that_a_node_dials_is_refused_too_and_told_why() {
-    // Node 1 lists a third address, where a second process with node 2's id listens: its
-    // own dial there meets the id already linked, and the link that node 1 dialled is the
-    // one refused (the twin's side took it for linked and waits for a word).
-    let dir = TempDir::new("dup-id-dialled");
-    let (port, rport) = (free_port(), free_port());
-    let r = rport.to_string();
-    let (a, b) = pair_at(
-        [80, 81],
-        (port, rport),
-        [&["--node-id", "1", "-x", "127.0.0.82"], &["--node-id", "2"]],
+    // Node 1 also lists the twin's address, and the twin lists nobody: the link refused is
+    // the one node 1 dialled, which the twin's side took for linked. Node 1 dials again
+    // after a backoff of up to 2 s, so its first dial there may come late.
+    a_twin_is_refused(
+        [80, 81, 82],
+        &["-x", "127.0.0.82"],
+        |r| {
+            args(&[
+                "--repl-listen",
+                &format!("127.0.0.82:{r}"),
+                "--node-id",
+                "2",
+            ])
+        },
+        Duration::from_secs(8),
     );
-    a.client().expect(b"set k 0 0 1\r\nx\r\n", b"STORED\r\n");
-    assert!(sees(&b, "k", Some("x")));
-    let log = dir.0.join("twin.log");
-    let started = Instant::now();
-    // The twin lists nobody: only node 1's dial reaches it.
-    let _twin = Node::start_logging(
-        [127, 0, 0, 82],
-        port,
-        &args(&[
-            "--repl-listen",
-            &format!("127.0.0.82:{r}"),
-            "--node-id",
-            "2",
-        ]),
-        Stdio::from(std::fs::File::create(&log).unwrap()),
-    );
-    let said = eventually(Duration::from_secs(10), || {
-        std::fs::read_to_string(&log)
-            .unwrap()
-            .contains("give every node its own --node-id")
-    });
-    assert!(
-        said,
-        "the twin is told why:\n{}",
-        std::fs::read_to_string(&log).unwrap()
-    );
-    // Node 1 dials the twin again after a backoff of up to 2 s, so its first dial may come
-    // late; then the refusal takes a heartbeat of the live link at most.
-    assert!(
-        started.elapsed() < Duration::from_secs(8),
-        "{:?}",
-        started.elapsed()
-    );
-    let mut ca = a.client();
-    assert_eq!(ca.stat("replication_peers_connected"), "1");
-    assert_eq!(peer_stat_sum(&mut ca, "full_syncs"), 1);
-    a.client().expect(b"set k2 0 0 1\r\ny\r\n", b"STORED\r\n");
-    assert!(sees(&b, "k2", Some("y")));
 }
 
 #[test]
