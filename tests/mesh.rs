@@ -170,15 +170,27 @@ fn writes_in_flight_when_a_link_goes_silent_reach_the_other_side_through_the_thi
     );
 }
 
+/// Client threads writing on nodes of the mesh until [`Writers::stop`].
+struct Writers {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Writers {
+    /// Stops the writers, each once its last batch is answered.
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+    }
+}
+
 /// Writers on `nodes` of the mesh, each sending [`random_writes`] of `keys` keys until
-/// `stop`: twenty a batch, a batch every 5 ms.
-fn writers(
-    m: &ProxiedMesh,
-    nodes: &[usize],
-    (seed, keys): (u64, u64),
-    stop: &Arc<AtomicBool>,
-) -> Vec<std::thread::JoinHandle<()>> {
-    nodes
+/// stopped: twenty a batch, a batch every 5 ms.
+fn writers(m: &ProxiedMesh, nodes: &[usize], (seed, keys): (u64, u64)) -> Writers {
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads = nodes
         .iter()
         .map(|&w| {
             let stop = stop.clone();
@@ -193,7 +205,8 @@ fn writers(
                 }
             })
         })
-        .collect()
+        .collect();
+    Writers { stop, threads }
 }
 
 /// Asserts that every node of the mesh answers `k0..k{keys}` alike within `limit`.
@@ -235,9 +248,8 @@ fn random_faults(base: [u8; 3], n: usize) {
     let seed = common::time_seed();
     eprintln!("seed {seed}");
     let keys = 200;
-    let stop = Arc::new(AtomicBool::new(false));
     let all: Vec<usize> = (0..n).collect();
-    let writers = writers(&m, &all, (seed, keys), &stop);
+    let writers = writers(&m, &all, (seed, keys));
     let pairs: Vec<(usize, usize)> = (0..n)
         .flat_map(|i| (i + 1..n).map(move |j| (i, j)))
         .collect();
@@ -268,10 +280,7 @@ fn random_faults(base: [u8; 3], n: usize) {
     std::thread::sleep(Duration::from_millis(100));
     m.set_mode(i, j, Mode::Refuse);
     m.cut(i, j);
-    stop.store(true, Ordering::Relaxed);
-    for w in writers {
-        w.join().unwrap();
-    }
+    writers.stop();
     let same = |what: &str| {
         let what = format!("{what} (seed {seed})");
         assert_identical(&m, keys, Duration::from_secs(10), &what);
@@ -335,8 +344,7 @@ fn a_writer_killed_while_its_link_to_one_peer_is_cut_leaves_the_others_identical
     let seed = common::time_seed();
     eprintln!("seed {seed}");
     let keys = 200;
-    let stop = Arc::new(AtomicBool::new(false));
-    let writers = writers(&m, &[1, 2], (seed, keys), &stop);
+    let writers = writers(&m, &[1, 2], (seed, keys));
     let (mut x, mut n) = (seed | 1, 0u64);
     let mut c0 = m.nodes[0].client();
     for _ in 0..20 {
@@ -361,10 +369,7 @@ fn a_writer_killed_while_its_link_to_one_peer_is_cut_leaves_the_others_identical
         c0.expect(b"mn\r\n", b"MN\r\n");
         std::thread::sleep(Duration::from_millis(5));
     }
-    stop.store(true, Ordering::Relaxed);
-    for w in writers {
-        w.join().unwrap();
-    }
+    writers.stop();
     let same = |what: &str| {
         let what = format!("{what} (seed {seed})");
         assert_identical(&m, keys, Duration::from_secs(15), &what);

@@ -133,7 +133,7 @@ async fn old_link_ends(
     ended: &tokio_util::sync::CancellationToken,
     old: &Pending,
 ) -> Result<bool, LinkError> {
-    let heard = old.heard_ms();
+    let heard = old.heard_at();
     let deadline = tokio::time::Instant::now() + inner.timeout;
     loop {
         let reading = frames.buf.len() < CONFLICT_READ_AHEAD;
@@ -146,7 +146,7 @@ async fn old_link_ends(
                 }
             }
         }
-        if old.heard_ms() > heard || tokio::time::Instant::now() >= deadline {
+        if old.heard_at() > heard || tokio::time::Instant::now() >= deadline {
             return Ok(false);
         }
     }

@@ -895,7 +895,7 @@ impl Inner {
                 // goes silent and ends within the timeout, and the new one is let in then.
                 // (A second process waiting here takes the link if the first's drops.)
                 let why = format!(
-                    "node id {} is already linked to node {} from another process{} that is still alive after --repl-timeout; give every node its own --node-id",
+                    "node id {} is already linked to node {} from another process{} that is still linked; give every node its own --node-id",
                     peer.0,
                     self.local.node.0,
                     p.listen

@@ -87,9 +87,9 @@ impl Pending {
         self.heard_ms.fetch_max(heard, Ordering::Relaxed);
     }
 
-    /// When bytes last arrived on the link, in milliseconds after it began.
-    pub fn heard_ms(&self) -> u64 {
-        self.heard_ms.load(Ordering::Relaxed)
+    /// When bytes last arrived on the link (to the millisecond; when it began if none have).
+    pub fn heard_at(&self) -> Instant {
+        self.born + Duration::from_millis(self.heard_ms.load(Ordering::Relaxed))
     }
 
     /// Hands an answer to the read waiting for it (gone if it gave up). The read of the
@@ -111,8 +111,7 @@ impl Pending {
     /// after the last bytes arrived on this link, whichever is later, and within
     /// [`FETCH_WAIT_MAX`] of its start.
     fn patience(&self, began: Instant) -> Instant {
-        let heard = self.born + Duration::from_millis(self.heard_ms.load(Ordering::Relaxed));
-        (heard.max(began) + FETCH_WAIT).min(began + FETCH_WAIT_MAX)
+        (self.heard_at().max(began) + FETCH_WAIT).min(began + FETCH_WAIT_MAX)
     }
 
     /// Awaits `fut` while this link keeps delivering (see [`Pending::patience`]); None if
