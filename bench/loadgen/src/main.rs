@@ -23,6 +23,17 @@
 //! throughput by about a third, so more of the machine goes to the server being measured.
 //! Nothing changes on the server side; a client on another machine never preempts it.
 //!
+//! Which client thread talks to which server worker is fixed, not left to chance: the
+//! connections are opened one after another, in order, before the threads start (so a
+//! server that hands accepted connections to its workers in turn, as memcached and repcached
+//! both do, gives connection i to worker i mod -t), and each thread takes a contiguous run
+//! of them, so every thread's connections are spread evenly over all the workers, as a
+//! server's connections from many clients are. When each thread opened its own connections
+//! at once, the accept order changed from run to run, and with it the pairing: in a run
+//! where one thread's connections had all landed on one worker, the two ping-ponged on one
+//! core, and both servers used a third less CPU per request (2.6-2.8 us instead of 3.8-4.3
+//! at `-t 2` on the 2-core machine), so one run's figures said little about the next.
+//!
 //! With `--rate` each thread paces its connections to a share of that many requests per
 //! second instead (request i of a thread is due at its start plus i times the interval; a
 //! connection whose reply is in waits for the next due slot), so a run can hold a server at
@@ -453,12 +464,19 @@ fn batch_policy() -> io::Result<()> {
     Ok(())
 }
 
-/// Opens a thread's connections and registers them with a new epoll instance.
-fn connect_all(args: &Args, shape: &Shape, ids: &[usize]) -> io::Result<(Epoll, Vec<Conn>)> {
+/// Opens `n` connections one after another, so that the server accepts them in this order.
+fn open_all(args: &Args, n: usize) -> io::Result<Vec<TcpStream>> {
+    (0..n)
+        .map(|_| TcpStream::connect((args.host.as_str(), args.port)))
+        .collect()
+}
+
+/// Registers a thread's connections, each with its number over all threads, with a new
+/// epoll instance.
+fn register_all(shape: &Shape, mine: Vec<(usize, TcpStream)>) -> io::Result<(Epoll, Vec<Conn>)> {
     let epoll = Epoll::new()?;
-    let mut conns = Vec::with_capacity(ids.len());
-    for (token, &c) in ids.iter().enumerate() {
-        let stream = TcpStream::connect((args.host.as_str(), args.port))?;
+    let mut conns = Vec::with_capacity(mine.len());
+    for (token, (c, stream)) in mine.into_iter().enumerate() {
         stream.set_nodelay(true)?;
         stream.set_nonblocking(true)?;
         epoll.ctl(
@@ -488,7 +506,7 @@ fn drive(
     args: &Args,
     shape: &Shape,
     keys: &Keys,
-    ids: &[usize],
+    mine: Vec<(usize, TcpStream)>,
     mut pace: Option<Pace>,
     ready: &std::sync::Barrier,
     stop: &AtomicBool,
@@ -500,9 +518,9 @@ fn drive(
             eprintln!("loadgen: SCHED_BATCH refused ({e}); client threads stay normal");
         }
     }
-    // Every thread reaches the start barrier, so one that cannot connect ends the run with
+    // Every thread reaches the start barrier, so one that cannot set up ends the run with
     // its error instead of leaving the others waiting there.
-    let setup = connect_all(args, shape, ids);
+    let setup = register_all(shape, mine);
     ready.wait();
     let (epoll, mut conns) = setup?;
     let mut tally = Tally {
@@ -763,14 +781,17 @@ fn main() {
     let stop = AtomicBool::new(false);
     // Connections are set up before the clock starts; the barrier's last party is main.
     let ready = std::sync::Barrier::new(threads + 1 + usize::from(args.lag_port.is_some()));
+    // Opened in order, then dealt out in contiguous runs: see the module doc.
+    let mut streams = or_exit(open_all(&args, args.conns)).into_iter();
     let (tallies, lag, secs, cpu) = std::thread::scope(|sc| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
-                let ids: Vec<usize> = (0..args.conns).filter(|c| c % threads == t).collect();
+                let ids = args.conns * t / threads..args.conns * (t + 1) / threads;
+                let mine: Vec<_> = ids.zip(streams.by_ref()).collect();
                 let per_sec = args.rate / threads as f64;
-                let pace = Pace::new(per_sec, t as f64 / threads as f64, ids.len());
+                let pace = Pace::new(per_sec, t as f64 / threads as f64, mine.len());
                 let (args, shape, keys, ready, stop) = (&args, &shape, &keys, &ready, &stop);
-                sc.spawn(move || drive(args, shape, keys, &ids, pace, ready, stop))
+                sc.spawn(move || drive(args, shape, keys, mine, pace, ready, stop))
             })
             .collect();
         let probe = args.lag_port.map(|port| {
