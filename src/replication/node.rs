@@ -230,8 +230,9 @@ pub struct Inner {
     pub store: Store,
     pub local: Local,
     pub timeout: Duration,
-    /// How long a busy link gathers changes into one batch (`--repl-batch-us`), at most:
-    /// a twentieth of it while the workers have time to spare ([`super::idle`]).
+    /// How long a busy link gathers changes into one batch (`--repl-batch-us`): four
+    /// times it while the workers are saturated, a twentieth of it while they have time to
+    /// spare ([`super::idle`]).
     pub batch: Duration,
     /// The worker threads' sleep, which paces a busy link.
     pub idle: Arc<WorkerIdle>,
