@@ -770,8 +770,11 @@ async fn send_changes(
                 wake.polling.store(true, Ordering::SeqCst);
                 // A change waits at most this long (plus the trip) to leave; shorter costs
                 // more CPU per write (a round of system calls on both nodes per batch), so
-                // only while the workers have time to spare.
-                pause.sleep(idle.pause(&inner.idle, inner.batch)).await;
+                // only while the workers have time to spare. Never longer than a heartbeat
+                // period: the peer must hear something within `--repl-timeout` (a saturated
+                // node pauses four batch times, up to 0.4 s with `--repl-batch-us 100000`).
+                let wait = idle.pause(&inner.idle, inner.batch).min(heartbeat);
+                pause.sleep(wait).await;
             }
             continue;
         }
