@@ -165,9 +165,10 @@ pub struct Args {
     #[arg(long = "repl-backlog-ttl")]
     pub repl_backlog_ttl: Option<u64>,
     /// Microseconds a busy link gathers changes into one batch (default 2000) while the
-    /// workers are busy, four times that while they are saturated; a twentieth of it while
-    /// they sleep 15 % of their time or more, by the square of how busy they are between:
-    /// lower is less replication lag for more CPU
+    /// workers are busy, four times that while they stay saturated; a twentieth of it while
+    /// they sleep 15 % of their time or more, by the square of how busy they are between;
+    /// never longer than a third of --repl-timeout: lower is less replication lag for more
+    /// CPU
     #[arg(long = "repl-batch-us")]
     pub repl_batch_us: Option<u64>,
     /// Acknowledged writes: a write is answered once this many peers hold it (at most as

@@ -76,14 +76,17 @@ const SPARE: f64 = 0.15;
 /// proportion, so a moment's dip at half load costs a fraction of a batch, not all of it.
 const SATURATED: f64 = 0.08;
 
-/// A busy link's pause while the workers stay saturated (the smoothed share at or under
-/// [`SATURATED`]): this many batch times. Each batch costs both nodes a round of wake-ups
-/// and system calls, and at full load that CPU is taken from clients: gathering 8 ms
-/// instead of 2 ms read the pair's CPU per client operation at 0.97-0.98x memcached's
-/// instead of 0.99-1.01x (`bench/compare --only r --runs 5`, three interleaved sets at
-/// `-t 2`). Only while saturated: at half load the smoothed share stays above 0.15, and a
-/// dip just above the threshold still pauses at most one batch time.
+/// A busy link's pause while the workers stay saturated: this many batch times. Each
+/// batch costs both nodes a round of wake-ups and system calls, and at full load that CPU
+/// is taken from clients: gathering 8 ms instead of 2 ms read the pair's CPU per client
+/// operation at 0.97-0.98x memcached's instead of 0.99-1.01x (`bench/compare --only r
+/// --runs 5`, three interleaved sets at `-t 2`).
 const SATURATED_BATCHES: u32 = 4;
+
+/// Looks in a row at or under [`SATURATED`] before the long pause: the workers must stay
+/// saturated (the smoothed share reads 0.03-0.08 at full load), not dip there (at half
+/// load it reads 0.16-0.46, 1st to 95th percentile, and a dip is a look or two).
+const SATURATED_LOOKS: u32 = 5;
 
 /// A busy link's pause while the workers have time to spare: this fraction of its batch
 /// time (100 us by default: half-load lag p50 0.18 ms instead of 0.73).
@@ -99,15 +102,11 @@ const SMOOTHING: f64 = 8.0;
 /// How often a busy link reads the statistics.
 const LOOK_EVERY: Duration = Duration::from_millis(10);
 
-/// The pause for a share of sleep: [`SATURATED_BATCHES`] batch times while saturated, else
-/// from `batch` down to a twentieth of it (time to spare), by the square of how busy the
-/// workers are between the two, so that a dip in their sleep at half load costs little
-/// while a saturated node gathers long batches (each batch costs both nodes a round of
-/// wake-ups, the bulk of replication's CPU).
+/// The pause for a share of sleep: from `batch` (saturated) down to a twentieth of it
+/// (time to spare), by the square of how busy the workers are between the two, so that a
+/// dip in their sleep at half load costs little while a saturated node gathers long
+/// batches (each batch costs both nodes a round of wake-ups, the bulk of replication's CPU).
 fn pause_for(share: f64, batch: Duration) -> Duration {
-    if share <= SATURATED {
-        return batch * SATURATED_BATCHES;
-    }
     let busy = ((SPARE - share) / (SPARE - SATURATED)).clamp(0.0, 1.0);
     let short = batch / SHORT;
     short + (batch - short).mul_f64(busy * busy)
@@ -117,24 +116,31 @@ fn pause_for(share: f64, batch: Duration) -> Duration {
 pub struct IdleShare {
     last: Option<(Instant, u64)>,
     share: f64,
+    /// Looks in a row at or under [`SATURATED`].
+    low: u32,
+    /// No statistics to read (see [`WorkerIdle::register_current`]).
+    blind: bool,
 }
 
 /// A new link starts as if the workers had time to spare: short pauses, until the looks
-/// say otherwise (within a few looks when they are saturated).
+/// say otherwise (the long pause after some ten looks when they are saturated).
 impl Default for IdleShare {
     fn default() -> Self {
         IdleShare {
             last: None,
             share: SPARE,
+            low: 0,
+            blind: false,
         }
     }
 }
 
 impl IdleShare {
     /// The pause before the next look at a busy feed: four times `batch` while the
-    /// workers are saturated, a twentieth of it while they sleep 15 % of their time or
-    /// more, and up to `batch` in between by the square of how busy they are (so a moment's dip in their sleep at half
-    /// load does not stretch the lag to a whole batch).
+    /// workers stay saturated, a twentieth of it while they sleep 15 % of their time or
+    /// more, and up to `batch` in between by the square of how busy they are (so a
+    /// moment's dip in their sleep at half load does not stretch the lag to a whole
+    /// batch). Without statistics, always `batch`.
     pub fn pause(&mut self, idle: &WorkerIdle, batch: Duration) -> Duration {
         let now = Instant::now();
         if self
@@ -143,21 +149,38 @@ impl IdleShare {
         {
             self.look(idle, now);
         }
-        pause_for(self.share, batch)
+        if self.blind {
+            batch
+        } else if self.low >= SATURATED_LOOKS {
+            batch * SATURATED_BATCHES
+        } else {
+            pause_for(self.share, batch)
+        }
     }
 
     fn look(&mut self, idle: &WorkerIdle, now: Instant) {
         let Some((awake, workers)) = idle.awake_ns() else {
+            self.blind = true;
             return;
         };
         if let Some((then, before)) = self.last {
             let span = now.duration_since(then).as_nanos() as f64 * workers as f64;
-            let asleep = 1.0 - awake.saturating_sub(before) as f64 / span;
-            // Clamped after smoothing, not per look: a running thread's statistics lag by up
-            // to a tick, so a look that reads below zero makes up for one that read high.
-            self.share = (((SMOOTHING - 1.0) * self.share + asleep) / SMOOTHING).clamp(0.0, 1.0);
+            self.record(1.0 - awake.saturating_sub(before) as f64 / span);
         }
         self.last = Some((now, awake));
+    }
+
+    /// Takes one look's share of sleep into the smoothed share and the run of saturated
+    /// looks.
+    fn record(&mut self, asleep: f64) {
+        // Clamped after smoothing, not per look: a running thread's statistics lag by up to
+        // a tick, so a look that reads below zero makes up for one that read high.
+        self.share = (((SMOOTHING - 1.0) * self.share + asleep) / SMOOTHING).clamp(0.0, 1.0);
+        self.low = if self.share <= SATURATED {
+            self.low.saturating_add(1)
+        } else {
+            0
+        };
     }
 }
 
@@ -168,16 +191,63 @@ mod tests {
     #[test]
     fn pauses_scale_between_saturated_and_spare() {
         let batch = Duration::from_millis(1);
-        assert_eq!(pause_for(0.0, batch), batch * SATURATED_BATCHES);
-        assert_eq!(pause_for(SATURATED, batch), batch * SATURATED_BATCHES);
-        // Just above saturated, one batch time at most: a dip costs no long pause.
-        let above = pause_for(SATURATED + 0.001, batch);
-        assert!(above <= batch && above > batch * 9 / 10, "{above:?}");
+        assert_eq!(pause_for(0.0, batch), batch);
+        assert_eq!(pause_for(SATURATED, batch), batch);
         assert_eq!(pause_for(SPARE, batch), batch / SHORT);
         assert_eq!(pause_for(0.9, batch), batch / SHORT);
         // Half way between, a little over a quarter of the batch.
         let mid = pause_for((SATURATED + SPARE) / 2.0, batch);
         assert!(mid > batch / 4 && mid < batch * 3 / 10, "{mid:?}");
+    }
+
+    /// The long pause needs the workers saturated look after look; one look above the
+    /// threshold ends it, and a share that dips there from half load does not reach it.
+    #[test]
+    fn the_long_pause_waits_for_a_run_of_saturated_looks() {
+        let batch = Duration::from_millis(2);
+        let idle = WorkerIdle::default();
+        let mut s = IdleShare {
+            last: Some((Instant::now(), 0)),
+            ..IdleShare::default()
+        };
+        let pause = |s: &mut IdleShare| {
+            // A fresh look is not due: the pause comes from what was recorded.
+            s.last = Some((Instant::now(), 0));
+            s.pause(&idle, batch)
+        };
+        // Half load's shares, then a dip deeper than any measured there: twelve looks
+        // reading no sleep at all bring the share under the threshold for the last three.
+        for _ in 0..20 {
+            s.record(0.3);
+        }
+        for _ in 0..12 {
+            s.record(0.0);
+            assert!(pause(&mut s) <= batch, "a dip from half load");
+        }
+        assert!(s.share <= SATURATED && s.low > 0);
+        s.record(0.3);
+        assert!(pause(&mut s) < batch, "back above the threshold");
+        // Saturated look after look: one batch time, then four.
+        let mut pauses = Vec::new();
+        for _ in 0..30 {
+            s.record(0.03);
+            pauses.push(pause(&mut s));
+        }
+        assert_eq!(pauses.last(), Some(&(batch * SATURATED_BATCHES)));
+        let first_long = pauses.iter().position(|&p| p > batch).unwrap();
+        assert!(pauses[..first_long].iter().all(|&p| p <= batch));
+        // Workers that go idle lift the share over the threshold within a look: back to at
+        // most one batch time.
+        s.record(0.9);
+        assert!(pause(&mut s) <= batch);
+    }
+
+    /// Without scheduler statistics a busy link gathers for the whole batch.
+    #[test]
+    fn without_statistics_the_pause_is_the_batch() {
+        let batch = Duration::from_millis(2);
+        let mut s = IdleShare::default();
+        assert_eq!(s.pause(&WorkerIdle::default(), batch), batch);
     }
 
     #[test]

@@ -772,8 +772,13 @@ async fn send_changes(
                 // more CPU per write (a round of system calls on both nodes per batch), so
                 // only while the workers have time to spare. Never longer than a heartbeat
                 // period: the peer must hear something within `--repl-timeout` (a saturated
-                // node pauses four batch times, up to 0.4 s with `--repl-batch-us 100000`).
-                let wait = idle.pause(&inner.idle, inner.batch).min(heartbeat);
+                // node pauses four batch times, up to 0.4 s with `--repl-batch-us 100000`);
+                // nor than a batch while the peer waits on this side's acks for its own
+                // acknowledged writes (its `--repl-ack-peers`: this pause holds them).
+                let mut wait = idle.pause(&inner.idle, inner.batch).min(heartbeat);
+                if acks.prompt.load(Ordering::Relaxed) {
+                    wait = wait.min(inner.batch);
+                }
                 pause.sleep(wait).await;
             }
             continue;

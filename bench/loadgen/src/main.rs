@@ -26,12 +26,13 @@
 //! Which client thread talks to which server worker is fixed, not left to chance: the
 //! connections are opened one after another, in order, before the threads start (so a
 //! server that hands accepted connections to its workers in turn, as memcached and repcached
-//! both do, gives connection i to worker i mod -t), and each thread takes a contiguous run
-//! of them, so every thread's connections are spread evenly over all the workers, as a
-//! server's connections from many clients are. When each thread opened its own connections
+//! both do, puts consecutive connections on consecutive workers), and each thread takes a
+//! contiguous run of them, so a thread with at least as many connections as there are
+//! workers (a multiple of them) talks to every worker evenly, as a server's connections
+//! from many clients do. When each thread opened its own connections
 //! at once, the accept order changed from run to run, and with it the pairing: in a run
 //! where one thread's connections had all landed on one worker, the two ping-ponged on one
-//! core, and both servers used a third less CPU per request (2.6-2.8 us instead of 3.8-4.3
+//! core, and both servers used a third less CPU per request (2.6-2.8 us instead of 3.8-4.5
 //! at `-t 2` on the 2-core machine), so one run's figures said little about the next.
 //!
 //! With `--rate` each thread paces its connections to a share of that many requests per
@@ -467,7 +468,10 @@ fn batch_policy() -> io::Result<()> {
 /// Opens `n` connections one after another, so that the server accepts them in this order.
 fn open_all(args: &Args, n: usize) -> io::Result<Vec<TcpStream>> {
     (0..n)
-        .map(|_| TcpStream::connect((args.host.as_str(), args.port)))
+        .map(|_| {
+            TcpStream::connect((args.host.as_str(), args.port))
+                .map_err(|e| io::Error::new(e.kind(), format!("{}:{}: {e}", args.host, args.port)))
+        })
         .collect()
 }
 
