@@ -467,12 +467,13 @@ fn batch_policy() -> io::Result<()> {
 
 /// Opens `n` connections one after another, so that the server accepts them in this order.
 fn open_all(args: &Args, n: usize) -> io::Result<Vec<TcpStream>> {
-    (0..n)
-        .map(|_| {
-            TcpStream::connect((args.host.as_str(), args.port))
-                .map_err(|e| io::Error::new(e.kind(), format!("{}:{}: {e}", args.host, args.port)))
-        })
-        .collect()
+    (0..n).map(|_| open(args)).collect()
+}
+
+/// One connection to the server, or an error that names its address.
+fn open(args: &Args) -> io::Result<TcpStream> {
+    TcpStream::connect((args.host.as_str(), args.port))
+        .map_err(|e| io::Error::new(e.kind(), format!("{}:{}: {e}", args.host, args.port)))
 }
 
 /// Registers a thread's connections, each with its number over all threads, with a new
@@ -602,40 +603,49 @@ fn drive(
 }
 
 /// Sets every key, 100 per pipelined batch, over `threads` blocking connections.
-fn fill(args: &Args, keys: &Keys) {
+fn fill(args: &Args, keys: &Keys) -> io::Result<()> {
     let threads = args.threads.max(1);
     let per = keys.count.div_ceil(threads);
     let value = vec![b'v'; args.value_size];
     let header = format!(" 0 0 {}\r\n", args.value_size);
     std::thread::scope(|sc| {
-        for t in 0..threads {
-            let (value, header) = (&value, &header);
-            sc.spawn(move || {
-                let mut s = TcpStream::connect((args.host.as_str(), args.port)).expect("connect");
-                let mut batch = Vec::new();
-                let mut reply = vec![0u8; 100 * STORED.len()];
-                let (from, to) = (t * per, ((t + 1) * per).min(keys.count));
-                for first in (from..to).step_by(100) {
-                    let last = (first + 100).min(to);
-                    batch.clear();
-                    for i in first..last {
-                        batch.extend_from_slice(b"set ");
-                        batch.extend_from_slice(keys.get(i));
-                        batch.extend_from_slice(header.as_bytes());
-                        batch.extend_from_slice(value);
-                        batch.extend_from_slice(b"\r\n");
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (value, header) = (&value, &header);
+                sc.spawn(move || -> io::Result<()> {
+                    let mut s = open(args)?;
+                    let mut batch = Vec::new();
+                    let mut reply = vec![0u8; 100 * STORED.len()];
+                    let (from, to) = (t * per, ((t + 1) * per).min(keys.count));
+                    for first in (from..to).step_by(100) {
+                        let last = (first + 100).min(to);
+                        batch.clear();
+                        for i in first..last {
+                            batch.extend_from_slice(b"set ");
+                            batch.extend_from_slice(keys.get(i));
+                            batch.extend_from_slice(header.as_bytes());
+                            batch.extend_from_slice(value);
+                            batch.extend_from_slice(b"\r\n");
+                        }
+                        s.write_all(&batch)?;
+                        let want = (last - first) * STORED.len();
+                        s.read_exact(&mut reply[..want])?;
+                        if reply[..want].chunks(STORED.len()).any(|r| r != STORED) {
+                            let shown =
+                                String::from_utf8_lossy(&reply[..want.min(200)]).into_owned();
+                            return Err(io::Error::other(format!(
+                                "fill: unexpected reply {shown:?}"
+                            )));
+                        }
                     }
-                    s.write_all(&batch).expect("fill write");
-                    let want = (last - first) * STORED.len();
-                    s.read_exact(&mut reply[..want]).expect("fill read");
-                    if reply[..want].chunks(STORED.len()).any(|r| r != STORED) {
-                        let shown = String::from_utf8_lossy(&reply[..want.min(200)]).into_owned();
-                        panic!("fill: unexpected reply {shown:?}");
-                    }
-                }
-            });
-        }
-    });
+                    Ok(())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .try_for_each(|h| h.join().expect("fill thread"))
+    })
 }
 
 /// What the lag probe measured: the lag of each sample, samples given up on, the round
@@ -772,8 +782,12 @@ fn percentile(samples: &[u64], p: f64) -> u64 {
 fn main() {
     let args = Args::parse();
     let keys = Keys::new(args.keys.max(1), args.key_size);
+    if args.conns == 0 && args.lag_port.is_none() {
+        eprintln!("loadgen: --conns 0 runs only the lag probe; give --lag-port PORT too");
+        std::process::exit(2);
+    }
     if args.warmup || args.fill_only {
-        fill(&args, &keys);
+        or_exit(fill(&args, &keys));
     }
     if args.fill_only {
         println!("filled={}", keys.count);
