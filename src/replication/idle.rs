@@ -118,8 +118,6 @@ pub struct IdleShare {
     share: f64,
     /// Looks in a row at or under [`SATURATED`].
     low: u32,
-    /// No statistics to read (see [`WorkerIdle::register_current`]).
-    blind: bool,
 }
 
 /// A new link starts as if the workers had time to spare: short pauses, until the looks
@@ -130,7 +128,6 @@ impl Default for IdleShare {
             last: None,
             share: SPARE,
             low: 0,
-            blind: false,
         }
     }
 }
@@ -149,7 +146,8 @@ impl IdleShare {
         {
             self.look(idle, now);
         }
-        if self.blind {
+        // No look has read statistics (see [`WorkerIdle::register_current`]).
+        if self.last.is_none() {
             batch
         } else if self.low >= SATURATED_LOOKS {
             batch * SATURATED_BATCHES
@@ -160,7 +158,6 @@ impl IdleShare {
 
     fn look(&mut self, idle: &WorkerIdle, now: Instant) {
         let Some((awake, workers)) = idle.awake_ns() else {
-            self.blind = true;
             return;
         };
         if let Some((then, before)) = self.last {
